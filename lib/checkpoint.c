@@ -1,0 +1,2 @@
+/* checkpoint.c - placeholder while the core is written. */
+#include "model.h"

@@ -1,0 +1,154 @@
+/* config.c - the configuration handle. */
+#include <string.h>
+
+#include "model.h"
+
+void stochflow__config_defaults(stochflow_config *c, size_t dim) {
+    memset(c, 0, sizeof *c);
+    c->dim = dim;
+    c->n_hidden = 3;
+    c->hidden[0] = c->hidden[1] = c->hidden[2] = 256;
+    c->activation = STOCHFLOW_ACT_SILU;
+    c->time_kind = STOCHFLOW_TIME_RAW;
+    c->n_freq = 0;
+    c->interpolant = STOCHFLOW_INTERP_TRIG;
+    c->seed = 0;
+}
+
+int stochflow__config_validate(const stochflow_config *c) {
+    RETURN_ERROR_IF(c->dim < 1 || c->dim > STOCHFLOW__MAX_DIM, STOCHFLOW_E_INVALID,
+                    "dimension %zu out of range 1..%d", c->dim, STOCHFLOW__MAX_DIM);
+    RETURN_ERROR_IF(c->n_hidden < 1 || c->n_hidden > STOCHFLOW__MAX_HIDDEN, STOCHFLOW_E_INVALID,
+                    "number of hidden layers %zu out of range 1..%d", c->n_hidden,
+                    STOCHFLOW__MAX_HIDDEN);
+    for (size_t i = 0; i < c->n_hidden; ++i)
+        RETURN_ERROR_IF(c->hidden[i] < 1 || c->hidden[i] > STOCHFLOW__MAX_WIDTH,
+                        STOCHFLOW_E_INVALID, "hidden width %zu (layer %zu) out of range 1..%d",
+                        c->hidden[i], i, STOCHFLOW__MAX_WIDTH);
+    RETURN_ERROR_IF(c->activation < STOCHFLOW_ACT_SILU || c->activation > STOCHFLOW_ACT_SOFTPLUS,
+                    STOCHFLOW_E_INVALID, "unknown activation %d", c->activation);
+    RETURN_ERROR_IF(c->time_kind != STOCHFLOW_TIME_RAW && c->time_kind != STOCHFLOW_TIME_FOURIER,
+                    STOCHFLOW_E_INVALID, "unknown time embedding %d", c->time_kind);
+    RETURN_ERROR_IF(c->time_kind == STOCHFLOW_TIME_FOURIER &&
+                        (c->n_freq < 1 || c->n_freq > STOCHFLOW__MAX_FREQ),
+                    STOCHFLOW_E_INVALID, "Fourier frequencies %zu out of range 1..%d", c->n_freq,
+                    STOCHFLOW__MAX_FREQ);
+    RETURN_ERROR_IF(c->interpolant < STOCHFLOW_INTERP_TRIG ||
+                        c->interpolant > STOCHFLOW_INTERP_CUSTOM,
+                    STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interpolant);
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_new(stochflow_config **out, size_t dim) {
+    RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "config_new: out is NULL");
+    *out = NULL;
+    RETURN_ERROR_IF(dim < 1 || dim > STOCHFLOW__MAX_DIM, STOCHFLOW_E_INVALID,
+                    "config_new: dimension %zu out of range 1..%d", dim, STOCHFLOW__MAX_DIM);
+    stochflow_config *c = stochflow__malloc(sizeof *c);
+    RETURN_ERROR_IF(c == NULL, STOCHFLOW_E_NOMEM, "config_new: out of memory");
+    stochflow__config_defaults(c, dim);
+    *out = c;
+    return 0;
+}
+
+STOCHFLOW_API void stochflow_config_free(stochflow_config *cfg) { stochflow__free(cfg); }
+
+#define CHECK_CFG(cfg) RETURN_ERROR_IF((cfg) == NULL, STOCHFLOW_E_INVALID, "config is NULL")
+
+STOCHFLOW_API int stochflow_config_set_hidden(stochflow_config *cfg, size_t n_layers,
+                                              const size_t *widths) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(widths == NULL, STOCHFLOW_E_INVALID, "set_hidden: widths is NULL");
+    RETURN_ERROR_IF(n_layers < 1 || n_layers > STOCHFLOW__MAX_HIDDEN, STOCHFLOW_E_INVALID,
+                    "set_hidden: %zu layers, expected 1..%d", n_layers, STOCHFLOW__MAX_HIDDEN);
+    for (size_t i = 0; i < n_layers; ++i)
+        RETURN_ERROR_IF(widths[i] < 1 || widths[i] > STOCHFLOW__MAX_WIDTH, STOCHFLOW_E_INVALID,
+                        "set_hidden: width %zu of layer %zu out of range 1..%d", widths[i], i,
+                        STOCHFLOW__MAX_WIDTH);
+    cfg->n_hidden = n_layers;
+    memcpy(cfg->hidden, widths, n_layers * sizeof *widths);
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_activation(stochflow_config *cfg, int activation) {
+    CHECK_CFG(cfg);
+    if (activation == 0) activation = STOCHFLOW_ACT_SILU;
+    RETURN_ERROR_IF(activation < STOCHFLOW_ACT_SILU || activation > STOCHFLOW_ACT_SOFTPLUS,
+                    STOCHFLOW_E_INVALID, "set_activation: unknown activation %d", activation);
+    cfg->activation = activation;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_time_embedding(stochflow_config *cfg, int kind,
+                                                      size_t n_freq) {
+    CHECK_CFG(cfg);
+    if (kind == 0) kind = STOCHFLOW_TIME_RAW;
+    RETURN_ERROR_IF(kind != STOCHFLOW_TIME_RAW && kind != STOCHFLOW_TIME_FOURIER,
+                    STOCHFLOW_E_INVALID, "set_time_embedding: unknown kind %d", kind);
+    RETURN_ERROR_IF(kind == STOCHFLOW_TIME_FOURIER && (n_freq < 1 || n_freq > STOCHFLOW__MAX_FREQ),
+                    STOCHFLOW_E_INVALID, "set_time_embedding: %zu frequencies, expected 1..%d",
+                    n_freq, STOCHFLOW__MAX_FREQ);
+    cfg->time_kind = kind;
+    cfg->n_freq = kind == STOCHFLOW_TIME_FOURIER ? n_freq : 0;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_interpolant(stochflow_config *cfg, int kind) {
+    CHECK_CFG(cfg);
+    if (kind == 0) kind = STOCHFLOW_INTERP_TRIG;
+    RETURN_ERROR_IF(kind == STOCHFLOW_INTERP_CUSTOM, STOCHFLOW_E_INVALID,
+                    "set_interpolant: use stochflow_config_set_schedule for a custom schedule");
+    RETURN_ERROR_IF(kind != STOCHFLOW_INTERP_TRIG && kind != STOCHFLOW_INTERP_LINEAR,
+                    STOCHFLOW_E_INVALID, "set_interpolant: unknown interpolant %d", kind);
+    cfg->interpolant = kind;
+    cfg->schedule = NULL;
+    cfg->schedule_user = NULL;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_schedule(stochflow_config *cfg, stochflow_schedule_fn fn,
+                                                void *user) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "set_schedule: callback is NULL");
+    stochflow__interp ip = {STOCHFLOW_INTERP_CUSTOM, fn, user};
+    FORWARD_IF_ERROR(stochflow__interp_check(&ip));
+    cfg->interpolant = STOCHFLOW_INTERP_CUSTOM;
+    cfg->schedule = fn;
+    cfg->schedule_user = user;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_seed(stochflow_config *cfg, uint64_t seed) {
+    CHECK_CFG(cfg);
+    cfg->seed = seed;
+    return 0;
+}
+
+STOCHFLOW_API size_t stochflow_config_dim(const stochflow_config *cfg) {
+    return cfg ? cfg->dim : 0;
+}
+
+STOCHFLOW_API size_t stochflow_config_hidden(const stochflow_config *cfg, size_t *widths_out,
+                                             size_t cap) {
+    if (cfg == NULL) return 0;
+    for (size_t i = 0; i < cfg->n_hidden && i < cap && widths_out; ++i)
+        widths_out[i] = cfg->hidden[i];
+    return cfg->n_hidden;
+}
+
+STOCHFLOW_API int stochflow_config_activation(const stochflow_config *cfg) {
+    return cfg ? cfg->activation : 0;
+}
+
+STOCHFLOW_API int stochflow_config_time_embedding(const stochflow_config *cfg, size_t *n_freq) {
+    if (n_freq) *n_freq = cfg ? cfg->n_freq : 0;
+    return cfg ? cfg->time_kind : 0;
+}
+
+STOCHFLOW_API int stochflow_config_interpolant(const stochflow_config *cfg) {
+    return cfg ? cfg->interpolant : 0;
+}
+
+STOCHFLOW_API uint64_t stochflow_config_seed(const stochflow_config *cfg) {
+    return cfg ? cfg->seed : 0;
+}

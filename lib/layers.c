@@ -1,0 +1,2 @@
+/* layers.c - placeholder while the core is written. */
+#include "model.h"

@@ -1,0 +1,77 @@
+/* model.h - the model handle's layout, shared by model.c, optimizer.c, checkpoint.c
+ * and config.c. Private to the library. */
+#ifndef STOCHFLOW_MODEL_H
+#define STOCHFLOW_MODEL_H
+
+#include "internal.h"
+
+#define STOCHFLOW__MAX_HIDDEN 64
+#define STOCHFLOW__MAX_WIDTH 65536
+#define STOCHFLOW__MAX_DIM 65536
+#define STOCHFLOW__MAX_FREQ 64
+
+struct stochflow_config {
+    size_t dim;
+    size_t n_hidden;
+    size_t hidden[STOCHFLOW__MAX_HIDDEN];
+    int activation;   /* STOCHFLOW_ACT_* (resolved, never 0) */
+    int time_kind;    /* STOCHFLOW_TIME_* */
+    size_t n_freq;    /* FOURIER only */
+    int interpolant;  /* STOCHFLOW_INTERP_* */
+    stochflow_schedule_fn schedule;
+    void *schedule_user;
+    uint64_t seed;
+};
+
+/* A dense layer y = x W^T + b; W is out x in (row-major), both inside the flat block. */
+typedef struct {
+    size_t in, out;
+    size_t w_off, b_off;
+} stochflow__dense;
+
+/* Optimizer and runtime settings (keyed parameters). */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
+    double lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min;
+    double threads, eval_weights;
+} stochflow__hparams;
+
+struct stochflow_model {
+    stochflow_config cfg;
+    stochflow__interp interp;
+    size_t d;          /* data dimension */
+    size_t n_time;     /* time features */
+    size_t n_in;       /* d + n_time */
+    size_t n_layers;   /* dense layers = n_hidden + 1 */
+    size_t max_width;  /* max over hidden widths */
+    stochflow__dense layers[STOCHFLOW__MAX_HIDDEN + 1];
+    size_t n_params;
+    float *params, *grads, *ema, *adam_m, *adam_v; /* n_params each */
+    int ema_valid;     /* ema holds a copy (set on the first update with EMA on) */
+    uint64_t step;
+    stochflow__hparams hp;
+    /* Workspace, grown on demand and reused (no allocation per step). */
+    float *ws;
+    size_t ws_floats;
+};
+
+/* config.c */
+void stochflow__config_defaults(stochflow_config *c, size_t dim);
+int stochflow__config_validate(const stochflow_config *c);
+
+/* params.c */
+void stochflow__hparams_defaults(stochflow__hparams *hp);
+/* Pointer to the field of a model (100s/400s) key, or NULL for other keys. */
+double *stochflow__hparams_field(stochflow__hparams *hp, int key);
+/* Validate value for key against its bounds (0 -> default); writes the resolved value. */
+int stochflow__param_resolve(double *resolved, int key, double value);
+
+/* model.c */
+int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, int init_weights);
+/* Learning rate at the current step, after schedule and warm-up. */
+double stochflow__model_lr(const stochflow_model *m);
+
+/* optimizer.c: clip + Adam + EMA + step++ on m->grads; model unchanged on failure. */
+int stochflow__optimizer_apply(stochflow_model *m);
+
+#endif

@@ -1,0 +1,2 @@
+/* optimizer.c - placeholder while the core is written. */
+#include "model.h"

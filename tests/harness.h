@@ -1,0 +1,35 @@
+/* harness.h - shared main() and helpers for the Check suites.
+ * Each tests/check_<concern>.c defines make_suite() and includes this file once. */
+#ifndef STOCHFLOW_TEST_HARNESS_H
+#define STOCHFLOW_TEST_HARNESS_H
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "stochflow.h"
+
+Suite *make_suite(void);
+
+/* Assert a status code, printing the library's message on failure. */
+#define ck_assert_status(expr, expected)                                               \
+    do {                                                                               \
+        int st__ = (expr);                                                             \
+        ck_assert_msg(st__ == (expected), "%s returned %d (%s), expected %d: %s", #expr, \
+                      st__, stochflow_status_string(st__), (int)(expected),            \
+                      stochflow_last_error_message());                                 \
+    } while (0)
+#define ck_assert_ok(expr) ck_assert_status((expr), STOCHFLOW_OK)
+
+int main(void) {
+    SRunner *sr = srunner_create(make_suite());
+    /* TAP on stdout for meson (CK_TAP_LOG_FILE_NAME=- is set by meson too). */
+    srunner_set_tap(sr, "-");
+    srunner_run_all(sr, CK_SILENT);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+#endif
