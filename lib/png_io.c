@@ -1,2 +1,123 @@
-/* png_io.c - the one file that includes <png.h> (issue 4). Placeholder until written. */
+/* png_io.c - PNG output; the one file of the library that includes <png.h>.
+ *
+ * libpng reports errors by calling an error function that must not return; by default
+ * it prints to stderr and longjmps (or aborts). Here both the error and the warning
+ * handler only record libpng's message in a context struct; the error handler then
+ * longjmps back to stochflow_png_write, which cleans up and returns STOCHFLOW_E_IO
+ * with that message. libpng never prints and never aborts.
+ *
+ * The file is written atomically: a temporary file "<path>.tmp.XXXXXX" in the same
+ * directory is written, flushed, fsync'ed and renamed over the target; on any failure
+ * the temporary is removed and the target is untouched.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "internal.h"
+
+typedef struct {
+    jmp_buf jb;
+    char msg[256];
+} png_ctx;
+
+static void on_png_error(png_structp png, png_const_charp msg) {
+    png_ctx *c = (png_ctx *)png_get_error_ptr(png);
+    snprintf(c->msg, sizeof c->msg, "%s", msg ? msg : "unknown libpng error");
+    longjmp(c->jb, 1);
+}
+
+static void on_png_warning(png_structp png, png_const_charp msg) {
+    png_ctx *c = (png_ctx *)png_get_error_ptr(png);
+    /* keep the first warning as context for a later error; never print */
+    if (c->msg[0] == '\0') snprintf(c->msg, sizeof c->msg, "warning: %s", msg ? msg : "");
+}
+
+/* Encode the image to the open stream f. Returns 0 or a negative status. Kept in its
+ * own function so that the locals live across setjmp safely (all volatile or set
+ * before setjmp). */
+static int encode(FILE *f, const uint8_t *pixels, uint32_t width, uint32_t height,
+                  int channels, png_ctx *ctx) {
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, ctx, on_png_error,
+                                              on_png_warning);
+    if (png == NULL) return stochflow__error(STOCHFLOW_E_NOMEM, "png_write: out of memory");
+    png_infop info = png_create_info_struct(png);
+    if (info == NULL) {
+        png_destroy_write_struct(&png, NULL);
+        return stochflow__error(STOCHFLOW_E_NOMEM, "png_write: out of memory");
+    }
+    if (setjmp(ctx->jb)) {
+        png_destroy_write_struct(&png, &info);
+        return stochflow__error(STOCHFLOW_E_IO, "png_write: libpng: %s", ctx->msg);
+    }
+    int type = channels == 1   ? PNG_COLOR_TYPE_GRAY
+               : channels == 3 ? PNG_COLOR_TYPE_RGB
+                               : PNG_COLOR_TYPE_RGBA;
+    png_init_io(png, f);
+    png_set_IHDR(png, info, width, height, 8, type, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    size_t stride = (size_t)width * (size_t)channels;
+    for (uint32_t y = 0; y < height; ++y)
+        png_write_row(png, (png_const_bytep)(pixels + (size_t)y * stride));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_png_write(const char *path, const uint8_t *pixels, uint32_t width,
+                                      uint32_t height, int channels) {
+    RETURN_ERROR_IF(path == NULL || path[0] == '\0', STOCHFLOW_E_INVALID,
+                    "png_write: path is NULL or empty");
+    RETURN_ERROR_IF(pixels == NULL, STOCHFLOW_E_INVALID, "png_write: pixels is NULL");
+    RETURN_ERROR_IF(channels != 1 && channels != 3 && channels != 4, STOCHFLOW_E_INVALID,
+                    "png_write: channels must be 1, 3 or 4 (got %d)", channels);
+    /* PNG_USER_WIDTH_MAX / HEIGHT_MAX default to 1e6; also keep a row in size_t. */
+    RETURN_ERROR_IF(width == 0 || height == 0 || width > 1000000u || height > 1000000u,
+                    STOCHFLOW_E_INVALID, "png_write: size %ux%u out of range 1..1000000",
+                    (unsigned)width, (unsigned)height);
+    size_t plen = strlen(path);
+    RETURN_ERROR_IF(plen > 4000, STOCHFLOW_E_INVALID, "png_write: path too long");
+    char *tmp = stochflow__malloc(plen + 16);
+    RETURN_ERROR_IF(tmp == NULL, STOCHFLOW_E_NOMEM, "png_write: out of memory");
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        stochflow__free(tmp);
+        return stochflow__error(STOCHFLOW_E_IO, "png_write: cannot create a file next to '%s': %s",
+                                path, strerror(e));
+    }
+    (void)fchmod(fd, 0644); /* mkstemp creates 0600; a picture is meant to be shared */
+    FILE *f = fdopen(fd, "wb");
+    if (f == NULL) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        stochflow__free(tmp);
+        return stochflow__error(STOCHFLOW_E_IO, "png_write: %s", strerror(e));
+    }
+    png_ctx ctx;
+    ctx.msg[0] = '\0';
+    int rc = encode(f, pixels, width, height, channels, &ctx);
+    if (rc == 0 && (fflush(f) != 0 || fsync(fileno(f)) != 0))
+        rc = stochflow__error(STOCHFLOW_E_IO, "png_write: writing '%s': %s", path,
+                              strerror(errno));
+    if (fclose(f) != 0 && rc == 0)
+        rc = stochflow__error(STOCHFLOW_E_IO, "png_write: closing '%s': %s", path,
+                              strerror(errno));
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = stochflow__error(STOCHFLOW_E_IO, "png_write: renaming onto '%s': %s", path,
+                              strerror(errno));
+    if (rc < 0) unlink(tmp);
+    stochflow__free(tmp);
+    return rc;
+}
