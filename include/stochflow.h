@@ -479,6 +479,19 @@ STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, stochflow_solver *s,
 STOCHFLOW_API int stochflow_solver_sample(float *x, float *logp, stochflow_solver *s,
                                           stochflow_model *m, size_t n, uint64_t seed);
 
+/* ---- added by issue 3 (integration and log-density) ----------------------------- */
+
+/**
+ * As stochflow_solver_sample, for a caller-defined field in d dimensions (exact
+ * divergence only): the same base draws (keyed by seed and row index), integrated
+ * 0 -> 1. logp uses the solver's base log-density at the draws (N(0, I) unless
+ * replaced), so it agrees with stochflow_solver_log_prob_fn on the returned points.
+ * @return as stochflow_solver_integrate, plus STOCHFLOW_E_CALLBACK. @since 0.1
+ */
+STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_solver *s,
+                                             stochflow_velocity_fn fn, void *user, size_t d,
+                                             size_t n, uint64_t seed);
+
 /* ================================================================================ */
 /* Utilities: random numbers, built-in 2-D datasets, PNG output.                    */
 /* ================================================================================ */
