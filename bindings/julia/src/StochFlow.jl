@@ -1,0 +1,404 @@
+"""
+    StochFlow
+
+Julia bindings for libstochflow (continuous-time normalizing flows trained with stochastic
+interpolants): a thin layer of `ccall`s over the C ABI in include/stochflow.h, mirroring the
+Python package `stochflow` one to one.
+
+UNTESTED: no Julia is installed where this library is developed and tested. The file is
+kept small and every `ccall` signature is checked against the C header by
+bindings/check_symbols.py (run by `meson test`), but it has never been executed.
+
+Layout: Julia is column-major, the library row-major. A batch of n points in d dimensions
+is therefore a `d × n` `Matrix{Float32}` here (one point per column), which has exactly the
+memory layout of the C library's row-major `n × d`. Nothing is transposed or copied when the
+input already is a `Matrix{Float32}`.
+
+The library is `ENV["STOCHFLOW_LIBRARY"]` when set at load time, else `libstochflow.so.0`
+from the system loader's path.
+"""
+module StochFlow
+
+export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, sample,
+       log_prob, integrate, save, load, parameters, gradients, set_param!, get_param,
+       toy_sample, toy_names, random_normal, version
+
+const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.0")
+
+# ---- errors -------------------------------------------------------------------------
+
+const STATUS_NAMES = Dict(
+    -1 => :invalid, -2 => :nomem, -3 => :io, -4 => :format, -5 => :nonfinite,
+    -6 => :step_underflow, -7 => :max_steps, -8 => :cancelled, -9 => :unsupported,
+    -10 => :version, -11 => :callback)
+
+"""
+    StochFlowError(status, kind, message, func)
+
+A failing library call: `status` is the negative STOCHFLOW_E_* code, `kind` its name
+(`:invalid`, `:nomem`, `:io`, `:format`, `:nonfinite`, `:step_underflow`, `:max_steps`,
+`:cancelled`, `:unsupported`, `:version`, `:callback`), `message` the library's detail.
+(Python has one exception subclass per code; Julia dispatches on `kind` instead.)
+"""
+struct StochFlowError <: Exception
+    status::Int
+    kind::Symbol
+    message::String
+    func::String
+end
+
+status_string(status::Integer) =
+    unsafe_string(ccall((:stochflow_status_string, libstochflow), Ptr{Cchar}, (Cint,), status))
+
+function Base.showerror(io::IO, e::StochFlowError)
+    print(io, e.func, ": ", status_string(e.status), " (", e.status, ")")
+    isempty(e.message) || print(io, ": ", e.message)
+end
+
+function check(status::Integer, func::AbstractString)
+    if status < 0
+        msg = unsafe_string(ccall((:stochflow_last_error_message, libstochflow), Ptr{Cchar}, ()))
+        throw(StochFlowError(status, get(STATUS_NAMES, status, :other), msg, func))
+    end
+    return status
+end
+
+"""Run-time library version "MAJOR.MINOR.PATCH"."""
+version() = unsafe_string(ccall((:stochflow_version_string, libstochflow), Ptr{Cchar}, ()))
+
+# ---- names of enumerated values and keyed parameters (as in the Python package) -------
+
+const ACTIVATIONS = Dict(:silu => 1, :tanh => 2, :relu => 3, :softplus => 4)
+const INTERPOLANTS = Dict(:trig => 1, :linear => 2)
+const TIME_EMBEDDINGS = Dict(:raw => 1, :fourier => 2)
+const SOLVERS = Dict(:euler => 1, :heun => 2, :rk4 => 3, :dopri5 => 4)
+const TRACES = Dict(:exact => 1, :hutchinson => 2)
+const PROBE_DISTS = Dict(:rademacher => 1, :gaussian => 2)
+const LR_SCHEDULES = Dict(:constant => 1, :step => 2, :cosine => 3)
+const EVAL_WEIGHTS = Dict(:ema => 1, :live => 2)
+
+const MODEL_PARAMS = Dict(
+    :lr => (100, nothing), :beta1 => (101, nothing), :beta2 => (102, nothing),
+    :adam_eps => (103, nothing), :weight_decay => (104, nothing), :grad_clip => (105, nothing),
+    :ema_decay => (106, nothing), :lr_schedule => (107, LR_SCHEDULES),
+    :lr_decay_every => (108, nothing), :lr_decay_factor => (109, nothing),
+    :lr_warmup => (110, nothing), :lr_total_steps => (111, nothing), :lr_min => (112, nothing),
+    :threads => (400, nothing), :eval_weights => (401, EVAL_WEIGHTS))
+const SOLVER_PARAMS = Dict(
+    :solver => (200, SOLVERS), :steps => (201, nothing), :rtol => (202, nothing),
+    :atol => (203, nothing), :h_init => (204, nothing), :h_min => (205, nothing),
+    :max_steps => (206, nothing), :logp_error => (207, nothing), :trace => (300, TRACES),
+    :probes => (301, nothing), :probe_dist => (302, PROBE_DISTS))
+
+enumvalue(v::Symbol, table, what) =
+    haskey(table, v) ? table[v] : throw(ArgumentError("unknown $what $v; expected one of $(sort(collect(keys(table))))"))
+enumvalue(v::AbstractString, table, what) = enumvalue(Symbol(lowercase(v)), table, what)
+enumvalue(v::Real, table, what) = v
+
+function paramkey(table, name::Symbol, what)
+    haskey(table, name) || throw(ArgumentError("unknown $what parameter $name"))
+    key, values = table[name]
+    return key, values
+end
+
+# ---- arrays -------------------------------------------------------------------------
+
+"""A d × n Matrix{Float32} for the batch x (no copy when x already is one)."""
+function points(x::AbstractMatrix, d::Integer, name = "x")
+    size(x, 1) == d || throw(DimensionMismatch("$name must have size ($d, n), got $(size(x))"))
+    size(x, 2) >= 1 || throw(DimensionMismatch("$name must hold at least one point, got $(size(x))"))
+    return x isa Matrix{Float32} ? x : Matrix{Float32}(x)
+end
+points(x::AbstractArray, d::Integer, name = "x") =
+    throw(DimensionMismatch("$name must have size ($d, n), got $(size(x))"))
+
+# ---- model --------------------------------------------------------------------------
+
+"""
+    Model(dim; hidden=(256, 256, 256), activation=:silu, interpolant=:trig, seed=0,
+          threads=nothing, time_embedding=:raw, n_freq=0, tunables...)
+
+A velocity network, its Adam optimizer and its random stream; freed by a finalizer.
+`tunables` are the keyed parameters by name (lr, beta1, beta2, adam_eps, weight_decay,
+grad_clip, ema_decay, lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup,
+lr_total_steps, lr_min, eval_weights).
+"""
+mutable struct Model
+    ptr::Ptr{Cvoid}
+    dim::Int
+    function Model(ptr::Ptr{Cvoid})
+        d = Int(ccall((:stochflow_model_dim, libstochflow), Csize_t, (Ptr{Cvoid},), ptr))
+        m = new(ptr, d)
+        finalizer(m) do m
+            ccall((:stochflow_model_free, libstochflow), Cvoid, (Ptr{Cvoid},), m.ptr)
+            m.ptr = C_NULL
+        end
+        return m
+    end
+end
+
+function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
+               interpolant = :trig, seed::Integer = 0, threads = nothing,
+               time_embedding = :raw, n_freq::Integer = 0, tunables...)
+    cfg = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:stochflow_config_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Csize_t),
+                cfg, dim), "stochflow_config_new")
+    local handle
+    try
+        widths = Csize_t[h for h in hidden]
+        check(ccall((:stochflow_config_set_hidden, libstochflow), Cint,
+                    (Ptr{Cvoid}, Csize_t, Ptr{Csize_t}), cfg[], length(widths), widths),
+              "stochflow_config_set_hidden")
+        check(ccall((:stochflow_config_set_activation, libstochflow), Cint, (Ptr{Cvoid}, Cint),
+                    cfg[], enumvalue(activation, ACTIVATIONS, "activation")),
+              "stochflow_config_set_activation")
+        check(ccall((:stochflow_config_set_time_embedding, libstochflow), Cint,
+                    (Ptr{Cvoid}, Cint, Csize_t), cfg[],
+                    enumvalue(time_embedding, TIME_EMBEDDINGS, "time embedding"), n_freq),
+              "stochflow_config_set_time_embedding")
+        check(ccall((:stochflow_config_set_interpolant, libstochflow), Cint, (Ptr{Cvoid}, Cint),
+                    cfg[], enumvalue(interpolant, INTERPOLANTS, "interpolant")),
+              "stochflow_config_set_interpolant")
+        check(ccall((:stochflow_config_set_seed, libstochflow), Cint, (Ptr{Cvoid}, UInt64),
+                    cfg[], seed), "stochflow_config_set_seed")
+        h = Ref{Ptr{Cvoid}}(C_NULL)
+        check(ccall((:stochflow_model_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}),
+                    h, cfg[]), "stochflow_model_new")
+        handle = h[]
+    finally
+        ccall((:stochflow_config_free, libstochflow), Cvoid, (Ptr{Cvoid},), cfg[])
+    end
+    m = Model(handle)
+    threads === nothing || set_param!(m, :threads, threads)
+    for (name, value) in tunables
+        set_param!(m, name, value)
+    end
+    return m
+end
+
+num_params(m::Model) =
+    Int(ccall((:stochflow_model_num_params, libstochflow), Csize_t, (Ptr{Cvoid},), m.ptr))
+step(m::Model) = ccall((:stochflow_model_step, libstochflow), UInt64, (Ptr{Cvoid},), m.ptr)
+
+function set_param!(m::Model, name::Symbol, value)
+    key, values = paramkey(MODEL_PARAMS, name, "model")
+    v = values === nothing ? value : enumvalue(value, values, String(name))
+    check(ccall((:stochflow_model_set_param, libstochflow), Cint, (Ptr{Cvoid}, Cint, Cdouble),
+                m.ptr, key, v), "stochflow_model_set_param")
+    return m
+end
+
+function get_param(m::Model, name::Symbol)
+    key, _ = paramkey(MODEL_PARAMS, name, "model")
+    out = Ref{Cdouble}(0)
+    check(ccall((:stochflow_model_get_param, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cvoid}, Cint), out, m.ptr, key), "stochflow_model_get_param")
+    return out[]
+end
+
+"""Interpolant loss of a d × n batch without an update (x0, t drawn by the library)."""
+function loss(m::Model, x1::AbstractMatrix)
+    x = points(x1, m.dim, "x1")
+    out = Ref{Cdouble}(0)
+    check(ccall((:stochflow_model_loss, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cvoid}, Ptr{Cfloat}, Csize_t, Ptr{Cfloat}, Ptr{Cfloat}),
+                out, m.ptr, x, size(x, 2), C_NULL, C_NULL), "stochflow_model_loss")
+    return out[]
+end
+
+"""One Adam step on a d × n batch; returns the loss before the update."""
+function train_step!(m::Model, x1::AbstractMatrix)
+    x = points(x1, m.dim, "x1")
+    out = Ref{Cdouble}(0)
+    check(ccall((:stochflow_model_train_step, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cvoid}, Ptr{Cfloat}, Csize_t, Ptr{Cfloat}, Ptr{Cfloat}),
+                out, m.ptr, x, size(x, 2), C_NULL, C_NULL), "stochflow_model_train_step")
+    return out[]
+end
+
+"""
+    parameters(m), gradients(m)
+
+The flat parameter / gradient buffers as `Vector{Float32}` sharing the model's memory.
+Unlike Python, the vector does not keep `m` alive: keep a reference to `m` (or use
+`GC.@preserve m`) while using it.
+"""
+function parameters(m::Model)
+    p = Ref{Ptr{Cfloat}}(C_NULL)
+    n = Ref{Csize_t}(0)
+    check(ccall((:stochflow_model_parameters, libstochflow), Cint,
+                (Ptr{Ptr{Cfloat}}, Ptr{Csize_t}, Ptr{Cvoid}), p, n, m.ptr),
+          "stochflow_model_parameters")
+    return unsafe_wrap(Vector{Float32}, p[], Int(n[]); own = false)
+end
+
+function gradients(m::Model)
+    p = Ref{Ptr{Cfloat}}(C_NULL)
+    n = Ref{Csize_t}(0)
+    check(ccall((:stochflow_model_gradients, libstochflow), Cint,
+                (Ptr{Ptr{Cfloat}}, Ptr{Csize_t}, Ptr{Cvoid}), p, n, m.ptr),
+          "stochflow_model_gradients")
+    return unsafe_wrap(Vector{Float32}, p[], Int(n[]); own = false)
+end
+
+"""v(t, x) for a d × n batch; returns d × n."""
+function velocity(m::Model, t::Real, x::AbstractMatrix)
+    xx = points(x, m.dim)
+    v = similar(xx)
+    check(ccall((:stochflow_model_velocity, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cvoid}, Cdouble, Ptr{Cfloat}, Csize_t),
+                v, m.ptr, t, xx, size(xx, 2)), "stochflow_model_velocity")
+    return v
+end
+
+"""Exact divergence of v(t, ·) at each column of x (length n)."""
+function divergence(m::Model, t::Real, x::AbstractMatrix)
+    xx = points(x, m.dim)
+    div = Vector{Float32}(undef, size(xx, 2))
+    check(ccall((:stochflow_model_divergence, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Cdouble, Ptr{Cfloat}, Csize_t),
+                div, C_NULL, m.ptr, t, xx, size(xx, 2)), "stochflow_model_divergence")
+    return div
+end
+
+"""Write a checkpoint atomically."""
+function save(m::Model, path::AbstractString)
+    check(ccall((:stochflow_model_save, libstochflow), Cint, (Ptr{Cvoid}, Cstring),
+                m.ptr, path), "stochflow_model_save")
+    return nothing
+end
+
+"""Load a checkpoint written by `save` (from any language)."""
+function load(path::AbstractString)
+    h = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:stochflow_model_load, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Cstring),
+                h, path), "stochflow_model_load")
+    return Model(h[])
+end
+
+# ---- solver -------------------------------------------------------------------------
+
+"""
+    Solver(; solver=:dopri5, seed=0, options...)
+
+Integration settings (steps, rtol, atol, h_init, h_min, max_steps, logp_error, trace,
+probes, probe_dist); `seed` keys the Hutchinson probes. Freed by a finalizer.
+"""
+mutable struct Solver
+    ptr::Ptr{Cvoid}
+    function Solver(; solver = :dopri5, seed::Integer = 0, options...)
+        h = Ref{Ptr{Cvoid}}(C_NULL)
+        check(ccall((:stochflow_solver_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}},), h),
+              "stochflow_solver_new")
+        s = new(h[])
+        finalizer(s) do s
+            ccall((:stochflow_solver_free, libstochflow), Cvoid, (Ptr{Cvoid},), s.ptr)
+            s.ptr = C_NULL
+        end
+        set_param!(s, :solver, solver)
+        for (name, value) in options
+            value === nothing || set_param!(s, name, value)
+        end
+        check(ccall((:stochflow_solver_set_seed, libstochflow), Cint, (Ptr{Cvoid}, UInt64),
+                    s.ptr, seed), "stochflow_solver_set_seed")
+        return s
+    end
+end
+
+function set_param!(s::Solver, name::Symbol, value)
+    key, values = paramkey(SOLVER_PARAMS, name, "solver")
+    v = values === nothing ? value : enumvalue(value, values, String(name))
+    check(ccall((:stochflow_solver_set_param, libstochflow), Cint, (Ptr{Cvoid}, Cint, Cdouble),
+                s.ptr, key, v), "stochflow_solver_set_param")
+    return s
+end
+
+function get_param(s::Solver, name::Symbol)
+    key, _ = paramkey(SOLVER_PARAMS, name, "solver")
+    out = Ref{Cdouble}(0)
+    check(ccall((:stochflow_solver_get_param, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cvoid}, Cint), out, s.ptr, key), "stochflow_solver_get_param")
+    return out[]
+end
+
+"""n samples as a d × n matrix (and log p when return_log_prob); base draws keyed by seed."""
+function sample(s::Solver, m::Model, n::Integer; seed::Integer = 0, return_log_prob = false)
+    n >= 1 || throw(ArgumentError("n must be positive, got $n"))
+    x = Matrix{Float32}(undef, m.dim, n)
+    logp = return_log_prob ? Vector{Float32}(undef, n) : nothing
+    check(ccall((:stochflow_solver_sample, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Csize_t, UInt64),
+                x, logp === nothing ? C_NULL : logp, s.ptr, m.ptr, n, seed),
+          "stochflow_solver_sample")
+    return return_log_prob ? (x, logp) : x
+end
+
+"""log rho_t(x) for each column of x (and Hutchinson standard errors with return_se)."""
+function log_prob(s::Solver, m::Model, x::AbstractMatrix; t::Real = 1.0, return_se = false)
+    xx = points(x, m.dim)
+    n = size(xx, 2)
+    logp = Vector{Float32}(undef, n)
+    se = return_se ? Vector{Float32}(undef, n) : nothing
+    check(ccall((:stochflow_solver_log_prob, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Csize_t, Cdouble),
+                logp, se === nothing ? C_NULL : se, s.ptr, m.ptr, xx, n, t),
+          "stochflow_solver_log_prob")
+    return return_se ? (logp, se) : logp
+end
+
+"""Integrate the columns of x from t0 to t1; returns the end points (and dlogp)."""
+function integrate(s::Solver, m::Model, x::AbstractMatrix, t0::Real, t1::Real;
+                   return_dlogp = false)
+    xx = copy(points(x, m.dim))
+    n = size(xx, 2)
+    dlogp = return_dlogp ? Vector{Float32}(undef, n) : nothing
+    check(ccall((:stochflow_solver_integrate, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Csize_t, Cdouble,
+                 Cdouble),
+                dlogp === nothing ? C_NULL : dlogp, C_NULL, s.ptr, m.ptr, xx, n, t0, t1),
+          "stochflow_solver_integrate")
+    return return_dlogp ? (xx, dlogp) : xx
+end
+
+# Model-level conveniences, as in Python.
+sample(m::Model, n::Integer; solver = :dopri5, seed::Integer = 0, return_log_prob = false,
+       options...) =
+    sample(Solver(; solver = solver, options...), m, n; seed = seed,
+           return_log_prob = return_log_prob)
+
+log_prob(m::Model, x::AbstractMatrix; trace = :exact, probes::Integer = 1, return_se = false,
+         t::Real = 1.0, seed::Integer = 0, solver = :dopri5, options...) =
+    log_prob(Solver(; solver = solver, trace = trace, probes = probes, seed = seed, options...),
+             m, x; t = t, return_se = return_se)
+
+integrate(m::Model, x::AbstractMatrix, t0::Real, t1::Real; solver = :dopri5,
+          return_dlogp = false, options...) =
+    integrate(Solver(; solver = solver, options...), m, x, t0, t1; return_dlogp = return_dlogp)
+
+# ---- utilities ----------------------------------------------------------------------
+
+"""n points (2 × n) of a built-in 2-D toy density."""
+function toy_sample(name::AbstractString, n::Integer; seed::Integer = 0, stream::Integer = 0)
+    out = Matrix{Float32}(undef, 2, n)
+    check(ccall((:stochflow_toy_sample, libstochflow), Cint,
+                (Ptr{Cfloat}, Cstring, Csize_t, UInt64, UInt64), out, name, n, seed, stream),
+          "stochflow_toy_sample")
+    return out
+end
+
+function toy_names()
+    n = ccall((:stochflow_toy_count, libstochflow), Csize_t, ())
+    return [unsafe_string(ccall((:stochflow_toy_name, libstochflow), Ptr{Cchar}, (Csize_t,), i))
+            for i in 0:(n - 1)]
+end
+
+"""n standard normal draws; element i depends only on (seed, stream, i)."""
+function random_normal(n::Integer; seed::Integer = 0, stream::Integer = 0)
+    out = Vector{Float32}(undef, n)
+    check(ccall((:stochflow_random_normal, libstochflow), Cint,
+                (Ptr{Cfloat}, Csize_t, UInt64, UInt64), out, n, seed, stream),
+          "stochflow_random_normal")
+    return out
+end
+
+end # module

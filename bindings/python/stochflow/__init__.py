@@ -1,0 +1,609 @@
+"""stochflow - Python bindings for libstochflow (continuous-time normalizing flows trained
+with stochastic interpolants).
+
+A thin ctypes layer over the C ABI in include/stochflow.h: every computation happens in
+the C library. Arrays are numpy float32, row-major, one point per row: a batch of n points
+in d dimensions has shape (n, d). C-contiguous float32 input is passed without a copy;
+anything else is converted first. Library failures raise a subclass of stochflow.Error
+carrying the C status code and message.
+
+    import stochflow
+    m = stochflow.Model(2, hidden=(64, 64), lr=2e-3, seed=1)
+    for step in range(2000):
+        m.train_step(stochflow.toy_sample("moons", 256, seed=0, stream=step))
+    x = m.sample(1000, solver="rk4", steps=50)
+    logp = m.log_prob(x)
+
+The shared library is found via $STOCHFLOW_LIBRARY, then the install directory recorded
+by `meson install`, then <checkout>/build/lib, then the system loader (doc/bindings.md).
+"""
+
+import ctypes
+import os
+import weakref
+
+import numpy as np
+
+from . import _capi
+from ._capi import *  # noqa: F401,F403  (the header's integer constants)
+
+_lib = _capi.load()
+
+__version__ = _lib.stochflow_version_string().decode()
+version_number = _lib.stochflow_version_number()
+library_path = _lib._stochflow_path
+
+__all__ = [
+    "Model", "Solver", "Error", "toy_sample", "toy_names", "toy_log_density",
+    "random_normal", "png_write", "param_bounds", "status_string", "__version__",
+]
+
+# ---- errors ---------------------------------------------------------------------------
+
+
+class Error(Exception):
+    """A failing libstochflow call. `status` is the negative STOCHFLOW_E_* code and
+    `message` the library's detail text (stochflow_last_error_message)."""
+
+    status = None
+
+    def __init__(self, status, message, function=None):
+        self.status = status
+        self.message = message
+        self.function = function
+        text = "%s (%d)" % (_lib.stochflow_status_string(status).decode(), status)
+        if message:
+            text += ": " + message
+        if function:
+            text = function + ": " + text
+        super().__init__(text)
+
+
+class InvalidArgumentError(Error):
+    status = _capi.STOCHFLOW_E_INVALID
+
+
+class OutOfMemoryError(Error):
+    status = _capi.STOCHFLOW_E_NOMEM
+
+
+class IOFailureError(Error):
+    status = _capi.STOCHFLOW_E_IO
+
+
+class FormatError(Error):
+    status = _capi.STOCHFLOW_E_FORMAT
+
+
+class NonFiniteError(Error):
+    status = _capi.STOCHFLOW_E_NONFINITE
+
+
+class StepUnderflowError(Error):
+    status = _capi.STOCHFLOW_E_STEP_UNDERFLOW
+
+
+class MaxStepsError(Error):
+    status = _capi.STOCHFLOW_E_MAX_STEPS
+
+
+class CancelledError(Error):
+    status = _capi.STOCHFLOW_E_CANCELLED
+
+
+class UnsupportedError(Error):
+    status = _capi.STOCHFLOW_E_UNSUPPORTED
+
+
+class VersionError(Error):
+    status = _capi.STOCHFLOW_E_VERSION
+
+
+class CallbackError(Error):
+    status = _capi.STOCHFLOW_E_CALLBACK
+
+
+_ERRORS = {cls.status: cls for cls in (
+    InvalidArgumentError, OutOfMemoryError, IOFailureError, FormatError, NonFiniteError,
+    StepUnderflowError, MaxStepsError, CancelledError, UnsupportedError, VersionError,
+    CallbackError)}
+__all__ += [cls.__name__ for cls in _ERRORS.values()]
+
+
+def _check(status, function):
+    """Raise the Error subclass for a negative status (message read on this thread)."""
+    if status < 0:
+        message = _lib.stochflow_last_error_message().decode(errors="replace")
+        raise _ERRORS.get(status, Error)(status, message, function)
+    return status
+
+
+def _call(name, *args):
+    return _check(getattr(_lib, name)(*args), name)
+
+
+def status_string(status):
+    """Static English text of a status code."""
+    return _lib.stochflow_status_string(int(status)).decode()
+
+
+# ---- array helpers ----------------------------------------------------------------------
+
+_F32P = _capi.c_float_p
+
+
+def _matrix(x, d, name="x"):
+    """x as a C-contiguous float32 (n, d) array: the same object when it already is one
+    (zero copy), else a converted copy. Wrong shapes raise ValueError naming the shape."""
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != 2 or a.shape[1] != d:
+        raise ValueError("%s must have shape (n, %d), got %s" % (name, d, tuple(a.shape)))
+    if a.shape[0] < 1:
+        raise ValueError("%s must hold at least one point, got shape %s" % (name, a.shape))
+    return np.ascontiguousarray(a)
+
+
+def _vector(x, n, name):
+    a = np.asarray(x, dtype=np.float32)
+    if a.shape != (n,):
+        raise ValueError("%s must have shape (%d,), got %s" % (name, n, tuple(a.shape)))
+    return np.ascontiguousarray(a)
+
+
+def _out(out, shape, name="out"):
+    """A fresh output array, or the caller's when it is writable C-contiguous float32."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or \
+            not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("%s must be a writable C-contiguous float32 numpy array" % name)
+    if out.shape != tuple(shape):
+        raise ValueError("%s must have shape %s, got %s" % (name, tuple(shape), out.shape))
+    return out
+
+
+def _ptr(a):
+    return None if a is None else a.ctypes.data_as(_F32P)
+
+
+def _enum(value, table, what):
+    if isinstance(value, str):
+        try:
+            return table[value.lower()]
+        except KeyError:
+            raise ValueError("unknown %s %r; expected one of %s"
+                             % (what, value, ", ".join(sorted(table)))) from None
+    return int(value)
+
+
+_ACTIVATIONS = {"silu": STOCHFLOW_ACT_SILU, "tanh": STOCHFLOW_ACT_TANH,  # noqa: F405
+                "relu": STOCHFLOW_ACT_RELU, "softplus": STOCHFLOW_ACT_SOFTPLUS}  # noqa: F405
+_INTERPOLANTS = {"trig": STOCHFLOW_INTERP_TRIG, "linear": STOCHFLOW_INTERP_LINEAR}  # noqa: F405
+_TIME = {"raw": STOCHFLOW_TIME_RAW, "fourier": STOCHFLOW_TIME_FOURIER}  # noqa: F405
+_SOLVERS = {"euler": STOCHFLOW_SOLVER_EULER, "heun": STOCHFLOW_SOLVER_HEUN,  # noqa: F405
+            "rk4": STOCHFLOW_SOLVER_RK4, "dopri5": STOCHFLOW_SOLVER_DOPRI5}  # noqa: F405
+_TRACES = {"exact": STOCHFLOW_TRACE_EXACT, "hutchinson": STOCHFLOW_TRACE_HUTCHINSON}  # noqa
+_PROBES = {"rademacher": STOCHFLOW_PROBE_RADEMACHER,  # noqa: F405
+           "gaussian": STOCHFLOW_PROBE_GAUSSIAN}  # noqa: F405
+_SCHEDULES = {"constant": STOCHFLOW_LR_CONSTANT, "step": STOCHFLOW_LR_STEP,  # noqa: F405
+              "cosine": STOCHFLOW_LR_COSINE}  # noqa: F405
+_EVAL_WEIGHTS = {"ema": 1, "live": 2}
+
+# Keyed parameters by Python name: (key, enum table or None).
+MODEL_PARAMS = {
+    "lr": (STOCHFLOW_PARAM_LR, None),  # noqa: F405
+    "beta1": (STOCHFLOW_PARAM_BETA1, None),  # noqa: F405
+    "beta2": (STOCHFLOW_PARAM_BETA2, None),  # noqa: F405
+    "adam_eps": (STOCHFLOW_PARAM_ADAM_EPS, None),  # noqa: F405
+    "weight_decay": (STOCHFLOW_PARAM_WEIGHT_DECAY, None),  # noqa: F405
+    "grad_clip": (STOCHFLOW_PARAM_GRAD_CLIP, None),  # noqa: F405
+    "ema_decay": (STOCHFLOW_PARAM_EMA_DECAY, None),  # noqa: F405
+    "lr_schedule": (STOCHFLOW_PARAM_LR_SCHEDULE, _SCHEDULES),  # noqa: F405
+    "lr_decay_every": (STOCHFLOW_PARAM_LR_DECAY_EVERY, None),  # noqa: F405
+    "lr_decay_factor": (STOCHFLOW_PARAM_LR_DECAY_FACTOR, None),  # noqa: F405
+    "lr_warmup": (STOCHFLOW_PARAM_LR_WARMUP, None),  # noqa: F405
+    "lr_total_steps": (STOCHFLOW_PARAM_LR_TOTAL_STEPS, None),  # noqa: F405
+    "lr_min": (STOCHFLOW_PARAM_LR_MIN, None),  # noqa: F405
+    "threads": (STOCHFLOW_PARAM_THREADS, None),  # noqa: F405
+    "eval_weights": (STOCHFLOW_PARAM_EVAL_WEIGHTS, _EVAL_WEIGHTS),  # noqa: F405
+}
+SOLVER_PARAMS = {
+    "solver": (STOCHFLOW_PARAM_SOLVER, _SOLVERS),  # noqa: F405
+    "steps": (STOCHFLOW_PARAM_STEPS, None),  # noqa: F405
+    "rtol": (STOCHFLOW_PARAM_RTOL, None),  # noqa: F405
+    "atol": (STOCHFLOW_PARAM_ATOL, None),  # noqa: F405
+    "h_init": (STOCHFLOW_PARAM_H_INIT, None),  # noqa: F405
+    "h_min": (STOCHFLOW_PARAM_H_MIN, None),  # noqa: F405
+    "max_steps": (STOCHFLOW_PARAM_MAX_STEPS, None),  # noqa: F405
+    "logp_error": (STOCHFLOW_PARAM_LOGP_ERROR, None),  # noqa: F405
+    "trace": (STOCHFLOW_PARAM_TRACE, _TRACES),  # noqa: F405
+    "probes": (STOCHFLOW_PARAM_PROBES, None),  # noqa: F405
+    "probe_dist": (STOCHFLOW_PARAM_PROBE_DIST, _PROBES),  # noqa: F405
+}
+
+
+def _param(table, name, kind):
+    try:
+        return table[name]
+    except KeyError:
+        raise TypeError("unknown %s parameter %r; known: %s"
+                        % (kind, name, ", ".join(sorted(table)))) from None
+
+
+def param_bounds(name):
+    """(lo, hi, default) of a keyed parameter, by Python name or integer key."""
+    if isinstance(name, str):
+        table = MODEL_PARAMS if name in MODEL_PARAMS else SOLVER_PARAMS
+        key = _param(table, name, "keyed")[0]
+    else:
+        key = int(name)
+    lo, hi, de = ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
+    _call("stochflow_param_bounds", ctypes.byref(lo), ctypes.byref(hi), ctypes.byref(de), key)
+    return lo.value, hi.value, de.value
+
+
+# ---- model ------------------------------------------------------------------------------
+
+
+class Model:
+    """A velocity network v(t, x), its Adam optimizer and its random stream.
+
+    Model(dim, hidden=(256, 256, 256), activation="silu", interpolant="trig", seed=0,
+          threads=None, time_embedding="raw", n_freq=0, **tunables)
+
+    tunables are the model's keyed parameters by name: lr, beta1, beta2, adam_eps,
+    weight_decay, grad_clip, ema_decay, lr_schedule ("constant"/"step"/"cosine"),
+    lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
+    eval_weights ("ema"/"live"). The handle is freed when the object is garbage
+    collected (and not before: arrays from parameters()/gradients() keep it alive).
+    """
+
+    def __init__(self, dim, hidden=(256, 256, 256), activation="silu", interpolant="trig",
+                 seed=0, threads=None, time_embedding="raw", n_freq=0, **tunables):
+        hidden = [int(h) for h in hidden]
+        cfg = ctypes.c_void_p()
+        _call("stochflow_config_new", ctypes.byref(cfg), int(dim))
+        try:
+            widths = (ctypes.c_size_t * len(hidden))(*hidden)
+            _call("stochflow_config_set_hidden", cfg, len(hidden), widths)
+            _call("stochflow_config_set_activation", cfg,
+                  _enum(activation, _ACTIVATIONS, "activation"))
+            _call("stochflow_config_set_time_embedding", cfg,
+                  _enum(time_embedding, _TIME, "time embedding"), int(n_freq))
+            _call("stochflow_config_set_interpolant", cfg,
+                  _enum(interpolant, _INTERPOLANTS, "interpolant"))
+            _call("stochflow_config_set_seed", cfg, int(seed))
+            handle = ctypes.c_void_p()
+            _call("stochflow_model_new", ctypes.byref(handle), cfg)
+        finally:
+            _lib.stochflow_config_free(cfg)
+        self._adopt(handle)
+        if threads is not None:
+            tunables["threads"] = threads
+        for name, value in tunables.items():
+            self.set_param(name, value)
+
+    def _adopt(self, handle):
+        self._h = handle
+        self._d = _lib.stochflow_model_dim(handle)
+        self._finalizer = weakref.finalize(self, _lib.stochflow_model_free, handle)
+
+    @classmethod
+    def _from_handle(cls, handle):
+        m = cls.__new__(cls)
+        m._adopt(handle)
+        return m
+
+    # -- introspection
+    @property
+    def dim(self):
+        """Data dimension d."""
+        return self._d
+
+    @property
+    def num_params(self):
+        """Number of trainable parameters."""
+        return _lib.stochflow_model_num_params(self._h)
+
+    @property
+    def step(self):
+        """Number of optimizer updates applied so far."""
+        return _lib.stochflow_model_step(self._h)
+
+    def config(self):
+        """The architecture as a dict (dim, hidden, activation, time_embedding, n_freq,
+        interpolant, seed), as accepted by Model(**config)."""
+        cfg = ctypes.c_void_p()
+        _call("stochflow_model_config", ctypes.byref(cfg), self._h)
+        try:
+            n = _lib.stochflow_config_hidden(cfg, None, 0)
+            widths = (ctypes.c_size_t * n)()
+            _lib.stochflow_config_hidden(cfg, widths, n)
+            nf = ctypes.c_size_t()
+            kind = _lib.stochflow_config_time_embedding(cfg, ctypes.byref(nf))
+            name = lambda table, v: next((k for k, x in table.items() if x == v), v)  # noqa
+            return {
+                "dim": _lib.stochflow_config_dim(cfg),
+                "hidden": tuple(widths),
+                "activation": name(_ACTIVATIONS, _lib.stochflow_config_activation(cfg)),
+                "time_embedding": name(_TIME, kind),
+                "n_freq": nf.value,
+                "interpolant": name(dict(_INTERPOLANTS, custom=3),
+                                    _lib.stochflow_config_interpolant(cfg)),
+                "seed": _lib.stochflow_config_seed(cfg),
+            }
+        finally:
+            _lib.stochflow_config_free(cfg)
+
+    def set_param(self, name, value):
+        """Set a keyed parameter by name (see the class docstring); 0 restores the default."""
+        key, table = _param(MODEL_PARAMS, name, "model")
+        v = _enum(value, table, name) if table else float(value)
+        _call("stochflow_model_set_param", self._h, key, float(v))
+
+    def get_param(self, name):
+        """Current value of a keyed parameter (a float)."""
+        key = _param(MODEL_PARAMS, name, "model")[0]
+        out = ctypes.c_double()
+        _call("stochflow_model_get_param", ctypes.byref(out), self._h, key)
+        return out.value
+
+    # -- training
+    def _batch_call(self, fname, x1, x0, t):
+        x1 = _matrix(x1, self._d, "x1")
+        n = x1.shape[0]
+        x0 = None if x0 is None else _matrix(x0, self._d, "x0")
+        if x0 is not None and x0.shape[0] != n:
+            raise ValueError("x0 must have shape (%d, %d), got %s" % (n, self._d, x0.shape))
+        t = None if t is None else _vector(t, n, "t")
+        loss = ctypes.c_double()
+        _call(fname, ctypes.byref(loss), self._h, _ptr(x1), n, _ptr(x0), _ptr(t))
+        return loss.value
+
+    def loss(self, x1, x0=None, t=None):
+        """Interpolant loss of a batch (n, d) without an update. x0 (n, d) and t (n,) are
+        drawn by the library when None."""
+        return self._batch_call("stochflow_model_loss", x1, x0, t)
+
+    def train_step(self, x1, x0=None, t=None):
+        """One Adam step on the batch x1 (n, d); returns the loss before the update."""
+        return self._batch_call("stochflow_model_train_step", x1, x0, t)
+
+    def compute_gradient(self, x1, x0=None, t=None):
+        """Overwrite gradients() with dLoss/dparams for the batch; returns the loss."""
+        return self._batch_call("stochflow_model_compute_gradient", x1, x0, t)
+
+    def apply_gradient(self):
+        """Apply clipping, Adam and EMA to whatever gradients() holds; step += 1."""
+        _call("stochflow_model_apply_gradient", self._h)
+
+    def _view(self, fname):
+        ptr = _F32P()
+        count = ctypes.c_size_t()
+        _call(fname, ctypes.byref(ptr), ctypes.byref(count), self._h)
+        buf = (ctypes.c_float * count.value).from_address(ctypes.addressof(ptr.contents))
+        buf._stochflow_model = self  # the array's base chain keeps the model alive
+        return np.frombuffer(buf, dtype=np.float32)
+
+    def parameters(self):
+        """The flat parameter buffer as a float32 array sharing the model's memory
+        (writes go straight into the model; layout in doc/architecture.md)."""
+        return self._view("stochflow_model_parameters")
+
+    def gradients(self):
+        """The flat gradient buffer as a float32 array sharing the model's memory."""
+        return self._view("stochflow_model_gradients")
+
+    # -- evaluation
+    def velocity(self, t, x, out=None):
+        """v(t, x) for a batch x (n, d) at one time t; returns (n, d)."""
+        x = _matrix(x, self._d)
+        out = _out(out, x.shape)
+        _call("stochflow_model_velocity", _ptr(out), self._h, float(t), _ptr(x), x.shape[0])
+        return out
+
+    def velocity_vjp(self, t, x, u):
+        """u_i^T dv(t, x_i)/dx_i for each row; returns (n, d)."""
+        x = _matrix(x, self._d)
+        u = _matrix(u, self._d, "u")
+        if u.shape != x.shape:
+            raise ValueError("u must have shape %s, got %s" % (x.shape, u.shape))
+        out = np.empty(x.shape, dtype=np.float32)
+        _call("stochflow_model_velocity_vjp", _ptr(out), self._h, float(t), _ptr(x), _ptr(u),
+              x.shape[0])
+        return out
+
+    def divergence(self, t, x, return_velocity=False):
+        """Exact div v(t, x_i) for each row, shape (n,) (and v when return_velocity)."""
+        x = _matrix(x, self._d)
+        div = np.empty(x.shape[0], dtype=np.float32)
+        v = np.empty(x.shape, dtype=np.float32) if return_velocity else None
+        _call("stochflow_model_divergence", _ptr(div), _ptr(v), self._h, float(t), _ptr(x),
+              x.shape[0])
+        return (div, v) if return_velocity else div
+
+    def sample(self, n, solver="dopri5", seed=0, return_log_prob=False, out=None, **options):
+        """n samples (n, d) from the model: base draws keyed by seed, integrated from t=0
+        to 1. options: steps, rtol, atol, h_init, h_min, max_steps, logp_error, trace,
+        probes, probe_dist. With return_log_prob, also log p(x) (n,) from the same pass."""
+        return Solver(solver=solver, **options).sample(self, n, seed=seed,
+                                                       return_log_prob=return_log_prob,
+                                                       out=out)
+
+    def log_prob(self, x, trace="exact", probes=1, return_se=False, t=1.0, seed=0,
+                 solver="dopri5", **options):
+        """log rho_t(x) for each row of x (n, d); t = 1 is the model density of data.
+        trace: "exact" or "hutchinson" (probes per point, seed keys the probes). With
+        return_se, also the Hutchinson standard errors (NaN for one probe, 0 exact)."""
+        s = Solver(solver=solver, trace=trace, probes=probes, seed=seed, **options)
+        return s.log_prob(self, x, t=t, return_se=return_se)
+
+    def integrate(self, x, t0, t1, solver="dopri5", return_dlogp=False, **options):
+        """Integrate the rows of x from t0 to t1; returns the end points (a copy) and, with
+        return_dlogp, -integral div v dt along each trajectory."""
+        return Solver(solver=solver, **options).integrate(self, x, t0, t1,
+                                                          return_dlogp=return_dlogp)
+
+    # -- persistence
+    def save(self, path):
+        """Write a checkpoint atomically (doc/checkpoint-format.md)."""
+        _call("stochflow_model_save", self._h, os.fsencode(path))
+
+    @classmethod
+    def load(cls, path):
+        """A model from a checkpoint written by save() (any language)."""
+        h = ctypes.c_void_p()
+        _call("stochflow_model_load", ctypes.byref(h), os.fsencode(path))
+        return cls._from_handle(h)
+
+    def to_bytes(self):
+        """The checkpoint as bytes."""
+        size = ctypes.c_size_t()
+        _call("stochflow_model_serialized_size", ctypes.byref(size), self._h)
+        buf = ctypes.create_string_buffer(size.value)
+        written = ctypes.c_size_t()
+        _call("stochflow_model_save_buffer", ctypes.byref(written), self._h, buf, size.value)
+        return buf.raw[:written.value]
+
+    @classmethod
+    def from_bytes(cls, data):
+        """A model from to_bytes() output."""
+        data = bytes(data)
+        h = ctypes.c_void_p()
+        _call("stochflow_model_load_buffer", ctypes.byref(h), data, len(data))
+        return cls._from_handle(h)
+
+    def copy(self):
+        """An independent copy (through the checkpoint format)."""
+        return Model.from_bytes(self.to_bytes())
+
+    def __reduce__(self):
+        return (Model.from_bytes, (self.to_bytes(),))
+
+    def __repr__(self):
+        c = self.config()
+        return "stochflow.Model(dim=%d, hidden=%s, activation=%r, interpolant=%r, step=%d)" % (
+            c["dim"], c["hidden"], c["activation"], c["interpolant"], self.step)
+
+
+# ---- solver -----------------------------------------------------------------------------
+
+
+class Solver:
+    """ODE integration, sampling and log-density settings (a stochflow_solver handle).
+
+    Solver(solver="dopri5", seed=0, **options) with options steps, rtol, atol, h_init,
+    h_min, max_steps, logp_error, trace ("exact"/"hutchinson"), probes, probe_dist
+    ("rademacher"/"gaussian"). seed keys the Hutchinson probes.
+    """
+
+    def __init__(self, solver="dopri5", seed=0, **options):
+        h = ctypes.c_void_p()
+        _call("stochflow_solver_new", ctypes.byref(h))
+        self._h = h
+        self._finalizer = weakref.finalize(self, _lib.stochflow_solver_free, h)
+        options["solver"] = solver
+        for name, value in options.items():
+            if value is not None:
+                self.set_param(name, value)
+        _call("stochflow_solver_set_seed", self._h, int(seed))
+
+    def set_param(self, name, value):
+        key, table = _param(SOLVER_PARAMS, name, "solver")
+        v = _enum(value, table, name) if table else float(value)
+        _call("stochflow_solver_set_param", self._h, key, float(v))
+
+    def get_param(self, name):
+        key = _param(SOLVER_PARAMS, name, "solver")[0]
+        out = ctypes.c_double()
+        _call("stochflow_solver_get_param", ctypes.byref(out), self._h, key)
+        return out.value
+
+    def set_seed(self, seed):
+        _call("stochflow_solver_set_seed", self._h, int(seed))
+
+    @property
+    def stats(self):
+        """Statistics of the last call: nfe, accepted, rejected, t."""
+        out = {}
+        for name, key in (("nfe", STOCHFLOW_STAT_NFE),  # noqa: F405
+                          ("accepted", STOCHFLOW_STAT_ACCEPTED),  # noqa: F405
+                          ("rejected", STOCHFLOW_STAT_REJECTED),  # noqa: F405
+                          ("t", STOCHFLOW_STAT_T)):  # noqa: F405
+            v = ctypes.c_double()
+            _call("stochflow_solver_stat", ctypes.byref(v), self._h, key)
+            out[name] = v.value
+        return out
+
+    def sample(self, model, n, seed=0, return_log_prob=False, out=None):
+        n = int(n)
+        if n < 1:
+            raise ValueError("n must be positive, got %d" % n)
+        x = _out(out, (n, model.dim))
+        logp = np.empty(n, dtype=np.float32) if return_log_prob else None
+        _call("stochflow_solver_sample", _ptr(x), _ptr(logp), self._h, model._h, n, int(seed))
+        return (x, logp) if return_log_prob else x
+
+    def log_prob(self, model, x, t=1.0, return_se=False):
+        x = _matrix(x, model.dim)
+        n = x.shape[0]
+        logp = np.empty(n, dtype=np.float32)
+        se = np.empty(n, dtype=np.float32) if return_se else None
+        _call("stochflow_solver_log_prob", _ptr(logp), _ptr(se), self._h, model._h, _ptr(x), n,
+              float(t))
+        return (logp, se) if return_se else logp
+
+    def integrate(self, model, x, t0, t1, return_dlogp=False, return_se=False):
+        x = np.array(_matrix(x, model.dim), dtype=np.float32, order="C", copy=True)
+        n = x.shape[0]
+        dlogp = np.empty(n, dtype=np.float32) if (return_dlogp or return_se) else None
+        se = np.empty(n, dtype=np.float32) if return_se else None
+        _call("stochflow_solver_integrate", _ptr(dlogp), _ptr(se), self._h, model._h, _ptr(x),
+              n, float(t0), float(t1))
+        if return_se:
+            return x, dlogp, se
+        return (x, dlogp) if return_dlogp else x
+
+
+# ---- utilities --------------------------------------------------------------------------
+
+
+def toy_names():
+    """Names of the built-in 2-D toy datasets."""
+    return [_lib.stochflow_toy_name(i).decode() for i in range(_lib.stochflow_toy_count())]
+
+
+def toy_sample(name, n, seed=0, stream=0, out=None):
+    """n points (n, 2) of a built-in toy density, deterministic in (name, seed, stream)."""
+    out = _out(out, (int(n), 2))
+    _call("stochflow_toy_sample", _ptr(out), name.encode(), int(n), int(seed), int(stream))
+    return out
+
+
+def toy_log_density(name, x):
+    """(log-density (n,), entropy in nats) of a toy known in closed form."""
+    x = _matrix(x, 2)
+    logp = np.empty(x.shape[0], dtype=np.float32)
+    ent = ctypes.c_double()
+    _call("stochflow_toy_log_density", _ptr(logp), ctypes.byref(ent), name.encode(), _ptr(x),
+          x.shape[0])
+    return logp, ent.value
+
+
+def random_normal(n, seed=0, stream=0):
+    """n standard normal float32 draws; element i depends only on (seed, stream, i)."""
+    out = np.empty(int(n), dtype=np.float32)
+    _call("stochflow_random_normal", _ptr(out), int(n), int(seed), int(stream))
+    return out
+
+
+def png_write(path, pixels):
+    """Write uint8 pixels of shape (h, w) (gray), (h, w, 3) (RGB) or (h, w, 4) (RGBA)."""
+    p = np.ascontiguousarray(np.asarray(pixels, dtype=np.uint8))
+    if p.ndim == 2:
+        p = p[:, :, None]
+    if p.ndim != 3 or p.shape[2] not in (1, 3, 4):
+        raise ValueError("pixels must have shape (h, w), (h, w, 3) or (h, w, 4), got %s"
+                         % (np.shape(pixels),))
+    _call("stochflow_png_write", os.fsencode(path), p.ctypes.data_as(_capi.c_uint8_p),
+          p.shape[1], p.shape[0], p.shape[2])

@@ -1,0 +1,350 @@
+//! Raw declarations of the libstochflow C ABI (include/stochflow.h), one to one.
+//!
+//! Everything here is `unsafe` and follows the header's documentation exactly; use the
+//! `stochflow` crate for a safe interface. bindings/check_symbols.py (run by
+//! `meson test`) checks every declaration and constant against the header.
+#![no_std]
+#![allow(non_camel_case_types)]
+
+use core::ffi::{c_char, c_int, c_void};
+
+// ---- status codes ----
+pub const STOCHFLOW_OK: c_int = 0;
+pub const STOCHFLOW_E_INVALID: c_int = -1;
+pub const STOCHFLOW_E_NOMEM: c_int = -2;
+pub const STOCHFLOW_E_IO: c_int = -3;
+pub const STOCHFLOW_E_FORMAT: c_int = -4;
+pub const STOCHFLOW_E_NONFINITE: c_int = -5;
+pub const STOCHFLOW_E_STEP_UNDERFLOW: c_int = -6;
+pub const STOCHFLOW_E_MAX_STEPS: c_int = -7;
+pub const STOCHFLOW_E_CANCELLED: c_int = -8;
+pub const STOCHFLOW_E_UNSUPPORTED: c_int = -9;
+pub const STOCHFLOW_E_VERSION: c_int = -10;
+pub const STOCHFLOW_E_CALLBACK: c_int = -11;
+
+// ---- enumerations ----
+pub const STOCHFLOW_ACT_SILU: c_int = 1;
+pub const STOCHFLOW_ACT_TANH: c_int = 2;
+pub const STOCHFLOW_ACT_RELU: c_int = 3;
+pub const STOCHFLOW_ACT_SOFTPLUS: c_int = 4;
+pub const STOCHFLOW_TIME_RAW: c_int = 1;
+pub const STOCHFLOW_TIME_FOURIER: c_int = 2;
+pub const STOCHFLOW_INTERP_TRIG: c_int = 1;
+pub const STOCHFLOW_INTERP_LINEAR: c_int = 2;
+pub const STOCHFLOW_INTERP_CUSTOM: c_int = 3;
+pub const STOCHFLOW_SOLVER_EULER: c_int = 1;
+pub const STOCHFLOW_SOLVER_HEUN: c_int = 2;
+pub const STOCHFLOW_SOLVER_RK4: c_int = 3;
+pub const STOCHFLOW_SOLVER_DOPRI5: c_int = 4;
+pub const STOCHFLOW_TRACE_EXACT: c_int = 1;
+pub const STOCHFLOW_TRACE_HUTCHINSON: c_int = 2;
+pub const STOCHFLOW_PROBE_RADEMACHER: c_int = 1;
+pub const STOCHFLOW_PROBE_GAUSSIAN: c_int = 2;
+pub const STOCHFLOW_LR_CONSTANT: c_int = 1;
+pub const STOCHFLOW_LR_STEP: c_int = 2;
+pub const STOCHFLOW_LR_COSINE: c_int = 3;
+
+// ---- keyed parameters ----
+pub const STOCHFLOW_PARAM_LR: c_int = 100;
+pub const STOCHFLOW_PARAM_BETA1: c_int = 101;
+pub const STOCHFLOW_PARAM_BETA2: c_int = 102;
+pub const STOCHFLOW_PARAM_ADAM_EPS: c_int = 103;
+pub const STOCHFLOW_PARAM_WEIGHT_DECAY: c_int = 104;
+pub const STOCHFLOW_PARAM_GRAD_CLIP: c_int = 105;
+pub const STOCHFLOW_PARAM_EMA_DECAY: c_int = 106;
+pub const STOCHFLOW_PARAM_LR_SCHEDULE: c_int = 107;
+pub const STOCHFLOW_PARAM_LR_DECAY_EVERY: c_int = 108;
+pub const STOCHFLOW_PARAM_LR_DECAY_FACTOR: c_int = 109;
+pub const STOCHFLOW_PARAM_LR_WARMUP: c_int = 110;
+pub const STOCHFLOW_PARAM_LR_TOTAL_STEPS: c_int = 111;
+pub const STOCHFLOW_PARAM_LR_MIN: c_int = 112;
+pub const STOCHFLOW_PARAM_SOLVER: c_int = 200;
+pub const STOCHFLOW_PARAM_STEPS: c_int = 201;
+pub const STOCHFLOW_PARAM_RTOL: c_int = 202;
+pub const STOCHFLOW_PARAM_ATOL: c_int = 203;
+pub const STOCHFLOW_PARAM_H_INIT: c_int = 204;
+pub const STOCHFLOW_PARAM_H_MIN: c_int = 205;
+pub const STOCHFLOW_PARAM_MAX_STEPS: c_int = 206;
+pub const STOCHFLOW_PARAM_LOGP_ERROR: c_int = 207;
+pub const STOCHFLOW_PARAM_TRACE: c_int = 300;
+pub const STOCHFLOW_PARAM_PROBES: c_int = 301;
+pub const STOCHFLOW_PARAM_PROBE_DIST: c_int = 302;
+pub const STOCHFLOW_PARAM_THREADS: c_int = 400;
+pub const STOCHFLOW_PARAM_EVAL_WEIGHTS: c_int = 401;
+
+// ---- solver statistics ----
+pub const STOCHFLOW_STAT_NFE: c_int = 1;
+pub const STOCHFLOW_STAT_ACCEPTED: c_int = 2;
+pub const STOCHFLOW_STAT_REJECTED: c_int = 3;
+pub const STOCHFLOW_STAT_T: c_int = 4;
+
+// ---- opaque handles ----
+#[repr(C)]
+pub struct stochflow_config {
+    _private: [u8; 0],
+}
+#[repr(C)]
+pub struct stochflow_model {
+    _private: [u8; 0],
+}
+#[repr(C)]
+pub struct stochflow_solver {
+    _private: [u8; 0],
+}
+
+// ---- callbacks ----
+pub type stochflow_schedule_fn =
+    Option<unsafe extern "C" fn(user: *mut c_void, t: f64, out: *mut f64)>;
+pub type stochflow_velocity_fn = Option<
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        t: f64,
+        n: usize,
+        d: usize,
+        x: *const f32,
+        v: *mut f32,
+        div: *mut f32,
+    ) -> c_int,
+>;
+pub type stochflow_logpdf_fn = Option<
+    unsafe extern "C" fn(user: *mut c_void, n: usize, d: usize, x: *const f32, logp: *mut f32)
+        -> c_int,
+>;
+pub type stochflow_progress_fn = Option<unsafe extern "C" fn(user: *mut c_void, t: f64) -> c_int>;
+
+extern "C" {
+    // errors and versions
+    pub fn stochflow_status_string(status: c_int) -> *const c_char;
+    pub fn stochflow_last_error_message() -> *const c_char;
+    pub fn stochflow_version_string() -> *const c_char;
+    pub fn stochflow_version_number() -> c_int;
+    pub fn stochflow_param_bounds(lo: *mut f64, hi: *mut f64, def: *mut f64, key: c_int) -> c_int;
+
+    // configuration
+    pub fn stochflow_config_new(out: *mut *mut stochflow_config, dim: usize) -> c_int;
+    pub fn stochflow_config_free(cfg: *mut stochflow_config);
+    pub fn stochflow_config_set_hidden(
+        cfg: *mut stochflow_config,
+        n_layers: usize,
+        widths: *const usize,
+    ) -> c_int;
+    pub fn stochflow_config_set_activation(cfg: *mut stochflow_config, activation: c_int) -> c_int;
+    pub fn stochflow_config_set_time_embedding(
+        cfg: *mut stochflow_config,
+        kind: c_int,
+        n_freq: usize,
+    ) -> c_int;
+    pub fn stochflow_config_set_interpolant(cfg: *mut stochflow_config, kind: c_int) -> c_int;
+    pub fn stochflow_config_set_schedule(
+        cfg: *mut stochflow_config,
+        fn_: stochflow_schedule_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_config_set_seed(cfg: *mut stochflow_config, seed: u64) -> c_int;
+    pub fn stochflow_config_dim(cfg: *const stochflow_config) -> usize;
+    pub fn stochflow_config_hidden(
+        cfg: *const stochflow_config,
+        widths_out: *mut usize,
+        cap: usize,
+    ) -> usize;
+    pub fn stochflow_config_activation(cfg: *const stochflow_config) -> c_int;
+    pub fn stochflow_config_time_embedding(cfg: *const stochflow_config, n_freq: *mut usize)
+        -> c_int;
+    pub fn stochflow_config_interpolant(cfg: *const stochflow_config) -> c_int;
+    pub fn stochflow_config_seed(cfg: *const stochflow_config) -> u64;
+
+    // model
+    pub fn stochflow_model_new(out: *mut *mut stochflow_model, cfg: *const stochflow_config)
+        -> c_int;
+    pub fn stochflow_model_free(m: *mut stochflow_model);
+    pub fn stochflow_model_config(
+        out: *mut *mut stochflow_config,
+        m: *const stochflow_model,
+    ) -> c_int;
+    pub fn stochflow_model_dim(m: *const stochflow_model) -> usize;
+    pub fn stochflow_model_num_params(m: *const stochflow_model) -> usize;
+    pub fn stochflow_model_step(m: *const stochflow_model) -> u64;
+    pub fn stochflow_model_set_param(m: *mut stochflow_model, key: c_int, value: f64) -> c_int;
+    pub fn stochflow_model_get_param(out: *mut f64, m: *const stochflow_model, key: c_int)
+        -> c_int;
+    pub fn stochflow_model_set_schedule(
+        m: *mut stochflow_model,
+        fn_: stochflow_schedule_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_model_loss(
+        loss: *mut f64,
+        m: *mut stochflow_model,
+        x1: *const f32,
+        n: usize,
+        x0: *const f32,
+        t: *const f32,
+    ) -> c_int;
+    pub fn stochflow_model_train_step(
+        loss: *mut f64,
+        m: *mut stochflow_model,
+        x1: *const f32,
+        n: usize,
+        x0: *const f32,
+        t: *const f32,
+    ) -> c_int;
+    pub fn stochflow_model_compute_gradient(
+        loss: *mut f64,
+        m: *mut stochflow_model,
+        x1: *const f32,
+        n: usize,
+        x0: *const f32,
+        t: *const f32,
+    ) -> c_int;
+    pub fn stochflow_model_apply_gradient(m: *mut stochflow_model) -> c_int;
+    pub fn stochflow_model_parameters(
+        params: *mut *mut f32,
+        count: *mut usize,
+        m: *mut stochflow_model,
+    ) -> c_int;
+    pub fn stochflow_model_gradients(
+        grads: *mut *mut f32,
+        count: *mut usize,
+        m: *mut stochflow_model,
+    ) -> c_int;
+    pub fn stochflow_model_velocity(
+        v: *mut f32,
+        m: *mut stochflow_model,
+        t: f64,
+        x: *const f32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_model_velocity_vjp(
+        out: *mut f32,
+        m: *mut stochflow_model,
+        t: f64,
+        x: *const f32,
+        u: *const f32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_model_divergence(
+        div: *mut f32,
+        v: *mut f32,
+        m: *mut stochflow_model,
+        t: f64,
+        x: *const f32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_model_save(m: *mut stochflow_model, path: *const c_char) -> c_int;
+    pub fn stochflow_model_load(out: *mut *mut stochflow_model, path: *const c_char) -> c_int;
+    pub fn stochflow_model_serialized_size(size: *mut usize, m: *const stochflow_model) -> c_int;
+    pub fn stochflow_model_save_buffer(
+        written: *mut usize,
+        m: *const stochflow_model,
+        buf: *mut c_void,
+        cap: usize,
+    ) -> c_int;
+    pub fn stochflow_model_load_buffer(
+        out: *mut *mut stochflow_model,
+        buf: *const c_void,
+        len: usize,
+    ) -> c_int;
+
+    // solver
+    pub fn stochflow_solver_new(out: *mut *mut stochflow_solver) -> c_int;
+    pub fn stochflow_solver_free(s: *mut stochflow_solver);
+    pub fn stochflow_solver_set_param(s: *mut stochflow_solver, key: c_int, value: f64) -> c_int;
+    pub fn stochflow_solver_get_param(out: *mut f64, s: *const stochflow_solver, key: c_int)
+        -> c_int;
+    pub fn stochflow_solver_set_seed(s: *mut stochflow_solver, seed: u64) -> c_int;
+    pub fn stochflow_solver_set_base_logpdf(
+        s: *mut stochflow_solver,
+        fn_: stochflow_logpdf_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_solver_set_progress(
+        s: *mut stochflow_solver,
+        fn_: stochflow_progress_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_solver_stat(out: *mut f64, s: *const stochflow_solver, key: c_int) -> c_int;
+    pub fn stochflow_solver_integrate(
+        dlogp: *mut f32,
+        dlogp_se: *mut f32,
+        s: *mut stochflow_solver,
+        m: *mut stochflow_model,
+        x: *mut f32,
+        n: usize,
+        t0: f64,
+        t1: f64,
+    ) -> c_int;
+    pub fn stochflow_solver_integrate_fn(
+        dlogp: *mut f32,
+        s: *mut stochflow_solver,
+        fn_: stochflow_velocity_fn,
+        user: *mut c_void,
+        d: usize,
+        x: *mut f32,
+        n: usize,
+        t0: f64,
+        t1: f64,
+    ) -> c_int;
+    pub fn stochflow_solver_log_prob(
+        logp: *mut f32,
+        se: *mut f32,
+        s: *mut stochflow_solver,
+        m: *mut stochflow_model,
+        x: *const f32,
+        n: usize,
+        t: f64,
+    ) -> c_int;
+    pub fn stochflow_solver_log_prob_fn(
+        logp: *mut f32,
+        s: *mut stochflow_solver,
+        fn_: stochflow_velocity_fn,
+        user: *mut c_void,
+        d: usize,
+        x: *const f32,
+        n: usize,
+        t: f64,
+    ) -> c_int;
+    pub fn stochflow_solver_sample(
+        x: *mut f32,
+        logp: *mut f32,
+        s: *mut stochflow_solver,
+        m: *mut stochflow_model,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+    pub fn stochflow_solver_sample_fn(
+        x: *mut f32,
+        logp: *mut f32,
+        s: *mut stochflow_solver,
+        fn_: stochflow_velocity_fn,
+        user: *mut c_void,
+        d: usize,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+
+    // utilities
+    pub fn stochflow_random_normal(out: *mut f32, n: usize, seed: u64, stream: u64) -> c_int;
+    pub fn stochflow_toy_sample(
+        out: *mut f32,
+        name: *const c_char,
+        n: usize,
+        seed: u64,
+        stream: u64,
+    ) -> c_int;
+    pub fn stochflow_toy_count() -> usize;
+    pub fn stochflow_toy_name(i: usize) -> *const c_char;
+    pub fn stochflow_toy_log_density(
+        logp: *mut f32,
+        entropy: *mut f64,
+        name: *const c_char,
+        x: *const f32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_png_write(
+        path: *const c_char,
+        pixels: *const u8,
+        width: u32,
+        height: u32,
+        channels: c_int,
+    ) -> c_int;
+}

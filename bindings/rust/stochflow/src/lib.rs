@@ -1,0 +1,799 @@
+//! Safe Rust bindings for libstochflow: continuous-time normalizing flows trained with
+//! stochastic interpolants.
+//!
+//! A thin layer over the C ABI (the `stochflow-sys` crate): every computation happens in
+//! the C library. Handles are owned ([`Config`], [`Model`], [`Solver`]) and freed on
+//! `Drop`; every fallible call returns `Result<_, Error>`; bulk data moves through
+//! `&[f32]` / `&mut [f32]` slices in row-major order (point `i` of a batch in `d`
+//! dimensions is `x[i*d .. i*d + d]`), checked for length before the C call.
+//!
+//! ```no_run
+//! use stochflow::{Config, Model, Solver, SolverKind, toy_sample};
+//! let mut cfg = Config::new(2)?;
+//! cfg.set_hidden(&[64, 64])?;
+//! let mut m = Model::new(&cfg)?;
+//! m.set_param(stochflow::Param::Lr, 2e-3)?;
+//! let mut batch = vec![0f32; 256 * 2];
+//! for step in 0..2000 {
+//!     toy_sample(&mut batch, "moons", 0, step)?;
+//!     m.train_step(&batch)?;
+//! }
+//! let mut s = Solver::new()?;
+//! s.set_solver(SolverKind::Rk4, 50)?;
+//! let (x, logp) = s.sample_with_log_prob(&mut m, 1000, 0)?;
+//! # Ok::<(), stochflow::Error>(())
+//! ```
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::os::raw::c_int;
+use std::path::Path;
+use std::ptr;
+
+use stochflow_sys as sys;
+
+/// Kind of failure, one per C status code (`STOCHFLOW_E_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    Invalid,
+    NoMemory,
+    Io,
+    Format,
+    NonFinite,
+    StepUnderflow,
+    MaxSteps,
+    Cancelled,
+    Unsupported,
+    Version,
+    Callback,
+    /// A status code this version of the bindings does not know.
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of a negative C status code.
+    pub fn from_status(status: i32) -> ErrorKind {
+        match status {
+            sys::STOCHFLOW_E_INVALID => ErrorKind::Invalid,
+            sys::STOCHFLOW_E_NOMEM => ErrorKind::NoMemory,
+            sys::STOCHFLOW_E_IO => ErrorKind::Io,
+            sys::STOCHFLOW_E_FORMAT => ErrorKind::Format,
+            sys::STOCHFLOW_E_NONFINITE => ErrorKind::NonFinite,
+            sys::STOCHFLOW_E_STEP_UNDERFLOW => ErrorKind::StepUnderflow,
+            sys::STOCHFLOW_E_MAX_STEPS => ErrorKind::MaxSteps,
+            sys::STOCHFLOW_E_CANCELLED => ErrorKind::Cancelled,
+            sys::STOCHFLOW_E_UNSUPPORTED => ErrorKind::Unsupported,
+            sys::STOCHFLOW_E_VERSION => ErrorKind::Version,
+            sys::STOCHFLOW_E_CALLBACK => ErrorKind::Callback,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// A failing call: the C status code, its kind, and the library's message (or the
+/// binding's own, for length checks done before calling C).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub status: i32,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    fn from_c(status: c_int) -> Error {
+        // SAFETY: the message is a NUL-terminated thread-local string, never NULL.
+        let msg = unsafe { CStr::from_ptr(sys::stochflow_last_error_message()) };
+        Error {
+            status,
+            kind: ErrorKind::from_status(status),
+            message: msg.to_string_lossy().into_owned(),
+        }
+    }
+    fn invalid(message: String) -> Error {
+        Error { status: sys::STOCHFLOW_E_INVALID, kind: ErrorKind::Invalid, message }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", status_string(self.status), self.status)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn check(status: c_int) -> Result<()> {
+    if status < 0 {
+        Err(Error::from_c(status))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_len(what: &str, len: usize, want: usize) -> Result<()> {
+    if len != want {
+        return Err(Error::invalid(format!("{} has {} values, expected {}", what, len, want)));
+    }
+    Ok(())
+}
+
+/// Number of points in a row-major batch of dimension d.
+fn rows(what: &str, len: usize, d: usize) -> Result<usize> {
+    if len == 0 || len % d != 0 {
+        return Err(Error::invalid(format!(
+            "{} has {} values, expected a positive multiple of the dimension {}",
+            what, len, d
+        )));
+    }
+    Ok(len / d)
+}
+
+fn opt_ptr(s: Option<&[f32]>) -> *const f32 {
+    s.map_or(ptr::null(), |s| s.as_ptr())
+}
+
+fn opt_mut(s: Option<&mut [f32]>) -> *mut f32 {
+    s.map_or(ptr::null_mut(), |s| s.as_mut_ptr())
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::invalid(format!("{} contains a NUL byte", what)))
+}
+
+fn path_cstring(path: &Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid("path contains a NUL byte".to_string()))
+}
+
+/// Static English text of a status code.
+pub fn status_string(status: i32) -> String {
+    // SAFETY: returns static NUL-terminated text for every input.
+    unsafe { CStr::from_ptr(sys::stochflow_status_string(status)) }.to_string_lossy().into_owned()
+}
+
+/// Run-time library version "MAJOR.MINOR.PATCH".
+pub fn version() -> String {
+    // SAFETY: static string.
+    unsafe { CStr::from_ptr(sys::stochflow_version_string()) }.to_string_lossy().into_owned()
+}
+
+/// Run-time version as MAJOR*10000 + MINOR*100 + PATCH.
+pub fn version_number() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { sys::stochflow_version_number() }
+}
+
+// ---- enumerations -------------------------------------------------------------------
+
+/// Hidden-layer activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu = 1,
+    Tanh = 2,
+    Relu = 3,
+    Softplus = 4,
+}
+
+/// Interpolant schedule (custom callbacks are not bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interpolant {
+    Trig = 1,
+    Linear = 2,
+}
+
+/// How time enters the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeEmbedding {
+    Raw,
+    /// Fourier features with F frequencies (1..=64).
+    Fourier(usize),
+}
+
+/// ODE solver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SolverKind {
+    Euler = 1,
+    Heun = 2,
+    Rk4 = 3,
+    Dopri5 = 4,
+}
+
+/// Divergence estimator of the log-density.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trace {
+    Exact,
+    /// Hutchinson estimator with K probes per point.
+    Hutchinson(usize),
+}
+
+/// Keyed parameters (STOCHFLOW_PARAM_*): 100s/400s on a [`Model`], 200s/300s on a
+/// [`Solver`]. Enumerated values are passed as their C numbers (e.g. `SolverKind::Rk4 as
+/// i32 as f64`); 0 restores the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    Lr = 100,
+    Beta1 = 101,
+    Beta2 = 102,
+    AdamEps = 103,
+    WeightDecay = 104,
+    GradClip = 105,
+    EmaDecay = 106,
+    LrSchedule = 107,
+    LrDecayEvery = 108,
+    LrDecayFactor = 109,
+    LrWarmup = 110,
+    LrTotalSteps = 111,
+    LrMin = 112,
+    Solver = 200,
+    Steps = 201,
+    Rtol = 202,
+    Atol = 203,
+    HInit = 204,
+    HMin = 205,
+    MaxSteps = 206,
+    LogpError = 207,
+    Trace = 300,
+    Probes = 301,
+    ProbeDist = 302,
+    Threads = 400,
+    EvalWeights = 401,
+}
+
+/// (lo, hi, default) of a keyed parameter.
+pub fn param_bounds(p: Param) -> Result<(f64, f64, f64)> {
+    let (mut lo, mut hi, mut de) = (0.0, 0.0, 0.0);
+    // SAFETY: three valid out-pointers.
+    check(unsafe { sys::stochflow_param_bounds(&mut lo, &mut hi, &mut de, p as c_int) })?;
+    Ok((lo, hi, de))
+}
+
+// ---- configuration ------------------------------------------------------------------
+
+/// What a model is made of (a `stochflow_config` handle). Defaults: hidden 256,256,256,
+/// SiLU, raw time, trigonometric interpolant, seed 0.
+pub struct Config {
+    h: *mut sys::stochflow_config,
+}
+
+impl Config {
+    /// A default configuration for data dimension `dim`.
+    pub fn new(dim: usize) -> Result<Config> {
+        let mut h = ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        check(unsafe { sys::stochflow_config_new(&mut h, dim) })?;
+        Ok(Config { h })
+    }
+    pub fn set_hidden(&mut self, widths: &[usize]) -> Result<()> {
+        // SAFETY: widths.len() values are readable.
+        check(unsafe { sys::stochflow_config_set_hidden(self.h, widths.len(), widths.as_ptr()) })
+    }
+    pub fn set_activation(&mut self, a: Activation) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_config_set_activation(self.h, a as c_int) })
+    }
+    pub fn set_interpolant(&mut self, i: Interpolant) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_config_set_interpolant(self.h, i as c_int) })
+    }
+    pub fn set_time_embedding(&mut self, e: TimeEmbedding) -> Result<()> {
+        let (kind, f) = match e {
+            TimeEmbedding::Raw => (sys::STOCHFLOW_TIME_RAW, 0),
+            TimeEmbedding::Fourier(f) => (sys::STOCHFLOW_TIME_FOURIER, f),
+        };
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_config_set_time_embedding(self.h, kind, f) })
+    }
+    pub fn set_seed(&mut self, seed: u64) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_config_set_seed(self.h, seed) })
+    }
+    pub fn dim(&self) -> usize {
+        // SAFETY: valid handle.
+        unsafe { sys::stochflow_config_dim(self.h) }
+    }
+    pub fn hidden(&self) -> Vec<usize> {
+        // SAFETY: cap 0 with NULL asks for the count; then cap = count values are written.
+        let n = unsafe { sys::stochflow_config_hidden(self.h, ptr::null_mut(), 0) };
+        let mut w = vec![0usize; n];
+        unsafe { sys::stochflow_config_hidden(self.h, w.as_mut_ptr(), n) };
+        w
+    }
+    /// Activation as its C number (STOCHFLOW_ACT_*).
+    pub fn activation(&self) -> i32 {
+        // SAFETY: valid handle.
+        unsafe { sys::stochflow_config_activation(self.h) }
+    }
+    /// Interpolant as its C number (STOCHFLOW_INTERP_*).
+    pub fn interpolant(&self) -> i32 {
+        // SAFETY: valid handle.
+        unsafe { sys::stochflow_config_interpolant(self.h) }
+    }
+    pub fn time_embedding(&self) -> TimeEmbedding {
+        let mut f = 0usize;
+        // SAFETY: valid handle and out-pointer.
+        let kind = unsafe { sys::stochflow_config_time_embedding(self.h, &mut f) };
+        if kind == sys::STOCHFLOW_TIME_FOURIER {
+            TimeEmbedding::Fourier(f)
+        } else {
+            TimeEmbedding::Raw
+        }
+    }
+    pub fn seed(&self) -> u64 {
+        // SAFETY: valid handle.
+        unsafe { sys::stochflow_config_seed(self.h) }
+    }
+}
+
+impl Drop for Config {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle; freed exactly once.
+        unsafe { sys::stochflow_config_free(self.h) }
+    }
+}
+
+// SAFETY: a handle may move between threads; it is used by one thread at a time (&mut).
+unsafe impl Send for Config {}
+
+// ---- model --------------------------------------------------------------------------
+
+/// A velocity network, its Adam optimizer and its random stream (a `stochflow_model`).
+pub struct Model {
+    h: *mut sys::stochflow_model,
+    d: usize,
+}
+
+// SAFETY: the C library allows a handle on any thread, one at a time; &mut enforces that.
+unsafe impl Send for Model {}
+
+impl Model {
+    fn adopt(h: *mut sys::stochflow_model) -> Model {
+        // SAFETY: h is a fresh valid handle.
+        let d = unsafe { sys::stochflow_model_dim(h) };
+        Model { h, d }
+    }
+
+    /// A new model from a configuration (copied; `cfg` may be dropped afterwards).
+    pub fn new(cfg: &Config) -> Result<Model> {
+        let mut h = ptr::null_mut();
+        // SAFETY: valid out-pointer and config handle.
+        check(unsafe { sys::stochflow_model_new(&mut h, cfg.h) })?;
+        Ok(Model::adopt(h))
+    }
+
+    /// Load a checkpoint written by [`Model::save`] (from any language).
+    pub fn load<P: AsRef<Path>>(path: P) -> Result<Model> {
+        let p = path_cstring(path.as_ref())?;
+        let mut h = ptr::null_mut();
+        // SAFETY: NUL-terminated path, valid out-pointer.
+        check(unsafe { sys::stochflow_model_load(&mut h, p.as_ptr()) })?;
+        Ok(Model::adopt(h))
+    }
+
+    /// A model from [`Model::to_bytes`] output.
+    pub fn from_bytes(buf: &[u8]) -> Result<Model> {
+        let mut h = ptr::null_mut();
+        // SAFETY: buf.len() readable bytes.
+        check(unsafe { sys::stochflow_model_load_buffer(&mut h, buf.as_ptr().cast(), buf.len()) })?;
+        Ok(Model::adopt(h))
+    }
+
+    /// Write a checkpoint atomically.
+    pub fn save<P: AsRef<Path>>(&mut self, path: P) -> Result<()> {
+        let p = path_cstring(path.as_ref())?;
+        // SAFETY: valid handle and NUL-terminated path.
+        check(unsafe { sys::stochflow_model_save(self.h, p.as_ptr()) })
+    }
+
+    /// The checkpoint as bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut size = 0usize;
+        // SAFETY: valid out-pointer.
+        check(unsafe { sys::stochflow_model_serialized_size(&mut size, self.h) })?;
+        let mut buf = vec![0u8; size];
+        let mut written = 0usize;
+        // SAFETY: buf has size writable bytes.
+        check(unsafe {
+            sys::stochflow_model_save_buffer(&mut written, self.h, buf.as_mut_ptr().cast(), size)
+        })?;
+        buf.truncate(written);
+        Ok(buf)
+    }
+
+    /// An independent copy (through the checkpoint format).
+    pub fn try_clone(&self) -> Result<Model> {
+        Model::from_bytes(&self.to_bytes()?)
+    }
+
+    /// A copy of the model's configuration.
+    pub fn config(&self) -> Result<Config> {
+        let mut h = ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        check(unsafe { sys::stochflow_model_config(&mut h, self.h) })?;
+        Ok(Config { h })
+    }
+
+    /// Data dimension d.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        // SAFETY: valid handle.
+        unsafe { sys::stochflow_model_num_params(self.h) }
+    }
+    /// Optimizer updates applied so far.
+    pub fn step(&self) -> u64 {
+        // SAFETY: valid handle.
+        unsafe { sys::stochflow_model_step(self.h) }
+    }
+
+    /// Set a 100s or 400s keyed parameter (0 restores the default).
+    pub fn set_param(&mut self, p: Param, value: f64) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_model_set_param(self.h, p as c_int, value) })
+    }
+    /// Read a 100s or 400s keyed parameter.
+    pub fn get_param(&self, p: Param) -> Result<f64> {
+        let mut v = 0.0;
+        // SAFETY: valid out-pointer.
+        check(unsafe { sys::stochflow_model_get_param(&mut v, self.h, p as c_int) })?;
+        Ok(v)
+    }
+
+    fn batch(
+        &mut self,
+        f: unsafe extern "C" fn(
+            *mut f64,
+            *mut sys::stochflow_model,
+            *const f32,
+            usize,
+            *const f32,
+            *const f32,
+        ) -> c_int,
+        x1: &[f32],
+        x0: Option<&[f32]>,
+        t: Option<&[f32]>,
+    ) -> Result<f64> {
+        let n = rows("x1", x1.len(), self.d)?;
+        if let Some(x0) = x0 {
+            check_len("x0", x0.len(), x1.len())?;
+        }
+        if let Some(t) = t {
+            check_len("t", t.len(), n)?;
+        }
+        let mut loss = 0.0;
+        // SAFETY: lengths checked above; NULL x0/t ask the library to draw them.
+        check(unsafe { f(&mut loss, self.h, x1.as_ptr(), n, opt_ptr(x0), opt_ptr(t)) })?;
+        Ok(loss)
+    }
+
+    /// Interpolant loss of a batch (n*d values), no update; x0 and t drawn by the library.
+    pub fn loss(&mut self, x1: &[f32]) -> Result<f64> {
+        self.batch(sys::stochflow_model_loss, x1, None, None)
+    }
+    /// As [`Model::loss`] with caller-given base points (n*d) and/or times (n).
+    pub fn loss_with(&mut self, x1: &[f32], x0: Option<&[f32]>, t: Option<&[f32]>) -> Result<f64> {
+        self.batch(sys::stochflow_model_loss, x1, x0, t)
+    }
+    /// One Adam step on a batch; returns the loss before the update.
+    pub fn train_step(&mut self, x1: &[f32]) -> Result<f64> {
+        self.batch(sys::stochflow_model_train_step, x1, None, None)
+    }
+    /// As [`Model::train_step`] with caller-given base points and/or times.
+    pub fn train_step_with(
+        &mut self,
+        x1: &[f32],
+        x0: Option<&[f32]>,
+        t: Option<&[f32]>,
+    ) -> Result<f64> {
+        self.batch(sys::stochflow_model_train_step, x1, x0, t)
+    }
+    /// Overwrite the gradient buffer with the batch gradient; returns the loss.
+    pub fn compute_gradient(&mut self, x1: &[f32]) -> Result<f64> {
+        self.batch(sys::stochflow_model_compute_gradient, x1, None, None)
+    }
+    /// Clip, Adam, EMA, step + 1 using the gradient buffer.
+    pub fn apply_gradient(&mut self) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_model_apply_gradient(self.h) })
+    }
+
+    fn view(
+        &mut self,
+        f: unsafe extern "C" fn(*mut *mut f32, *mut usize, *mut sys::stochflow_model) -> c_int,
+    ) -> Result<&mut [f32]> {
+        let mut p = ptr::null_mut();
+        let mut n = 0usize;
+        // SAFETY: valid out-pointers; the buffer lives as long as the model, and the
+        // returned borrow of &mut self prevents any other call while it is held.
+        check(unsafe { f(&mut p, &mut n, self.h) })?;
+        Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
+    }
+    /// The flat parameter buffer (borrowed from the model; writes go into it).
+    pub fn parameters(&mut self) -> Result<&mut [f32]> {
+        self.view(sys::stochflow_model_parameters)
+    }
+    /// The flat gradient buffer (borrowed from the model).
+    pub fn gradients(&mut self) -> Result<&mut [f32]> {
+        self.view(sys::stochflow_model_gradients)
+    }
+
+    /// v(t, x) for a batch x (n*d) into v (n*d).
+    pub fn velocity(&mut self, t: f64, x: &[f32], v: &mut [f32]) -> Result<()> {
+        let n = rows("x", x.len(), self.d)?;
+        check_len("v", v.len(), x.len())?;
+        // SAFETY: lengths checked.
+        check(unsafe { sys::stochflow_model_velocity(v.as_mut_ptr(), self.h, t, x.as_ptr(), n) })
+    }
+    /// out_i = u_i^T dv(t, x_i)/dx_i.
+    pub fn velocity_vjp(&mut self, t: f64, x: &[f32], u: &[f32], out: &mut [f32]) -> Result<()> {
+        let n = rows("x", x.len(), self.d)?;
+        check_len("u", u.len(), x.len())?;
+        check_len("out", out.len(), x.len())?;
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_model_velocity_vjp(out.as_mut_ptr(), self.h, t, x.as_ptr(), u.as_ptr(), n)
+        })
+    }
+    /// Exact divergence per point (div: n) and optionally v (n*d).
+    pub fn divergence(
+        &mut self,
+        t: f64,
+        x: &[f32],
+        div: &mut [f32],
+        v: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let n = rows("x", x.len(), self.d)?;
+        check_len("div", div.len(), n)?;
+        if let Some(v) = &v {
+            check_len("v", v.len(), x.len())?;
+        }
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_model_divergence(div.as_mut_ptr(), opt_mut(v), self.h, t, x.as_ptr(), n)
+        })
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle; freed exactly once.
+        unsafe { sys::stochflow_model_free(self.h) }
+    }
+}
+
+// ---- solver -------------------------------------------------------------------------
+
+/// Integration, sampling and log-density settings (a `stochflow_solver` handle).
+/// Defaults: dopri5, rtol = atol = 1e-5, exact trace.
+pub struct Solver {
+    h: *mut sys::stochflow_solver,
+}
+
+// SAFETY: as for Model.
+unsafe impl Send for Solver {}
+
+/// Statistics of the last solver call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    pub nfe: f64,
+    pub accepted: f64,
+    pub rejected: f64,
+    pub t: f64,
+}
+
+impl Solver {
+    pub fn new() -> Result<Solver> {
+        let mut h = ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        check(unsafe { sys::stochflow_solver_new(&mut h) })?;
+        Ok(Solver { h })
+    }
+    /// Set a 200s or 300s keyed parameter (0 restores the default).
+    pub fn set_param(&mut self, p: Param, value: f64) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_solver_set_param(self.h, p as c_int, value) })
+    }
+    pub fn get_param(&self, p: Param) -> Result<f64> {
+        let mut v = 0.0;
+        // SAFETY: valid out-pointer.
+        check(unsafe { sys::stochflow_solver_get_param(&mut v, self.h, p as c_int) })?;
+        Ok(v)
+    }
+    /// Choose the solver; `steps` is used by the fixed-step ones (0 = default 100).
+    pub fn set_solver(&mut self, kind: SolverKind, steps: usize) -> Result<()> {
+        self.set_param(Param::Solver, kind as i32 as f64)?;
+        self.set_param(Param::Steps, steps as f64)
+    }
+    /// Choose the divergence estimator.
+    pub fn set_trace(&mut self, trace: Trace) -> Result<()> {
+        match trace {
+            Trace::Exact => self.set_param(Param::Trace, sys::STOCHFLOW_TRACE_EXACT as f64),
+            Trace::Hutchinson(k) => {
+                self.set_param(Param::Trace, sys::STOCHFLOW_TRACE_HUTCHINSON as f64)?;
+                self.set_param(Param::Probes, k as f64)
+            }
+        }
+    }
+    /// Seed of the Hutchinson probes.
+    pub fn set_seed(&mut self, seed: u64) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_solver_set_seed(self.h, seed) })
+    }
+    pub fn stats(&self) -> Result<Stats> {
+        let get = |k| -> Result<f64> {
+            let mut v = 0.0;
+            // SAFETY: valid out-pointer.
+            check(unsafe { sys::stochflow_solver_stat(&mut v, self.h, k) })?;
+            Ok(v)
+        };
+        Ok(Stats {
+            nfe: get(sys::STOCHFLOW_STAT_NFE)?,
+            accepted: get(sys::STOCHFLOW_STAT_ACCEPTED)?,
+            rejected: get(sys::STOCHFLOW_STAT_REJECTED)?,
+            t: get(sys::STOCHFLOW_STAT_T)?,
+        })
+    }
+
+    /// Integrate x (n*d) in place from t0 to t1; dlogp (n) and se (n) are optional.
+    pub fn integrate(
+        &mut self,
+        m: &mut Model,
+        x: &mut [f32],
+        t0: f64,
+        t1: f64,
+        dlogp: Option<&mut [f32]>,
+        se: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let n = rows("x", x.len(), m.d)?;
+        if let Some(a) = &dlogp {
+            check_len("dlogp", a.len(), n)?;
+        }
+        if let Some(a) = &se {
+            check_len("se", a.len(), n)?;
+        }
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_solver_integrate(
+                opt_mut(dlogp),
+                opt_mut(se),
+                self.h,
+                m.h,
+                x.as_mut_ptr(),
+                n,
+                t0,
+                t1,
+            )
+        })
+    }
+
+    /// log rho_t(x) for each point of x (n*d) into logp (n); se (n) optional.
+    pub fn log_prob(
+        &mut self,
+        m: &mut Model,
+        x: &[f32],
+        t: f64,
+        logp: &mut [f32],
+        se: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let n = rows("x", x.len(), m.d)?;
+        check_len("logp", logp.len(), n)?;
+        if let Some(a) = &se {
+            check_len("se", a.len(), n)?;
+        }
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_solver_log_prob(
+                logp.as_mut_ptr(),
+                opt_mut(se),
+                self.h,
+                m.h,
+                x.as_ptr(),
+                n,
+                t,
+            )
+        })
+    }
+
+    /// n = x.len() / d samples into x; logp (n) optional; base draws keyed by seed.
+    pub fn sample(
+        &mut self,
+        m: &mut Model,
+        x: &mut [f32],
+        logp: Option<&mut [f32]>,
+        seed: u64,
+    ) -> Result<()> {
+        let n = rows("x", x.len(), m.d)?;
+        if let Some(a) = &logp {
+            check_len("logp", a.len(), n)?;
+        }
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_solver_sample(x.as_mut_ptr(), opt_mut(logp), self.h, m.h, n, seed)
+        })
+    }
+
+    /// Convenience: n samples and their log-densities as new vectors.
+    pub fn sample_with_log_prob(
+        &mut self,
+        m: &mut Model,
+        n: usize,
+        seed: u64,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut x = vec![0f32; n * m.d];
+        let mut logp = vec![0f32; n];
+        self.sample(m, &mut x, Some(&mut logp), seed)?;
+        Ok((x, logp))
+    }
+}
+
+impl Drop for Solver {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle; freed exactly once.
+        unsafe { sys::stochflow_solver_free(self.h) }
+    }
+}
+
+// ---- utilities ----------------------------------------------------------------------
+
+/// Standard normal draws into out; out[i] depends only on (seed, stream, i).
+pub fn random_normal(out: &mut [f32], seed: u64, stream: u64) -> Result<()> {
+    // SAFETY: out.len() writable floats.
+    check(unsafe { sys::stochflow_random_normal(out.as_mut_ptr(), out.len(), seed, stream) })
+}
+
+/// out.len()/2 points of a built-in 2-D toy density (deterministic in name, seed, stream).
+pub fn toy_sample(out: &mut [f32], name: &str, seed: u64, stream: u64) -> Result<()> {
+    let n = rows("out", out.len(), 2)?;
+    let c = cstring("name", name)?;
+    // SAFETY: 2n writable floats, NUL-terminated name.
+    check(unsafe { sys::stochflow_toy_sample(out.as_mut_ptr(), c.as_ptr(), n, seed, stream) })
+}
+
+/// Names of the built-in toys.
+pub fn toy_names() -> Vec<String> {
+    // SAFETY: indices below the count give static strings.
+    let n = unsafe { sys::stochflow_toy_count() };
+    (0..n)
+        .map(|i| unsafe { CStr::from_ptr(sys::stochflow_toy_name(i)) }.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// True log-density of a toy known in closed form into logp (n); returns its entropy.
+pub fn toy_log_density(name: &str, x: &[f32], logp: &mut [f32]) -> Result<f64> {
+    let n = rows("x", x.len(), 2)?;
+    check_len("logp", logp.len(), n)?;
+    let c = cstring("name", name)?;
+    let mut ent = 0.0;
+    // SAFETY: lengths checked.
+    check(unsafe {
+        sys::stochflow_toy_log_density(logp.as_mut_ptr(), &mut ent, c.as_ptr(), x.as_ptr(), n)
+    })?;
+    Ok(ent)
+}
+
+/// Write an 8-bit PNG (channels 1, 3 or 4; pixels row-major, interleaved).
+pub fn png_write<P: AsRef<Path>>(
+    path: P,
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    channels: i32,
+) -> Result<()> {
+    let want = (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|v| v.checked_mul(channels.max(0) as usize))
+        .ok_or_else(|| Error::invalid("image size overflows".to_string()))?;
+    check_len("pixels", pixels.len(), want)?;
+    let p = path_cstring(path.as_ref())?;
+    // SAFETY: length checked.
+    check(unsafe { sys::stochflow_png_write(p.as_ptr(), pixels.as_ptr(), width, height, channels) })
+}
