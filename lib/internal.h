@@ -130,6 +130,15 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
                           float *div, const float *probes, size_t K, float *quad);
 int stochflow__model_threads(const stochflow_model *m);
 
+/* ---- files (checkpoint.c) ------------------------------------------------------- */
+
+/* Write len bytes to path atomically: temporary file in the same directory, fsync,
+ * rename over path, fsync of the directory. STOCHFLOW_E_IO with a message on failure
+ * (the old file, if any, is left intact). */
+int stochflow__atomic_write(const char *path, const void *data, size_t len);
+/* CRC-32 (IEEE, as zlib's crc32()). */
+uint32_t stochflow__crc32(const void *p, size_t n);
+
 /* ---- checks --------------------------------------------------------------------- */
 
 /* 0 when all n values are finite, else NONFINITE naming what and the first index. */

@@ -1,7 +1,580 @@
-/* model.c - TEMPORARY stub while the core is written. */
+/* model.c - the MLP velocity field v(t, x): construction, forward, loss and gradient,
+ * input vector-Jacobian products, and the forward-mode Jacobian trace.
+ *
+ * Network: input u = [x, phi(t)] (n_in = d + n_time), hidden layers
+ *   z_l = a_{l-1} W_l^T + b_l,  a_l = f(z_l)     (l = 1..L, a_0 = u)
+ * and a linear output v = a_L W_o^T + b_o. Parameters live in one flat block, layer by
+ * layer, each layer as W (out x in, row-major) then b (out). How a batch becomes a
+ * gradient step: doc/architecture.md; derivations: doc/gradients.md. */
+#include <math.h>
+#include <string.h>
+
+#include "layers.h"
 #include "model.h"
+
+#define PI 3.14159265358979323846
+/* Rows per chunk of an evaluation: rows * (1 + tangents) stays below this, so the
+ * workspace of velocity/divergence calls is bounded whatever n is. */
+#define EVAL_BUDGET_ROWS 8192
+#define MAX_BATCH ((size_t)1 << 28)
+
+/* ---- construction --------------------------------------------------------------- */
+
+static size_t time_features(const stochflow_config *c) {
+    return c->time_kind == STOCHFLOW_TIME_FOURIER ? 1 + 2 * c->n_freq : 1;
+}
+
+/* Layer geometry and parameter count from a validated config (no allocation).
+ * Returns -1 if the count overflows. */
+static int layout(stochflow_model *m, const stochflow_config *c) {
+    m->d = c->dim;
+    m->n_time = time_features(c);
+    m->n_in = m->d + m->n_time;
+    m->n_layers = c->n_hidden + 1;
+    m->max_width = 0;
+    size_t off = 0, in = m->n_in;
+    for (size_t l = 0; l < m->n_layers; ++l) {
+        size_t out = l < c->n_hidden ? c->hidden[l] : m->d;
+        if (l < c->n_hidden && out > m->max_width) m->max_width = out;
+        size_t wcount;
+        if (stochflow__mul_size(&wcount, in, out) != 0) return -1;
+        m->layers[l] = (stochflow__dense){in, out, off, off + wcount};
+        if (off + wcount + out < off) return -1;
+        off += wcount + out;
+        in = out;
+    }
+    m->n_params = off;
+    return 0;
+}
+
+int stochflow__model_param_count(size_t *count, const stochflow_config *cfg) {
+    stochflow_model tmp;
+    FORWARD_IF_ERROR(stochflow__config_validate(cfg));
+    RETURN_ERROR_IF(layout(&tmp, cfg) != 0, STOCHFLOW_E_INVALID, "parameter count overflows");
+    *count = tmp.n_params;
+    return 0;
+}
+
+static void init_weights(stochflow_model *m) {
+    /* PyTorch's nn.Linear default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+     * Row j of layer l draws from (seed, INIT stream, step = l, row = j). */
+    for (size_t l = 0; l < m->n_layers; ++l) {
+        const stochflow__dense *L = &m->layers[l];
+        double bound = 1.0 / sqrt((double)L->in);
+        for (size_t j = 0; j < L->out; ++j) {
+            stochflow__rng r;
+            stochflow__rng_init(&r, m->cfg.seed, STOCHFLOW__STREAM_INIT, l, j);
+            float *w = m->params + L->w_off + j * L->in;
+            for (size_t k = 0; k < L->in; ++k)
+                w[k] = (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
+            m->params[L->b_off + j] = (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
+        }
+    }
+}
+
+int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, int init) {
+    FORWARD_IF_ERROR(stochflow__config_validate(cfg));
+    stochflow_model *m = stochflow__calloc(1, sizeof *m);
+    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_NOMEM, "model_new: out of memory");
+    m->cfg = *cfg;
+    m->interp = (stochflow__interp){cfg->interpolant, cfg->schedule, cfg->schedule_user};
+    if (layout(m, cfg) != 0) {
+        stochflow__free(m);
+        return stochflow__error(STOCHFLOW_E_INVALID, "model_new: parameter count overflows");
+    }
+    size_t total;
+    if (stochflow__mul_size(&total, m->n_params, 5) != 0 ||
+        (m->params = stochflow__calloc(total, sizeof(float))) == NULL) {
+        stochflow__free(m);
+        return stochflow__error(STOCHFLOW_E_NOMEM, "model_new: cannot allocate %zu parameters",
+                                m->n_params);
+    }
+    m->grads = m->params + m->n_params;
+    m->ema = m->grads + m->n_params;
+    m->adam_m = m->ema + m->n_params;
+    m->adam_v = m->adam_m + m->n_params;
+    stochflow__hparams_defaults(&m->hp);
+    if (init) init_weights(m);
+    *out = m;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_model_new(stochflow_model **out, const stochflow_config *cfg) {
+    RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "model_new: out is NULL");
+    *out = NULL;
+    RETURN_ERROR_IF(cfg == NULL, STOCHFLOW_E_INVALID, "model_new: config is NULL");
+    return stochflow__model_build(out, cfg, 1);
+}
+
+STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
+    if (m == NULL) return;
+    stochflow__free(m->params);
+    stochflow__free(m->ws);
+    stochflow__free(m);
+}
+
+#define CHECK_MODEL(m) RETURN_ERROR_IF((m) == NULL, STOCHFLOW_E_INVALID, "model is NULL")
+
+STOCHFLOW_API int stochflow_model_config(stochflow_config **out, const stochflow_model *m) {
+    RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "model_config: out is NULL");
+    *out = NULL;
+    CHECK_MODEL(m);
+    stochflow_config *c = stochflow__malloc(sizeof *c);
+    RETURN_ERROR_IF(c == NULL, STOCHFLOW_E_NOMEM, "model_config: out of memory");
+    *c = m->cfg;
+    *out = c;
+    return 0;
+}
+
+STOCHFLOW_API size_t stochflow_model_dim(const stochflow_model *m) { return m ? m->d : 0; }
+STOCHFLOW_API size_t stochflow_model_num_params(const stochflow_model *m) {
+    return m ? m->n_params : 0;
+}
+STOCHFLOW_API uint64_t stochflow_model_step(const stochflow_model *m) { return m ? m->step : 0; }
+int stochflow__model_threads(const stochflow_model *m) { return (int)m->hp.threads; }
+
+STOCHFLOW_API int stochflow_model_set_param(stochflow_model *m, int key, double value) {
+    CHECK_MODEL(m);
+    double *field = stochflow__hparams_field(&m->hp, key);
+    RETURN_ERROR_IF(field == NULL, STOCHFLOW_E_UNSUPPORTED,
+                    "model_set_param: key %d is not a model parameter", key);
+    double resolved;
+    FORWARD_IF_ERROR(stochflow__param_resolve(&resolved, key, value));
+    *field = resolved;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_model_get_param(double *out, const stochflow_model *m, int key) {
+    RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "model_get_param: out is NULL");
+    CHECK_MODEL(m);
+    double *field = stochflow__hparams_field((stochflow__hparams *)&m->hp, key);
+    RETURN_ERROR_IF(field == NULL, STOCHFLOW_E_UNSUPPORTED,
+                    "model_get_param: key %d is not a model parameter", key);
+    *out = *field;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_model_set_schedule(stochflow_model *m, stochflow_schedule_fn fn,
+                                               void *user) {
+    CHECK_MODEL(m);
+    RETURN_ERROR_IF(m->cfg.interpolant != STOCHFLOW_INTERP_CUSTOM, STOCHFLOW_E_INVALID,
+                    "model_set_schedule: the model's interpolant is not custom");
+    RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "model_set_schedule: callback is NULL");
+    stochflow__interp ip = {STOCHFLOW_INTERP_CUSTOM, fn, user};
+    FORWARD_IF_ERROR(stochflow__interp_check(&ip));
+    m->interp = ip;
+    m->cfg.schedule = fn;
+    m->cfg.schedule_user = user;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_model_parameters(float **params, size_t *count, stochflow_model *m) {
+    RETURN_ERROR_IF(params == NULL, STOCHFLOW_E_INVALID, "model_parameters: params is NULL");
+    CHECK_MODEL(m);
+    *params = m->params;
+    if (count) *count = m->n_params;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_model_gradients(float **grads, size_t *count, stochflow_model *m) {
+    RETURN_ERROR_IF(grads == NULL, STOCHFLOW_E_INVALID, "model_gradients: grads is NULL");
+    CHECK_MODEL(m);
+    *grads = m->grads;
+    if (count) *count = m->n_params;
+    return 0;
+}
+
+/* ---- workspace ------------------------------------------------------------------ */
+
+static int ensure_ws(stochflow_model *m, size_t floats) {
+    if (floats <= m->ws_floats) return 0;
+    float *p = stochflow__alloc_array(floats, sizeof(float));
+    RETURN_ERROR_IF(p == NULL, STOCHFLOW_E_NOMEM, "cannot allocate a workspace of %zu floats",
+                    floats);
+    stochflow__free(m->ws);
+    m->ws = p;
+    m->ws_floats = floats;
+    return 0;
+}
+
+/* Activations of one forward pass over `rows` rows, carved from the workspace. */
+typedef struct {
+    float *u;                               /* [rows x n_in] input [x, phi(t)] */
+    float *a[STOCHFLOW__MAX_HIDDEN];        /* [rows x H_l] post-activation */
+    float *fd[STOCHFLOW__MAX_HIDDEN];       /* [rows x H_l] f'(z_l) */
+    float *out;                             /* [rows x d] */
+} acts;
+
+/* Floats needed by carve_acts for `rows` rows. */
+static int acts_floats(size_t *out, const stochflow_model *m, size_t rows) {
+    size_t per_row = m->n_in + m->d;
+    for (size_t l = 0; l + 1 < m->n_layers; ++l) per_row += 2 * m->layers[l].out;
+    if (stochflow__mul_size(out, per_row, rows) != 0) return -1;
+    return 0;
+}
+
+static float *carve_acts(acts *A, const stochflow_model *m, float *p, size_t rows) {
+    A->u = p;
+    p += rows * m->n_in;
+    for (size_t l = 0; l + 1 < m->n_layers; ++l) {
+        A->a[l] = p;
+        p += rows * m->layers[l].out;
+        A->fd[l] = p;
+        p += rows * m->layers[l].out;
+    }
+    A->out = p;
+    p += rows * m->d;
+    return p;
+}
+
+static void time_embed(float *phi, const stochflow_model *m, double t) {
+    phi[0] = (float)t;
+    for (size_t k = 1; k <= m->cfg.n_freq; ++k) {
+        phi[2 * k - 1] = (float)sin(PI * (double)k * t);
+        phi[2 * k] = (float)cos(PI * (double)k * t);
+    }
+}
+
+/* Forward pass over rows rows whose inputs A->u are filled; weights p. */
+static void forward(const stochflow_model *m, const float *p, const acts *A, size_t rows) {
+    const float *in = A->u;
+    int nt = (int)m->hp.threads;
+    for (size_t l = 0; l < m->n_layers; ++l) {
+        const stochflow__dense *L = &m->layers[l];
+        if (l + 1 < m->n_layers) {
+            stochflow__dense_forward(A->a[l], in, p + L->w_off, p + L->b_off, rows, L->in,
+                                     L->out, nt);
+            stochflow__act_forward(A->a[l], A->fd[l], A->a[l], rows * L->out, m->cfg.activation);
+            in = A->a[l];
+        } else {
+            stochflow__dense_forward(A->out, in, p + L->w_off, p + L->b_off, rows, L->in, L->out,
+                                     nt);
+        }
+    }
+}
+
+/* Backward pass from dout [rows x d] through the network of weights p.
+ * grads != NULL: accumulate parameter gradients into it. dx != NULL: write the
+ * gradient with respect to the input u ([rows x n_in]). g1, g2: [rows x max_width]. */
+static void backward(const stochflow_model *m, const float *p, const acts *A, size_t rows,
+                     const float *dout, float *grads, float *dx, float *g1, float *g2) {
+    int nt = (int)m->hp.threads;
+    const float *dy = dout;
+    for (size_t l = m->n_layers; l-- > 0;) {
+        const stochflow__dense *L = &m->layers[l];
+        const float *x = l == 0 ? A->u : A->a[l - 1];
+        float *dxl = l == 0 ? dx : g1;
+        stochflow__dense_backward(dxl, 0, grads ? grads + L->w_off : NULL,
+                                  grads ? grads + L->b_off : NULL, dy, x, p + L->w_off, rows,
+                                  L->in, L->out, nt);
+        if (l > 0) {
+            /* through the activation of hidden layer l-1 */
+            stochflow__act_backward(g1, g1, A->fd[l - 1], rows * L->in);
+            dy = g1;
+            float *tmp = g1;
+            g1 = g2;
+            g2 = tmp;
+        }
+    }
+}
+
+static const float *eval_weights(const stochflow_model *m) {
+    if (m->hp.eval_weights == 1 && m->hp.ema_decay > 0 && m->ema_valid) return m->ema;
+    return m->params;
+}
+
+/* ---- loss and gradient ---------------------------------------------------------- */
+
+static int check_batch(const stochflow_model *m, const float *x1, size_t n, const float *x0,
+                       const float *t) {
+    RETURN_ERROR_IF(x1 == NULL, STOCHFLOW_E_INVALID, "data x1 is NULL");
+    RETURN_ERROR_IF(n == 0, STOCHFLOW_E_INVALID, "batch size is 0");
+    RETURN_ERROR_IF(n > MAX_BATCH, STOCHFLOW_E_INVALID, "batch size %zu exceeds %zu", n,
+                    MAX_BATCH);
+    FORWARD_IF_ERROR(stochflow__check_finite(x1, n * m->d, "data x1"));
+    if (x0) FORWARD_IF_ERROR(stochflow__check_finite(x0, n * m->d, "base samples x0"));
+    if (t) {
+        FORWARD_IF_ERROR(stochflow__check_finite(t, n, "times t"));
+        for (size_t i = 0; i < n; ++i)
+            RETURN_ERROR_IF(t[i] < 0.0f || t[i] > 1.0f, STOCHFLOW_E_INVALID,
+                            "time t[%zu] = %g outside [0, 1]", i, (double)t[i]);
+    }
+    return 0;
+}
+
+/* Loss (and, with want_grad, gradient into m->grads) on one batch. Draws use the
+ * training streams (train = 1) or the evaluation streams, keyed by the current step. */
+static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size_t n,
+                     const float *x0, const float *t, int want_grad, int train) {
+    RETURN_ERROR_IF(loss_out == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
+    CHECK_MODEL(m);
+    FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
+    const size_t d = m->d, H = m->max_width;
+    size_t act_f, extra;
+    RETURN_ERROR_IF(acts_floats(&act_f, m, n) != 0 || stochflow__mul_size(&extra, n, d + 2 * H) != 0,
+                    STOCHFLOW_E_INVALID, "batch of %zu rows is too large", n);
+    FORWARD_IF_ERROR(ensure_ws(m, act_f + extra));
+    acts A;
+    float *target = carve_acts(&A, m, m->ws, n); /* [n x d] dI/dt, then dL/dout */
+    float *g1 = target + n * d, *g2 = g1 + n * H;
+
+    /* Inputs: x_t = a x0 + b x1 and the target dI/dt = a' x0 + b' x1 per row. */
+    for (size_t i = 0; i < n; ++i) {
+        stochflow__rng rt, rx;
+        double ti;
+        if (t) {
+            ti = t[i];
+        } else {
+            stochflow__rng_init(&rt, m->cfg.seed, train ? STOCHFLOW__STREAM_T : STOCHFLOW__STREAM_EVAL_T,
+                                m->step, i);
+            ti = stochflow__rng_uniform(&rt);
+        }
+        double c[4];
+        FORWARD_IF_ERROR(stochflow__interp_eval(&m->interp, ti, c));
+        if (!x0)
+            stochflow__rng_init(&rx, m->cfg.seed, train ? STOCHFLOW__STREAM_X0 : STOCHFLOW__STREAM_EVAL_X0,
+                                m->step, i);
+        float *u = A.u + i * m->n_in;
+        float *tg = target + i * d;
+        const float *x1r = x1 + i * d;
+        for (size_t k = 0; k < d; ++k) {
+            double z = x0 ? (double)x0[i * d + k] : stochflow__rng_normal(&rx);
+            u[k] = (float)(c[0] * z + c[1] * x1r[k]);
+            tg[k] = (float)(c[2] * z + c[3] * x1r[k]);
+        }
+        time_embed(u + d, m, ti);
+    }
+
+    forward(m, m->params, &A, n);
+
+    /* G = mean |o|^2 - 2 dI.o, and dG/do = 2 (o - dI) / n (overwrites target). */
+    double total = 0.0;
+    const float scale = 2.0f / (float)n;
+    for (size_t i = 0; i < n * d; ++i) {
+        float o = A.out[i], g = target[i];
+        total += (double)o * o - 2.0 * (double)g * o;
+        target[i] = scale * (o - g);
+    }
+    *loss_out = total / (double)n;
+    RETURN_ERROR_IF(!isfinite(*loss_out), STOCHFLOW_E_NONFINITE,
+                    "loss is not finite (%g) at step %llu", *loss_out,
+                    (unsigned long long)m->step);
+    if (want_grad) {
+        memset(m->grads, 0, m->n_params * sizeof *m->grads);
+        backward(m, m->params, &A, n, target, m->grads, NULL, g1, g2);
+    }
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_model_loss(double *loss, stochflow_model *m, const float *x1,
+                                       size_t n, const float *x0, const float *t) {
+    return loss_grad(loss, m, x1, n, x0, t, 0, 0);
+}
+
+STOCHFLOW_API int stochflow_model_compute_gradient(double *loss, stochflow_model *m,
+                                                   const float *x1, size_t n, const float *x0,
+                                                   const float *t) {
+    return loss_grad(loss, m, x1, n, x0, t, 1, 1);
+}
+
+STOCHFLOW_API int stochflow_model_apply_gradient(stochflow_model *m) {
+    CHECK_MODEL(m);
+    return stochflow__optimizer_apply(m);
+}
+
+STOCHFLOW_API int stochflow_model_train_step(double *loss, stochflow_model *m, const float *x1,
+                                             size_t n, const float *x0, const float *t) {
+    FORWARD_IF_ERROR(loss_grad(loss, m, x1, n, x0, t, 1, 1));
+    return stochflow__optimizer_apply(m);
+}
+
+/* ---- evaluation: velocity, VJP, divergence -------------------------------------- */
+
+static int check_eval(const stochflow_model *m, double t, const float *x, size_t n) {
+    RETURN_ERROR_IF(x == NULL && n > 0, STOCHFLOW_E_INVALID, "points x are NULL");
+    RETURN_ERROR_IF(!(t >= 0.0 && t <= 1.0), STOCHFLOW_E_INVALID, "time %g outside [0, 1]", t);
+    RETURN_ERROR_IF(n > MAX_BATCH, STOCHFLOW_E_INVALID, "batch size %zu exceeds %zu", n,
+                    MAX_BATCH);
+    return stochflow__check_finite(x, n * m->d, "points x");
+}
+
+static void fill_inputs(const stochflow_model *m, const acts *A, double t, const float *x,
+                        size_t rows) {
+    float phi[1 + 2 * STOCHFLOW__MAX_FREQ];
+    time_embed(phi, m, t);
+    for (size_t i = 0; i < rows; ++i) {
+        float *u = A->u + i * m->n_in;
+        memcpy(u, x + i * m->d, m->d * sizeof *u);
+        memcpy(u + m->d, phi, m->n_time * sizeof *u);
+    }
+}
+
+/*
+ * Forward-mode propagation of T tangents per row (see doc/gradients.md):
+ *   tangent of z_1 = W_1[:, :d] e        (e: the input tangent, zero in the t part)
+ *   tangent of a_l = f'(z_l) * tangent of z_l
+ *   tangent of z_{l+1} = (tangent of a_l) W_{l+1}^T,    tangent of v = ... W_o^T
+ * The T tangents of a row are T extra rows of a batched GEMM. For the exact trace the
+ * tangents are the unit vectors e_j and only the diagonal (e_j . J e_j) of the output
+ * is formed; for Hutchinson they are the probes and quad_k = e_k . (J e_k).
+ * probes == NULL means unit vectors (T = d). tan1, tan2: [rows*T x max(max_width, d)]. */
+static void jvp_trace(const stochflow_model *m, const float *p, const acts *A, size_t rows,
+                      const float *probes, size_t T, float *quad, float *tan1, float *tan2) {
+    const size_t d = m->d;
+    int nt = (int)m->hp.threads;
+    const stochflow__dense *L0 = &m->layers[0];
+    const float *W0 = p + L0->w_off;
+    /* first layer tangent: [rows*T x H_0] */
+    for (size_t i = 0; i < rows; ++i)
+        for (size_t k = 0; k < T; ++k) {
+            float *tz = tan1 + (i * T + k) * L0->out;
+            if (probes == NULL) {
+                for (size_t j = 0; j < L0->out; ++j) tz[j] = W0[j * L0->in + k];
+            } else {
+                const float *e = probes + (i * T + k) * d;
+                for (size_t j = 0; j < L0->out; ++j) {
+                    const float *w = W0 + j * L0->in;
+                    float acc = 0.0f;
+                    for (size_t q = 0; q < d; ++q) acc += w[q] * e[q];
+                    tz[j] = acc;
+                }
+            }
+        }
+    /* hidden layers */
+    for (size_t l = 0; l + 1 < m->n_layers; ++l) {
+        const size_t H = m->layers[l].out;
+        const float *fd = A->fd[l];
+        for (size_t i = 0; i < rows; ++i)
+            for (size_t k = 0; k < T; ++k) {
+                float *tz = tan1 + (i * T + k) * H;
+                const float *f = fd + i * H;
+                for (size_t j = 0; j < H; ++j) tz[j] *= f[j];
+            }
+        const stochflow__dense *N = &m->layers[l + 1];
+        if (l + 2 < m->n_layers) {
+            /* tangent of z_{l+1} = tan1 W^T (no bias) */
+            if (N->in <= 16 || N->out <= 16) {
+                for (size_t r = 0; r < rows * T; ++r)
+                    for (size_t j = 0; j < N->out; ++j) {
+                        const float *w = p + N->w_off + j * N->in;
+                        const float *a = tan1 + r * N->in;
+                        float acc = 0.0f;
+                        for (size_t q = 0; q < N->in; ++q) acc += w[q] * a[q];
+                        tan2[r * N->out + j] = acc;
+                    }
+            } else {
+                stochflow__sgemm(0, 1, rows * T, N->out, N->in, 1.0f, tan1, N->in, p + N->w_off,
+                                 N->in, 0.0f, tan2, N->out, nt);
+            }
+            float *tmp = tan1;
+            tan1 = tan2;
+            tan2 = tmp;
+        } else {
+            /* output layer: only e_k . (W_o tan) is needed */
+            const float *Wo = p + N->w_off;
+            for (size_t i = 0; i < rows; ++i)
+                for (size_t k = 0; k < T; ++k) {
+                    const float *a = tan1 + (i * T + k) * N->in;
+                    double acc = 0.0;
+                    if (probes == NULL) {
+                        const float *w = Wo + k * N->in;
+                        for (size_t q = 0; q < N->in; ++q) acc += (double)(w[q] * a[q]);
+                    } else {
+                        const float *e = probes + (i * T + k) * d;
+                        for (size_t j = 0; j < d; ++j) {
+                            const float *w = Wo + j * N->in;
+                            float s = 0.0f;
+                            for (size_t q = 0; q < N->in; ++q) s += w[q] * a[q];
+                            acc += (double)e[j] * s;
+                        }
+                    }
+                    quad[i * T + k] = (float)acc;
+                }
+        }
+    }
+}
+
 int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n, float *v,
                           float *div, const float *probes, size_t K, float *quad) {
-    return stochflow__error(STOCHFLOW_E_UNSUPPORTED, "model not implemented yet");
+    CHECK_MODEL(m);
+    FORWARD_IF_ERROR(check_eval(m, t, x, n));
+    if (n == 0) return 0;
+    const size_t d = m->d;
+    const size_t T = div ? d : (probes && quad ? K : 0);
+    RETURN_ERROR_IF(div && probes && quad, STOCHFLOW_E_INVALID,
+                    "model_eval: ask for the exact divergence or probes, not both");
+    size_t chunk = EVAL_BUDGET_ROWS / (1 + T);
+    if (chunk < 1) chunk = 1;
+    if (chunk > n) chunk = n;
+    size_t act_f, tan_f = 0, quad_f = 0;
+    const size_t W = m->max_width > d ? m->max_width : d;
+    RETURN_ERROR_IF(acts_floats(&act_f, m, chunk) != 0, STOCHFLOW_E_INVALID, "batch too large");
+    if (T) {
+        RETURN_ERROR_IF(stochflow__mul_size(&tan_f, chunk * T, 2 * W) != 0, STOCHFLOW_E_INVALID,
+                        "too many tangents");
+        quad_f = chunk * T;
+    }
+    FORWARD_IF_ERROR(ensure_ws(m, act_f + tan_f + quad_f));
+    const float *p = eval_weights(m);
+    acts A;
+    float *tan1 = carve_acts(&A, m, m->ws, chunk);
+    float *tan2 = tan1 + chunk * T * W;
+    float *qbuf = tan2 + chunk * T * W;
+    for (size_t s = 0; s < n; s += chunk) {
+        size_t rows = n - s < chunk ? n - s : chunk;
+        fill_inputs(m, &A, t, x + s * d, rows);
+        forward(m, p, &A, rows);
+        if (v) memcpy(v + s * d, A.out, rows * d * sizeof *v);
+        FORWARD_IF_ERROR(stochflow__check_finite(A.out, rows * d, "velocity"));
+        if (T == 0) continue;
+        jvp_trace(m, p, &A, rows, div ? NULL : probes + s * K * d, T, div ? qbuf : quad + s * K,
+                  tan1, tan2);
+        if (div)
+            for (size_t i = 0; i < rows; ++i) {
+                double acc = 0.0;
+                for (size_t k = 0; k < d; ++k) acc += qbuf[i * d + k];
+                div[s + i] = (float)acc;
+            }
+    }
+    return 0;
 }
-int stochflow__model_threads(const stochflow_model *m) { return 1; }
+
+STOCHFLOW_API int stochflow_model_velocity(float *v, stochflow_model *m, double t,
+                                           const float *x, size_t n) {
+    RETURN_ERROR_IF(v == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity: output is NULL");
+    return stochflow__model_eval(m, t, x, n, v, NULL, NULL, 0, NULL);
+}
+
+STOCHFLOW_API int stochflow_model_divergence(float *div, float *v, stochflow_model *m, double t,
+                                             const float *x, size_t n) {
+    RETURN_ERROR_IF(div == NULL && n > 0, STOCHFLOW_E_INVALID, "divergence: output is NULL");
+    return stochflow__model_eval(m, t, x, n, v, div, NULL, 0, NULL);
+}
+
+STOCHFLOW_API int stochflow_model_velocity_vjp(float *out, stochflow_model *m, double t,
+                                               const float *x, const float *u, size_t n) {
+    RETURN_ERROR_IF(out == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity_vjp: output is NULL");
+    RETURN_ERROR_IF(u == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity_vjp: u is NULL");
+    CHECK_MODEL(m);
+    FORWARD_IF_ERROR(check_eval(m, t, x, n));
+    if (n == 0) return 0;
+    FORWARD_IF_ERROR(stochflow__check_finite(u, n * m->d, "cotangent u"));
+    const size_t d = m->d, H = m->max_width;
+    size_t chunk = n < EVAL_BUDGET_ROWS ? n : EVAL_BUDGET_ROWS;
+    size_t act_f;
+    RETURN_ERROR_IF(acts_floats(&act_f, m, chunk) != 0, STOCHFLOW_E_INVALID, "batch too large");
+    FORWARD_IF_ERROR(ensure_ws(m, act_f + chunk * (2 * H + m->n_in)));
+    const float *p = eval_weights(m);
+    acts A;
+    float *g1 = carve_acts(&A, m, m->ws, chunk);
+    float *g2 = g1 + chunk * H, *du = g2 + chunk * H;
+    for (size_t s = 0; s < n; s += chunk) {
+        size_t rows = n - s < chunk ? n - s : chunk;
+        fill_inputs(m, &A, t, x + s * d, rows);
+        forward(m, p, &A, rows);
+        backward(m, p, &A, rows, u + s * d, NULL, du, g1, g2);
+        for (size_t i = 0; i < rows; ++i)
+            memcpy(out + (s + i) * d, du + i * m->n_in, d * sizeof *out);
+    }
+    return stochflow__check_finite(out, n * d, "vector-Jacobian product");
+}

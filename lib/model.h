@@ -68,6 +68,8 @@ int stochflow__param_resolve(double *resolved, int key, double value);
 
 /* model.c */
 int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, int init_weights);
+/* Number of parameters a (validated) configuration implies, without allocating. */
+int stochflow__model_param_count(size_t *count, const stochflow_config *cfg);
 /* Learning rate at the current step, after schedule and warm-up. */
 double stochflow__model_lr(const stochflow_model *m);
 

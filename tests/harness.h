@@ -10,6 +10,10 @@
 
 #include "stochflow.h"
 
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+
 Suite *make_suite(void);
 
 /* Assert a status code, printing the library's message on failure. */

@@ -1,0 +1,39 @@
+/* layers.h - forward/backward pairs of the MLP's layers (llm.c style).
+ *
+ * Conventions: outputs first, then inputs, then sizes. Row-major tensors; a batch of
+ * n rows. Backward functions ACCUMULATE into parameter gradients (dw, db) and, when
+ * asked, into dx; the caller zeroes explicitly. Each fast kernel has a naive
+ * reference beside it (used by tests). Derivations: doc/gradients.md. */
+#ifndef STOCHFLOW_LAYERS_H
+#define STOCHFLOW_LAYERS_H
+
+#include <stddef.h>
+
+/* Dense layer.
+ *   y [n x out] = x [n x in] . w^T [in x out] + b [out]      (w is [out x in])  */
+void stochflow__dense_forward(float *y, const float *x, const float *w, const float *b,
+                              size_t n, size_t in, size_t out, int nthreads);
+/* Backward of the dense layer for an upstream gradient dy [n x out]:
+ *   dw [out x in] += dy^T . x          (skipped when dw is NULL)
+ *   db [out]      += sum_rows dy       (skipped when db is NULL)
+ *   dx [n x in]    = dy . w  (+ dx when dx_accumulate)   (skipped when dx is NULL) */
+void stochflow__dense_backward(float *dx, int dx_accumulate, float *dw, float *db,
+                               const float *dy, const float *x, const float *w, size_t n,
+                               size_t in, size_t out, int nthreads);
+/* Naive references (double accumulation), same contracts. */
+void stochflow__dense_forward_naive(float *y, const float *x, const float *w, const float *b,
+                                    size_t n, size_t in, size_t out);
+void stochflow__dense_backward_naive(float *dx, int dx_accumulate, float *dw, float *db,
+                                     const float *dy, const float *x, const float *w,
+                                     size_t n, size_t in, size_t out);
+
+/* Element-wise activation (act = STOCHFLOW_ACT_*), count elements:
+ *   y = f(z);  deriv = f'(z) (skipped when deriv is NULL).  y may alias z. */
+void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count, int act);
+/* Backward: dz = dy * deriv (element-wise; dz may alias dy). This one overwrites: the
+ * pre-activation gradient is always a fresh buffer in the model. */
+void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count);
+/* Scalar reference of f and f' in double, for tests. */
+double stochflow__act_ref(double z, int act, double *deriv);
+
+#endif

@@ -1,0 +1,138 @@
+/* check_layers.c - dense layer and activations: fast kernels against the naive
+ * references, and backward passes against central finite differences. */
+#include <string.h>
+
+#include "harness.h"
+#include "internal.h"
+#include "layers.h"
+
+static void fill(float *x, size_t n, uint64_t stream) {
+    stochflow_random_normal(x, n, 1234, stream);
+}
+
+/* Shapes covering the small-dimension loops and the BLIS path. */
+static const size_t shapes[][3] = {{5, 3, 32}, {7, 40, 2}, {9, 33, 48}, {4, 17, 17}, {1, 1, 1}};
+
+START_TEST(dense_fast_vs_naive) {
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        size_t n = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
+        float *x = malloc(n * in * 4), *w = malloc(out * in * 4), *b = malloc(out * 4);
+        float *y1 = malloc(n * out * 4), *y2 = malloc(n * out * 4), *dy = malloc(n * out * 4);
+        float *dx1 = malloc(n * in * 4), *dx2 = malloc(n * in * 4);
+        float *dw1 = calloc(out * in, 4), *dw2 = calloc(out * in, 4);
+        float *db1 = calloc(out, 4), *db2 = calloc(out, 4);
+        fill(x, n * in, 1); fill(w, out * in, 2); fill(b, out, 3); fill(dy, n * out, 4);
+        stochflow__dense_forward(y1, x, w, b, n, in, out, 2);
+        stochflow__dense_forward_naive(y2, x, w, b, n, in, out);
+        for (size_t i = 0; i < n * out; ++i) ck_assert_float_eq_tol(y1[i], y2[i], 1e-4f);
+        /* accumulate twice into dw/db, and dx with accumulation on the second call */
+        for (int rep = 0; rep < 2; ++rep) {
+            stochflow__dense_backward(dx1, rep, dw1, db1, dy, x, w, n, in, out, 2);
+            stochflow__dense_backward_naive(dx2, rep, dw2, db2, dy, x, w, n, in, out);
+        }
+        for (size_t i = 0; i < n * in; ++i) ck_assert_float_eq_tol(dx1[i], dx2[i], 1e-4f);
+        for (size_t i = 0; i < out * in; ++i) ck_assert_float_eq_tol(dw1[i], dw2[i], 1e-4f);
+        for (size_t i = 0; i < out; ++i) ck_assert_float_eq_tol(db1[i], db2[i], 1e-4f);
+        free(x); free(w); free(b); free(y1); free(y2); free(dy); free(dx1); free(dx2);
+        free(dw1); free(dw2); free(db1); free(db2);
+    }
+}
+END_TEST
+
+/* L(x, w, b) = sum r . dense(x) for a fixed r; its gradient is the backward pass with
+ * dy = r. Central differences on the naive (double-accumulating) forward,
+ * eps = 1e-2 in float inputs, tolerance 2e-3 absolute + 1e-3 relative. */
+static double functional(const float *r, const float *x, const float *w, const float *b,
+                         size_t n, size_t in, size_t out) {
+    float *y = malloc(n * out * 4);
+    stochflow__dense_forward_naive(y, x, w, b, n, in, out);
+    double s = 0;
+    for (size_t i = 0; i < n * out; ++i) s += (double)r[i] * y[i];
+    free(y);
+    return s;
+}
+
+START_TEST(dense_gradient_fd) {
+    const size_t n = 3, in = 5, out = 4;
+    float x[15], w[20], b[4], r[12], dx[15], dw[20] = {0}, db[4] = {0};
+    fill(x, 15, 5); fill(w, 20, 6); fill(b, 4, 7); fill(r, 12, 8);
+    stochflow__dense_backward(dx, 0, dw, db, r, x, w, n, in, out, 1);
+    const float eps = 1e-2f;
+    float *vars[3] = {x, w, b};
+    float *grads[3] = {dx, dw, db};
+    size_t counts[3] = {15, 20, 4};
+    for (int v = 0; v < 3; ++v)
+        for (size_t i = 0; i < counts[v]; ++i) {
+            float keep = vars[v][i];
+            vars[v][i] = keep + eps;
+            double lp = functional(r, x, w, b, n, in, out);
+            vars[v][i] = keep - eps;
+            double lm = functional(r, x, w, b, n, in, out);
+            vars[v][i] = keep;
+            double fd = (lp - lm) / (2.0 * eps);
+            ck_assert_double_eq_tol(grads[v][i], fd, 2e-3 + 1e-3 * fabs(fd));
+        }
+}
+END_TEST
+
+START_TEST(activation_derivatives) {
+    const int acts[] = {STOCHFLOW_ACT_SILU, STOCHFLOW_ACT_TANH, STOCHFLOW_ACT_RELU,
+                        STOCHFLOW_ACT_SOFTPLUS};
+    const float zs[] = {-30.0f, -4.0f, -1.3f, -0.2f, 0.3f, 1.1f, 3.7f, 25.0f};
+    for (size_t a = 0; a < 4; ++a) {
+        float y[8], dv[8];
+        stochflow__act_forward(y, dv, zs, 8, acts[a]);
+        for (int i = 0; i < 8; ++i) {
+            double dref, yref = stochflow__act_ref(zs[i], acts[a], &dref);
+            ck_assert_double_eq_tol(y[i], yref, 1e-5 * (1 + fabs(yref)));
+            ck_assert_double_eq_tol(dv[i], dref, 1e-5);
+            /* central difference in double on the reference (away from ReLU's kink) */
+            double h = 1e-5, d1, d2;
+            double fd = (stochflow__act_ref(zs[i] + h, acts[a], &d1) -
+                         stochflow__act_ref(zs[i] - h, acts[a], &d2)) / (2 * h);
+            ck_assert_double_eq_tol(dref, fd, 1e-6);
+        }
+        /* in place, and backward = dy * f' */
+        float z2[8], dz[8], dy[8];
+        memcpy(z2, zs, sizeof z2);
+        for (int i = 0; i < 8; ++i) dy[i] = 0.5f * (float)i - 1.0f;
+        stochflow__act_forward(z2, dv, z2, 8, acts[a]);
+        for (int i = 0; i < 8; ++i) ck_assert_float_eq(z2[i], y[i]);
+        stochflow__act_backward(dz, dy, dv, 8);
+        for (int i = 0; i < 8; ++i) ck_assert_float_eq(dz[i], dy[i] * dv[i]);
+    }
+}
+END_TEST
+
+START_TEST(gemm_fast_vs_naive) {
+    /* all four transpose combinations through the BLIS wrapper, beta 0 and 1 */
+    const size_t m = 13, n = 21, k = 37;
+    float *a = malloc(m * k * 4), *b = malloc(k * n * 4), *c1 = malloc(m * n * 4),
+          *c2 = malloc(m * n * 4);
+    fill(a, m * k, 9); fill(b, k * n, 10);
+    for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb)
+            for (int beta = 0; beta < 2; ++beta) {
+                fill(c1, m * n, 11);
+                memcpy(c2, c1, m * n * 4);
+                size_t lda = ta ? m : k, ldb = tb ? k : n;
+                stochflow__sgemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, (float)beta, c1, n, 2);
+                stochflow__sgemm_naive(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, (float)beta, c2, n);
+                for (size_t i = 0; i < m * n; ++i) ck_assert_float_eq_tol(c1[i], c2[i], 1e-4f);
+            }
+    free(a); free(b); free(c1); free(c2);
+}
+END_TEST
+
+Suite *make_suite(void) {
+    Suite *s = suite_create("layers");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, dense_fast_vs_naive);
+    tcase_add_test(tc, gemm_fast_vs_naive);
+    suite_add_tcase(s, tc);
+    TCase *tg = tcase_create("gradients");
+    tcase_add_test(tg, dense_gradient_fd);
+    tcase_add_test(tg, activation_derivatives);
+    suite_add_tcase(s, tg);
+    return s;
+}
