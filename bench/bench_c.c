@@ -10,6 +10,9 @@
  *   sample  stochflow_solver_sample, RK4, --steps fixed steps          (samples/s)
  *   logp    stochflow_solver_log_prob at t = 1, RK4, --steps fixed steps,
  *           --trace exact | hutch (1 Rademacher probe)                 (points/s)
+ *   parity  write the model's parameters, a batch (x1, x0, t), the loss and gradient of
+ *           that batch, the exact log-density (RK4, --steps) and v(0.3, x1) to --out
+ *           FILE, for bench_torch.py --job parity to recompute and compare
  *   sgemm   plain BLIS sgemm on the GEMM shapes of one training step:
  *           per dense layer (in -> out) with batch B, the forward
  *           Y[B x out] = X[B x in] W^T, the input gradient dX[B x in] = dY W and the
@@ -40,6 +43,7 @@ typedef struct {
     int threads, steps, hutch, min_iters;
     double min_time;
     uint64_t seed;
+    const char *out;
 } options;
 
 static double now_s(void) {
@@ -66,13 +70,13 @@ static double median(double *v, size_t n) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: bench_c --job train|sample|logp|sgemm [--d N] [--width N] [--layers N]\n"
+            "usage: bench_c --job train|sample|logp|sgemm|parity [--d N] [--width N] [--layers N]\n"
             "               [--batch N] [--threads N] [--steps N] [--trace exact|hutch]\n"
-            "               [--min-time S] [--min-iters N] [--seed N]\n");
+            "               [--min-time S] [--min-iters N] [--seed N] [--out FILE]\n");
 }
 
 static int parse(options *o, int argc, char **argv) {
-    *o = (options){"", 2, 256, 3, 256, 1, 50, 0, 1, 1.0, 1};
+    *o = (options){"", 2, 256, 3, 256, 1, 50, 0, 1, 1.0, 1, NULL};
     for (int i = 1; i < argc; ++i) {
         const char *k = argv[i];
         if (i + 1 >= argc) return -1;
@@ -91,6 +95,7 @@ static int parse(options *o, int argc, char **argv) {
         } else if (!strcmp(k, "--min-time")) o->min_time = atof(v);
         else if (!strcmp(k, "--min-iters")) o->min_iters = atoi(v);
         else if (!strcmp(k, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--out")) o->out = v;
         else return -1;
     }
     if (o->d < 1 || o->width < 1 || o->layers < 1 || o->layers > 64 || o->batch < 1 ||
@@ -258,8 +263,8 @@ static int job_lib(const options *o) {
     stochflow_solver *s = NULL;
     size_t d = o->d, B = o->batch;
     int is_train = !strcmp(o->job, "train"), is_sample = !strcmp(o->job, "sample");
-    int is_logp = !strcmp(o->job, "logp");
-    if (!is_train && !is_sample && !is_logp) {
+    int is_logp = !strcmp(o->job, "logp"), is_parity = !strcmp(o->job, "parity");
+    if ((!is_train && !is_sample && !is_logp && !is_parity) || (is_parity && !o->out)) {
         usage();
         return 2;
     }
@@ -291,6 +296,44 @@ static int job_lib(const options *o) {
         return 1;
     }
     for (size_t k = 0; k < N_POOL; ++k) make_data(pool + k * B * d, B, d, o->seed, 100 + k);
+
+    if (is_parity) {
+        /* Everything the PyTorch side needs to recompute the same numbers. */
+        float *x0 = malloc(sizeof(float) * B * d), *t = malloc(sizeof(float) * B);
+        float *lp = malloc(sizeof(float) * B), *v = malloc(sizeof(float) * B * d);
+        float *params = NULL, *grads = NULL;
+        size_t count = 0;
+        double l = 0;
+        if (!x0 || !t || !lp || !v) return 1;
+        CHECK(stochflow_random_normal(x0, B * d, o->seed, 1));
+        for (size_t i = 0; i < B; ++i) t[i] = (float)xs_uniform();
+        CHECK(stochflow_model_parameters(&params, &count, m));
+        CHECK(stochflow_model_gradients(&grads, &count, m));
+        FILE *f = fopen(o->out, "wb");
+        if (!f) return 1;
+        uint64_t hdr[6] = {d, o->width, o->layers, B, (uint64_t)o->steps, count};
+        fwrite(hdr, sizeof hdr, 1, f);
+        fwrite(params, sizeof(float), count, f);
+        fwrite(pool, sizeof(float), B * d, f);
+        fwrite(x0, sizeof(float), B * d, f);
+        fwrite(t, sizeof(float), B, f);
+        CHECK(stochflow_model_compute_gradient(&l, m, pool, B, x0, t));
+        float lf = (float)l;
+        fwrite(&lf, sizeof lf, 1, f);
+        fwrite(grads, sizeof(float), count, f);
+        CHECK(stochflow_solver_log_prob(lp, NULL, s, m, pool, B, 1.0));
+        fwrite(lp, sizeof(float), B, f);
+        CHECK(stochflow_model_velocity(v, m, 0.3, pool, B));
+        fwrite(v, sizeof(float), B * d, f);
+        int bad = fclose(f) != 0;
+        printf("{\"impl\": \"c\", \"ok\": %s, \"job\": \"parity\", \"file\": \"%s\", "
+               "\"params\": %zu, \"loss\": %.9g}\n", bad ? "false" : "true", o->out, count, l);
+        free(x0);
+        free(t);
+        free(lp);
+        free(v);
+        return bad;
+    }
 
     double check = 0.0, loss = 0.0;
     size_t kpool = 0, per_iter = is_train ? 1 : B;

@@ -34,7 +34,7 @@ import time
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--job", required=True, choices=["train", "sample", "logp"])
+    p.add_argument("--job", required=True, choices=["train", "sample", "logp", "parity"])
     p.add_argument("--d", type=int, default=2)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--layers", type=int, default=3)
@@ -46,11 +46,62 @@ def parse_args(argv):
                    help="timed seconds (after warm-up); at least --min-iters iterations")
     p.add_argument("--min-iters", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--in", dest="infile", help="parity: the file bench_c --job parity wrote")
     return p.parse_args(argv)
 
 
 def maxrss_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def parity_check(a, net, flat, velocity, train_loss_terms, rk4_log_prob, vel_div_exact,
+                 n_params):
+    """Load the library's parameters into the torch MLP and recompute its numbers."""
+    import numpy as np
+    import torch
+    d, B = a.d, a.batch
+    pos = [0]
+
+    def take(n):
+        out = flat[pos[0]:pos[0] + n]
+        pos[0] += n
+        return torch.from_numpy(out.copy())
+
+    P = int(np.frombuffer(open(a.infile, "rb").read()[40:48], dtype="<u8")[0])
+    assert P == n_params, f"parameter count differs: library {P}, torch {n_params}"
+    with torch.no_grad():
+        for lin in [m for m in net if isinstance(m, torch.nn.Linear)]:
+            lin.weight.copy_(take(lin.weight.numel()).view_as(lin.weight))
+            lin.bias.copy_(take(lin.bias.numel()))
+    x1 = take(B * d).view(B, d)
+    x0 = take(B * d).view(B, d)
+    t = take(B).view(B, 1)
+    c_loss = float(take(1)[0])
+    c_grad = take(P)
+    c_logp = take(B)
+    c_v = take(B * d).view(B, d)
+    net.zero_grad(set_to_none=True)
+    loss = train_loss_terms(x1, x0, t)
+    loss.backward()
+    t_grad = torch.cat([torch.cat([m.weight.grad.reshape(-1), m.bias.grad])
+                        for m in net if isinstance(m, torch.nn.Linear)])
+    with torch.no_grad():
+        t_v = velocity(0.3, x1)
+    t_logp = rk4_log_prob(x1, a.steps, vel_div_exact)
+
+    def rel(x, y):
+        return float((x.double() - y.double()).abs().max() / max(1e-30, float(y.abs().max())))
+
+    errs = {"loss": abs(c_loss - float(loss)) / max(1e-30, abs(float(loss))),
+            "grad": rel(c_grad, t_grad), "velocity": rel(c_v, t_v),
+            "logp": rel(c_logp, t_logp)}
+    tol = {"loss": 1e-4, "grad": 1e-3, "velocity": 1e-4, "logp": 1e-4}
+    ok = all(errs[k] <= tol[k] for k in errs)
+    print(json.dumps({"impl": "torch", "ok": ok, "job": "parity", "rel_err": errs,
+                      "tol": tol, "params": n_params,
+                      **({} if ok else {"error": "library and PyTorch disagree: "
+                                        + json.dumps(errs)})}))
+    return 0 if ok else 1
 
 
 def main(argv):
@@ -66,6 +117,13 @@ def main(argv):
     torch.manual_seed(a.seed)
     rss_import = maxrss_kb()
 
+    parity = None
+    if a.job == "parity":
+        # Read the library's parameters and results; recompute them here (below).
+        raw = open(a.infile, "rb").read()
+        hdr = np.frombuffer(raw[:48], dtype="<u8")
+        a.d, a.width, a.layers, a.batch, a.steps = (int(x) for x in hdr[:5])
+        parity = np.frombuffer(raw[48:], dtype="<f4")
     d, w, L, B = a.d, a.width, a.layers, a.batch
     mods = [nn.Linear(d + 1, w), nn.SiLU()]
     for _ in range(L - 1):
@@ -96,15 +154,18 @@ def main(argv):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     state = {"k": 0, "loss": 0.0}
 
-    def train_step(x1):
-        n = x1.shape[0]
-        x0 = torch.randn(n, d)
-        t = torch.rand(n, 1)
+    def train_loss_terms(x1, x0, t):
         a_t, b_t = torch.cos(half_pi * t), torch.sin(half_pi * t)
         xt = a_t * x0 + b_t * x1
         dI = (-half_pi * b_t) * x0 + (half_pi * a_t) * x1
         v = net(torch.cat([xt, t], 1))
-        loss = ((v * v).sum(1) - 2.0 * (dI * v).sum(1)).mean()
+        return ((v * v).sum(1) - 2.0 * (dI * v).sum(1)).mean()
+
+    def train_step(x1):
+        n = x1.shape[0]
+        x0 = torch.randn(n, d)
+        t = torch.rand(n, 1)
+        loss = train_loss_terms(x1, x0, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -163,6 +224,9 @@ def main(argv):
         logp0 = -0.5 * (x * x).sum(1) - 0.5 * d * math.log(2 * math.pi)
         return logp0 - l
 
+    if a.job == "parity":
+        return parity_check(a, net, parity, velocity, train_loss_terms, rk4_log_prob,
+                            vel_div_exact, n_params)
     if a.job == "train":
         unit, per_iter = "steps/s", 1
 

@@ -103,6 +103,35 @@ def run_one(cmd, threads, timeout):
     return res
 
 
+PARITY = [dict(d=2, width=256, batch=64, steps=4), dict(d=16, width=64, batch=32, steps=2)]
+
+
+def run_parity(bench_c, python, out_dir):
+    """Same parameters, same batch: library vs PyTorch loss, gradient, v, exact log p."""
+    out = []
+    for cfg in PARITY:
+        f = os.path.join(out_dir, f"parity_d{cfg['d']}.bin")
+        c = run_one([bench_c, "--job", "parity", "--d", str(cfg["d"]), "--width",
+                     str(cfg["width"]), "--batch", str(cfg["batch"]), "--steps",
+                     str(cfg["steps"]), "--out", f], 1, timeout=300)
+        if not c.get("ok"):
+            out.append(dict(cfg, ok=False, error="bench_c: " + c.get("error", "?")))
+            continue
+        t = run_one([python, os.path.join(HERE, "bench_torch.py"), "--job", "parity",
+                     "--in", f], 1, timeout=300)
+        try:
+            os.remove(f)
+        except OSError:
+            pass
+        out.append(dict(cfg, ok=bool(t.get("ok")), rel_err=t.get("rel_err"),
+                        error=t.get("error")))
+        print(f"parity d={cfg['d']} w={cfg['width']}: "
+              + ("ok " if t.get("ok") else "FAILED ") + json.dumps(t.get("rel_err")
+                                                                  or t.get("error")),
+              flush=True)
+    return out
+
+
 def med(v):
     return statistics.median(v) if v else float("nan")
 
@@ -307,7 +336,7 @@ def write_png_numpy(path, rows, agg, threads_list):
         f.write(png)
 
 
-def write_md(path, cmdline, rows, agg, threads_list, meta):
+def write_md(path, cmdline, rows, agg, threads_list, meta, parity):
     cpu, ncpu, rev, tv, started, dur, reps, min_time, mode = meta
     L = []
     L.append("# libstochflow vs PyTorch: benchmark results\n")
@@ -337,6 +366,15 @@ def write_md(path, cmdline, rows, agg, threads_list, meta):
              "the thin input (K = d+1) and output (N = d) layers); 'hidden' = the same on "
              "the width x width layers only, i.e. what BLIS reaches on its favourite "
              "shapes.\n")
+    L.append("Parity (same parameters and batch in both; max relative difference; "
+             "tolerances loss 1e-4, gradient 1e-3, v and log p 1e-4):\n")
+    for pr in parity:
+        res = ("ok" if pr["ok"] else "**FAILED**") + " " + (
+            ", ".join(f"{k} {v:.1e}" for k, v in pr["rel_err"].items()) if pr.get("rel_err")
+            else str(pr.get("error")))
+        L.append(f"- d={pr['d']}, width {pr['width']}, batch {pr['batch']}, exact log p with "
+                 f"RK4 x {pr['steps']}: {res}")
+    L.append("")
     for T in threads_list:
         L.append(f"## {T} thread{'s' if T > 1 else ''}\n")
         L.append("| row | libstochflow | PyTorch | ratio | lib GFLOP/s | torch GFLOP/s | "
@@ -433,6 +471,7 @@ def main():
 
     started = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")
     t_run = time.time()
+    parity = run_parity(bench_c, args.python, args.out_dir)
     results = []
     n_total = reps * len(threads_list) * len(rows)
     k = 0
@@ -467,12 +506,14 @@ def main():
     meta = (cpu, ncpu, rev, torch_version, started, dur, reps, min_time,
             "smoke" if args.smoke else "full")
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump({"command": cmdline, "started": started, "results": results}, f, indent=1)
-    write_md(os.path.join(args.out_dir, "RESULTS.md"), cmdline, rows, agg, threads_list, meta)
+        json.dump({"command": cmdline, "started": started, "parity": parity,
+                   "results": results}, f, indent=1)
+    write_md(os.path.join(args.out_dir, "RESULTS.md"), cmdline, rows, agg, threads_list, meta,
+             parity)
     write_png(os.path.join(args.out_dir, "results.png"), rows, agg, threads_list)
     print(f"wrote {args.out_dir}/RESULTS.md, results.png, results.json in {dur:.0f} s")
 
-    failed = [x for x in results if not x.get("ok")]
+    failed = [x for x in results + parity if not x.get("ok")]
     # The same number of velocity evaluations both sides, or the comparison is unfair.
     bad_nfe = [r["id"] for r in rows for T in threads_list
                if agg[(r["id"], T)]["c_nfe"] and agg[(r["id"], T)]["t_nfe"]
