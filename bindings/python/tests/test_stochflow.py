@@ -1,0 +1,332 @@
+"""Tests of the Python binding's own behaviour: conversions, errors, ownership, the whole
+surface reaching the C library. The numerics themselves are tested by the C suites."""
+import gc
+import os
+import pickle
+import re
+import subprocess
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+import stochflow as sf
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+
+
+def small(**kw):
+    args = dict(hidden=(16, 16), seed=3, threads=1)
+    args.update(kw)
+    return sf.Model(2, **args)
+
+
+def batch(n=32, stream=0):
+    return sf.toy_sample("moons", n, seed=1, stream=stream)
+
+
+# ---- version and loading --------------------------------------------------------------
+
+
+def test_version_matches_project():
+    text = open(os.path.join(ROOT, "meson.build")).read()
+    want = re.search(r"version:\s*'([0-9.]+)'", text).group(1)
+    assert sf.__version__ == want
+    major, minor, patch = (int(v) for v in want.split("."))
+    assert sf.version_number == major * 10000 + minor * 100 + patch
+
+
+def test_library_from_env():
+    assert os.path.samefile(sf.library_path, os.environ["STOCHFLOW_LIBRARY"])
+
+
+def test_missing_library_is_import_error():
+    env = dict(os.environ, STOCHFLOW_LIBRARY="/nonexistent/libstochflow.so.0")
+    r = subprocess.run([sys.executable, "-c", "import stochflow"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and "STOCHFLOW_LIBRARY" in r.stderr
+
+
+def test_constants_exported():
+    assert sf.STOCHFLOW_E_INVALID == -1
+    assert sf.STOCHFLOW_PARAM_LR == 100
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+def test_error_subclass_per_status():
+    statuses = set()
+    for code in range(-1, -12, -1):
+        cls = sf._ERRORS[code]
+        assert issubclass(cls, sf.Error) and cls.status == code
+        statuses.add(cls)
+        assert sf.status_string(code) != "unknown status"
+    assert len(statuses) == 11
+
+
+def test_invalid_argument_carries_status_and_message():
+    with pytest.raises(sf.InvalidArgumentError) as e:
+        sf.Model(0)
+    assert e.value.status == sf.STOCHFLOW_E_INVALID
+    assert e.value.message  # the library's detail text
+    assert "stochflow_config_new" in str(e.value)
+
+
+def test_param_out_of_range():
+    m = small()
+    with pytest.raises(sf.InvalidArgumentError, match="lr"):
+        m.set_param("lr", -1.0)
+
+
+def test_io_and_format_errors(tmp_path):
+    with pytest.raises(sf.IOFailureError) as e:
+        sf.Model.load(str(tmp_path / "missing.sfm"))
+    assert e.value.status == sf.STOCHFLOW_E_IO
+    with pytest.raises(sf.Error) as e:
+        sf.Model.from_bytes(b"definitely not a checkpoint")
+    assert e.value.status in (sf.STOCHFLOW_E_FORMAT, sf.STOCHFLOW_E_VERSION)
+    assert isinstance(e.value, (sf.FormatError, sf.VersionError))
+
+
+def test_unsupported_toy():
+    with pytest.raises(sf.UnsupportedError):
+        sf.toy_log_density("moons", np.zeros((2, 2), np.float32))
+    with pytest.raises(sf.InvalidArgumentError):
+        sf.toy_sample("no-such-toy", 4)
+
+
+def test_nonfinite_input():
+    m = small()
+    x = batch()
+    x[3, 1] = np.nan
+    before = m.parameters().copy()
+    with pytest.raises(sf.NonFiniteError):
+        m.train_step(x)
+    assert m.step == 0
+    np.testing.assert_array_equal(m.parameters(), before)
+
+
+def test_unknown_keyword():
+    with pytest.raises(TypeError, match="unknown model parameter"):
+        sf.Model(2, hidden=(4,), learning_rate=1e-3)
+    with pytest.raises(ValueError, match="activation"):
+        sf.Model(2, hidden=(4,), activation="gelu")
+
+
+# ---- shapes and conversions -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4), np.zeros((3, 3)), np.zeros((2, 2, 1)),
+                                 np.zeros((0, 2))])
+def test_wrong_shape_names_the_shape(bad):
+    m = small()
+    with pytest.raises(ValueError) as e:
+        m.velocity(0.5, bad)
+    assert str(tuple(bad.shape)) in str(e.value)
+    with pytest.raises(ValueError, match=re.escape(str(tuple(bad.shape)))):
+        m.train_step(bad)
+
+
+def test_zero_copy_for_contiguous_float32():
+    x = np.ones((5, 2), dtype=np.float32)
+    assert sf._matrix(x, 2) is x
+    y = np.ones((5, 2), dtype=np.float64)
+    assert sf._matrix(y, 2) is not y
+    z = np.ones((2, 5), dtype=np.float32).T  # Fortran order: converted
+    assert sf._matrix(z, 2).flags.c_contiguous
+
+
+def test_converted_inputs_give_same_result():
+    m = small()
+    x = batch(8)
+    v32 = m.velocity(0.3, x)
+    np.testing.assert_array_equal(m.velocity(0.3, x.astype(np.float64)), v32)
+    np.testing.assert_array_equal(m.velocity(0.3, np.asfortranarray(x)), v32)
+    np.testing.assert_array_equal(m.velocity(0.3, x.tolist()), v32)
+
+
+def test_out_argument_is_filled_in_place():
+    m = small()
+    x = batch(8)
+    out = np.empty((8, 2), np.float32)
+    assert m.velocity(0.2, x, out=out) is out
+    with pytest.raises(ValueError):
+        m.velocity(0.2, x, out=np.empty((8, 2), np.float64))
+
+
+# ---- ownership ----------------------------------------------------------------------------
+
+
+def test_parameters_share_memory():
+    m = small()
+    p = m.parameters()
+    assert p.dtype == np.float32 and p.shape == (m.num_params,)
+    assert np.shares_memory(p, m.parameters())
+    x = batch(4)
+    v0 = m.velocity(0.5, x)
+    p[:] = 0.0  # zero weights and biases: the velocity becomes exactly 0
+    assert np.all(m.velocity(0.5, x) == 0.0)
+    assert not np.array_equal(v0, 0.0)
+
+
+def test_views_keep_model_alive():
+    m = small()
+    p = m.parameters()
+    freed = []
+    weakref.finalize(m, freed.append, True)
+    expect = p.copy()
+    del m
+    gc.collect()
+    assert not freed  # the view still references the model
+    np.testing.assert_array_equal(p, expect)
+    del p
+    gc.collect()
+    assert freed
+
+
+def test_gradients_and_two_phase_step():
+    a, b = small(), small()
+    x = batch(16)
+    la = a.train_step(x)
+    lb = b.compute_gradient(x)
+    assert la == lb
+    g = b.gradients()
+    assert np.any(g != 0)
+    b.apply_gradient()
+    assert a.step == b.step == 1
+    np.testing.assert_array_equal(a.parameters(), b.parameters())
+
+
+# ---- training, evaluation, persistence ------------------------------------------------------
+
+
+def test_train_and_loss():
+    m = small(lr=1e-2)
+    assert m.get_param("lr") == pytest.approx(1e-2)
+    x = batch(64)
+    l0 = m.loss(x)
+    assert m.step == 0
+    for k in range(30):
+        loss = m.train_step(batch(64, stream=k))
+        assert np.isfinite(loss)
+    assert m.step == 30
+    assert m.loss(x) != l0
+
+
+def test_loss_with_given_x0_t():
+    m = small()
+    x1 = batch(8)
+    x0 = sf.random_normal(16, seed=2).reshape(8, 2)
+    t = np.linspace(0.05, 0.95, 8, dtype=np.float32)
+    assert m.loss(x1, x0, t) == m.loss(x1, x0, t)
+    with pytest.raises(ValueError, match=r"\(7,\)"):
+        m.loss(x1, x0, t[:7])
+
+
+def test_sample_and_log_prob_shapes():
+    m = small()
+    x = m.sample(10, solver="rk4", steps=8)
+    assert x.shape == (10, 2) and x.dtype == np.float32
+    x2, lp = m.sample(10, solver="rk4", steps=8, return_log_prob=True)
+    np.testing.assert_array_equal(x, x2)
+    assert lp.shape == (10,)
+    logp = m.log_prob(x, solver="rk4", steps=8)
+    assert logp.shape == (10,) and np.all(np.isfinite(logp))
+    lp_e, se_e = m.log_prob(x, return_se=True, solver="rk4", steps=8)
+    assert np.all(se_e == 0)
+    lp_h, se_h = m.log_prob(x, trace="hutchinson", probes=1, return_se=True, solver="rk4",
+                            steps=8)
+    assert np.all(np.isnan(se_h))
+    lp_h, se_h = m.log_prob(x, trace="hutchinson", probes=4, return_se=True, solver="rk4",
+                            steps=8)
+    assert np.all(se_h >= 0)
+    # adaptive default solver
+    assert np.all(np.isfinite(m.log_prob(x[:3])))
+
+
+def test_solver_object_and_stats():
+    m = small()
+    s = sf.Solver(solver="rk4", steps=12)
+    assert s.get_param("solver") == sf.STOCHFLOW_SOLVER_RK4
+    assert s.get_param("steps") == 12
+    s.sample(m, 4)
+    st = s.stats
+    assert st["accepted"] == 12 and st["nfe"] > 0 and st["t"] == 1.0
+    x = batch(4)
+    y, dlogp = s.integrate(m, x, 1.0, 0.0, return_dlogp=True)
+    assert y.shape == x.shape and dlogp.shape == (4,)
+    assert not np.shares_memory(x, y)
+    with pytest.raises(TypeError):
+        sf.Solver(tolerance=1e-3)
+
+
+def test_divergence_and_vjp():
+    m = small()
+    x = batch(6)
+    div, v = m.divergence(0.4, x, return_velocity=True)
+    assert div.shape == (6,)
+    np.testing.assert_array_equal(v, m.velocity(0.4, x))
+    u = np.ones_like(x)
+    assert m.velocity_vjp(0.4, x, u).shape == (6, 2)
+
+
+def test_save_load_roundtrip(tmp_path):
+    m = small(lr=5e-3)
+    for k in range(3):
+        m.train_step(batch(32, stream=k))
+    path = tmp_path / "m.sfm"
+    m.save(str(path))
+    m2 = sf.Model.load(path)  # os.PathLike accepted
+    assert m2.step == 3 and m2.config() == m.config()
+    np.testing.assert_array_equal(m2.parameters(), m.parameters())
+    # training continues bit for bit
+    x = batch(32, stream=9)
+    assert m.train_step(x) == m2.train_step(x)
+    np.testing.assert_array_equal(m2.parameters(), m.parameters())
+    m3 = pickle.loads(pickle.dumps(m))
+    np.testing.assert_array_equal(m3.parameters(), m.parameters())
+    assert m.to_bytes() == m3.to_bytes()
+
+
+def test_config_roundtrip_and_tunables():
+    m = sf.Model(2, hidden=(8, 4), activation="tanh", interpolant="linear", seed=5,
+                 time_embedding="fourier", n_freq=3, lr_schedule="cosine", ema_decay=0.99,
+                 eval_weights="live")
+    c = m.config()
+    assert c == {"dim": 2, "hidden": (8, 4), "activation": "tanh", "time_embedding": "fourier",
+                 "n_freq": 3, "interpolant": "linear", "seed": 5}
+    assert m.get_param("lr_schedule") == sf.STOCHFLOW_LR_COSINE
+    assert m.get_param("eval_weights") == 2
+    same = sf.Model(**c)
+    np.testing.assert_array_equal(same.parameters(), m.parameters())
+    assert "tanh" in repr(m)
+    lo, hi, de = sf.param_bounds("lr")
+    assert lo <= de <= hi
+
+
+# ---- utilities ------------------------------------------------------------------------------
+
+
+def test_toys_and_random():
+    names = sf.toy_names()
+    assert "moons" in names and "checkerboard" in names
+    x = sf.toy_sample("checkerboard", 100, seed=2)
+    assert x.shape == (100, 2)
+    np.testing.assert_array_equal(x, sf.toy_sample("checkerboard", 100, seed=2))
+    lp, ent = sf.toy_log_density("checkerboard", x)
+    assert lp.shape == (100,) and ent == pytest.approx(np.log(32.0))
+    r = sf.random_normal(10, seed=4, stream=1)
+    np.testing.assert_array_equal(r[:5], sf.random_normal(5, seed=4, stream=1))
+
+
+def test_png_write(tmp_path):
+    img = np.zeros((4, 5, 3), np.uint8)
+    img[1, 2] = (255, 0, 0)
+    path = tmp_path / "a.png"
+    sf.png_write(path, img)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        sf.png_write(path, np.zeros((4, 5, 2), np.uint8))
