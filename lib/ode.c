@@ -23,6 +23,7 @@ typedef struct {
     const stochflow__vsrc *src;
     size_t n, d, K;
     const float *probes; /* Hutchinson probes or NULL (exact) */
+    double tlo, thi;     /* the integration interval: stage times are clamped into it */
     double *y, *ynew;    /* [n x d] state: last accepted, candidate */
     double *l, *lnew;    /* [n x K] accumulators (NULL when K == 0) */
     float *xs;           /* [n x d] stage state rounded to float */
@@ -46,6 +47,9 @@ static int eval(ode_ctx *c, double t, float *kv, float *kl, int want_l) {
     int hutch = c->probes != NULL;
     int rc;
     if (!want_l || K == 0) kl = NULL;
+    /* t + c h can land an ulp outside [t0, t1] (and so outside [0, 1]) */
+    if (t < c->tlo) t = c->tlo;
+    if (t > c->thi) t = c->thi;
     c->s->nfe += 1;
     if (src->model) {
         rc = stochflow__model_eval(src->model, t, c->xs, n, kv, (kl && !hutch) ? kl : NULL,
@@ -360,6 +364,8 @@ int stochflow__ode_integrate(stochflow_solver *s, const stochflow__vsrc *src, fl
     c.d = src->d;
     c.K = K;
     c.probes = K ? probes : NULL;
+    c.tlo = t0 < t1 ? t0 : t1;
+    c.thi = t0 < t1 ? t1 : t0;
     int method = (int)s->solver;
     c.nstages = method == STOCHFLOW_SOLVER_EULER ? 1
                 : method == STOCHFLOW_SOLVER_HEUN ? 2

@@ -480,6 +480,205 @@ START_TEST(exact_trace_se_zero) {
 }
 END_TEST
 
+
+/* ---- the model path: a random MLP -------------------------------------------------- */
+
+/* A random MLP velocity field (d, hidden 2 x width, tanh, Fourier time features) with
+ * its weights scaled by `gain` so the field is visibly nonlinear. */
+static stochflow_model *random_mlp(size_t d, size_t width, uint64_t seed, float gain) {
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    size_t widths[2] = {width, width};
+    ck_assert_ok(stochflow_config_new(&c, d));
+    ck_assert_ok(stochflow_config_set_hidden(c, 2, widths));
+    ck_assert_ok(stochflow_config_set_activation(c, STOCHFLOW_ACT_TANH));
+    ck_assert_ok(stochflow_config_set_time_embedding(c, STOCHFLOW_TIME_FOURIER, 2));
+    ck_assert_ok(stochflow_config_set_seed(c, seed));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    float *p;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    for (size_t i = 0; i < np; ++i) p[i] *= gain;
+    return m;
+}
+
+/* velocity callback wrapping a model, with the divergence by central differences of
+ * stochflow_model_velocity (float; eps 1e-2 -> error ~1e-4 on these fields) */
+static int model_fd_field(void *user, double t, size_t n, size_t d, const float *x, float *v,
+                          float *div) {
+    stochflow_model *m = user;
+    if (stochflow_model_velocity(v, m, t, x, n) != 0) return 1;
+    if (div == NULL) return 0;
+    float *xp = malloc(n * d * sizeof *xp), *vp = malloc(n * d * sizeof *vp),
+          *vm = malloc(n * d * sizeof *vm);
+    const float eps = 1e-2f;
+    for (size_t i = 0; i < n; ++i) div[i] = 0;
+    for (size_t j = 0; j < d; ++j) {
+        memcpy(xp, x, n * d * sizeof *xp);
+        for (size_t i = 0; i < n; ++i) xp[i * d + j] += eps;
+        stochflow_model_velocity(vp, m, t, xp, n);
+        for (size_t i = 0; i < n; ++i) xp[i * d + j] -= 2 * eps;
+        stochflow_model_velocity(vm, m, t, xp, n);
+        for (size_t i = 0; i < n; ++i)
+            div[i] += (vp[i * d + j] - vm[i * d + j]) / (2 * eps);
+    }
+    free(xp);
+    free(vp);
+    free(vm);
+    return 0;
+}
+
+START_TEST(model_exact_trace_fd) {
+    /* the model's forward-mode exact trace equals finite differences of its velocity,
+     * pointwise and integrated along trajectories by the solver (same RK4 grid, so the
+     * trajectories are identical and only the divergence source differs) */
+    enum { N = 40, D = 3 };
+    stochflow_model *m = random_mlp(D, 32, 11, 2.0f);
+    float *x = test_points(N, D, 12, 1.5), div[N], v[N * D], fd[N], v2[N * D];
+    double ts[3] = {0.0, 0.4, 1.0};
+    for (int it = 0; it < 3; ++it) {
+        ck_assert_ok(stochflow_model_divergence(div, v, m, ts[it], x, N));
+        ck_assert_int_eq(model_fd_field(m, ts[it], N, D, x, v2, fd), 0);
+        for (size_t i = 0; i < N; ++i)
+            ck_assert_msg(fabs(div[i] - fd[i]) < 2e-3 * (1 + fabs(fd[i])),
+                          "t %g point %zu: trace %g, finite differences %g", ts[it], i,
+                          (double)div[i], (double)fd[i]);
+    }
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 20));
+    float xa[N * D], xb[N * D], la[N], lb[N], se[N];
+    memcpy(xa, x, sizeof xa);
+    memcpy(xb, x, sizeof xb);
+    ck_assert_ok(stochflow_solver_integrate(la, se, s, m, xa, N, 1.0, 0.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(lb, s, model_fd_field, m, D, xb, N, 1.0, 0.0));
+    double spread = 0;
+    for (size_t i = 0; i < N; ++i) {
+        ck_assert(se[i] == 0.0f);
+        ck_assert_msg(fabs(la[i] - lb[i]) < 2e-3 * (1 + fabs(lb[i])), "point %zu: %g vs %g", i,
+                      (double)la[i], (double)lb[i]);
+        spread = fmax(spread, fabs(la[i]));
+    }
+    ck_assert_int_eq(memcmp(xa, xb, sizeof xa), 0);
+    ck_assert_msg(spread > 0.05, "test field too weak (max |dlogp| %g)", spread);
+    stochflow_solver_free(s);
+    stochflow_model_free(m);
+    free(x);
+}
+END_TEST
+
+START_TEST(model_hutchinson_unbiased) {
+    /* On one RK4 grid the x trajectory does not depend on the trace mode and the
+     * accumulated estimate is linear in p^T J p, so it is exactly unbiased for the
+     * exact-trace result. Over N points with K probes each, d_i = est_i - exact_i:
+     * sum_i d_i is within 3 of its standard errors sqrt(sum se_i^2), and the reported
+     * SEs match the empirical spread: sqrt(sum d_i^2 / sum se_i^2) in [0.85, 1.15]
+     * (its own sampling sd is ~ 1/sqrt(2N) = 6%). One point with K = 4096: within 3 SE. */
+    enum { N = 150, D = 2, K = 32 };
+    stochflow_model *m = random_mlp(D, 32, 21, 2.0f);
+    float *x = test_points(N, D, 13, 1.5), xe[N * D], xh[N * D], le[N], lh[N], se[N];
+    memcpy(xe, x, sizeof xe);
+    memcpy(xh, x, sizeof xh);
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 10));
+    ck_assert_ok(stochflow_solver_integrate(le, NULL, s, m, xe, N, 1.0, 0.0));
+    int dists[2] = {STOCHFLOW_PROBE_RADEMACHER, STOCHFLOW_PROBE_GAUSSIAN};
+    for (int c = 0; c < 2; ++c) {
+        memcpy(xh, x, sizeof xh);
+        ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_TRACE,
+                                                STOCHFLOW_TRACE_HUTCHINSON));
+        ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_PROBES, K));
+        ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_PROBE_DIST, dists[c]));
+        ck_assert_ok(stochflow_solver_set_seed(s, 100 + c));
+        ck_assert_ok(stochflow_solver_integrate(lh, se, s, m, xh, N, 1.0, 0.0));
+        ck_assert_int_eq(memcmp(xe, xh, sizeof xe), 0);
+        /* d_i = est_i - exact_i: E d_i = 0, E d_i^2 = var_i / K = E se_i^2 */
+        double sd = 0, sd2 = 0, sse2 = 0;
+        for (size_t i = 0; i < N; ++i) {
+            ck_assert(se[i] > 0);
+            double dd = lh[i] - le[i];
+            sd += dd;
+            sd2 += dd * dd;
+            sse2 += (double)se[i] * se[i];
+        }
+        double zmean = sd / sqrt(sse2), ratio = sqrt(sd2 / sse2);
+        fprintf(stderr, "# model Hutchinson dist %d: sum of errors / its SE %.3f, "
+                        "RMS error / RMS reported SE %.3f\n", dists[c], zmean, ratio);
+        ck_assert_msg(fabs(zmean) < 3, "dist %d: grand mean off by %g SE", dists[c], zmean);
+        ck_assert_msg(ratio > 0.85 && ratio < 1.15, "dist %d: RMS error / RMS SE = %g",
+                      dists[c], ratio);
+    }
+    /* many probes at one point */
+    float lone, seone, xone[D];
+    memcpy(xone, x, sizeof xone);
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_PROBES, 4096));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_PROBE_DIST, 0));
+    ck_assert_ok(stochflow_solver_integrate(&lone, &seone, s, m, xone, 1, 1.0, 0.0));
+    ck_assert_msg(fabs(lone - le[0]) < 3 * seone, "K=4096: %g vs exact %g (se %g)",
+                  (double)lone, (double)le[0], (double)seone);
+    /* same seed, same probes: reproducible; another seed differs (Gaussian probes:
+     * with d = 2 Rademacher probes take only 2 distinct values of p^T J p) */
+    float l2;
+    memcpy(xone, x, sizeof xone);
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_PROBE_DIST,
+                                            STOCHFLOW_PROBE_GAUSSIAN));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_PROBES, 3));
+    ck_assert_ok(stochflow_solver_integrate(&l2, NULL, s, m, xone, 1, 1.0, 0.0));
+    float l3;
+    memcpy(xone, x, sizeof xone);
+    ck_assert_ok(stochflow_solver_integrate(&l3, NULL, s, m, xone, 1, 1.0, 0.0));
+    ck_assert(l2 == l3);
+    ck_assert_ok(stochflow_solver_set_seed(s, 999));
+    memcpy(xone, x, sizeof xone);
+    ck_assert_ok(stochflow_solver_integrate(&l3, NULL, s, m, xone, 1, 1.0, 0.0));
+    ck_assert(l2 != l3);
+    stochflow_solver_free(s);
+    stochflow_model_free(m);
+    free(x);
+}
+END_TEST
+
+START_TEST(model_sample_round_trip) {
+    /* sample (forward, with log p) then pull back: returns the base draws (stated
+     * tolerance 1e-4 at rtol = atol = 1e-7) and log_prob agrees with the forward log p
+     * (1e-4) */
+    enum { N = 100, D = 2 };
+    stochflow_model *m = random_mlp(D, 32, 31, 2.0f);
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_RTOL, 1e-7));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_ATOL, 1e-7));
+    float x[N * D], logp[N], lb[N], xb[N * D];
+    ck_assert_ok(stochflow_solver_sample(x, logp, s, m, N, 2024));
+    ck_assert_ok(stochflow_solver_log_prob(lb, NULL, s, m, x, N, 1.0));
+    memcpy(xb, x, sizeof xb);
+    ck_assert_ok(stochflow_solver_integrate(NULL, NULL, s, m, xb, N, 1.0, 0.0));
+    double moved = 0;
+    for (size_t i = 0; i < N; ++i) {
+        stochflow__rng r;
+        stochflow__rng_init(&r, 2024, STOCHFLOW__STREAM_SAMPLE, 0, i);
+        for (size_t j = 0; j < D; ++j) {
+            double x0 = (float)stochflow__rng_normal(&r);
+            ck_assert_msg(fabs(xb[i * D + j] - x0) < 1e-4, "point %zu: %g vs base %g", i,
+                          (double)xb[i * D + j], x0);
+            moved = fmax(moved, fabs(x[i * D + j] - x0));
+        }
+        ck_assert_msg(fabs(lb[i] - logp[i]) < 1e-4, "point %zu: log_prob %g, sample %g", i,
+                      (double)lb[i], (double)logp[i]);
+    }
+    ck_assert_msg(moved > 0.1, "flow too weak to test (max displacement %g)", moved);
+    /* n = 0 and NULL logp */
+    ck_assert_ok(stochflow_solver_sample(NULL, NULL, s, m, 0, 1));
+    ck_assert_ok(stochflow_solver_sample(x, NULL, s, m, N, 2024));
+    stochflow_solver_free(s);
+    stochflow_model_free(m);
+}
+END_TEST
+
 Suite *make_suite(void) {
     Suite *s = suite_create("density");
     TCase *tc = tcase_create("core");
@@ -498,6 +697,11 @@ Suite *make_suite(void) {
     tcase_add_test(tc, hutchinson_probes_fixed);
     tcase_add_test(tc, hutchinson_unbiased_and_se);
     tcase_add_test(tc, exact_trace_se_zero);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("model");
+    tcase_add_test(tc, model_exact_trace_fd);
+    tcase_add_test(tc, model_hutchinson_unbiased);
+    tcase_add_test(tc, model_sample_round_trip);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, log_prob_errors);
