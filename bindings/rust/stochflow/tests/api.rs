@@ -1,0 +1,216 @@
+//! Tests of the Rust binding's own behaviour: ownership, errors, slice checks, the whole
+//! surface reaching the C library. The numerics are tested by the C suites.
+use stochflow::{
+    param_bounds, toy_log_density, toy_names, toy_sample, version, version_number, Activation,
+    Config, ErrorKind, Model, Param, Solver, SolverKind, TimeEmbedding, Trace,
+};
+
+fn small() -> Model {
+    let mut cfg = Config::new(2).unwrap();
+    cfg.set_hidden(&[16, 16]).unwrap();
+    cfg.set_seed(3).unwrap();
+    Model::new(&cfg).unwrap()
+}
+
+fn batch(n: usize, stream: u64) -> Vec<f32> {
+    let mut v = vec![0f32; n * 2];
+    toy_sample(&mut v, "moons", 1, stream).unwrap();
+    v
+}
+
+#[test]
+fn version_matches_project() {
+    let meson = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../meson.build"))
+        .unwrap();
+    let want = meson.split("version: '").nth(1).unwrap().split('\'').next().unwrap();
+    assert_eq!(version(), want);
+    assert_eq!(version(), env!("CARGO_PKG_VERSION"));
+    assert!(version_number() >= 100);
+}
+
+#[test]
+fn config_roundtrip() {
+    let mut cfg = Config::new(3).unwrap();
+    cfg.set_hidden(&[8, 4]).unwrap();
+    cfg.set_activation(Activation::Tanh).unwrap();
+    cfg.set_time_embedding(TimeEmbedding::Fourier(2)).unwrap();
+    cfg.set_seed(11).unwrap();
+    let m = Model::new(&cfg).unwrap();
+    drop(cfg); // the model keeps its own copy
+    let c = m.config().unwrap();
+    assert_eq!(c.dim(), 3);
+    assert_eq!(c.hidden(), vec![8, 4]);
+    assert_eq!(c.activation(), Activation::Tanh as i32);
+    assert_eq!(c.time_embedding(), TimeEmbedding::Fourier(2));
+    assert_eq!(c.seed(), 11);
+    assert_eq!(m.dim(), 3);
+    assert!(m.num_params() > 0);
+}
+
+#[test]
+fn errors_carry_status_and_message() {
+    let e = Config::new(0).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Invalid);
+    assert_eq!(e.status, -1);
+    assert!(!e.message.is_empty());
+    assert!(e.to_string().contains("invalid argument"));
+
+    let mut m = small();
+    let e = m.set_param(Param::Lr, -1.0).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid);
+    let e = m.set_param(Param::Steps, 10.0).unwrap_err(); // a solver key on a model
+    assert!(e.status < 0);
+
+    let e = Model::load("/nonexistent/dir/m.sfm").err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Io);
+    let e = Model::from_bytes(b"not a checkpoint").err().unwrap();
+    assert!(matches!(e.kind, ErrorKind::Format | ErrorKind::Version));
+
+    let mut x = vec![0f32; 4];
+    assert_eq!(toy_sample(&mut x, "nope", 0, 0).unwrap_err().kind, ErrorKind::Invalid);
+    let mut lp = vec![0f32; 2];
+    assert_eq!(toy_log_density("moons", &x, &mut lp).unwrap_err().kind, ErrorKind::Unsupported);
+    for s in -11..=-1 {
+        assert_ne!(ErrorKind::from_status(s), ErrorKind::Other);
+    }
+}
+
+#[test]
+fn slice_lengths_are_checked_before_c() {
+    let mut m = small();
+    let x = vec![0f32; 5]; // not a multiple of d = 2
+    assert_eq!(m.train_step(&x).unwrap_err().kind, ErrorKind::Invalid);
+    let x = batch(4, 0);
+    let mut v = vec![0f32; 7];
+    let e = m.velocity(0.5, &x, &mut v).unwrap_err();
+    assert!(e.message.contains("v has 7 values"), "{}", e.message);
+    let t = vec![0.5f32; 3];
+    assert!(m.train_step_with(&x, None, Some(&t)).is_err());
+    assert_eq!(m.step(), 0);
+    assert!(m.train_step(&[]).is_err());
+}
+
+#[test]
+fn nonfinite_leaves_model_unchanged() {
+    let mut m = small();
+    let before = m.parameters().unwrap().to_vec();
+    let mut x = batch(8, 0);
+    x[3] = f32::NAN;
+    assert_eq!(m.train_step(&x).unwrap_err().kind, ErrorKind::NonFinite);
+    assert_eq!(m.parameters().unwrap(), &before[..]);
+    assert_eq!(m.step(), 0);
+}
+
+#[test]
+fn parameters_are_shared_and_writable() {
+    let mut m = small();
+    let x = batch(4, 0);
+    let mut v = vec![0f32; 8];
+    m.velocity(0.5, &x, &mut v).unwrap();
+    assert!(v.iter().any(|&a| a != 0.0));
+    m.parameters().unwrap().iter_mut().for_each(|p| *p = 0.0);
+    m.velocity(0.5, &x, &mut v).unwrap();
+    assert!(v.iter().all(|&a| a == 0.0));
+}
+
+#[test]
+fn two_phase_step_equals_train_step() {
+    let (mut a, mut b) = (small(), small());
+    let x = batch(16, 2);
+    let la = a.train_step(&x).unwrap();
+    let lb = b.compute_gradient(&x).unwrap();
+    assert_eq!(la, lb);
+    assert!(b.gradients().unwrap().iter().any(|&g| g != 0.0));
+    b.apply_gradient().unwrap();
+    assert_eq!(a.step(), 1);
+    assert_eq!(a.parameters().unwrap(), b.parameters().unwrap());
+}
+
+#[test]
+fn training_sampling_and_density() {
+    let mut m = small();
+    m.set_param(Param::Lr, 1e-2).unwrap();
+    assert_eq!(m.get_param(Param::Lr).unwrap(), 1e-2);
+    for k in 0..20 {
+        assert!(m.train_step(&batch(64, k)).unwrap().is_finite());
+    }
+    assert_eq!(m.step(), 20);
+    let mut s = Solver::new().unwrap();
+    s.set_solver(SolverKind::Rk4, 8).unwrap();
+    let (x, lp) = s.sample_with_log_prob(&mut m, 10, 1).unwrap();
+    assert_eq!((x.len(), lp.len()), (20, 10));
+    assert_eq!(s.stats().unwrap().accepted, 8.0);
+    let mut lp2 = vec![0f32; 10];
+    s.log_prob(&mut m, &x, 1.0, &mut lp2, None).unwrap();
+    assert!(lp2.iter().all(|v| v.is_finite()));
+    s.set_trace(Trace::Hutchinson(4)).unwrap();
+    let mut se = vec![0f32; 10];
+    s.log_prob(&mut m, &x, 1.0, &mut lp2, Some(&mut se)).unwrap();
+    assert!(se.iter().all(|&v| v >= 0.0));
+    let mut y = x.clone();
+    let mut dl = vec![0f32; 10];
+    s.integrate(&mut m, &mut y, 1.0, 0.0, Some(&mut dl), None).unwrap();
+    assert_ne!(x, y);
+    let mut div = vec![0f32; 10];
+    m.divergence(0.3, &x, &mut div, None).unwrap();
+    let mut out = vec![0f32; 20];
+    m.velocity_vjp(0.3, &x, &x, &mut out).unwrap();
+}
+
+#[test]
+fn save_load_and_bytes() {
+    let mut m = small();
+    for k in 0..3 {
+        m.train_step(&batch(32, k)).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("stochflow-rs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.sfm");
+    m.save(&path).unwrap();
+    let mut l = Model::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(l.step(), 3);
+    assert_eq!(l.parameters().unwrap(), m.parameters().unwrap());
+    let x = batch(32, 9);
+    assert_eq!(m.train_step(&x).unwrap(), l.train_step(&x).unwrap());
+    let mut c = m.try_clone().unwrap();
+    assert_eq!(c.to_bytes().unwrap(), m.to_bytes().unwrap());
+    assert_eq!(c.parameters().unwrap(), m.parameters().unwrap());
+}
+
+#[test]
+fn model_moves_between_threads() {
+    let m = small();
+    let mut m = std::thread::spawn(move || {
+        let mut m = m;
+        m.train_step(&batch(8, 0)).unwrap();
+        m
+    })
+    .join()
+    .unwrap();
+    assert_eq!(m.step(), 1);
+    m.train_step(&batch(8, 1)).unwrap();
+}
+
+#[test]
+fn utilities() {
+    let names = toy_names();
+    assert!(names.iter().any(|n| n == "checkerboard"));
+    let x = batch(50, 0);
+    let mut lp = vec![0f32; 50];
+    let mut cb = vec![0f32; 100];
+    toy_sample(&mut cb, "checkerboard", 2, 0).unwrap();
+    let ent = toy_log_density("checkerboard", &cb, &mut lp).unwrap();
+    assert!((ent - 32f64.ln()).abs() < 1e-9);
+    assert_eq!(x.len(), 100);
+    let mut r = vec![0f32; 10];
+    let mut r5 = vec![0f32; 5];
+    stochflow::random_normal(&mut r, 4, 1).unwrap();
+    stochflow::random_normal(&mut r5, 4, 1).unwrap();
+    assert_eq!(&r[..5], &r5[..]);
+    let (lo, hi, def) = param_bounds(Param::Lr).unwrap();
+    assert!(lo <= def && def <= hi);
+    let px = vec![0u8; 4 * 3 * 3];
+    assert!(stochflow::png_write("/nonexistent/dir/a.png", &px, 4, 3, 3).is_err());
+    assert!(stochflow::png_write("/tmp/x.png", &px, 4, 3, 2).is_err());
+}
