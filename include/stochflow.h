@@ -447,13 +447,21 @@ STOCHFLOW_API int stochflow_solver_stat(double *out, const stochflow_solver *s, 
  *                    (exact or Hutchinson per STOCHFLOW_PARAM_TRACE)
  * @param[out] dlogp_se  NULL, or n standard errors of dlogp across the K Hutchinson
  *                    probes (sample std / sqrt K; NaN when K = 1; 0 for exact)
+ * On a failure status after integration started, dlogp and dlogp_se hold the partial
+ * accumulators up to STOCHFLOW_STAT_T as well. n = 0 is a no-op. The probes of point i
+ * are keyed by (solver seed, row i) and held fixed along its trajectory.
+ * Details, error control and precision: doc/log-density.md.
  * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_STEP_UNDERFLOW,
  *         STOCHFLOW_E_MAX_STEPS, STOCHFLOW_E_CANCELLED, STOCHFLOW_E_NOMEM.
  */
 STOCHFLOW_API int stochflow_solver_integrate(float *dlogp, float *dlogp_se, stochflow_solver *s,
                                              stochflow_model *m, float *x, size_t n, double t0,
                                              double t1);
-/** As stochflow_solver_integrate, for a caller-defined field (exact divergence only). */
+/**
+ * As stochflow_solver_integrate, for a caller-defined field in d dimensions (exact
+ * divergence only: with STOCHFLOW_TRACE_HUTCHINSON and dlogp != NULL the call returns
+ * STOCHFLOW_E_UNSUPPORTED). A non-zero callback return gives STOCHFLOW_E_CALLBACK.
+ */
 STOCHFLOW_API int stochflow_solver_integrate_fn(float *dlogp, stochflow_solver *s,
                                                 stochflow_velocity_fn fn, void *user, size_t d,
                                                 float *x, size_t n, double t0, double t1);
