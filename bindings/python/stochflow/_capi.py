@@ -191,7 +191,8 @@ def _candidates():
         pass
     # Source checkout: bindings/python/stochflow -> <repo>/build/lib (README's build dir).
     repo = os.path.normpath(os.path.join(here, "..", "..", ".."))
-    out.append(("build tree", os.path.join(repo, "build", "lib", "libstochflow.so.0")))
+    if os.path.exists(os.path.join(repo, "include", "stochflow.h")):
+        out.append(("build tree", os.path.join(repo, "build", "lib", "libstochflow.so.0")))
     found = ctypes.util.find_library("stochflow")
     if found:
         out.append(("system loader", found))

@@ -49,6 +49,14 @@ def test_missing_library_is_import_error():
     assert "ImportError" in r.stderr and "STOCHFLOW_LIBRARY" in r.stderr
 
 
+def test_lookup_order(monkeypatch):
+    assert sf._capi._candidates() == [("$STOCHFLOW_LIBRARY", os.environ["STOCHFLOW_LIBRARY"])]
+    monkeypatch.delenv("STOCHFLOW_LIBRARY")
+    order = [how for how, _ in sf._capi._candidates()]
+    # source checkout: <repo>/build/lib first, then the system loader
+    assert order[0] == "build tree" and order[-1] == "system loader", order
+
+
 def test_constants_exported():
     assert sf.STOCHFLOW_E_INVALID == -1
     assert sf.STOCHFLOW_PARAM_LR == 100
