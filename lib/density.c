@@ -195,6 +195,8 @@ static int integrate_core(int *ran, double *mean, float *se, stochflow_solver *s
     RETURN_ERROR_IF(hutch && src->fn != NULL, STOCHFLOW_E_UNSUPPORTED,
                     "Hutchinson trace needs Jacobian-vector products, which a caller velocity "
                     "callback does not provide; use STOCHFLOW_TRACE_EXACT with callbacks");
+    RETURN_ERROR_IF(want_l && !hutch && src->probe_fn != NULL, STOCHFLOW_E_UNSUPPORTED,
+                    "the probe field has no exact divergence; use STOCHFLOW_TRACE_HUTCHINSON");
     if (!want_l) {
         *ran = 1;
         return stochflow__ode_integrate(s, src, x, n, t0, t1, NULL, 0, NULL);
