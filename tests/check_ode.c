@@ -121,8 +121,9 @@ START_TEST(convergence_orders) {
 END_TEST
 
 START_TEST(round_trip) {
-    /* forward 0 -> 1 then backward 1 -> 0 returns the start: stated tolerance 1e-4
-     * absolute at rtol = atol = 1e-7 (float32 state, points |x| <= ~4). */
+    /* forward 0 -> 1 then backward 1 -> 0 returns the start: stated tolerance 1e-5
+     * absolute at rtol = atol = 1e-7 (float32 state, points |x| <= ~4; measured
+     * 2.4e-7 for x and <= 2.4e-7 for dlogp). */
     gmix gs[2];
     gm_single2(&gs[0]);
     gm_mix2(&gs[1]);
@@ -139,8 +140,8 @@ START_TEST(round_trip) {
         for (size_t i = 0; i < N * 2; ++i) worst = fmax(worst, fabs(x[i] - x0[i]));
         /* the accumulated divergence cancels too */
         for (size_t i = 0; i < N; ++i) worstl = fmax(worstl, fabs(dl[i] + dl2[i]));
-        ck_assert_msg(worst < 1e-4, "round trip error %g (case %d)", worst, c);
-        ck_assert_msg(worstl < 1e-4, "round trip dlogp error %g (case %d)", worstl, c);
+        ck_assert_msg(worst < 1e-5, "round trip error %g (case %d)", worst, c);
+        ck_assert_msg(worstl < 1e-5, "round trip dlogp error %g (case %d)", worstl, c);
         stochflow_solver_free(s);
         free(x0);
         free(x);
