@@ -31,8 +31,8 @@ def strip_c_comments(text):
 def c_kind(decl):
     """Kind of a C parameter or return declaration (name may be included)."""
     decl = decl.strip()
-    if "*" in decl or re.search(r"\b\w+_fn\b", decl):
-        return "ptr"  # data pointers, strings, handles and callback typedefs
+    if "*" in decl or "[" in decl or re.search(r"\b\w+_fn\b", decl):
+        return "ptr"  # data pointers, arrays, strings, handles and callback typedefs
     words = [w for w in re.findall(r"\w+", decl) if w not in ("const", "STOCHFLOW_API")]
     for w in words:
         if w in C_KINDS:
