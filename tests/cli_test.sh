@@ -1,0 +1,187 @@
+#!/bin/bash
+# cli_test.sh - end-to-end tests of the stochflow program (run by meson: `meson test cli`).
+# usage: cli_test.sh PATH/TO/stochflow
+# Every subcommand, the train -> sample -> logp round trip, resume bit-for-bit, JSON keys,
+# pictures, and every bad-input case (non-zero exit, one line on stderr, no crash).
+# Output is TAP.
+set -u
+SF=${1:?usage: cli_test.sh PATH/TO/stochflow}
+PY=/usr/bin/python3
+T=$(mktemp -d "${TMPDIR:-/tmp}/sfcli.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# run NAME CMD...: expect exit 0 and an empty stderr (no progress bar when not a tty).
+run() {
+    local name=$1; shift
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    local rc=$?
+    if [ $rc -eq 0 ] && [ ! -s "$T/err" ]; then ok "$name"; return 0; fi
+    not_ok "$name" "exit $rc" "$(head -c 600 "$T/err")"
+    return 1
+}
+
+# fails NAME PATTERN CMD...: expect exit in 1..125, exactly one stderr line starting with
+# "stochflow:" and matching PATTERN (case-insensitive extended regex).
+fails() {
+    local name=$1 pat=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    local rc=$? lines
+    lines=$(wc -l <"$T/err")
+    if [ $rc -ge 1 ] && [ $rc -le 125 ] && [ "$lines" -eq 1 ] &&
+        grep -q '^stochflow: ' "$T/err" && grep -qiE -e "$pat" "$T/err"; then
+        ok "$name: $(head -c 160 "$T/err")"
+        return 0
+    fi
+    not_ok "$name" "exit $rc, $lines stderr lines, want /$pat/" "$(head -c 600 "$T/err")"
+}
+
+# json NAME PYEXPR: the last stdout line of the previous run is JSON `d`; PYEXPR must hold.
+json() {
+    local name=$1 expr=$2
+    if tail -n 1 "$T/out" | $PY -c "import json,math,sys; d=json.loads(sys.stdin.read()); sys.exit(0 if ($expr) else 1)" 2>"$T/pyerr"; then
+        ok "$name"
+    else
+        not_ok "$name" "JSON: $(tail -n 1 "$T/out" | head -c 600)" "$(tail -n 2 "$T/pyerr")"
+    fi
+}
+
+# check NAME PYCODE: arbitrary Python (numpy available) must exit 0.
+check() {
+    local name=$1 code=$2
+    if $PY -c "$code" 2>"$T/pyerr"; then ok "$name"; else not_ok "$name" "$(tail -n 3 "$T/pyerr")"; fi
+}
+
+SMALL=(--hidden 16,16 --batch 64 --threads 1)
+FINITE='all(isinstance(v,(int,float)) and math.isfinite(v) for k,v in d.items() if isinstance(v,(int,float)) and not isinstance(v,bool))'
+
+# ---- help -----------------------------------------------------------------------------
+run "stochflow --help" "$SF" --help
+for c in train sample logp info demo; do run "$c --help" "$SF" $c --help; done
+
+# ---- train on a toy, resume bit-for-bit ------------------------------------------------
+run "train toy" "$SF" train --data checkerboard --out "$T/m.sfm" --steps 30 "${SMALL[@]}" --json &&
+    json "train JSON keys" "d['steps']==30 and all(k in d for k in ('steps','loss','seconds','steps_per_second')) and d['seconds']>0 and d['steps_per_second']>0 and $FINITE"
+run "train 15 steps" "$SF" train --data checkerboard --out "$T/half.sfm" --steps 15 "${SMALL[@]}"
+run "resume 15 more" "$SF" train --data checkerboard --out "$T/resumed.sfm" --resume "$T/half.sfm" --steps 15 --batch 64 --threads 1 --json &&
+    json "resume reaches step 30" "d['model_step']==30 and d['steps']==15"
+run "sample from 30-step model" "$SF" sample --model "$T/m.sfm" -n 64 --out "$T/a.npy" --solver rk4 --steps 8
+run "sample from resumed model" "$SF" sample --model "$T/resumed.sfm" -n 64 --out "$T/b.npy" --solver rk4 --steps 8
+if cmp -s "$T/a.npy" "$T/b.npy"; then ok "resume continues bit-for-bit (identical samples)"; else not_ok "resume continues bit-for-bit"; fi
+fails "resume cannot change the architecture" "cannot change" "$SF" train --data checkerboard --out "$T/x.sfm" --resume "$T/half.sfm" --hidden 8
+
+# ---- info -------------------------------------------------------------------------------
+run "info" "$SF" info --model "$T/m.sfm" --json &&
+    json "info JSON" "d['dim']==2 and d['hidden']==[16,16] and d['step']==30 and d['interpolant']=='trig' and d['params']>0"
+
+# ---- sample: npy, csv, png, logp column -----------------------------------------------
+run "sample npy + png + logp" "$SF" sample --model "$T/m.sfm" -n 500 --out "$T/s.npy" --png "$T/s.png" --with-logp --json &&
+    json "sample JSON keys" "d['n']==500 and d['nfe']>0 and d['seconds']>=0 and $FINITE"
+check "sample .npy shape and values" "
+import numpy as np; a=np.load('$T/s.npy'); assert a.shape==(500,3) and a.dtype==np.float32 and np.isfinite(a).all()"
+check "png written" "
+b=open('$T/s.png','rb').read(); assert b[:8]==b'\x89PNG\r\n\x1a\n' and len(b)>200"
+run "sample csv" "$SF" sample --model "$T/m.sfm" -n 100 --out "$T/s.csv" --solver heun --steps 10
+check "sample .csv" "
+import numpy as np; a=np.loadtxt('$T/s.csv',delimiter=',',skiprows=1); assert a.shape==(100,2) and np.isfinite(a).all()
+assert open('$T/s.csv').readline().strip()=='x1,x2'"
+run "sample euler" "$SF" sample --model "$T/m.sfm" -n 10 --out "$T/e.npy" --solver euler --steps 5
+
+# ---- logp: toy (truth known), files, round trip ---------------------------------------
+run "logp toy" "$SF" logp --model "$T/m.sfm" --data checkerboard -n 300 --json &&
+    json "logp JSON keys and truth" "all(k in d for k in ('n','nll','se','nfe','seconds','entropy','gap')) and d['n']==300 and abs(d['entropy']-math.log(32))<1e-9 and abs(d['gap']-(d['nll']-d['entropy']))<1e-9 and d['se']>0 and $FINITE"
+grep -q 'true entropy' "$T/out" && ok "logp prints the true entropy" || not_ok "logp prints the true entropy"
+run "logp 8gaussians" "$SF" logp --model "$T/m.sfm" --data 8gaussians -n 50 --json &&
+    json "8gaussians entropy" "abs(d['entropy']-2.8362)<0.01"
+run "logp moons (no truth)" "$SF" logp --model "$T/m.sfm" --data moons -n 50 --json &&
+    json "no entropy for moons" "'entropy' not in d and d['n']==50"
+run "logp hutchinson" "$SF" logp --model "$T/m.sfm" --data checkerboard -n 100 --trace hutchinson --probes 4 --json &&
+    json "hutchinson JSON" "d['trace']=='hutchinson' and $FINITE"
+# round trip: log p of the samples by the backward pass matches the forward pass
+$PY -c "import numpy as np; a=np.load('$T/s.npy'); np.save('$T/s2.npy', a[:, :2].astype(np.float64))"
+run "logp on sampled .npy (float64)" "$SF" logp --model "$T/m.sfm" --data "$T/s2.npy" --out "$T/lp.npy" --json &&
+    json "logp file JSON" "d['n']==500 and 'entropy' not in d"
+check "round trip: forward and backward log p agree (dopri5 1e-5)" "
+import numpy as np; a=np.load('$T/s.npy'); lp=np.load('$T/lp.npy')[:,0]
+err=np.abs(a[:,2]-lp).max(); assert err<2e-2, err"
+run "logp on .csv" "$SF" logp --model "$T/m.sfm" --data "$T/s.csv" -n 20
+
+# ---- train from files --------------------------------------------------------------------
+printf 'x,y\n' >"$T/d.csv"
+$PY -c "import numpy as np; a=np.random.default_rng(0).normal(size=(200,2)).astype(np.float32); np.save('$T/d.npy',a); np.savetxt(open('$T/d.csv','a'),a,delimiter=',')"
+run "train from .npy" "$SF" train --data "$T/d.npy" --out "$T/f.sfm" --steps 10 "${SMALL[@]}"
+run "train from .csv with header" "$SF" train --data "$T/d.csv" --out "$T/g.sfm" --steps 10 "${SMALL[@]}" --interpolant linear --activation tanh --time-fourier 2 --lr-schedule step --ema 0.9
+run "info on linear model" "$SF" info --model "$T/g.sfm" --json && json "info linear/tanh/fourier" "d['interpolant']=='linear' and d['activation']=='tanh' and d['n_freq']==2"
+$PY -c "import numpy as np; np.save('$T/d5.npy', np.random.default_rng(1).normal(size=(100,5)).astype(np.float32))"
+run "train 5-D" "$SF" train --data "$T/d5.npy" --out "$T/m5.sfm" --steps 5 "${SMALL[@]}"
+run "sample 5-D with png" "$SF" sample --model "$T/m5.sfm" -n 50 --out "$T/s5.npy" --png "$T/s5.png"
+
+# ---- demo (tiny) ----------------------------------------------------------------------------
+run "demo (tiny)" "$SF" demo --outdir "$T/demo" --steps 20 --hidden 16,16 --batch 64 --eval-n 50 --samples 300 --grid 8 --threads 1 --json &&
+    json "demo JSON keys" "all(k in d for k in ('nll','entropy','gap','seconds','picture','data_png','samples_png','density_png','loss_png')) and abs(d['entropy']-math.log(32))<1e-9 and $FINITE"
+check "demo pictures are PNG files" "
+import json; d=json.loads(open('$T/out').read().strip().splitlines()[-1])
+for k in ('picture','data_png','samples_png','density_png','loss_png'):
+    assert open(d[k],'rb').read(8)==b'\x89PNG\r\n\x1a\n', k"
+
+# ---- bad input ------------------------------------------------------------------------------
+fails "no command" "usage|command" "$SF"
+fails "unknown command" "unknown command" "$SF" frobnicate
+fails "unknown flag" "unknown option '--bogus'" "$SF" train --data checkerboard --out "$T/x.sfm" --bogus
+fails "missing value" "needs a value" "$SF" train --data checkerboard --out
+fails "missing required" "--out is required" "$SF" train --data checkerboard
+fails "bad number" "expects a non-negative integer" "$SF" train --data checkerboard --out "$T/x.sfm" --steps abc
+fails "negative number" "expects a non-negative integer" "$SF" sample --model "$T/m.sfm" -n -5 --out "$T/x.npy"
+fails "bad keyword" "must be one of" "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/x.npy" --solver leapfrog
+fails "bad hidden" "hidden" "$SF" train --data checkerboard --out "$T/x.sfm" --hidden 16,,16
+fails "unknown toy" "unknown data source 'spiral'" "$SF" train --data spiral --out "$T/x.sfm"
+fails "missing data file" "cannot open.*nope.npy" "$SF" train --data "$T/nope.npy" --out "$T/x.sfm"
+fails "missing model file" "cannot open model" "$SF" info --model "$T/nope.sfm"
+fails "output extension" "must end in .npy or .csv" "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/x.txt"
+$PY -c "
+import numpy as np
+np.save('$T/bad3d.npy', np.zeros((4,2,2),np.float32)); np.save('$T/bad1d.npy', np.zeros(4,np.float32))
+a=np.zeros((10,2),np.float32); a[3,1]=np.nan; np.save('$T/nan.npy',a)
+b=np.zeros((10,2),np.float64); b[5,0]=np.inf; np.save('$T/inf.npy',b)
+np.save('$T/int.npy', np.zeros((4,2),np.int32)); np.save('$T/fort.npy', np.asfortranarray(np.zeros((4,2),np.float32)))
+np.save('$T/three.npy', np.zeros((10,3),np.float32))
+h=open('$T/nan.npy','rb').read(); open('$T/trunc.npy','wb').write(h[:len(h)-8])
+hdr=b\"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 2), }\"; hdr+=b' '*(118-len(hdr))+b'\n'
+open('$T/huge.npy','wb').write(b'\x93NUMPY\x01\x00'+len(hdr).to_bytes(2,'little')+hdr+b'\0'*16)
+hdr=b\"{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }\"; hdr+=b' '*(118-len(hdr))+b'\n'
+open('$T/ovf.npy','wb').write(b'\x93NUMPY\x01\x00'+len(hdr).to_bytes(2,'little')+hdr+b'\0'*16)
+open('$T/badhdr.npy','wb').write(b'\x93NUMPY\x02\x00'+(1<<30).to_bytes(4,'little')+b'{}')
+open('$T/garbage.npy','wb').write(b'hello world, not numpy')
+open('$T/ragged.csv','w').write('1,2\n3,4\n5\n')
+open('$T/nan.csv','w').write('x,y\n1,2\nnan,4\n')
+open('$T/text.csv','w').write('x,y\n1,2\nfoo,bar\n')
+m=open('$T/m.sfm','rb').read(); c=bytearray(m); c[len(c)//2]^=0xFF; open('$T/corrupt.sfm','wb').write(bytes(c))
+open('$T/trunc.sfm','wb').write(m[:len(m)//3]); open('$T/junk.sfm','wb').write(b'\0'*64)
+"
+fails "wrong shape: 3-D .npy" "wrong shape" "$SF" train --data "$T/bad3d.npy" --out "$T/x.sfm"
+fails "wrong shape: 1-D .npy" "wrong shape" "$SF" train --data "$T/bad1d.npy" --out "$T/x.sfm"
+fails "wrong shape: ragged .csv" "wrong shape" "$SF" train --data "$T/ragged.csv" --out "$T/x.sfm"
+fails "wrong shape: columns vs model" "3 columns but the model has dimension 2" "$SF" logp --model "$T/m.sfm" --data "$T/three.npy"
+fails "NaN in .npy" "NaN value at row 4, column 2" "$SF" train --data "$T/nan.npy" --out "$T/x.sfm"
+fails "inf in float64 .npy" "infinite value" "$SF" logp --model "$T/m.sfm" --data "$T/inf.npy"
+fails "NaN in .csv" "NaN value" "$SF" train --data "$T/nan.csv" --out "$T/x.sfm"
+fails "text in .csv" "not a number" "$SF" train --data "$T/text.csv" --out "$T/x.sfm"
+fails "int .npy" "dtype" "$SF" train --data "$T/int.npy" --out "$T/x.sfm"
+fails "Fortran .npy" "Fortran" "$SF" train --data "$T/fort.npy" --out "$T/x.sfm"
+fails "truncated .npy" "truncated" "$SF" train --data "$T/trunc.npy" --out "$T/x.sfm"
+fails "hostile shape" "too large|truncated" "$SF" train --data "$T/huge.npy" --out "$T/x.sfm"
+fails "overflowing shape" "too large" "$SF" train --data "$T/ovf.npy" --out "$T/x.sfm"
+fails "hostile header length" "header length" "$SF" train --data "$T/badhdr.npy" --out "$T/x.sfm"
+fails "not a .npy" "bad magic" "$SF" train --data "$T/garbage.npy" --out "$T/x.sfm"
+fails "corrupt model" "sfm" "$SF" info --model "$T/corrupt.sfm"
+fails "truncated model" "sfm" "$SF" sample --model "$T/trunc.sfm" -n 5 --out "$T/x.npy"
+fails "junk model" "sfm" "$SF" logp --model "$T/junk.sfm" --data checkerboard
+fails "model is a directory" "model|directory" "$SF" info --model "$T"
+fails "unwritable output" "cannot" "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/no/such/dir/x.npy"
+fails "too many -n for file" "has only 500 rows" "$SF" logp --model "$T/m.sfm" --data "$T/s2.npy" -n 501
+
+echo "1..$n"
+[ $failed -eq 0 ]
