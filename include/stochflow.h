@@ -501,6 +501,97 @@ STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_so
                                              size_t n, uint64_t seed);
 
 /* ================================================================================ */
+/* Optimizing the transport (issue 9): learnable interpolants, minibatch couplings.  */
+/* See doc/transport.md.                                                             */
+/* ================================================================================ */
+
+/**
+ * Learnable interpolant (set with stochflow_config_set_fourier_interpolant):
+ *   a(t) = a_base(t) + sum_{m=1..M} alpha_m sin(m pi t),
+ *   b(t) = b_base(t) + sum_{m=1..M} beta_m  sin(m pi t),
+ * with (a_base, b_base) the TRIG or LINEAR schedule, so the boundary values hold for
+ * any coefficients. alpha = beta = 0 initially (the base schedule). Training plays the
+ * max-min game max_{alpha,beta} min_v G: every training step takes a descent step for
+ * the network and an Adam ascent step (STOCHFLOW_PARAM_INTERP_LR) for the coefficients
+ * on the same batch. The coefficients and their ascent moments are saved in checkpoints
+ * (section "INTP"; files with this interpolant need a library with issue 9).
+ */
+#define STOCHFLOW_INTERP_FOURIER 4
+
+/** Couplings of x0 and x1 in a batch (STOCHFLOW_PARAM_COUPLING). */
+#define STOCHFLOW_COUPLING_INDEPENDENT 1 /**< rows paired as given (default; the paper) */
+#define STOCHFLOW_COUPLING_OT 2          /**< exact minibatch OT: x0 rows permuted to
+                                              minimize sum |x0 - x1|^2 (assignment) */
+#define STOCHFLOW_COUPLING_SINKHORN 3    /**< x0 row for each x1 row drawn from the
+                                              entropic OT plan (Sinkhorn) of the batch */
+
+/* Keyed parameters of the model handle added by issue 9 (100s: training). */
+#define STOCHFLOW_PARAM_INTERP_LR 113    /**< Adam ascent rate of the Fourier coefficients;
+                                              default 2e-3 */
+#define STOCHFLOW_PARAM_COUPLING 114     /**< STOCHFLOW_COUPLING_*; default INDEPENDENT */
+#define STOCHFLOW_PARAM_SINKHORN_REG 115 /**< entropic regularization of SINKHORN, as a
+                                              fraction of the batch's mean cost; default
+                                              0.05 */
+
+/**
+ * Select the learnable Fourier interpolant (STOCHFLOW_INTERP_FOURIER).
+ * @param base     STOCHFLOW_INTERP_TRIG or STOCHFLOW_INTERP_LINEAR (0 = linear)
+ * @param n_modes  M, in 1..64
+ * @return 0, STOCHFLOW_E_INVALID. @since 0.1
+ */
+STOCHFLOW_API int stochflow_config_set_fourier_interpolant(stochflow_config *cfg, int base,
+                                                           size_t n_modes);
+/**
+ * Base schedule and number of modes of a FOURIER configuration (both may be NULL).
+ * @return 0, or STOCHFLOW_E_INVALID when cfg is NULL or not FOURIER. @since 0.1
+ */
+STOCHFLOW_API int stochflow_config_fourier_interpolant(const stochflow_config *cfg, int *base,
+                                                       size_t *n_modes);
+/**
+ * Read-only copy of the learned coefficients: alpha[0..M) and beta[0..M) (either may be
+ * NULL; each must hold M values), M to *n_modes (may be NULL).
+ * @return 0, or STOCHFLOW_E_INVALID when the model's interpolant is not FOURIER.
+ * @since 0.1
+ */
+STOCHFLOW_API int stochflow_model_interpolant_coefficients(double *alpha, double *beta,
+                                                           size_t *n_modes,
+                                                           const stochflow_model *m);
+/**
+ * The model's schedule at t in [0, 1]: out = {a(t), b(t), a'(t), b'(t)}, for every
+ * interpolant kind (CUSTOM calls the callback).
+ * @return 0, STOCHFLOW_E_INVALID. @since 0.1
+ */
+STOCHFLOW_API int stochflow_model_interpolant_eval(double out[4], const stochflow_model *m,
+                                                   double t);
+/**
+ * Running path-length estimate: the exponential moving average (decay 0.99,
+ * bias-corrected) of minus the training loss, -G, over the training steps taken since
+ * the model was created (kept in checkpoints). When the network is near its optimum,
+ * -G estimates the path length integral_0^1 E|v(t, x_t)|^2 dt (kinetic energy), which
+ * is >= W2(rho0, rho1)^2; a network short of its optimum gives a lower value.
+ * Available for every interpolant.
+ * @param[out] count  NULL, or the number of steps averaged
+ * @return 0, or STOCHFLOW_E_INVALID before the first training step. @since 0.1
+ */
+STOCHFLOW_API int stochflow_model_path_length(double *out, uint64_t *count,
+                                              const stochflow_model *m);
+/**
+ * Minibatch coupling as used in training, for n points x0 and n points x1 (n x d each):
+ * perm[i] = index of the x0 row paired with x1 row i.
+ *   OT:          a permutation minimizing sum_i |x0[perm[i]] - x1[i]|^2 (exact, shortest
+ *                augmenting paths with potentials, O(n^3) worst case; n <= 65536)
+ *   SINKHORN:    perm[i] drawn from the entropic plan's column i (keyed by seed and i),
+ *                regularization reg times the mean cost (reg <= 0: 0.05); not a
+ *                permutation in general
+ *   INDEPENDENT: perm[i] = i
+ * @param[out] cost  NULL, or the mean paired cost (1/n) sum_i |x0[perm[i]] - x1[i]|^2
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM. @since 0.1
+ */
+STOCHFLOW_API int stochflow_coupling_assign(size_t *perm, double *cost, const float *x0,
+                                            const float *x1, size_t n, size_t d, int mode,
+                                            double reg, uint64_t seed);
+
+/* ================================================================================ */
 /* Utilities: random numbers, built-in 2-D datasets, PNG output.                    */
 /* ================================================================================ */
 

@@ -23,7 +23,8 @@ static const int hpar_keys[] = {
     STOCHFLOW_PARAM_ADAM_EPS, STOCHFLOW_PARAM_WEIGHT_DECAY, STOCHFLOW_PARAM_GRAD_CLIP,
     STOCHFLOW_PARAM_EMA_DECAY, STOCHFLOW_PARAM_LR_SCHEDULE, STOCHFLOW_PARAM_LR_DECAY_EVERY,
     STOCHFLOW_PARAM_LR_DECAY_FACTOR, STOCHFLOW_PARAM_LR_WARMUP, STOCHFLOW_PARAM_LR_TOTAL_STEPS,
-    STOCHFLOW_PARAM_LR_MIN, STOCHFLOW_PARAM_THREADS, STOCHFLOW_PARAM_EVAL_WEIGHTS};
+    STOCHFLOW_PARAM_LR_MIN, STOCHFLOW_PARAM_THREADS, STOCHFLOW_PARAM_EVAL_WEIGHTS,
+    STOCHFLOW_PARAM_INTERP_LR, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_PARAM_SINKHORN_REG};
 #define N_HPAR (sizeof hpar_keys / sizeof hpar_keys[0])
 
 /* ---- CRC-32 (IEEE 802.3, reflected, as zlib's crc32) ------------------------------ */
@@ -126,6 +127,14 @@ static void serialize(writer *w, const stochflow_model *m) {
     put_u64(w, np);
     put_f32s(w, m->adam_m, np);
     put_f32s(w, m->adam_v, np);
+
+    /* issue 9: learned interpolant (lib/transport.c) */
+    if (c->interpolant == STOCHFLOW_INTERP_FOURIER) {
+        size_t ilen = stochflow__transport_section_size(m);
+        section(w, "INTP", ilen);
+        if (w->p) stochflow__transport_section_write(w->p + w->len, m);
+        w->len += ilen;
+    }
 
     uint64_t payload = w->len - start;
     if (w->p) {
@@ -318,7 +327,7 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
     RETURN_ERROR_IF(stochflow__crc32(p, len - 4) != stored, STOCHFLOW_E_FORMAT,
                     "checkpoint checksum mismatch (file corrupted)");
 
-    sect conf = {0}, stat = {0}, hpar = {0}, wght = {0}, emaw = {0}, adam = {0};
+    sect conf = {0}, stat = {0}, hpar = {0}, wght = {0}, emaw = {0}, adam = {0}, intp = {0};
     const size_t end = len - 4;
     while (r.pos < end) {
         RETURN_ERROR_IF(end - r.pos < SECTION_HEADER, STOCHFLOW_E_FORMAT,
@@ -337,6 +346,7 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
                     : !memcmp(tag, "WGHT", 4) ? &wght
                     : !memcmp(tag, "EMAW", 4) ? &emaw
                     : !memcmp(tag, "ADAM", 4) ? &adam
+                    : !memcmp(tag, "INTP", 4) ? &intp
                                               : NULL;
         if (dst) {
             RETURN_ERROR_IF(dst->at != NULL, STOCHFLOW_E_FORMAT,
@@ -364,6 +374,11 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
                     STOCHFLOW_E_FORMAT, "checkpoint CONF section is inconsistent");
     cfg.n_hidden = nh;
     for (uint32_t i = 0; i < nh; ++i) cfg.hidden[i] = get_u32(&cr);
+    if (cfg.interpolant == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
+        RETURN_ERROR_IF(!intp.at, STOCHFLOW_E_FORMAT,
+                        "checkpoint of a Fourier interpolant lacks its INTP section");
+        FORWARD_IF_ERROR(stochflow__transport_section_conf(&cfg, intp.at, intp.len));
+    }
     int rc = stochflow__config_validate(&cfg);
     RETURN_ERROR_IF(rc < 0, STOCHFLOW_E_FORMAT, "checkpoint configuration is invalid: %s",
                     stochflow_last_error_message());
@@ -411,6 +426,8 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
             rc = read_array_section(m->ema, 1, &emaw, "EMAW", np);
     }
     if (rc == 0) rc = read_array_section(m->adam_m, 2, &adam, "ADAM", np);
+    if (rc == 0 && cfg.interpolant == STOCHFLOW_INTERP_FOURIER)
+        rc = stochflow__transport_section_read(m, intp.at, intp.len);
     if (rc == 0) {
         rc = stochflow__check_finite(m->params, np, "checkpoint weights");
         if (rc < 0) rc = stochflow__error(STOCHFLOW_E_FORMAT, "%s", stochflow_last_error_message());

@@ -34,8 +34,17 @@ int stochflow__config_validate(const stochflow_config *c) {
                     STOCHFLOW_E_INVALID, "Fourier frequencies %zu out of range 1..%d", c->n_freq,
                     STOCHFLOW__MAX_FREQ);
     RETURN_ERROR_IF(c->interpolant < STOCHFLOW_INTERP_TRIG ||
-                        c->interpolant > STOCHFLOW_INTERP_CUSTOM,
+                        c->interpolant > STOCHFLOW_INTERP_FOURIER,
                     STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interpolant);
+    if (c->interpolant == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
+        RETURN_ERROR_IF(c->interp_base != STOCHFLOW_INTERP_TRIG &&
+                            c->interp_base != STOCHFLOW_INTERP_LINEAR,
+                        STOCHFLOW_E_INVALID, "Fourier interpolant: unknown base schedule %d",
+                        c->interp_base);
+        RETURN_ERROR_IF(c->n_modes < 1 || c->n_modes > STOCHFLOW__MAX_MODES, STOCHFLOW_E_INVALID,
+                        "Fourier interpolant: %zu modes, expected 1..%d", c->n_modes,
+                        STOCHFLOW__MAX_MODES);
+    }
     return 0;
 }
 
@@ -98,6 +107,9 @@ STOCHFLOW_API int stochflow_config_set_interpolant(stochflow_config *cfg, int ki
     if (kind == 0) kind = STOCHFLOW_INTERP_TRIG;
     RETURN_ERROR_IF(kind == STOCHFLOW_INTERP_CUSTOM, STOCHFLOW_E_INVALID,
                     "set_interpolant: use stochflow_config_set_schedule for a custom schedule");
+    RETURN_ERROR_IF(kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_INVALID,
+                    "set_interpolant: use stochflow_config_set_fourier_interpolant for a "
+                    "learnable interpolant");
     RETURN_ERROR_IF(kind != STOCHFLOW_INTERP_TRIG && kind != STOCHFLOW_INTERP_LINEAR,
                     STOCHFLOW_E_INVALID, "set_interpolant: unknown interpolant %d", kind);
     cfg->interpolant = kind;
@@ -110,7 +122,7 @@ STOCHFLOW_API int stochflow_config_set_schedule(stochflow_config *cfg, stochflow
                                                 void *user) {
     CHECK_CFG(cfg);
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "set_schedule: callback is NULL");
-    stochflow__interp ip = {STOCHFLOW_INTERP_CUSTOM, fn, user};
+    stochflow__interp ip = {.kind = STOCHFLOW_INTERP_CUSTOM, .fn = fn, .user = user};
     FORWARD_IF_ERROR(stochflow__interp_check(&ip));
     cfg->interpolant = STOCHFLOW_INTERP_CUSTOM;
     cfg->schedule = fn;

@@ -70,6 +70,7 @@ enum {
     STOCHFLOW__STREAM_EVAL_T = 5,    /* loss evaluation times */
     STOCHFLOW__STREAM_SAMPLE = 6,    /* stochflow_solver_sample base draws */
     STOCHFLOW__STREAM_PROBE = 7,     /* Hutchinson probes */
+    STOCHFLOW__STREAM_COUPLING = 8,  /* Sinkhorn coupling draws (issue 9) */
     STOCHFLOW__STREAM_USER = 16      /* stochflow_random_normal streams start here */
 };
 
@@ -104,10 +105,17 @@ void stochflow__sgemm_naive(int ta, int tb, size_t m, size_t n, size_t k, float 
 
 /* ---- interpolants (interpolant.c) ------------------------------------------------ */
 
+#define STOCHFLOW__MAX_MODES 64  /* Fourier interpolant modes (issue 9) */
+
 typedef struct {
     int kind;                    /* STOCHFLOW_INTERP_* */
     stochflow_schedule_fn fn;    /* CUSTOM only */
     void *user;
+    /* FOURIER only (issue 9, lib/transport.c): base schedule (TRIG or LINEAR), M modes,
+     * coef[0..M) = alpha (added to a), coef[M..2M) = beta (added to b). */
+    int base;
+    size_t n_modes;
+    double coef[2 * STOCHFLOW__MAX_MODES];
 } stochflow__interp;
 
 /* out = {a, b, a', b'} at t. Returns 0, or an error for CUSTOM without a callback. */

@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "internal.h"
+#include "transport.h"
 
 #define HALF_PI 1.5707963267948966
 
@@ -18,6 +19,9 @@ int stochflow__interp_eval(const stochflow__interp *ip, double t, double out[4])
         out[1] = t;
         out[2] = -1.0;
         out[3] = 1.0;
+        return 0;
+    case STOCHFLOW_INTERP_FOURIER: /* issue 9: lib/transport.c */
+        stochflow__fourier_eval(ip, t, out);
         return 0;
     case STOCHFLOW_INTERP_CUSTOM:
         RETURN_ERROR_IF(ip->fn == NULL, STOCHFLOW_E_INVALID,

@@ -77,7 +77,10 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
     stochflow_model *m = stochflow__calloc(1, sizeof *m);
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_NOMEM, "model_new: out of memory");
     m->cfg = *cfg;
-    m->interp = (stochflow__interp){cfg->interpolant, cfg->schedule, cfg->schedule_user};
+    m->interp = (stochflow__interp){
+        .kind = cfg->interpolant, .fn = cfg->schedule, .user = cfg->schedule_user};
+    m->interp.base = cfg->interp_base; /* issue 9: FOURIER only; coefficients start at 0 */
+    m->interp.n_modes = cfg->n_modes;
     if (layout(m, cfg) != 0) {
         stochflow__free(m);
         return stochflow__error(STOCHFLOW_E_INVALID, "model_new: parameter count overflows");
@@ -110,6 +113,7 @@ STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
     if (m == NULL) return;
     stochflow__free(m->params);
     stochflow__free(m->ws);
+    stochflow__transport_free(m); /* issue 9 */
     stochflow__free(m);
 }
 
@@ -160,7 +164,7 @@ STOCHFLOW_API int stochflow_model_set_schedule(stochflow_model *m, stochflow_sch
     RETURN_ERROR_IF(m->cfg.interpolant != STOCHFLOW_INTERP_CUSTOM, STOCHFLOW_E_INVALID,
                     "model_set_schedule: the model's interpolant is not custom");
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "model_set_schedule: callback is NULL");
-    stochflow__interp ip = {STOCHFLOW_INTERP_CUSTOM, fn, user};
+    stochflow__interp ip = {.kind = STOCHFLOW_INTERP_CUSTOM, .fn = fn, .user = user};
     FORWARD_IF_ERROR(stochflow__interp_check(&ip));
     m->interp = ip;
     m->cfg.schedule = fn;
@@ -309,6 +313,13 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
     RETURN_ERROR_IF(loss_out == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
     CHECK_MODEL(m);
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
+    /* issue 9 (lib/transport.c): with a Fourier interpolant or a coupling, x0 is
+     * materialized (and re-paired), the times are recorded, and the input gradient is
+     * kept for the coefficients' gradient. */
+    double *t_save = NULL;
+    float *du = NULL;
+    if (stochflow__transport_active(m))
+        FORWARD_IF_ERROR(stochflow__transport_prepare(m, x1, n, x0, train, &x0, &t_save, &du));
     const size_t d = m->d, H = m->max_width;
     size_t act_f, extra;
     RETURN_ERROR_IF(acts_floats(&act_f, m, n) != 0 || stochflow__mul_size(&extra, n, d + 2 * H) != 0,
@@ -329,6 +340,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
                                 m->step, i);
             ti = stochflow__rng_uniform(&rt);
         }
+        if (t_save) t_save[i] = ti; /* issue 9 */
         double c[4];
         FORWARD_IF_ERROR(stochflow__interp_eval(&m->interp, ti, c));
         if (!x0)
@@ -361,7 +373,11 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
                     (unsigned long long)m->step);
     if (want_grad) {
         memset(m->grads, 0, m->n_params * sizeof *m->grads);
-        backward(m, m->params, &A, n, target, m->grads, NULL, g1, g2);
+        int fourier = m->interp.kind == STOCHFLOW_INTERP_FOURIER;
+        backward(m, m->params, &A, n, target, m->grads, fourier ? du : NULL, g1, g2);
+        /* issue 9: gradient of G with respect to the Fourier coefficients */
+        if (fourier) stochflow__transport_coef_grad(m, A.out, du, x0, x1, t_save, n);
+        if (train) stochflow__transport_record_loss(m, *loss_out);
     }
     return 0;
 }
@@ -379,13 +395,13 @@ STOCHFLOW_API int stochflow_model_compute_gradient(double *loss, stochflow_model
 
 STOCHFLOW_API int stochflow_model_apply_gradient(stochflow_model *m) {
     CHECK_MODEL(m);
-    return stochflow__optimizer_apply(m);
+    return stochflow__transport_apply(m); /* optimizer + issue 9's ascent step */
 }
 
 STOCHFLOW_API int stochflow_model_train_step(double *loss, stochflow_model *m, const float *x1,
                                              size_t n, const float *x0, const float *t) {
     FORWARD_IF_ERROR(loss_grad(loss, m, x1, n, x0, t, 1, 1));
-    return stochflow__optimizer_apply(m);
+    return stochflow__transport_apply(m); /* optimizer + issue 9's ascent step */
 }
 
 /* ---- evaluation: velocity, VJP, divergence -------------------------------------- */

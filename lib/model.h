@@ -4,6 +4,7 @@
 #define STOCHFLOW_MODEL_H
 
 #include "internal.h"
+#include "transport.h"
 
 #define STOCHFLOW__MAX_HIDDEN 64
 #define STOCHFLOW__MAX_WIDTH 65536
@@ -21,6 +22,8 @@ struct stochflow_config {
     stochflow_schedule_fn schedule;
     void *schedule_user;
     uint64_t seed;
+    int interp_base;  /* FOURIER only (issue 9): STOCHFLOW_INTERP_TRIG or _LINEAR */
+    size_t n_modes;   /* FOURIER only: M in 1..STOCHFLOW__MAX_MODES */
 };
 
 /* A dense layer y = x W^T + b; W is out x in (row-major), both inside the flat block. */
@@ -34,6 +37,7 @@ typedef struct {
     double lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
     double lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min;
     double threads, eval_weights;
+    double interp_lr, coupling, sinkhorn_reg; /* issue 9 (lib/transport.c) */
 } stochflow__hparams;
 
 struct stochflow_model {
@@ -53,6 +57,7 @@ struct stochflow_model {
     /* Workspace, grown on demand and reused (no allocation per step). */
     float *ws;
     size_t ws_floats;
+    stochflow__transport tr; /* issue 9: learned interpolant state, couplings */
 };
 
 /* config.c */

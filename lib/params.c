@@ -27,6 +27,10 @@ static const param_info table[] = {
     {STOCHFLOW_PARAM_LR_WARMUP, 0, 1e12, 0, 1, "lr_warmup"},
     {STOCHFLOW_PARAM_LR_TOTAL_STEPS, 1, 1e12, 10000, 1, "lr_total_steps"},
     {STOCHFLOW_PARAM_LR_MIN, 0.0, 10.0, 0.0, 0, "lr_min"},
+    /* issue 9: learnable interpolant and couplings (lib/transport.c) */
+    {STOCHFLOW_PARAM_INTERP_LR, 1e-12, 10.0, 2e-3, 0, "interp_lr"},
+    {STOCHFLOW_PARAM_COUPLING, 1, 3, STOCHFLOW_COUPLING_INDEPENDENT, 1, "coupling"},
+    {STOCHFLOW_PARAM_SINKHORN_REG, 1e-4, 10.0, 0.05, 0, "sinkhorn_reg"},
     {STOCHFLOW_PARAM_SOLVER, 1, 4, STOCHFLOW_SOLVER_DOPRI5, 1, "solver"},
     {STOCHFLOW_PARAM_STEPS, 1, 1e8, 100, 1, "steps"},
     {STOCHFLOW_PARAM_RTOL, 1e-14, 1.0, 1e-5, 0, "rtol"},
@@ -80,7 +84,8 @@ void stochflow__hparams_defaults(stochflow__hparams *hp) {
         STOCHFLOW_PARAM_EMA_DECAY, STOCHFLOW_PARAM_LR_SCHEDULE, STOCHFLOW_PARAM_LR_DECAY_EVERY,
         STOCHFLOW_PARAM_LR_DECAY_FACTOR, STOCHFLOW_PARAM_LR_WARMUP,
         STOCHFLOW_PARAM_LR_TOTAL_STEPS, STOCHFLOW_PARAM_LR_MIN, STOCHFLOW_PARAM_THREADS,
-        STOCHFLOW_PARAM_EVAL_WEIGHTS};
+        STOCHFLOW_PARAM_EVAL_WEIGHTS,
+        STOCHFLOW_PARAM_INTERP_LR, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_PARAM_SINKHORN_REG};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; ++i)
         *stochflow__hparams_field(hp, keys[i]) = find(keys[i])->def;
 }
@@ -102,6 +107,9 @@ double *stochflow__hparams_field(stochflow__hparams *hp, int key) {
     case STOCHFLOW_PARAM_LR_MIN: return &hp->lr_min;
     case STOCHFLOW_PARAM_THREADS: return &hp->threads;
     case STOCHFLOW_PARAM_EVAL_WEIGHTS: return &hp->eval_weights;
+    case STOCHFLOW_PARAM_INTERP_LR: return &hp->interp_lr;
+    case STOCHFLOW_PARAM_COUPLING: return &hp->coupling;
+    case STOCHFLOW_PARAM_SINKHORN_REG: return &hp->sinkhorn_reg;
     default: return NULL;
     }
 }
