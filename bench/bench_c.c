@@ -17,6 +17,8 @@
  *           per dense layer (in -> out) with batch B, the forward
  *           Y[B x out] = X[B x in] W^T, the input gradient dX[B x in] = dY W and the
  *           weight gradient dW[out x in] = dY^T X                        (GFLOP/s)
+ *   sgemm-fwd  plain BLIS sgemm Y[B x w] = X[B x w] W^T of one hidden layer: the
+ *           rate that bounds a velocity / tangent evaluation from below  (GFLOP/s)
  *
  * Usage: bench_c --job JOB [--d 2] [--width 256] [--layers 3] [--batch 256]
  *                [--threads 1] [--steps 50] [--trace exact|hutch]
@@ -70,7 +72,7 @@ static double median(double *v, size_t n) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: bench_c --job train|sample|logp|sgemm|parity [--d N] [--width N] [--layers N]\n"
+            "usage: bench_c --job train|sample|logp|parity|sgemm|sgemm-fwd [--d N] [--width N] [--layers N]\n"
             "               [--batch N] [--threads N] [--steps N] [--trace exact|hutch]\n"
             "               [--min-time S] [--min-iters N] [--seed N] [--out FILE]\n");
 }
@@ -231,6 +233,43 @@ static int job_sgemm(const options *o) {
     free(dx);
     free(w);
     free(dw);
+    return 0;
+}
+
+static int job_sgemm_fwd(const options *o) {
+    size_t B = o->batch, w = o->width;
+    float *x = malloc(sizeof(float) * B * w), *y = malloc(sizeof(float) * B * w);
+    float *wt = malloc(sizeof(float) * w * w);
+    if (!x || !y || !wt) {
+        printf("{\"impl\": \"c\", \"ok\": false, \"error\": \"out of memory\"}\n");
+        return 1;
+    }
+    for (size_t i = 0; i < B * w; ++i) x[i] = (float)(xs_uniform() - 0.5);
+    for (size_t i = 0; i < w * w; ++i) wt[i] = (float)(xs_uniform() - 0.5) * 0.1f;
+    gemm_call g = {0, 1, B, w, w, x, wt, y, w, w, w, 1};
+    long rss_setup = maxrss_kb();
+    run_sgemm(&g, o->threads);
+    double *times = malloc(sizeof(double) * 100000);
+    size_t it = 0;
+    double t_start = now_s();
+    while (it < 100000) {
+        double t0 = now_s();
+        run_sgemm(&g, o->threads);
+        double t1 = now_s();
+        times[it++] = t1 - t0;
+        if ((int)it >= o->min_iters && t1 - t_start >= o->min_time) break;
+    }
+    double med = median(times, it), flops = 2.0 * (double)B * (double)w * (double)w;
+    printf("{\"impl\": \"c\", \"ok\": true, \"job\": \"sgemm-fwd\", \"width\": %zu, "
+           "\"batch\": %zu, \"threads\": %d, \"iters\": %zu, \"median_iter_s\": %.9g, "
+           "\"rate\": %.6g, \"unit\": \"GFLOP/s\", \"gflops\": %.6g, \"maxrss_kb\": %ld, "
+           "\"rss_setup_kb\": %ld}\n",
+           w, B, o->threads, it, med, flops / med / 1e9, flops / med / 1e9, maxrss_kb(),
+           rss_setup);
+    free(times);
+    free(x);
+    free(y);
+    free(wt);
     return 0;
 }
 
@@ -404,5 +443,6 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!strcmp(o.job, "sgemm")) return job_sgemm(&o);
+    if (!strcmp(o.job, "sgemm-fwd")) return job_sgemm_fwd(&o);
     return job_lib(&o);
 }
