@@ -11,7 +11,6 @@ Usage: check_symbols.py <source root>     (exit 0 = consistent, 1 = mismatch)
 Run by `meson test bindings-symbols`. Needs nothing but the standard library.
 """
 
-import ast
 import os
 import re
 import sys

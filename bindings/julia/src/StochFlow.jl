@@ -21,7 +21,8 @@ module StochFlow
 
 export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, sample,
        log_prob, integrate, save, load, parameters, gradients, set_param!, get_param,
-       toy_sample, toy_names, random_normal, version
+       toy_sample, toy_names, random_normal, version, interpolant_eval,
+       interpolant_coefficients, path_length, coupling_assign
 
 const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.0")
 
@@ -76,6 +77,7 @@ const TRACES = Dict(:exact => 1, :hutchinson => 2)
 const PROBE_DISTS = Dict(:rademacher => 1, :gaussian => 2)
 const LR_SCHEDULES = Dict(:constant => 1, :step => 2, :cosine => 3)
 const EVAL_WEIGHTS = Dict(:ema => 1, :live => 2)
+const COUPLINGS = Dict(:independent => 1, :ot => 2, :sinkhorn => 3)
 
 const MODEL_PARAMS = Dict(
     :lr => (100, nothing), :beta1 => (101, nothing), :beta2 => (102, nothing),
@@ -83,6 +85,8 @@ const MODEL_PARAMS = Dict(
     :ema_decay => (106, nothing), :lr_schedule => (107, LR_SCHEDULES),
     :lr_decay_every => (108, nothing), :lr_decay_factor => (109, nothing),
     :lr_warmup => (110, nothing), :lr_total_steps => (111, nothing), :lr_min => (112, nothing),
+    :interp_lr => (113, nothing), :coupling => (114, COUPLINGS),
+    :sinkhorn_reg => (115, nothing),
     :threads => (400, nothing), :eval_weights => (401, EVAL_WEIGHTS))
 const SOLVER_PARAMS = Dict(
     :solver => (200, SOLVERS), :steps => (201, nothing), :rtol => (202, nothing),
@@ -116,12 +120,14 @@ points(x::AbstractArray, d::Integer, name = "x") =
 
 """
     Model(dim; hidden=(256, 256, 256), activation=:silu, interpolant=:trig, seed=0,
-          threads=nothing, time_embedding=:raw, n_freq=0, tunables...)
+          threads=nothing, time_embedding=:raw, n_freq=0, n_modes=0, interp_base=:linear,
+          tunables...)
 
 A velocity network, its Adam optimizer and its random stream; freed by a finalizer.
 `tunables` are the keyed parameters by name (lr, beta1, beta2, adam_eps, weight_decay,
 grad_clip, ema_decay, lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup,
-lr_total_steps, lr_min, eval_weights).
+lr_total_steps, lr_min, eval_weights, interp_lr, coupling, sinkhorn_reg).
+`interpolant = :fourier` is the learnable interpolant with `n_modes` modes over `interp_base`.
 """
 mutable struct Model
     ptr::Ptr{Cvoid}
@@ -139,7 +145,8 @@ end
 
 function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
                interpolant = :trig, seed::Integer = 0, threads = nothing,
-               time_embedding = :raw, n_freq::Integer = 0, tunables...)
+               time_embedding = :raw, n_freq::Integer = 0, n_modes::Integer = 0,
+               interp_base = :linear, tunables...)
     cfg = Ref{Ptr{Cvoid}}(C_NULL)
     check(ccall((:stochflow_config_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Csize_t),
                 cfg, dim), "stochflow_config_new")
@@ -156,9 +163,17 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
                     (Ptr{Cvoid}, Cint, Csize_t), cfg[],
                     enumvalue(time_embedding, TIME_EMBEDDINGS, "time embedding"), n_freq),
               "stochflow_config_set_time_embedding")
-        check(ccall((:stochflow_config_set_interpolant, libstochflow), Cint, (Ptr{Cvoid}, Cint),
-                    cfg[], enumvalue(interpolant, INTERPOLANTS, "interpolant")),
-              "stochflow_config_set_interpolant")
+        if interpolant === :fourier || interpolant == "fourier"
+            check(ccall((:stochflow_config_set_fourier_interpolant, libstochflow), Cint,
+                        (Ptr{Cvoid}, Cint, Csize_t), cfg[],
+                        enumvalue(interp_base, INTERPOLANTS, "interpolant base"), n_modes),
+                  "stochflow_config_set_fourier_interpolant")
+        else
+            check(ccall((:stochflow_config_set_interpolant, libstochflow), Cint,
+                        (Ptr{Cvoid}, Cint), cfg[],
+                        enumvalue(interpolant, INTERPOLANTS, "interpolant")),
+                  "stochflow_config_set_interpolant")
+        end
         check(ccall((:stochflow_config_set_seed, libstochflow), Cint, (Ptr{Cvoid}, UInt64),
                     cfg[], seed), "stochflow_config_set_seed")
         h = Ref{Ptr{Cvoid}}(C_NULL)
@@ -194,6 +209,39 @@ function get_param(m::Model, name::Symbol)
     check(ccall((:stochflow_model_get_param, libstochflow), Cint,
                 (Ptr{Cdouble}, Ptr{Cvoid}, Cint), out, m.ptr, key), "stochflow_model_get_param")
     return out[]
+end
+
+"""(a(t), b(t), a'(t), b'(t)) of the model's interpolant."""
+function interpolant_eval(m::Model, t::Real)
+    out = Vector{Cdouble}(undef, 4)
+    check(ccall((:stochflow_model_interpolant_eval, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cvoid}, Cdouble), out, m.ptr, t),
+          "stochflow_model_interpolant_eval")
+    return Tuple(out)
+end
+
+"""(alpha, beta): copies of the learned Fourier coefficients."""
+function interpolant_coefficients(m::Model)
+    n = Ref{Csize_t}(0)
+    check(ccall((:stochflow_model_interpolant_coefficients, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cdouble}, Ptr{Csize_t}, Ptr{Cvoid}), C_NULL, C_NULL, n, m.ptr),
+          "stochflow_model_interpolant_coefficients")
+    alpha = Vector{Cdouble}(undef, n[])
+    beta = Vector{Cdouble}(undef, n[])
+    check(ccall((:stochflow_model_interpolant_coefficients, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cdouble}, Ptr{Csize_t}, Ptr{Cvoid}), alpha, beta, n, m.ptr),
+          "stochflow_model_interpolant_coefficients")
+    return alpha, beta
+end
+
+"""(running path-length estimate, number of steps averaged)."""
+function path_length(m::Model)
+    v = Ref{Cdouble}(0)
+    c = Ref{UInt64}(0)
+    check(ccall((:stochflow_model_path_length, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{UInt64}, Ptr{Cvoid}), v, c, m.ptr),
+          "stochflow_model_path_length")
+    return v[], c[]
 end
 
 """Interpolant loss of a d × n batch without an update (x0, t drawn by the library)."""
@@ -390,6 +438,28 @@ function toy_names()
     n = ccall((:stochflow_toy_count, libstochflow), Csize_t, ())
     return [unsafe_string(ccall((:stochflow_toy_name, libstochflow), Ptr{Cchar}, (Csize_t,), i))
             for i in 0:(n - 1)]
+end
+
+"""
+    coupling_assign(x0, x1; mode=:ot, reg=0.0, seed=0) -> (perm, cost)
+
+Minibatch coupling of the columns of x0 and x1 (d × n each): `perm[i]` is the (1-based)
+column of x0 paired with column i of x1.
+"""
+function coupling_assign(x0::AbstractMatrix, x1::AbstractMatrix; mode = :ot, reg::Real = 0.0,
+                         seed::Integer = 0)
+    d = size(x1, 1)
+    a = points(x0, d, "x0")
+    b = points(x1, d, "x1")
+    size(a) == size(b) || throw(DimensionMismatch("x0 must have size $(size(b)), got $(size(a))"))
+    perm = Vector{Csize_t}(undef, size(b, 2))
+    cost = Ref{Cdouble}(0)
+    check(ccall((:stochflow_coupling_assign, libstochflow), Cint,
+                (Ptr{Csize_t}, Ptr{Cdouble}, Ptr{Cfloat}, Ptr{Cfloat}, Csize_t, Csize_t, Cint,
+                 Cdouble, UInt64),
+                perm, cost, a, b, size(b, 2), d, enumvalue(mode, COUPLINGS, "coupling"), reg,
+                seed), "stochflow_coupling_assign")
+    return Int.(perm) .+ 1, cost[]
 end
 
 """n standard normal draws; element i depends only on (seed, stream, i)."""

@@ -35,7 +35,7 @@ library_path = _lib._stochflow_path
 
 __all__ = [
     "Model", "Solver", "Error", "toy_sample", "toy_names", "toy_log_density",
-    "random_normal", "png_write", "param_bounds", "status_string", "__version__",
+    "random_normal", "png_write", "coupling_assign", "param_bounds", "status_string", "__version__",
 ]
 
 # ---- errors ---------------------------------------------------------------------------
@@ -188,6 +188,9 @@ _PROBES = {"rademacher": STOCHFLOW_PROBE_RADEMACHER,  # noqa: F405
 _SCHEDULES = {"constant": STOCHFLOW_LR_CONSTANT, "step": STOCHFLOW_LR_STEP,  # noqa: F405
               "cosine": STOCHFLOW_LR_COSINE}  # noqa: F405
 _EVAL_WEIGHTS = {"ema": 1, "live": 2}
+_COUPLINGS = {"independent": STOCHFLOW_COUPLING_INDEPENDENT,  # noqa: F405
+              "ot": STOCHFLOW_COUPLING_OT, "sinkhorn": STOCHFLOW_COUPLING_SINKHORN}  # noqa
+
 
 # Keyed parameters by Python name: (key, enum table or None).
 MODEL_PARAMS = {
@@ -206,6 +209,9 @@ MODEL_PARAMS = {
     "lr_min": (STOCHFLOW_PARAM_LR_MIN, None),  # noqa: F405
     "threads": (STOCHFLOW_PARAM_THREADS, None),  # noqa: F405
     "eval_weights": (STOCHFLOW_PARAM_EVAL_WEIGHTS, _EVAL_WEIGHTS),  # noqa: F405
+    "interp_lr": (STOCHFLOW_PARAM_INTERP_LR, None),  # noqa: F405
+    "coupling": (STOCHFLOW_PARAM_COUPLING, _COUPLINGS),  # noqa: F405
+    "sinkhorn_reg": (STOCHFLOW_PARAM_SINKHORN_REG, None),  # noqa: F405
 }
 SOLVER_PARAMS = {
     "solver": (STOCHFLOW_PARAM_SOLVER, _SOLVERS),  # noqa: F405
@@ -249,17 +255,23 @@ class Model:
     """A velocity network v(t, x), its Adam optimizer and its random stream.
 
     Model(dim, hidden=(256, 256, 256), activation="silu", interpolant="trig", seed=0,
-          threads=None, time_embedding="raw", n_freq=0, **tunables)
+          threads=None, time_embedding="raw", n_freq=0, n_modes=0, interp_base="linear",
+          **tunables)
+
+    interpolant "fourier" is the learnable interpolant (doc/transport.md) with n_modes
+    sine modes on top of interp_base ("trig" or "linear").
 
     tunables are the model's keyed parameters by name: lr, beta1, beta2, adam_eps,
     weight_decay, grad_clip, ema_decay, lr_schedule ("constant"/"step"/"cosine"),
     lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
-    eval_weights ("ema"/"live"). The handle is freed when the object is garbage
+    eval_weights ("ema"/"live"), interp_lr, coupling ("independent"/"ot"/"sinkhorn"),
+    sinkhorn_reg. The handle is freed when the object is garbage
     collected (and not before: arrays from parameters()/gradients() keep it alive).
     """
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", interpolant="trig",
-                 seed=0, threads=None, time_embedding="raw", n_freq=0, **tunables):
+                 seed=0, threads=None, time_embedding="raw", n_freq=0, n_modes=0,
+                 interp_base="linear", **tunables):
         hidden = [int(h) for h in hidden]
         cfg = ctypes.c_void_p()
         _call("stochflow_config_new", ctypes.byref(cfg), int(dim))
@@ -270,8 +282,12 @@ class Model:
                   _enum(activation, _ACTIVATIONS, "activation"))
             _call("stochflow_config_set_time_embedding", cfg,
                   _enum(time_embedding, _TIME, "time embedding"), int(n_freq))
-            _call("stochflow_config_set_interpolant", cfg,
-                  _enum(interpolant, _INTERPOLANTS, "interpolant"))
+            if isinstance(interpolant, str) and interpolant.lower() == "fourier":
+                _call("stochflow_config_set_fourier_interpolant", cfg,
+                      _enum(interp_base, _INTERPOLANTS, "interpolant base"), int(n_modes))
+            else:
+                _call("stochflow_config_set_interpolant", cfg,
+                      _enum(interpolant, _INTERPOLANTS, "interpolant"))
             _call("stochflow_config_set_seed", cfg, int(seed))
             handle = ctypes.c_void_p()
             _call("stochflow_model_new", ctypes.byref(handle), cfg)
@@ -322,16 +338,23 @@ class Model:
             nf = ctypes.c_size_t()
             kind = _lib.stochflow_config_time_embedding(cfg, ctypes.byref(nf))
             name = lambda table, v: next((k for k, x in table.items() if x == v), v)  # noqa
-            return {
+            out = {
                 "dim": _lib.stochflow_config_dim(cfg),
                 "hidden": tuple(widths),
                 "activation": name(_ACTIVATIONS, _lib.stochflow_config_activation(cfg)),
                 "time_embedding": name(_TIME, kind),
                 "n_freq": nf.value,
-                "interpolant": name(dict(_INTERPOLANTS, custom=3),
+                "interpolant": name(dict(_INTERPOLANTS, custom=3, fourier=4),
                                     _lib.stochflow_config_interpolant(cfg)),
                 "seed": _lib.stochflow_config_seed(cfg),
             }
+            if out["interpolant"] == "fourier":
+                base, modes = ctypes.c_int(), ctypes.c_size_t()
+                _call("stochflow_config_fourier_interpolant", cfg, ctypes.byref(base),
+                      ctypes.byref(modes))
+                out["interp_base"] = name(_INTERPOLANTS, base.value)
+                out["n_modes"] = modes.value
+            return out
         finally:
             _lib.stochflow_config_free(cfg)
 
@@ -347,6 +370,30 @@ class Model:
         out = ctypes.c_double()
         _call("stochflow_model_get_param", ctypes.byref(out), self._h, key)
         return out.value
+
+    # -- interpolant and transport (issue 9)
+    def interpolant_eval(self, t):
+        """(a(t), b(t), a'(t), b'(t)) of the model's interpolant."""
+        out = (ctypes.c_double * 4)()
+        _call("stochflow_model_interpolant_eval", out, self._h, float(t))
+        return tuple(out)
+
+    def interpolant_coefficients(self):
+        """(alpha, beta): float64 copies of the learned Fourier coefficients."""
+        m = ctypes.c_size_t()
+        _call("stochflow_model_interpolant_coefficients", None, None, ctypes.byref(m), self._h)
+        alpha = np.empty(m.value, dtype=np.float64)
+        beta = np.empty(m.value, dtype=np.float64)
+        dp = _capi.c_double_p
+        _call("stochflow_model_interpolant_coefficients", alpha.ctypes.data_as(dp),
+              beta.ctypes.data_as(dp), ctypes.byref(m), self._h)
+        return alpha, beta
+
+    def path_length(self):
+        """(running path-length estimate, number of steps averaged)."""
+        out, count = ctypes.c_double(), ctypes.c_uint64()
+        _call("stochflow_model_path_length", ctypes.byref(out), ctypes.byref(count), self._h)
+        return out.value, count.value
 
     # -- training
     def _batch_call(self, fname, x1, x0, t):
@@ -588,6 +635,24 @@ def toy_log_density(name, x):
     _call("stochflow_toy_log_density", _ptr(logp), ctypes.byref(ent), name.encode(), _ptr(x),
           x.shape[0])
     return logp, ent.value
+
+
+def coupling_assign(x0, x1, mode="ot", reg=0.0, seed=0):
+    """Minibatch coupling of the rows of x0 and x1 (both (n, d)) as used in training:
+    (perm, mean cost) with perm[i] the x0 row paired with x1 row i (int64 array (n,))."""
+    x1 = np.asarray(x1, dtype=np.float32)
+    if x1.ndim != 2:
+        raise ValueError("x1 must have shape (n, d), got %s" % (x1.shape,))
+    x1 = _matrix(x1, x1.shape[1], "x1")
+    x0 = _matrix(x0, x1.shape[1], "x0")
+    if x0.shape != x1.shape:
+        raise ValueError("x0 must have shape %s, got %s" % (x1.shape, x0.shape))
+    n, d = x1.shape
+    perm = (ctypes.c_size_t * n)()
+    cost = ctypes.c_double()
+    _call("stochflow_coupling_assign", perm, ctypes.byref(cost), _ptr(x0), _ptr(x1), n, d,
+          _enum(mode, _COUPLINGS, "coupling"), float(reg), int(seed))
+    return np.array(perm, dtype=np.int64), cost.value
 
 
 def random_normal(n, seed=0, stream=0):

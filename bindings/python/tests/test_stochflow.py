@@ -208,6 +208,30 @@ def test_gradients_and_two_phase_step():
     np.testing.assert_array_equal(a.parameters(), b.parameters())
 
 
+def test_distinct_models_in_threads():
+    """ctypes releases the GIL; distinct handles may run concurrently (doc/threading.md)
+    and give the same bits as sequential runs."""
+    import threading
+
+    def train(m, out, i):
+        out[i] = [m.train_step(batch(64, stream=k)) for k in range(20)]
+
+    seq = [small(), small()]
+    want = [None, None]
+    for i, m in enumerate(seq):
+        train(m, want, i)
+    par = [small(), small()]
+    got = [None, None]
+    threads = [threading.Thread(target=train, args=(m, got, i)) for i, m in enumerate(par)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
+    for a, b in zip(seq, par):
+        np.testing.assert_array_equal(a.parameters(), b.parameters())
+
+
 # ---- training, evaluation, persistence ------------------------------------------------------
 
 
@@ -338,3 +362,40 @@ def test_png_write(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
         sf.png_write(path, np.zeros((4, 5, 2), np.uint8))
+
+
+# ---- issue 9: learnable interpolant, couplings ------------------------------------------------
+
+
+def test_fourier_interpolant_and_transport():
+    m = sf.Model(2, hidden=(16, 16), seed=1, interpolant="fourier", n_modes=3,
+                 interp_base="trig", coupling="ot", interp_lr=1e-2, threads=1)
+    c = m.config()
+    assert (c["interpolant"], c["interp_base"], c["n_modes"]) == ("fourier", "trig", 3)
+    assert m.get_param("coupling") == sf.STOCHFLOW_COUPLING_OT
+    alpha, beta = m.interpolant_coefficients()
+    assert alpha.shape == beta.shape == (3,) and not alpha.any() and not beta.any()
+    assert m.interpolant_eval(0.0)[:2] == (1.0, 0.0)
+    assert m.interpolant_eval(1.0)[:2] == pytest.approx((0.0, 1.0), abs=1e-12)
+    with pytest.raises(sf.InvalidArgumentError):
+        m.path_length()  # before the first step
+    for k in range(3):
+        m.train_step(batch(32, stream=k))
+    assert m.path_length()[1] == 3
+    assert m.interpolant_coefficients()[0].any()  # the ascent step moved them
+    assert sf.Model(**c).config() == c
+    with pytest.raises(sf.InvalidArgumentError):
+        small().interpolant_coefficients()  # not a Fourier model
+
+
+def test_coupling_assign():
+    x1 = batch(6)
+    x0 = x1[::-1].copy()
+    perm, cost = sf.coupling_assign(x0, x1, "ot")
+    assert sorted(perm) == list(range(6))
+    np.testing.assert_array_equal(x0[perm], x1)  # the exact matching is the reversal
+    assert cost == 0.0
+    perm, _ = sf.coupling_assign(x0, x1, "independent")
+    assert list(perm) == list(range(6))
+    with pytest.raises(ValueError, match=r"\(5, 2\)"):
+        sf.coupling_assign(x0[:5], x1)

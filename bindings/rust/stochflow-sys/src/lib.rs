@@ -72,6 +72,15 @@ pub const STOCHFLOW_PARAM_PROBE_DIST: c_int = 302;
 pub const STOCHFLOW_PARAM_THREADS: c_int = 400;
 pub const STOCHFLOW_PARAM_EVAL_WEIGHTS: c_int = 401;
 
+// ---- issue 9: learnable interpolants, minibatch couplings ----
+pub const STOCHFLOW_INTERP_FOURIER: c_int = 4;
+pub const STOCHFLOW_COUPLING_INDEPENDENT: c_int = 1;
+pub const STOCHFLOW_COUPLING_OT: c_int = 2;
+pub const STOCHFLOW_COUPLING_SINKHORN: c_int = 3;
+pub const STOCHFLOW_PARAM_INTERP_LR: c_int = 113;
+pub const STOCHFLOW_PARAM_COUPLING: c_int = 114;
+pub const STOCHFLOW_PARAM_SINKHORN_REG: c_int = 115;
+
 // ---- solver statistics ----
 pub const STOCHFLOW_STAT_NFE: c_int = 1;
 pub const STOCHFLOW_STAT_ACCEPTED: c_int = 2;
@@ -319,6 +328,42 @@ extern "C" {
         user: *mut c_void,
         d: usize,
         n: usize,
+        seed: u64,
+    ) -> c_int;
+
+    // issue 9: learnable interpolants, minibatch couplings
+    pub fn stochflow_config_set_fourier_interpolant(
+        cfg: *mut stochflow_config,
+        base: c_int,
+        n_modes: usize,
+    ) -> c_int;
+    pub fn stochflow_config_fourier_interpolant(
+        cfg: *const stochflow_config,
+        base: *mut c_int,
+        n_modes: *mut usize,
+    ) -> c_int;
+    pub fn stochflow_model_interpolant_coefficients(
+        alpha: *mut f64,
+        beta: *mut f64,
+        n_modes: *mut usize,
+        m: *const stochflow_model,
+    ) -> c_int;
+    pub fn stochflow_model_interpolant_eval(out: *mut f64, m: *const stochflow_model, t: f64)
+        -> c_int;
+    pub fn stochflow_model_path_length(
+        out: *mut f64,
+        count: *mut u64,
+        m: *const stochflow_model,
+    ) -> c_int;
+    pub fn stochflow_coupling_assign(
+        perm: *mut usize,
+        cost: *mut f64,
+        x0: *const f32,
+        x1: *const f32,
+        n: usize,
+        d: usize,
+        mode: c_int,
+        reg: f64,
         seed: u64,
     ) -> c_int;
 

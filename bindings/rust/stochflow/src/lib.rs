@@ -243,8 +243,20 @@ pub enum Param {
     Trace = 300,
     Probes = 301,
     ProbeDist = 302,
+    InterpLr = 113,
+    Coupling = 114,
+    SinkhornReg = 115,
     Threads = 400,
     EvalWeights = 401,
+}
+
+/// Minibatch coupling of base and data points (STOCHFLOW_COUPLING_*), for
+/// [`coupling_assign`] and `Param::Coupling`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coupling {
+    Independent = 1,
+    Ot = 2,
+    Sinkhorn = 3,
 }
 
 /// (lo, hi, default) of a keyed parameter.
@@ -294,6 +306,20 @@ impl Config {
     pub fn set_seed(&mut self, seed: u64) -> Result<()> {
         // SAFETY: valid handle.
         check(unsafe { sys::stochflow_config_set_seed(self.h, seed) })
+    }
+    /// The learnable Fourier interpolant: `n_modes` sine modes on top of `base`.
+    pub fn set_fourier_interpolant(&mut self, base: Interpolant, n_modes: usize) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe {
+            sys::stochflow_config_set_fourier_interpolant(self.h, base as c_int, n_modes)
+        })
+    }
+    /// (base as STOCHFLOW_INTERP_*, number of modes) of a Fourier configuration.
+    pub fn fourier_interpolant(&self) -> Result<(i32, usize)> {
+        let (mut base, mut modes) = (0 as c_int, 0usize);
+        // SAFETY: valid handle and out-pointers.
+        check(unsafe { sys::stochflow_config_fourier_interpolant(self.h, &mut base, &mut modes) })?;
+        Ok((base, modes))
     }
     pub fn dim(&self) -> usize {
         // SAFETY: valid handle.
@@ -446,6 +472,45 @@ impl Model {
         // SAFETY: valid out-pointer.
         check(unsafe { sys::stochflow_model_get_param(&mut v, self.h, p as c_int) })?;
         Ok(v)
+    }
+
+    /// (a(t), b(t), a'(t), b'(t)) of the model's interpolant.
+    pub fn interpolant_eval(&self, t: f64) -> Result<[f64; 4]> {
+        let mut out = [0f64; 4];
+        // SAFETY: four writable doubles.
+        check(unsafe { sys::stochflow_model_interpolant_eval(out.as_mut_ptr(), self.h, t) })?;
+        Ok(out)
+    }
+    /// Copies of the learned Fourier coefficients (alpha, beta).
+    pub fn interpolant_coefficients(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let mut m = 0usize;
+        // SAFETY: NULL coefficient pointers ask only for the count.
+        check(unsafe {
+            sys::stochflow_model_interpolant_coefficients(
+                ptr::null_mut(),
+                ptr::null_mut(),
+                &mut m,
+                self.h,
+            )
+        })?;
+        let (mut a, mut b) = (vec![0f64; m], vec![0f64; m]);
+        // SAFETY: m writable doubles each.
+        check(unsafe {
+            sys::stochflow_model_interpolant_coefficients(
+                a.as_mut_ptr(),
+                b.as_mut_ptr(),
+                &mut m,
+                self.h,
+            )
+        })?;
+        Ok((a, b))
+    }
+    /// (running path-length estimate, number of steps averaged).
+    pub fn path_length(&self) -> Result<(f64, u64)> {
+        let (mut v, mut c) = (0f64, 0u64);
+        // SAFETY: valid out-pointers.
+        check(unsafe { sys::stochflow_model_path_length(&mut v, &mut c, self.h) })?;
+        Ok((v, c))
     }
 
     fn batch(
@@ -743,6 +808,41 @@ impl Drop for Solver {
 }
 
 // ---- utilities ----------------------------------------------------------------------
+
+/// Minibatch coupling of x0 and x1 (n*d each): perm[i] is the x0 row paired with x1 row
+/// i; returns the mean paired cost. `reg` is Sinkhorn's relative regularization.
+pub fn coupling_assign(
+    perm: &mut [usize],
+    x0: &[f32],
+    x1: &[f32],
+    d: usize,
+    mode: Coupling,
+    reg: f64,
+    seed: u64,
+) -> Result<f64> {
+    if d == 0 {
+        return Err(Error::invalid("dimension d must be positive".to_string()));
+    }
+    let n = rows("x1", x1.len(), d)?;
+    check_len("x0", x0.len(), x1.len())?;
+    check_len("perm", perm.len(), n)?;
+    let mut cost = 0f64;
+    // SAFETY: lengths checked.
+    check(unsafe {
+        sys::stochflow_coupling_assign(
+            perm.as_mut_ptr(),
+            &mut cost,
+            x0.as_ptr(),
+            x1.as_ptr(),
+            n,
+            d,
+            mode as c_int,
+            reg,
+            seed,
+        )
+    })?;
+    Ok(cost)
+}
 
 /// Standard normal draws into out; out[i] depends only on (seed, stream, i).
 pub fn random_normal(out: &mut [f32], seed: u64, stream: u64) -> Result<()> {

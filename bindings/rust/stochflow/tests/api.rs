@@ -214,3 +214,35 @@ fn utilities() {
     assert!(stochflow::png_write("/nonexistent/dir/a.png", &px, 4, 3, 3).is_err());
     assert!(stochflow::png_write("/tmp/x.png", &px, 4, 3, 2).is_err());
 }
+
+#[test]
+fn fourier_interpolant_and_coupling() {
+    use stochflow::{coupling_assign, Coupling, Interpolant};
+    let mut cfg = Config::new(2).unwrap();
+    cfg.set_hidden(&[16, 16]).unwrap();
+    cfg.set_fourier_interpolant(Interpolant::Trig, 3).unwrap();
+    assert_eq!(cfg.fourier_interpolant().unwrap(), (Interpolant::Trig as i32, 3));
+    let mut m = Model::new(&cfg).unwrap();
+    m.set_param(Param::Coupling, Coupling::Ot as i32 as f64).unwrap();
+    let (a, b) = m.interpolant_coefficients().unwrap();
+    assert_eq!((a.len(), b.len()), (3, 3));
+    assert_eq!(m.path_length().unwrap_err().kind, ErrorKind::Invalid);
+    let ab = m.interpolant_eval(0.0).unwrap();
+    assert_eq!((ab[0], ab[1]), (1.0, 0.0));
+    for k in 0..3 {
+        m.train_step(&batch(32, k)).unwrap();
+    }
+    assert_eq!(m.path_length().unwrap().1, 3);
+    assert!(small().interpolant_coefficients().is_err());
+
+    let x1 = batch(6, 0);
+    let mut x0 = Vec::new();
+    for i in (0..6).rev() {
+        x0.extend_from_slice(&x1[i * 2..i * 2 + 2]);
+    }
+    let mut perm = vec![0usize; 6];
+    let cost = coupling_assign(&mut perm, &x0, &x1, 2, Coupling::Ot, 0.0, 0).unwrap();
+    assert_eq!(perm, vec![5, 4, 3, 2, 1, 0]);
+    assert_eq!(cost, 0.0);
+    assert!(coupling_assign(&mut perm[..5], &x0, &x1, 2, Coupling::Ot, 0.0, 0).is_err());
+}
