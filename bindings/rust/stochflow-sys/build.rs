@@ -25,7 +25,9 @@ fn main() {
             return;
         }
     }
-    let pc = Command::new("pkg-config").args(["--libs-only-L", "stochflow"]).output();
+    let pc = Command::new("pkg-config")
+        .args(["--libs-only-L", "stochflow"])
+        .output();
     match pc {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);

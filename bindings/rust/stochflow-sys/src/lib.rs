@@ -116,8 +116,13 @@ pub type stochflow_velocity_fn = Option<
     ) -> c_int,
 >;
 pub type stochflow_logpdf_fn = Option<
-    unsafe extern "C" fn(user: *mut c_void, n: usize, d: usize, x: *const f32, logp: *mut f32)
-        -> c_int,
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        n: usize,
+        d: usize,
+        x: *const f32,
+        logp: *mut f32,
+    ) -> c_int,
 >;
 pub type stochflow_progress_fn = Option<unsafe extern "C" fn(user: *mut c_void, t: f64) -> c_int>;
 
@@ -157,14 +162,18 @@ extern "C" {
         cap: usize,
     ) -> usize;
     pub fn stochflow_config_activation(cfg: *const stochflow_config) -> c_int;
-    pub fn stochflow_config_time_embedding(cfg: *const stochflow_config, n_freq: *mut usize)
-        -> c_int;
+    pub fn stochflow_config_time_embedding(
+        cfg: *const stochflow_config,
+        n_freq: *mut usize,
+    ) -> c_int;
     pub fn stochflow_config_interpolant(cfg: *const stochflow_config) -> c_int;
     pub fn stochflow_config_seed(cfg: *const stochflow_config) -> u64;
 
     // model
-    pub fn stochflow_model_new(out: *mut *mut stochflow_model, cfg: *const stochflow_config)
-        -> c_int;
+    pub fn stochflow_model_new(
+        out: *mut *mut stochflow_model,
+        cfg: *const stochflow_config,
+    ) -> c_int;
     pub fn stochflow_model_free(m: *mut stochflow_model);
     pub fn stochflow_model_config(
         out: *mut *mut stochflow_config,
@@ -258,8 +267,11 @@ extern "C" {
     pub fn stochflow_solver_new(out: *mut *mut stochflow_solver) -> c_int;
     pub fn stochflow_solver_free(s: *mut stochflow_solver);
     pub fn stochflow_solver_set_param(s: *mut stochflow_solver, key: c_int, value: f64) -> c_int;
-    pub fn stochflow_solver_get_param(out: *mut f64, s: *const stochflow_solver, key: c_int)
-        -> c_int;
+    pub fn stochflow_solver_get_param(
+        out: *mut f64,
+        s: *const stochflow_solver,
+        key: c_int,
+    ) -> c_int;
     pub fn stochflow_solver_set_seed(s: *mut stochflow_solver, seed: u64) -> c_int;
     pub fn stochflow_solver_set_base_logpdf(
         s: *mut stochflow_solver,
@@ -348,8 +360,11 @@ extern "C" {
         n_modes: *mut usize,
         m: *const stochflow_model,
     ) -> c_int;
-    pub fn stochflow_model_interpolant_eval(out: *mut f64, m: *const stochflow_model, t: f64)
-        -> c_int;
+    pub fn stochflow_model_interpolant_eval(
+        out: *mut f64,
+        m: *const stochflow_model,
+        t: f64,
+    ) -> c_int;
     pub fn stochflow_model_path_length(
         out: *mut f64,
         count: *mut u64,

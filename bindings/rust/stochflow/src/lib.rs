@@ -91,7 +91,11 @@ impl Error {
         }
     }
     fn invalid(message: String) -> Error {
-        Error { status: sys::STOCHFLOW_E_INVALID, kind: ErrorKind::Invalid, message }
+        Error {
+            status: sys::STOCHFLOW_E_INVALID,
+            kind: ErrorKind::Invalid,
+            message,
+        }
     }
 }
 
@@ -119,12 +123,16 @@ fn check(status: c_int) -> Result<()> {
 
 fn check_len(what: &str, len: usize, want: usize) -> Result<()> {
     if len != want {
-        return Err(Error::invalid(format!("{} has {} values, expected {}", what, len, want)));
+        return Err(Error::invalid(format!(
+            "{} has {} values, expected {}",
+            what, len, want
+        )));
     }
     Ok(())
 }
 
 /// Number of points in a row-major batch of dimension d.
+#[allow(unknown_lints, clippy::manual_is_multiple_of)] // `%` keeps older toolchains working
 fn rows(what: &str, len: usize, d: usize) -> Result<usize> {
     if len == 0 || len % d != 0 {
         return Err(Error::invalid(format!(
@@ -156,13 +164,17 @@ fn path_cstring(path: &Path) -> Result<CString> {
 /// Static English text of a status code.
 pub fn status_string(status: i32) -> String {
     // SAFETY: returns static NUL-terminated text for every input.
-    unsafe { CStr::from_ptr(sys::stochflow_status_string(status)) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(sys::stochflow_status_string(status)) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Run-time library version "MAJOR.MINOR.PATCH".
 pub fn version() -> String {
     // SAFETY: static string.
-    unsafe { CStr::from_ptr(sys::stochflow_version_string()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(sys::stochflow_version_string()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Run-time version as MAJOR*10000 + MINOR*100 + PATCH.
@@ -605,7 +617,14 @@ impl Model {
         check_len("out", out.len(), x.len())?;
         // SAFETY: lengths checked.
         check(unsafe {
-            sys::stochflow_model_velocity_vjp(out.as_mut_ptr(), self.h, t, x.as_ptr(), u.as_ptr(), n)
+            sys::stochflow_model_velocity_vjp(
+                out.as_mut_ptr(),
+                self.h,
+                t,
+                x.as_ptr(),
+                u.as_ptr(),
+                n,
+            )
         })
     }
     /// Exact divergence per point (div: n) and optionally v (n*d).
@@ -863,7 +882,11 @@ pub fn toy_names() -> Vec<String> {
     // SAFETY: indices below the count give static strings.
     let n = unsafe { sys::stochflow_toy_count() };
     (0..n)
-        .map(|i| unsafe { CStr::from_ptr(sys::stochflow_toy_name(i)) }.to_string_lossy().into_owned())
+        .map(|i| {
+            unsafe { CStr::from_ptr(sys::stochflow_toy_name(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect()
 }
 

@@ -20,9 +20,16 @@ fn batch(n: usize, stream: u64) -> Vec<f32> {
 
 #[test]
 fn version_matches_project() {
-    let meson = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../meson.build"))
+    let meson =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../meson.build"))
+            .unwrap();
+    let want = meson
+        .split("version: '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
         .unwrap();
-    let want = meson.split("version: '").nth(1).unwrap().split('\'').next().unwrap();
     assert_eq!(version(), want);
     assert_eq!(version(), env!("CARGO_PKG_VERSION"));
     assert!(version_number() >= 100);
@@ -67,9 +74,15 @@ fn errors_carry_status_and_message() {
     assert!(matches!(e.kind, ErrorKind::Format | ErrorKind::Version));
 
     let mut x = vec![0f32; 4];
-    assert_eq!(toy_sample(&mut x, "nope", 0, 0).unwrap_err().kind, ErrorKind::Invalid);
+    assert_eq!(
+        toy_sample(&mut x, "nope", 0, 0).unwrap_err().kind,
+        ErrorKind::Invalid
+    );
     let mut lp = vec![0f32; 2];
-    assert_eq!(toy_log_density("moons", &x, &mut lp).unwrap_err().kind, ErrorKind::Unsupported);
+    assert_eq!(
+        toy_log_density("moons", &x, &mut lp).unwrap_err().kind,
+        ErrorKind::Unsupported
+    );
     for s in -11..=-1 {
         assert_ne!(ErrorKind::from_status(s), ErrorKind::Other);
     }
@@ -145,11 +158,13 @@ fn training_sampling_and_density() {
     assert!(lp2.iter().all(|v| v.is_finite()));
     s.set_trace(Trace::Hutchinson(4)).unwrap();
     let mut se = vec![0f32; 10];
-    s.log_prob(&mut m, &x, 1.0, &mut lp2, Some(&mut se)).unwrap();
+    s.log_prob(&mut m, &x, 1.0, &mut lp2, Some(&mut se))
+        .unwrap();
     assert!(se.iter().all(|&v| v >= 0.0));
     let mut y = x.clone();
     let mut dl = vec![0f32; 10];
-    s.integrate(&mut m, &mut y, 1.0, 0.0, Some(&mut dl), None).unwrap();
+    s.integrate(&mut m, &mut y, 1.0, 0.0, Some(&mut dl), None)
+        .unwrap();
     assert_ne!(x, y);
     let mut div = vec![0f32; 10];
     m.divergence(0.3, &x, &mut div, None).unwrap();
@@ -221,9 +236,13 @@ fn fourier_interpolant_and_coupling() {
     let mut cfg = Config::new(2).unwrap();
     cfg.set_hidden(&[16, 16]).unwrap();
     cfg.set_fourier_interpolant(Interpolant::Trig, 3).unwrap();
-    assert_eq!(cfg.fourier_interpolant().unwrap(), (Interpolant::Trig as i32, 3));
+    assert_eq!(
+        cfg.fourier_interpolant().unwrap(),
+        (Interpolant::Trig as i32, 3)
+    );
     let mut m = Model::new(&cfg).unwrap();
-    m.set_param(Param::Coupling, Coupling::Ot as i32 as f64).unwrap();
+    m.set_param(Param::Coupling, Coupling::Ot as i32 as f64)
+        .unwrap();
     let (a, b) = m.interpolant_coefficients().unwrap();
     assert_eq!((a.len(), b.len()), (3, 3));
     assert_eq!(m.path_length().unwrap_err().kind, ErrorKind::Invalid);

@@ -54,8 +54,9 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
     m.set_param(Param::Lr, 1e-2).unwrap();
     m.set_param(Param::Threads, 1.0).unwrap();
 
-    let losses: Vec<u64> =
-        (0..25).map(|k| m.train_step(&moons(64, 11, k)).unwrap().to_bits()).collect();
+    let losses: Vec<u64> = (0..25)
+        .map(|k| m.train_step(&moons(64, 11, k)).unwrap().to_bits())
+        .collect();
     rec.insert("losses".to_string(), (true, losses));
     rec.insert("params".to_string(), f32_bits(m.parameters().unwrap()));
 
@@ -76,7 +77,8 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
     rec.insert("logp_exact".to_string(), f32_bits(&lp));
     s.set_trace(Trace::Hutchinson(3)).unwrap();
     s.set_seed(9).unwrap();
-    s.log_prob(&mut m, &pts, 1.0, &mut lp, Some(&mut se)).unwrap();
+    s.log_prob(&mut m, &pts, 1.0, &mut lp, Some(&mut se))
+        .unwrap();
     rec.insert("logp_hutchinson".to_string(), f32_bits(&lp));
     rec.insert("se_hutchinson".to_string(), f32_bits(&se));
     rec
@@ -86,16 +88,29 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
 fn golden_bits() {
     let want = read_golden();
     let got = run_scenario();
-    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
     for (name, (is_f64, w)) in &want {
         let (g_f64, g) = &got[name];
         assert_eq!(is_f64, g_f64, "{}", name);
         assert_eq!(w.len(), g.len(), "{}", name);
         if let Some(i) = (0..w.len()).find(|&i| w[i] != g[i]) {
             let show = |b: u64| {
-                if *is_f64 { f64::from_bits(b) } else { f32::from_bits(b as u32) as f64 }
+                if *is_f64 {
+                    f64::from_bits(b)
+                } else {
+                    f32::from_bits(b as u32) as f64
+                }
             };
-            panic!("{}[{}]: computed {:e}, golden {:e}", name, i, show(g[i]), show(w[i]));
+            panic!(
+                "{}[{}]: computed {:e}, golden {:e}",
+                name,
+                i,
+                show(g[i]),
+                show(w[i])
+            );
         }
     }
 }
