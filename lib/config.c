@@ -33,6 +33,10 @@ int stochflow__config_validate(const stochflow_config *c) {
                         (c->n_freq < 1 || c->n_freq > STOCHFLOW__MAX_FREQ),
                     STOCHFLOW_E_INVALID, "Fourier frequencies %zu out of range 1..%d", c->n_freq,
                     STOCHFLOW__MAX_FREQ);
+    /* raw time has no frequencies: a hostile checkpoint claiming some would overrun the
+     * time-feature buffer (found by fuzz/fuzz_checkpoint.c) */
+    RETURN_ERROR_IF(c->time_kind == STOCHFLOW_TIME_RAW && c->n_freq != 0, STOCHFLOW_E_INVALID,
+                    "raw time embedding with %zu Fourier frequencies", c->n_freq);
     RETURN_ERROR_IF(c->interpolant < STOCHFLOW_INTERP_TRIG ||
                         c->interpolant > STOCHFLOW_INTERP_FOURIER,
                     STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interpolant);

@@ -1,15 +1,21 @@
 /* error.c - status strings and the thread-local error message. */
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
 static _Thread_local char last_message[512];
 
 int stochflow__error(int status, const char *fmt, ...) {
+    /* Format into a copy first: callers may pass the current message as an argument
+     * ("...: %s", stochflow_last_error_message()), and vsnprintf must not write the
+     * buffer it reads (found by fuzz/fuzz_checkpoint.c: the message came out empty). */
+    char tmp[sizeof last_message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(last_message, tmp, sizeof last_message);
     return status;
 }
 

@@ -51,6 +51,20 @@ int stochflow__optimizer_apply(stochflow_model *m) {
     const float inv_bc2 = (float)(1.0 / (1.0 - pow(hp->beta2, t)));
     const float flr = (float)lr, eps = (float)hp->eps, wd = (float)(lr * hp->weight_decay);
     const float fs = (float)scale;
+    /* Refuse an update that would not be finite (a finite gradient whose square
+     * overflows float in the second moment, or moments already non-finite): the model
+     * stays at its last finite state (issue 7; tests/check_reliability.c). */
+    for (size_t i = 0; i < n; ++i) {
+        float gi = g[i] * fs;
+        float mi = b1 * mm[i] + c1 * gi;
+        float vi = b2 * vv[i] + c2 * gi * gi;
+        float pi = p[i] - flr * ((mi * inv_bc1) / (sqrtf(vi * inv_bc2) + eps)) - wd * p[i];
+        if (!(mi - mi == 0.0f && vi - vi == 0.0f && pi - pi == 0.0f))
+            return stochflow__error(STOCHFLOW_E_NONFINITE,
+                                    "update is not finite at parameter %zu (step %llu, gradient "
+                                    "%g); model unchanged (STOCHFLOW_PARAM_GRAD_CLIP bounds it)",
+                                    i, (unsigned long long)m->step, (double)g[i]);
+    }
     for (size_t i = 0; i < n; ++i) {
         float gi = g[i] * fs;
         float mi = b1 * mm[i] + c1 * gi;

@@ -221,6 +221,11 @@ done:
 
 /* ---- .csv -------------------------------------------------------------------------- */
 
+/* End of a line: NUL, LF, or CR followed by LF or NUL (a lone CR is not a separator). */
+static int line_end(const char *p) {
+    return *p == '\0' || *p == '\n' || (*p == '\r' && (p[1] == '\n' || p[1] == '\0'));
+}
+
 /* Parse a line into values; returns the field count, or -1 if a field is not a number.
  * Separators: comma, semicolon, tab or spaces. vals may be NULL (count only). */
 static long parse_fields(char *line, float *vals, size_t cap) {
@@ -228,7 +233,7 @@ static long parse_fields(char *line, float *vals, size_t cap) {
     char *p = line;
     for (;;) {
         while (*p == ' ' || *p == '\t') ++p;
-        if (*p == '\0' || *p == '\n' || *p == '\r') break;
+        if (line_end(p)) break;
         char *end;
         errno = 0;
         double v = strtod(p, &end);
@@ -244,7 +249,7 @@ static long parse_fields(char *line, float *vals, size_t cap) {
             ++p;
             continue;
         }
-        if (*p == '\0' || *p == '\n' || *p == '\r') break;
+        if (line_end(p)) break;
         if (p > line && (p[-1] == ' ' || p[-1] == '\t')) continue; /* space separated */
         return -1;
     }
@@ -274,7 +279,7 @@ int csv_read(float **out, size_t *n_out, size_t *d_out, const char *path) {
         }
         if (blank(line) || line[0] == '#') continue;
         long k = parse_fields(line, NULL, 0);
-        if (k < 0) {
+        if (k <= 0) { /* k == 0: no field at all (e.g. a line of control characters) */
             if (first) { /* an optional header line */
                 first = 0;
                 continue;

@@ -1,0 +1,71 @@
+/* make_corpus.c - writes the checkpoint seed corpus (fuzz/corpus/checkpoint/), by hand:
+ *   cc -Iinclude -Ibuild-rel/include fuzz/make_corpus.c build-rel/lib/libstochflow.a \
+ *      -lblis -lpng16 -lm -lpthread -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus
+ * Small models (a few hundred bytes each) covering every section and option: EMA on and
+ * off, raw and Fourier time, each activation and interpolant, 1 to 3 hidden layers.
+ * Each file is written twice: mode byte 0x01 (CRC fixed up by the target) and 0x00. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stochflow.h"
+
+static void emit(const char *dir, const char *name, stochflow_model *m) {
+    size_t len;
+    stochflow_model_serialized_size(&len, m);
+    unsigned char *buf = malloc(len + 1);
+    stochflow_model_save_buffer(NULL, m, buf + 1, len);
+    for (int mode = 0; mode < 2; ++mode) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/checkpoint/seed-%s-%d", dir, name, mode);
+        buf[0] = (unsigned char)(mode ? 1 : 0);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(buf, 1, len + 1, f) != len + 1 || fclose(f) != 0) {
+            perror(path);
+            exit(1);
+        }
+    }
+    free(buf);
+}
+
+static stochflow_model *make(size_t dim, size_t nh, const size_t *w, int act, int tk, size_t nf,
+                             int interp, double ema, int steps) {
+    stochflow_config *c;
+    stochflow_model *m;
+    stochflow_config_new(&c, dim);
+    stochflow_config_set_hidden(c, nh, w);
+    stochflow_config_set_activation(c, act);
+    stochflow_config_set_time_embedding(c, tk, nf);
+    stochflow_config_set_interpolant(c, interp);
+    stochflow_config_set_seed(c, 42);
+    if (stochflow_model_new(&m, c) != 0) exit(1);
+    stochflow_config_free(c);
+    if (ema > 0) stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, ema);
+    stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 1e-2);
+    float x[8 * 3];
+    for (int s = 0; s < steps; ++s) {
+        double loss;
+        stochflow_random_normal(x, 8 * dim, 1, (uint64_t)s);
+        stochflow_model_train_step(&loss, m, x, 8, NULL, NULL);
+    }
+    return m;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : "fuzz/corpus";
+    const size_t w4[] = {4}, w33[] = {3, 3}, w232[] = {2, 3, 2};
+    stochflow_model *m;
+    m = make(2, 1, w4, 1, 1, 0, 1, 0.0, 0);
+    emit(dir, "plain", m);
+    stochflow_model_free(m);
+    m = make(2, 1, w4, 2, 2, 1, 2, 0.9, 3);
+    emit(dir, "ema-fourier", m);
+    stochflow_model_free(m);
+    m = make(1, 2, w33, 3, 1, 0, 1, 0.0, 2);
+    emit(dir, "relu-d1", m);
+    stochflow_model_free(m);
+    m = make(3, 3, w232, 4, 2, 2, 2, 0.5, 1);
+    emit(dir, "softplus-d3", m);
+    stochflow_model_free(m);
+    return 0;
+}

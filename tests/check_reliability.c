@@ -1,0 +1,1051 @@
+/* check_reliability.c - the library under hostile conditions (issue 7, doc/reliability.md):
+ *  alloc:    a failing allocator (stochflow__alloc_fail_at) swept over every constructor,
+ *            load path and allocating call: each returns STOCHFLOW_E_NOMEM, hands out no
+ *            handle, and leaves existing handles usable (leaks: the sanitizer and
+ *            valgrind runs of this suite).
+ *  crash:    a child saving checkpoints in a loop is SIGKILLed at pseudo-random moments;
+ *            the file on disk always loads, is one of the saved states, and resumes
+ *            bit-for-bit. A full disk (RLIMIT_FSIZE) or an unwritable directory gives
+ *            STOCHFLOW_E_IO and leaves the old checkpoint intact.
+ *  nonfinite: NaN/Inf in every caller buffer of every public function is rejected with
+ *            STOCHFLOW_E_NONFINITE naming the first bad index; diverging runs stop at the
+ *            step that goes bad with the model at its last finite state.
+ *  explode:  adaptive and fixed-step integration of exploding or stiff fields ends with a
+ *            status and finite partial results within the step budget.
+ *  threads:  distinct handles trained in parallel threads agree bitwise with serial runs.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "internal.h"
+
+#define D 2
+#define N 8
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+static stochflow_model *new_model(uint64_t seed, size_t width) {
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    const size_t widths[] = {width, width};
+    ck_assert_ok(stochflow_config_new(&c, D));
+    ck_assert_ok(stochflow_config_set_hidden(c, 2, widths));
+    ck_assert_ok(stochflow_config_set_seed(c, seed));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 3e-3));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.9));
+    return m;
+}
+
+/* The training batch of step s: deterministic, so any run can be replayed. */
+static void batch(float *x, size_t n, uint64_t s) {
+    ck_assert_ok(stochflow_random_normal(x, n * D, 1234, s));
+    for (size_t i = 0; i < n * D; ++i) x[i] = 0.5f * x[i] + (i % 2 ? -1.0f : 1.0f);
+}
+
+static int train_to(stochflow_model *m, uint64_t target) {
+    float x[32 * D];
+    while (stochflow_model_step(m) < target) {
+        double loss;
+        batch(x, 32, stochflow_model_step(m));
+        int rc = stochflow_model_train_step(&loss, m, x, 32, NULL, NULL);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static unsigned char *serialize(const stochflow_model *m, size_t *len) {
+    ck_assert_ok(stochflow_model_serialized_size(len, m));
+    unsigned char *buf = malloc(*len);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_ok(stochflow_model_save_buffer(NULL, m, buf, *len));
+    return buf;
+}
+
+/* 1 when m serializes to exactly the bytes ref[0..len). */
+static int same_state(const stochflow_model *m, const unsigned char *ref, size_t len) {
+    size_t l;
+    unsigned char *b = serialize(m, &l);
+    int same = l == len && memcmp(b, ref, len) == 0;
+    free(b);
+    return same;
+}
+
+static unsigned char *read_all(const char *path, size_t *len) {
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(sz > 0 ? (size_t)sz : 1);
+    *len = fread(b, 1, (size_t)sz, f);
+    fclose(f);
+    return b;
+}
+
+static char tmpdir[256];
+static void make_tmpdir(void) {
+    strcpy(tmpdir, "/tmp/stochflow-rel-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+/* Remove every file of tmpdir and the directory; returns the number of files whose
+ * name contains ".tmp." (temporaries left behind). */
+static int clean_tmpdir(void) {
+    int stray = 0;
+    DIR *d = opendir(tmpdir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
+        if (strstr(e->d_name, ".tmp.")) ++stray;
+        unlink(p);
+    }
+    closedir(d);
+    ck_assert_int_eq(rmdir(tmpdir), 0);
+    return stray;
+}
+static int count_files(const char *dir) {
+    int k = 0;
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.') ++k;
+    closedir(d);
+    return k;
+}
+
+/* ---- alloc: failing-allocator sweeps --------------------------------------------- */
+
+/*
+ * A sweep runs op with the k-th allocation failing, k = 1, 2, ... until op succeeds
+ * without reaching allocation k. Every failing run must return NOMEM with a message,
+ * after which check_after (if any) verifies that the handles involved still work.
+ * setup/teardown run outside the injection, around every attempt.
+ */
+typedef struct sweep_case sweep_case;
+struct sweep_case {
+    const char *name;
+    void (*setup)(sweep_case *c);
+    int (*op)(sweep_case *c);
+    void (*after_fail)(sweep_case *c); /* handles usable after NOMEM */
+    void (*after_ok)(sweep_case *c);   /* result equals the reference */
+    void (*teardown)(sweep_case *c);
+    /* state shared by the cases */
+    stochflow_config *cfg;
+    stochflow_model *m;
+    stochflow_solver *s;
+    stochflow_model *out_m;
+    stochflow_config *out_c;
+    stochflow_solver *out_s;
+    unsigned char *bytes;
+    size_t len;
+    float x[N * D], ref[N * D], ref2[N * D], y[N * D], l[N], lref[N];
+    char path[300];
+    int failures;
+};
+
+/* a witness model that lives through all sweeps: must stay usable and unchanged */
+static stochflow_model *witness;
+static float witness_v[N * D];
+static const float pts[N * D] = {0.1f, -0.2f, 0.3f, 0.4f, -0.5f, 0.6f, 0.7f, -0.8f,
+                                 0.9f, 1.0f,  -1.1f, 1.2f, 1.3f, 1.4f, -1.5f, 0.0f};
+
+static void check_witness(void) {
+    float v[N * D];
+    ck_assert_ok(stochflow_model_velocity(v, witness, 0.3, pts, N));
+    ck_assert_int_eq(memcmp(v, witness_v, sizeof v), 0);
+}
+
+static int run_sweep(sweep_case *c) {
+    c->failures = 0;
+    for (uint64_t k = 1; k < 100000; ++k) {
+        if (c->setup) c->setup(c);
+        stochflow__alloc_fail_at(k);
+        int rc = c->op(c);
+        uint64_t used = stochflow__alloc_count();
+        stochflow__alloc_fail_at(0);
+        if (rc == STOCHFLOW_E_NOMEM) {
+            ++c->failures;
+            ck_assert_msg(stochflow_last_error_message()[0] != '\0', "%s: NOMEM without message",
+                          c->name);
+            ck_assert_ptr_null(c->out_m);
+            ck_assert_ptr_null(c->out_c);
+            ck_assert_ptr_null(c->out_s);
+            if (c->after_fail) c->after_fail(c);
+            check_witness();
+            if (c->teardown) c->teardown(c);
+            continue;
+        }
+        ck_assert_msg(rc == 0, "%s with allocation %llu failing: %d (%s)", c->name,
+                      (unsigned long long)k, rc, stochflow_last_error_message());
+        ck_assert_msg(used < k, "%s: succeeded although allocation %llu failed", c->name,
+                      (unsigned long long)k);
+        if (c->after_ok) c->after_ok(c);
+        if (c->teardown) c->teardown(c);
+        return c->failures;
+    }
+    ck_abort_msg("%s: never succeeded", c->name);
+    return 0;
+}
+
+static void free_outs(sweep_case *c) {
+    stochflow_model_free(c->out_m);
+    stochflow_config_free(c->out_c);
+    stochflow_solver_free(c->out_s);
+    c->out_m = NULL;
+    c->out_c = NULL;
+    c->out_s = NULL;
+}
+
+/* constructors */
+static int op_config_new(sweep_case *c) { return stochflow_config_new(&c->out_c, D); }
+static int op_model_new(sweep_case *c) { return stochflow_model_new(&c->out_m, c->cfg); }
+static int op_model_config(sweep_case *c) { return stochflow_model_config(&c->out_c, c->m); }
+static int op_solver_new(sweep_case *c) { return stochflow_solver_new(&c->out_s); }
+static int op_load_buffer(sweep_case *c) {
+    return stochflow_model_load_buffer(&c->out_m, c->bytes, c->len);
+}
+static int op_load(sweep_case *c) { return stochflow_model_load(&c->out_m, c->path); }
+static void ok_loaded(sweep_case *c) { ck_assert(same_state(c->out_m, c->bytes, c->len)); }
+
+/* save: the old file stays as it was and no temporary is left */
+static int op_save(sweep_case *c) { return stochflow_model_save(c->m, c->path); }
+static void fail_save(sweep_case *c) {
+    size_t len;
+    unsigned char *b = read_all(c->path, &len);
+    ck_assert_ptr_nonnull(b);
+    ck_assert(len == c->len && memcmp(b, c->bytes, len) == 0);
+    free(b);
+    ck_assert_int_eq(count_files(tmpdir), 1);
+}
+
+/* model calls that grow the workspace: on a fresh copy of the model each time */
+static void setup_copy(sweep_case *c) {
+    ck_assert_ok(stochflow_model_load_buffer(&c->m, c->bytes, c->len));
+    memcpy(c->y, c->x, sizeof c->y);
+}
+static void teardown_copy(sweep_case *c) {
+    stochflow_model_free(c->m);
+    c->m = NULL;
+}
+static void fail_unchanged(sweep_case *c) {
+    /* model unchanged, and the same call now works and gives the reference */
+    ck_assert(same_state(c->m, c->bytes, c->len));
+    memcpy(c->y, c->x, sizeof c->y);
+    stochflow__alloc_fail_at(0);
+    ck_assert_ok(c->op(c));
+    c->after_ok(c);
+}
+static int op_train(sweep_case *c) {
+    double loss;
+    return stochflow_model_train_step(&loss, c->m, c->x, N, NULL, NULL);
+}
+static void ok_train(sweep_case *c) {
+    ck_assert_uint_eq(stochflow_model_step(c->m), 3); /* the base was trained 2 steps */
+    float v[N * D];
+    ck_assert_ok(stochflow_model_velocity(v, c->m, 0.5, pts, N));
+    ck_assert_int_eq(memcmp(v, c->ref, sizeof v), 0);
+}
+static int op_velocity(sweep_case *c) {
+    return stochflow_model_velocity(c->y, c->m, 0.5, c->x, N);
+}
+static int op_divergence(sweep_case *c) {
+    return stochflow_model_divergence(c->l, c->y, c->m, 0.5, c->x, N);
+}
+static int op_vjp(sweep_case *c) {
+    return stochflow_model_velocity_vjp(c->y, c->m, 0.5, c->x, pts, N);
+}
+static void ok_y(sweep_case *c) { ck_assert_int_eq(memcmp(c->y, c->ref, sizeof c->y), 0); }
+static void ok_y_l(sweep_case *c) {
+    ck_assert_int_eq(memcmp(c->y, c->ref, sizeof c->y), 0);
+    ck_assert_int_eq(memcmp(c->l, c->lref, sizeof c->l), 0);
+}
+
+/* solver calls: fresh model copy (its workspace allocations are part of the sweep) */
+static int op_integrate(sweep_case *c) {
+    return stochflow_solver_integrate(c->l, NULL, c->s, c->m, c->y, N, 1.0, 0.0);
+}
+static int op_log_prob(sweep_case *c) {
+    return stochflow_solver_log_prob(c->l, NULL, c->s, c->m, c->x, N, 1.0);
+}
+static int op_sample(sweep_case *c) {
+    return stochflow_solver_sample(c->y, c->l, c->s, c->m, N, 9);
+}
+static void ok_l(sweep_case *c) { ck_assert_int_eq(memcmp(c->l, c->lref, sizeof c->l), 0); }
+
+/* caller fields: a linear field v = -x/2 (divergence -d/2) */
+static int lin_field(void *user, double t, size_t n, size_t d, const float *x, float *v,
+                     float *div) {
+    (void)user;
+    (void)t;
+    for (size_t i = 0; i < n * d; ++i) v[i] = -0.5f * x[i];
+    if (div)
+        for (size_t i = 0; i < n; ++i) div[i] = -0.5f * (float)d;
+    return 0;
+}
+static int user_logpdf(void *user, size_t n, size_t d, const float *x, float *logp) {
+    (void)user;
+    for (size_t i = 0; i < n; ++i) {
+        double q = 0;
+        for (size_t j = 0; j < d; ++j) q += (double)x[i * d + j] * x[i * d + j];
+        logp[i] = (float)(-q);
+    }
+    return 0;
+}
+static void setup_y(sweep_case *c) { memcpy(c->y, c->x, sizeof c->y); }
+static int op_integrate_fn(sweep_case *c) {
+    return stochflow_solver_integrate_fn(c->l, c->s, lin_field, NULL, D, c->y, N, 0.0, 1.0);
+}
+static int op_log_prob_fn(sweep_case *c) {
+    return stochflow_solver_log_prob_fn(c->l, c->s, lin_field, NULL, D, c->x, N, 1.0);
+}
+static int op_sample_fn(sweep_case *c) {
+    return stochflow_solver_sample_fn(c->y, c->l, c->s, lin_field, NULL, D, N, 5);
+}
+
+/* utilities that allocate */
+static int op_toy(sweep_case *c) { return stochflow_toy_sample(c->y, "pinwheel", N, 3, 1); }
+static int op_png(sweep_case *c) {
+    static const uint8_t px[4 * 3 * 3] = {0};
+    return stochflow_png_write(c->path, px, 4, 3, 3);
+}
+
+/* Run case c and its reference (the op once without injection, into ref/lref). */
+static void reference(sweep_case *c, int (*op)(sweep_case *c)) {
+    if (c->setup) c->setup(c);
+    ck_assert_ok(op(c));
+    memcpy(c->ref, c->y, sizeof c->ref);
+    memcpy(c->lref, c->l, sizeof c->lref);
+    if (c->teardown) c->teardown(c);
+}
+
+START_TEST(alloc_constructors) {
+    witness = new_model(99, 16);
+    ck_assert_ok(stochflow_model_velocity(witness_v, witness, 0.3, pts, N));
+    sweep_case c;
+    memset(&c, 0, sizeof c);
+    ck_assert_ok(stochflow_config_new(&c.cfg, D));
+    c.m = new_model(3, 16);
+    ck_assert_int_eq(train_to(c.m, 3), 0);
+    c.bytes = serialize(c.m, &c.len);
+    make_tmpdir();
+    snprintf(c.path, sizeof c.path, "%s/model.sfm", tmpdir);
+    ck_assert_ok(stochflow_model_save(c.m, c.path));
+
+    struct {
+        const char *name;
+        int (*op)(sweep_case *);
+        void (*after_ok)(sweep_case *);
+    } cases[] = {{"config_new", op_config_new, NULL},
+                 {"model_new", op_model_new, NULL},
+                 {"model_config", op_model_config, NULL},
+                 {"solver_new", op_solver_new, NULL},
+                 {"model_load_buffer", op_load_buffer, ok_loaded},
+                 {"model_load", op_load, ok_loaded}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        c.name = cases[i].name;
+        c.op = cases[i].op;
+        c.after_ok = cases[i].after_ok;
+        c.teardown = free_outs;
+        ck_assert_msg(run_sweep(&c) >= 1, "%s: no allocation was ever failed", c.name);
+    }
+    /* model_new/model_load allocate more than once: every one of them was failed */
+    c.name = "model_load (count)";
+    c.op = op_load;
+    ck_assert_int_ge(run_sweep(&c), 3);
+
+    /* save allocates its buffer and the temporary name */
+    c.name = "model_save";
+    c.op = op_save;
+    c.after_ok = NULL;
+    c.after_fail = fail_save;
+    c.teardown = NULL;
+    ck_assert_int_ge(run_sweep(&c), 2);
+    c.after_fail = NULL;
+
+    /* utilities */
+    c.name = "toy_sample";
+    c.op = op_toy;
+    ck_assert_int_ge(run_sweep(&c), 1);
+    snprintf(c.path, sizeof c.path, "%s/picture.png", tmpdir);
+    c.name = "png_write";
+    c.op = op_png;
+    ck_assert_int_ge(run_sweep(&c), 1);
+
+    ck_assert_int_eq(clean_tmpdir(), 0);
+    free(c.bytes);
+    stochflow_model_free(c.m);
+    stochflow_config_free(c.cfg);
+    stochflow_model_free(witness);
+}
+END_TEST
+
+START_TEST(alloc_model_calls) {
+    witness = new_model(99, 16);
+    ck_assert_ok(stochflow_model_velocity(witness_v, witness, 0.3, pts, N));
+    sweep_case c;
+    memset(&c, 0, sizeof c);
+    stochflow_model *base = new_model(5, 16);
+    ck_assert_int_eq(train_to(base, 2), 0);
+    c.bytes = serialize(base, &c.len);
+    stochflow_model_free(base);
+    memcpy(c.x, pts, sizeof c.x);
+    c.setup = setup_copy;
+    c.teardown = teardown_copy;
+    c.after_fail = fail_unchanged;
+
+    /* train_step: reference = velocity after one step */
+    setup_copy(&c);
+    ck_assert_ok(op_train(&c));
+    ck_assert_ok(stochflow_model_velocity(c.ref, c.m, 0.5, pts, N));
+    teardown_copy(&c);
+    c.name = "train_step";
+    c.op = op_train;
+    c.after_ok = ok_train;
+    ck_assert_int_ge(run_sweep(&c), 1);
+
+    struct {
+        const char *name;
+        int (*op)(sweep_case *);
+        void (*after_ok)(sweep_case *);
+    } cases[] = {{"velocity", op_velocity, ok_y},
+                 {"divergence", op_divergence, ok_y_l},
+                 {"velocity_vjp", op_vjp, ok_y}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        c.name = cases[i].name;
+        c.op = cases[i].op;
+        c.after_ok = cases[i].after_ok;
+        reference(&c, c.op);
+        ck_assert_msg(run_sweep(&c) >= 1, "%s: no allocation was ever failed", c.name);
+    }
+    free(c.bytes);
+    stochflow_model_free(witness);
+}
+END_TEST
+
+START_TEST(alloc_solver_calls) {
+    witness = new_model(99, 16);
+    ck_assert_ok(stochflow_model_velocity(witness_v, witness, 0.3, pts, N));
+    sweep_case c;
+    memset(&c, 0, sizeof c);
+    stochflow_model *base = new_model(6, 16);
+    ck_assert_int_eq(train_to(base, 2), 0);
+    c.bytes = serialize(base, &c.len);
+    stochflow_model_free(base);
+    memcpy(c.x, pts, sizeof c.x);
+    ck_assert_ok(stochflow_solver_new(&c.s));
+    ck_assert_ok(stochflow_solver_set_param(c.s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4));
+    ck_assert_ok(stochflow_solver_set_param(c.s, STOCHFLOW_PARAM_STEPS, 4));
+    c.setup = setup_copy;
+    c.teardown = teardown_copy;
+    c.after_fail = fail_unchanged;
+
+    /* exact trace, then Hutchinson with 3 probes (probe buffers and standard errors) */
+    for (int trace = STOCHFLOW_TRACE_EXACT; trace <= STOCHFLOW_TRACE_HUTCHINSON; ++trace) {
+        ck_assert_ok(stochflow_solver_set_param(c.s, STOCHFLOW_PARAM_TRACE, trace));
+        ck_assert_ok(stochflow_solver_set_param(c.s, STOCHFLOW_PARAM_PROBES, 3));
+        struct {
+            const char *name;
+            int (*op)(sweep_case *);
+            void (*after_ok)(sweep_case *);
+        } cases[] = {{"solver_integrate", op_integrate, ok_y_l},
+                     {"solver_log_prob", op_log_prob, ok_l},
+                     {"solver_sample", op_sample, ok_y_l}};
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+            c.name = cases[i].name;
+            c.op = cases[i].op;
+            c.after_ok = cases[i].after_ok;
+            reference(&c, c.op);
+            ck_assert_msg(run_sweep(&c) >= 2, "%s: too few allocations failed", c.name);
+        }
+    }
+    /* caller fields, with and without a caller base density (its buffer allocates) */
+    ck_assert_ok(stochflow_solver_set_param(c.s, STOCHFLOW_PARAM_TRACE, STOCHFLOW_TRACE_EXACT));
+    ck_assert_ok(stochflow_solver_set_param(c.s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_DOPRI5));
+    c.setup = setup_y;
+    c.teardown = NULL;
+    c.after_fail = NULL;
+    for (int base_fn = 0; base_fn < 2; ++base_fn) {
+        ck_assert_ok(stochflow_solver_set_base_logpdf(c.s, base_fn ? user_logpdf : NULL, NULL));
+        struct {
+            const char *name;
+            int (*op)(sweep_case *);
+            void (*after_ok)(sweep_case *);
+        } cases[] = {{"solver_integrate_fn", op_integrate_fn, ok_y_l},
+                     {"solver_log_prob_fn", op_log_prob_fn, ok_l},
+                     {"solver_sample_fn", op_sample_fn, ok_y_l}};
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+            c.name = cases[i].name;
+            c.op = cases[i].op;
+            c.after_ok = cases[i].after_ok;
+            reference(&c, c.op);
+            ck_assert_msg(run_sweep(&c) >= 2, "%s: too few allocations failed", c.name);
+        }
+    }
+    /* the solver handle itself is still fine */
+    setup_y(&c);
+    ck_assert_ok(op_integrate_fn(&c));
+    stochflow_solver_free(c.s);
+    free(c.bytes);
+    stochflow_model_free(witness);
+}
+END_TEST
+
+/* ---- crash safety ---------------------------------------------------------------- */
+
+#define CRASH_KILLS 50
+#define CRASH_WIDTH 48
+
+/* Child: resume from the checkpoint if there is one, then train and save forever. */
+static void crash_child(const char *path) {
+    stochflow_model *m = NULL;
+    if (stochflow_model_load(&m, path) != 0) m = new_model(11, CRASH_WIDTH);
+    for (;;) {
+        if (train_to(m, stochflow_model_step(m) + 1) != 0) _exit(3);
+        if (stochflow_model_save(m, path) != 0) _exit(4);
+    }
+}
+
+START_TEST(sigkill_during_saves) {
+    make_tmpdir();
+    char path[300];
+    snprintf(path, sizeof path, "%s/run.sfm", tmpdir);
+    stochflow_model *ref = new_model(11, CRASH_WIDTH); /* the uninterrupted run */
+    uint64_t last = 0, rng = 0x9E3779B97F4A7C15ULL;
+    int loads = 0, distinct = 0;
+    for (int k = 0; k < CRASH_KILLS; ++k) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) crash_child(path);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        struct timespec ts = {0, (long)(2000000 + rng % 25000000)}; /* 2 to 27 ms */
+        nanosleep(&ts, NULL);
+        ck_assert_int_eq(kill(pid, SIGKILL), 0);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+                      "child ended by itself (status %d): training or saving failed", st);
+        stochflow_model *m = NULL;
+        int rc = stochflow_model_load(&m, path);
+        if (rc == STOCHFLOW_E_IO && loads == 0 && access(path, F_OK) != 0)
+            continue; /* killed before its first save completed: no file yet */
+        ck_assert_msg(rc == 0, "kill %d: checkpoint does not load: %s", k,
+                      stochflow_last_error_message());
+        ++loads;
+        /* one of the saved states: exactly the uninterrupted run at that step */
+        uint64_t s = stochflow_model_step(m);
+        ck_assert_uint_ge(s, last);
+        distinct += s > last;
+        last = s;
+        ck_assert_int_eq(train_to(ref, s), 0);
+        size_t len;
+        unsigned char *want = serialize(ref, &len);
+        ck_assert_msg(same_state(m, want, len), "kill %d: state at step %llu differs", k,
+                      (unsigned long long)s);
+        free(want);
+        stochflow_model_free(m);
+    }
+    ck_assert_int_ge(loads, CRASH_KILLS - 3);
+    ck_assert_uint_ge(last, 10);
+    /* resuming from the last file continues bit-for-bit */
+    stochflow_model *m = NULL;
+    ck_assert_ok(stochflow_model_load(&m, path));
+    ck_assert_int_eq(train_to(m, last + 5), 0);
+    ck_assert_int_eq(train_to(ref, last + 5), 0);
+    size_t len;
+    unsigned char *want = serialize(ref, &len);
+    ck_assert(same_state(m, want, len));
+    free(want);
+    stochflow_model_free(m);
+    stochflow_model_free(ref);
+    int stray = clean_tmpdir();
+    fprintf(stderr,
+            "crash safety: %d SIGKILLs, checkpoint loaded and verified after %d, %d distinct "
+            "saved states (last step %llu), %d temporaries left by killed saves\n",
+            CRASH_KILLS, loads, distinct, (unsigned long long)last, stray);
+}
+END_TEST
+
+/* Save a new state under a hostile condition in a child; the old file must survive. */
+static void save_in_child(stochflow_model *m, const char *path, int how) {
+    const int root = geteuid() == 0;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (how == 0) { /* full disk: 4 KiB file size limit, SIGXFSZ ignored */
+            signal(SIGXFSZ, SIG_IGN);
+            struct rlimit rl = {4096, 4096};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(20);
+        } else if (root) { /* unwritable directory: as root, drop to nobody first */
+            if (setgid(65534) != 0 || setuid(65534) != 0) _exit(21);
+        } else if (chmod(tmpdir, 0555) != 0) {
+            _exit(22);
+        }
+        int rc = stochflow_model_save(m, path);
+        if (how == 1 && !root) chmod(tmpdir, 0700);
+        if (rc != STOCHFLOW_E_IO) _exit(30 - rc);
+        if (strstr(stochflow_last_error_message(), path) == NULL) _exit(40);
+        _exit(0);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d (how %d)",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : -1, how);
+}
+
+START_TEST(full_disk_and_unwritable_dir) {
+    make_tmpdir();
+    char path[300];
+    snprintf(path, sizeof path, "%s/model.sfm", tmpdir);
+    stochflow_model *m = new_model(12, 48); /* about 40 KB: over the 4 KiB limit */
+    ck_assert_int_eq(train_to(m, 2), 0);
+    ck_assert_ok(stochflow_model_save(m, path));
+    size_t old_len;
+    unsigned char *old = read_all(path, &old_len);
+    ck_assert_uint_gt(old_len, 4096);
+    ck_assert_int_eq(train_to(m, 3), 0);
+    for (int how = 0; how < 2; ++how) {
+        save_in_child(m, path, how);
+        size_t len;
+        unsigned char *now = read_all(path, &len);
+        ck_assert(len == old_len && memcmp(now, old, len) == 0);
+        free(now);
+        ck_assert_int_eq(count_files(tmpdir), 1); /* no temporary left */
+        stochflow_model *back = NULL;
+        ck_assert_ok(stochflow_model_load(&back, path));
+        ck_assert_uint_eq(stochflow_model_step(back), 2);
+        stochflow_model_free(back);
+    }
+    /* a missing directory and a directory in place of the file: IO, nothing left */
+    char bad[400];
+    snprintf(bad, sizeof bad, "%s/missing/model.sfm", tmpdir);
+    ck_assert_status(stochflow_model_save(m, bad), STOCHFLOW_E_IO);
+    snprintf(bad, sizeof bad, "%s/adir", tmpdir);
+    ck_assert_int_eq(mkdir(bad, 0755), 0);
+    ck_assert_status(stochflow_model_save(m, bad), STOCHFLOW_E_IO);
+    ck_assert_int_eq(rmdir(bad), 0);
+    ck_assert_int_eq(count_files(tmpdir), 1);
+    /* and the model can still be saved normally */
+    ck_assert_ok(stochflow_model_save(m, path));
+    ck_assert_int_eq(clean_tmpdir(), 0);
+    free(old);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- non-finite input ------------------------------------------------------------ */
+
+static const float bad_values[3] = {NAN, INFINITY, -INFINITY};
+#define BAD_AT 5
+
+/* Expect NONFINITE with "index 5" in the message (the first bad index). */
+#define ck_assert_nonfinite(expr)                                                         \
+    do {                                                                                  \
+        ck_assert_status((expr), STOCHFLOW_E_NONFINITE);                                  \
+        ck_assert_msg(strstr(stochflow_last_error_message(), "index 5") != NULL,          \
+                      "%s: message lacks the index: %s", #expr,                           \
+                      stochflow_last_error_message());                                    \
+    } while (0)
+
+START_TEST(nonfinite_inputs) {
+    stochflow_model *m = new_model(21, 16);
+    ck_assert_int_eq(train_to(m, 2), 0);
+    size_t len;
+    unsigned char *before = serialize(m, &len);
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 2));
+    float x1[N * D], x0[N * D], t[N], u[N * D], out[N * D], lp[N];
+    double loss;
+    for (int b = 0; b < 3; ++b) {
+        /* a second bad value later: the message names the first one */
+#define FRESH()                                                                 \
+    do {                                                                        \
+        memcpy(x1, pts, sizeof x1);                                             \
+        memcpy(x0, pts, sizeof x0);                                             \
+        memcpy(u, pts, sizeof u);                                               \
+        for (int i = 0; i < N; ++i) t[i] = (float)(i + 1) / (N + 1);            \
+    } while (0)
+#define POISON(buf)                  \
+    do {                             \
+        FRESH();                     \
+        (buf)[BAD_AT] = bad_values[b]; \
+        (buf)[BAD_AT + 2] = NAN;     \
+    } while (0)
+        POISON(x1);
+        ck_assert_nonfinite(stochflow_model_loss(&loss, m, x1, N, x0, t));
+        ck_assert_nonfinite(stochflow_model_train_step(&loss, m, x1, N, x0, t));
+        ck_assert_nonfinite(stochflow_model_compute_gradient(&loss, m, x1, N, NULL, NULL));
+        ck_assert_nonfinite(stochflow_model_velocity(out, m, 0.5, x1, N));
+        ck_assert_nonfinite(stochflow_model_divergence(lp, out, m, 0.5, x1, N));
+        ck_assert_nonfinite(stochflow_model_velocity_vjp(out, m, 0.5, x1, u, N));
+        ck_assert_nonfinite(stochflow_solver_integrate(lp, NULL, s, m, x1, N, 0.0, 1.0));
+        POISON(x1);
+        ck_assert_nonfinite(stochflow_solver_integrate_fn(lp, s, lin_field, NULL, D, x1, N,
+                                                          0.0, 1.0));
+        POISON(x1);
+        ck_assert_nonfinite(stochflow_solver_log_prob(lp, NULL, s, m, x1, N, 1.0));
+        ck_assert_nonfinite(stochflow_solver_log_prob_fn(lp, s, lin_field, NULL, D, x1, N, 1.0));
+        ck_assert_nonfinite(stochflow_toy_log_density(lp, NULL, "checkerboard", x1, N));
+        POISON(x0);
+        ck_assert_nonfinite(stochflow_model_loss(&loss, m, x1, N, x0, t));
+        ck_assert_nonfinite(stochflow_model_train_step(&loss, m, x1, N, x0, NULL));
+        POISON(t);
+        ck_assert_nonfinite(stochflow_model_loss(&loss, m, x1, N, NULL, t));
+        ck_assert_nonfinite(stochflow_model_train_step(&loss, m, x1, N, x0, t));
+        ck_assert_nonfinite(stochflow_model_compute_gradient(&loss, m, x1, N, x0, t));
+        POISON(u);
+        ck_assert_nonfinite(stochflow_model_velocity_vjp(out, m, 0.5, x1, u, N));
+#undef POISON
+    }
+    /* nothing was touched by the rejected calls */
+    ck_assert(same_state(m, before, len));
+    ck_assert_uint_eq(stochflow_model_step(m), 2);
+    free(before);
+    stochflow_solver_free(s);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* Caller callbacks that produce NaN are caught too. */
+static int nan_field(void *user, double t, size_t n, size_t d, const float *x, float *v,
+                     float *div) {
+    (void)user;
+    for (size_t i = 0; i < n * d; ++i) v[i] = -x[i];
+    if (t > 0.5) v[3 * d + 1] = NAN; /* point 3, component 1 */
+    if (div)
+        for (size_t i = 0; i < n; ++i) div[i] = -(float)d;
+    return 0;
+}
+static int nan_logpdf(void *user, size_t n, size_t d, const float *x, float *logp) {
+    (void)user;
+    (void)d;
+    (void)x;
+    for (size_t i = 0; i < n; ++i) logp[i] = i == 4 ? NAN : -1.0f;
+    return 0;
+}
+
+START_TEST(nonfinite_callbacks) {
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_EULER));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 10));
+    float x[N * D], lp[N];
+    memcpy(x, pts, sizeof x);
+    ck_assert_status(stochflow_solver_integrate_fn(lp, s, nan_field, NULL, D, x, N, 0.0, 1.0),
+                     STOCHFLOW_E_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "point 3"));
+    /* partial result: the last accepted state, finite, at t = 0.6 (the step from 0.5
+     * used the last good evaluation; Euler on x' = -x multiplies by 0.9 per step) */
+    double tr;
+    ck_assert_ok(stochflow_solver_stat(&tr, s, STOCHFLOW_STAT_T));
+    ck_assert_double_eq_tol(tr, 0.6, 1e-12);
+    for (int i = 0; i < N * D; ++i) {
+        ck_assert(isfinite(x[i]));
+        ck_assert_float_eq_tol(x[i], pts[i] * powf(0.9f, 6.0f), 1e-6f);
+    }
+    ck_assert_ok(stochflow_solver_set_base_logpdf(s, nan_logpdf, NULL));
+    ck_assert_status(stochflow_solver_log_prob_fn(lp, s, lin_field, NULL, D, pts, N, 1.0),
+                     STOCHFLOW_E_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "index 4"));
+    stochflow_solver_free(s);
+}
+END_TEST
+
+/* ---- diverging training ---------------------------------------------------------- */
+
+START_TEST(diverging_huge_weights) {
+    stochflow_model *m = new_model(31, 16);
+    ck_assert_int_eq(train_to(m, 3), 0);
+    float *p;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    for (size_t i = 0; i < np; ++i) p[i] *= 1e15f; /* finite, absurd */
+    /* evaluate with the live weights (the EMA copy was not scaled) */
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EVAL_WEIGHTS, 2));
+    size_t len;
+    unsigned char *before = serialize(m, &len);
+    ck_assert_status(train_to(m, 4), STOCHFLOW_E_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "step 3"));
+    ck_assert(same_state(m, before, len));
+    float v[N * D];
+    ck_assert_status(stochflow_model_velocity(v, m, 0.5, pts, N), STOCHFLOW_E_NONFINITE);
+    /* a NaN planted in the gradient buffer: apply_gradient refuses, nothing moves */
+    float *g;
+    ck_assert_ok(stochflow_model_gradients(&g, &np, m));
+    memset(g, 0, np * sizeof *g);
+    g[np / 2] = NAN;
+    ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
+    ck_assert(same_state(m, before, len));
+    free(before);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* A finite but enormous gradient whose square overflows float: the update is refused
+ * and the model unchanged (no Inf creeps into the Adam moments). */
+START_TEST(diverging_overflowing_update) {
+    stochflow_model *m = new_model(32, 16);
+    ck_assert_int_eq(train_to(m, 2), 0);
+    size_t len, np;
+    unsigned char *before = serialize(m, &len);
+    float *g;
+    ck_assert_ok(stochflow_model_gradients(&g, &np, m));
+    for (size_t i = 0; i < np; ++i) g[i] = (i % 3 ? 1e30f : -3e38f);
+    /* refused: Adam's second moment (g^2) would overflow to Inf */
+    ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
+    ck_assert(same_state(m, before, len));
+    /* with gradient clipping on, the same gradient is fine */
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, 1.0));
+    ck_assert_ok(stochflow_model_apply_gradient(m));
+    ck_assert_uint_eq(stochflow_model_step(m), 3);
+    free(before);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* An absurd learning rate (10) and a data stream that grows tenfold every step (a broken
+ * input pipeline): the run blows up after a few steps; the step that goes bad returns
+ * NONFINITE and the model keeps its last finite state, which still evaluates. */
+START_TEST(diverging_learning_rate) {
+    stochflow_model *m = new_model(33, 16);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 10.0));
+    float x[32 * D];
+    int bad_step = -1;
+    float scale = 1.0f;
+    for (int s = 0; s < 60 && bad_step < 0; ++s, scale *= 10.0f) {
+        batch(x, 32, (uint64_t)s);
+        for (int i = 0; i < 32 * D; ++i) x[i] *= scale;
+        size_t len;
+        unsigned char *before = serialize(m, &len);
+        double loss;
+        int rc = stochflow_model_train_step(&loss, m, x, 32, NULL, NULL);
+        if (rc == STOCHFLOW_E_NONFINITE) {
+            bad_step = s;
+            ck_assert(same_state(m, before, len));
+            ck_assert_uint_eq(stochflow_model_step(m), (uint64_t)s);
+            float *p, v[N * D];
+            size_t np;
+            ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+            for (size_t i = 0; i < np; ++i) ck_assert(isfinite(p[i]));
+            ck_assert_ok(stochflow_model_velocity(v, m, 0.5, pts, N));
+        } else {
+            ck_assert_ok(rc);
+            ck_assert(isfinite(loss));
+        }
+        free(before);
+    }
+    ck_assert_msg(bad_step >= 3, "diverged at step %d", bad_step);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- exploding and stiff fields -------------------------------------------------- */
+
+static int square_field(void *user, double t, size_t n, size_t d, const float *x, float *v,
+                        float *div) {
+    (void)user;
+    (void)t;
+    for (size_t i = 0; i < n * d; ++i) v[i] = x[i] * x[i];
+    if (div)
+        for (size_t i = 0; i < n; ++i) {
+            float acc = 0;
+            for (size_t j = 0; j < d; ++j) acc += 2 * x[i * d + j];
+            div[i] = acc;
+        }
+    return 0;
+}
+static int stiff_field(void *user, double t, size_t n, size_t d, const float *x, float *v,
+                       float *div) {
+    (void)user;
+    for (size_t i = 0; i < n * d; ++i) v[i] = -1e5f * (x[i] - (float)cos(t));
+    if (div)
+        for (size_t i = 0; i < n; ++i) div[i] = -1e5f * (float)d;
+    return 0;
+}
+
+START_TEST(exploding_adaptive) {
+    /* x' = x^2 blows up at t = 1/x0: x0 = 2 at t = 0.5 */
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    float x[3] = {0.5f, 1.0f, 2.0f}, lp[3];
+    const float x0[3] = {0.5f, 1.0f, 2.0f};
+    int rc = stochflow_solver_integrate_fn(lp, s, square_field, NULL, 1, x, 3, 0.0, 1.0);
+    ck_assert_msg(rc == STOCHFLOW_E_STEP_UNDERFLOW || rc == STOCHFLOW_E_MAX_STEPS ||
+                      rc == STOCHFLOW_E_NONFINITE,
+                  "status %d (%s)", rc, stochflow_last_error_message());
+    double tr, acc, rej, nfe;
+    ck_assert_ok(stochflow_solver_stat(&tr, s, STOCHFLOW_STAT_T));
+    ck_assert_ok(stochflow_solver_stat(&acc, s, STOCHFLOW_STAT_ACCEPTED));
+    ck_assert_ok(stochflow_solver_stat(&rej, s, STOCHFLOW_STAT_REJECTED));
+    ck_assert_ok(stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE));
+    /* the computed blow-up time is 0.5 to within the float precision of the field */
+    ck_assert_msg(tr > 0.4 && tr < 0.5001, "stopped at t = %.17g", tr);
+    ck_assert(acc + rej <= 100000 && nfe <= 6 * (acc + rej) + 2);
+    /* partial results: the solution at the time reached, finite */
+    for (int i = 0; i < 3; ++i) ck_assert(isfinite(x[i]) && isfinite(lp[i]));
+    ck_assert_double_eq_tol(x[0], 1.0 / (1.0 / x0[0] - tr), 1e-3);
+    ck_assert_double_eq_tol(x[1], 1.0 / (1.0 / x0[1] - tr), 1e-3);
+    /* log-density change: -int 2 x dt = 2 log(1 - x0 t) */
+    ck_assert_double_eq_tol(lp[0], 2.0 * log(1.0 - x0[0] * tr), 1e-3);
+    stochflow_solver_free(s);
+}
+END_TEST
+
+START_TEST(stiff_hits_max_steps) {
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_MAX_STEPS, 200));
+    float x[4] = {3.0f, -2.0f, 0.0f, 1.0f};
+    int rc = stochflow_solver_integrate_fn(NULL, s, stiff_field, NULL, 2, x, 2, 0.0, 1.0);
+    ck_assert_status(rc, STOCHFLOW_E_MAX_STEPS);
+    double tr, acc, rej, nfe;
+    ck_assert_ok(stochflow_solver_stat(&tr, s, STOCHFLOW_STAT_T));
+    ck_assert_ok(stochflow_solver_stat(&acc, s, STOCHFLOW_STAT_ACCEPTED));
+    ck_assert_ok(stochflow_solver_stat(&rej, s, STOCHFLOW_STAT_REJECTED));
+    ck_assert_ok(stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE));
+    ck_assert(tr > 0.0 && tr < 1.0);
+    ck_assert(acc + rej <= 200);
+    ck_assert(nfe <= 6 * 200 + 2);
+    /* the partial state sits on the slow manifold x = cos(t) */
+    for (int i = 0; i < 4; ++i) ck_assert_double_eq_tol(x[i], cos(tr), 1e-3);
+    stochflow_solver_free(s);
+}
+END_TEST
+
+START_TEST(exploding_fixed_step) {
+    /* Euler on x' = x^2 from x0 = 10: blows up long before t = 1; the velocity
+     * overflows float before the state does, so the partial state is finite */
+    stochflow_solver *s = NULL;
+    ck_assert_ok(stochflow_solver_new(&s));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_EULER));
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 1000));
+    float x[2] = {10.0f, 0.1f};
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, square_field, NULL, 1, x, 2, 0.0, 1.0),
+                     STOCHFLOW_E_NONFINITE);
+    double tr;
+    ck_assert_ok(stochflow_solver_stat(&tr, s, STOCHFLOW_STAT_T));
+    ck_assert(tr > 0.0 && tr < 0.2);
+    ck_assert(isfinite(x[0]) && x[0] > 1e6f);
+    ck_assert(isfinite(x[1]) && x[1] > 0.1f && x[1] < 0.2f);
+    stochflow_solver_free(s);
+}
+END_TEST
+
+/* ---- concurrency ----------------------------------------------------------------- */
+
+#define THREADS 4
+#define THREAD_STEPS 25
+
+typedef struct {
+    uint64_t seed;
+    unsigned char *state;
+    size_t len;
+    float samples[16 * D];
+    int rc;
+} job;
+
+static void *run_job(void *arg) {
+    job *j = arg;
+    j->rc = -100;
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    stochflow_solver *s = NULL;
+    const size_t widths[] = {48, 48};
+    if (stochflow_config_new(&c, D) || stochflow_config_set_hidden(c, 2, widths) ||
+        stochflow_config_set_seed(c, j->seed) || stochflow_model_new(&m, c) ||
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.99) ||
+        stochflow_solver_new(&s))
+        goto done;
+    float x[64 * D];
+    for (int k = 0; k < THREAD_STEPS; ++k) {
+        double loss;
+        stochflow_toy_sample(x, "moons", 64, j->seed, (uint64_t)k);
+        if ((j->rc = stochflow_model_train_step(&loss, m, x, 64, NULL, NULL)) != 0) goto done;
+    }
+    stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4);
+    stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 8);
+    if ((j->rc = stochflow_solver_sample(j->samples, NULL, s, m, 16, 7)) != 0) goto done;
+    if ((j->rc = stochflow_model_serialized_size(&j->len, m)) != 0) goto done;
+    j->state = malloc(j->len);
+    j->rc = stochflow_model_save_buffer(NULL, m, j->state, j->len);
+done:
+    stochflow_solver_free(s);
+    stochflow_model_free(m);
+    stochflow_config_free(c);
+    return NULL;
+}
+
+START_TEST(parallel_equals_serial) {
+    job serial[THREADS], par[THREADS];
+    memset(serial, 0, sizeof serial);
+    memset(par, 0, sizeof par);
+    for (int i = 0; i < THREADS; ++i) {
+        serial[i].seed = par[i].seed = 100 + (uint64_t)i;
+        run_job(&serial[i]);
+        ck_assert_int_eq(serial[i].rc, 0);
+    }
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; ++i)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, run_job, &par[i]), 0);
+    for (int i = 0; i < THREADS; ++i) ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < THREADS; ++i) {
+        ck_assert_int_eq(par[i].rc, 0);
+        ck_assert_uint_eq(par[i].len, serial[i].len);
+        ck_assert_int_eq(memcmp(par[i].state, serial[i].state, par[i].len), 0);
+        ck_assert_int_eq(memcmp(par[i].samples, serial[i].samples, sizeof par[i].samples), 0);
+        free(par[i].state);
+        free(serial[i].state);
+    }
+}
+END_TEST
+
+Suite *make_suite(void) {
+    Suite *s = suite_create("reliability");
+    TCase *tc = tcase_create("alloc");
+    tcase_add_test(tc, alloc_constructors);
+    tcase_add_test(tc, alloc_model_calls);
+    tcase_add_test(tc, alloc_solver_calls);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("crash");
+    tcase_add_test(tc, sigkill_during_saves);
+    tcase_add_test(tc, full_disk_and_unwritable_dir);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("nonfinite");
+    tcase_add_test(tc, nonfinite_inputs);
+    tcase_add_test(tc, nonfinite_callbacks);
+    tcase_add_test(tc, diverging_huge_weights);
+    tcase_add_test(tc, diverging_overflowing_update);
+    tcase_add_test(tc, diverging_learning_rate);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("explode");
+    tcase_add_test(tc, exploding_adaptive);
+    tcase_add_test(tc, stiff_hits_max_steps);
+    tcase_add_test(tc, exploding_fixed_step);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("threads");
+    tcase_add_test(tc, parallel_equals_serial);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    return s;
+}
