@@ -443,10 +443,13 @@ def write_png_numpy(path, rows, agg, threads_list):
         f.write(png)
 
 
-def write_md(path, cmdline, rows, agg, threads_list, meta, parity):
+def write_md(path, cmdline, rows, agg, threads_list, meta, parity, partial=False):
     cpu, ncpu, rev, tv, started, dur, reps, min_time, mode = meta
     L = []
     L.append("# libstochflow vs PyTorch: benchmark results\n")
+    if partial:
+        L.append(f"**Partial: written after {reps} completed repetition(s) of a run that "
+                 "did not finish.**\n")
     L.append("Produced by one run of:\n")
     L.append("```\n" + cmdline + "\n```\n")
     L.append(f"- Date: {started} UTC, wall time {dur / 60:.1f} min; machine: {cpu}, "
@@ -559,6 +562,25 @@ def write_md(path, cmdline, rows, agg, threads_list, meta, parity):
         f.write("\n".join(L) + "\n")
 
 
+def write_outputs(args, rows, results, threads_list, parity, torch_version, started, dur,
+                  reps, min_time, reps_done):
+    """RESULTS.md, results.png, results.json from the measurements so far."""
+    agg = aggregate(rows, results, threads_list)
+    cpu, ncpu, rev = machine_info()
+    cmdline = "/usr/bin/python3 " + " ".join(shlex.quote(x) for x in
+                                               [os.path.relpath(__file__, os.getcwd())]
+                                               + sys.argv[1:])
+    meta = (cpu, ncpu, rev, torch_version, started, dur, reps_done, min_time,
+            "smoke" if args.smoke else "full")
+    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+        json.dump({"command": cmdline, "started": started, "parity": parity,
+                   "reps_done": reps_done, "reps": reps, "results": results}, f, indent=1)
+    write_md(os.path.join(args.out_dir, "RESULTS.md"), cmdline, rows, agg, threads_list, meta,
+             parity, partial=reps_done < reps)
+    write_png(os.path.join(args.out_dir, "results.png"), rows, agg, threads_list)
+    return agg
+
+
 def main():
     p = argparse.ArgumentParser(description="libstochflow vs PyTorch benchmarks")
     p.add_argument("--smoke", action="store_true", help="~10 s check of the harness")
@@ -609,6 +631,9 @@ def main():
     n_total = reps * len(threads_list) * len(rows)
     k = 0
     for rep in range(reps):
+        if rep > 0:
+            write_outputs(args, rows, results, threads_list, parity, torch_version, started,
+                          time.time() - t_run, reps, min_time, rep)
         for T in threads_list:
             for ri, row in enumerate(rows):
                 k += 1
@@ -635,21 +660,10 @@ def main():
                              f" attempt {res['attempts']})")
                     print(f"[{k}/{n_total} {time.time() - t_run:6.0f}s] rep {rep} T={T} "
                           f"{impl:5s} {row['id']}: {status}{extra}", flush=True)
-    dur = time.time() - t_run
-    agg = aggregate(rows, results, threads_list)
-    cpu, ncpu, rev = machine_info()
-    cmdline = "/usr/bin/python3 " + " ".join(shlex.quote(x) for x in
-                                               [os.path.relpath(__file__, os.getcwd())]
-                                               + sys.argv[1:])
-    meta = (cpu, ncpu, rev, torch_version, started, dur, reps, min_time,
-            "smoke" if args.smoke else "full")
-    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump({"command": cmdline, "started": started, "parity": parity,
-                   "results": results}, f, indent=1)
-    write_md(os.path.join(args.out_dir, "RESULTS.md"), cmdline, rows, agg, threads_list, meta,
-             parity)
-    write_png(os.path.join(args.out_dir, "results.png"), rows, agg, threads_list)
-    print(f"wrote {args.out_dir}/RESULTS.md, results.png, results.json in {dur:.0f} s")
+    agg = write_outputs(args, rows, results, threads_list, parity, torch_version, started,
+                        time.time() - t_run, reps, min_time, reps)
+    print(f"wrote {args.out_dir}/RESULTS.md, results.png, results.json in "
+          f"{time.time() - t_run:.0f} s")
 
     failed = [x for x in results + parity if not x.get("ok")]
     # The same number of velocity evaluations both sides, or the comparison is unfair.

@@ -67,5 +67,24 @@ int main(int argc, char **argv) {
     m = make(3, 3, w232, 4, 2, 2, 2, 0.5, 1);
     emit(dir, "softplus-d3", m);
     stochflow_model_free(m);
+    /* issue 9: learnable Fourier interpolant (INTP section), OT coupling */
+    {
+        stochflow_config *c;
+        stochflow_config_new(&c, 2);
+        stochflow_config_set_hidden(c, 1, w4);
+        stochflow_config_set_fourier_interpolant(c, STOCHFLOW_INTERP_TRIG, 3);
+        if (stochflow_model_new(&m, c) != 0) return 1;
+        stochflow_config_free(c);
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_COUPLING_OT);
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_INTERP_LR, 1e-2);
+        float x[8 * 2];
+        for (int s = 0; s < 2; ++s) {
+            double loss;
+            stochflow_random_normal(x, 16, 1, (uint64_t)s);
+            if (stochflow_model_train_step(&loss, m, x, 8, NULL, NULL) != 0) return 1;
+        }
+        emit(dir, "fourier-interp-ot", m);
+        stochflow_model_free(m);
+    }
     return 0;
 }
