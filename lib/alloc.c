@@ -1,4 +1,5 @@
 /* alloc.c - every allocation of the library, with a failure-injection hook for tests. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,19 +7,24 @@
 
 #define ALIGN 64
 
-static uint64_t alloc_count; /* allocations attempted since the last fail_at() */
-static uint64_t fail_at;     /* 0 = off; else the 1-based allocation that fails */
+/* Atomic (relaxed): handles used from several threads at once allocate concurrently, and
+ * a plain counter would be a data race (ThreadSanitizer, tests/check_reliability.c). */
+static _Atomic uint64_t alloc_count; /* allocations attempted since the last fail_at() */
+static _Atomic uint64_t fail_at;     /* 0 = off; else the 1-based allocation that fails */
 
 void stochflow__alloc_fail_at(uint64_t n) {
-    alloc_count = 0;
-    fail_at = n;
+    atomic_store_explicit(&alloc_count, 0, memory_order_relaxed);
+    atomic_store_explicit(&fail_at, n, memory_order_relaxed);
 }
 
-uint64_t stochflow__alloc_count(void) { return alloc_count; }
+uint64_t stochflow__alloc_count(void) {
+    return atomic_load_explicit(&alloc_count, memory_order_relaxed);
+}
 
 void *stochflow__malloc(size_t size) {
-    ++alloc_count;
-    if (fail_at != 0 && alloc_count == fail_at) return NULL;
+    uint64_t k = atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed) + 1;
+    uint64_t f = atomic_load_explicit(&fail_at, memory_order_relaxed);
+    if (f != 0 && k == f) return NULL;
     if (size == 0) size = 1;
     size_t rounded = (size + ALIGN - 1) / ALIGN * ALIGN;
     if (rounded < size) return NULL;
