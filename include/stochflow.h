@@ -527,7 +527,7 @@ STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_so
 
 /* Keyed parameters of the model handle added by issue 9 (100s: training). */
 #define STOCHFLOW_PARAM_INTERP_LR 113    /**< Adam ascent rate of the Fourier coefficients;
-                                              default 2e-3 */
+                                              default 1e-3 */
 #define STOCHFLOW_PARAM_COUPLING 114     /**< STOCHFLOW_COUPLING_*; default INDEPENDENT */
 #define STOCHFLOW_PARAM_SINKHORN_REG 115 /**< entropic regularization of SINKHORN, as a
                                               fraction of the batch's mean cost; default

@@ -28,7 +28,7 @@ static const param_info table[] = {
     {STOCHFLOW_PARAM_LR_TOTAL_STEPS, 1, 1e12, 10000, 1, "lr_total_steps"},
     {STOCHFLOW_PARAM_LR_MIN, 0.0, 10.0, 0.0, 0, "lr_min"},
     /* issue 9: learnable interpolant and couplings (lib/transport.c) */
-    {STOCHFLOW_PARAM_INTERP_LR, 1e-12, 10.0, 2e-3, 0, "interp_lr"},
+    {STOCHFLOW_PARAM_INTERP_LR, 1e-12, 10.0, 1e-3, 0, "interp_lr"},
     {STOCHFLOW_PARAM_COUPLING, 1, 3, STOCHFLOW_COUPLING_INDEPENDENT, 1, "coupling"},
     {STOCHFLOW_PARAM_SINKHORN_REG, 1e-4, 10.0, 0.05, 0, "sinkhorn_reg"},
     {STOCHFLOW_PARAM_SOLVER, 1, 4, STOCHFLOW_SOLVER_DOPRI5, 1, "solver"},
