@@ -156,6 +156,7 @@ struct sweep_case {
     size_t len;
     float x[N * D], ref[N * D], ref2[N * D], y[N * D], l[N], lref[N];
     char path[300];
+    int mode;
     int failures;
 };
 
@@ -320,6 +321,12 @@ static int op_sample_fn(sweep_case *c) {
 
 /* utilities that allocate */
 static int op_toy(sweep_case *c) { return stochflow_toy_sample(c->y, "pinwheel", N, 3, 1); }
+static int op_coupling(sweep_case *c) {
+    size_t perm[N];
+    int rc = stochflow_coupling_assign(perm, NULL, pts, c->x, N, D, c->mode, 0, 1);
+    for (int i = 0; rc == 0 && i < N; ++i) c->y[i] = (float)perm[i];
+    return rc;
+}
 static int op_png(sweep_case *c) {
     static const uint8_t px[4 * 3 * 3] = {0};
     return stochflow_png_write(c->path, px, 4, 3, 3);
@@ -378,6 +385,17 @@ START_TEST(alloc_constructors) {
     ck_assert_int_ge(run_sweep(&c), 2);
     c.after_fail = NULL;
 
+    /* minibatch couplings (issue 9): OT and Sinkhorn allocate a workspace */
+    memcpy(c.x, pts, sizeof c.x);
+    for (int i = 0; i < N * D; ++i) c.x[i] = -c.x[i] + 0.1f * (float)i;
+    for (int mode = STOCHFLOW_COUPLING_OT; mode <= STOCHFLOW_COUPLING_SINKHORN; ++mode) {
+        c.mode = mode;
+        c.name = mode == STOCHFLOW_COUPLING_OT ? "coupling_assign (OT)"
+                                               : "coupling_assign (Sinkhorn)";
+        c.op = op_coupling;
+        ck_assert_int_ge(run_sweep(&c), 1);
+    }
+
     /* utilities */
     c.name = "toy_sample";
     c.op = op_toy;
@@ -418,6 +436,35 @@ START_TEST(alloc_model_calls) {
     c.op = op_train;
     c.after_ok = ok_train;
     ck_assert_int_ge(run_sweep(&c), 1);
+
+    /* the same for a learnable Fourier interpolant trained with OT couplings (issue 9):
+     * its coefficient gradient and coupling workspaces allocate too */
+    {
+        stochflow_config *cf = NULL;
+        stochflow_model *tm = NULL;
+        const size_t w[] = {16};
+        ck_assert_ok(stochflow_config_new(&cf, D));
+        ck_assert_ok(stochflow_config_set_hidden(cf, 1, w));
+        ck_assert_ok(stochflow_config_set_fourier_interpolant(cf, STOCHFLOW_INTERP_TRIG, 2));
+        ck_assert_ok(stochflow_model_new(&tm, cf));
+        stochflow_config_free(cf);
+        ck_assert_ok(stochflow_model_set_param(tm, STOCHFLOW_PARAM_COUPLING,
+                                               STOCHFLOW_COUPLING_OT));
+        ck_assert_int_eq(train_to(tm, 2), 0);
+        unsigned char *keep = c.bytes;
+        size_t keep_len = c.len;
+        c.bytes = serialize(tm, &c.len);
+        stochflow_model_free(tm);
+        setup_copy(&c);
+        ck_assert_ok(op_train(&c));
+        ck_assert_ok(stochflow_model_velocity(c.ref, c.m, 0.5, pts, N));
+        teardown_copy(&c);
+        c.name = "train_step (Fourier interpolant, OT coupling)";
+        ck_assert_int_ge(run_sweep(&c), 1);
+        free(c.bytes);
+        c.bytes = keep;
+        c.len = keep_len;
+    }
 
     struct {
         const char *name;
@@ -714,6 +761,15 @@ START_TEST(nonfinite_inputs) {
         ck_assert_nonfinite(stochflow_model_compute_gradient(&loss, m, x1, N, x0, t));
         POISON(u);
         ck_assert_nonfinite(stochflow_model_velocity_vjp(out, m, 0.5, x1, u, N));
+        /* minibatch couplings (issue 9) */
+        size_t perm[N];
+        for (int mode = STOCHFLOW_COUPLING_INDEPENDENT; mode <= STOCHFLOW_COUPLING_SINKHORN;
+             ++mode) {
+            POISON(x0);
+            ck_assert_nonfinite(stochflow_coupling_assign(perm, NULL, x0, x1, N, D, mode, 0, 1));
+            POISON(x1);
+            ck_assert_nonfinite(stochflow_coupling_assign(perm, NULL, x0, x1, N, D, mode, 0, 1));
+        }
 #undef POISON
     }
     /* nothing was touched by the rejected calls */
