@@ -118,11 +118,32 @@ def run_measured(cmd, threads, timeout, quiet):
         b1, _ = cpu_jiffies()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         own = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-        foreign = max(0.0, (b1 - b0) / CLK_TCK - own) / max(1e-9, wall * NCPU)
-        res.update(foreign=foreign, waited_s=waited, attempts=attempt + 1)
+        other = max(0.0, (b1 - b0) / CLK_TCK - own) / max(1e-9, wall * NCPU)
+        # Other processes' share beyond the CPUs this job leaves idle: what they must
+        # have taken from the job's own threads (other load on a free core is harmless).
+        foreign = max(0.0, other - max(0, NCPU - threads) / NCPU)
+        res.update(foreign=foreign, other_load=other, waited_s=waited, attempts=attempt + 1)
         if foreign <= quiet["foreign"] or not res.get("ok"):
             break
     return res
+
+
+def boost_priority():
+    """Put this run in its own session, hence its own scheduler autogroup, at nice -19.
+    With autogroups (Linux default), plain `nice` only ranks processes within a session,
+    so on a machine shared with other sessions the whole group has to be raised. Needs
+    root or CAP_SYS_NICE. Returns a description for RESULTS.md."""
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader: raise the existing session's group
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write("-19")
+        with open("/proc/self/autogroup") as f:
+            return f.read().strip()
+    except OSError as e:
+        return f"failed ({e})"
 
 
 def run_one(cmd, threads, timeout):
@@ -443,7 +464,7 @@ def write_png_numpy(path, rows, agg, threads_list):
         f.write(png)
 
 
-def write_md(path, cmdline, rows, agg, threads_list, meta, parity, partial=False):
+def write_md(path, cmdline, rows, agg, threads_list, meta, parity, partial=False, boost=None):
     cpu, ncpu, rev, tv, started, dur, reps, min_time, mode = meta
     L = []
     L.append("# libstochflow vs PyTorch: benchmark results\n")
@@ -484,9 +505,15 @@ def write_md(path, cmdline, rows, agg, threads_list, meta, parity, partial=False
              "plus one tangent). '(max ratio)' = floor / PyTorch: no BLIS-based "
              "implementation can beat PyTorch by more than this, so a target above it is "
              "out of reach on this machine.")
-    L.append("- 'other load' = the largest share of the machine's CPU time used by other "
-             "processes during any measurement of the row (measurements wait for a quiet "
-             "machine and are retried above 8%).\n")
+    if boost:
+        L.append(f"- Run with --boost ({boost}): the machine was shared with other busy "
+                 "sessions, so the benchmark's scheduler group ran at nice -19 and no "
+                 "measurement waited for quiet; others still got some CPU (see 'other "
+                 "load'; measurements above 25% were retried once).")
+    L.append("- 'other load' = the largest share of the machine's CPU time that other "
+             "processes used during any measurement of the row beyond the cores the job "
+             "left idle (i.e. taken from the job's own threads; measured from /proc/stat "
+             "minus the job's CPU time).\n")
     L.append("Parity (same parameters and batch in both; max relative difference; "
              "tolerances loss 1e-4, gradient 1e-3, v and log p 1e-4):\n")
     for pr in parity:
@@ -572,11 +599,12 @@ def write_outputs(args, rows, results, threads_list, parity, torch_version, star
                                                + sys.argv[1:])
     meta = (cpu, ncpu, rev, torch_version, started, dur, reps_done, min_time,
             "smoke" if args.smoke else "full")
+    boost = getattr(args, "boosted", None)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump({"command": cmdline, "started": started, "parity": parity,
                    "reps_done": reps_done, "reps": reps, "results": results}, f, indent=1)
     write_md(os.path.join(args.out_dir, "RESULTS.md"), cmdline, rows, agg, threads_list, meta,
-             parity, partial=reps_done < reps)
+             parity, partial=reps_done < reps, boost=boost)
     write_png(os.path.join(args.out_dir, "results.png"), rows, agg, threads_list)
     return agg
 
@@ -601,9 +629,22 @@ def main():
                    help="retry a measurement when other processes used more than this "
                    "fraction of the machine during it")
     p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--boost", action="store_true",
+                   help="run in a new session whose scheduler autogroup is at nice -19 "
+                   "(for a shared, busy machine; needs root), measure without waiting for "
+                   "quiet, retry once above 25%% other load")
     args = p.parse_args()
+    boosted = None
+    if args.boost:
+        boosted = boost_priority()
+        print("priority boost: " + boosted, flush=True)
+        args.boosted = boosted
+        args.max_wait = 0
+        args.quiet_threshold = 1.01
+        args.max_foreign = max(args.max_foreign, 0.25)
+        args.retries = min(args.retries, 1)
     quiet = {"threshold": args.quiet_threshold, "max_wait": args.max_wait,
-             "foreign": args.max_foreign, "retries": args.retries}
+             "foreign": args.max_foreign, "retries": args.retries, "boost": boosted}
 
     bench_c = find_bench_c(args)
     bench_torch = os.path.join(HERE, "bench_torch.py")
