@@ -88,9 +88,10 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
     size_t total;
     if (stochflow__mul_size(&total, m->n_params, 5) != 0 ||
         (m->params = stochflow__calloc(total, sizeof(float))) == NULL) {
+        size_t np = m->n_params; /* read before the free (ASan: heap-use-after-free) */
         stochflow__free(m);
         return stochflow__error(STOCHFLOW_E_NOMEM, "model_new: cannot allocate %zu parameters",
-                                m->n_params);
+                                np);
     }
     m->grads = m->params + m->n_params;
     m->ema = m->grads + m->n_params;

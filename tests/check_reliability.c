@@ -558,6 +558,12 @@ END_TEST
 #define CRASH_KILLS 50
 #define CRASH_WIDTH 48
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Child: resume from the checkpoint if there is one, then train and save forever. */
 static void crash_child(const char *path) {
     stochflow_model *m = NULL;
@@ -572,7 +578,19 @@ START_TEST(sigkill_during_saves) {
     make_tmpdir();
     char path[300];
     snprintf(path, sizeof path, "%s/run.sfm", tmpdir);
+    /* Calibrate: one train+save iteration takes T here (sanitizers, valgrind and slow
+     * disks change T tenfold); kills land uniformly in [T, 6T] after the fork, so every
+     * phase of the loop gets hit and the run still makes progress. */
     stochflow_model *ref = new_model(11, CRASH_WIDTH); /* the uninterrupted run */
+    double t_start = now_s();
+    for (int i = 0; i < 5; ++i) {
+        ck_assert_int_eq(train_to(ref, (uint64_t)i + 1), 0);
+        ck_assert_ok(stochflow_model_save(ref, path));
+    }
+    const double T = (now_s() - t_start) / 5;
+    ck_assert_int_eq(unlink(path), 0);
+    stochflow_model_free(ref);
+    ref = new_model(11, CRASH_WIDTH);
     uint64_t last = 0, rng = 0x9E3779B97F4A7C15ULL;
     int loads = 0, distinct = 0;
     for (int k = 0; k < CRASH_KILLS; ++k) {
@@ -582,7 +600,9 @@ START_TEST(sigkill_during_saves) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        struct timespec ts = {0, (long)(2000000 + rng % 25000000)}; /* 2 to 27 ms */
+        double wait = T * (1.0 + 5.0 * (double)(rng % 1000000) / 1e6);
+        if (wait < 1e-3) wait = 1e-3;
+        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
         nanosleep(&ts, NULL);
         ck_assert_int_eq(kill(pid, SIGKILL), 0);
         int st;
@@ -625,8 +645,9 @@ START_TEST(sigkill_during_saves) {
     int stray = clean_tmpdir();
     fprintf(stderr,
             "crash safety: %d SIGKILLs, checkpoint loaded and verified after %d, %d distinct "
-            "saved states (last step %llu), %d temporaries left by killed saves\n",
-            CRASH_KILLS, loads, distinct, (unsigned long long)last, stray);
+            "saved states (last step %llu), %d temporaries left by killed saves; "
+            "%.2f ms per train+save\n",
+            CRASH_KILLS, loads, distinct, (unsigned long long)last, stray, 1e3 * T);
 }
 END_TEST
 
