@@ -73,6 +73,18 @@ run "sample from resumed model" "$SF" sample --model "$T/resumed.sfm" -n 64 --ou
 if cmp -s "$T/a.npy" "$T/b.npy"; then ok "resume continues bit-for-bit (identical samples)"; else not_ok "resume continues bit-for-bit"; fi
 fails "resume cannot change the architecture" "cannot change" "$SF" train --data checkerboard --out "$T/x.sfm" --resume "$T/half.sfm" --hidden 8
 
+# ---- progress bar only on a terminal (stderr was checked empty above) -------------------
+if command -v script >/dev/null 2>&1; then
+    script -qec "'$SF' train --data checkerboard --out '$T/tty.sfm' --steps 300 ${SMALL[*]}" /dev/null >"$T/tty" 2>&1 </dev/null
+    if grep -q 'ETA' "$T/tty" && grep -q 'loss' "$T/tty" && grep -q 'steps/s' "$T/tty"; then
+        ok "progress bar with rate, ETA and loss on a terminal"
+    else
+        not_ok "progress bar on a terminal" "$(head -c 400 "$T/tty")"
+    fi
+else
+    ok "progress bar on a terminal # SKIP script(1) not installed"
+fi
+
 # ---- info -------------------------------------------------------------------------------
 run "info" "$SF" info --model "$T/m.sfm" --json &&
     json "info JSON" "d['dim']==2 and d['hidden']==[16,16] and d['step']==30 and d['interpolant']=='trig' and d['params']>0"

@@ -214,7 +214,7 @@ void plot_auto_range(double *lo, double *hi, const float *x, size_t n, size_t d)
 
 int plot_histogram(canvas *out, const char *title, const float *x, size_t n, size_t d,
                    double lo, double hi, int size) {
-    int bins = (int)sqrt((double)n / 4.0);
+    int bins = (int)sqrt((double)n / 8.0);
     if (bins < 16) bins = 16;
     if (bins > size / 2) bins = size / 2;
     double *cnt = calloc((size_t)bins * (size_t)bins, sizeof(double));

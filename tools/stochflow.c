@@ -327,11 +327,22 @@ static int load_model(stochflow_model **m, const char *path) {
     return 0;
 }
 
+static const keyword WEIGHTS[] = {{"ema", 1}, {"live", 2}, {NULL, 0}};
+
+/* --threads, and --weights where the command has it. */
 static int set_threads(stochflow_model *m, const opts *o, int def) {
     uint64_t t;
     if (get_u64(o, "--threads", (uint64_t)def, 1, 256, &t) != 0) return -1;
     int rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, (double)t);
-    return rc < 0 ? cli_fail_lib(rc, "--threads") : 0;
+    if (rc < 0) return cli_fail_lib(rc, "--threads");
+    for (size_t i = 0; i < o->n; ++i)
+        if (strcmp(o->defs[i].name, "--weights") == 0 && o->val[i] != NULL) {
+            int w;
+            if (get_keyword(o, "--weights", WEIGHTS, 1, &w) != 0) return -1;
+            rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_EVAL_WEIGHTS, w);
+            if (rc < 0) return cli_fail_lib(rc, "--weights");
+        }
+    return 0;
 }
 
 /* Solver settings shared by sample and logp: --solver --steps --rtol --atol. */
@@ -629,6 +640,7 @@ static const optdef SAMPLE_OPTS[] = {
     {"--png", "PICTURE", "also draw a 2-D histogram (first two coordinates)"},
     {"--with-logp", NULL, "append log p(x) as the last column"},
     {"--seed", "S", "seed of the base draws (default 0)"},
+    {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
@@ -751,6 +763,7 @@ static const optdef LOGP_OPTS[] = {
     {"--atol", "X", "dopri5 absolute tolerance (default 1e-5)"},
     {"--seed", "S", "seed of the Hutchinson probes (default 0)"},
     {"--out", "FILE", "also write the per-point log p (.npy or .csv, n x 1)"},
+    {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
