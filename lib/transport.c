@@ -57,60 +57,77 @@ int stochflow__transport_active(const stochflow_model *m) {
 
 /* ---- exact assignment ------------------------------------------------------------- */
 
-/* Shortest augmenting paths with row/column potentials (the Hungarian method in the
- * O(n^2) per row form; Jonker-Volgenant style Dijkstra over columns). 1-based internal
- * indices; column 0 is the virtual start. dwork: 3 (n + 1) doubles (u, v, minv);
- * iwork: 2 (n + 1) size_t (p, way); used: n + 1 chars. */
+/* Shortest augmenting paths with row/column potentials (Jonker-Volgenant / Crouse's
+ * form, as in SciPy's linear_sum_assignment): rows are inserted one at a time; each
+ * insertion runs Dijkstra over the columns not yet scanned (one pass over a shrinking
+ * list per scanned column, ties broken toward free columns), then updates the dual
+ * potentials lazily and augments. O(n^3) worst case, exact for any real costs.
+ * dwork: 3 n doubles; iwork: 4 n size_t; flags: 2 n chars. */
 void stochflow__assign_exact(size_t *perm, const double *cost, size_t n, double *dwork,
-                             size_t *iwork, char *used) {
-    double *u = dwork, *v = dwork + (n + 1), *minv = dwork + 2 * (n + 1);
-    size_t *p = iwork, *way = iwork + (n + 1);
-    for (size_t j = 0; j <= n; ++j) {
-        u[j] = v[j] = 0.0;
-        p[j] = way[j] = 0;
+                             size_t *iwork, char *flags) {
+    const size_t NONE = (size_t)-1;
+    double *u = dwork, *v = dwork + n, *spc = dwork + 2 * n;
+    size_t *path = iwork, *col4row = iwork + n, *row4col = iwork + 2 * n,
+           *remaining = iwork + 3 * n;
+    char *SR = flags, *SC = flags + n;
+    for (size_t k = 0; k < n; ++k) {
+        u[k] = v[k] = 0.0;
+        col4row[k] = row4col[k] = path[k] = NONE;
     }
-    for (size_t i = 1; i <= n; ++i) {
-        p[0] = i;
-        size_t j0 = 0;
-        for (size_t j = 0; j <= n; ++j) {
-            minv[j] = INFINITY;
-            used[j] = 0;
+    for (size_t cur = 0; cur < n; ++cur) {
+        /* Dijkstra from row cur */
+        double minval = 0.0;
+        size_t nrem = n, i = cur, sink = NONE;
+        for (size_t k = 0; k < n; ++k) {
+            remaining[k] = n - 1 - k;
+            SR[k] = SC[k] = 0;
+            spc[k] = INFINITY;
         }
-        do {
-            used[j0] = 1;
-            size_t i0 = p[j0], j1 = 0;
-            double delta = INFINITY;
-            const double *row = cost + (i0 - 1) * n;
-            const double ui0 = u[i0];
-            for (size_t j = 1; j <= n; ++j) {
-                if (used[j]) continue;
-                double cur = row[j - 1] - ui0 - v[j];
-                if (cur < minv[j]) {
-                    minv[j] = cur;
-                    way[j] = j0;
+        while (sink == NONE) {
+            size_t index = NONE;
+            double lowest = INFINITY;
+            SR[i] = 1;
+            const double *row = cost + i * n;
+            const double base = minval - u[i];
+            for (size_t it = 0; it < nrem; ++it) {
+                size_t j = remaining[it];
+                double r = base + row[j] - v[j];
+                if (r < spc[j]) {
+                    path[j] = i;
+                    spc[j] = r;
                 }
-                if (minv[j] < delta) {
-                    delta = minv[j];
-                    j1 = j;
-                }
-            }
-            for (size_t j = 0; j <= n; ++j) {
-                if (used[j]) {
-                    u[p[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    minv[j] -= delta;
+                if (spc[j] < lowest || (spc[j] == lowest && row4col[j] == NONE)) {
+                    lowest = spc[j];
+                    index = it;
                 }
             }
-            j0 = j1;
-        } while (p[j0] != 0);
-        do {
-            size_t j1 = way[j0];
-            p[j0] = p[j1];
-            j0 = j1;
-        } while (j0 != 0);
+            minval = lowest;
+            size_t j = remaining[index];
+            if (row4col[j] == NONE)
+                sink = j;
+            else
+                i = row4col[j];
+            SC[j] = 1;
+            remaining[index] = remaining[--nrem];
+        }
+        /* dual update */
+        u[cur] += minval;
+        for (size_t r = 0; r < n; ++r)
+            if (SR[r] && r != cur) u[r] += minval - spc[col4row[r]];
+        for (size_t c = 0; c < n; ++c)
+            if (SC[c]) v[c] -= minval - spc[c];
+        /* augment along the path back to cur */
+        size_t j = sink;
+        for (;;) {
+            size_t r = path[j];
+            row4col[j] = r;
+            size_t tmp = col4row[r];
+            col4row[r] = j;
+            j = tmp;
+            if (r == cur) break;
+        }
     }
-    for (size_t j = 1; j <= n; ++j) perm[p[j] - 1] = j - 1;
+    for (size_t r = 0; r < n; ++r) perm[r] = col4row[r];
 }
 
 /* ---- couplings -------------------------------------------------------------------- */
@@ -120,8 +137,8 @@ static int coupling_bytes(size_t *out, size_t n) {
     size_t nn, b1, b2;
     if (stochflow__mul_size(&nn, n, n) != 0 || stochflow__mul_size(&b1, nn, sizeof(double)) != 0)
         return -1;
-    /* dwork 3 (n+1) doubles (Sinkhorn: f, g, tmp n each), iwork 2 (n+1) size_t, used */
-    b2 = 3 * (n + 1) * sizeof(double) + 2 * (n + 1) * sizeof(size_t) + (n + 1) + 64;
+    /* dwork 3 (n+1) doubles (Sinkhorn: f, g, tmp n each), iwork 4 (n+1) size_t, flags */
+    b2 = 3 * (n + 1) * sizeof(double) + 4 * (n + 1) * sizeof(size_t) + 2 * (n + 1) + 64;
     if (b1 > SIZE_MAX - b2) return -1;
     *out = b1 + b2;
     return 0;
@@ -218,6 +235,66 @@ static int sinkhorn_draw(size_t *perm, const double *C, size_t n, double eps, do
     return 0;
 }
 
+/* Sinkhorn with a precomputed kernel K = exp(-C / eps) (in place of C) when no entry
+ * underflows (max C / eps <= 600): O(n^2) multiply-adds per iteration instead of
+ * exponentials. Falls back to the log-domain version otherwise. */
+static int sinkhorn_scaled(size_t *perm, double *C, size_t n, double eps, double *u, double *v,
+                           double *tmp, uint64_t seed, uint64_t step) {
+    double cmax = 0.0;
+    for (size_t i = 0; i < n * n; ++i)
+        if (C[i] > cmax) cmax = C[i];
+    if (cmax / eps > 600.0) return sinkhorn_draw(perm, C, n, eps, u, v, tmp, seed, step);
+    for (size_t i = 0; i < n * n; ++i) C[i] = exp(-C[i] / eps);
+    const double a = 1.0 / (double)n;
+    for (size_t i = 0; i < n; ++i) u[i] = v[i] = 1.0;
+    for (int it = 0; it < SINKHORN_MAX_ITERS; ++it) {
+        for (size_t i = 0; i < n; ++i) {
+            const double *row = C + i * n;
+            double r = 0.0;
+            for (size_t j = 0; j < n; ++j) r += row[j] * v[j];
+            u[i] = a / r;
+        }
+        for (size_t j = 0; j < n; ++j) tmp[j] = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            const double *row = C + i * n;
+            const double ui = u[i];
+            for (size_t j = 0; j < n; ++j) tmp[j] += row[j] * ui;
+        }
+        for (size_t j = 0; j < n; ++j) v[j] = a / tmp[j];
+        if (it % 5 != 4) continue;
+        /* columns are exact after the v update; check the rows */
+        double err = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            const double *row = C + i * n;
+            double r = 0.0;
+            for (size_t j = 0; j < n; ++j) r += row[j] * v[j];
+            err += fabs(u[i] * r * (double)n - 1.0);
+        }
+        if (!isfinite(err))
+            return stochflow__error(STOCHFLOW_E_NONFINITE,
+                                    "Sinkhorn iteration diverged (regularization too small?)");
+        if (err / (double)n < SINKHORN_TOL) break;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double *row = C + i * n;
+        double r = 0.0;
+        for (size_t j = 0; j < n; ++j) r += row[j] * v[j];
+        stochflow__rng rng;
+        stochflow__rng_init(&rng, seed, STOCHFLOW__STREAM_COUPLING, step, i);
+        double target = stochflow__rng_uniform(&rng) * r, acc = 0.0;
+        size_t pick = n - 1;
+        for (size_t j = 0; j < n; ++j) {
+            acc += row[j] * v[j];
+            if (acc > target) {
+                pick = j;
+                break;
+            }
+        }
+        perm[i] = pick;
+    }
+    return 0;
+}
+
 /* perm[i] = x0 row paired with x1 row i. work: coupling_bytes(n) bytes, 64-aligned. */
 static int couple(size_t *perm, const float *x0, const float *x1, size_t n, size_t d, int mode,
                   double reg, uint64_t seed, uint64_t step, void *work) {
@@ -228,7 +305,7 @@ static int couple(size_t *perm, const float *x0, const float *x1, size_t n, size
     double *C = work;
     double *dwork = C + n * n;
     size_t *iwork = (size_t *)(dwork + 3 * (n + 1));
-    char *used = (char *)(iwork + 2 * (n + 1));
+    char *used = (char *)(iwork + 4 * (n + 1));
     double mean = cost_matrix(C, x0, x1, n, d);
     RETURN_ERROR_IF(!isfinite(mean), STOCHFLOW_E_NONFINITE, "coupling cost is not finite");
     if (mode == STOCHFLOW_COUPLING_OT) {
@@ -236,7 +313,7 @@ static int couple(size_t *perm, const float *x0, const float *x1, size_t n, size
         return 0;
     }
     double eps = reg * (mean > 0 ? mean : 1.0);
-    return sinkhorn_draw(perm, C, n, eps, dwork, dwork + n, dwork + 2 * n, seed, step);
+    return sinkhorn_scaled(perm, C, n, eps, dwork, dwork + n, dwork + 2 * n, seed, step);
 }
 
 STOCHFLOW_API int stochflow_coupling_assign(size_t *perm, double *cost, const float *x0,

@@ -81,9 +81,9 @@ int stochflow__transport_section_conf(struct stochflow_config *cfg, const uint8_
 int stochflow__transport_section_read(struct stochflow_model *m, const uint8_t *p, uint64_t len);
 
 /* Exact assignment: perm[i] = column assigned to row i, minimizing sum_i C[i, perm[i]]
- * for an n x n cost (row-major, double). Work arrays: 4 (n + 1) doubles and
- * 3 (n + 1) size_t's + n + 1 chars, passed in. */
+ * for an n x n cost (row-major, double). Work arrays passed in: 3 n doubles, 4 n
+ * size_t's, 2 n chars. */
 void stochflow__assign_exact(size_t *perm, const double *cost, size_t n, double *dwork,
-                             size_t *iwork, char *used);
+                             size_t *iwork, char *flags);
 
 #endif
