@@ -98,4 +98,22 @@ void progress_update(progress *p, double done, const char *extra);
 /* Erase the bar (the final result is printed by the caller). */
 void progress_end(progress *p);
 
+/* ---- transport (transport_cli.c, issue 9) ------------------------------------------- */
+
+/* --interpolant SPEC: trig | linear | fourier:M[:trig|:linear] (NULL = trig), applied to
+ * cfg. Returns 0 or -1 (message printed). */
+int cli_set_interpolant(stochflow_config *cfg, const char *cmd, const char *spec);
+/* --coupling independent|ot|sinkhorn and --interp-lr X (either may be NULL). */
+int cli_set_coupling(stochflow_model *m, const char *cmd, const char *coupling,
+                     const char *interp_lr);
+/* Base samples x0 (b x d) of a data-to-data flow for one step; z: b floats scratch. */
+int cli_base_batch(float *x0, float *z, const dataset *base, size_t b, uint64_t seed,
+                   uint64_t step);
+/* Print the path-length estimate and, for a Fourier interpolant, its coefficients. */
+void cli_transport_report(const stochflow_model *m);
+/* PNG of trajectories from base points (base, or N(0, I) when NULL) to t = 1 over the
+ * target's samples. */
+int cli_transport_picture(const char *path, stochflow_model *m, const dataset *base,
+                          const dataset *data, uint64_t seed);
+
 #endif

@@ -191,7 +191,8 @@ static const keyword ACTIVATIONS[] = {{"silu", STOCHFLOW_ACT_SILU},
                                       {"softplus", STOCHFLOW_ACT_SOFTPLUS},
                                       {NULL, 0}};
 static const keyword INTERPOLANTS[] = {
-    {"trig", STOCHFLOW_INTERP_TRIG}, {"linear", STOCHFLOW_INTERP_LINEAR}, {NULL, 0}};
+    {"trig", STOCHFLOW_INTERP_TRIG}, {"linear", STOCHFLOW_INTERP_LINEAR},
+    {"fourier (learned)", STOCHFLOW_INTERP_FOURIER}, {NULL, 0}};
 static const keyword SOLVERS[] = {{"dopri5", STOCHFLOW_SOLVER_DOPRI5},
                                   {"rk4", STOCHFLOW_SOLVER_RK4},
                                   {"heun", STOCHFLOW_SOLVER_HEUN},
@@ -421,6 +422,9 @@ static int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint
         int rc = stochflow_model_set_param(m, P[i].key, v);
         if (rc < 0) return cli_fail_lib(rc, P[i].name);
     }
+    /* issue 9: --coupling, --interp-lr (tools/transport_cli.c) */
+    if (cli_set_coupling(m, o->cmd, opt(o, "--coupling"), opt(o, "--interp-lr")) != 0)
+        return -1;
     if (opt(o, "--lr-schedule") != NULL) {
         int sch;
         if (get_keyword(o, "--lr-schedule", SCHEDULES, STOCHFLOW_LR_CONSTANT, &sch) != 0)
@@ -441,10 +445,9 @@ static int build_model(stochflow_model **m, const opts *o, size_t dim, const cha
                        int def_fourier) {
     size_t widths[64];
     int nh = parse_hidden(o->cmd, opt(o, "--hidden") ? opt(o, "--hidden") : def_hidden, widths, 64);
-    int act, interp;
+    int act;
     uint64_t seed, nfreq;
     if (nh < 0 || get_keyword(o, "--activation", ACTIVATIONS, STOCHFLOW_ACT_SILU, &act) != 0 ||
-        get_keyword(o, "--interpolant", INTERPOLANTS, STOCHFLOW_INTERP_TRIG, &interp) != 0 ||
         get_u64(o, "--seed", 0, 0, UINT64_MAX, &seed) != 0 ||
         get_u64(o, "--time-fourier", (uint64_t)def_fourier, 0, 64, &nfreq) != 0)
         return -1;
@@ -452,7 +455,11 @@ static int build_model(stochflow_model **m, const opts *o, size_t dim, const cha
     int rc = stochflow_config_new(&cfg, dim);
     if (rc >= 0) rc = stochflow_config_set_hidden(cfg, (size_t)nh, widths);
     if (rc >= 0) rc = stochflow_config_set_activation(cfg, act);
-    if (rc >= 0) rc = stochflow_config_set_interpolant(cfg, interp);
+    /* --interpolant trig|linear|fourier:M[:base] (issue 9: tools/transport_cli.c) */
+    if (rc >= 0 && cli_set_interpolant(cfg, o->cmd, opt(o, "--interpolant")) != 0) {
+        stochflow_config_free(cfg);
+        return -1;
+    }
     if (rc >= 0) rc = stochflow_config_set_seed(cfg, seed);
     if (rc >= 0 && nfreq > 0)
         rc = stochflow_config_set_time_embedding(cfg, STOCHFLOW_TIME_FOURIER, (size_t)nfreq);
@@ -468,15 +475,18 @@ typedef struct {
 } train_result;
 
 /* The training loop shared by train and demo. */
-static int train_loop(train_result *res, stochflow_model *m, const dataset *ds, uint64_t steps,
-                      size_t batch, const char *label) {
+static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
+                      const dataset *base, uint64_t steps, size_t batch, const char *label) {
     memset(res, 0, sizeof *res);
     size_t d = stochflow_model_dim(m);
     float *x = malloc(batch * d * sizeof(float)), *z = malloc(batch * sizeof(float));
+    /* issue 9: base samples of a data-to-data flow (--base), else x0 ~ N(0, I) */
+    float *x0 = base ? malloc(batch * d * sizeof(float)) : NULL;
     res->losses = malloc((steps ? steps : 1) * sizeof(double));
-    if (x == NULL || z == NULL || res->losses == NULL) {
+    if (x == NULL || z == NULL || res->losses == NULL || (base && x0 == NULL)) {
         free(x);
         free(z);
+        free(x0);
         return cli_fail("out of memory for a batch of %zu", batch);
     }
     uint64_t seed = model_seed(m);
@@ -487,8 +497,9 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds, 
     for (uint64_t s = 0; s < steps; ++s) {
         uint64_t global = stochflow_model_step(m);
         if ((rc = fill_batch(x, z, ds, batch, seed, global)) != 0) break;
+        if (base && (rc = cli_base_batch(x0, z, base, batch, seed, global)) != 0) break;
         double loss;
-        int st = stochflow_model_train_step(&loss, m, x, batch, NULL, NULL);
+        int st = stochflow_model_train_step(&loss, m, x, batch, x0, NULL);
         if (st < 0) {
             progress_end(&bar);
             rc = cli_fail_lib(st, "training step");
@@ -514,6 +525,7 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds, 
     }
     free(x);
     free(z);
+    free(x0);
     return rc;
 }
 
@@ -536,8 +548,12 @@ static const optdef TRAIN_OPTS[] = {
     {"--batch", "B", "batch size (default 512)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
-    {"--interpolant", "NAME", "trig|linear (default trig)"},
+    {"--interpolant", "NAME", "trig|linear|fourier:M[:trig] (default trig; fourier: learned)"},
     {"--time-fourier", "F", "time features (t, sin/cos(k pi t), k=1..F); 0 = raw t"},
+    {"--coupling", "NAME", "independent|ot|sinkhorn pairing of x0 and x1 (default independent)"},
+    {"--interp-lr", "X", "ascent rate of the fourier coefficients (default 1e-3)"},
+    {"--base", "SRC", "base samples x0 (toy or file) instead of N(0, I): data-to-data"},
+    {"--transport-png", "PICTURE", "draw trajectories from base to target (first 2 coords)"},
     {"--lr", "X", "Adam learning rate (default 1e-3)"},
     {"--lr-schedule", "NAME", "constant|step|cosine (cosine spans --steps)"},
     {"--lr-decay-every", "N", "step schedule period"},
@@ -573,8 +589,21 @@ static int cmd_train(int argc, char **argv) {
                                 arch[i]),
                        EXIT_USAGE;
     }
-    dataset ds;
+    dataset ds, base_ds;
     if (dataset_open(&ds, opt(&o, "--data")) != 0) return 1;
+    /* issue 9: --base SRC, a data-to-data flow (tools/transport_cli.c) */
+    const char *base_src = opt(&o, "--base");
+    if (base_src && dataset_open(&base_ds, base_src) != 0) {
+        dataset_free(&ds);
+        return 1;
+    }
+    if (base_src && base_ds.toy) base_ds.d = 2;
+    if (base_src && base_ds.d != ds.d) {
+        cli_fail("train: --base has %zu columns but --data has %zu", base_ds.d, ds.d);
+        dataset_free(&base_ds);
+        dataset_free(&ds);
+        return 1;
+    }
     stochflow_model *m = NULL;
     train_result tr = {0};
     int ret = 1;
@@ -591,7 +620,8 @@ static int cmd_train(int argc, char **argv) {
     if (set_threads(m, &o, default_threads()) || apply_train_params(m, &o, !resume, steps))
         goto out;
     uint64_t step0 = stochflow_model_step(m);
-    if (train_loop(&tr, m, &ds, steps, (size_t)batch, "train") != 0) goto out;
+    if (train_loop(&tr, m, &ds, base_src ? &base_ds : NULL, steps, (size_t)batch, "train") != 0)
+        goto out;
     int rc = stochflow_model_save(m, opt(&o, "--out"));
     if (rc < 0) {
         cli_fail_lib(rc, opt(&o, "--out"));
@@ -604,6 +634,16 @@ static int cmd_train(int argc, char **argv) {
     printf("loss %.5f (mean of the last %llu steps; last %.5f)\n", tr.mean_loss,
            (unsigned long long)(tr.steps_run < 100 ? tr.steps_run : 100), tr.last_loss);
     printf("saved %s (%zu parameters)\n", opt(&o, "--out"), stochflow_model_num_params(m));
+    cli_transport_report(m); /* issue 9: path length, learned coefficients */
+    if (base_src)
+        printf("base: %s (data-to-data flow; `stochflow logp` and `sample` assume N(0, I) and "
+               "do not apply to this model's base)\n", base_ds.name);
+    if (opt(&o, "--transport-png")) {
+        if (cli_transport_picture(opt(&o, "--transport-png"), m, base_src ? &base_ds : NULL,
+                                  &ds, model_seed(m)) != 0)
+            goto out;
+        printf("wrote %s\n", opt(&o, "--transport-png"));
+    }
     if (opt(&o, "--json")) {
         json j;
         jbegin(&j);
@@ -623,6 +663,7 @@ static int cmd_train(int argc, char **argv) {
 out:
     free(tr.losses);
     stochflow_model_free(m);
+    if (base_src) dataset_free(&base_ds);
     dataset_free(&ds);
     return ret;
 }
@@ -1065,7 +1106,7 @@ static int cmd_demo(int argc, char **argv) {
            "%llu, %zu parameters)\n",
            (unsigned long long)steps, (unsigned long long)batch, stochflow_model_num_params(m));
     fflush(stdout);
-    if (train_loop(&tr, m, &ds, steps, (size_t)batch, "demo: train") != 0) goto out;
+    if (train_loop(&tr, m, &ds, NULL, steps, (size_t)batch, "demo: train") != 0) goto out;
     if ((rc = stochflow_model_save(m, path_model)) < 0) {
         cli_fail_lib(rc, path_model);
         goto out;

@@ -1,0 +1,223 @@
+/* transport_cli.c - the stochflow program's options of issue 9 (learnable interpolants,
+ * couplings, data-to-data flows) and the transport picture. Called from stochflow.c;
+ * uses only the public API. See doc/transport.md and doc/cli.md. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_set_interpolant(stochflow_config *cfg, const char *cmd, const char *spec) {
+    int rc;
+    if (spec == NULL || strcmp(spec, "trig") == 0) {
+        rc = stochflow_config_set_interpolant(cfg, STOCHFLOW_INTERP_TRIG);
+    } else if (strcmp(spec, "linear") == 0) {
+        rc = stochflow_config_set_interpolant(cfg, STOCHFLOW_INTERP_LINEAR);
+    } else if (strncmp(spec, "fourier:", 8) == 0) {
+        const char *p = spec + 8;
+        char *end;
+        errno = 0;
+        unsigned long M = strtoul(p, &end, 10);
+        int base = STOCHFLOW_INTERP_LINEAR;
+        if (end == p || errno != 0 || *p == '-' || M < 1 || M > 64)
+            return cli_fail("%s: --interpolant fourier:M needs M in 1..64, got '%s'", cmd, spec);
+        if (*end == ':') {
+            if (strcmp(end + 1, "trig") == 0)
+                base = STOCHFLOW_INTERP_TRIG;
+            else if (strcmp(end + 1, "linear") != 0)
+                return cli_fail("%s: --interpolant fourier:M:BASE needs BASE trig|linear, got "
+                                "'%s'", cmd, spec);
+        } else if (*end != '\0') {
+            return cli_fail("%s: --interpolant fourier:M needs M in 1..64, got '%s'", cmd, spec);
+        }
+        rc = stochflow_config_set_fourier_interpolant(cfg, base, (size_t)M);
+    } else {
+        return cli_fail("%s: --interpolant must be trig|linear|fourier:M[:trig|:linear], got "
+                        "'%s'", cmd, spec);
+    }
+    return rc < 0 ? cli_fail_lib(rc, "--interpolant") : 0;
+}
+
+int cli_set_coupling(stochflow_model *m, const char *cmd, const char *coupling,
+                     const char *interp_lr) {
+    int rc;
+    if (coupling) {
+        int mode;
+        if (strcmp(coupling, "independent") == 0)
+            mode = STOCHFLOW_COUPLING_INDEPENDENT;
+        else if (strcmp(coupling, "ot") == 0)
+            mode = STOCHFLOW_COUPLING_OT;
+        else if (strcmp(coupling, "sinkhorn") == 0)
+            mode = STOCHFLOW_COUPLING_SINKHORN;
+        else
+            return cli_fail("%s: --coupling must be independent|ot|sinkhorn, got '%s'", cmd,
+                            coupling);
+        rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_COUPLING, mode);
+        if (rc < 0) return cli_fail_lib(rc, "--coupling");
+    }
+    if (interp_lr) {
+        char *end;
+        errno = 0;
+        double v = strtod(interp_lr, &end);
+        if (end == interp_lr || *end != '\0' || errno != 0 || !(v > 0 && v <= 10))
+            return cli_fail("%s: --interp-lr expects a number in (0, 10], got '%s'", cmd,
+                            interp_lr);
+        rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_INTERP_LR, v);
+        if (rc < 0) return cli_fail_lib(rc, "--interp-lr");
+    }
+    return 0;
+}
+
+/* Base batch for the model's current step: toys draw a fresh batch from their own
+ * stream family (stream = 2^40 + step, independent of the data's draws); files draw rows
+ * uniformly with replacement from indices keyed by (seed + 1, step). */
+int cli_base_batch(float *x0, float *z, const dataset *base, size_t b, uint64_t seed,
+                   uint64_t step) {
+    int rc;
+    if (base->toy) {
+        rc = stochflow_toy_sample(x0, base->name, b, seed, ((uint64_t)1 << 40) + step);
+        return rc < 0 ? cli_fail_lib(rc, "base samples") : 0;
+    }
+    rc = stochflow_random_normal(z, b, seed + 1, step);
+    if (rc < 0) return cli_fail_lib(rc, "base minibatch indices");
+    for (size_t i = 0; i < b; ++i) {
+        double u = 0.5 * erfc(-(double)z[i] / 1.4142135623730951);
+        size_t k = (size_t)(u * (double)base->n);
+        if (k >= base->n) k = base->n - 1;
+        memcpy(x0 + i * base->d, base->x + k * base->d, base->d * sizeof(float));
+    }
+    return 0;
+}
+
+void cli_transport_report(const stochflow_model *m) {
+    double pl;
+    uint64_t count;
+    if (stochflow_model_path_length(&pl, &count, m) == 0)
+        printf("path length estimate %.4f (EMA of -loss over %llu steps)\n", pl,
+               (unsigned long long)count);
+    double al[64], be[64];
+    size_t M;
+    if (stochflow_model_interpolant_coefficients(al, be, &M, m) == 0) {
+        printf("interpolant coefficients (M = %zu):\n  alpha", M);
+        for (size_t k = 0; k < M; ++k) printf(" %.4f", al[k]);
+        printf("\n  beta ");
+        for (size_t k = 0; k < M; ++k) printf(" %.4f", be[k]);
+        printf("\n");
+    }
+}
+
+/* ---- the transport picture ---------------------------------------------------------- */
+
+static void put_px(canvas *c, int x, int y, const uint8_t rgb[3], double alpha) {
+    if (x < 0 || y < 0 || x >= c->w || y >= c->h) return;
+    uint8_t *p = c->px + ((size_t)y * (size_t)c->w + (size_t)x) * 3;
+    for (int k = 0; k < 3; ++k) p[k] = (uint8_t)(p[k] + alpha * ((double)rgb[k] - p[k]) + 0.5);
+}
+
+static void seg(canvas *c, int x0, int y0, int x1, int y1, const uint8_t rgb[3], double alpha) {
+    int dx = abs(x1 - x0), sx = x0 < x1 ? 1 : -1;
+    int dy = -abs(y1 - y0), sy = y0 < y1 ? 1 : -1;
+    int err = dx + dy;
+    for (int guard = 0; guard < 100000; ++guard) {
+        put_px(c, x0, y0, rgb, alpha);
+        if (x0 == x1 && y0 == y1) break;
+        int e2 = 2 * err;
+        if (e2 >= dy) err += dy, x0 += sx;
+        if (e2 <= dx) err += dx, y0 += sy;
+    }
+}
+
+static void dot(canvas *c, int x, int y, const uint8_t rgb[3]) {
+    for (int a = -1; a <= 1; ++a)
+        for (int b = -1; b <= 1; ++b) put_px(c, x + a, y + b, rgb, 1.0);
+}
+
+/* Trajectories of n base points integrated 0 -> 1 in K segments (dopri5, the solver's
+ * defaults), drawn as lines shading from blue (t = 0) to red (t = 1), over the target's
+ * samples in light gray. Base points: the base data set's draws, or N(0, I). */
+int cli_transport_picture(const char *path, stochflow_model *m, const dataset *base,
+                          const dataset *data, uint64_t seed) {
+    const size_t n = 400, nd = 3000, d = stochflow_model_dim(m);
+    const int K = 32, size = 512, title_h = 28;
+    if (d < 2) return cli_fail("--transport-png needs at least 2 dimensions");
+    float *traj = malloc((size_t)(K + 1) * n * d * sizeof(float));
+    float *tgt = malloc(nd * d * sizeof(float)), *z = malloc(nd * sizeof(float));
+    stochflow_solver *s = NULL;
+    canvas c = {0};
+    int ret = -1, rc;
+    if (traj == NULL || tgt == NULL || z == NULL) {
+        cli_fail("out of memory for the transport picture");
+        goto out;
+    }
+    if (base) {
+        if (cli_base_batch(traj, z, base, n, seed + 7, 0) != 0) goto out;
+    } else if ((rc = stochflow_random_normal(traj, n * d, seed + 7, 0)) < 0) {
+        cli_fail_lib(rc, "base draws");
+        goto out;
+    }
+    if (data->toy) {
+        if ((rc = stochflow_toy_sample(tgt, data->name, nd, seed + 8, 0)) < 0) {
+            cli_fail_lib(rc, "target samples");
+            goto out;
+        }
+    } else {
+        for (size_t i = 0; i < nd; ++i)
+            memcpy(tgt + i * d, data->x + (i % data->n) * d, d * sizeof(float));
+    }
+    if ((rc = stochflow_solver_new(&s)) < 0) {
+        cli_fail_lib(rc, "solver");
+        goto out;
+    }
+    for (int k = 0; k < K; ++k) {
+        float *next = traj + (size_t)(k + 1) * n * d;
+        memcpy(next, traj + (size_t)k * n * d, n * d * sizeof(float));
+        rc = stochflow_solver_integrate(NULL, NULL, s, m, next, n, (double)k / K,
+                                        (double)(k + 1) / K);
+        if (rc < 0) {
+            cli_fail_lib(rc, "integrating the trajectories");
+            goto out;
+        }
+    }
+    /* square range covering the bulk of start, end and target points */
+    double lo = INFINITY, hi = -INFINITY;
+    double l1, h1;
+    plot_auto_range(&l1, &h1, traj, n, d);
+    lo = fmin(lo, l1), hi = fmax(hi, h1);
+    plot_auto_range(&l1, &h1, traj + (size_t)K * n * d, n, d);
+    lo = fmin(lo, l1), hi = fmax(hi, h1);
+    plot_auto_range(&l1, &h1, tgt, nd, d);
+    lo = fmin(lo, l1), hi = fmax(hi, h1);
+    if (canvas_new(&c, size, size + title_h, 255) != 0) goto out;
+    const uint8_t ink[3] = {0, 0, 0}, gray[3] = {170, 170, 170}, blue[3] = {30, 70, 220},
+                  red[3] = {220, 40, 30};
+    canvas_text(&c, 8, 8, "TRANSPORT: BLUE T=0 TO RED T=1", 2, ink);
+    double scale = (size - 1) / (hi - lo);
+#define PX(v) ((int)lround(((v) - lo) * scale))
+#define PY(v) (title_h + size - 1 - (int)lround(((v) - lo) * scale))
+    for (size_t i = 0; i < nd; ++i) put_px(&c, PX(tgt[i * d]), PY(tgt[i * d + 1]), gray, 1.0);
+    for (int k = 0; k < K; ++k) {
+        double f = (k + 0.5) / K;
+        uint8_t col[3];
+        for (int q = 0; q < 3; ++q) col[q] = (uint8_t)((1 - f) * blue[q] + f * red[q]);
+        const float *a = traj + (size_t)k * n * d, *b = a + n * d;
+        for (size_t i = 0; i < n; ++i)
+            seg(&c, PX(a[i * d]), PY(a[i * d + 1]), PX(b[i * d]), PY(b[i * d + 1]), col, 0.35);
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const float *a = traj + i * d, *b = traj + (size_t)K * n * d + i * d;
+        dot(&c, PX(a[0]), PY(a[1]), blue);
+        dot(&c, PX(b[0]), PY(b[1]), red);
+    }
+#undef PX
+#undef PY
+    if (canvas_save(&c, path) != 0) goto out;
+    ret = 0;
+out:
+    canvas_free(&c);
+    stochflow_solver_free(s);
+    free(traj);
+    free(tgt);
+    free(z);
+    return ret;
+}
