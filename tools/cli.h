@@ -115,5 +115,12 @@ void cli_transport_report(const stochflow_model *m);
  * target's samples. */
 int cli_transport_picture(const char *path, stochflow_model *m, const dataset *base,
                           const dataset *data, uint64_t seed);
+/* Base log-density of a data-to-data model for the solver: SRC's closed form (toys
+ * checkerboard, 8gaussians); -1 with a clear message when none is available. */
+int cli_set_base_logpdf(stochflow_solver *s, const dataset *base, const char *cmd);
+/* n samples of a data-to-data model: base draws integrated 0 -> 1; lp (may be NULL)
+ * gets log p = log p_base(x0) - integral div v (needs cli_set_base_logpdf's density). */
+int cli_sample_from_base(float *x, float *lp, stochflow_solver *s, stochflow_model *m,
+                         const dataset *base, size_t n, uint64_t seed);
 
 #endif

@@ -681,6 +681,7 @@ static const optdef SAMPLE_OPTS[] = {
     {"--png", "PICTURE", "also draw a 2-D histogram (first two coordinates)"},
     {"--with-logp", NULL, "append log p(x) as the last column"},
     {"--seed", "S", "seed of the base draws (default 0)"},
+    {"--base", "SRC", "data-to-data model: draw x0 from SRC instead of N(0, I)"},
     {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
     {"--json", NULL, "print a JSON summary as the last line"},
@@ -705,6 +706,11 @@ static int cmd_sample(int argc, char **argv) {
     stochflow_solver *s = NULL;
     float *x = NULL, *lp = NULL, *cat = NULL;
     int ret = 1, with_logp = opt(&o, "--with-logp") != NULL;
+    /* issue 9: --base SRC for data-to-data models (tools/transport_cli.c) */
+    const char *base_src = opt(&o, "--base");
+    dataset base_ds;
+    if (base_src && dataset_open(&base_ds, base_src) != 0) return 1;
+    if (base_src && base_ds.toy) base_ds.d = 2;
     if (load_model(&m, opt(&o, "--model")) != 0) goto out;
     if (set_threads(m, &o, default_threads()) || make_solver(&s, &o)) goto out;
     size_t d = stochflow_model_dim(m);
@@ -723,8 +729,11 @@ static int cmd_sample(int argc, char **argv) {
     ode_progress op = {&bar, 0.0, 1.0};
     stochflow_solver_set_progress(s, on_ode_progress, &op);
     double t0 = cli_now();
-    int rc = stochflow_solver_sample(x, lp, s, m, (size_t)n, seed);
+    int rc = base_src ? (cli_sample_from_base(x, lp, s, m, &base_ds, (size_t)n, seed) != 0
+                             ? -1000 : 0)
+                      : stochflow_solver_sample(x, lp, s, m, (size_t)n, seed);
     progress_end(&bar);
+    if (rc == -1000) goto out; /* message printed */
     double secs = cli_now() - t0, nfe = 0;
     if (rc < 0) {
         cli_fail_lib(rc, "sampling");
@@ -785,6 +794,7 @@ out:
     free(x);
     free(lp);
     free(cat);
+    if (base_src) dataset_free(&base_ds);
     stochflow_solver_free(s);
     stochflow_model_free(m);
     return ret;
@@ -804,6 +814,7 @@ static const optdef LOGP_OPTS[] = {
     {"--atol", "X", "dopri5 absolute tolerance (default 1e-5)"},
     {"--seed", "S", "seed of the Hutchinson probes (default 0)"},
     {"--out", "FILE", "also write the per-point log p (.npy or .csv, n x 1)"},
+    {"--base", "SRC", "data-to-data model: SRC's closed-form log-density as the base"},
     {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
     {"--json", NULL, "print a JSON summary as the last line"},
@@ -844,6 +855,13 @@ static int cmd_logp(int argc, char **argv) {
         (rc = stochflow_solver_set_seed(s, seed)) < 0) {
         cli_fail_lib(rc, "logp settings");
         goto out;
+    }
+    if (opt(&o, "--base")) { /* issue 9: data-to-data model (tools/transport_cli.c) */
+        dataset base_ds;
+        if (dataset_open(&base_ds, opt(&o, "--base")) != 0) goto out;
+        int brc = cli_set_base_logpdf(s, &base_ds, "logp");
+        dataset_free(&base_ds); /* toys keep no data; the callback holds the static name */
+        if (brc != 0) goto out;
     }
     size_t n;
     if (ds.toy) {

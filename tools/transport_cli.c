@@ -221,3 +221,55 @@ out:
     free(z);
     return ret;
 }
+
+/* ---- data-to-data models in sample / logp ------------------------------------------ */
+
+static int toy_logpdf(void *user, size_t n, size_t d, const float *x, float *logp) {
+    (void)d;
+    return stochflow_toy_log_density(logp, NULL, (const char *)user, x, n) < 0 ? -1 : 0;
+}
+
+int cli_set_base_logpdf(stochflow_solver *s, const dataset *base, const char *cmd) {
+    float probe[2] = {0.0f, 0.0f}, lp;
+    if (!base->toy || stochflow_toy_log_density(&lp, NULL, base->name, probe, 1) < 0)
+        return cli_fail("%s: no base log-density available for --base %s: log-densities of a "
+                        "data-to-data flow need the base's density in closed form (toys "
+                        "checkerboard, 8gaussians; or stochflow_solver_set_base_logpdf in the "
+                        "library)", cmd, base->name);
+    /* the callback keeps the library's static copy of the name, not base's buffer */
+    const char *name = NULL;
+    for (size_t i = 0; i < stochflow_toy_count(); ++i)
+        if (strcmp(stochflow_toy_name(i), base->name) == 0) name = stochflow_toy_name(i);
+    if (name == NULL) return cli_fail("%s: unknown toy %s", cmd, base->name);
+    int rc = stochflow_solver_set_base_logpdf(s, toy_logpdf, (void *)name);
+    return rc < 0 ? cli_fail_lib(rc, "--base") : 0;
+}
+
+int cli_sample_from_base(float *x, float *lp, stochflow_solver *s, stochflow_model *m,
+                         const dataset *base, size_t n, uint64_t seed) {
+    size_t d = stochflow_model_dim(m);
+    if (base->d != d)
+        return cli_fail("sample: --base has %zu columns but the model has dimension %zu",
+                        base->d, d);
+    if (lp && cli_set_base_logpdf(s, base, "sample") != 0) return -1;
+    float *z = malloc(n * sizeof(float));
+    if (z == NULL) return cli_fail("sample: out of memory");
+    /* stream family 2^41 + seed: disjoint from the training draws of cli_base_batch */
+    int rc = cli_base_batch(x, z, base, n, seed, ((uint64_t)1 << 41));
+    free(z);
+    if (rc != 0) return -1;
+    if (lp) {
+        float *l0 = malloc(n * sizeof(float));
+        if (l0 == NULL) return cli_fail("sample: out of memory");
+        if (toy_logpdf((void *)base->name, n, d, x, l0) != 0) {
+            free(l0);
+            return cli_fail("sample: base log-density failed");
+        }
+        rc = stochflow_solver_integrate(lp, NULL, s, m, x, n, 0.0, 1.0);
+        for (size_t i = 0; rc >= 0 && i < n; ++i) lp[i] += l0[i];
+        free(l0);
+    } else {
+        rc = stochflow_solver_integrate(NULL, NULL, s, m, x, n, 0.0, 1.0);
+    }
+    return rc < 0 ? cli_fail_lib(rc, "sampling from the base") : 0;
+}
