@@ -508,8 +508,12 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
         res->losses[s] = loss;
         res->steps_run = s + 1;
         run = isnan(run) ? loss : 0.98 * run + 0.02 * loss;
-        char extra[48];
-        snprintf(extra, sizeof extra, "loss %.4f", run);
+        char extra[64];
+        double pl; /* issue 9: the path-length estimate as training goes */
+        if (stochflow_model_path_length(&pl, NULL, m) == 0)
+            snprintf(extra, sizeof extra, "loss %.4f path %.3f", run, pl);
+        else
+            snprintf(extra, sizeof extra, "loss %.4f", run);
         progress_update(&bar, (double)(s + 1), extra);
     }
     progress_end(&bar);
