@@ -661,6 +661,8 @@ static int cmd_train(int argc, char **argv) {
         jint(&j, "params", stochflow_model_num_params(m));
         jstr(&j, "data", ds.name);
         jstr(&j, "model", opt(&o, "--out"));
+        double pl; /* issue 9 */
+        if (stochflow_model_path_length(&pl, NULL, m) == 0) jnum(&j, "path_length", pl);
         jend(&j);
     }
     ret = 0;
