@@ -198,6 +198,8 @@ static int run_sweep(sweep_case *c) {
                       (unsigned long long)k);
         if (c->after_ok) c->after_ok(c);
         if (c->teardown) c->teardown(c);
+        fprintf(stderr, "alloc sweep: %s: %d allocation points failed cleanly\n", c->name,
+                c->failures);
         return c->failures;
     }
     ck_abort_msg("%s: never succeeded", c->name);
