@@ -640,8 +640,9 @@ static int cmd_train(int argc, char **argv) {
     printf("saved %s (%zu parameters)\n", opt(&o, "--out"), stochflow_model_num_params(m));
     cli_transport_report(m); /* issue 9: path length, learned coefficients */
     if (base_src)
-        printf("base: %s (data-to-data flow; `stochflow logp` and `sample` assume N(0, I) and "
-               "do not apply to this model's base)\n", base_ds.name);
+        printf("base: %s (data-to-data flow: the checkpoint does not record the base; pass "
+               "--base %s to `stochflow sample` and `stochflow logp`)\n", base_ds.name,
+               base_ds.name);
     if (opt(&o, "--transport-png")) {
         if (cli_transport_picture(opt(&o, "--transport-png"), m, base_src ? &base_ds : NULL,
                                   &ds, model_seed(m)) != 0)
