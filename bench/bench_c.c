@@ -3,7 +3,7 @@
  *
  * The harness (bench/run.py) alternates this program with bench_torch.py, which does
  * the same computation in PyTorch. A fresh process per measurement makes the peak
- * resident set (getrusage ru_maxrss) belong to that job alone.
+ * resident set (VmHWM, see maxrss_kb) belong to that job alone.
  *
  * Jobs:
  *   train   stochflow_model_train_step with library-drawn x0 and t     (steps/s)
@@ -54,7 +54,20 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Peak resident set of this process in KiB: VmHWM of /proc/self/status, which belongs
+ * to the process's own address space. getrusage's ru_maxrss is not used: Linux carries
+ * it over fork and exec, so a small job started by a bigger parent (the Python driver)
+ * would report the parent's size. Falls back to ru_maxrss without /proc. */
 static long maxrss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long kb = -1;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+        fclose(f);
+        if (kb >= 0) return kb;
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss;

@@ -51,6 +51,15 @@ def parse_args(argv):
 
 
 def maxrss_kb():
+    """Peak resident set in KiB: VmHWM of this process's own address space (ru_maxrss
+    is carried over fork and exec on Linux, so it can report the parent's size)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 

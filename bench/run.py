@@ -5,7 +5,8 @@
     /usr/bin/python3 bench/run.py --smoke         # ~10 s harness check (meson test)
 
 Every measurement runs in a fresh process (bench_c for the library, bench_torch.py for
-PyTorch), so each reports its own peak resident set (getrusage ru_maxrss). The two
+PyTorch), so each reports its own peak resident set (VmHWM of /proc/self/status; ru_maxrss is
+inherited from the parent over fork and exec on Linux, so it is not used). The two
 implementations alternate within the run (C first on even repetitions, PyTorch first
 on odd ones), every measurement is repeated --reps times, and the threads loop (1, 2)
 is inside the repetition loop so slow phases of a noisy machine hit both sides.
@@ -552,7 +553,7 @@ def write_md(path, cmdline, rows, agg, threads_list, meta, parity, partial=False
                      f"{gf[2]} | {gf[3]} | {nfe} | {a['foreign_max']:.0%} |")
         L.append("")
         L.append(f"Peak resident memory ({T} thread{'s' if T > 1 else ''}), MiB, median "
-                 "over processes (ru_maxrss of the whole process; PyTorch's includes the "
+                 "over processes (VmHWM of the whole process; PyTorch's includes the "
                  "~230 MiB of `import torch`, shown separately):\n")
         L.append("| job | libstochflow | PyTorch | ratio | PyTorch after import | "
                  "PyTorch job increment |")
