@@ -518,7 +518,14 @@ STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_so
  */
 #define STOCHFLOW_INTERP_FOURIER 4
 
-/** Couplings of x0 and x1 in a batch (STOCHFLOW_PARAM_COUPLING). */
+/**
+ * Couplings of x0 and x1 in a batch (STOCHFLOW_PARAM_COUPLING). With OT or SINKHORN,
+ * stochflow_model_loss, _compute_gradient and _train_step re-pair the rows of x0 (the
+ * caller's, or the model's N(0, I) draws) with the rows of x1 before forming x_t.
+ * Data-to-data flows: pass base samples as x0; sample them with
+ * stochflow_solver_integrate (0 -> 1) and give log-densities a base density with
+ * stochflow_solver_set_base_logpdf (the default N(0, I) is wrong for such a model).
+ */
 #define STOCHFLOW_COUPLING_INDEPENDENT 1 /**< rows paired as given (default; the paper) */
 #define STOCHFLOW_COUPLING_OT 2          /**< exact minibatch OT: x0 rows permuted to
                                               minimize sum |x0 - x1|^2 (assignment) */
