@@ -2,7 +2,8 @@
  *
  *   transport_bench TOY MODE [STEPS] [SEED]
  *     MODE: trig | linear   (fixed interpolant, independent pairing: the paper)
- *           fourier         (learnable Fourier interpolant, linear base, 4 modes)
+ *           fourier[M][t][+ot]  (learnable Fourier interpolant: M modes, default 4;
+ *                           linear base, trig with 't'; '+ot': minibatch OT too)
  *           ot | sinkhorn   (linear interpolant, minibatch OT / Sinkhorn coupling)
  *   transport_bench --assign-timing   (seconds per exact assignment vs batch size)
  *
@@ -99,8 +100,15 @@ int main(int argc, char **argv) {
         CHECK(stochflow_config_set_interpolant(cfg, STOCHFLOW_INTERP_TRIG));
     } else if (strcmp(mode, "linear") == 0) {
         CHECK(stochflow_config_set_interpolant(cfg, STOCHFLOW_INTERP_LINEAR));
-    } else if (strcmp(mode, "fourier") == 0) {
-        CHECK(stochflow_config_set_fourier_interpolant(cfg, STOCHFLOW_INTERP_LINEAR, 4));
+    } else if (strncmp(mode, "fourier", 7) == 0) {
+        /* fourier[M][t][+ot]: M modes (default 4), trig base with 't', OT coupling */
+        char *end;
+        long M = strtol(mode + 7, &end, 10);
+        if (end == mode + 7) M = 4;
+        int base = STOCHFLOW_INTERP_LINEAR;
+        if (*end == 't') base = STOCHFLOW_INTERP_TRIG, ++end;
+        if (strcmp(end, "+ot") == 0) coupling = STOCHFLOW_COUPLING_OT;
+        CHECK(stochflow_config_set_fourier_interpolant(cfg, base, (size_t)M));
     } else if (strcmp(mode, "ot") == 0 || strcmp(mode, "sinkhorn") == 0) {
         CHECK(stochflow_config_set_interpolant(cfg, STOCHFLOW_INTERP_LINEAR));
         coupling = mode[0] == 'o' ? STOCHFLOW_COUPLING_OT : STOCHFLOW_COUPLING_SINKHORN;
@@ -190,11 +198,14 @@ int main(int argc, char **argv) {
            "nfe=%.0f nll=%.4f nll_se=%.4f entropy=%.4f nfe_nll=%.0f train_s=%.1f nll_s=%.1f\n",
            toy, mode, steps, (unsigned long long)seed, path_est, path_eval, kinetic, nfe, -mean,
            se, entropy, nfe_nll, train_s, nll_s);
-    if (strcmp(mode, "fourier") == 0) {
-        double al[4], be[4];
-        CHECK(stochflow_model_interpolant_coefficients(al, be, NULL, m));
-        printf("  alpha = %.4f %.4f %.4f %.4f  beta = %.4f %.4f %.4f %.4f\n", al[0], al[1],
-               al[2], al[3], be[0], be[1], be[2], be[3]);
+    double al[64], be[64];
+    size_t M;
+    if (stochflow_model_interpolant_coefficients(al, be, &M, m) == 0) {
+        printf("  alpha =");
+        for (size_t k = 0; k < M; ++k) printf(" %.4f", al[k]);
+        printf("  beta =");
+        for (size_t k = 0; k < M; ++k) printf(" %.4f", be[k]);
+        printf("\n");
     }
     stochflow_solver_free(sv);
     stochflow_model_free(m);
