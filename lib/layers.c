@@ -6,44 +6,96 @@
 #include "internal.h"
 #include "layers.h"
 
+/* Hot element-wise loops are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the
+ * baseline, and picked at load time (GCC function multiversioning). Both clones do the
+ * same IEEE operations in the same order (C11 mode: no FMA contraction), so results
+ * are bitwise identical on every x86-64 machine. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(STOCHFLOW_NO_CLONES)
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SIMD_CLONES
+#endif
+
+/* Branch-free expf (Cephes polynomial, max rel. error ~2 ulp on [-87, 88]) that the
+ * compiler can vectorize, unlike libm's. Inputs are clamped to [-87, 88]. */
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    /* n = round(x / ln 2), as floor(. + 0.5): x/ln2 + 0.5 lies in (-126, 128), so the
+     * truncation of the shifted positive value (+ 128) is a floor. */
+    int32_t ni = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
+    float fn = (float)ni;
+    float r = x - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)(ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* Dot product with 8 independent partial sums (vectorizable, fixed order). */
+static inline float dot8(const float *a, const float *b, size_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += a[k + l] * b[k + l];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < n; ++k) s += a[k] * b[k];
+    return s;
+}
+
+float stochflow__dot(const float *a, const float *b, size_t n) { return dot8(a, b, n); }
+
 /* Below this size of the reduction or output dimension BLIS's packed kernels lose to a
  * plain loop (machine-perf.md: K = 3 runs at ~5 GFLOP/s through BLIS). */
 #define SMALL_DIM 16
 
+#define JB 64 /* output block of the small-input kernels (stack tiles of SMALL_DIM x JB) */
+
+SIMD_CLONES
 void stochflow__dense_forward(float *y, const float *x, const float *w, const float *b,
                               size_t n, size_t in, size_t out, int nthreads) {
     if (in <= SMALL_DIM) {
-        /* Input layer: rank-"in" update plus bias, vectorized across outputs with w^T
-         * read column by column. */
-        for (size_t i = 0; i < n; ++i) {
-            float *yr = y + i * out;
-            const float *xr = x + i * in;
-            memcpy(yr, b, out * sizeof *yr);
-            for (size_t k = 0; k < in; ++k) {
-                float xk = xr[k];
-                const float *wk = w + k;
-                for (size_t j = 0; j < out; ++j) yr[j] += xk * wk[j * in];
+        /* Input layer: rank-"in" update plus bias. A tile of w^T (in x JB) is gathered
+         * on the stack once per output block, so the inner loop runs along contiguous
+         * outputs. */
+        float wt[SMALL_DIM * JB];
+        for (size_t j0 = 0; j0 < out; j0 += JB) {
+            size_t jn = out - j0 < JB ? out - j0 : JB;
+            for (size_t k = 0; k < in; ++k)
+                for (size_t j = 0; j < jn; ++j) wt[k * JB + j] = w[(j0 + j) * in + k];
+            for (size_t i = 0; i < n; ++i) {
+                float *yr = y + i * out + j0;
+                const float *xr = x + i * in;
+                for (size_t j = 0; j < jn; ++j) yr[j] = b[j0 + j];
+                for (size_t k = 0; k < in; ++k) {
+                    const float xk = xr[k];
+                    const float *wk = wt + k * JB;
+                    for (size_t j = 0; j < jn; ++j) yr[j] += xk * wk[j];
+                }
             }
         }
         return;
     }
     if (out <= SMALL_DIM) {
         /* Output layer: a few dot products per row. */
-        for (size_t i = 0; i < n; ++i) {
-            const float *xr = x + i * in;
-            for (size_t j = 0; j < out; ++j) {
-                const float *wr = w + j * in;
-                float acc = 0.0f;
-                for (size_t k = 0; k < in; ++k) acc += xr[k] * wr[k];
-                y[i * out + j] = acc + b[j];
-            }
-        }
+        for (size_t i = 0; i < n; ++i)
+            for (size_t j = 0; j < out; ++j) y[i * out + j] = dot8(x + i * in, w + j * in, in) + b[j];
         return;
     }
     for (size_t i = 0; i < n; ++i) memcpy(y + i * out, b, out * sizeof *y);
     stochflow__sgemm(0, 1, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out, nthreads);
 }
 
+SIMD_CLONES
 void stochflow__dense_backward(float *dx, int dx_accumulate, float *dw, float *db,
                                const float *dy, const float *x, const float *w, size_t n,
                                size_t in, size_t out, int nthreads) {
@@ -54,13 +106,31 @@ void stochflow__dense_backward(float *dx, int dx_accumulate, float *dw, float *d
         }
     }
     if (dw) {
-        if (in <= SMALL_DIM || out <= SMALL_DIM) {
+        if (in <= SMALL_DIM) {
+            /* dw^T tile (in x JB) accumulated on the stack along contiguous outputs */
+            float acc[SMALL_DIM * JB];
+            for (size_t j0 = 0; j0 < out; j0 += JB) {
+                size_t jn = out - j0 < JB ? out - j0 : JB;
+                memset(acc, 0, sizeof acc);
+                for (size_t i = 0; i < n; ++i) {
+                    const float *dyr = dy + i * out + j0;
+                    const float *xr = x + i * in;
+                    for (size_t k = 0; k < in; ++k) {
+                        const float xk = xr[k];
+                        float *ak = acc + k * JB;
+                        for (size_t j = 0; j < jn; ++j) ak[j] += xk * dyr[j];
+                    }
+                }
+                for (size_t j = 0; j < jn; ++j)
+                    for (size_t k = 0; k < in; ++k) dw[(j0 + j) * in + k] += acc[k * JB + j];
+            }
+        } else if (out <= SMALL_DIM) {
             /* dw[j, :] += sum_i dy[i, j] x[i, :] */
             for (size_t i = 0; i < n; ++i) {
                 const float *dyr = dy + i * out;
                 const float *xr = x + i * in;
                 for (size_t j = 0; j < out; ++j) {
-                    float g = dyr[j];
+                    const float g = dyr[j];
                     float *dwr = dw + j * in;
                     for (size_t k = 0; k < in; ++k) dwr[k] += g * xr[k];
                 }
@@ -124,43 +194,49 @@ void stochflow__dense_backward_naive(float *dx, int dx_accumulate, float *dw, fl
             }
 }
 
-static inline float sigmoidf_(float z) { return 1.0f / (1.0f + expf(-z)); }
+static inline float sigmoidf_(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
 
+/* One loop per (activation, with/without derivative): no branch inside, so every
+ * loop vectorizes. */
+#define ACT_LOOP(F_AND_D)                                        \
+    do {                                                         \
+        if (deriv) {                                             \
+            for (size_t i = 0; i < count; ++i) {                 \
+                float v = z[i], f, d;                            \
+                F_AND_D;                                         \
+                deriv[i] = d;                                    \
+                y[i] = f;                                        \
+            }                                                    \
+        } else {                                                 \
+            for (size_t i = 0; i < count; ++i) {                 \
+                float v = z[i], f, d;                            \
+                F_AND_D;                                         \
+                (void)d;                                         \
+                y[i] = f;                                        \
+            }                                                    \
+        }                                                        \
+    } while (0)
+
+SIMD_CLONES
 void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count, int act) {
     switch (act) {
     case STOCHFLOW_ACT_TANH:
-        for (size_t i = 0; i < count; ++i) {
-            float h = tanhf(z[i]);
-            if (deriv) deriv[i] = 1.0f - h * h;
-            y[i] = h;
-        }
+        ACT_LOOP(f = tanhf(v); d = 1.0f - f * f);
         break;
     case STOCHFLOW_ACT_RELU:
-        for (size_t i = 0; i < count; ++i) {
-            float v = z[i];
-            if (deriv) deriv[i] = v > 0.0f ? 1.0f : 0.0f;
-            y[i] = v > 0.0f ? v : 0.0f;
-        }
+        ACT_LOOP(f = v > 0.0f ? v : 0.0f; d = v > 0.0f ? 1.0f : 0.0f);
         break;
     case STOCHFLOW_ACT_SOFTPLUS:
-        for (size_t i = 0; i < count; ++i) {
-            float v = z[i];
-            if (deriv) deriv[i] = sigmoidf_(v);
-            /* log(1 + e^v) = max(v, 0) + log1p(e^-|v|), stable for all v */
-            y[i] = fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v)));
-        }
+        /* log(1 + e^v) = max(v, 0) + log1p(e^-|v|), stable for all v */
+        ACT_LOOP(d = sigmoidf_(v); f = (v > 0.0f ? v : 0.0f) + log1pf(exp_approx(-fabsf(v))));
         break;
     default: /* STOCHFLOW_ACT_SILU */
-        for (size_t i = 0; i < count; ++i) {
-            float v = z[i];
-            float s = sigmoidf_(v);
-            if (deriv) deriv[i] = s * (1.0f + v * (1.0f - s));
-            y[i] = v * s;
-        }
+        ACT_LOOP(d = sigmoidf_(v); f = v * d; d = d * (1.0f + v * (1.0f - d)));
         break;
     }
 }
 
+SIMD_CLONES
 void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count) {
     for (size_t i = 0; i < count; ++i) dz[i] = dy[i] * deriv[i];
 }

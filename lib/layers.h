@@ -33,6 +33,8 @@ void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count
 /* Backward: dz = dy * deriv (element-wise; dz may alias dy). This one overwrites: the
  * pre-activation gradient is always a fresh buffer in the model. */
 void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count);
+/* Dot product of n floats with 8 partial sums in a fixed order (vectorizable). */
+float stochflow__dot(const float *a, const float *b, size_t n);
 /* Scalar reference of f and f' in double, for tests. */
 double stochflow__act_ref(double z, int act, double *deriv);
 

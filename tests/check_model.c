@@ -410,7 +410,6 @@ static void learn_gaussian(int interp) {
     ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_SCHEDULE, STOCHFLOW_LR_COSINE));
     ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, 2500));
     ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.99));
-    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 2));
     const size_t n = 512;
     float *x1 = malloc(n * 2 * 4);
     for (int s = 0; s < 2500; ++s) {
