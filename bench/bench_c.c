@@ -8,6 +8,7 @@
  * Jobs:
  *   train   stochflow_model_train_step with library-drawn x0 and t     (steps/s)
  *   sample  stochflow_solver_sample, RK4, --steps fixed steps          (samples/s)
+ *           (--solver dopri5: adaptive, rtol = atol = --tol)
  *   logp    stochflow_solver_log_prob at t = 1, RK4, --steps fixed steps,
  *           --trace exact | hutch (1 Rademacher probe)                 (points/s)
  *   parity  write the model's parameters, a batch (x1, x0, t), the loss and gradient of
@@ -42,7 +43,8 @@
 typedef struct {
     const char *job;
     size_t d, width, layers, batch;
-    int threads, steps, hutch, min_iters;
+    int threads, steps, hutch, min_iters, dopri5;
+    double tol;
     double min_time;
     uint64_t seed;
     const char *out;
@@ -87,11 +89,12 @@ static void usage(void) {
     fprintf(stderr,
             "usage: bench_c --job train|sample|logp|parity|sgemm|sgemm-fwd [--d N] [--width N] [--layers N]\n"
             "               [--batch N] [--threads N] [--steps N] [--trace exact|hutch]\n"
-            "               [--min-time S] [--min-iters N] [--seed N] [--out FILE]\n");
+            "               [--min-time S] [--min-iters N] [--seed N] [--out FILE]\n"
+            "               [--solver rk4|dopri5] [--tol T]\n");
 }
 
 static int parse(options *o, int argc, char **argv) {
-    *o = (options){"", 2, 256, 3, 256, 1, 50, 0, 1, 1.0, 1, NULL};
+    *o = (options){"", 2, 256, 3, 256, 1, 50, 0, 1, 0, 1e-5, 1.0, 1, NULL};
     for (int i = 1; i < argc; ++i) {
         const char *k = argv[i];
         if (i + 1 >= argc) return -1;
@@ -111,6 +114,11 @@ static int parse(options *o, int argc, char **argv) {
         else if (!strcmp(k, "--min-iters")) o->min_iters = atoi(v);
         else if (!strcmp(k, "--seed")) o->seed = strtoull(v, NULL, 10);
         else if (!strcmp(k, "--out")) o->out = v;
+        else if (!strcmp(k, "--solver")) {
+            if (!strcmp(v, "dopri5")) o->dopri5 = 1;
+            else if (!strcmp(v, "rk4")) o->dopri5 = 0;
+            else return -1;
+        } else if (!strcmp(k, "--tol")) o->tol = atof(v);
         else return -1;
     }
     if (o->d < 1 || o->width < 1 || o->layers < 1 || o->layers > 64 || o->batch < 1 ||
@@ -329,8 +337,13 @@ static int job_lib(const options *o) {
     CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, o->threads));
     CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 1e-3));
     CHECK(stochflow_solver_new(&s));
-    CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4));
+    CHECK(stochflow_solver_set_param(
+        s, STOCHFLOW_PARAM_SOLVER, o->dopri5 ? STOCHFLOW_SOLVER_DOPRI5 : STOCHFLOW_SOLVER_RK4));
     CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, o->steps));
+    if (o->dopri5) {
+        CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_RTOL, o->tol));
+        CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_ATOL, o->tol));
+    }
     CHECK(stochflow_solver_set_param(
         s, STOCHFLOW_PARAM_TRACE, o->hutch ? STOCHFLOW_TRACE_HUTCHINSON : STOCHFLOW_TRACE_EXACT));
     if (o->hutch) {
@@ -438,7 +451,8 @@ static int job_lib(const options *o) {
            is_train ? "steps/s" : is_sample ? "samples/s" : "points/s", maxrss_kb(),
            rss_setup, check);
     if (is_train) printf(", \"gflops\": %.6g", 6.0 * (double)B * (double)n_params / med / 1e9);
-    if (!is_train) printf(", \"nfe\": %.0f", nfe);
+    if (!is_train)
+        printf(", \"nfe\": %.0f, \"solver\": \"%s\"", nfe, o->dopri5 ? "dopri5" : "rk4");
     printf("}\n");
     free(times);
     free(pool);

@@ -46,6 +46,8 @@ def full_rows():
     for b in (256, 8192):
         rows.append(dict(id=f"sample RK4x{SAMPLE_STEPS} d=2 w=256 B={b}", job="sample", d=2,
                          width=256, batch=b, steps=SAMPLE_STEPS))
+    rows.append(dict(id="sample dopri5 tol 1e-5 d=2 w=256 B=1024", job="sample", d=2,
+                     width=256, batch=1024, solver="dopri5", tol=1e-5))
     for d in (2, 16):
         rows.append(dict(id=f"logp exact RK4x{LOGP_STEPS} d={d} w=256 B=1024", job="logp",
                          d=d, width=256, batch=1024, steps=LOGP_STEPS, trace="exact"))
@@ -59,6 +61,8 @@ def smoke_rows():
         dict(id="train d=2 w=64 B=256", job="train", d=2, width=64, batch=256),
         dict(id="sample RK4x5 d=2 w=64 B=256", job="sample", d=2, width=64, batch=256,
              steps=5),
+        dict(id="sample dopri5 tol 1e-3 d=2 w=64 B=64", job="sample", d=2, width=64, batch=64,
+             solver="dopri5", tol=1e-3),
         dict(id="logp exact RK4x2 d=3 w=64 B=64", job="logp", d=3, width=64, batch=64,
              steps=2, trace="exact"),
         dict(id="logp hutch(1) RK4x2 d=8 w=64 B=64", job="logp", d=8, width=64, batch=64,
@@ -74,6 +78,8 @@ def job_args(row, threads, min_time):
         args += ["--steps", str(row["steps"])]
     if "trace" in row:
         args += ["--trace", row["trace"]]
+    if "solver" in row:
+        args += ["--solver", row["solver"], "--tol", str(row["tol"])]
     return args
 
 
@@ -232,7 +238,7 @@ def flops_per_call(row):
     fwd = B * weight_flops(row)
     if row["job"] == "train":
         return 3 * fwd
-    nfe = 4 * row["steps"]
+    nfe = row.get("nfe", 4 * row.get("steps", 0))
     if row["job"] == "sample":
         return nfe * fwd
     if tangents(row) == d and row.get("trace", "exact") == "exact":
@@ -265,6 +271,27 @@ def spread(v):
     if len(v) == 1:
         return fmt(v[0])
     return f"{fmt(med(v))} ({fmt(min(v))}-{fmt(max(v))})"
+
+
+def build_commit(rev):
+    """Build bench_c and the library from a clean `git archive` of rev, in
+    build-bench-lib-<hash>/ (ignored by git), so that the measured library is exactly
+    that commit whatever the working tree holds. Returns (path of bench_c, hash)."""
+    h = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", rev], check=True,
+                       capture_output=True, text=True).stdout.strip()
+    top = os.path.join(ROOT, f"build-bench-lib-{h}")
+    src, bld = os.path.join(top, "src"), os.path.join(top, "build")
+    exe = os.path.join(bld, "bench", "bench_c")
+    if not os.path.exists(exe):
+        os.makedirs(src, exist_ok=True)
+        arch = subprocess.run(["git", "-C", ROOT, "archive", h], check=True,
+                              capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", src], input=arch, check=True)
+        if not os.path.exists(os.path.join(bld, "build.ninja")):
+            subprocess.run(["meson", "setup", bld, src, "-Dtests=false"], check=True,
+                           capture_output=True)
+        subprocess.run(["ninja", "-C", bld, "bench/bench_c"], check=True, capture_output=True)
+    return exe, h
 
 
 def find_bench_c(args):
@@ -380,7 +407,9 @@ def aggregate(rows, results, threads_list):
                 rate = med([x["gflops_hidden"] for x in g]) if g else float("nan")
             else:
                 rate = med([x["gflops"] for x in f]) if f else float("nan")
-            per_call = flops_per_call(row)
+            nfes = a["c_nfe"] or a["t_nfe"]
+            per_call = flops_per_call(dict(row, nfe=min(nfes)) if row.get("solver") == "dopri5"
+                                      and nfes else row)
             items = 1 if row["job"] == "train" else row["batch"]
             a["floor_rate"] = items / (per_call / (rate * 1e9)) if rate == rate else float("nan")
             a["max_ratio"] = a["floor_rate"] / med(a["t_rates"]) if t else float("nan")
@@ -595,6 +624,8 @@ def write_outputs(args, rows, results, threads_list, parity, torch_version, star
     """RESULTS.md, results.png, results.json from the measurements so far."""
     agg = aggregate(rows, results, threads_list)
     cpu, ncpu, rev = machine_info()
+    if getattr(args, "lib_desc", None):
+        rev = args.lib_desc
     cmdline = "/usr/bin/python3 " + " ".join(shlex.quote(x) for x in
                                                [os.path.relpath(__file__, os.getcwd())]
                                                + sys.argv[1:])
@@ -616,6 +647,9 @@ def main():
     p.add_argument("--build-dir", help="meson build dir holding bench/bench_c "
                    "(default: build-bench, then build)")
     p.add_argument("--bench-c", help="path of the bench_c program")
+    p.add_argument("--lib-commit", help="measure the library of this git commit, built "
+                   "from a clean git archive in build-bench-lib-<hash>/ (recommended: "
+                   "the working tree may hold others' unfinished edits)")
     p.add_argument("--python", default="/usr/bin/python3", help="python with torch")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--reps", type=int, default=3)
@@ -647,7 +681,14 @@ def main():
     quiet = {"threshold": args.quiet_threshold, "max_wait": args.max_wait,
              "foreign": args.max_foreign, "retries": args.retries, "boost": boosted}
 
-    bench_c = find_bench_c(args)
+    lib_desc = None
+    if args.lib_commit:
+        bench_c, h = build_commit(args.lib_commit)
+        lib_desc = f"{h} (clean git archive, built by --lib-commit)"
+        print(f"library and bench_c built from commit {h}: {bench_c}", flush=True)
+    else:
+        bench_c = find_bench_c(args)
+    args.lib_desc = lib_desc
     bench_torch = os.path.join(HERE, "bench_torch.py")
     chk = subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"],
                          capture_output=True, text=True)
