@@ -240,8 +240,11 @@ static void time_embed(float *phi, const stochflow_model *m, double t) {
     }
 }
 
-/* Forward pass over rows rows whose inputs A->u are filled; weights p. */
-static void forward(const stochflow_model *m, const float *p, const acts *A, size_t rows) {
+/* Forward pass over rows rows whose inputs A->u are filled; weights p. The activation
+ * derivatives f'(z) are stored only when want_deriv (backward and the trace need them;
+ * plain velocity evaluations do not). */
+static void forward(const stochflow_model *m, const float *p, const acts *A, size_t rows,
+                    int want_deriv) {
     const float *in = A->u;
     int nt = (int)m->hp.threads;
     for (size_t l = 0; l < m->n_layers; ++l) {
@@ -249,7 +252,8 @@ static void forward(const stochflow_model *m, const float *p, const acts *A, siz
         if (l + 1 < m->n_layers) {
             stochflow__dense_forward(A->a[l], in, p + L->w_off, p + L->b_off, rows, L->in,
                                      L->out, nt);
-            stochflow__act_forward(A->a[l], A->fd[l], A->a[l], rows * L->out, m->cfg.activation);
+            stochflow__act_forward(A->a[l], want_deriv ? A->fd[l] : NULL, A->a[l], rows * L->out,
+                                   m->cfg.activation);
             in = A->a[l];
         } else {
             stochflow__dense_forward(A->out, in, p + L->w_off, p + L->b_off, rows, L->in, L->out,
@@ -358,7 +362,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
         time_embed(u + d, m, ti);
     }
 
-    forward(m, m->params, &A, n);
+    forward(m, m->params, &A, n, 1);
 
     /* G = mean |o|^2 - 2 dI.o, and dG/do = 2 (o - dI) / n (overwrites target). */
     double total = 0.0;
@@ -494,16 +498,11 @@ static void jvp_trace(const stochflow_model *m, const float *p, const acts *A, s
                     const float *a = tan1 + (i * T + k) * N->in;
                     double acc = 0.0;
                     if (probes == NULL) {
-                        const float *w = Wo + k * N->in;
-                        for (size_t q = 0; q < N->in; ++q) acc += (double)(w[q] * a[q]);
+                        acc = stochflow__dot(Wo + k * N->in, a, N->in);
                     } else {
                         const float *e = probes + (i * T + k) * d;
-                        for (size_t j = 0; j < d; ++j) {
-                            const float *w = Wo + j * N->in;
-                            float s = 0.0f;
-                            for (size_t q = 0; q < N->in; ++q) s += w[q] * a[q];
-                            acc += (double)e[j] * s;
-                        }
+                        for (size_t j = 0; j < d; ++j)
+                            acc += (double)e[j] * stochflow__dot(Wo + j * N->in, a, N->in);
                     }
                     quad[i * T + k] = (float)acc;
                 }
@@ -540,7 +539,7 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
     for (size_t s = 0; s < n; s += chunk) {
         size_t rows = n - s < chunk ? n - s : chunk;
         fill_inputs(m, &A, t, x + s * d, rows);
-        forward(m, p, &A, rows);
+        forward(m, p, &A, rows, T > 0);
         if (v) memcpy(v + s * d, A.out, rows * d * sizeof *v);
         FORWARD_IF_ERROR(stochflow__check_finite(A.out, rows * d, "velocity"));
         if (T == 0) continue;
@@ -588,7 +587,7 @@ STOCHFLOW_API int stochflow_model_velocity_vjp(float *out, stochflow_model *m, d
     for (size_t s = 0; s < n; s += chunk) {
         size_t rows = n - s < chunk ? n - s : chunk;
         fill_inputs(m, &A, t, x + s * d, rows);
-        forward(m, p, &A, rows);
+        forward(m, p, &A, rows, 1);
         backward(m, p, &A, rows, u + s * d, NULL, du, g1, g2);
         for (size_t i = 0; i < rows; ++i)
             memcpy(out + (s + i) * d, du + i * m->n_in, d * sizeof *out);
