@@ -555,6 +555,89 @@ START_TEST(alloc_solver_calls) {
 }
 END_TEST
 
+/* ---- hostile sizes ---------------------------------------------------------------- */
+
+static void put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+/* Recompute the payload length and CRC-32 of a (patched) checkpoint buffer. */
+static void reseal(unsigned char *b, size_t len) {
+    put64(b + 16, (uint64_t)(len - 28));
+    put32(b + len - 4, stochflow__crc32(b, len - 4));
+}
+
+/* Header fields claiming huge sizes are rejected before anything is allocated: a small,
+ * CRC-valid file claiming a network of 2^38 parameters, a section longer than the file,
+ * or a weight count beyond its section makes load_buffer return FORMAT after zero
+ * allocations (counted by the allocation hook). */
+START_TEST(hostile_sizes_rejected_before_allocating) {
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    const size_t w[] = {4};
+    ck_assert_ok(stochflow_config_new(&c, D));
+    ck_assert_ok(stochflow_config_set_hidden(c, 1, w));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    size_t len;
+    unsigned char *good = serialize(m, &len);
+    stochflow_model_free(m);
+    unsigned char *b = malloc(len);
+    ck_assert(memcmp(good + 24, "CONF", 4) == 0);
+    const size_t conf = 40; /* CONF body: dim, n_hidden, act, time, n_freq, interp, seed, widths */
+    struct {
+        const char *what;
+        size_t at;
+        uint64_t value;
+        int width;
+    } cases[] = {
+        {"dim 65536", conf + 0, 65536, 4},
+        {"hidden width 65536", conf + 32, 65536, 4},
+        {"dim 2^32-1", conf + 0, 0xFFFFFFFFu, 4},
+        {"64 hidden layers", conf + 4, 64, 4},
+        {"2^32-1 hidden layers", conf + 4, 0xFFFFFFFFu, 4},
+        {"CONF section length 2^62", 32, 1ULL << 62, 8},
+        {"CONF section length 2^64-1", 32, ~0ULL, 8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        memcpy(b, good, len);
+        if (cases[i].width == 4)
+            put32(b + cases[i].at, (uint32_t)cases[i].value);
+        else
+            put64(b + cases[i].at, cases[i].value);
+        reseal(b, len);
+        stochflow_model *out = NULL;
+        stochflow__alloc_fail_at(0);
+        int rc = stochflow_model_load_buffer(&out, b, len);
+        uint64_t allocs = stochflow__alloc_count();
+        ck_assert_msg(rc == STOCHFLOW_E_FORMAT, "%s: status %d (%s)", cases[i].what, rc,
+                      stochflow_last_error_message());
+        ck_assert_ptr_null(out);
+        ck_assert_msg(allocs == 0, "%s: %llu allocations before the rejection", cases[i].what,
+                      (unsigned long long)allocs);
+    }
+    /* the same on a file: only the file's own bytes are read, nothing else allocated */
+    make_tmpdir();
+    char path[300];
+    snprintf(path, sizeof path, "%s/hostile.sfm", tmpdir);
+    memcpy(b, good, len);
+    put32(b + conf + 32, 65536);
+    put32(b + conf + 0, 65536);
+    reseal(b, len);
+    FILE *f = fopen(path, "wb");
+    ck_assert(f && fwrite(b, 1, len, f) == len && fclose(f) == 0);
+    stochflow_model *out = NULL;
+    stochflow__alloc_fail_at(0);
+    ck_assert_status(stochflow_model_load(&out, path), STOCHFLOW_E_FORMAT);
+    ck_assert_uint_eq(stochflow__alloc_count(), 1); /* the file buffer, len bytes */
+    ck_assert_int_eq(clean_tmpdir(), 0);
+    free(b);
+    free(good);
+}
+END_TEST
+
 /* ---- crash safety ---------------------------------------------------------------- */
 
 #define CRASH_KILLS 50
@@ -1109,6 +1192,9 @@ Suite *make_suite(void) {
     tcase_add_test(tc, alloc_model_calls);
     tcase_add_test(tc, alloc_solver_calls);
     tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("hostile");
+    tcase_add_test(tc, hostile_sizes_rejected_before_allocating);
     suite_add_tcase(s, tc);
     tc = tcase_create("crash");
     tcase_add_test(tc, sigkill_during_saves);
