@@ -85,6 +85,15 @@ else
     ok "progress bar on a terminal # SKIP script(1) not installed"
 fi
 
+# ---- Ctrl-C during training saves a resumable checkpoint and exits 130 -------------------
+timeout --preserve-status -s INT 2 "$SF" train --data checkerboard --out "$T/int.sfm" --steps 1000000000 --hidden 8,8 --batch 16 --threads 1 >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc -eq 130 ] && grep -q 'interrupted after' "$T/err" && "$SF" info --model "$T/int.sfm" >/dev/null 2>&1; then
+    ok "SIGINT: checkpoint saved, exit 130"
+else
+    not_ok "SIGINT: checkpoint saved, exit 130" "exit $rc" "$(head -c 300 "$T/err")"
+fi
+
 # ---- info -------------------------------------------------------------------------------
 run "info" "$SF" info --model "$T/m.sfm" --json &&
     json "info JSON" "d['dim']==2 and d['hidden']==[16,16] and d['step']==30 and d['interpolant']=='trig' and d['params']>0"

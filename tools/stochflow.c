@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,7 +473,17 @@ typedef struct {
     uint64_t steps_run;
     double seconds, last_loss, mean_loss;
     double *losses; /* steps_run values (caller frees) */
+    int interrupted; /* SIGINT/SIGTERM arrived: the loop stopped after a whole step */
 } train_result;
+
+/* Ctrl-C during training: finish the current step, then stop (train saves a resumable
+ * checkpoint and exits 130). A second signal kills the program as usual. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig) {
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
+}
 
 /* The training loop shared by train and demo. */
 static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
@@ -494,7 +505,14 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
     progress_start(&bar, label, (double)steps, "steps");
     double t0 = cli_now(), run = NAN;
     int rc = 0;
+    stop_requested = 0;
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     for (uint64_t s = 0; s < steps; ++s) {
+        if (stop_requested) {
+            res->interrupted = 1;
+            break;
+        }
         uint64_t global = stochflow_model_step(m);
         if ((rc = fill_batch(x, z, ds, batch, seed, global)) != 0) break;
         if (base && (rc = cli_base_batch(x0, z, base, batch, seed, global)) != 0) break;
@@ -517,6 +535,8 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
         progress_update(&bar, (double)(s + 1), extra);
     }
     progress_end(&bar);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     res->seconds = cli_now() - t0;
     if (res->steps_run > 0) {
         size_t k = res->steps_run < 100 ? res->steps_run : 100;
@@ -629,6 +649,14 @@ static int cmd_train(int argc, char **argv) {
     int rc = stochflow_model_save(m, opt(&o, "--out"));
     if (rc < 0) {
         cli_fail_lib(rc, opt(&o, "--out"));
+        goto out;
+    }
+    if (tr.interrupted) {
+        cli_fail("train: interrupted after %llu steps (model step %llu); saved %s, continue "
+                 "with --resume",
+                 (unsigned long long)tr.steps_run, (unsigned long long)stochflow_model_step(m),
+                 opt(&o, "--out"));
+        ret = 130;
         goto out;
     }
     double sps = tr.seconds > 0 ? (double)tr.steps_run / tr.seconds : 0;
@@ -1132,6 +1160,11 @@ static int cmd_demo(int argc, char **argv) {
            (unsigned long long)steps, (unsigned long long)batch, stochflow_model_num_params(m));
     fflush(stdout);
     if (train_loop(&tr, m, &ds, NULL, steps, (size_t)batch, "demo: train") != 0) goto out;
+    if (tr.interrupted) {
+        cli_fail("demo: interrupted during training");
+        ret = 130;
+        goto out;
+    }
     if ((rc = stochflow_model_save(m, path_model)) < 0) {
         cli_fail_lib(rc, path_model);
         goto out;
