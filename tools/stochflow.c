@@ -485,6 +485,13 @@ static void on_stop_signal(int sig) {
     signal(sig, SIG_DFL);
 }
 
+/* Installed when train/demo start, so a signal during set-up also stops cleanly. */
+static void catch_stop_signals(void) {
+    stop_requested = 0;
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+}
+
 /* The training loop shared by train and demo. */
 static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
                       const dataset *base, uint64_t steps, size_t batch, const char *label) {
@@ -505,9 +512,6 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
     progress_start(&bar, label, (double)steps, "steps");
     double t0 = cli_now(), run = NAN;
     int rc = 0;
-    stop_requested = 0;
-    signal(SIGINT, on_stop_signal);
-    signal(SIGTERM, on_stop_signal);
     for (uint64_t s = 0; s < steps; ++s) {
         if (stop_requested) {
             res->interrupted = 1;
@@ -595,6 +599,7 @@ static const optdef TRAIN_OPTS[] = {
 
 static int cmd_train(int argc, char **argv) {
     opts o;
+    catch_stop_signals();
     int p = parse(&o, "train", "--data SRC --out MODEL [options]", TRAIN_OPTS,
                   sizeof TRAIN_OPTS / sizeof TRAIN_OPTS[0], argc, argv);
     if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
@@ -1112,6 +1117,7 @@ static const optdef DEMO_OPTS[] = {
 
 static int cmd_demo(int argc, char **argv) {
     opts o;
+    catch_stop_signals();
     int p = parse(&o, "demo", "[--outdir DIR] [--json] [options]", DEMO_OPTS,
                   sizeof DEMO_OPTS / sizeof DEMO_OPTS[0], argc, argv);
     if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
