@@ -17,13 +17,12 @@
 #define SIMD_CLONES
 #endif
 
-/* Branch-free expf (Cephes polynomial, max rel. error ~2 ulp on [-87, 88]) that the
- * compiler can vectorize, unlike libm's. Inputs are clamped to [-87, 88]. */
-static inline float exp_approx(float x) {
+/* Branch-free exp for x <= 0 (Cody-Waite reduction, Cephes polynomial, max rel. error
+ * ~2 ulp; clamped below at -87). Only a lower clamp: an upper one makes GCC emit a
+ * blend and a division that cost ~3x on Zen 4 (bench/profile.md). */
+static inline float exp_nonpos(float x) {
     x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    /* n = round(x / ln 2), as floor(. + 0.5): x/ln2 + 0.5 lies in (-126, 128), so the
-     * truncation of the shifted positive value (+ 128) is a floor. */
+    /* n = round(x / ln 2) as trunc(x/ln2 - 0.5 + 128) - 128, exact for x in [-87, 0] */
     int32_t ni = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
     float fn = (float)ni;
     float r = x - fn * 0.693359375f;
@@ -39,6 +38,13 @@ static inline float exp_approx(float x) {
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
+}
+
+/* Sign-symmetric logistic sigmoid: e = exp(-|z|) never overflows. */
+static inline float sigmoid_(float z) {
+    float e = exp_nonpos(-fabsf(z));
+    float r = 1.0f / (1.0f + e);
+    return z >= 0.0f ? r : e * r;
 }
 
 /* Dot product with 8 independent partial sums (vectorizable, fixed order). */
@@ -57,101 +63,182 @@ float stochflow__dot(const float *a, const float *b, size_t n) { return dot8(a, 
 /* Below this size of the reduction or output dimension BLIS's packed kernels lose to a
  * plain loop (machine-perf.md: K = 3 runs at ~5 GFLOP/s through BLIS). */
 #define SMALL_DIM 16
-
 #define JB 64 /* output block of the small-input kernels (stack tiles of SMALL_DIM x JB) */
 
+/* ---- threading of the library's own loops ----------------------------------------
+ * Work is split into contiguous ranges of rows (or of output columns for weight
+ * gradients), never across a reduction: every value is computed by the same operations
+ * in the same order whatever the thread count, so results stay bitwise identical. */
+#define PAR_MIN 16384 /* elements below which one thread does it all */
+
+void stochflow__partition(size_t *lo, size_t *hi, size_t count, int part, int parts,
+                          size_t align) {
+    size_t blocks = (count + align - 1) / align;
+    size_t b0 = blocks * (size_t)part / (size_t)parts, b1 = blocks * (size_t)(part + 1) / (size_t)parts;
+    *lo = b0 * align < count ? b0 * align : count;
+    *hi = b1 * align < count ? b1 * align : count;
+}
+
+#ifdef _OPENMP
+#include <omp.h>
+/* Run body(lo, hi) over [0, count) on up to nthreads threads. */
+#define PARALLEL_RANGES(count, work, nthreads, align, body)                                 \
+    do {                                                                                    \
+        if ((nthreads) > 1 && (work) >= PAR_MIN) {                                          \
+            _Pragma("omp parallel num_threads(nthreads)") {                                 \
+                size_t lo_, hi_;                                                            \
+                stochflow__partition(&lo_, &hi_, (count), omp_get_thread_num(),            \
+                                     omp_get_num_threads(), (align));                       \
+                body(lo_, hi_);                                                             \
+            }                                                                               \
+        } else {                                                                            \
+            body((size_t)0, (size_t)(count));                                               \
+        }                                                                                   \
+    } while (0)
+#else
+#define PARALLEL_RANGES(count, work, nthreads, align, body) body((size_t)0, (size_t)(count))
+#endif
+
+/* ---- dense layer: range kernels ------------------------------------------------------ */
+
+/* Input layer (in <= SMALL_DIM), rows [r0, r1): y = x w^T + b with a stack tile of w^T
+ * so the inner loop runs along contiguous outputs. */
 SIMD_CLONES
+static void fwd_small_in(float *y, const float *x, const float *w, const float *b, size_t r0,
+                         size_t r1, size_t in, size_t out) {
+    float wt[SMALL_DIM * JB];
+    for (size_t j0 = 0; j0 < out; j0 += JB) {
+        size_t jn = out - j0 < JB ? out - j0 : JB;
+        for (size_t k = 0; k < in; ++k)
+            for (size_t j = 0; j < jn; ++j) wt[k * JB + j] = w[(j0 + j) * in + k];
+        for (size_t i = r0; i < r1; ++i) {
+            float *yr = y + i * out + j0;
+            const float *xr = x + i * in;
+            for (size_t j = 0; j < jn; ++j) yr[j] = b[j0 + j];
+            for (size_t k = 0; k < in; ++k) {
+                const float xk = xr[k];
+                const float *wk = wt + k * JB;
+                for (size_t j = 0; j < jn; ++j) yr[j] += xk * wk[j];
+            }
+        }
+    }
+}
+
+/* Output layer (out <= SMALL_DIM), rows [r0, r1): a few dot products per row. */
+SIMD_CLONES
+static void fwd_small_out(float *y, const float *x, const float *w, const float *b, size_t r0,
+                          size_t r1, size_t in, size_t out) {
+    for (size_t i = r0; i < r1; ++i)
+        for (size_t j = 0; j < out; ++j) y[i * out + j] = dot8(x + i * in, w + j * in, in) + b[j];
+}
+
 void stochflow__dense_forward(float *y, const float *x, const float *w, const float *b,
                               size_t n, size_t in, size_t out, int nthreads) {
     if (in <= SMALL_DIM) {
-        /* Input layer: rank-"in" update plus bias. A tile of w^T (in x JB) is gathered
-         * on the stack once per output block, so the inner loop runs along contiguous
-         * outputs. */
-        float wt[SMALL_DIM * JB];
-        for (size_t j0 = 0; j0 < out; j0 += JB) {
-            size_t jn = out - j0 < JB ? out - j0 : JB;
-            for (size_t k = 0; k < in; ++k)
-                for (size_t j = 0; j < jn; ++j) wt[k * JB + j] = w[(j0 + j) * in + k];
-            for (size_t i = 0; i < n; ++i) {
-                float *yr = y + i * out + j0;
-                const float *xr = x + i * in;
-                for (size_t j = 0; j < jn; ++j) yr[j] = b[j0 + j];
-                for (size_t k = 0; k < in; ++k) {
-                    const float xk = xr[k];
-                    const float *wk = wt + k * JB;
-                    for (size_t j = 0; j < jn; ++j) yr[j] += xk * wk[j];
-                }
-            }
-        }
+#define BODY(lo, hi) fwd_small_in(y, x, w, b, lo, hi, in, out)
+        PARALLEL_RANGES(n, n * out, nthreads, 1, BODY);
+#undef BODY
         return;
     }
     if (out <= SMALL_DIM) {
-        /* Output layer: a few dot products per row. */
-        for (size_t i = 0; i < n; ++i)
-            for (size_t j = 0; j < out; ++j) y[i * out + j] = dot8(x + i * in, w + j * in, in) + b[j];
+#define BODY(lo, hi) fwd_small_out(y, x, w, b, lo, hi, in, out)
+        PARALLEL_RANGES(n, n * in, nthreads, 1, BODY);
+#undef BODY
         return;
     }
     for (size_t i = 0; i < n; ++i) memcpy(y + i * out, b, out * sizeof *y);
     stochflow__sgemm(0, 1, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out, nthreads);
 }
 
+/* db[j] += sum_i dy[i, j] for columns [c0, c1) (rows summed in order). */
 SIMD_CLONES
+static void bias_grad(float *db, const float *dy, size_t n, size_t out, size_t c0, size_t c1) {
+    for (size_t i = 0; i < n; ++i) {
+        const float *dyr = dy + i * out;
+        for (size_t j = c0; j < c1; ++j) db[j] += dyr[j];
+    }
+}
+
+/* Input-layer weight gradient for output columns [c0, c1) (multiples of JB): a dw^T
+ * tile (in x JB) accumulated on the stack along contiguous outputs. */
+SIMD_CLONES
+static void wgrad_small_in(float *dw, const float *dy, const float *x, size_t n, size_t in,
+                           size_t out, size_t c0, size_t c1) {
+    float acc[SMALL_DIM * JB];
+    for (size_t j0 = c0; j0 < c1; j0 += JB) {
+        size_t jn = c1 - j0 < JB ? c1 - j0 : JB;
+        memset(acc, 0, sizeof acc);
+        for (size_t i = 0; i < n; ++i) {
+            const float *dyr = dy + i * out + j0;
+            const float *xr = x + i * in;
+            for (size_t k = 0; k < in; ++k) {
+                const float xk = xr[k];
+                float *ak = acc + k * JB;
+                for (size_t j = 0; j < jn; ++j) ak[j] += xk * dyr[j];
+            }
+        }
+        for (size_t j = 0; j < jn; ++j)
+            for (size_t k = 0; k < in; ++k) dw[(j0 + j) * in + k] += acc[k * JB + j];
+    }
+}
+
+/* Output-layer weight gradient for input columns [k0, k1): dw[j, k] += sum_i dy[i,j] x[i,k]. */
+SIMD_CLONES
+static void wgrad_small_out(float *dw, const float *dy, const float *x, size_t n, size_t in,
+                            size_t out, size_t k0, size_t k1) {
+    for (size_t i = 0; i < n; ++i) {
+        const float *dyr = dy + i * out;
+        const float *xr = x + i * in;
+        for (size_t j = 0; j < out; ++j) {
+            const float g = dyr[j];
+            float *dwr = dw + j * in;
+            for (size_t k = k0; k < k1; ++k) dwr[k] += g * xr[k];
+        }
+    }
+}
+
+/* Input gradient of a thin layer for rows [r0, r1): dx[i, :] (+)= sum_j dy[i, j] w[j, :]. */
+SIMD_CLONES
+static void xgrad_small(float *dx, int accumulate, const float *dy, const float *w, size_t r0,
+                        size_t r1, size_t in, size_t out) {
+    for (size_t i = r0; i < r1; ++i) {
+        float *dxr = dx + i * in;
+        const float *dyr = dy + i * out;
+        if (!accumulate) memset(dxr, 0, in * sizeof *dxr);
+        for (size_t j = 0; j < out; ++j) {
+            float g = dyr[j];
+            const float *wr = w + j * in;
+            for (size_t k = 0; k < in; ++k) dxr[k] += g * wr[k];
+        }
+    }
+}
+
 void stochflow__dense_backward(float *dx, int dx_accumulate, float *dw, float *db,
                                const float *dy, const float *x, const float *w, size_t n,
                                size_t in, size_t out, int nthreads) {
     if (db) {
-        for (size_t i = 0; i < n; ++i) {
-            const float *dyr = dy + i * out;
-            for (size_t j = 0; j < out; ++j) db[j] += dyr[j];
-        }
+#define BODY(lo, hi) bias_grad(db, dy, n, out, lo, hi)
+        PARALLEL_RANGES(out, n * out, nthreads, 16, BODY);
+#undef BODY
     }
     if (dw) {
         if (in <= SMALL_DIM) {
-            /* dw^T tile (in x JB) accumulated on the stack along contiguous outputs */
-            float acc[SMALL_DIM * JB];
-            for (size_t j0 = 0; j0 < out; j0 += JB) {
-                size_t jn = out - j0 < JB ? out - j0 : JB;
-                memset(acc, 0, sizeof acc);
-                for (size_t i = 0; i < n; ++i) {
-                    const float *dyr = dy + i * out + j0;
-                    const float *xr = x + i * in;
-                    for (size_t k = 0; k < in; ++k) {
-                        const float xk = xr[k];
-                        float *ak = acc + k * JB;
-                        for (size_t j = 0; j < jn; ++j) ak[j] += xk * dyr[j];
-                    }
-                }
-                for (size_t j = 0; j < jn; ++j)
-                    for (size_t k = 0; k < in; ++k) dw[(j0 + j) * in + k] += acc[k * JB + j];
-            }
+#define BODY(lo, hi) wgrad_small_in(dw, dy, x, n, in, out, lo, hi)
+            PARALLEL_RANGES(out, n * out * in, nthreads, JB, BODY);
+#undef BODY
         } else if (out <= SMALL_DIM) {
-            /* dw[j, :] += sum_i dy[i, j] x[i, :] */
-            for (size_t i = 0; i < n; ++i) {
-                const float *dyr = dy + i * out;
-                const float *xr = x + i * in;
-                for (size_t j = 0; j < out; ++j) {
-                    const float g = dyr[j];
-                    float *dwr = dw + j * in;
-                    for (size_t k = 0; k < in; ++k) dwr[k] += g * xr[k];
-                }
-            }
+#define BODY(lo, hi) wgrad_small_out(dw, dy, x, n, in, out, lo, hi)
+            PARALLEL_RANGES(in, n * out * in, nthreads, 16, BODY);
+#undef BODY
         } else {
             stochflow__sgemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in, nthreads);
         }
     }
     if (dx) {
         if (in <= SMALL_DIM || out <= SMALL_DIM) {
-            /* dx[i, :] (+)= sum_j dy[i, j] w[j, :] */
-            for (size_t i = 0; i < n; ++i) {
-                float *dxr = dx + i * in;
-                const float *dyr = dy + i * out;
-                if (!dx_accumulate) memset(dxr, 0, in * sizeof *dxr);
-                for (size_t j = 0; j < out; ++j) {
-                    float g = dyr[j];
-                    const float *wr = w + j * in;
-                    for (size_t k = 0; k < in; ++k) dxr[k] += g * wr[k];
-                }
-            }
+#define BODY(lo, hi) xgrad_small(dx, dx_accumulate, dy, w, lo, hi, in, out)
+            PARALLEL_RANGES(n, n * out * in, nthreads, 1, BODY);
+#undef BODY
         } else {
             stochflow__sgemm(0, 0, n, in, out, 1.0f, dy, out, w, in, dx_accumulate ? 1.0f : 0.0f,
                              dx, in, nthreads);
@@ -194,8 +281,6 @@ void stochflow__dense_backward_naive(float *dx, int dx_accumulate, float *dw, fl
             }
 }
 
-static inline float sigmoidf_(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
-
 /* One loop per (activation, with/without derivative): no branch inside, so every
  * loop vectorizes. */
 #define ACT_LOOP(F_AND_D)                                        \
@@ -218,7 +303,7 @@ static inline float sigmoidf_(float z) { return 1.0f / (1.0f + exp_approx(-z)); 
     } while (0)
 
 SIMD_CLONES
-void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count, int act) {
+static void act_range(float *y, float *deriv, const float *z, size_t count, int act) {
     switch (act) {
     case STOCHFLOW_ACT_TANH:
         ACT_LOOP(f = tanhf(v); d = 1.0f - f * f);
@@ -228,17 +313,48 @@ void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count
         break;
     case STOCHFLOW_ACT_SOFTPLUS:
         /* log(1 + e^v) = max(v, 0) + log1p(e^-|v|), stable for all v */
-        ACT_LOOP(d = sigmoidf_(v); f = (v > 0.0f ? v : 0.0f) + log1pf(exp_approx(-fabsf(v))));
+        ACT_LOOP(d = sigmoid_(v); f = (v > 0.0f ? v : 0.0f) + log1pf(exp_nonpos(-fabsf(v))));
         break;
     default: /* STOCHFLOW_ACT_SILU */
-        ACT_LOOP(d = sigmoidf_(v); f = v * d; d = d * (1.0f + v * (1.0f - d)));
+        ACT_LOOP(d = sigmoid_(v); f = v * d; d = d * (1.0f + v * (1.0f - d)));
         break;
     }
 }
 
+void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count, int act,
+                            int nthreads) {
+#define BODY(lo, hi) act_range(y + (lo), deriv ? deriv + (lo) : NULL, z + (lo), (hi) - (lo), act)
+    PARALLEL_RANGES(count, count, nthreads, 16, BODY);
+#undef BODY
+}
+
 SIMD_CLONES
-void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count) {
+static void mul_range(float *dz, const float *dy, const float *deriv, size_t count) {
     for (size_t i = 0; i < count; ++i) dz[i] = dy[i] * deriv[i];
+}
+
+void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count,
+                             int nthreads) {
+#define BODY(lo, hi) mul_range(dz + (lo), dy + (lo), deriv + (lo), (hi) - (lo))
+    PARALLEL_RANGES(count, count, nthreads, 16, BODY);
+#undef BODY
+}
+
+SIMD_CLONES
+static void scale_rows_range(float *t, const float *f, size_t T, size_t H, size_t r0, size_t r1) {
+    for (size_t i = r0; i < r1; ++i)
+        for (size_t k = 0; k < T; ++k) {
+            float *tr = t + (i * T + k) * H;
+            const float *fr = f + i * H;
+            for (size_t j = 0; j < H; ++j) tr[j] *= fr[j];
+        }
+}
+
+void stochflow__scale_tangents(float *t, const float *f, size_t rows, size_t T, size_t H,
+                               int nthreads) {
+#define BODY(lo, hi) scale_rows_range(t, f, T, H, lo, hi)
+    PARALLEL_RANGES(rows, rows * T * H, nthreads, 1, BODY);
+#undef BODY
 }
 
 double stochflow__act_ref(double z, int act, double *deriv) {

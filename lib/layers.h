@@ -29,12 +29,23 @@ void stochflow__dense_backward_naive(float *dx, int dx_accumulate, float *dw, fl
 
 /* Element-wise activation (act = STOCHFLOW_ACT_*), count elements:
  *   y = f(z);  deriv = f'(z) (skipped when deriv is NULL).  y may alias z. */
-void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count, int act);
+void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count, int act,
+                            int nthreads);
 /* Backward: dz = dy * deriv (element-wise; dz may alias dy). This one overwrites: the
  * pre-activation gradient is always a fresh buffer in the model. */
-void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count);
+void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count,
+                             int nthreads);
+/* Threads: the functions taking nthreads split their own loops into contiguous ranges
+ * of rows or output columns (never across a sum), so results do not depend on it.
+ * [lo, hi) = part `part` of `parts` of [0, count), boundaries multiples of align. */
+void stochflow__partition(size_t *lo, size_t *hi, size_t count, int part, int parts,
+                          size_t align);
 /* Dot product of n floats with 8 partial sums in a fixed order (vectorizable). */
 float stochflow__dot(const float *a, const float *b, size_t n);
+/* Forward-mode tangents through an activation: t [rows x T x H] *= f' [rows x H]
+ * (each row's T tangents scaled by that row's derivative). */
+void stochflow__scale_tangents(float *t, const float *f, size_t rows, size_t T, size_t H,
+                               int nthreads);
 /* Scalar reference of f and f' in double, for tests. */
 double stochflow__act_ref(double z, int act, double *deriv);
 

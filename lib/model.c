@@ -253,7 +253,7 @@ static void forward(const stochflow_model *m, const float *p, const acts *A, siz
             stochflow__dense_forward(A->a[l], in, p + L->w_off, p + L->b_off, rows, L->in,
                                      L->out, nt);
             stochflow__act_forward(A->a[l], want_deriv ? A->fd[l] : NULL, A->a[l], rows * L->out,
-                                   m->cfg.activation);
+                                   m->cfg.activation, nt);
             in = A->a[l];
         } else {
             stochflow__dense_forward(A->out, in, p + L->w_off, p + L->b_off, rows, L->in, L->out,
@@ -278,7 +278,7 @@ static void backward(const stochflow_model *m, const float *p, const acts *A, si
                                   L->in, L->out, nt);
         if (l > 0) {
             /* through the activation of hidden layer l-1 */
-            stochflow__act_backward(g1, g1, A->fd[l - 1], rows * L->in);
+            stochflow__act_backward(g1, g1, A->fd[l - 1], rows * L->in, nt);
             dy = g1;
             float *tmp = g1;
             g1 = g2;
@@ -446,66 +446,54 @@ static void jvp_trace(const stochflow_model *m, const float *p, const acts *A, s
     const stochflow__dense *L0 = &m->layers[0];
     const float *W0 = p + L0->w_off;
     /* first layer tangent: [rows*T x H_0] */
-    for (size_t i = 0; i < rows; ++i)
-        for (size_t k = 0; k < T; ++k) {
-            float *tz = tan1 + (i * T + k) * L0->out;
-            if (probes == NULL) {
+    if (probes == NULL) {
+        /* e_k: column k of W_0 */
+        for (size_t i = 0; i < rows; ++i)
+            for (size_t k = 0; k < T; ++k) {
+                float *tz = tan1 + (i * T + k) * L0->out;
                 for (size_t j = 0; j < L0->out; ++j) tz[j] = W0[j * L0->in + k];
-            } else {
-                const float *e = probes + (i * T + k) * d;
-                for (size_t j = 0; j < L0->out; ++j) {
-                    const float *w = W0 + j * L0->in;
-                    float acc = 0.0f;
-                    for (size_t q = 0; q < d; ++q) acc += w[q] * e[q];
-                    tz[j] = acc;
-                }
             }
-        }
+    } else {
+        /* probes [rows*T x d] times W_0[:, :d]^T (row stride n_in) */
+        stochflow__sgemm(0, 1, rows * T, L0->out, d, 1.0f, probes, d, W0, L0->in, 0.0f, tan1,
+                         L0->out, nt);
+    }
     /* hidden layers */
     for (size_t l = 0; l + 1 < m->n_layers; ++l) {
         const size_t H = m->layers[l].out;
-        const float *fd = A->fd[l];
-        for (size_t i = 0; i < rows; ++i)
-            for (size_t k = 0; k < T; ++k) {
-                float *tz = tan1 + (i * T + k) * H;
-                const float *f = fd + i * H;
-                for (size_t j = 0; j < H; ++j) tz[j] *= f[j];
-            }
+        stochflow__scale_tangents(tan1, A->fd[l], rows, T, H, nt);
         const stochflow__dense *N = &m->layers[l + 1];
         if (l + 2 < m->n_layers) {
-            /* tangent of z_{l+1} = tan1 W^T (no bias) */
-            if (N->in <= 16 || N->out <= 16) {
-                for (size_t r = 0; r < rows * T; ++r)
-                    for (size_t j = 0; j < N->out; ++j) {
-                        const float *w = p + N->w_off + j * N->in;
-                        const float *a = tan1 + r * N->in;
-                        float acc = 0.0f;
-                        for (size_t q = 0; q < N->in; ++q) acc += w[q] * a[q];
-                        tan2[r * N->out + j] = acc;
-                    }
-            } else {
-                stochflow__sgemm(0, 1, rows * T, N->out, N->in, 1.0f, tan1, N->in, p + N->w_off,
-                                 N->in, 0.0f, tan2, N->out, nt);
-            }
+            /* tangent of z_{l+1} = tan1 W^T (no bias): a dense layer with zero bias */
+            stochflow__sgemm(0, 1, rows * T, N->out, N->in, 1.0f, tan1, N->in, p + N->w_off,
+                             N->in, 0.0f, tan2, N->out, nt);
             float *tmp = tan1;
             tan1 = tan2;
             tan2 = tmp;
-        } else {
-            /* output layer: only e_k . (W_o tan) is needed */
-            const float *Wo = p + N->w_off;
+            continue;
+        }
+        /* output layer: only e_k . (W_o tan) is needed */
+        const float *Wo = p + N->w_off;
+        if (probes == NULL) {
+            /* exact trace: the diagonal W_o[k, :] . tan_k */
             for (size_t i = 0; i < rows; ++i)
-                for (size_t k = 0; k < T; ++k) {
-                    const float *a = tan1 + (i * T + k) * N->in;
-                    double acc = 0.0;
-                    if (probes == NULL) {
-                        acc = stochflow__dot(Wo + k * N->in, a, N->in);
-                    } else {
-                        const float *e = probes + (i * T + k) * d;
-                        for (size_t j = 0; j < d; ++j)
-                            acc += (double)e[j] * stochflow__dot(Wo + j * N->in, a, N->in);
-                    }
-                    quad[i * T + k] = (float)acc;
-                }
+                for (size_t k = 0; k < T; ++k)
+                    quad[i * T + k] = stochflow__dot(Wo + k * N->in, tan1 + (i * T + k) * N->in, N->in);
+        } else {
+            /* y = tan W_o^T [rows*T x d] (into tan2), then quad = e . y */
+            if (d <= 16) {
+                for (size_t r = 0; r < rows * T; ++r)
+                    for (size_t j = 0; j < d; ++j)
+                        tan2[r * d + j] = stochflow__dot(Wo + j * N->in, tan1 + r * N->in, N->in);
+            } else {
+                stochflow__sgemm(0, 1, rows * T, d, N->in, 1.0f, tan1, N->in, Wo, N->in, 0.0f,
+                                 tan2, d, nt);
+            }
+            for (size_t r = 0; r < rows * T; ++r) {
+                double acc = 0.0;
+                for (size_t j = 0; j < d; ++j) acc += (double)probes[r * d + j] * tan2[r * d + j];
+                quad[r] = (float)acc;
+            }
         }
     }
 }
