@@ -5,17 +5,7 @@
 
 #include "internal.h"
 #include "layers.h"
-
-/* Hot element-wise loops are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the
- * baseline, and picked at load time (GCC function multiversioning). Both clones do the
- * same IEEE operations in the same order (C11 mode: no FMA contraction), so results
- * are bitwise identical on every x86-64 machine. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(STOCHFLOW_NO_CLONES)
-#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SIMD_CLONES
-#endif
+#include "parallel.h"
 
 /* Branch-free exp for x <= 0 (Cody-Waite reduction, Cephes polynomial, max rel. error
  * ~2 ulp; clamped below at -87). Only a lower clamp: an upper one makes GCC emit a
@@ -60,17 +50,6 @@ static inline float dot8(const float *a, const float *b, size_t n) {
 
 float stochflow__dot(const float *a, const float *b, size_t n) { return dot8(a, b, n); }
 
-/* Below this size of the reduction or output dimension BLIS's packed kernels lose to a
- * plain loop (machine-perf.md: K = 3 runs at ~5 GFLOP/s through BLIS). */
-#define SMALL_DIM 16
-#define JB 64 /* output block of the small-input kernels (stack tiles of SMALL_DIM x JB) */
-
-/* ---- threading of the library's own loops ----------------------------------------
- * Work is split into contiguous ranges of rows (or of output columns for weight
- * gradients), never across a reduction: every value is computed by the same operations
- * in the same order whatever the thread count, so results stay bitwise identical. */
-#define PAR_MIN 16384 /* elements below which one thread does it all */
-
 void stochflow__partition(size_t *lo, size_t *hi, size_t count, int part, int parts,
                           size_t align) {
     size_t blocks = (count + align - 1) / align;
@@ -79,25 +58,10 @@ void stochflow__partition(size_t *lo, size_t *hi, size_t count, int part, int pa
     *hi = b1 * align < count ? b1 * align : count;
 }
 
-#ifdef _OPENMP
-#include <omp.h>
-/* Run body(lo, hi) over [0, count) on up to nthreads threads. */
-#define PARALLEL_RANGES(count, work, nthreads, align, body)                                 \
-    do {                                                                                    \
-        if ((nthreads) > 1 && (work) >= PAR_MIN) {                                          \
-            _Pragma("omp parallel num_threads(nthreads)") {                                 \
-                size_t lo_, hi_;                                                            \
-                stochflow__partition(&lo_, &hi_, (count), omp_get_thread_num(),            \
-                                     omp_get_num_threads(), (align));                       \
-                body(lo_, hi_);                                                             \
-            }                                                                               \
-        } else {                                                                            \
-            body((size_t)0, (size_t)(count));                                               \
-        }                                                                                   \
-    } while (0)
-#else
-#define PARALLEL_RANGES(count, work, nthreads, align, body) body((size_t)0, (size_t)(count))
-#endif
+/* Below this size of the reduction or output dimension BLIS's packed kernels lose to a
+ * plain loop (machine-perf.md: K = 3 runs at ~5 GFLOP/s through BLIS). */
+#define SMALL_DIM 16
+#define JB 64 /* output block of the small-input kernels (stack tiles of SMALL_DIM x JB) */
 
 /* ---- dense layer: range kernels ------------------------------------------------------ */
 

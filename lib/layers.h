@@ -36,10 +36,8 @@ void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count
 void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count,
                              int nthreads);
 /* Threads: the functions taking nthreads split their own loops into contiguous ranges
- * of rows or output columns (never across a sum), so results do not depend on it.
- * [lo, hi) = part `part` of `parts` of [0, count), boundaries multiples of align. */
-void stochflow__partition(size_t *lo, size_t *hi, size_t count, int part, int parts,
-                          size_t align);
+ * of rows or output columns (never across a sum), so results do not depend on it
+ * (lib/parallel.h). */
 /* Dot product of n floats with 8 partial sums in a fixed order (vectorizable). */
 float stochflow__dot(const float *a, const float *b, size_t n);
 /* Forward-mode tangents through an activation: t [rows x T x H] *= f' [rows x H]

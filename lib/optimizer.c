@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "model.h"
+#include "parallel.h"
 
 #define PI 3.14159265358979323846
 
@@ -25,33 +26,23 @@ double stochflow__model_lr(const stochflow_model *m) {
     return lr;
 }
 
-/* Hot loops compiled for x86-64-v3 and the baseline (see layers.c); same results. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(STOCHFLOW_NO_CLONES)
-#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SIMD_CLONES
-#endif
-
-/* Squared L2 norm of g in double (8 partial sums, fixed order); *bad = 1 when some
- * value is NaN or Inf. Branch-free so it vectorizes. */
+/* 1 when some value of g[lo, hi) is NaN or Inf (branch-free, vectorizes). */
 SIMD_CLONES
-static double grad_sq_norm(const float *g, size_t n, int *bad) {
+static int any_nonfinite(const float *g, size_t lo, size_t hi) {
+    int bad = 0;
+    for (size_t i = lo; i < hi; ++i) bad |= !(g[i] - g[i] == 0.0f);
+    return bad;
+}
+
+/* Squared L2 norm of g in double (8 partial sums, fixed order, one thread). */
+SIMD_CLONES
+static double sq_norm(const float *g, size_t n) {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int nonfinite = 0;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; ++l) {
-            float v = g[i + l];
-            nonfinite |= !(v - v == 0.0f);
-            acc[l] += (double)v * (double)v;
-        }
+        for (int l = 0; l < 8; ++l) acc[l] += (double)g[i + l] * (double)g[i + l];
     double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; ++i) {
-        nonfinite |= !(g[i] - g[i] == 0.0f);
-        s += (double)g[i] * g[i];
-    }
-    *bad = nonfinite;
+    for (; i < n; ++i) s += (double)g[i] * g[i];
     return s;
 }
 
@@ -69,19 +60,25 @@ typedef struct {
                 (c).wd * (p_old);                                                            \
     } while (0)
 
-/* Would the update be finite everywhere? (A finite gradient whose square overflows
- * float in the second moment, or moments already non-finite, would not be.) Returns
- * the first offending index, or n. Branch-free pass, then a scalar search. */
+/* Would the update of [lo, hi) be finite? (A finite gradient whose square overflows
+ * float in the second moment, or moments already non-finite, would not be.) Returns 1
+ * when it would not. Branch-free, vectorizes. */
 SIMD_CLONES
-static size_t adam_first_nonfinite(const float *p, const float *mm, const float *vv,
-                                   const float *g, size_t n, adam_coef c) {
+static int adam_any_nonfinite(const float *p, const float *mm, const float *vv, const float *g,
+                              size_t lo, size_t hi, adam_coef c) {
     int bad = 0;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = lo; i < hi; ++i) {
         float mi, vi, pi;
         ADAM_ELEMENT(c, g[i], mm[i], vv[i], p[i], mi, vi, pi);
         bad |= !(mi - mi == 0.0f && vi - vi == 0.0f && pi - pi == 0.0f);
     }
-    if (!bad) return n;
+    return bad;
+}
+
+/* Index of the first element whose update is not finite (scalar search, only run
+ * once adam_any_nonfinite found one). */
+static size_t adam_first_nonfinite(const float *p, const float *mm, const float *vv,
+                                   const float *g, size_t n, adam_coef c) {
     for (size_t i = 0; i < n; ++i) {
         float mi, vi, pi;
         ADAM_ELEMENT(c, g[i], mm[i], vv[i], p[i], mi, vi, pi);
@@ -91,8 +88,9 @@ static size_t adam_first_nonfinite(const float *p, const float *mm, const float 
 }
 
 SIMD_CLONES
-static void adam_update(float *p, float *mm, float *vv, const float *g, size_t n, adam_coef c) {
-    for (size_t i = 0; i < n; ++i) {
+static void adam_update(float *p, float *mm, float *vv, const float *g, size_t lo, size_t hi,
+                        adam_coef c) {
+    for (size_t i = lo; i < hi; ++i) {
         float mi, vi, pi;
         ADAM_ELEMENT(c, g[i], mm[i], vv[i], p[i], mi, vi, pi);
         mm[i] = mi;
@@ -105,8 +103,17 @@ int stochflow__optimizer_apply(stochflow_model *m) {
     const size_t n = m->n_params;
     float *p = m->params, *g = m->grads, *mm = m->adam_m, *vv = m->adam_v;
     /* Check everything before touching the state: a failure leaves the model as it was. */
-    int bad;
-    double sq = grad_sq_norm(g, n, &bad);
+    const int nt = (int)m->hp.threads;
+    int bad = 0;
+#define BODY(lo, hi)                                    \
+    do {                                                \
+        int b_ = any_nonfinite(g, lo, hi);              \
+        if (b_) {                                       \
+            _Pragma("omp atomic write") bad = 1;        \
+        }                                               \
+    } while (0)
+    PARALLEL_RANGES(n, n, nt, 16, BODY);
+#undef BODY
     if (bad) {
         size_t i = 0;
         while (i < n && g[i] - g[i] == 0.0f) ++i;
@@ -117,7 +124,7 @@ int stochflow__optimizer_apply(stochflow_model *m) {
     const stochflow__hparams *hp = &m->hp;
     double scale = 1.0;
     if (hp->grad_clip > 0) {
-        double norm = sqrt(sq);
+        double norm = sqrt(sq_norm(g, n));
         if (norm > hp->grad_clip) scale = hp->grad_clip / norm;
     }
     const double t = (double)m->step + 1.0;
@@ -135,13 +142,25 @@ int stochflow__optimizer_apply(stochflow_model *m) {
     c.wd = (float)(lr * hp->weight_decay);
     /* Refuse an update that would not be finite: the model stays at its last finite
      * state (issue 7; tests/check_reliability.c). */
-    size_t badi = adam_first_nonfinite(p, mm, vv, g, n, c);
+    bad = 0;
+#define BODY(lo, hi)                                             \
+    do {                                                         \
+        int b_ = adam_any_nonfinite(p, mm, vv, g, lo, hi, c);    \
+        if (b_) {                                                \
+            _Pragma("omp atomic write") bad = 1;                 \
+        }                                                        \
+    } while (0)
+    PARALLEL_RANGES(n, n, nt, 16, BODY);
+#undef BODY
+    size_t badi = bad ? adam_first_nonfinite(p, mm, vv, g, n, c) : n;
     if (badi < n)
         return stochflow__error(STOCHFLOW_E_NONFINITE,
                                 "update is not finite at parameter %zu (step %llu, gradient "
                                 "%g); model unchanged (STOCHFLOW_PARAM_GRAD_CLIP bounds it)",
                                 badi, (unsigned long long)m->step, (double)g[badi]);
-    adam_update(p, mm, vv, g, n, c);
+#define BODY(lo, hi) adam_update(p, mm, vv, g, lo, hi, c)
+    PARALLEL_RANGES(n, n, nt, 16, BODY);
+#undef BODY
     if (hp->ema_decay > 0) {
         if (!m->ema_valid) {
             for (size_t i = 0; i < n; ++i) m->ema[i] = p[i];
