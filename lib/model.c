@@ -11,6 +11,7 @@
 
 #include "layers.h"
 #include "model.h"
+#include "parallel.h"
 
 #define PI 3.14159265358979323846
 /* Rows per chunk of an evaluation: rows * (1 + tangents) stays below this, so the
@@ -313,6 +314,40 @@ static int check_batch(const stochflow_model *m, const float *x1, size_t n, cons
 
 /* Loss (and, with want_grad, gradient into m->grads) on one batch. Draws use the
  * training streams (train = 1) or the evaluation streams, keyed by the current step. */
+/* Rows [lo, hi) of a training batch: draw t and x0 where not given, write the network
+ * input u = [x_t, phi(t)] and the target dI/dt. */
+static void assemble_rows(const stochflow_model *m, const acts *A, float *target,
+                          const float *x1, const float *x0, const float *t, double *t_save,
+                          int train, size_t lo, size_t hi) {
+    const size_t d = m->d;
+    for (size_t i = lo; i < hi; ++i) {
+        stochflow__rng rt, rx;
+        double ti;
+        if (t) {
+            ti = t[i];
+        } else {
+            stochflow__rng_init(&rt, m->cfg.seed, train ? STOCHFLOW__STREAM_T : STOCHFLOW__STREAM_EVAL_T,
+                                m->step, i);
+            ti = stochflow__rng_uniform(&rt);
+        }
+        if (t_save) t_save[i] = ti; /* issue 9 */
+        double c[4];
+        (void)stochflow__interp_eval(&m->interp, ti, c); /* checked by the caller */
+        if (!x0)
+            stochflow__rng_init(&rx, m->cfg.seed, train ? STOCHFLOW__STREAM_X0 : STOCHFLOW__STREAM_EVAL_X0,
+                                m->step, i);
+        float *u = A->u + i * m->n_in;
+        float *tg = target + i * d;
+        const float *x1r = x1 + i * d;
+        for (size_t k = 0; k < d; ++k) {
+            double z = x0 ? (double)x0[i * d + k] : stochflow__rng_normal(&rx);
+            u[k] = (float)(c[0] * z + c[1] * x1r[k]);
+            tg[k] = (float)(c[2] * z + c[3] * x1r[k]);
+        }
+        time_embed(u + d, m, ti);
+    }
+}
+
 static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size_t n,
                      const float *x0, const float *t, int want_grad, int train) {
     RETURN_ERROR_IF(loss_out == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
@@ -334,33 +369,15 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
     float *target = carve_acts(&A, m, m->ws, n); /* [n x d] dI/dt, then dL/dout */
     float *g1 = target + n * d, *g2 = g1 + n * H;
 
-    /* Inputs: x_t = a x0 + b x1 and the target dI/dt = a' x0 + b' x1 per row. */
-    for (size_t i = 0; i < n; ++i) {
-        stochflow__rng rt, rx;
-        double ti;
-        if (t) {
-            ti = t[i];
-        } else {
-            stochflow__rng_init(&rt, m->cfg.seed, train ? STOCHFLOW__STREAM_T : STOCHFLOW__STREAM_EVAL_T,
-                                m->step, i);
-            ti = stochflow__rng_uniform(&rt);
-        }
-        if (t_save) t_save[i] = ti; /* issue 9 */
-        double c[4];
-        FORWARD_IF_ERROR(stochflow__interp_eval(&m->interp, ti, c));
-        if (!x0)
-            stochflow__rng_init(&rx, m->cfg.seed, train ? STOCHFLOW__STREAM_X0 : STOCHFLOW__STREAM_EVAL_X0,
-                                m->step, i);
-        float *u = A.u + i * m->n_in;
-        float *tg = target + i * d;
-        const float *x1r = x1 + i * d;
-        for (size_t k = 0; k < d; ++k) {
-            double z = x0 ? (double)x0[i * d + k] : stochflow__rng_normal(&rx);
-            u[k] = (float)(c[0] * z + c[1] * x1r[k]);
-            tg[k] = (float)(c[2] * z + c[3] * x1r[k]);
-        }
-        time_embed(u + d, m, ti);
-    }
+    /* Inputs: x_t = a x0 + b x1 and the target dI/dt = a' x0 + b' x1 per row. Rows are
+     * independent (draws keyed by row), so they are split across threads, except for a
+     * caller's schedule callback, which is only ever called from the calling thread. */
+    double c0[4];
+    FORWARD_IF_ERROR(stochflow__interp_eval(&m->interp, 0.5, c0)); /* fails only here */
+    const int nt = m->interp.kind == STOCHFLOW_INTERP_CUSTOM ? 1 : (int)m->hp.threads;
+#define BODY(lo, hi) assemble_rows(m, &A, target, x1, x0, t, t_save, train, lo, hi)
+    PARALLEL_RANGES(n, n * (d + 8) * 16, nt, 1, BODY);
+#undef BODY
 
     forward(m, m->params, &A, n, 1);
 
