@@ -355,7 +355,7 @@ def evaluate_targets(rows, agg, threads):
                                 f"{fmt(a['sgemm'])} GFLOP/s; hidden-only sgemm "
                                 f"{fmt(a['sgemm_hidden'])})",
                                 a["sgemm_frac"] >= need))
-        elif job == "sample":
+        elif job == "sample" and row.get("solver", "rk4") == "rk4":
             need = 1.5 if b <= 256 else 1.2
             out.append((f"{row['id']}: >= {need}x PyTorch", f"{a['ratio']:.2f}x" + bound(a),
                         a["ratio"] >= need))
@@ -634,7 +634,10 @@ def write_outputs(args, rows, results, threads_list, parity, torch_version, star
     boost = getattr(args, "boosted", None)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump({"command": cmdline, "started": started, "parity": parity,
-                   "reps_done": reps_done, "reps": reps, "results": results}, f, indent=1)
+                   "reps_done": reps_done, "reps": reps, "duration_s": dur,
+                   "min_time": min_time, "library": rev, "cpu": cpu, "ncpu": ncpu,
+                   "torch_version": torch_version, "boost": boost,
+                   "results": results}, f, indent=1)
     write_md(os.path.join(args.out_dir, "RESULTS.md"), cmdline, rows, agg, threads_list, meta,
              parity, partial=reps_done < reps, boost=boost)
     write_png(os.path.join(args.out_dir, "results.png"), rows, agg, threads_list)
