@@ -12,8 +12,11 @@
  * blend and a division that cost ~3x on Zen 4 (bench/profile.md). */
 static inline float exp_nonpos(float x) {
     x = x < -87.0f ? -87.0f : x;
-    /* n = round(x / ln 2) as trunc(x/ln2 - 0.5 + 128) - 128, exact for x in [-87, 0] */
-    int32_t ni = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
+    /* n = round(x / ln 2) as trunc(x/ln2 - 0.5 + 128) - 128, exact for x in [-87, 0].
+     * From a NaN-free copy: converting NaN to int is undefined (UBSan, fuzz/ replay of a
+     * checkpoint with NaN weights); the NaN itself still propagates through r. */
+    float xi = x >= -87.0f ? x : -87.0f;
+    int32_t ni = (int32_t)(xi * 1.44269504088896341f + 128.5f) - 128;
     float fn = (float)ni;
     float r = x - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
