@@ -430,6 +430,10 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
         rc = stochflow__transport_section_read(m, intp.at, intp.len);
     if (rc == 0) {
         rc = stochflow__check_finite(m->params, np, "checkpoint weights");
+        /* the whole state loads finite: EMA weights and Adam moments too (issue 7) */
+        if (rc == 0 && m->ema_valid)
+            rc = stochflow__check_finite(m->ema, np, "checkpoint EMA weights");
+        if (rc == 0) rc = stochflow__check_finite(m->adam_m, 2 * np, "checkpoint Adam moments");
         if (rc < 0) rc = stochflow__error(STOCHFLOW_E_FORMAT, "%s", stochflow_last_error_message());
     }
     if (rc < 0) {

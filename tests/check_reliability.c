@@ -569,6 +569,48 @@ static void reseal(unsigned char *b, size_t len) {
     put32(b + len - 4, stochflow__crc32(b, len - 4));
 }
 
+/* Offset of the body of section tag in a checkpoint buffer (0 when absent). */
+static size_t find_section(const unsigned char *b, size_t len, const char *tag) {
+    size_t pos = 24;
+    while (pos + 16 <= len - 4) {
+        uint64_t slen = 0;
+        for (int i = 0; i < 8; ++i) slen |= (uint64_t)b[pos + 8 + i] << (8 * i);
+        if (memcmp(b + pos, tag, 4) == 0) return pos + 16;
+        pos += 16 + (size_t)slen;
+    }
+    return 0;
+}
+
+/* A checkpoint loads into a finite state or not at all: NaN/Inf in the weights, the EMA
+ * weights or either Adam moment (CRC-valid file) is FORMAT. */
+START_TEST(nonfinite_checkpoint_state_rejected) {
+    stochflow_model *m = new_model(41, 8); /* EMA on */
+    ck_assert_int_eq(train_to(m, 2), 0);
+    size_t len, np = stochflow_model_num_params(m);
+    unsigned char *good = serialize(m, &len);
+    stochflow_model_free(m);
+    unsigned char *b = malloc(len);
+    const struct {
+        const char *tag;
+        size_t at; /* float index after the section's 8-byte count */
+    } cases[] = {{"WGHT", 3}, {"EMAW", np - 1}, {"ADAM", 5}, {"ADAM", np + 7}};
+    const uint32_t bad[2] = {0x7FC00000u, 0xFF800000u}; /* NaN, -Inf */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
+        for (int k = 0; k < 2; ++k) {
+            memcpy(b, good, len);
+            size_t at = find_section(b, len, cases[i].tag);
+            ck_assert_msg(at != 0, "no %s section", cases[i].tag);
+            put32(b + at + 8 + 4 * cases[i].at, bad[k]);
+            reseal(b, len);
+            stochflow_model *out = NULL;
+            ck_assert_status(stochflow_model_load_buffer(&out, b, len), STOCHFLOW_E_FORMAT);
+            ck_assert_ptr_null(out);
+        }
+    free(b);
+    free(good);
+}
+END_TEST
+
 /* Header fields claiming huge sizes are rejected before anything is allocated: a small,
  * CRC-valid file claiming a network of 2^38 parameters, a section longer than the file,
  * or a weight count beyond its section makes load_buffer return FORMAT after zero
@@ -1195,6 +1237,7 @@ Suite *make_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("hostile");
     tcase_add_test(tc, hostile_sizes_rejected_before_allocating);
+    tcase_add_test(tc, nonfinite_checkpoint_state_rejected);
     suite_add_tcase(s, tc);
     tc = tcase_create("crash");
     tcase_add_test(tc, sigkill_during_saves);
