@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """libstochflow vs PyTorch: the whole benchmark comparison in one command (issue 6).
 
-    /usr/bin/python3 bench/run.py                 # full run, ~15-20 min on 2 cores
+    /usr/bin/python3 bench/run.py --boost --lib-commit HEAD   # full run, ~8 min on 2 cores
     /usr/bin/python3 bench/run.py --smoke         # ~10 s harness check (meson test)
 
 Every measurement runs in a fresh process (bench_c for the library, bench_torch.py for
