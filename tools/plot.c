@@ -318,8 +318,8 @@ int plot_curve(canvas *out, const char *title, const double *y, size_t n, int w,
 #define YPIX(v) (oy + ph - (int)lround(((v) - ylo) / (yhi - ylo) * ph))
 #define CLAMPY(p) ((p) < oy ? oy : ((p) > oy + ph ? oy + ph : (p)))
     for (size_t i = 0; i < n; ++i) {
-        int px = left + (int)((double)i * pw / (double)n);
-        put(out, px, CLAMPY(YPIX(y[i])), raw);
+        int px = left + (int)((double)i * pw / (double)n), py = YPIX(y[i]);
+        if (py >= oy && py <= oy + ph) put(out, px, py, raw); /* outliers are not drawn */
     }
     int prevx = -1, prevy = 0;
     for (size_t i = 0; i < n; ++i) {

@@ -1090,8 +1090,8 @@ static int cmd_info(int argc, char **argv) {
 /* The demo recipe (measured in doc/cli.md): see DEMO_* below. */
 #define DEMO_HIDDEN "256,256,256"
 #define DEMO_FOURIER 0
-#define DEMO_STEPS 15000
-#define DEMO_BATCH 1000
+#define DEMO_STEPS 28000
+#define DEMO_BATCH 500
 #define DEMO_LR 2e-3
 #define DEMO_EMA 0.998
 #define DEMO_EVAL_N 4000
@@ -1102,8 +1102,8 @@ static int cmd_info(int argc, char **argv) {
 static const optdef DEMO_OPTS[] = {
     {"--outdir", "DIR", "where the pictures and the model go (default stochflow-demo)"},
     {"--threads", "T", "threads for matrix work (default 2)"},
-    {"--steps", "N", "training steps (default 15000)"},
-    {"--batch", "B", "batch size"},
+    {"--steps", "N", "training steps (default 28000)"},
+    {"--batch", "B", "batch size (default 500)"},
     {"--hidden", "W,W,...", "hidden widths (default " DEMO_HIDDEN ")"},
     {"--time-fourier", "F", "Fourier time features (default 0 = raw t)"},
     {"--lr", "X", "peak learning rate"},
