@@ -86,7 +86,11 @@ else
 fi
 
 # ---- Ctrl-C during training saves a resumable checkpoint and exits 130 -------------------
-timeout --preserve-status -s INT 3 "$SF" train --data checkerboard --out "$T/int.sfm" --steps 1000000000 --hidden 8,8 --batch 16 --threads 1 >"$T/out" 2>"$T/err" </dev/null
+"$SF" train --data checkerboard --out "$T/int.sfm" --steps 1000000000 --hidden 8,8 --batch 16 --threads 1 >"$T/out" 2>"$T/err" </dev/null &
+pid=$!
+sleep 2
+kill -INT $pid
+wait $pid
 rc=$?
 if [ $rc -eq 130 ] && grep -q 'interrupted after' "$T/err" && "$SF" info --model "$T/int.sfm" >/dev/null 2>&1; then
     ok "SIGINT: checkpoint saved, exit 130"

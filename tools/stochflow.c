@@ -26,6 +26,9 @@
 #define HELDOUT_STREAM ((((uint64_t)1) << 44) - 1)
 #define PICTURE_STREAM ((((uint64_t)1) << 44) - 2)
 
+/* Set by SIGINT/SIGTERM while a command runs (see catch_stop_signals). */
+static volatile sig_atomic_t stop_requested;
+
 /* ---- errors and time ----------------------------------------------------------------- */
 
 int cli_fail(const char *fmt, ...) {
@@ -317,7 +320,7 @@ static int on_ode_progress(void *user, double t) {
     ode_progress *p = user;
     double span = p->t1 - p->t0;
     progress_update(p->bar, span != 0 ? (t - p->t0) / span : 1.0, NULL);
-    return 0;
+    return stop_requested ? 1 : 0; /* Ctrl-C cancels the solve */
 }
 
 static int load_model(stochflow_model **m, const char *path) {
@@ -476,13 +479,13 @@ typedef struct {
     int interrupted; /* SIGINT/SIGTERM arrived: the loop stopped after a whole step */
 } train_result;
 
-/* Ctrl-C during training: finish the current step, then stop (train saves a resumable
- * checkpoint and exits 130). A second signal kills the program as usual. */
-static volatile sig_atomic_t stop_requested;
-
+/* Ctrl-C: training finishes the current step, then stops (train saves a resumable
+ * checkpoint); an ODE solve is cancelled from its progress callback. The program then
+ * exits 130. The handler stays installed for the whole command, so a signal delivered
+ * twice (timeout(1) signals both the process and its group) still stops cleanly. */
 static void on_stop_signal(int sig) {
+    (void)sig;
     stop_requested = 1;
-    signal(sig, SIG_DFL);
 }
 
 /* Installed when train/demo start, so a signal during set-up also stops cleanly. */
@@ -539,8 +542,6 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
         progress_update(&bar, (double)(s + 1), extra);
     }
     progress_end(&bar);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
     res->seconds = cli_now() - t0;
     if (res->steps_run > 0) {
         size_t k = res->steps_run < 100 ? res->steps_run : 100;
@@ -729,6 +730,7 @@ static const optdef SAMPLE_OPTS[] = {
 
 static int cmd_sample(int argc, char **argv) {
     opts o;
+    catch_stop_signals();
     int p = parse(&o, "sample", "--model MODEL -n N --out FILE [options]", SAMPLE_OPTS,
                   sizeof SAMPLE_OPTS / sizeof SAMPLE_OPTS[0], argc, argv);
     if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
@@ -862,6 +864,7 @@ static const optdef LOGP_OPTS[] = {
 
 static int cmd_logp(int argc, char **argv) {
     opts o;
+    catch_stop_signals();
     int p = parse(&o, "logp", "--model MODEL --data SRC [options]", LOGP_OPTS,
                   sizeof LOGP_OPTS / sizeof LOGP_OPTS[0], argc, argv);
     if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
@@ -1371,11 +1374,13 @@ int main(int argc, char **argv) {
         printf("stochflow %s\n", stochflow_version_string());
         return 0;
     }
-    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
-    if (strcmp(cmd, "sample") == 0) return cmd_sample(argc - 2, argv + 2);
-    if (strcmp(cmd, "logp") == 0) return cmd_logp(argc - 2, argv + 2);
-    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
-    if (strcmp(cmd, "demo") == 0) return cmd_demo(argc - 2, argv + 2);
+    int rc = -1;
+    if (strcmp(cmd, "train") == 0) rc = cmd_train(argc - 2, argv + 2);
+    else if (strcmp(cmd, "sample") == 0) rc = cmd_sample(argc - 2, argv + 2);
+    else if (strcmp(cmd, "logp") == 0) rc = cmd_logp(argc - 2, argv + 2);
+    else if (strcmp(cmd, "info") == 0) rc = cmd_info(argc - 2, argv + 2);
+    else if (strcmp(cmd, "demo") == 0) rc = cmd_demo(argc - 2, argv + 2);
+    if (rc >= 0) return rc != 0 && stop_requested ? 130 : rc; /* 130: interrupted */
     cli_fail("unknown command '%s' (train, sample, logp, info, demo; see stochflow --help)", cmd);
     return EXIT_USAGE;
 }
