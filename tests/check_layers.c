@@ -5,6 +5,7 @@
 #include "harness.h"
 #include "internal.h"
 #include "layers.h"
+#include "parallel.h"
 
 static void fill(float *x, size_t n, uint64_t stream) {
     stochflow_random_normal(x, n, 1234, stream);
