@@ -6,27 +6,49 @@
  * longjmps back to stochflow_png_write, which cleans up and returns STOCHFLOW_E_IO
  * with that message. libpng never prints and never aborts.
  *
- * The file is written atomically: a temporary file "<path>.tmp.XXXXXX" in the same
- * directory is written, flushed, fsync'ed and renamed over the target; on any failure
- * the temporary is removed and the target is untouched.
+ * The image is encoded into memory, then written atomically by the same code as
+ * checkpoints (stochflow__atomic_write: temporary file in the same directory, fsync,
+ * rename); on any failure the target is untouched and no temporary is left.
  */
-#define _POSIX_C_SOURCE 200809L
-
-#include <errno.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "internal.h"
 
 typedef struct {
     jmp_buf jb;
     char msg[256];
+    uint8_t *buf; /* encoded bytes, grown by doubling */
+    size_t len, cap;
+    int oom;
 } png_ctx;
+
+static void on_png_write(png_structp png, png_bytep data, size_t n) {
+    png_ctx *c = (png_ctx *)png_get_io_ptr(png);
+    if (n > c->cap - c->len) {
+        if (n > SIZE_MAX - c->len) {
+            c->oom = 1;
+            png_error(png, "encoded image too large");
+        }
+        size_t need = c->len + n, cap = c->cap ? c->cap : 4096;
+        while (cap < need) cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
+        uint8_t *nb = stochflow__malloc(cap);
+        if (nb == NULL) {
+            c->oom = 1;
+            png_error(png, "out of memory for the encoded image");
+        }
+        if (c->len) memcpy(nb, c->buf, c->len);
+        stochflow__free(c->buf);
+        c->buf = nb;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, data, n);
+    c->len += n;
+}
+
+static void on_png_flush(png_structp png) { (void)png; }
 
 static void on_png_error(png_structp png, png_const_charp msg) {
     png_ctx *c = (png_ctx *)png_get_error_ptr(png);
@@ -40,10 +62,9 @@ static void on_png_warning(png_structp png, png_const_charp msg) {
     if (c->msg[0] == '\0') snprintf(c->msg, sizeof c->msg, "warning: %s", msg ? msg : "");
 }
 
-/* Encode the image to the open stream f. Returns 0 or a negative status. Kept in its
- * own function so that the locals live across setjmp safely (all volatile or set
- * before setjmp). */
-static int encode(FILE *f, const uint8_t *pixels, uint32_t width, uint32_t height,
+/* Encode the image into ctx->buf. Returns 0 or a negative status. Kept in its own
+ * function so that the locals live across setjmp safely (all set before setjmp). */
+static int encode(const uint8_t *pixels, uint32_t width, uint32_t height,
                   int channels, png_ctx *ctx) {
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, ctx, on_png_error,
                                               on_png_warning);
@@ -55,12 +76,13 @@ static int encode(FILE *f, const uint8_t *pixels, uint32_t width, uint32_t heigh
     }
     if (setjmp(ctx->jb)) {
         png_destroy_write_struct(&png, &info);
-        return stochflow__error(STOCHFLOW_E_IO, "png_write: libpng: %s", ctx->msg);
+        return stochflow__error(ctx->oom ? STOCHFLOW_E_NOMEM : STOCHFLOW_E_IO,
+                                "png_write: libpng: %s", ctx->msg);
     }
     int type = channels == 1   ? PNG_COLOR_TYPE_GRAY
                : channels == 3 ? PNG_COLOR_TYPE_RGB
                                : PNG_COLOR_TYPE_RGBA;
-    png_init_io(png, f);
+    png_set_write_fn(png, ctx, on_png_write, on_png_flush);
     png_set_IHDR(png, info, width, height, 8, type, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -83,41 +105,10 @@ STOCHFLOW_API int stochflow_png_write(const char *path, const uint8_t *pixels, u
     RETURN_ERROR_IF(width == 0 || height == 0 || width > 1000000u || height > 1000000u,
                     STOCHFLOW_E_INVALID, "png_write: size %ux%u out of range 1..1000000",
                     (unsigned)width, (unsigned)height);
-    size_t plen = strlen(path);
-    RETURN_ERROR_IF(plen > 4000, STOCHFLOW_E_INVALID, "png_write: path too long");
-    char *tmp = stochflow__malloc(plen + 16);
-    RETURN_ERROR_IF(tmp == NULL, STOCHFLOW_E_NOMEM, "png_write: out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        stochflow__free(tmp);
-        return stochflow__error(STOCHFLOW_E_IO, "png_write: cannot create a file next to '%s': %s",
-                                path, strerror(e));
-    }
-    (void)fchmod(fd, 0644); /* mkstemp creates 0600; a picture is meant to be shared */
-    FILE *f = fdopen(fd, "wb");
-    if (f == NULL) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        stochflow__free(tmp);
-        return stochflow__error(STOCHFLOW_E_IO, "png_write: %s", strerror(e));
-    }
     png_ctx ctx;
-    ctx.msg[0] = '\0';
-    int rc = encode(f, pixels, width, height, channels, &ctx);
-    if (rc == 0 && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-        rc = stochflow__error(STOCHFLOW_E_IO, "png_write: writing '%s': %s", path,
-                              strerror(errno));
-    if (fclose(f) != 0 && rc == 0)
-        rc = stochflow__error(STOCHFLOW_E_IO, "png_write: closing '%s': %s", path,
-                              strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = stochflow__error(STOCHFLOW_E_IO, "png_write: renaming onto '%s': %s", path,
-                              strerror(errno));
-    if (rc < 0) unlink(tmp);
-    stochflow__free(tmp);
+    memset(&ctx, 0, sizeof ctx);
+    int rc = encode(pixels, width, height, channels, &ctx);
+    if (rc == 0) rc = stochflow__atomic_write(path, ctx.buf, ctx.len);
+    stochflow__free(ctx.buf);
     return rc;
 }
