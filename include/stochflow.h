@@ -635,6 +635,93 @@ STOCHFLOW_API int stochflow_toy_log_density(float *logp, double *entropy, const 
 STOCHFLOW_API int stochflow_png_write(const char *path, const uint8_t *pixels, uint32_t width,
                                       uint32_t height, int channels);
 
+/* ================================================================================ */
+/* Image flows (issue 8): a convolutional U-Net velocity field, image data, bits/dim. */
+/* ================================================================================ */
+
+/** Velocity-field architectures (stochflow_config_arch). */
+#define STOCHFLOW_ARCH_MLP 1  /**< fully connected network on [x, phi(t)] (default) */
+#define STOCHFLOW_ARCH_UNET 2 /**< convolutional U-Net on NCHW images */
+/** Most U-Net resolution levels. */
+#define STOCHFLOW_UNET_MAX_LEVELS 6
+
+/**
+ * Make cfg a DDPM-style U-Net over images of channels x height x width (NCHW float32;
+ * channels * height * width must equal the configuration's dimension). Level l works at
+ * resolution (height, width) / 2^l with base * mult[l] channels and `blocks` residual
+ * blocks (GroupNorm, SiLU, 3x3 convolution, time embedding added per channel); levels
+ * are joined by stride-2 convolutions down and nearest up-sampling + 3x3 convolution
+ * up, with skip connections. Bit l of attn_mask adds single-head self-attention after
+ * every block of level l; the middle block (lowest level) has attention when the bit of
+ * the lowest level is set. The time t enters as a sinusoidal embedding of base
+ * features through a 2-layer MLP of width 4 * base. The MLP settings of cfg (hidden
+ * widths, activation, time embedding) are ignored; the interpolant and seed apply.
+ * @param n_levels  1..STOCHFLOW_UNET_MAX_LEVELS; height and width divisible by
+ *                  2^(n_levels - 1)
+ * @param mult      n_levels multipliers, each 1..16
+ * @param blocks    residual blocks per level, 1..8
+ * @param groups    GroupNorm groups; must divide base * mult[l] for every l
+ * @return 0, STOCHFLOW_E_INVALID (message names the offending value). @since 0.2
+ */
+STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg, size_t channels,
+                                            size_t height, size_t width, size_t base,
+                                            size_t n_levels, const size_t *mult, size_t blocks,
+                                            uint32_t attn_mask, size_t groups);
+/** STOCHFLOW_ARCH_MLP or STOCHFLOW_ARCH_UNET (0 for a NULL config). @since 0.2 */
+STOCHFLOW_API int stochflow_config_arch(const stochflow_config *cfg);
+/**
+ * The U-Net settings of cfg (any output may be NULL; mult receives n_levels values).
+ * @return 0, or STOCHFLOW_E_INVALID when cfg is NULL or not a U-Net. @since 0.2
+ */
+STOCHFLOW_API int stochflow_config_unet(size_t *channels, size_t *height, size_t *width,
+                                        size_t *base, size_t *n_levels, size_t *mult,
+                                        size_t *blocks, uint32_t *attn_mask, size_t *groups,
+                                        const stochflow_config *cfg);
+
+/**
+ * Load 8-bit images. source is "idx:PATH" (IDX unsigned-byte file, raw or gzip, of
+ * dimensions [N, H, W] (1 channel) or [N, H, W, C] with C in {1, 3}) or "pngdir:PATH"
+ * (every *.png file of the directory in byte order of names; all of one size; gray
+ * gives 1 channel, RGB 3; palette and 16-bit are converted to 8 bits, alpha dropped;
+ * gray and RGB files may not be mixed). At most max_count images are read (0 = all).
+ * @param[out] pixels  [count x channels x height x width] planar (NCHW) bytes; free
+ *                     with stochflow_images_free
+ * @return 0, STOCHFLOW_E_IO (cannot open or read), STOCHFLOW_E_FORMAT (malformed file,
+ *         message names the file and the problem), STOCHFLOW_E_INVALID, STOCHFLOW_E_NOMEM.
+ * @since 0.2
+ */
+STOCHFLOW_API int stochflow_images_load(uint8_t **pixels, size_t *count, size_t *channels,
+                                        size_t *height, size_t *width, const char *source,
+                                        size_t max_count);
+/** Free what stochflow_images_load returned; NULL is a no-op. @since 0.2 */
+STOCHFLOW_API void stochflow_images_free(uint8_t *pixels);
+/**
+ * Uniform dequantization into [-1, 1]: out[i] = 2 (p[i] + u_i) / 256 - 1 with
+ * u_i ~ U[0, 1) depending only on (seed, stream, i). @since 0.2
+ */
+STOCHFLOW_API int stochflow_images_dequantize(float *out, const uint8_t *pixels, size_t n,
+                                              uint64_t seed, uint64_t stream);
+/** Bin centres, no noise: out[i] = 2 (p[i] + 0.5) / 256 - 1. @since 0.2 */
+STOCHFLOW_API int stochflow_images_to_float(float *out, const uint8_t *pixels, size_t n);
+/** Back to 8 bits: p = clamp(floor((x + 1) * 128), 0, 255); NaN gives 0. @since 0.2 */
+STOCHFLOW_API int stochflow_images_quantize(uint8_t *out, const float *x, size_t n);
+/**
+ * Bits per dimension of a log-density logp (nats) of dequantized data scaled to
+ * [-1, 1]^dim: bpd = -logp / (dim ln 2) + 7 (the 7 = log2 128 is the change of
+ * variables from [0, 256)^dim; doc/images.md). A uniform density on [-1, 1]^dim gives
+ * exactly 8. Returns NaN when dim is 0. @since 0.2
+ */
+STOCHFLOW_API double stochflow_bits_per_dim(double logp, size_t dim);
+/**
+ * Write n images [n x channels x height x width] (floats in [-1, 1], quantized as by
+ * stochflow_images_quantize) as one PNG grid, ncols images per row (0 = ceil(sqrt n)),
+ * separated by 2-pixel borders; channels 1 or 3. Atomic like stochflow_png_write.
+ * @since 0.2
+ */
+STOCHFLOW_API int stochflow_images_write_grid(const char *path, const float *images, size_t n,
+                                              size_t channels, size_t height, size_t width,
+                                              size_t ncols);
+
 #ifdef __cplusplus
 }
 #endif
