@@ -1,0 +1,812 @@
+/* conv.c - image layers of the U-Net (issue 8): 2-D convolution, GroupNorm, nearest 2x
+ * up-sampling and single-head self-attention, each with a naive reference.
+ * Contracts: lib/conv.h. Derivations: doc/gradients.md ("Image layers").
+ *
+ * Threads (lib/parallel.h): element-wise loops are split into contiguous ranges of
+ * channels, (image, group) pairs, planes or rows; every reduction runs inside one range
+ * in a fixed order, and BLIS does not split the reduction dimension of a GEMM, so
+ * results are bitwise identical for every thread count.
+ *
+ * Convolution: images are processed one at a time (im2col into the caller's scratch,
+ * then one GEMM whose threads come from BLIS), so the scratch size does not depend on
+ * the thread count: K x P floats, K = ci k k, P = Ho Wo (0 for k = 1, stride 1, which is
+ * a plain W[co x ci] . X[ci x HW] product per image). Backward reuses that buffer: first
+ * im2col(x) for dw, then the column gradient W^T dY, scattered back by col2im.
+ *
+ * Attention: images are split among threads, each running single-threaded GEMMs on its
+ * own image (with fewer images than threads, images run one at a time with BLIS
+ * threads inside); backward scratch is one L x L block per thread. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "conv.h"
+#include "internal.h"
+#include "parallel.h"
+
+/* PARALLEL_RANGES with the thread's index (for per-thread scratch): body(lo, hi, tid). */
+#ifdef _OPENMP
+#define PARALLEL_RANGES_TID(count, work, nthreads, align, body)                            \
+    do {                                                                                   \
+        const int par_nt_ = (nthreads);                                                    \
+        if (par_nt_ > 1 && (work) >= PAR_MIN) {                                            \
+            _Pragma("omp parallel num_threads(par_nt_)") {                                 \
+                size_t lo_, hi_;                                                           \
+                const int tid_ = omp_get_thread_num();                                     \
+                stochflow__partition(&lo_, &hi_, (count), tid_, omp_get_num_threads(),    \
+                                     (align));                                             \
+                body(lo_, hi_, tid_);                                                      \
+            }                                                                              \
+        } else {                                                                           \
+            body((size_t)0, (size_t)(count), 0);                                           \
+        }                                                                                  \
+    } while (0)
+#else
+#define PARALLEL_RANGES_TID(count, work, nthreads, align, body) \
+    body((size_t)0, (size_t)(count), 0)
+#endif
+
+/* Checked product of up to four sizes; SIZE_MAX on overflow. */
+static size_t mul4(size_t a, size_t b, size_t c, size_t d) {
+    size_t r;
+    if (stochflow__mul_size(&r, a, b) || stochflow__mul_size(&r, r, c) ||
+        stochflow__mul_size(&r, r, d))
+        return SIZE_MAX;
+    return r;
+}
+
+/* ======================================================================================
+ * 2-D convolution
+ * ==================================================================================== */
+
+static size_t pad_of(const stochflow__conv_shape *s) { return (s->k - 1) / 2; }
+
+size_t stochflow__conv_out_h(const stochflow__conv_shape *s) {
+    return (s->h + 2 * pad_of(s) - s->k) / s->stride + 1;
+}
+
+size_t stochflow__conv_out_w(const stochflow__conv_shape *s) {
+    return (s->w + 2 * pad_of(s) - s->k) / s->stride + 1;
+}
+
+size_t stochflow__conv_scratch(const stochflow__conv_shape *s) {
+    if (s->k == 1 && s->stride == 1) return 0;
+    return mul4(s->ci, s->k * s->k, stochflow__conv_out_h(s), stochflow__conv_out_w(s));
+}
+
+/* Valid output columns [*lo, *hi) of kernel offset v: 0 <= stride*ox + v - pad < w. */
+static void valid_range(size_t *lo, size_t *hi, size_t v, size_t pad, size_t stride, size_t w,
+                        size_t wo) {
+    /* ox >= ceil((pad - v) / stride) */
+    size_t a = pad > v ? (pad - v + stride - 1) / stride : 0;
+    /* stride*ox + v - pad <= w - 1  <=>  ox <= (w - 1 + pad - v) / stride */
+    size_t b = w - 1 + pad >= v ? (w - 1 + pad - v) / stride + 1 : 0;
+    if (b > wo) b = wo;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+/* im2col of one image x [ci x h x w], channels [j0, j1): col rows (j k + u) k + v,
+ * columns oy Wo + ox. */
+SIMD_CLONES
+static void im2col_range(float *col, const float *x, const stochflow__conv_shape *s, size_t ho,
+                         size_t wo, size_t j0, size_t j1) {
+    const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w, P = ho * wo;
+    for (size_t j = j0; j < j1; ++j)
+        for (size_t u = 0; u < k; ++u)
+            for (size_t v = 0; v < k; ++v) {
+                float *row = col + ((j * k + u) * k + v) * P;
+                size_t lo, hi;
+                valid_range(&lo, &hi, v, pad, st, w, wo);
+                for (size_t oy = 0; oy < ho; ++oy) {
+                    float *dst = row + oy * wo;
+                    size_t iy = st * oy + u; /* + pad offset below */
+                    if (iy < pad || iy - pad >= h) {
+                        memset(dst, 0, wo * sizeof *dst);
+                        continue;
+                    }
+                    const float *src = x + (j * h + (iy - pad)) * w;
+                    for (size_t ox = 0; ox < lo; ++ox) dst[ox] = 0.0f;
+                    if (st == 1) {
+                        /* ox + v >= pad for ox >= lo */
+                        for (size_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox + v - pad];
+                    } else {
+                        for (size_t ox = lo; ox < hi; ++ox) dst[ox] = src[st * ox + v - pad];
+                    }
+                    for (size_t ox = hi; ox < wo; ++ox) dst[ox] = 0.0f;
+                }
+            }
+}
+
+/* col2im (adjoint of im2col) for channels [j0, j1): dx (+)= scatter of dcol. */
+SIMD_CLONES
+static void col2im_range(float *dx, int accumulate, const float *dcol,
+                         const stochflow__conv_shape *s, size_t ho, size_t wo, size_t j0,
+                         size_t j1) {
+    const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w, P = ho * wo;
+    for (size_t j = j0; j < j1; ++j) {
+        float *dxj = dx + j * h * w;
+        if (!accumulate) memset(dxj, 0, h * w * sizeof *dxj);
+        for (size_t u = 0; u < k; ++u)
+            for (size_t v = 0; v < k; ++v) {
+                const float *row = dcol + ((j * k + u) * k + v) * P;
+                size_t lo, hi;
+                valid_range(&lo, &hi, v, pad, st, w, wo);
+                for (size_t oy = 0; oy < ho; ++oy) {
+                    size_t iy = st * oy + u;
+                    if (iy < pad || iy - pad >= h) continue;
+                    float *dst = dxj + (iy - pad) * w;
+                    const float *src = row + oy * wo;
+                    if (st == 1) {
+                        for (size_t ox = lo; ox < hi; ++ox) dst[ox + v - pad] += src[ox];
+                    } else {
+                        for (size_t ox = lo; ox < hi; ++ox) dst[st * ox + v - pad] += src[ox];
+                    }
+                }
+            }
+    }
+}
+
+/* y rows [o0, o1) of one image = b[o] (P positions each). */
+static void fill_bias_range(float *y, const float *b, size_t P, size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o)
+        for (size_t p = 0; p < P; ++p) y[o * P + p] = b[o];
+}
+
+void stochflow__conv_forward(float *y, const float *x, const float *w, const float *b,
+                             const stochflow__conv_shape *s, float *scratch, int nthreads) {
+    const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s);
+    const size_t P = ho * wo, HW = s->h * s->w, K = s->ci * s->k * s->k, co = s->co;
+    const int direct = s->k == 1 && s->stride == 1;
+    for (size_t i = 0; i < s->n; ++i) {
+        const float *xi = x + i * s->ci * HW;
+        float *yi = y + i * co * P;
+        if (b) {
+#define BODY(lo, hi) fill_bias_range(yi, b, P, lo, hi)
+            PARALLEL_RANGES(co, co * P, nthreads, 1, BODY);
+#undef BODY
+        }
+        const float beta = b ? 1.0f : 0.0f;
+        if (direct) {
+            stochflow__sgemm(0, 0, co, P, K, 1.0f, w, K, xi, HW, beta, yi, P, nthreads);
+        } else {
+#define BODY(lo, hi) im2col_range(scratch, xi, s, ho, wo, lo, hi)
+            PARALLEL_RANGES(s->ci, K * P, nthreads, 1, BODY);
+#undef BODY
+            stochflow__sgemm(0, 0, co, P, K, 1.0f, w, K, scratch, P, beta, yi, P, nthreads);
+        }
+    }
+}
+
+/* db[o] += sum_i sum_p dy[i, o, p] for channels [o0, o1) (images in order). */
+SIMD_CLONES
+static void conv_bias_grad_range(float *db, const float *dy, size_t n, size_t co, size_t P,
+                                 size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o) {
+        float tot = 0.0f;
+        for (size_t i = 0; i < n; ++i) {
+            const float *r = dy + (i * co + o) * P;
+            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            size_t p = 0;
+            for (; p + 8 <= P; p += 8)
+                for (int l = 0; l < 8; ++l) acc[l] += r[p + l];
+            float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                        ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; p < P; ++p) sum += r[p];
+            tot += sum;
+        }
+        db[o] += tot;
+    }
+}
+
+void stochflow__conv_backward(float *dx, int dx_accumulate, float *dw, float *db,
+                              const float *dy, const float *x, const float *w,
+                              const stochflow__conv_shape *s, float *scratch, int nthreads) {
+    const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s);
+    const size_t P = ho * wo, HW = s->h * s->w, K = s->ci * s->k * s->k, co = s->co;
+    const int direct = s->k == 1 && s->stride == 1;
+    if (db) {
+#define BODY(lo, hi) conv_bias_grad_range(db, dy, s->n, co, P, lo, hi)
+        PARALLEL_RANGES(co, s->n * co * P, nthreads, 1, BODY);
+#undef BODY
+    }
+    for (size_t i = 0; i < s->n; ++i) {
+        const float *xi = x + i * s->ci * HW;
+        const float *dyi = dy + i * co * P;
+        float *dxi = dx ? dx + i * s->ci * HW : NULL;
+        if (direct) {
+            if (dw) stochflow__sgemm(0, 1, co, K, P, 1.0f, dyi, P, xi, HW, 1.0f, dw, K, nthreads);
+            if (dxi)
+                stochflow__sgemm(1, 0, K, P, co, 1.0f, w, K, dyi, P, dx_accumulate ? 1.0f : 0.0f,
+                                 dxi, HW, nthreads);
+            continue;
+        }
+        if (dw) {
+#define BODY(lo, hi) im2col_range(scratch, xi, s, ho, wo, lo, hi)
+            PARALLEL_RANGES(s->ci, K * P, nthreads, 1, BODY);
+#undef BODY
+            stochflow__sgemm(0, 1, co, K, P, 1.0f, dyi, P, scratch, P, 1.0f, dw, K, nthreads);
+        }
+        if (dxi) {
+            stochflow__sgemm(1, 0, K, P, co, 1.0f, w, K, dyi, P, 0.0f, scratch, P, nthreads);
+#define BODY(lo, hi) col2im_range(dxi, dx_accumulate, scratch, s, ho, wo, lo, hi)
+            PARALLEL_RANGES(s->ci, K * P, nthreads, 1, BODY);
+#undef BODY
+        }
+    }
+}
+
+/* x[i, j, r, c] with zero padding (r, c signed). */
+static double x_at(const float *x, const stochflow__conv_shape *s, size_t i, size_t j,
+                   long r, long c) {
+    if (r < 0 || c < 0 || r >= (long)s->h || c >= (long)s->w) return 0.0;
+    return x[((i * s->ci + j) * s->h + (size_t)r) * s->w + (size_t)c];
+}
+
+void stochflow__conv_forward_naive(float *y, const float *x, const float *w, const float *b,
+                                   const stochflow__conv_shape *s) {
+    const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s), k = s->k;
+    const long pad = (long)pad_of(s), st = (long)s->stride;
+    for (size_t i = 0; i < s->n; ++i)
+        for (size_t o = 0; o < s->co; ++o)
+            for (size_t r = 0; r < ho; ++r)
+                for (size_t c = 0; c < wo; ++c) {
+                    double acc = b ? b[o] : 0.0;
+                    for (size_t j = 0; j < s->ci; ++j)
+                        for (size_t u = 0; u < k; ++u)
+                            for (size_t v = 0; v < k; ++v)
+                                acc += (double)w[((o * s->ci + j) * k + u) * k + v] *
+                                       x_at(x, s, i, j, st * (long)r + (long)u - pad,
+                                            st * (long)c + (long)v - pad);
+                    y[((i * s->co + o) * ho + r) * wo + c] = (float)acc;
+                }
+}
+
+void stochflow__conv_backward_naive(float *dx, int dx_accumulate, float *dw, float *db,
+                                    const float *dy, const float *x, const float *w,
+                                    const stochflow__conv_shape *s) {
+    const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s), k = s->k;
+    const size_t P = ho * wo;
+    const long pad = (long)pad_of(s), st = (long)s->stride;
+    for (size_t o = 0; o < s->co; ++o) {
+        if (db) {
+            double acc = 0.0;
+            for (size_t i = 0; i < s->n; ++i)
+                for (size_t p = 0; p < P; ++p) acc += dy[(i * s->co + o) * P + p];
+            db[o] += (float)acc;
+        }
+        if (dw)
+            for (size_t j = 0; j < s->ci; ++j)
+                for (size_t u = 0; u < k; ++u)
+                    for (size_t v = 0; v < k; ++v) {
+                        double acc = 0.0;
+                        for (size_t i = 0; i < s->n; ++i)
+                            for (size_t r = 0; r < ho; ++r)
+                                for (size_t c = 0; c < wo; ++c)
+                                    acc += (double)dy[((i * s->co + o) * ho + r) * wo + c] *
+                                           x_at(x, s, i, j, st * (long)r + (long)u - pad,
+                                                st * (long)c + (long)v - pad);
+                        dw[((o * s->ci + j) * k + u) * k + v] += (float)acc;
+                    }
+    }
+    if (!dx) return;
+    /* dx[i, j, yy, xx] = sum over (o, u, v) with yy = st r + u - pad, xx = st c + v - pad */
+    for (size_t i = 0; i < s->n; ++i)
+        for (size_t j = 0; j < s->ci; ++j)
+            for (size_t yy = 0; yy < s->h; ++yy)
+                for (size_t xx = 0; xx < s->w; ++xx) {
+                    float *d = dx + ((i * s->ci + j) * s->h + yy) * s->w + xx;
+                    double acc = dx_accumulate ? *d : 0.0;
+                    for (size_t o = 0; o < s->co; ++o)
+                        for (size_t u = 0; u < k; ++u)
+                            for (size_t v = 0; v < k; ++v) {
+                                long rn = (long)yy + pad - (long)u, cn = (long)xx + pad - (long)v;
+                                if (rn < 0 || cn < 0 || rn % st || cn % st) continue;
+                                long r = rn / st, c = cn / st;
+                                if (r >= (long)ho || c >= (long)wo) continue;
+                                acc += (double)w[((o * s->ci + j) * k + u) * k + v] *
+                                       dy[((i * s->co + o) * ho + (size_t)r) * wo + (size_t)c];
+                            }
+                    *d = (float)acc;
+                }
+}
+
+/* ======================================================================================
+ * GroupNorm
+ * ==================================================================================== */
+
+#define GN_EPS 1e-5
+
+/* Sum of n floats in double, 8 partial sums in a fixed order. */
+SIMD_CLONES
+static double sum8(const float *a, size_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += (double)a[k + l];
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < n; ++k) s += a[k];
+    return s;
+}
+
+/* Sum of (a - m)^2 in double, 8 partial sums. */
+SIMD_CLONES
+static double sqdev8(const float *a, size_t n, double m) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; ++l) {
+            double d = (double)a[k + l] - m;
+            acc[l] += d * d;
+        }
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < n; ++k) {
+        double d = (double)a[k] - m;
+        s += d * d;
+    }
+    return s;
+}
+
+/* Sums of a and of a (b - m) r in double (8 partial sums each). */
+SIMD_CLONES
+static void dot_sums8(double *sa, double *sab, const float *a, const float *b, size_t n,
+                      float m, float r) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; ++l) {
+            acc[l] += (double)a[k + l];
+            acc2[l] += (double)a[k + l] * (double)((b[k + l] - m) * r);
+        }
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    double s2 =
+        ((acc2[0] + acc2[1]) + (acc2[2] + acc2[3])) + ((acc2[4] + acc2[5]) + (acc2[6] + acc2[7]));
+    for (; k < n; ++k) {
+        s += a[k];
+        s2 += (double)a[k] * (double)((b[k] - m) * r);
+    }
+    *sa = s;
+    *sab = s2;
+}
+
+/* (image, group) pairs [q0, q1). */
+SIMD_CLONES
+static void gn_fwd_range(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                         const float *beta, size_t c, size_t hw, size_t groups, size_t q0,
+                         size_t q1) {
+    const size_t cg = c / groups, m = cg * hw;
+    for (size_t q = q0; q < q1; ++q) {
+        const size_t g = q % groups;
+        const float *xq = x + q * m; /* the group's channels are contiguous */
+        float *yq = y + q * m;
+        double mu = sum8(xq, m) / (double)m;
+        double var = sqdev8(xq, m, mu) / (double)m;
+        const float mf = (float)mu, rf = (float)(1.0 / sqrt(var + GN_EPS));
+        mean[q] = mf;
+        rstd[q] = rf;
+        for (size_t cc = 0; cc < cg; ++cc) {
+            const size_t ch = g * cg + cc;
+            const float a = rf * gamma[ch], bb = beta[ch];
+            const float *xr = xq + cc * hw;
+            float *yr = yq + cc * hw;
+            for (size_t p = 0; p < hw; ++p) yr[p] = (xr[p] - mf) * a + bb;
+        }
+    }
+}
+
+void stochflow__groupnorm_forward(float *y, float *mean, float *rstd, const float *x,
+                                  const float *gamma, const float *beta, size_t n, size_t c,
+                                  size_t hw, size_t groups, int nthreads) {
+#define BODY(lo, hi) gn_fwd_range(y, mean, rstd, x, gamma, beta, c, hw, groups, lo, hi)
+    PARALLEL_RANGES(n * groups, n * c * hw, nthreads, 1, BODY);
+#undef BODY
+}
+
+/* dx for (image, group) pairs [q0, q1). */
+SIMD_CLONES
+static void gn_bwd_dx_range(float *dx, int accumulate, const float *dy, const float *x,
+                            const float *mean, const float *rstd, const float *gamma, size_t c,
+                            size_t hw, size_t groups, size_t q0, size_t q1) {
+    const size_t cg = c / groups, m = cg * hw;
+    for (size_t q = q0; q < q1; ++q) {
+        const size_t g = q % groups;
+        const float mf = mean[q], rf = rstd[q];
+        const float *xq = x + q * m, *dyq = dy + q * m;
+        float *dxq = dx + q * m;
+        /* s1 = sum dxhat, s2 = sum dxhat xhat, dxhat = dy gamma */
+        double s1 = 0.0, s2 = 0.0;
+        for (size_t cc = 0; cc < cg; ++cc) {
+            double a, ab;
+            dot_sums8(&a, &ab, dyq + cc * hw, xq + cc * hw, hw, mf, rf);
+            s1 += a * gamma[g * cg + cc];
+            s2 += ab * gamma[g * cg + cc];
+        }
+        const float m1 = (float)(s1 / (double)m), m2 = (float)(s2 / (double)m);
+        for (size_t cc = 0; cc < cg; ++cc) {
+            const float gm = gamma[g * cg + cc];
+            const float *xr = xq + cc * hw, *dyr = dyq + cc * hw;
+            float *dxr = dxq + cc * hw;
+            if (accumulate) {
+                for (size_t p = 0; p < hw; ++p)
+                    dxr[p] += rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
+            } else {
+                for (size_t p = 0; p < hw; ++p)
+                    dxr[p] = rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
+            }
+        }
+    }
+}
+
+/* dgamma, dbeta for channels [c0, c1) (images in order). */
+SIMD_CLONES
+static void gn_bwd_param_range(float *dgamma, float *dbeta, const float *dy, const float *x,
+                               const float *mean, const float *rstd, size_t n, size_t c,
+                               size_t hw, size_t groups, size_t c0, size_t c1) {
+    const size_t cg = c / groups;
+    for (size_t ch = c0; ch < c1; ++ch) {
+        double sg = 0.0, sb = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            const size_t q = i * groups + ch / cg;
+            double a, ab;
+            dot_sums8(&a, &ab, dy + (i * c + ch) * hw, x + (i * c + ch) * hw, hw, mean[q],
+                      rstd[q]);
+            sb += a;
+            sg += ab;
+        }
+        if (dgamma) dgamma[ch] += (float)sg;
+        if (dbeta) dbeta[ch] += (float)sb;
+    }
+}
+
+void stochflow__groupnorm_backward(float *dx, int dx_accumulate, float *dgamma, float *dbeta,
+                                   const float *dy, const float *x, const float *mean,
+                                   const float *rstd, const float *gamma, size_t n, size_t c,
+                                   size_t hw, size_t groups, int nthreads) {
+    if (dgamma || dbeta) {
+#define BODY(lo, hi) gn_bwd_param_range(dgamma, dbeta, dy, x, mean, rstd, n, c, hw, groups, lo, hi)
+        PARALLEL_RANGES(c, n * c * hw, nthreads, 1, BODY);
+#undef BODY
+    }
+    if (dx) {
+#define BODY(lo, hi) \
+    gn_bwd_dx_range(dx, dx_accumulate, dy, x, mean, rstd, gamma, c, hw, groups, lo, hi)
+        PARALLEL_RANGES(n * groups, n * c * hw, nthreads, 1, BODY);
+#undef BODY
+    }
+}
+
+void stochflow__groupnorm_forward_naive(float *y, float *mean, float *rstd, const float *x,
+                                        const float *gamma, const float *beta, size_t n,
+                                        size_t c, size_t hw, size_t groups) {
+    const size_t cg = c / groups, m = cg * hw;
+    for (size_t q = 0; q < n * groups; ++q) {
+        const float *xq = x + q * m;
+        double mu = 0.0, var = 0.0;
+        for (size_t e = 0; e < m; ++e) mu += xq[e];
+        mu /= (double)m;
+        for (size_t e = 0; e < m; ++e) var += ((double)xq[e] - mu) * ((double)xq[e] - mu);
+        var /= (double)m;
+        double r = 1.0 / sqrt(var + GN_EPS);
+        mean[q] = (float)mu;
+        rstd[q] = (float)r;
+        for (size_t e = 0; e < m; ++e) {
+            size_t ch = (q % groups) * cg + e / hw;
+            y[q * m + e] = (float)(((double)xq[e] - mu) * r * gamma[ch] + beta[ch]);
+        }
+    }
+}
+
+void stochflow__groupnorm_backward_naive(float *dx, int dx_accumulate, float *dgamma,
+                                         float *dbeta, const float *dy, const float *x,
+                                         const float *mean, const float *rstd,
+                                         const float *gamma, size_t n, size_t c, size_t hw,
+                                         size_t groups) {
+    const size_t cg = c / groups, m = cg * hw;
+    for (size_t ch = 0; ch < c; ++ch) {
+        double sg = 0.0, sb = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            size_t q = i * groups + ch / cg;
+            for (size_t p = 0; p < hw; ++p) {
+                size_t e = (i * c + ch) * hw + p;
+                sb += dy[e];
+                sg += (double)dy[e] * ((double)x[e] - mean[q]) * rstd[q];
+            }
+        }
+        if (dgamma) dgamma[ch] += (float)sg;
+        if (dbeta) dbeta[ch] += (float)sb;
+    }
+    if (!dx) return;
+    for (size_t q = 0; q < n * groups; ++q) {
+        const double mu = mean[q], r = rstd[q];
+        double s1 = 0.0, s2 = 0.0;
+        for (size_t e = 0; e < m; ++e) {
+            size_t ch = (q % groups) * cg + e / hw;
+            double dxh = (double)dy[q * m + e] * gamma[ch];
+            s1 += dxh;
+            s2 += dxh * ((double)x[q * m + e] - mu) * r;
+        }
+        s1 /= (double)m;
+        s2 /= (double)m;
+        for (size_t e = 0; e < m; ++e) {
+            size_t ch = (q % groups) * cg + e / hw;
+            double dxh = (double)dy[q * m + e] * gamma[ch];
+            double xh = ((double)x[q * m + e] - mu) * r;
+            double v = r * (dxh - s1 - xh * s2);
+            dx[q * m + e] = (float)(dx_accumulate ? dx[q * m + e] + v : v);
+        }
+    }
+}
+
+/* ======================================================================================
+ * nearest 2x up-sampling
+ * ==================================================================================== */
+
+SIMD_CLONES
+static void up_fwd_range(float *y, const float *x, size_t h, size_t w, size_t p0, size_t p1) {
+    for (size_t pl = p0; pl < p1; ++pl) {
+        const float *xp = x + pl * h * w;
+        float *yp = y + pl * 4 * h * w;
+        for (size_t r = 0; r < h; ++r) {
+            float *y0 = yp + 2 * r * 2 * w, *y1 = y0 + 2 * w;
+            const float *xr = xp + r * w;
+            for (size_t q = 0; q < w; ++q) {
+                y0[2 * q] = xr[q];
+                y0[2 * q + 1] = xr[q];
+            }
+            memcpy(y1, y0, 2 * w * sizeof *y1);
+        }
+    }
+}
+
+void stochflow__upsample2_forward(float *y, const float *x, size_t n, size_t c, size_t h,
+                                  size_t w, int nthreads) {
+#define BODY(lo, hi) up_fwd_range(y, x, h, w, lo, hi)
+    PARALLEL_RANGES(n * c, n * c * h * w * 4, nthreads, 1, BODY);
+#undef BODY
+}
+
+SIMD_CLONES
+static void up_bwd_range(float *dx, int accumulate, const float *dy, size_t h, size_t w,
+                         size_t p0, size_t p1) {
+    for (size_t pl = p0; pl < p1; ++pl) {
+        float *dxp = dx + pl * h * w;
+        const float *dyp = dy + pl * 4 * h * w;
+        for (size_t r = 0; r < h; ++r) {
+            const float *d0 = dyp + 2 * r * 2 * w, *d1 = d0 + 2 * w;
+            float *dr = dxp + r * w;
+            for (size_t q = 0; q < w; ++q) {
+                float sum = (d0[2 * q] + d0[2 * q + 1]) + (d1[2 * q] + d1[2 * q + 1]);
+                dr[q] = accumulate ? dr[q] + sum : sum;
+            }
+        }
+    }
+}
+
+void stochflow__upsample2_backward(float *dx, int dx_accumulate, const float *dy, size_t n,
+                                   size_t c, size_t h, size_t w, int nthreads) {
+#define BODY(lo, hi) up_bwd_range(dx, dx_accumulate, dy, h, w, lo, hi)
+    PARALLEL_RANGES(n * c, n * c * h * w * 4, nthreads, 1, BODY);
+#undef BODY
+}
+
+/* ======================================================================================
+ * single-head self-attention
+ * ==================================================================================== */
+
+/* exp for x <= 0, the same polynomial as lib/layers.c (pure IEEE operations in a fixed
+ * order, so bitwise reproducible on every x86-64 machine, unlike libm's expf whose FMA
+ * variant is picked at load time). */
+static inline float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float xi = x >= -87.0f ? x : -87.0f;
+    int32_t ni = (int32_t)(xi * 1.44269504088896341f + 128.5f) - 128;
+    float fn = (float)ni;
+    float r = x - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)(ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* In-place softmax of rows [r0, r1) of s [rows x L]. */
+SIMD_CLONES
+static void softmax_rows(float *s, size_t L, size_t r0, size_t r1) {
+    for (size_t a = r0; a < r1; ++a) {
+        float *row = s + a * L;
+        float mx = row[0];
+        for (size_t j = 1; j < L; ++j) mx = row[j] > mx ? row[j] : mx;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t j = 0;
+        for (; j + 8 <= L; j += 8)
+            for (int l = 0; l < 8; ++l) {
+                float e = exp_nonpos(row[j + l] - mx);
+                row[j + l] = e;
+                acc[l] += e;
+            }
+        float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; j < L; ++j) {
+            float e = exp_nonpos(row[j] - mx);
+            row[j] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (j = 0; j < L; ++j) row[j] *= inv;
+    }
+}
+
+/* dS = P * (dP - rowsum(P * dP)) * scale, rows [r0, r1), in place in dp. */
+SIMD_CLONES
+static void softmax_bwd_rows(float *dp, const float *pr, size_t L, float scale, size_t r0,
+                             size_t r1) {
+    for (size_t a = r0; a < r1; ++a) {
+        float *d = dp + a * L;
+        const float *p = pr + a * L;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t j = 0;
+        for (; j + 8 <= L; j += 8)
+            for (int l = 0; l < 8; ++l) acc[l] += p[j + l] * d[j + l];
+        float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; j < L; ++j) sum += p[j] * d[j];
+        for (j = 0; j < L; ++j) d[j] = p[j] * (d[j] - sum) * scale;
+    }
+}
+
+size_t stochflow__attention_scratch(size_t n, size_t c, size_t L, int nthreads) {
+    (void)n;
+    (void)c;
+    return mul4(L, L, nthreads > 1 ? (size_t)nthreads : 1, 1);
+}
+
+static float attn_scale(size_t c) { return (float)(1.0 / sqrt((double)c)); }
+
+/* One image: scores, softmax, output; GEMMs on gt threads, softmax rows on st threads. */
+static void attn_fwd_image(float *o, float *pr, const float *q, const float *k, const float *v,
+                           size_t c, size_t L, int gt) {
+    stochflow__sgemm(1, 0, L, L, c, attn_scale(c), q, L, k, L, 0.0f, pr, L, gt);
+#define BODY(lo, hi) softmax_rows(pr, L, lo, hi)
+    PARALLEL_RANGES(L, L * L, gt, 1, BODY);
+#undef BODY
+    stochflow__sgemm(0, 1, c, L, L, 1.0f, v, L, pr, L, 0.0f, o, L, gt);
+}
+
+static void attn_fwd_images(float *o, float *probs, const float *q, const float *k,
+                            const float *v, size_t c, size_t L, size_t i0, size_t i1, int gt) {
+    for (size_t i = i0; i < i1; ++i)
+        attn_fwd_image(o + i * c * L, probs + i * L * L, q + i * c * L, k + i * c * L,
+                       v + i * c * L, c, L, gt);
+}
+
+void stochflow__attention_forward(float *o, float *probs, const float *q, const float *k,
+                                  const float *v, size_t n, size_t c, size_t L, int nthreads) {
+    if (nthreads > 1 && n < (size_t)nthreads) {
+        attn_fwd_images(o, probs, q, k, v, c, L, 0, n, nthreads);
+        return;
+    }
+#define BODY(lo, hi) attn_fwd_images(o, probs, q, k, v, c, L, lo, hi, 1)
+    PARALLEL_RANGES(n, n * c * L * L, nthreads, 1, BODY);
+#undef BODY
+}
+
+static void attn_bwd_image(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, const float *pr, size_t c, size_t L,
+                           float *dp, int gt) {
+    /* dv = dout P;  dP = dout^T v;  dS = P (dP - rowsum) / sqrt(c);  dq = k dS^T;  dk = q dS */
+    stochflow__sgemm(0, 0, c, L, L, 1.0f, dout, L, pr, L, 0.0f, dv, L, gt);
+    stochflow__sgemm(1, 0, L, L, c, 1.0f, dout, L, v, L, 0.0f, dp, L, gt);
+    const float sc = attn_scale(c);
+#define BODY(lo, hi) softmax_bwd_rows(dp, pr, L, sc, lo, hi)
+    PARALLEL_RANGES(L, L * L, gt, 1, BODY);
+#undef BODY
+    stochflow__sgemm(0, 1, c, L, L, 1.0f, k, L, dp, L, 0.0f, dq, L, gt);
+    stochflow__sgemm(0, 0, c, L, L, 1.0f, q, L, dp, L, 0.0f, dk, L, gt);
+}
+
+static void attn_bwd_images(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                            const float *k, const float *v, const float *probs, size_t c,
+                            size_t L, float *dp, size_t i0, size_t i1, int gt) {
+    for (size_t i = i0; i < i1; ++i) {
+        const size_t off = i * c * L;
+        attn_bwd_image(dq + off, dk + off, dv + off, dout + off, q + off, k + off, v + off,
+                       probs + i * L * L, c, L, dp, gt);
+    }
+}
+
+void stochflow__attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                   const float *q, const float *k, const float *v,
+                                   const float *probs, size_t n, size_t c, size_t L,
+                                   float *scratch, int nthreads) {
+    if (nthreads > 1 && n < (size_t)nthreads) {
+        attn_bwd_images(dq, dk, dv, dout, q, k, v, probs, c, L, scratch, 0, n, nthreads);
+        return;
+    }
+#define BODY(lo, hi, tid) \
+    attn_bwd_images(dq, dk, dv, dout, q, k, v, probs, c, L, scratch + (size_t)(tid) * L * L, lo, hi, 1)
+    PARALLEL_RANGES_TID(n, n * c * L * L, nthreads, 1, BODY);
+#undef BODY
+}
+
+void stochflow__attention_forward_naive(float *o, float *probs, const float *q, const float *k,
+                                        const float *v, size_t n, size_t c, size_t L) {
+    const double sc = 1.0 / sqrt((double)c);
+    for (size_t i = 0; i < n; ++i) {
+        const float *qi = q + i * c * L, *ki = k + i * c * L, *vi = v + i * c * L;
+        float *pr = probs + i * L * L;
+        for (size_t a = 0; a < L; ++a) {
+            double mx = -HUGE_VAL;
+            for (size_t j = 0; j < L; ++j) {
+                double sv = 0.0;
+                for (size_t cc = 0; cc < c; ++cc) sv += (double)qi[cc * L + a] * ki[cc * L + j];
+                sv *= sc;
+                mx = sv > mx ? sv : mx;
+            }
+            double sum = 0.0;
+            for (size_t j = 0; j < L; ++j) {
+                double sv = 0.0;
+                for (size_t cc = 0; cc < c; ++cc) sv += (double)qi[cc * L + a] * ki[cc * L + j];
+                sum += exp(sv * sc - mx);
+            }
+            for (size_t j = 0; j < L; ++j) {
+                double sv = 0.0;
+                for (size_t cc = 0; cc < c; ++cc) sv += (double)qi[cc * L + a] * ki[cc * L + j];
+                pr[a * L + j] = (float)(exp(sv * sc - mx) / sum);
+            }
+            for (size_t cc = 0; cc < c; ++cc) {
+                double acc = 0.0;
+                for (size_t j = 0; j < L; ++j) acc += (double)pr[a * L + j] * vi[cc * L + j];
+                o[i * c * L + cc * L + a] = (float)acc;
+            }
+        }
+    }
+}
+
+/* dS[a, j] of one image in double, from the saved probabilities (reference only). */
+static double attn_ds_naive(const float *dout, const float *v, const float *pr, size_t c,
+                            size_t L, size_t a, size_t j) {
+    double rowsum = 0.0, dpj = 0.0;
+    for (size_t jj = 0; jj < L; ++jj) {
+        double dp = 0.0;
+        for (size_t cc = 0; cc < c; ++cc) dp += (double)dout[cc * L + a] * v[cc * L + jj];
+        rowsum += (double)pr[a * L + jj] * dp;
+        if (jj == j) dpj = dp;
+    }
+    return pr[a * L + j] * (dpj - rowsum);
+}
+
+void stochflow__attention_backward_naive(float *dq, float *dk, float *dv, const float *dout,
+                                         const float *q, const float *k, const float *v,
+                                         const float *probs, size_t n, size_t c, size_t L) {
+    const double sc = 1.0 / sqrt((double)c);
+    for (size_t i = 0; i < n; ++i) {
+        const size_t off = i * c * L;
+        const float *pr = probs + i * L * L, *di = dout + off, *vi = v + off;
+        for (size_t cc = 0; cc < c; ++cc)
+            for (size_t j = 0; j < L; ++j) {
+                double acc = 0.0;
+                for (size_t a = 0; a < L; ++a) acc += (double)di[cc * L + a] * pr[a * L + j];
+                dv[off + cc * L + j] = (float)acc;
+            }
+        for (size_t cc = 0; cc < c; ++cc)
+            for (size_t a = 0; a < L; ++a) {
+                double acc = 0.0;
+                for (size_t j = 0; j < L; ++j)
+                    acc += attn_ds_naive(di, vi, pr, c, L, a, j) * k[off + cc * L + j];
+                dq[off + cc * L + a] = (float)(acc * sc);
+            }
+        for (size_t cc = 0; cc < c; ++cc)
+            for (size_t j = 0; j < L; ++j) {
+                double acc = 0.0;
+                for (size_t a = 0; a < L; ++a)
+                    acc += attn_ds_naive(di, vi, pr, c, L, a, j) * q[off + cc * L + a];
+                dk[off + cc * L + j] = (float)(acc * sc);
+            }
+    }
+}
