@@ -101,6 +101,22 @@ static void serialize(writer *w, const stochflow_model *m) {
     put_u64(w, c->seed);
     for (size_t i = 0; i < c->n_hidden; ++i) put_u32(w, (uint32_t)c->hidden[i]);
 
+    /* issue 8: a U-Net's shape (absent for the MLP) */
+    if (c->arch == STOCHFLOW_ARCH_UNET) {
+        const stochflow__unet_cfg *u = &c->unet;
+        section(w, "UNET", 4 * (8 + STOCHFLOW_UNET_MAX_LEVELS));
+        put_u32(w, (uint32_t)u->channels);
+        put_u32(w, (uint32_t)u->height);
+        put_u32(w, (uint32_t)u->width);
+        put_u32(w, (uint32_t)u->base);
+        put_u32(w, (uint32_t)u->n_levels);
+        put_u32(w, (uint32_t)u->blocks);
+        put_u32(w, (uint32_t)u->groups);
+        put_u32(w, u->attn_mask);
+        for (size_t l = 0; l < STOCHFLOW_UNET_MAX_LEVELS; ++l)
+            put_u32(w, (uint32_t)(l < u->n_levels ? u->mult[l] : 0));
+    }
+
     section(w, "STAT", 16);
     put_u64(w, m->step);
     put_u32(w, (uint32_t)m->ema_valid);
@@ -327,7 +343,7 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
     RETURN_ERROR_IF(stochflow__crc32(p, len - 4) != stored, STOCHFLOW_E_FORMAT,
                     "checkpoint checksum mismatch (file corrupted)");
 
-    sect conf = {0}, stat = {0}, hpar = {0}, wght = {0}, emaw = {0}, adam = {0}, intp = {0};
+    sect conf = {0}, stat = {0}, hpar = {0}, wght = {0}, emaw = {0}, adam = {0}, intp = {0}, unet = {0};
     const size_t end = len - 4;
     while (r.pos < end) {
         RETURN_ERROR_IF(end - r.pos < SECTION_HEADER, STOCHFLOW_E_FORMAT,
@@ -347,6 +363,7 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
                     : !memcmp(tag, "EMAW", 4) ? &emaw
                     : !memcmp(tag, "ADAM", 4) ? &adam
                     : !memcmp(tag, "INTP", 4) ? &intp
+                    : !memcmp(tag, "UNET", 4) ? &unet
                                               : NULL;
         if (dst) {
             RETURN_ERROR_IF(dst->at != NULL, STOCHFLOW_E_FORMAT,
@@ -374,6 +391,22 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
                     STOCHFLOW_E_FORMAT, "checkpoint CONF section is inconsistent");
     cfg.n_hidden = nh;
     for (uint32_t i = 0; i < nh; ++i) cfg.hidden[i] = get_u32(&cr);
+    if (unet.at) { /* issue 8 */
+        RETURN_ERROR_IF(unet.len != 4 * (8 + STOCHFLOW_UNET_MAX_LEVELS), STOCHFLOW_E_FORMAT,
+                        "checkpoint UNET section malformed");
+        reader ur = {unet.at, (size_t)unet.len, 0};
+        stochflow__unet_cfg *u = &cfg.unet;
+        u->channels = get_u32(&ur);
+        u->height = get_u32(&ur);
+        u->width = get_u32(&ur);
+        u->base = get_u32(&ur);
+        u->n_levels = get_u32(&ur);
+        u->blocks = get_u32(&ur);
+        u->groups = get_u32(&ur);
+        u->attn_mask = get_u32(&ur);
+        for (size_t l = 0; l < STOCHFLOW_UNET_MAX_LEVELS; ++l) u->mult[l] = get_u32(&ur);
+        cfg.arch = STOCHFLOW_ARCH_UNET;
+    }
     if (cfg.interpolant == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
         RETURN_ERROR_IF(!intp.at, STOCHFLOW_E_FORMAT,
                         "checkpoint of a Fourier interpolant lacks its INTP section");

@@ -13,6 +13,7 @@ void stochflow__config_defaults(stochflow_config *c, size_t dim) {
     c->n_freq = 0;
     c->interpolant = STOCHFLOW_INTERP_TRIG;
     c->seed = 0;
+    c->arch = STOCHFLOW_ARCH_MLP;
 }
 
 int stochflow__config_validate(const stochflow_config *c) {
@@ -40,6 +41,13 @@ int stochflow__config_validate(const stochflow_config *c) {
     RETURN_ERROR_IF(c->interpolant < STOCHFLOW_INTERP_TRIG ||
                         c->interpolant > STOCHFLOW_INTERP_FOURIER,
                     STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interpolant);
+    RETURN_ERROR_IF(c->arch != STOCHFLOW_ARCH_MLP && c->arch != STOCHFLOW_ARCH_UNET,
+                    STOCHFLOW_E_INVALID, "unknown architecture %d", c->arch);
+    if (c->arch == STOCHFLOW_ARCH_UNET) { /* issue 8 */
+        FORWARD_IF_ERROR(stochflow__unet_validate(&c->unet, c->dim));
+        RETURN_ERROR_IF(c->interpolant == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
+                        "the learnable Fourier interpolant is not available with the U-Net");
+    }
     if (c->interpolant == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
         RETURN_ERROR_IF(c->interp_base != STOCHFLOW_INTERP_TRIG &&
                             c->interp_base != STOCHFLOW_INTERP_LINEAR,
@@ -167,4 +175,57 @@ STOCHFLOW_API int stochflow_config_interpolant(const stochflow_config *cfg) {
 
 STOCHFLOW_API uint64_t stochflow_config_seed(const stochflow_config *cfg) {
     return cfg ? cfg->seed : 0;
+}
+
+/* ---- U-Net (issue 8) -------------------------------------------------------------- */
+
+STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg, size_t channels,
+                                            size_t height, size_t width, size_t base,
+                                            size_t n_levels, const size_t *mult, size_t blocks,
+                                            uint32_t attn_mask, size_t groups) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(mult == NULL, STOCHFLOW_E_INVALID, "set_unet: mult is NULL");
+    RETURN_ERROR_IF(n_levels < 1 || n_levels > STOCHFLOW_UNET_MAX_LEVELS, STOCHFLOW_E_INVALID,
+                    "set_unet: %zu levels, expected 1..%d", n_levels, STOCHFLOW_UNET_MAX_LEVELS);
+    RETURN_ERROR_IF(cfg->interpolant == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
+                    "set_unet: the learnable Fourier interpolant is not available with the U-Net");
+    stochflow__unet_cfg u;
+    memset(&u, 0, sizeof u);
+    u.channels = channels;
+    u.height = height;
+    u.width = width;
+    u.base = base;
+    u.n_levels = n_levels;
+    u.blocks = blocks;
+    u.groups = groups;
+    u.attn_mask = attn_mask;
+    memcpy(u.mult, mult, n_levels * sizeof *mult);
+    FORWARD_IF_ERROR(stochflow__unet_validate(&u, cfg->dim));
+    cfg->unet = u;
+    cfg->arch = STOCHFLOW_ARCH_UNET;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_arch(const stochflow_config *cfg) {
+    return cfg ? cfg->arch : 0;
+}
+
+STOCHFLOW_API int stochflow_config_unet(size_t *channels, size_t *height, size_t *width,
+                                        size_t *base, size_t *n_levels, size_t *mult,
+                                        size_t *blocks, uint32_t *attn_mask, size_t *groups,
+                                        const stochflow_config *cfg) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(cfg->arch != STOCHFLOW_ARCH_UNET, STOCHFLOW_E_INVALID,
+                    "config_unet: the configuration is not a U-Net");
+    const stochflow__unet_cfg *u = &cfg->unet;
+    if (channels) *channels = u->channels;
+    if (height) *height = u->height;
+    if (width) *width = u->width;
+    if (base) *base = u->base;
+    if (n_levels) *n_levels = u->n_levels;
+    if (mult) memcpy(mult, u->mult, u->n_levels * sizeof *mult);
+    if (blocks) *blocks = u->blocks;
+    if (attn_mask) *attn_mask = u->attn_mask;
+    if (groups) *groups = u->groups;
+    return 0;
 }

@@ -29,6 +29,10 @@ static size_t time_features(const stochflow_config *c) {
  * Returns -1 if the count overflows. */
 static int layout(stochflow_model *m, const stochflow_config *c) {
     m->d = c->dim;
+    if (c->arch == STOCHFLOW_ARCH_UNET) { /* issue 8: geometry lives in the U-Net */
+        m->n_time = m->n_in = m->n_layers = m->max_width = 0;
+        return 0;
+    }
     m->n_time = time_features(c);
     m->n_in = m->d + m->n_time;
     m->n_layers = c->n_hidden + 1;
@@ -51,6 +55,12 @@ static int layout(stochflow_model *m, const stochflow_config *c) {
 int stochflow__model_param_count(size_t *count, const stochflow_config *cfg) {
     stochflow_model tmp;
     FORWARD_IF_ERROR(stochflow__config_validate(cfg));
+    if (cfg->arch == STOCHFLOW_ARCH_UNET) {
+        stochflow__unet *u = NULL;
+        FORWARD_IF_ERROR(stochflow__unet_build(&u, count, &cfg->unet));
+        stochflow__unet_free(u);
+        return 0;
+    }
     RETURN_ERROR_IF(layout(&tmp, cfg) != 0, STOCHFLOW_E_INVALID, "parameter count overflows");
     *count = tmp.n_params;
     return 0;
@@ -86,10 +96,18 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
         stochflow__free(m);
         return stochflow__error(STOCHFLOW_E_INVALID, "model_new: parameter count overflows");
     }
+    if (cfg->arch == STOCHFLOW_ARCH_UNET) {
+        int rc = stochflow__unet_build(&m->unet, &m->n_params, &cfg->unet);
+        if (rc < 0) {
+            stochflow__free(m);
+            return rc;
+        }
+    }
     size_t total;
     if (stochflow__mul_size(&total, m->n_params, 5) != 0 ||
         (m->params = stochflow__calloc(total, sizeof(float))) == NULL) {
         size_t np = m->n_params; /* read before the free (ASan: heap-use-after-free) */
+        stochflow__unet_free(m->unet);
         stochflow__free(m);
         return stochflow__error(STOCHFLOW_E_NOMEM, "model_new: cannot allocate %zu parameters",
                                 np);
@@ -99,7 +117,12 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
     m->adam_m = m->ema + m->n_params;
     m->adam_v = m->adam_m + m->n_params;
     stochflow__hparams_defaults(&m->hp);
-    if (init) init_weights(m);
+    if (init) {
+        if (m->unet)
+            stochflow__unet_init(m->unet, m->params, cfg->seed);
+        else
+            init_weights(m);
+    }
     *out = m;
     return 0;
 }
@@ -116,6 +139,7 @@ STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
     stochflow__free(m->params);
     stochflow__free(m->ws);
     stochflow__transport_free(m); /* issue 9 */
+    stochflow__unet_free(m->unet); /* issue 8 */
     stochflow__free(m);
 }
 
@@ -316,9 +340,9 @@ static int check_batch(const stochflow_model *m, const float *x1, size_t n, cons
  * training streams (train = 1) or the evaluation streams, keyed by the current step. */
 /* Rows [lo, hi) of a training batch: draw t and x0 where not given, write the network
  * input u = [x_t, phi(t)] and the target dI/dt. */
-static void assemble_rows(const stochflow_model *m, const acts *A, float *target,
-                          const float *x1, const float *x0, const float *t, double *t_save,
-                          int train, size_t lo, size_t hi) {
+static void assemble_rows(const stochflow_model *m, float *ubase, size_t stride, float *tvec,
+                          float *target, const float *x1, const float *x0, const float *t,
+                          double *t_save, int train, size_t lo, size_t hi) {
     const size_t d = m->d;
     for (size_t i = lo; i < hi; ++i) {
         stochflow__rng rt, rx;
@@ -336,7 +360,7 @@ static void assemble_rows(const stochflow_model *m, const acts *A, float *target
         if (!x0)
             stochflow__rng_init(&rx, m->cfg.seed, train ? STOCHFLOW__STREAM_X0 : STOCHFLOW__STREAM_EVAL_X0,
                                 m->step, i);
-        float *u = A->u + i * m->n_in;
+        float *u = ubase + i * stride;
         float *tg = target + i * d;
         const float *x1r = x1 + i * d;
         for (size_t k = 0; k < d; ++k) {
@@ -344,8 +368,50 @@ static void assemble_rows(const stochflow_model *m, const acts *A, float *target
             u[k] = (float)(c[0] * z + c[1] * x1r[k]);
             tg[k] = (float)(c[2] * z + c[3] * x1r[k]);
         }
-        time_embed(u + d, m, ti);
+        if (tvec)
+            tvec[i] = (float)ti; /* U-Net: the time goes in separately */
+        else
+            time_embed(u + d, m, ti);
     }
+}
+
+/* issue 8: the loss (and gradient) of the U-Net on a batch whose x0 (if any) is final.
+ * Workspace: x_t [n x d], dI/dt then dL/dv [n x d], t [n], then the U-Net's arenas. */
+static int unet_loss_grad(double *loss_out, stochflow_model *m, const float *x1, size_t n,
+                          const float *x0, const float *t, int want_grad, int train) {
+    const size_t d = m->d;
+    const int nt = (int)m->hp.threads;
+    size_t unet_f, nd;
+    RETURN_ERROR_IF(stochflow__unet_ws_floats(&unet_f, m->unet, n, want_grad, nt) != 0 ||
+                        stochflow__mul_size(&nd, n, d) != 0 || unet_f + 2 * nd + n + 16 < unet_f,
+                    STOCHFLOW_E_INVALID, "batch of %zu images is too large", n);
+    size_t head = (2 * nd + n + 15) / 16 * 16; /* keep the arenas 64-byte aligned */
+    FORWARD_IF_ERROR(ensure_ws(m, head + unet_f));
+    float *xt = m->ws, *target = xt + nd, *tv = target + nd, *ws = m->ws + head;
+    double c0[4];
+    FORWARD_IF_ERROR(stochflow__interp_eval(&m->interp, 0.5, c0));
+    const int ant = m->interp.kind == STOCHFLOW_INTERP_CUSTOM ? 1 : nt;
+#define BODY(lo, hi) assemble_rows(m, xt, d, tv, target, x1, x0, t, NULL, train, lo, hi)
+    PARALLEL_RANGES(n, n * (d + 8) * 16, ant, 1, BODY);
+#undef BODY
+    const float *out = stochflow__unet_forward(m->unet, m->params, xt, tv, n, ws, nt);
+    double total = 0.0;
+    const float scale = 2.0f / (float)n;
+    for (size_t i = 0; i < nd; ++i) {
+        float o = out[i], g = target[i];
+        total += (double)o * o - 2.0 * (double)g * o;
+        target[i] = scale * (o - g);
+    }
+    *loss_out = total / (double)n;
+    RETURN_ERROR_IF(!isfinite(*loss_out), STOCHFLOW_E_NONFINITE,
+                    "loss is not finite (%g) at step %llu", *loss_out,
+                    (unsigned long long)m->step);
+    if (want_grad) {
+        memset(m->grads, 0, m->n_params * sizeof *m->grads);
+        stochflow__unet_backward(m->unet, m->params, target, n, ws, m->grads, NULL, nt);
+        if (train) stochflow__transport_record_loss(m, *loss_out);
+    }
+    return 0;
 }
 
 static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size_t n,
@@ -360,6 +426,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
     float *du = NULL;
     if (stochflow__transport_active(m))
         FORWARD_IF_ERROR(stochflow__transport_prepare(m, x1, n, x0, train, &x0, &t_save, &du));
+    if (m->unet) return unet_loss_grad(loss_out, m, x1, n, x0, t, want_grad, train);
     const size_t d = m->d, H = m->max_width;
     size_t act_f, extra;
     RETURN_ERROR_IF(acts_floats(&act_f, m, n) != 0 || stochflow__mul_size(&extra, n, d + 2 * H) != 0,
@@ -375,7 +442,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
     double c0[4];
     FORWARD_IF_ERROR(stochflow__interp_eval(&m->interp, 0.5, c0)); /* fails only here */
     const int nt = m->interp.kind == STOCHFLOW_INTERP_CUSTOM ? 1 : (int)m->hp.threads;
-#define BODY(lo, hi) assemble_rows(m, &A, target, x1, x0, t, t_save, train, lo, hi)
+#define BODY(lo, hi) assemble_rows(m, A.u, m->n_in, NULL, target, x1, x0, t, t_save, train, lo, hi)
     PARALLEL_RANGES(n, n * (d + 8) * 16, nt, 1, BODY);
 #undef BODY
 
@@ -515,11 +582,79 @@ static void jvp_trace(const stochflow_model *m, const float *p, const acts *A, s
     }
 }
 
+/* ---- issue 8: U-Net evaluation ----------------------------------------------------- */
+
+/* Images per chunk of a U-Net evaluation: the forward arena of a chunk stays near
+ * 2^26 floats (256 MiB), and at most 64 images. */
+static size_t unet_chunk(const stochflow_model *m, size_t n) {
+    size_t one = 0;
+    (void)stochflow__unet_ws_floats(&one, m->unet, 1, 1, (int)m->hp.threads);
+    size_t c = one ? ((size_t)1 << 26) / one : 1;
+    if (c < 1) c = 1;
+    if (c > 64) c = 64;
+    return c < n ? c : n;
+}
+
+/* Velocity, and optionally the exact divergence (d vector-Jacobian products with the
+ * unit vectors) or Hutchinson quadratic forms (K products with the probes: e . J e =
+ * (J^T e) . e), or the VJP with cotangents cot [n x d] into vjp. */
+static int unet_eval(stochflow_model *m, double t, const float *x, size_t n, float *v,
+                     float *div, const float *probes, size_t K, float *quad, const float *cot,
+                     float *vjp) {
+    const size_t d = m->d;
+    const int nt = (int)m->hp.threads;
+    const int back = div != NULL || (probes && quad) || cot != NULL;
+    const size_t chunk = unet_chunk(m, n);
+    size_t unet_f;
+    RETURN_ERROR_IF(stochflow__unet_ws_floats(&unet_f, m->unet, chunk, back, nt) != 0,
+                    STOCHFLOW_E_INVALID, "batch too large");
+    size_t head = (chunk + 2 * chunk * d + 15) / 16 * 16;
+    FORWARD_IF_ERROR(ensure_ws(m, head + unet_f));
+    float *tv = m->ws, *cb = tv + chunk, *dx = cb + chunk * d, *ws = m->ws + head;
+    const float *p = eval_weights(m);
+    for (size_t i = 0; i < chunk; ++i) tv[i] = (float)t;
+    for (size_t s = 0; s < n; s += chunk) {
+        size_t rows = n - s < chunk ? n - s : chunk;
+        const float *out = stochflow__unet_forward(m->unet, p, x + s * d, tv, rows, ws, nt);
+        FORWARD_IF_ERROR(stochflow__check_finite(out, rows * d, "velocity"));
+        if (v) memcpy(v + s * d, out, rows * d * sizeof *v);
+        if (cot) {
+            stochflow__unet_backward(m->unet, p, cot + s * d, rows, ws, NULL, vjp + s * d, nt);
+        } else if (div) {
+            for (size_t i = 0; i < rows; ++i) div[s + i] = 0.0f;
+            memset(cb, 0, rows * d * sizeof *cb);
+            for (size_t j = 0; j < d; ++j) {
+                for (size_t i = 0; i < rows; ++i) cb[i * d + j] = 1.0f;
+                stochflow__unet_backward(m->unet, p, cb, rows, ws, NULL, dx, nt);
+                for (size_t i = 0; i < rows; ++i) {
+                    div[s + i] += dx[i * d + j];
+                    cb[i * d + j] = 0.0f;
+                }
+            }
+        } else if (probes && quad) {
+            for (size_t k = 0; k < K; ++k) {
+                for (size_t i = 0; i < rows; ++i)
+                    memcpy(cb + i * d, probes + ((s + i) * K + k) * d, d * sizeof *cb);
+                stochflow__unet_backward(m->unet, p, cb, rows, ws, NULL, dx, nt);
+                for (size_t i = 0; i < rows; ++i) {
+                    double acc = 0.0;
+                    for (size_t j = 0; j < d; ++j) acc += (double)cb[i * d + j] * dx[i * d + j];
+                    quad[(s + i) * K + k] = (float)acc;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n, float *v,
                           float *div, const float *probes, size_t K, float *quad) {
     CHECK_MODEL(m);
     FORWARD_IF_ERROR(check_eval(m, t, x, n));
     if (n == 0) return 0;
+    RETURN_ERROR_IF(div && probes && quad, STOCHFLOW_E_INVALID,
+                    "model_eval: ask for the exact divergence or probes, not both");
+    if (m->unet) return unet_eval(m, t, x, n, v, div, probes, K, quad, NULL, NULL);
     const size_t d = m->d;
     const size_t T = div ? d : (probes && quad ? K : 0);
     RETURN_ERROR_IF(div && probes && quad, STOCHFLOW_E_INVALID,
@@ -580,6 +715,10 @@ STOCHFLOW_API int stochflow_model_velocity_vjp(float *out, stochflow_model *m, d
     FORWARD_IF_ERROR(check_eval(m, t, x, n));
     if (n == 0) return 0;
     FORWARD_IF_ERROR(stochflow__check_finite(u, n * m->d, "cotangent u"));
+    if (m->unet) {
+        FORWARD_IF_ERROR(unet_eval(m, t, x, n, NULL, NULL, NULL, 0, NULL, u, out));
+        return stochflow__check_finite(out, n * m->d, "vector-Jacobian product");
+    }
     const size_t d = m->d, H = m->max_width;
     size_t chunk = n < EVAL_BUDGET_ROWS ? n : EVAL_BUDGET_ROWS;
     size_t act_f;

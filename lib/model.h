@@ -5,6 +5,7 @@
 
 #include "internal.h"
 #include "transport.h"
+#include "unet.h"
 
 #define STOCHFLOW__MAX_HIDDEN 64
 #define STOCHFLOW__MAX_WIDTH 65536
@@ -24,6 +25,8 @@ struct stochflow_config {
     uint64_t seed;
     int interp_base;  /* FOURIER only (issue 9): STOCHFLOW_INTERP_TRIG or _LINEAR */
     size_t n_modes;   /* FOURIER only: M in 1..STOCHFLOW__MAX_MODES */
+    int arch;         /* STOCHFLOW_ARCH_* (issue 8) */
+    stochflow__unet_cfg unet; /* ARCH_UNET only */
 };
 
 /* A dense layer y = x W^T + b; W is out x in (row-major), both inside the flat block. */
@@ -58,6 +61,7 @@ struct stochflow_model {
     float *ws;
     size_t ws_floats;
     stochflow__transport tr; /* issue 9: learned interpolant state, couplings */
+    stochflow__unet *unet;   /* issue 8: the compiled U-Net (ARCH_UNET), else NULL */
 };
 
 /* config.c */
