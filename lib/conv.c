@@ -87,11 +87,90 @@ static void valid_range(size_t *lo, size_t *hi, size_t v, size_t pad, size_t str
     *hi = b;
 }
 
+/* Stride 1 (then Ho = H, Wo = W): row (j, u, v) of the columns is plane j shifted by the
+ * constant flat offset d = (u - p) W + (v - p), so it is one contiguous copy over the
+ * valid output rows [oy0, oy1), after which the columns that wrapped around a row edge
+ * (ox outside [ox0, ox1)) are zeroed. */
+typedef struct {
+    size_t oy0, oy1, ox0, ox1, e0, e1; /* valid rows/columns; flat copy range [e0, e1) */
+    ptrdiff_t d;
+} s1_map;
+
+static s1_map s1_map_of(size_t u, size_t v, size_t pad, size_t h, size_t w) {
+    s1_map m;
+    const ptrdiff_t du = (ptrdiff_t)u - (ptrdiff_t)pad, dv = (ptrdiff_t)v - (ptrdiff_t)pad;
+    const ptrdiff_t H = (ptrdiff_t)h, W = (ptrdiff_t)w;
+    ptrdiff_t oy0 = du < 0 ? -du : 0, oy1 = du > 0 ? H - du : H;
+    ptrdiff_t ox0 = dv < 0 ? -dv : 0, ox1 = dv > 0 ? W - dv : W;
+    if (oy1 < oy0) oy1 = oy0;
+    if (ox1 < ox0) ox1 = ox0;
+    m.d = du * W + dv;
+    ptrdiff_t e0 = oy0 * W, e1 = oy1 * W;
+    if (e0 < -m.d) e0 = -m.d;
+    if (e1 > H * W - m.d) e1 = H * W - m.d;
+    if (e1 < e0) e1 = e0;
+    m.oy0 = (size_t)oy0; m.oy1 = (size_t)oy1; m.ox0 = (size_t)ox0; m.ox1 = (size_t)ox1;
+    m.e0 = (size_t)e0; m.e1 = (size_t)e1;
+    return m;
+}
+
+SIMD_CLONES
+static void im2col_s1_range(float *col, const float *x, const stochflow__conv_shape *s,
+                            size_t j0, size_t j1) {
+    const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, P = h * w;
+    for (size_t u = 0; u < k; ++u)
+        for (size_t v = 0; v < k; ++v) {
+            const s1_map m = s1_map_of(u, v, pad, h, w);
+            for (size_t j = j0; j < j1; ++j) {
+                float *row = col + ((j * k + u) * k + v) * P;
+                /* x index j P + e + d >= 0 for e >= e0 */
+                const float *src = x + j * P + (size_t)((ptrdiff_t)m.e0 + m.d);
+                float *dst = row + m.e0;
+                for (size_t e = 0; e < m.e0; ++e) row[e] = 0.0f;
+                for (size_t t = 0; t < m.e1 - m.e0; ++t) dst[t] = src[t];
+                for (size_t e = m.e1; e < P; ++e) row[e] = 0.0f;
+                if (m.ox0 > 0 || m.ox1 < w)
+                    for (size_t oy = m.oy0; oy < m.oy1; ++oy) {
+                        for (size_t ox = 0; ox < m.ox0; ++ox) row[oy * w + ox] = 0.0f;
+                        for (size_t ox = m.ox1; ox < w; ++ox) row[oy * w + ox] = 0.0f;
+                    }
+            }
+        }
+}
+
+/* Adjoint of im2col_s1_range; zeroes the wrapped columns of dcol in place first. */
+SIMD_CLONES
+static void col2im_s1_range(float *dx, int accumulate, float *dcol,
+                            const stochflow__conv_shape *s, size_t j0, size_t j1) {
+    const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, P = h * w;
+    for (size_t j = j0; j < j1; ++j) {
+        float *dxj = dx + j * P;
+        if (!accumulate) memset(dxj, 0, P * sizeof *dxj);
+        for (size_t u = 0; u < k; ++u)
+            for (size_t v = 0; v < k; ++v) {
+                const s1_map m = s1_map_of(u, v, pad, h, w);
+                float *row = dcol + ((j * k + u) * k + v) * P;
+                if (m.ox0 > 0 || m.ox1 < w)
+                    for (size_t oy = m.oy0; oy < m.oy1; ++oy) {
+                        for (size_t ox = 0; ox < m.ox0; ++ox) row[oy * w + ox] = 0.0f;
+                        for (size_t ox = m.ox1; ox < w; ++ox) row[oy * w + ox] = 0.0f;
+                    }
+                float *dst = dxj + (size_t)((ptrdiff_t)m.e0 + m.d);
+                const float *src = row + m.e0;
+                for (size_t t = 0; t < m.e1 - m.e0; ++t) dst[t] += src[t];
+            }
+    }
+}
+
 /* im2col of one image x [ci x h x w], channels [j0, j1): col rows (j k + u) k + v,
  * columns oy Wo + ox. */
 SIMD_CLONES
 static void im2col_range(float *col, const float *x, const stochflow__conv_shape *s, size_t ho,
                          size_t wo, size_t j0, size_t j1) {
+    if (s->stride == 1) {
+        im2col_s1_range(col, x, s, j0, j1);
+        return;
+    }
     const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w, P = ho * wo;
     for (size_t j = j0; j < j1; ++j)
         for (size_t u = 0; u < k; ++u)
@@ -119,11 +198,15 @@ static void im2col_range(float *col, const float *x, const stochflow__conv_shape
             }
 }
 
-/* col2im (adjoint of im2col) for channels [j0, j1): dx (+)= scatter of dcol. */
+/* col2im (adjoint of im2col) for channels [j0, j1): dx (+)= scatter of dcol (dcol is
+ * scratch: the stride-1 path zeroes its wrapped columns in place). */
 SIMD_CLONES
-static void col2im_range(float *dx, int accumulate, const float *dcol,
-                         const stochflow__conv_shape *s, size_t ho, size_t wo, size_t j0,
-                         size_t j1) {
+static void col2im_range(float *dx, int accumulate, float *dcol, const stochflow__conv_shape *s,
+                         size_t ho, size_t wo, size_t j0, size_t j1) {
+    if (s->stride == 1) {
+        col2im_s1_range(dx, accumulate, dcol, s, j0, j1);
+        return;
+    }
     const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w, P = ho * wo;
     for (size_t j = j0; j < j1; ++j) {
         float *dxj = dx + j * h * w;
