@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "images_cli.h" /* issue 8; also optdef, opts, keyword, json, EXIT_USAGE */
 
-#define EXIT_USAGE 2
 #define LN32 3.4657359027997265
 /* Toy streams: training step s draws its batch from stream s; evaluation uses streams
  * at the top of the toy RNG's 2^44 range, which training never reaches. */
@@ -27,7 +27,7 @@
 #define PICTURE_STREAM ((((uint64_t)1) << 44) - 2)
 
 /* Set by SIGINT/SIGTERM while a command runs (see catch_stop_signals). */
-static volatile sig_atomic_t stop_requested;
+volatile sig_atomic_t stop_requested;
 
 /* ---- errors and time ----------------------------------------------------------------- */
 
@@ -57,22 +57,7 @@ double cli_now(void) {
 
 /* ---- options --------------------------------------------------------------------------- */
 
-typedef struct {
-    const char *name; /* "--steps", or "-n" */
-    const char *arg;  /* metavariable, NULL for a flag */
-    const char *help;
-} optdef;
-
-#define MAX_OPTS 40
-
-typedef struct {
-    const char *cmd;
-    const optdef *defs;
-    size_t n;
-    const char *val[MAX_OPTS];
-} opts;
-
-static const char *opt(const opts *o, const char *name) {
+const char *opt(const opts *o, const char *name) {
     for (size_t i = 0; i < o->n; ++i)
         if (strcmp(o->defs[i].name, name) == 0) return o->val[i];
     return NULL;
@@ -124,13 +109,13 @@ static int parse(opts *o, const char *cmd, const char *synopsis, const optdef *d
     return 0;
 }
 
-static int need(const opts *o, const char *name) {
+int need(const opts *o, const char *name) {
     if (opt(o, name) == NULL) return cli_fail("%s: %s is required", o->cmd, name);
     return 0;
 }
 
-static int get_u64(const opts *o, const char *name, uint64_t def, uint64_t lo, uint64_t hi,
-                   uint64_t *out) {
+int get_u64(const opts *o, const char *name, uint64_t def, uint64_t lo, uint64_t hi,
+            uint64_t *out) {
     const char *s = opt(o, name);
     if (s == NULL) {
         *out = def;
@@ -148,8 +133,8 @@ static int get_u64(const opts *o, const char *name, uint64_t def, uint64_t lo, u
     return 0;
 }
 
-static int get_double(const opts *o, const char *name, double def, double lo, double hi,
-                      double *out) {
+int get_double(const opts *o, const char *name, double def, double lo, double hi,
+               double *out) {
     const char *s = opt(o, name);
     if (s == NULL) {
         *out = def;
@@ -166,12 +151,7 @@ static int get_double(const opts *o, const char *name, double def, double lo, do
 }
 
 /* Map a keyword to a code; table is {"name", code, ...} terminated by NULL. */
-typedef struct {
-    const char *name;
-    int code;
-} keyword;
-
-static int get_keyword(const opts *o, const char *name, const keyword *kw, int def, int *out) {
+int get_keyword(const opts *o, const char *name, const keyword *kw, int def, int *out) {
     const char *s = opt(o, name);
     if (s == NULL) {
         *out = def;
@@ -197,19 +177,19 @@ static const keyword ACTIVATIONS[] = {{"silu", STOCHFLOW_ACT_SILU},
 static const keyword INTERPOLANTS[] = {
     {"trig", STOCHFLOW_INTERP_TRIG}, {"linear", STOCHFLOW_INTERP_LINEAR},
     {"fourier (learned)", STOCHFLOW_INTERP_FOURIER}, {NULL, 0}};
-static const keyword SOLVERS[] = {{"dopri5", STOCHFLOW_SOLVER_DOPRI5},
-                                  {"rk4", STOCHFLOW_SOLVER_RK4},
-                                  {"heun", STOCHFLOW_SOLVER_HEUN},
-                                  {"euler", STOCHFLOW_SOLVER_EULER},
-                                  {NULL, 0}};
-static const keyword TRACES[] = {
+const keyword SOLVERS[] = {{"dopri5", STOCHFLOW_SOLVER_DOPRI5},
+                           {"rk4", STOCHFLOW_SOLVER_RK4},
+                           {"heun", STOCHFLOW_SOLVER_HEUN},
+                           {"euler", STOCHFLOW_SOLVER_EULER},
+                           {NULL, 0}};
+const keyword TRACES[] = {
     {"exact", STOCHFLOW_TRACE_EXACT}, {"hutchinson", STOCHFLOW_TRACE_HUTCHINSON}, {NULL, 0}};
 static const keyword SCHEDULES[] = {{"constant", STOCHFLOW_LR_CONSTANT},
                                     {"step", STOCHFLOW_LR_STEP},
                                     {"cosine", STOCHFLOW_LR_COSINE},
                                     {NULL, 0}};
 
-static const char *keyword_name(const keyword *kw, int code) {
+const char *keyword_name(const keyword *kw, int code) {
     for (const keyword *k = kw; k->name; ++k)
         if (k->code == code) return k->name;
     return "unknown";
@@ -235,7 +215,7 @@ static int parse_hidden(const char *cmd, const char *s, size_t *w, size_t cap) {
     return (int)k;
 }
 
-static int default_threads(void) {
+int default_threads(void) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     if (c < 1) c = 1;
     if (c > 8) c = 8;
@@ -244,13 +224,7 @@ static int default_threads(void) {
 
 /* ---- JSON (one object on one line) ------------------------------------------------------ */
 
-typedef struct {
-    char buf[8192];
-    size_t len;
-    int first;
-} json;
-
-static void jraw(json *j, const char *fmt, ...) {
+void jraw(json *j, const char *fmt, ...) {
     if (j->len >= sizeof j->buf) return;
     va_list ap;
     va_start(ap, fmt);
@@ -260,34 +234,34 @@ static void jraw(json *j, const char *fmt, ...) {
     if (j->len > sizeof j->buf) j->len = sizeof j->buf;
 }
 
-static void jbegin(json *j) {
+void jbegin(json *j) {
     j->len = 0;
     j->first = 1;
     jraw(j, "{");
 }
 
-static void jkey(json *j, const char *k) {
+void jkey(json *j, const char *k) {
     jraw(j, "%s\"%s\": ", j->first ? "" : ", ", k);
     j->first = 0;
 }
 
-static void jnum(json *j, const char *k, double v) {
+void jnum(json *j, const char *k, double v) {
     jkey(j, k);
     if (isfinite(v)) jraw(j, "%.10g", v);
     else jraw(j, "null");
 }
 
-static void jint(json *j, const char *k, unsigned long long v) {
+void jint(json *j, const char *k, unsigned long long v) {
     jkey(j, k);
     jraw(j, "%llu", v);
 }
 
-static void jbool(json *j, const char *k, int v) {
+void jbool(json *j, const char *k, int v) {
     jkey(j, k);
     jraw(j, v ? "true" : "false");
 }
 
-static void jstr(json *j, const char *k, const char *s) {
+void jstr(json *j, const char *k, const char *s) {
     jkey(j, k);
     if (s == NULL) {
         jraw(j, "null");
@@ -302,7 +276,7 @@ static void jstr(json *j, const char *k, const char *s) {
     jraw(j, "\"");
 }
 
-static void jend(json *j) {
+void jend(json *j) {
     jraw(j, "}");
     printf("%s\n", j->buf);
     fflush(stdout);
@@ -311,19 +285,14 @@ static void jend(json *j) {
 /* ---- shared pieces ------------------------------------------------------------------------ */
 
 /* Solver progress: fraction of the time interval covered. */
-typedef struct {
-    progress *bar;
-    double t0, t1;
-} ode_progress;
-
-static int on_ode_progress(void *user, double t) {
+int on_ode_progress(void *user, double t) {
     ode_progress *p = user;
     double span = p->t1 - p->t0;
     progress_update(p->bar, span != 0 ? (t - p->t0) / span : 1.0, NULL);
     return stop_requested ? 1 : 0; /* Ctrl-C cancels the solve */
 }
 
-static int load_model(stochflow_model **m, const char *path) {
+int load_model(stochflow_model **m, const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) return cli_fail("cannot open model '%s': %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return cli_fail("model '%s' is not a regular file", path);
@@ -335,7 +304,7 @@ static int load_model(stochflow_model **m, const char *path) {
 static const keyword WEIGHTS[] = {{"ema", 1}, {"live", 2}, {NULL, 0}};
 
 /* --threads, and --weights where the command has it. */
-static int set_threads(stochflow_model *m, const opts *o, int def) {
+int set_threads(stochflow_model *m, const opts *o, int def) {
     uint64_t t;
     if (get_u64(o, "--threads", (uint64_t)def, 1, 256, &t) != 0) return -1;
     int rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, (double)t);
@@ -369,7 +338,7 @@ static int make_solver(stochflow_solver **s, const opts *o) {
     return 0;
 }
 
-static uint64_t model_seed(const stochflow_model *m) {
+uint64_t model_seed(const stochflow_model *m) {
     stochflow_config *c = NULL;
     uint64_t seed = 0;
     if (stochflow_model_config(&c, m) == 0) seed = stochflow_config_seed(c);
@@ -404,7 +373,7 @@ static int fill_batch(float *batch, float *z, const dataset *ds, size_t b, uint6
 }
 
 /* Training settings shared by train and demo (only the options given are applied). */
-static int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t steps) {
+int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t steps) {
     static const struct {
         const char *name;
         int key;
@@ -559,7 +528,7 @@ static int train_loop(train_result *res, stochflow_model *m, const dataset *ds,
 }
 
 /* Mean and standard error of -logp. */
-static void nll_stats(double *nll, double *se, const float *lp, size_t n) {
+void nll_stats(double *nll, double *se, const float *lp, size_t n) {
     double s = 0, s2 = 0;
     for (size_t i = 0; i < n; ++i) s += lp[i];
     double mean = s / (double)n;
@@ -571,7 +540,7 @@ static void nll_stats(double *nll, double *se, const float *lp, size_t n) {
 /* ---- train ---------------------------------------------------------------------------- */
 
 static const optdef TRAIN_OPTS[] = {
-    {"--data", "SRC", "toy name or .npy/.csv file (n x d)"},
+    {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
     {"--out", "MODEL", "checkpoint to write"},
     {"--steps", "N", "optimizer steps to run (default 1000; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 512)"},
@@ -595,6 +564,18 @@ static const optdef TRAIN_OPTS[] = {
     {"--seed", "S", "seed of every random draw (default 0)"},
     {"--threads", "T", "threads for matrix work (default: CPUs, at most 8)"},
     {"--resume", "MODEL", "continue training from a checkpoint"},
+    /* issue 8: image data and the U-Net (tools/images_cli.c) */
+    {"--unet-base", "B", "images: U-Net base channels (default 32)"},
+    {"--unet-mult", "M,M,...", "images: channel multiplier per level (default 1,2,2)"},
+    {"--unet-blocks", "N", "images: residual blocks per level (default 1)"},
+    {"--unet-attn", "L,L,...", "images: levels with attention (default the lowest; none)"},
+    {"--unet-groups", "G", "images: GroupNorm groups (default 8)"},
+    {"--max-images", "N", "images: use the first N images of --data (default all)"},
+    {"--outdir", "DIR", "images: where checkpoints and sample grids go (default .)"},
+    {"--checkpoint-every", "N", "images: save DIR/checkpoint.sfm every N steps"},
+    {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
+    {"--grid-n", "N", "images: samples per grid (default 16)"},
+    {"--grid-steps", "K", "images: RK4 steps of the grid samples (default 20)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -604,7 +585,10 @@ static int cmd_train(int argc, char **argv) {
     int p = parse(&o, "train", "--data SRC --out MODEL [options]", TRAIN_OPTS,
                   sizeof TRAIN_OPTS / sizeof TRAIN_OPTS[0], argc, argv);
     if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
-    if (need(&o, "--data") || need(&o, "--out")) return EXIT_USAGE;
+    /* issue 8: image data trains a U-Net (tools/images_cli.c) */
+    int img = need(&o, "--data") ? -1 : cli_images_source("train", opt(&o, "--data"));
+    if (img != 0) return img > 0 ? cli_images_train(&o) : EXIT_USAGE;
+    if (need(&o, "--out") || cli_images_reject_options(&o)) return EXIT_USAGE;
     uint64_t steps, batch;
     if (get_u64(&o, "--steps", 1000, 0, 1000000000, &steps) ||
         get_u64(&o, "--batch", 512, 1, 1 << 22, &batch))
@@ -725,6 +709,10 @@ static const optdef SAMPLE_OPTS[] = {
     {"--base", "SRC", "data-to-data model: draw x0 from SRC instead of N(0, I)"},
     {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
+    /* issue 8: image models (tools/images_cli.c) */
+    {"--n", "N", "same as -n"},
+    {"--cols", "C", "image model: images per row of the --png grid (default ceil(sqrt n))"},
+    {"--batch", "B", "image model: images integrated per solver call (default 64)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -734,6 +722,10 @@ static int cmd_sample(int argc, char **argv) {
     int p = parse(&o, "sample", "--model MODEL -n N --out FILE [options]", SAMPLE_OPTS,
                   sizeof SAMPLE_OPTS / sizeof SAMPLE_OPTS[0], argc, argv);
     if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
+    /* issue 8: a U-Net model draws an image grid (tools/images_cli.c) */
+    cli_images_alias(&o, "--n", "-n");
+    if (opt(&o, "--model") && cli_images_is_model(opt(&o, "--model"))) return cli_images_sample(&o);
+    if (cli_images_reject_options(&o)) return EXIT_USAGE;
     if (need(&o, "--model") || need(&o, "-n") || need(&o, "--out")) return EXIT_USAGE;
     uint64_t n, seed;
     if (get_u64(&o, "-n", 0, 1, (uint64_t)CLI_MAX_ELEMENTS / 2, &n) ||
@@ -859,6 +851,10 @@ static const optdef LOGP_OPTS[] = {
     {"--base", "SRC", "data-to-data model: SRC's closed-form log-density as the base"},
     {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
+    /* issue 8: image models (tools/images_cli.c) */
+    {"--bpd", NULL, "image model: bits/dim of dequantized test images (always for images)"},
+    {"--n-eval", "N", "image model: test images to evaluate (default 256)"},
+    {"--batch", "B", "image model: images per solver call (default 64)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -868,6 +864,9 @@ static int cmd_logp(int argc, char **argv) {
     int p = parse(&o, "logp", "--model MODEL --data SRC [options]", LOGP_OPTS,
                   sizeof LOGP_OPTS / sizeof LOGP_OPTS[0], argc, argv);
     if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
+    /* issue 8: bits/dim of a U-Net model (tools/images_cli.c) */
+    if (opt(&o, "--model") && cli_images_is_model(opt(&o, "--model"))) return cli_images_logp(&o);
+    if (cli_images_reject_options(&o)) return EXIT_USAGE;
     if (need(&o, "--model") || need(&o, "--data")) return EXIT_USAGE;
     int trace;
     uint64_t probes, seed, nreq;
@@ -1056,9 +1055,11 @@ static int cmd_info(int argc, char **argv) {
     printf("model        %s (%lld bytes, libstochflow %s)\n", opt(&o, "--model"), bytes,
            stochflow_version_string());
     printf("dimension    %zu\n", stochflow_model_dim(m));
-    printf("hidden       %s (%s)\n", hid, act);
-    if (temb == STOCHFLOW_TIME_FOURIER) printf("time input   fourier, %zu frequencies\n", nfreq);
-    else printf("time input   raw t\n");
+    if (!cli_images_info(c, NULL)) { /* issue 8: a U-Net prints its shape instead */
+        printf("hidden       %s (%s)\n", hid, act);
+        if (temb == STOCHFLOW_TIME_FOURIER) printf("time input   fourier, %zu frequencies\n", nfreq);
+        else printf("time input   raw t\n");
+    }
     printf("interpolant  %s\n", interp);
     printf("parameters   %zu\n", stochflow_model_num_params(m));
     printf("step         %llu\n", (unsigned long long)stochflow_model_step(m));
@@ -1069,6 +1070,7 @@ static int cmd_info(int argc, char **argv) {
         json j;
         jbegin(&j);
         jint(&j, "dim", stochflow_model_dim(m));
+        cli_images_info(c, &j); /* issue 8: "arch", and the U-Net shape */
         jkey(&j, "hidden");
         jraw(&j, "[%s]", hid);
         jstr(&j, "activation", act);
@@ -1355,7 +1357,8 @@ static void usage(void) {
             "  demo    the checkerboard demo with pictures: stochflow demo [--outdir DIR]\n"
             "\n"
             "SRC is a toy (swissroll circles rings moons 8gaussians pinwheel 2spirals\n"
-            "checkerboard line cos) or a .npy/.csv file of shape n x d.\n"
+            "checkerboard line cos) or a .npy/.csv file of shape n x d; image data\n"
+            "(fashion-mnist[:test], idx:PATH, pngdir:PATH) trains a U-Net.\n"
             "Every command takes --json and --help. See doc/cli.md.\n",
             stochflow_version_string());
 }

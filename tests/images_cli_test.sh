@@ -1,0 +1,197 @@
+#!/bin/bash
+# images_cli_test.sh - end-to-end tests of the stochflow program's image flows (issue 8;
+# run by meson: `meson test images-cli`). usage: images_cli_test.sh PATH/TO/stochflow
+# A tiny pngdir made here (python3, zlib + struct), a tiny U-Net trained a few steps with
+# periodic checkpoints and grids, resume bit-for-bit, sample --png (grid size from the
+# IHDR), logp --bpd, info, and the bad-input cases (one line on stderr, non-zero exit).
+# Output is TAP.
+set -u
+SF=${1:?usage: images_cli_test.sh PATH/TO/stochflow}
+PY=/usr/bin/python3
+T=$(mktemp -d "${TMPDIR:-/tmp}/sfimg.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# run NAME CMD...: expect exit 0 and an empty stderr (no progress bar when not a tty).
+run() {
+    local name=$1; shift
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    local rc=$?
+    if [ $rc -eq 0 ] && [ ! -s "$T/err" ]; then ok "$name"; return 0; fi
+    not_ok "$name" "exit $rc" "$(head -c 600 "$T/err")"
+    return 1
+}
+
+# fails NAME PATTERN CMD...: expect exit in 1..125, exactly one stderr line starting with
+# "stochflow:" and matching PATTERN (case-insensitive extended regex).
+fails() {
+    local name=$1 pat=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    local rc=$? lines
+    lines=$(wc -l <"$T/err")
+    if [ $rc -ge 1 ] && [ $rc -le 125 ] && [ "$lines" -eq 1 ] &&
+        grep -q '^stochflow: ' "$T/err" && grep -qiE -e "$pat" "$T/err"; then
+        ok "$name: $(head -c 160 "$T/err")"
+        return 0
+    fi
+    not_ok "$name" "exit $rc, $lines stderr lines, want /$pat/" "$(head -c 600 "$T/err")"
+}
+
+# json NAME PYEXPR: the last stdout line of the previous run is JSON `d`; PYEXPR must hold.
+json() {
+    local name=$1 expr=$2
+    if tail -n 1 "$T/out" | $PY -c "import json,math,sys; d=json.loads(sys.stdin.read()); sys.exit(0 if ($expr) else 1)" 2>"$T/pyerr"; then
+        ok "$name"
+    else
+        not_ok "$name" "JSON: $(tail -n 1 "$T/out" | head -c 600)" "$(tail -n 2 "$T/pyerr")"
+    fi
+}
+
+# check NAME PYCODE: arbitrary Python must exit 0.
+check() {
+    local name=$1 code=$2
+    if $PY -c "$code" 2>"$T/pyerr"; then ok "$name"; else not_ok "$name" "$(tail -n 3 "$T/pyerr")"; fi
+}
+
+# png_size FILE W H: the IHDR of FILE says W x H.
+png_size() {
+    check "$1 is a ${2}x${3} PNG" "
+import struct; b=open('$1','rb').read(24)
+assert b[:8]==b'\x89PNG\r\n\x1a\n' and b[12:16]==b'IHDR', b[:16]
+w,h=struct.unpack('>II',b[16:24]); assert (w,h)==($2,$3), (w,h)"
+}
+
+# ---- data: gray PNGs written with zlib + struct (no PIL) -------------------------------
+$PY - "$T" <<'EOF'
+import os, struct, sys, zlib
+T = sys.argv[1]
+def png(path, w, h, rows, color=0):
+    def chunk(t, d):
+        return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
+    ch = 3 if color == 2 else 1
+    raw = b''.join(b'\x00' + bytes(r) for r in rows)
+    open(path, 'wb').write(b'\x89PNG\r\n\x1a\n' +
+                           chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, color, 0, 0, 0)) +
+                           chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+def gray(s, k):
+    return [[(x * 29 + y * 17 + k * 41) % 256 for x in range(s)] for y in range(s)]
+for name, s, n in (('png8', 8, 6), ('png16', 16, 3)):
+    os.makedirs(os.path.join(T, name))
+    for k in range(n):
+        png(os.path.join(T, name, 'img%02d.png' % k), s, s, gray(s, k))
+os.makedirs(os.path.join(T, 'mixed'))
+png(os.path.join(T, 'mixed', 'a.png'), 8, 8, gray(8, 0))
+png(os.path.join(T, 'mixed', 'b.png'), 16, 16, gray(16, 1))
+os.makedirs(os.path.join(T, 'empty'))
+open(os.path.join(T, 'bad.idx'), 'wb').write(b'this is not an IDX file at all')
+# a valid IDX header promising 100 images of 8 x 8 but holding only 3
+open(os.path.join(T, 'short.idx'), 'wb').write(b'\x00\x00\x08\x03' + struct.pack('>III', 100, 8, 8) + bytes(3 * 64))
+# a good IDX file of 5 images 8 x 8
+open(os.path.join(T, 'good.idx'), 'wb').write(b'\x00\x00\x08\x03' + struct.pack('>III', 5, 8, 8) + bytes((i * 7) % 256 for i in range(5 * 64)))
+EOF
+D="pngdir:$T/png8"
+TINY=(--unet-base 8 --unet-mult 1,2 --unet-groups 4 --batch 4 --threads 1)
+
+# ---- train: tiny U-Net, periodic checkpoints and grids ----------------------------------
+run "train --help lists the U-Net options" "$SF" train --help &&
+    { grep -q -- '--unet-mult' "$T/out" && grep -q -- '--sample-every' "$T/out" && ok "help mentions --unet-mult and --sample-every" || not_ok "help mentions --unet-mult and --sample-every"; }
+run "train tiny U-Net on a pngdir" "$SF" train --data "$D" --outdir "$T/run" --steps 4 "${TINY[@]}" \
+    --checkpoint-every 2 --sample-every 2 --grid-n 4 --grid-steps 2 --json &&
+    json "train JSON" "d['steps']==4 and d['model_step']==4 and d['images']==6 and (d['channels'],d['height'],d['width'])==(1,8,8) and d['checkpoints']==2 and d['grids']==2 and d['model'].endswith('run/model.sfm') and math.isfinite(d['loss']) and d['params']>0"
+[ -f "$T/run/model.sfm" ] && [ -f "$T/run/checkpoint.sfm" ] && ok "model and periodic checkpoint written" || not_ok "model and periodic checkpoint written"
+png_size "$T/run/samples-0000002.png" 22 22
+png_size "$T/run/samples-0000004.png" 22 22
+run "the periodic checkpoint loads" "$SF" info --model "$T/run/checkpoint.sfm" --json &&
+    json "periodic checkpoint is at step 4" "d['step']==4 and d['arch']=='unet'"
+
+# ---- resume: 2 + 2 steps equal 4 steps bit-for-bit ---------------------------------------
+run "train 2 steps" "$SF" train --data "$D" --out "$T/half.sfm" --steps 2 "${TINY[@]}"
+run "resume 2 more" "$SF" train --data "$D" --out "$T/resumed.sfm" --resume "$T/half.sfm" --steps 2 --batch 4 --threads 1 --json &&
+    json "resume reaches step 4" "d['model_step']==4 and d['steps']==2"
+run "sample the 4-step model" "$SF" sample --model "$T/run/model.sfm" -n 3 --out "$T/a.npy" --steps 2 --threads 1
+run "sample the resumed model" "$SF" sample --model "$T/resumed.sfm" -n 3 --out "$T/b.npy" --steps 2 --threads 1
+if cmp -s "$T/a.npy" "$T/b.npy"; then ok "resume continues bit-for-bit (identical samples)"; else not_ok "resume continues bit-for-bit"; fi
+fails "resume cannot change the U-Net" "cannot change when resuming" "$SF" train --data "$D" --out "$T/x.sfm" --resume "$T/half.sfm" --unet-base 16
+
+# ---- sample --png grid --------------------------------------------------------------------
+run "sample --png grid" "$SF" sample --model "$T/run/model.sfm" --png "$T/grid.png" -n 6 --cols 3 --steps 4 --threads 1 --json &&
+    json "sample JSON" "d['n']==6 and d['cols']==3 and d['solver']=='rk4' and d['nfe']>0 and d['png'].endswith('grid.png')"
+png_size "$T/grid.png" 32 22
+run "sample --n alias, default columns, .npy out" "$SF" sample --model "$T/run/model.sfm" --png "$T/grid5.png" --n 5 --out "$T/s.npy" --steps 2 --batch 2 --threads 1
+png_size "$T/grid5.png" 32 22
+check "sampled images: 5 x 64 finite floats" "
+import numpy as np; a=np.load('$T/s.npy'); assert a.shape==(5,64) and np.isfinite(a).all(), a.shape"
+
+# ---- logp --bpd --------------------------------------------------------------------------
+run "logp --bpd on 4 images" "$SF" logp --model "$T/run/model.sfm" --bpd --data "$D" --n-eval 4 --rtol 1e-3 --atol 1e-3 --threads 1 --json &&
+    json "bpd finite in (0, 20) with its standard error" "d['n']==4 and 0<d['bpd']<20 and d['bpd_se']>=0 and math.isfinite(d['bpd_se']) and d['trace']=='hutchinson' and d['probes']==1 and d['solver']=='dopri5' and d['rtol']==1e-3 and d['nfe']>0"
+grep -q 'bits/dim' "$T/out" && grep -q 'Hutchinson' "$T/out" && grep -q 'rtol' "$T/out" &&
+    ok "logp states bits/dim, the trace and the tolerances" || not_ok "logp states bits/dim, the trace and the tolerances" "$(head -c 400 "$T/out")"
+run "logp is reproducible in chunks (fixed dequantization)" "$SF" logp --model "$T/run/model.sfm" --data "$D" --n-eval 4 --batch 2 --trace exact --solver rk4 --steps 4 --threads 1 --out "$T/lp2.npy"
+run "... and in one batch" "$SF" logp --model "$T/run/model.sfm" --data "$D" --n-eval 4 --trace exact --solver rk4 --steps 4 --threads 1 --out "$T/lp4.npy"
+check "exact-trace log p independent of --batch" "
+import numpy as np; a=np.load('$T/lp2.npy'); b=np.load('$T/lp4.npy'); assert a.shape==(4,2)
+assert np.allclose(a, b, rtol=0, atol=1e-3), (a, b)"
+
+# ---- info -------------------------------------------------------------------------------
+run "info on an image model" "$SF" info --model "$T/run/model.sfm"
+grep -q 'U-Net on 1x8x8' "$T/out" && grep -q 'mult 1,2' "$T/out" && ok "info shows the U-Net" || not_ok "info shows the U-Net" "$(head -c 400 "$T/out")"
+run "info --json" "$SF" info --model "$T/run/model.sfm" --json &&
+    json "info JSON U-Net keys" "d['arch']=='unet' and d['unet_base']==8 and d['unet_mult']==[1,2] and d['unet_blocks']==1 and d['unet_attn']==[1] and d['unet_groups']==4 and d['dim']==64"
+
+# ---- IDX files ------------------------------------------------------------------------------
+run "train on an idx file" "$SF" train --data "idx:$T/good.idx" --out "$T/idx.sfm" --steps 1 "${TINY[@]}" --unet-attn none --json &&
+    json "idx: 5 images" "d['images']==5"
+
+# ---- progress bar on a terminal -------------------------------------------------------------
+if command -v script >/dev/null 2>&1; then
+    script -qec "'$SF' train --data '$D' --out '$T/tty.sfm' --steps 40 ${TINY[*]}" /dev/null >"$T/tty" 2>&1 </dev/null
+    if grep -q 'ETA' "$T/tty" && grep -q 'loss' "$T/tty"; then ok "image training shows the progress bar with the loss"; else not_ok "progress bar" "$(head -c 400 "$T/tty")"; fi
+else
+    ok "progress bar # SKIP script(1) not installed"
+fi
+
+# ---- bad input ------------------------------------------------------------------------------
+"$SF" train --data checkerboard --out "$T/mlp.sfm" --steps 1 --hidden 4 --batch 8 --threads 1 >/dev/null 2>&1
+fails "nonexistent pngdir" "cannot open image data.*nope" "$SF" train --data "pngdir:$T/nope" --out "$T/x.sfm"
+fails "nonexistent idx" "cannot open image data.*nope.gz" "$SF" train --data "idx:$T/nope.gz" --out "$T/x.sfm"
+fails "malformed idx" "not an IDX file" "$SF" train --data "idx:$T/bad.idx" --out "$T/x.sfm" "${TINY[@]}"
+fails "truncated idx" "bad.*short.idx|short.idx|truncated|short" "$SF" train --data "idx:$T/short.idx" --out "$T/x.sfm" "${TINY[@]}"
+fails "pngdir with mixed sizes" "size|mixed|differ" "$SF" train --data "pngdir:$T/mixed" --out "$T/x.sfm" "${TINY[@]}"
+fails "empty pngdir" "no .png|no images" "$SF" train --data "pngdir:$T/empty" --out "$T/x.sfm"
+fails "pngdir on a file" "not a directory" "$SF" train --data "pngdir:$T/bad.idx" --out "$T/x.sfm"
+fails "image size vs checkpoint (logp)" "1x16x16.*expects 1x8x8" "$SF" logp --model "$T/run/model.sfm" --data "pngdir:$T/png16" --n-eval 2
+fails "image size vs checkpoint (resume)" "1x16x16.*expects 1x8x8" "$SF" train --data "pngdir:$T/png16" --resume "$T/half.sfm" --out "$T/x.sfm"
+fails "unknown --data prefix" "unknown data source prefix 'foo:'" "$SF" train --data foo:bar --out "$T/x.sfm"
+fails "unknown prefix in logp" "unknown data source prefix 'png:'" "$SF" logp --model "$T/run/model.sfm" --data "png:$T/png8"
+fails "unknown fashion-mnist split" "unknown fashion-mnist split" "$SF" train --data fashion-mnist:valid --out "$T/x.sfm"
+fails "empty idx path" "needs a path" "$SF" train --data idx: --out "$T/x.sfm"
+fails "U-Net options on 2-D data" "--unet-base applies only to image data" "$SF" train --data checkerboard --out "$T/x.sfm" --unet-base 8
+fails "MLP options on image data" "--hidden does not apply to image data" "$SF" train --data "$D" --out "$T/x.sfm" --hidden 8
+fails "levels vs image size" "divisible" "$SF" train --data "$D" --out "$T/x.sfm" --unet-mult 1,1,1,1,1 --unet-base 8 --unet-groups 4
+fails "groups must divide the widths" "groups" "$SF" train --data "$D" --out "$T/x.sfm" --unet-base 8 --unet-mult 1,2 --unet-groups 3
+fails "bad --unet-mult" "unet-mult expects" "$SF" train --data "$D" --out "$T/x.sfm" --unet-mult 1,,2
+fails "attention level out of range" "unet-attn expects" "$SF" train --data "$D" --out "$T/x.sfm" --unet-mult 1,2 --unet-attn 2
+fails "no --out or --outdir" "--out MODEL" "$SF" train --data "$D"
+fails "sample needs --png or --out" "needs --png" "$SF" sample --model "$T/run/model.sfm" -n 4
+fails "sample --png extension" "must end in .png" "$SF" sample --model "$T/run/model.sfm" --png "$T/g.jpg"
+fails "--bpd on a 2-D model" "--bpd applies only to image models" "$SF" logp --model "$T/mlp.sfm" --data checkerboard --bpd
+fails "image data with a 2-D model" "is image data, but" "$SF" logp --model "$T/mlp.sfm" --data "$D"
+fails "2-D data with an image model" "must be image data" "$SF" logp --model "$T/run/model.sfm" --data checkerboard
+fails "--n-eval beyond the data" "only 6 images" "$SF" logp --model "$T/run/model.sfm" --data "$D" --n-eval 10
+fails "resume an MLP on images" "not an image model" "$SF" train --data "$D" --resume "$T/mlp.sfm" --out "$T/x.sfm"
+
+# ---- Fashion-MNIST, where installed (a few images only) -------------------------------------
+FM=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+if [ -f "$FM" ]; then
+    fails "fashion-mnist:test vs an 8x8 model" "1x28x28.*expects 1x8x8" "$SF" logp --model "$T/run/model.sfm" --data fashion-mnist:test --n-eval 2
+    fails "logp defaults to fashion-mnist:test" "1x28x28.*expects 1x8x8" "$SF" logp --model "$T/run/model.sfm" --n-eval 2
+else
+    ok "fashion-mnist # SKIP $FM not installed"
+fi
+
+echo "1..$n"
+[ $failed -eq 0 ]
