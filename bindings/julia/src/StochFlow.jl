@@ -22,7 +22,8 @@ module StochFlow
 export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, sample,
        log_prob, integrate, save, load, parameters, gradients, set_param!, get_param,
        toy_sample, toy_names, random_normal, version, interpolant_eval,
-       interpolant_coefficients, path_length, coupling_assign
+       interpolant_coefficients, path_length, coupling_assign, unet_settings, images_load,
+       images_dequantize, images_to_float, images_quantize, bits_per_dim, images_write_grid
 
 const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.0")
 
@@ -116,6 +117,24 @@ end
 points(x::AbstractArray, d::Integer, name = "x") =
     throw(DimensionMismatch("$name must have size ($d, n), got $(size(x))"))
 
+# ---- U-Net configuration (issue 8) ----------------------------------------------------
+
+const UNET_MAX_LEVELS = 6
+const ARCH_UNET = 2
+
+function set_unet(cfg::Ptr{Cvoid}, u)
+    mult = Csize_t[v for v in get(u, :mult, (1, 2, 2))]
+    1 <= length(mult) <= UNET_MAX_LEVELS ||
+        throw(ArgumentError("mult must have 1..$UNET_MAX_LEVELS entries"))
+    attn = get(u, :attn_mask, nothing)
+    attn = attn === nothing ? UInt32(1) << (length(mult) - 1) : UInt32(attn)
+    check(ccall((:stochflow_config_set_unet, libstochflow), Cint,
+                (Ptr{Cvoid}, Csize_t, Csize_t, Csize_t, Csize_t, Csize_t, Ptr{Csize_t}, Csize_t,
+                 UInt32, Csize_t),
+                cfg, u.channels, u.height, u.width, get(u, :base, 32), length(mult), mult,
+                get(u, :blocks, 1), attn, get(u, :groups, 8)), "stochflow_config_set_unet")
+end
+
 # ---- model --------------------------------------------------------------------------
 
 """
@@ -128,6 +147,11 @@ A velocity network, its Adam optimizer and its random stream; freed by a finaliz
 grad_clip, ema_decay, lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup,
 lr_total_steps, lr_min, eval_weights, interp_lr, coupling, sinkhorn_reg).
 `interpolant = :fourier` is the learnable interpolant with `n_modes` modes over `interp_base`.
+`unet = (channels=1, height=28, width=28, base=32, mult=(1, 2, 2), blocks=1, attn_mask=4,
+groups=8)` (a NamedTuple; channels, height and width required, the others default as
+shown, attn_mask to the lowest level) makes the velocity field a convolutional U-Net over
+images (doc/unet.md); a batch is then `dim × n` with each column one flattened image in the
+C order (w fastest), i.e. `reshape(images, :, n)` of a `w × h × c × n` array.
 """
 mutable struct Model
     ptr::Ptr{Cvoid}
@@ -146,7 +170,7 @@ end
 function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
                interpolant = :trig, seed::Integer = 0, threads = nothing,
                time_embedding = :raw, n_freq::Integer = 0, n_modes::Integer = 0,
-               interp_base = :linear, tunables...)
+               interp_base = :linear, unet = nothing, tunables...)
     cfg = Ref{Ptr{Cvoid}}(C_NULL)
     check(ccall((:stochflow_config_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Csize_t),
                 cfg, dim), "stochflow_config_new")
@@ -176,6 +200,7 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
         end
         check(ccall((:stochflow_config_set_seed, libstochflow), Cint, (Ptr{Cvoid}, UInt64),
                     cfg[], seed), "stochflow_config_set_seed")
+        unet === nothing || set_unet(cfg[], unet)
         h = Ref{Ptr{Cvoid}}(C_NULL)
         check(ccall((:stochflow_model_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}),
                     h, cfg[]), "stochflow_model_new")
@@ -469,6 +494,114 @@ function random_normal(n::Integer; seed::Integer = 0, stream::Integer = 0)
                 (Ptr{Cfloat}, Csize_t, UInt64, UInt64), out, n, seed, stream),
           "stochflow_random_normal")
     return out
+end
+
+# ---- U-Net settings of a model (issue 8) ---------------------------------------------
+
+"""
+    unet_settings(m) -> NamedTuple or nothing
+
+The U-Net settings of a model (as accepted by `Model(dim; unet = ...)`), or `nothing` for
+an MLP.
+"""
+function unet_settings(m::Model)
+    cfg = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:stochflow_model_config, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}),
+                cfg, m.ptr), "stochflow_model_config")
+    try
+        ccall((:stochflow_config_arch, libstochflow), Cint, (Ptr{Cvoid},), cfg[]) == ARCH_UNET ||
+            return nothing
+        v = [Ref{Csize_t}(0) for _ in 1:7]
+        mult = zeros(Csize_t, UNET_MAX_LEVELS)
+        attn = Ref{UInt32}(0)
+        check(ccall((:stochflow_config_unet, libstochflow), Cint,
+                    (Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t},
+                     Ptr{Csize_t}, Ptr{Csize_t}, Ptr{UInt32}, Ptr{Csize_t}, Ptr{Cvoid}),
+                    v[1], v[2], v[3], v[4], v[5], mult, v[6], attn, v[7], cfg[]),
+              "stochflow_config_unet")
+        return (channels = Int(v[1][]), height = Int(v[2][]), width = Int(v[3][]),
+                base = Int(v[4][]), mult = Tuple(Int.(mult[1:v[5][]])), blocks = Int(v[6][]),
+                attn_mask = Int(attn[]), groups = Int(v[7][]))
+    finally
+        ccall((:stochflow_config_free, libstochflow), Cvoid, (Ptr{Cvoid},), cfg[])
+    end
+end
+
+# ---- image data (issue 8, doc/images.md) ----------------------------------------------
+#
+# The library's pixel order is NCHW, row-major; in Julia's column-major order the same
+# memory is an array of size (width, height, channels, count).
+
+"""
+    images_load(source; max_count=0) -> Array{UInt8,4}
+
+8-bit images of size (width, height, channels, count) (the C library's NCHW memory order).
+`source` is "idx:PATH" (IDX unsigned-byte file, raw or gzip) or "pngdir:PATH" (the
+directory's .png files in name order); at most `max_count` images (0 = all). A copy owned
+by Julia (the library's buffer is freed at once).
+"""
+function images_load(source::AbstractString; max_count::Integer = 0)
+    ptr = Ref{Ptr{UInt8}}(C_NULL)
+    n, c, h, w = (Ref{Csize_t}(0) for _ in 1:4)
+    check(ccall((:stochflow_images_load, libstochflow), Cint,
+                (Ptr{Ptr{UInt8}}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t},
+                 Cstring, Csize_t),
+                ptr, n, c, h, w, source, max_count), "stochflow_images_load")
+    dims = (Int(w[]), Int(h[]), Int(c[]), Int(n[]))
+    try
+        return copy(unsafe_wrap(Array, ptr[], dims; own = false))
+    finally
+        ccall((:stochflow_images_free, libstochflow), Cvoid, (Ptr{UInt8},), ptr[])
+    end
+end
+
+"""Uniform dequantization into [-1, 1): 2 (p + u) / 256 - 1, u keyed by (seed, stream, index)."""
+function images_dequantize(pixels::AbstractArray{UInt8}; seed::Integer = 0, stream::Integer = 0)
+    p = pixels isa Array{UInt8} ? pixels : Array{UInt8}(pixels)
+    out = similar(p, Float32)
+    check(ccall((:stochflow_images_dequantize, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{UInt8}, Csize_t, UInt64, UInt64), out, p, length(p), seed,
+                stream), "stochflow_images_dequantize")
+    return out
+end
+
+"""Bin centres: 2 (p + 0.5) / 256 - 1."""
+function images_to_float(pixels::AbstractArray{UInt8})
+    p = pixels isa Array{UInt8} ? pixels : Array{UInt8}(pixels)
+    out = similar(p, Float32)
+    check(ccall((:stochflow_images_to_float, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{UInt8}, Csize_t), out, p, length(p)),
+          "stochflow_images_to_float")
+    return out
+end
+
+"""Back to bytes: clamp(floor((x + 1) 128), 0, 255); NaN gives 0."""
+function images_quantize(x::AbstractArray{<:Real})
+    a = x isa Array{Float32} ? x : Array{Float32}(x)
+    out = similar(a, UInt8)
+    check(ccall((:stochflow_images_quantize, libstochflow), Cint,
+                (Ptr{UInt8}, Ptr{Cfloat}, Csize_t), out, a, length(a)),
+          "stochflow_images_quantize")
+    return out
+end
+
+"""Bits per dimension of a log-density (nats) of data in [-1, 1]^dim: -logp/(dim ln 2) + 7."""
+bits_per_dim(logp::Real, dim::Integer) =
+    ccall((:stochflow_bits_per_dim, libstochflow), Cdouble, (Cdouble, Csize_t), logp, dim)
+
+"""
+    images_write_grid(path, images; ncols=0)
+
+Write float images in [-1, 1] of size (width, height, channels, n) (channels 1 or 3) as one
+PNG grid with 2-pixel borders, `ncols` per row (0 = ceil(sqrt n)).
+"""
+function images_write_grid(path::AbstractString, images::AbstractArray{<:Real,4}; ncols::Integer = 0)
+    a = images isa Array{Float32,4} ? images : Array{Float32,4}(images)
+    w, h, c, n = size(a)
+    check(ccall((:stochflow_images_write_grid, libstochflow), Cint,
+                (Cstring, Ptr{Cfloat}, Csize_t, Csize_t, Csize_t, Csize_t, Csize_t),
+                path, a, n, c, h, w, ncols), "stochflow_images_write_grid")
+    return nothing
 end
 
 end # module

@@ -28,3 +28,21 @@ using StochFlow
     m2 = StochFlow.load(path)
     @test parameters(m2) == p
 end
+
+@testset "images (issue 8)" begin
+    p = UInt8.(reshape(0:255, 16, 16))
+    c = images_to_float(p)
+    @test images_quantize(c) == p
+    d = images_dequantize(repeat(p, 1, 4); seed = 1, stream = 2)
+    @test all(-1 .<= d .< 1) && images_quantize(d) == repeat(p, 1, 4)
+    @test bits_per_dim(-784 * log(2), 784) ≈ 8.0 atol = 1e-12
+    dir = mktempdir()
+    imgs = images_to_float(UInt8.(reshape((0:59) .* 3, 4, 3, 1, 5)))
+    images_write_grid(joinpath(dir, "g.png"), imgs)
+    g = images_load("pngdir:" * dir)
+    @test size(g) == (3 * 6 + 2, 2 * 5 + 2, 1, 1)
+    @test g[1, 1, 1, 1] == 128
+    m = Model(64; unet = (channels = 1, height = 8, width = 8, base = 8, mult = (1, 2), groups = 4))
+    @test unet_settings(m) == (channels = 1, height = 8, width = 8, base = 8, mult = (1, 2),
+                               blocks = 1, attn_mask = 2, groups = 4)
+end

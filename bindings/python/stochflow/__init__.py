@@ -36,6 +36,8 @@ library_path = _lib._stochflow_path
 __all__ = [
     "Model", "Solver", "Error", "toy_sample", "toy_names", "toy_log_density",
     "random_normal", "png_write", "coupling_assign", "param_bounds", "status_string", "__version__",
+    "images_load", "images_dequantize", "images_to_float", "images_quantize", "bits_per_dim",
+    "images_write_grid",
 ]
 
 # ---- errors ---------------------------------------------------------------------------
@@ -248,6 +250,47 @@ def param_bounds(name):
     return lo.value, hi.value, de.value
 
 
+# ---- U-Net configuration (issue 8) ------------------------------------------------------
+
+_UNET_KEYS = ("channels", "height", "width", "base", "mult", "blocks", "attn_mask", "groups")
+
+
+def _set_unet(cfg, unet):
+    """stochflow_config_set_unet from a dict (see Model); defaults as the CLI's."""
+    unknown = set(unet) - set(_UNET_KEYS)
+    if unknown:
+        raise TypeError("unknown U-Net setting(s) %s; known: %s"
+                        % (", ".join(sorted(unknown)), ", ".join(_UNET_KEYS)))
+    missing = [k for k in ("channels", "height", "width") if k not in unet]
+    if missing:
+        raise TypeError("the U-Net needs %s" % ", ".join(missing))
+    mult = [int(v) for v in unet.get("mult", (1, 2, 2))]
+    if not 1 <= len(mult) <= STOCHFLOW_UNET_MAX_LEVELS:  # noqa: F405
+        raise ValueError("mult must have 1..%d entries, got %d"
+                         % (STOCHFLOW_UNET_MAX_LEVELS, len(mult)))  # noqa: F405
+    attn = unet.get("attn_mask")
+    attn = (1 << (len(mult) - 1)) if attn is None else int(attn)
+    _call("stochflow_config_set_unet", cfg, int(unet["channels"]), int(unet["height"]),
+          int(unet["width"]), int(unet.get("base", 32)), len(mult),
+          (ctypes.c_size_t * len(mult))(*mult), int(unet.get("blocks", 1)), attn,
+          int(unet.get("groups", 8)))
+
+
+def _get_unet(cfg):
+    """The U-Net settings of a configuration as the dict _set_unet takes."""
+    v = [ctypes.c_size_t() for _ in range(6)]
+    mult = (ctypes.c_size_t * STOCHFLOW_UNET_MAX_LEVELS)()  # noqa: F405
+    attn = ctypes.c_uint32()
+    ch, h, w, base, levels, blocks = v
+    groups = ctypes.c_size_t()
+    _call("stochflow_config_unet", ctypes.byref(ch), ctypes.byref(h), ctypes.byref(w),
+          ctypes.byref(base), ctypes.byref(levels), mult, ctypes.byref(blocks),
+          ctypes.byref(attn), ctypes.byref(groups), cfg)
+    return {"channels": ch.value, "height": h.value, "width": w.value, "base": base.value,
+            "mult": tuple(mult[:levels.value]), "blocks": blocks.value,
+            "attn_mask": attn.value, "groups": groups.value}
+
+
 # ---- model ------------------------------------------------------------------------------
 
 
@@ -261,6 +304,13 @@ class Model:
     interpolant "fourier" is the learnable interpolant (doc/transport.md) with n_modes
     sine modes on top of interp_base ("trig" or "linear").
 
+    unet: None (the MLP velocity field) or a dict making the model a convolutional U-Net
+    over NCHW images (doc/unet.md): channels, height, width (required; their product must
+    equal dim), base=32, mult=(1, 2, 2), blocks=1, attn_mask=None (attention at the
+    lowest resolution level; 0 = none; bit l = level l), groups=8. hidden, activation
+    and the time embedding are then ignored. A batch is still (n, dim): flatten images
+    with x.reshape(n, -1).
+
     tunables are the model's keyed parameters by name: lr, beta1, beta2, adam_eps,
     weight_decay, grad_clip, ema_decay, lr_schedule ("constant"/"step"/"cosine"),
     lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
@@ -271,7 +321,7 @@ class Model:
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", interpolant="trig",
                  seed=0, threads=None, time_embedding="raw", n_freq=0, n_modes=0,
-                 interp_base="linear", **tunables):
+                 interp_base="linear", unet=None, **tunables):
         hidden = [int(h) for h in hidden]
         cfg = ctypes.c_void_p()
         _call("stochflow_config_new", ctypes.byref(cfg), int(dim))
@@ -289,6 +339,8 @@ class Model:
                 _call("stochflow_config_set_interpolant", cfg,
                       _enum(interpolant, _INTERPOLANTS, "interpolant"))
             _call("stochflow_config_set_seed", cfg, int(seed))
+            if unet is not None:
+                _set_unet(cfg, unet)
             handle = ctypes.c_void_p()
             _call("stochflow_model_new", ctypes.byref(handle), cfg)
         finally:
@@ -328,7 +380,7 @@ class Model:
 
     def config(self):
         """The architecture as a dict (dim, hidden, activation, time_embedding, n_freq,
-        interpolant, seed), as accepted by Model(**config)."""
+        interpolant, seed, and unet for a U-Net), as accepted by Model(**config)."""
         cfg = ctypes.c_void_p()
         _call("stochflow_model_config", ctypes.byref(cfg), self._h)
         try:
@@ -348,6 +400,8 @@ class Model:
                                     _lib.stochflow_config_interpolant(cfg)),
                 "seed": _lib.stochflow_config_seed(cfg),
             }
+            if _lib.stochflow_config_arch(cfg) == STOCHFLOW_ARCH_UNET:  # noqa: F405
+                out["unet"] = _get_unet(cfg)
             if out["interpolant"] == "fourier":
                 base, modes = ctypes.c_int(), ctypes.c_size_t()
                 _call("stochflow_config_fourier_interpolant", cfg, ctypes.byref(base),
@@ -672,3 +726,86 @@ def png_write(path, pixels):
                          % (np.shape(pixels),))
     _call("stochflow_png_write", os.fsencode(path), p.ctypes.data_as(_capi.c_uint8_p),
           p.shape[1], p.shape[0], p.shape[2])
+
+
+# ---- image data (issue 8, doc/images.md) ---------------------------------------------------
+
+
+class _ImageBuffer:
+    """Owns a pixel buffer returned by stochflow_images_load; freed with the last array."""
+
+    def __init__(self, address):
+        self._finalizer = weakref.finalize(self, _lib.stochflow_images_free, address)
+
+
+def _pixels(pixels, name="pixels"):
+    p = np.asarray(pixels)
+    if p.dtype != np.uint8:
+        raise ValueError("%s must be uint8, got %s" % (name, p.dtype))
+    return np.ascontiguousarray(p)
+
+
+def images_load(source, max_count=0):
+    """8-bit images as a uint8 array of shape (n, channels, height, width) (NCHW).
+    source: "idx:PATH" (IDX file, raw or gzip) or "pngdir:PATH" (directory of .png files,
+    in name order); at most max_count images (0 = all). The array shares the library's
+    buffer (no copy), freed when the array is garbage collected."""
+    ptr = ctypes.c_void_p()
+    n, c, h, w = (ctypes.c_size_t() for _ in range(4))
+    _call("stochflow_images_load", ctypes.byref(ptr), ctypes.byref(n), ctypes.byref(c),
+          ctypes.byref(h), ctypes.byref(w), os.fsencode(source), int(max_count))
+    shape = (n.value, c.value, h.value, w.value)
+    total = n.value * c.value * h.value * w.value
+    buf = (ctypes.c_uint8 * total).from_address(ptr.value)
+    buf._stochflow_owner = _ImageBuffer(ptr.value)  # the array's base chain keeps it alive
+    return np.frombuffer(buf, dtype=np.uint8).reshape(shape)
+
+
+def images_dequantize(pixels, seed=0, stream=0):
+    """Uniform dequantization of uint8 pixels (any shape) into float32 in [-1, 1):
+    2 (p + u) / 256 - 1, with u ~ U[0, 1) depending only on (seed, stream, flat index)."""
+    p = _pixels(pixels)
+    out = np.empty(p.shape, dtype=np.float32)
+    _call("stochflow_images_dequantize", _ptr(out), p.ctypes.data_as(_capi.c_uint8_p), p.size,
+          int(seed), int(stream))
+    return out
+
+
+def images_to_float(pixels):
+    """Bin centres of uint8 pixels (any shape) as float32: 2 (p + 0.5) / 256 - 1."""
+    p = _pixels(pixels)
+    out = np.empty(p.shape, dtype=np.float32)
+    _call("stochflow_images_to_float", _ptr(out), p.ctypes.data_as(_capi.c_uint8_p), p.size)
+    return out
+
+
+def images_quantize(x):
+    """Floats in [-1, 1] (any shape) back to uint8: clamp(floor((x + 1) 128), 0, 255)."""
+    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    out = np.empty(a.shape, dtype=np.uint8)
+    _call("stochflow_images_quantize", out.ctypes.data_as(_capi.c_uint8_p), _ptr(a), a.size)
+    return out
+
+
+def bits_per_dim(logp, dim):
+    """Bits per dimension of log-densities (nats) of dequantized data in [-1, 1]^dim:
+    -logp / (dim ln 2) + 7. A scalar for a scalar logp, else a float64 array."""
+    if np.ndim(logp) == 0:
+        return _lib.stochflow_bits_per_dim(float(logp), int(dim))
+    a = np.asarray(logp, dtype=np.float64)
+    return np.array([_lib.stochflow_bits_per_dim(float(v), int(dim)) for v in a.flat],
+                    dtype=np.float64).reshape(a.shape)
+
+
+def images_write_grid(path, images, ncols=0):
+    """Write float images in [-1, 1] of shape (n, c, h, w) (c = 1 or 3) or (n, h, w) as one
+    PNG grid, ncols per row (0 = ceil(sqrt(n))), with 2-pixel mid-gray borders."""
+    a = np.asarray(images, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[:, None, :, :]
+    if a.ndim != 4 or a.shape[1] not in (1, 3):
+        raise ValueError("images must have shape (n, c, h, w) with c in (1, 3) or (n, h, w), "
+                         "got %s" % (np.shape(images),))
+    a = np.ascontiguousarray(a)
+    n, c, h, w = a.shape
+    _call("stochflow_images_write_grid", os.fsencode(path), _ptr(a), n, c, h, w, int(ncols))

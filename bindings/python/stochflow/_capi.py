@@ -101,6 +101,23 @@ PROTOTYPES = {
     "stochflow_toy_log_density": (c_int, [c_float_p, c_double_p, c_char_p, c_float_p,
                                           c_size_t]),
     "stochflow_png_write": (c_int, [c_char_p, c_uint8_p, c_uint32, c_uint32, c_int]),
+    # issue 8: U-Net configuration, image data, bits/dim
+    "stochflow_config_set_unet": (c_int, [HANDLE, c_size_t, c_size_t, c_size_t, c_size_t,
+                                          c_size_t, c_size_t_p, c_size_t, c_uint32, c_size_t]),
+    "stochflow_config_arch": (c_int, [HANDLE]),
+    "stochflow_config_unet": (c_int, [c_size_t_p, c_size_t_p, c_size_t_p, c_size_t_p,
+                                      c_size_t_p, c_size_t_p, c_size_t_p, P(c_uint32),
+                                      c_size_t_p, HANDLE]),
+    "stochflow_images_load": (c_int, [P(c_void_p), c_size_t_p, c_size_t_p, c_size_t_p,
+                                      c_size_t_p, c_char_p, c_size_t]),
+    "stochflow_images_free": (None, [c_void_p]),
+    "stochflow_images_dequantize": (c_int, [c_float_p, c_uint8_p, c_size_t, c_uint64,
+                                            c_uint64]),
+    "stochflow_images_to_float": (c_int, [c_float_p, c_uint8_p, c_size_t]),
+    "stochflow_images_quantize": (c_int, [c_uint8_p, c_float_p, c_size_t]),
+    "stochflow_bits_per_dim": (c_double, [c_double, c_size_t]),
+    "stochflow_images_write_grid": (c_int, [c_char_p, c_float_p, c_size_t, c_size_t, c_size_t,
+                                            c_size_t, c_size_t]),
 }
 
 # Header functions deliberately not bound (they take C callbacks); checked by
@@ -186,6 +203,9 @@ CONSTANTS = {
     "STOCHFLOW_STAT_ACCEPTED": 2,
     "STOCHFLOW_STAT_REJECTED": 3,
     "STOCHFLOW_STAT_T": 4,
+    "STOCHFLOW_ARCH_MLP": 1,
+    "STOCHFLOW_ARCH_UNET": 2,
+    "STOCHFLOW_UNET_MAX_LEVELS": 6,
 }
 globals().update(CONSTANTS)
 __all__ = list(CONSTANTS)  # what `from ._capi import *` re-exports

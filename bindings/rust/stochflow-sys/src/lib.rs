@@ -87,6 +87,11 @@ pub const STOCHFLOW_STAT_ACCEPTED: c_int = 2;
 pub const STOCHFLOW_STAT_REJECTED: c_int = 3;
 pub const STOCHFLOW_STAT_T: c_int = 4;
 
+// ---- issue 8: image flows ----
+pub const STOCHFLOW_ARCH_MLP: c_int = 1;
+pub const STOCHFLOW_ARCH_UNET: c_int = 2;
+pub const STOCHFLOW_UNET_MAX_LEVELS: usize = 6;
+
 // ---- opaque handles ----
 #[repr(C)]
 pub struct stochflow_config {
@@ -406,5 +411,61 @@ extern "C" {
         width: u32,
         height: u32,
         channels: c_int,
+    ) -> c_int;
+
+    // issue 8: U-Net configuration, image data, bits/dim
+    pub fn stochflow_config_set_unet(
+        cfg: *mut stochflow_config,
+        channels: usize,
+        height: usize,
+        width: usize,
+        base: usize,
+        n_levels: usize,
+        mult: *const usize,
+        blocks: usize,
+        attn_mask: u32,
+        groups: usize,
+    ) -> c_int;
+    pub fn stochflow_config_arch(cfg: *const stochflow_config) -> c_int;
+    pub fn stochflow_config_unet(
+        channels: *mut usize,
+        height: *mut usize,
+        width: *mut usize,
+        base: *mut usize,
+        n_levels: *mut usize,
+        mult: *mut usize,
+        blocks: *mut usize,
+        attn_mask: *mut u32,
+        groups: *mut usize,
+        cfg: *const stochflow_config,
+    ) -> c_int;
+    pub fn stochflow_images_load(
+        pixels: *mut *mut u8,
+        count: *mut usize,
+        channels: *mut usize,
+        height: *mut usize,
+        width: *mut usize,
+        source: *const c_char,
+        max_count: usize,
+    ) -> c_int;
+    pub fn stochflow_images_free(pixels: *mut u8);
+    pub fn stochflow_images_dequantize(
+        out: *mut f32,
+        pixels: *const u8,
+        n: usize,
+        seed: u64,
+        stream: u64,
+    ) -> c_int;
+    pub fn stochflow_images_to_float(out: *mut f32, pixels: *const u8, n: usize) -> c_int;
+    pub fn stochflow_images_quantize(out: *mut u8, x: *const f32, n: usize) -> c_int;
+    pub fn stochflow_bits_per_dim(logp: f64, dim: usize) -> f64;
+    pub fn stochflow_images_write_grid(
+        path: *const c_char,
+        images: *const f32,
+        n: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        ncols: usize,
     ) -> c_int;
 }

@@ -368,6 +368,98 @@ impl Config {
         // SAFETY: valid handle.
         unsafe { sys::stochflow_config_seed(self.h) }
     }
+    /// Make this a convolutional U-Net over NCHW images (doc/unet.md);
+    /// `channels * height * width` must equal the configuration's dimension.
+    pub fn set_unet(&mut self, u: &UNet) -> Result<()> {
+        // SAFETY: valid handle; mult.len() values readable (the C side checks the count).
+        check(unsafe {
+            sys::stochflow_config_set_unet(
+                self.h,
+                u.channels,
+                u.height,
+                u.width,
+                u.base,
+                u.mult.len(),
+                u.mult.as_ptr(),
+                u.blocks,
+                u.attn_mask,
+                u.groups,
+            )
+        })
+    }
+    /// The architecture: [`Arch::Mlp`] or [`Arch::UNet`].
+    pub fn arch(&self) -> Arch {
+        // SAFETY: valid handle.
+        match unsafe { sys::stochflow_config_arch(self.h) } {
+            sys::STOCHFLOW_ARCH_UNET => Arch::UNet,
+            _ => Arch::Mlp,
+        }
+    }
+    /// The U-Net settings (an `Invalid` error when this is not a U-Net).
+    pub fn unet(&self) -> Result<UNet> {
+        let mut u = UNet::new(0, 0, 0);
+        let mut mult = [0usize; sys::STOCHFLOW_UNET_MAX_LEVELS];
+        let mut levels = 0usize;
+        // SAFETY: valid handle; mult has room for the most levels.
+        check(unsafe {
+            sys::stochflow_config_unet(
+                &mut u.channels,
+                &mut u.height,
+                &mut u.width,
+                &mut u.base,
+                &mut levels,
+                mult.as_mut_ptr(),
+                &mut u.blocks,
+                &mut u.attn_mask,
+                &mut u.groups,
+                self.h,
+            )
+        })?;
+        u.mult = mult[..levels.min(mult.len())].to_vec();
+        Ok(u)
+    }
+}
+
+/// Velocity-field architecture of a [`Config`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Mlp = 1,
+    UNet = 2,
+}
+
+/// U-Net settings for [`Config::set_unet`] (see `stochflow_config_set_unet`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UNet {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Channels of the first level.
+    pub base: usize,
+    /// Channel multiplier per level (1..=6 levels).
+    pub mult: Vec<usize>,
+    /// Residual blocks per level.
+    pub blocks: usize,
+    /// Bit l: self-attention at level l.
+    pub attn_mask: u32,
+    /// GroupNorm groups.
+    pub groups: usize,
+}
+
+impl UNet {
+    /// Images of `channels x height x width` with the command line's defaults: base 32,
+    /// mult [1, 2, 2], 1 block, attention at the lowest level, 8 groups.
+    pub fn new(channels: usize, height: usize, width: usize) -> UNet {
+        UNet {
+            channels,
+            height,
+            width,
+            base: 32,
+            mult: vec![1, 2, 2],
+            blocks: 1,
+            attn_mask: 1 << 2,
+            groups: 8,
+        }
+    }
 }
 
 impl Drop for Config {
@@ -919,4 +1011,145 @@ pub fn png_write<P: AsRef<Path>>(
     let p = path_cstring(path.as_ref())?;
     // SAFETY: length checked.
     check(unsafe { sys::stochflow_png_write(p.as_ptr(), pixels.as_ptr(), width, height, channels) })
+}
+
+// ---- image data (issue 8, doc/images.md) ----------------------------------------------
+
+/// 8-bit images loaded by [`images_load`]: `count x channels x height x width` bytes,
+/// planar (NCHW), owned by the C library and freed on `Drop`.
+pub struct Images {
+    ptr: *mut u8,
+    pub count: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+// SAFETY: a plain heap buffer, not tied to a thread.
+unsafe impl Send for Images {}
+unsafe impl Sync for Images {}
+
+impl Images {
+    /// Bytes per image (`channels * height * width`).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    /// All pixels, image after image, each planar.
+    pub fn pixels(&self) -> &[u8] {
+        // SAFETY: the library allocated count * image_len bytes at ptr (non-NULL on success).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.count * self.image_len()) }
+    }
+    /// Image i (panics when i >= count).
+    pub fn image(&self, i: usize) -> &[u8] {
+        let k = self.image_len();
+        &self.pixels()[i * k..(i + 1) * k]
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from stochflow_images_load; freed exactly once.
+        unsafe { sys::stochflow_images_free(self.ptr) }
+    }
+}
+
+/// Load 8-bit images: `source` is `"idx:PATH"` (IDX unsigned-byte file, raw or gzip) or
+/// `"pngdir:PATH"` (the directory's .png files in name order); at most `max_count`
+/// images (0 = all).
+pub fn images_load(source: &str, max_count: usize) -> Result<Images> {
+    let c = cstring("source", source)?;
+    let mut im = Images {
+        ptr: ptr::null_mut(),
+        count: 0,
+        channels: 0,
+        height: 0,
+        width: 0,
+    };
+    // SAFETY: valid out-pointers and NUL-terminated source.
+    let st = unsafe {
+        sys::stochflow_images_load(
+            &mut im.ptr,
+            &mut im.count,
+            &mut im.channels,
+            &mut im.height,
+            &mut im.width,
+            c.as_ptr(),
+            max_count,
+        )
+    };
+    if st < 0 {
+        im.ptr = ptr::null_mut(); // nothing to free (the library set it to NULL)
+        return Err(Error::from_c(st));
+    }
+    Ok(im)
+}
+
+/// Uniform dequantization into `out` (same length as `pixels`), in [-1, 1):
+/// `2 (p + u) / 256 - 1` with `u` depending only on (seed, stream, index).
+pub fn images_dequantize(out: &mut [f32], pixels: &[u8], seed: u64, stream: u64) -> Result<()> {
+    check_len("out", out.len(), pixels.len())?;
+    // SAFETY: lengths checked.
+    check(unsafe {
+        sys::stochflow_images_dequantize(
+            out.as_mut_ptr(),
+            pixels.as_ptr(),
+            pixels.len(),
+            seed,
+            stream,
+        )
+    })
+}
+
+/// Bin centres: `out[i] = 2 (p[i] + 0.5) / 256 - 1`.
+pub fn images_to_float(out: &mut [f32], pixels: &[u8]) -> Result<()> {
+    check_len("out", out.len(), pixels.len())?;
+    // SAFETY: lengths checked.
+    check(unsafe {
+        sys::stochflow_images_to_float(out.as_mut_ptr(), pixels.as_ptr(), pixels.len())
+    })
+}
+
+/// Back to bytes: `clamp(floor((x + 1) 128), 0, 255)`, NaN gives 0.
+pub fn images_quantize(out: &mut [u8], x: &[f32]) -> Result<()> {
+    check_len("out", out.len(), x.len())?;
+    // SAFETY: lengths checked.
+    check(unsafe { sys::stochflow_images_quantize(out.as_mut_ptr(), x.as_ptr(), x.len()) })
+}
+
+/// Bits per dimension of a log-density (nats) of dequantized data in [-1, 1]^dim:
+/// `-logp / (dim ln 2) + 7`; NaN when dim is 0.
+pub fn bits_per_dim(logp: f64, dim: usize) -> f64 {
+    // SAFETY: pure function.
+    unsafe { sys::stochflow_bits_per_dim(logp, dim) }
+}
+
+/// Write float images in [-1, 1] (`n x channels x height x width`, planar; n from the
+/// slice length) as one PNG grid with 2-pixel borders, `ncols` per row (0 = ceil(sqrt n)).
+pub fn images_write_grid<P: AsRef<Path>>(
+    path: P,
+    images: &[f32],
+    channels: usize,
+    height: usize,
+    width: usize,
+    ncols: usize,
+) -> Result<()> {
+    let per = channels
+        .checked_mul(height)
+        .and_then(|v| v.checked_mul(width))
+        .filter(|&v| v > 0)
+        .ok_or_else(|| Error::invalid("image size is 0 or overflows".to_string()))?;
+    let n = rows("images", images.len(), per)?;
+    let p = path_cstring(path.as_ref())?;
+    // SAFETY: n * per floats readable.
+    check(unsafe {
+        sys::stochflow_images_write_grid(
+            p.as_ptr(),
+            images.as_ptr(),
+            n,
+            channels,
+            height,
+            width,
+            ncols,
+        )
+    })
 }
