@@ -69,9 +69,21 @@ size_t stochflow__conv_out_w(const stochflow__conv_shape *s) {
     return (s->w + 2 * pad_of(s) - s->k) / s->stride + 1;
 }
 
+/* Output rows per im2col block: the block's columns (K x rows Wo floats) stay within
+ * about 512 KiB, so they are still in L2 when BLIS packs them. */
+#define CONV_BLOCK_FLOATS ((size_t)1 << 17)
+
+static size_t conv_block_rows(const stochflow__conv_shape *s, size_t ho, size_t wo) {
+    size_t per_row = s->ci * s->k * s->k * wo;
+    size_t rb = per_row ? CONV_BLOCK_FLOATS / per_row : ho;
+    if (rb < 1) rb = 1;
+    return rb < ho ? rb : ho;
+}
+
 size_t stochflow__conv_scratch(const stochflow__conv_shape *s) {
     if (s->k == 1 && s->stride == 1) return 0;
-    return mul4(s->ci, s->k * s->k, stochflow__conv_out_h(s), stochflow__conv_out_w(s));
+    const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s);
+    return mul4(s->ci, s->k * s->k, conv_block_rows(s, ho, wo), wo);
 }
 
 /* Valid output columns [*lo, *hi) of kernel offset v: 0 <= stride*ox + v - pad < w. */
@@ -88,144 +100,144 @@ static void valid_range(size_t *lo, size_t *hi, size_t v, size_t pad, size_t str
 }
 
 /* Stride 1 (then Ho = H, Wo = W): row (j, u, v) of the columns is plane j shifted by the
- * constant flat offset d = (u - p) W + (v - p), so it is one contiguous copy over the
- * valid output rows [oy0, oy1), after which the columns that wrapped around a row edge
- * (ox outside [ox0, ox1)) are zeroed. */
+ * constant flat offset d = (u - p) W + (v - p), so within a block of output rows
+ * [r0, r1) it is one contiguous copy of the flat positions [c0, c1), after which the
+ * columns that wrapped around a row edge (ox outside [ox0, ox1)) are zeroed. */
 typedef struct {
-    size_t oy0, oy1, ox0, ox1, e0, e1; /* valid rows/columns; flat copy range [e0, e1) */
+    size_t y0, y1, ox0, ox1, c0, c1; /* valid rows of the block, valid columns, copy range */
     ptrdiff_t d;
 } s1_map;
 
-static s1_map s1_map_of(size_t u, size_t v, size_t pad, size_t h, size_t w) {
+static size_t clampz(ptrdiff_t v, size_t lo, size_t hi) {
+    return v < (ptrdiff_t)lo ? lo : v > (ptrdiff_t)hi ? hi : (size_t)v;
+}
+
+static s1_map s1_map_of(size_t u, size_t v, size_t pad, size_t h, size_t w, size_t r0,
+                        size_t r1) {
     s1_map m;
     const ptrdiff_t du = (ptrdiff_t)u - (ptrdiff_t)pad, dv = (ptrdiff_t)v - (ptrdiff_t)pad;
     const ptrdiff_t H = (ptrdiff_t)h, W = (ptrdiff_t)w;
-    ptrdiff_t oy0 = du < 0 ? -du : 0, oy1 = du > 0 ? H - du : H;
-    ptrdiff_t ox0 = dv < 0 ? -dv : 0, ox1 = dv > 0 ? W - dv : W;
-    if (oy1 < oy0) oy1 = oy0;
-    if (ox1 < ox0) ox1 = ox0;
+    /* valid output rows oy: 0 <= oy + du < H; columns: 0 <= ox + dv < W */
+    m.y0 = clampz(-du, r0, r1);
+    m.y1 = clampz(H - du, m.y0, r1);
+    m.ox0 = clampz(-dv, 0, w);
+    m.ox1 = clampz(W - dv, m.ox0, w);
     m.d = du * W + dv;
-    ptrdiff_t e0 = oy0 * W, e1 = oy1 * W;
+    /* flat positions e of the block whose source e + d lies in the plane */
+    const size_t B0 = r0 * w, B1 = r1 * w;
+    ptrdiff_t e0 = (ptrdiff_t)(m.y0 * w), e1 = (ptrdiff_t)(m.y1 * w);
     if (e0 < -m.d) e0 = -m.d;
     if (e1 > H * W - m.d) e1 = H * W - m.d;
-    if (e1 < e0) e1 = e0;
-    m.oy0 = (size_t)oy0; m.oy1 = (size_t)oy1; m.ox0 = (size_t)ox0; m.ox1 = (size_t)ox1;
-    m.e0 = (size_t)e0; m.e1 = (size_t)e1;
+    m.c0 = clampz(e0, B0, B1);
+    m.c1 = clampz(e1, m.c0, B1);
     return m;
 }
 
 SIMD_CLONES
-static void im2col_s1_range(float *col, const float *x, const stochflow__conv_shape *s,
-                            size_t j0, size_t j1) {
-    const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, P = h * w;
+static void im2col_s1(float *col, const float *x, const stochflow__conv_shape *s, size_t r0,
+                      size_t r1, size_t j0, size_t j1) {
+    const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, HW = h * w;
+    const size_t B0 = r0 * w, nb = (r1 - r0) * w;
     for (size_t u = 0; u < k; ++u)
         for (size_t v = 0; v < k; ++v) {
-            const s1_map m = s1_map_of(u, v, pad, h, w);
+            const s1_map m = s1_map_of(u, v, pad, h, w, r0, r1);
+            const size_t z0 = m.c0 - B0, z1 = m.c1 - B0; /* copy range within the block */
             for (size_t j = j0; j < j1; ++j) {
-                float *row = col + ((j * k + u) * k + v) * P;
-                /* x index j P + e + d >= 0 for e >= e0 */
-                const float *src = x + j * P + (size_t)((ptrdiff_t)m.e0 + m.d);
-                float *dst = row + m.e0;
-                for (size_t e = 0; e < m.e0; ++e) row[e] = 0.0f;
-                for (size_t t = 0; t < m.e1 - m.e0; ++t) dst[t] = src[t];
-                for (size_t e = m.e1; e < P; ++e) row[e] = 0.0f;
+                float *row = col + ((j * k + u) * k + v) * nb;
+                /* source index j HW + e + d >= 0 for e >= c0 */
+                const float *src = x + j * HW + (size_t)((ptrdiff_t)m.c0 + m.d);
+                for (size_t e = 0; e < z0; ++e) row[e] = 0.0f;
+                for (size_t t = 0; t < z1 - z0; ++t) row[z0 + t] = src[t];
+                for (size_t e = z1; e < nb; ++e) row[e] = 0.0f;
                 if (m.ox0 > 0 || m.ox1 < w)
-                    for (size_t oy = m.oy0; oy < m.oy1; ++oy) {
-                        for (size_t ox = 0; ox < m.ox0; ++ox) row[oy * w + ox] = 0.0f;
-                        for (size_t ox = m.ox1; ox < w; ++ox) row[oy * w + ox] = 0.0f;
+                    for (size_t oy = m.y0; oy < m.y1; ++oy) {
+                        float *rr = row + (oy - r0) * w;
+                        for (size_t ox = 0; ox < m.ox0; ++ox) rr[ox] = 0.0f;
+                        for (size_t ox = m.ox1; ox < w; ++ox) rr[ox] = 0.0f;
                     }
             }
         }
 }
 
-/* Adjoint of im2col_s1_range; zeroes the wrapped columns of dcol in place first. */
+/* Adjoint of im2col_s1 (dx += scatter); zeroes the wrapped columns of dcol in place. */
 SIMD_CLONES
-static void col2im_s1_range(float *dx, int accumulate, float *dcol,
-                            const stochflow__conv_shape *s, size_t j0, size_t j1) {
-    const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, P = h * w;
-    for (size_t j = j0; j < j1; ++j) {
-        float *dxj = dx + j * P;
-        if (!accumulate) memset(dxj, 0, P * sizeof *dxj);
-        for (size_t u = 0; u < k; ++u)
-            for (size_t v = 0; v < k; ++v) {
-                const s1_map m = s1_map_of(u, v, pad, h, w);
-                float *row = dcol + ((j * k + u) * k + v) * P;
-                if (m.ox0 > 0 || m.ox1 < w)
-                    for (size_t oy = m.oy0; oy < m.oy1; ++oy) {
-                        for (size_t ox = 0; ox < m.ox0; ++ox) row[oy * w + ox] = 0.0f;
-                        for (size_t ox = m.ox1; ox < w; ++ox) row[oy * w + ox] = 0.0f;
-                    }
-                float *dst = dxj + (size_t)((ptrdiff_t)m.e0 + m.d);
-                const float *src = row + m.e0;
-                for (size_t t = 0; t < m.e1 - m.e0; ++t) dst[t] += src[t];
-            }
-    }
-}
-
-/* im2col of one image x [ci x h x w], channels [j0, j1): col rows (j k + u) k + v,
- * columns oy Wo + ox. */
-SIMD_CLONES
-static void im2col_range(float *col, const float *x, const stochflow__conv_shape *s, size_t ho,
-                         size_t wo, size_t j0, size_t j1) {
-    if (s->stride == 1) {
-        im2col_s1_range(col, x, s, j0, j1);
-        return;
-    }
-    const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w, P = ho * wo;
+static void col2im_s1(float *dx, float *dcol, const stochflow__conv_shape *s, size_t r0,
+                      size_t r1, size_t j0, size_t j1) {
+    const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, HW = h * w;
+    const size_t B0 = r0 * w, nb = (r1 - r0) * w;
     for (size_t j = j0; j < j1; ++j)
         for (size_t u = 0; u < k; ++u)
             for (size_t v = 0; v < k; ++v) {
-                float *row = col + ((j * k + u) * k + v) * P;
+                const s1_map m = s1_map_of(u, v, pad, h, w, r0, r1);
+                float *row = dcol + ((j * k + u) * k + v) * nb;
+                if (m.ox0 > 0 || m.ox1 < w)
+                    for (size_t oy = m.y0; oy < m.y1; ++oy) {
+                        float *rr = row + (oy - r0) * w;
+                        for (size_t ox = 0; ox < m.ox0; ++ox) rr[ox] = 0.0f;
+                        for (size_t ox = m.ox1; ox < w; ++ox) rr[ox] = 0.0f;
+                    }
+                float *dst = dx + j * HW + (size_t)((ptrdiff_t)m.c0 + m.d);
+                const float *src = row + (m.c0 - B0);
+                for (size_t t = 0; t < m.c1 - m.c0; ++t) dst[t] += src[t];
+            }
+}
+
+/* im2col of output rows [r0, r1) of one image x [ci x h x w], channels [j0, j1):
+ * col [K x nb], row (j k + u) k + v, column (oy - r0) Wo + ox, nb = (r1 - r0) Wo. */
+SIMD_CLONES
+static void im2col_rows(float *col, const float *x, const stochflow__conv_shape *s, size_t wo,
+                        size_t r0, size_t r1, size_t j0, size_t j1) {
+    if (s->stride == 1) {
+        im2col_s1(col, x, s, r0, r1, j0, j1);
+        return;
+    }
+    const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w;
+    const size_t nb = (r1 - r0) * wo;
+    for (size_t j = j0; j < j1; ++j)
+        for (size_t u = 0; u < k; ++u)
+            for (size_t v = 0; v < k; ++v) {
+                float *row = col + ((j * k + u) * k + v) * nb;
                 size_t lo, hi;
                 valid_range(&lo, &hi, v, pad, st, w, wo);
-                for (size_t oy = 0; oy < ho; ++oy) {
-                    float *dst = row + oy * wo;
-                    size_t iy = st * oy + u; /* + pad offset below */
+                for (size_t oy = r0; oy < r1; ++oy) {
+                    float *dst = row + (oy - r0) * wo;
+                    size_t iy = st * oy + u; /* input row + pad */
                     if (iy < pad || iy - pad >= h) {
                         memset(dst, 0, wo * sizeof *dst);
                         continue;
                     }
                     const float *src = x + (j * h + (iy - pad)) * w;
                     for (size_t ox = 0; ox < lo; ++ox) dst[ox] = 0.0f;
-                    if (st == 1) {
-                        /* ox + v >= pad for ox >= lo */
-                        for (size_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox + v - pad];
-                    } else {
-                        for (size_t ox = lo; ox < hi; ++ox) dst[ox] = src[st * ox + v - pad];
-                    }
+                    for (size_t ox = lo; ox < hi; ++ox) dst[ox] = src[st * ox + v - pad];
                     for (size_t ox = hi; ox < wo; ++ox) dst[ox] = 0.0f;
                 }
             }
 }
 
-/* col2im (adjoint of im2col) for channels [j0, j1): dx (+)= scatter of dcol (dcol is
- * scratch: the stride-1 path zeroes its wrapped columns in place). */
+/* col2im (adjoint of im2col_rows) for output rows [r0, r1), channels [j0, j1):
+ * dx += scatter of dcol (dcol is scratch: the stride-1 path zeroes wrapped columns). */
 SIMD_CLONES
-static void col2im_range(float *dx, int accumulate, float *dcol, const stochflow__conv_shape *s,
-                         size_t ho, size_t wo, size_t j0, size_t j1) {
+static void col2im_rows(float *dx, float *dcol, const stochflow__conv_shape *s, size_t wo,
+                        size_t r0, size_t r1, size_t j0, size_t j1) {
     if (s->stride == 1) {
-        col2im_s1_range(dx, accumulate, dcol, s, j0, j1);
+        col2im_s1(dx, dcol, s, r0, r1, j0, j1);
         return;
     }
-    const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w, P = ho * wo;
+    const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w;
+    const size_t nb = (r1 - r0) * wo;
     for (size_t j = j0; j < j1; ++j) {
         float *dxj = dx + j * h * w;
-        if (!accumulate) memset(dxj, 0, h * w * sizeof *dxj);
         for (size_t u = 0; u < k; ++u)
             for (size_t v = 0; v < k; ++v) {
-                const float *row = dcol + ((j * k + u) * k + v) * P;
+                const float *row = dcol + ((j * k + u) * k + v) * nb;
                 size_t lo, hi;
                 valid_range(&lo, &hi, v, pad, st, w, wo);
-                for (size_t oy = 0; oy < ho; ++oy) {
+                for (size_t oy = r0; oy < r1; ++oy) {
                     size_t iy = st * oy + u;
                     if (iy < pad || iy - pad >= h) continue;
                     float *dst = dxj + (iy - pad) * w;
-                    const float *src = row + oy * wo;
-                    if (st == 1) {
-                        for (size_t ox = lo; ox < hi; ++ox) dst[ox + v - pad] += src[ox];
-                    } else {
-                        for (size_t ox = lo; ox < hi; ++ox) dst[st * ox + v - pad] += src[ox];
-                    }
+                    const float *src = row + (oy - r0) * wo;
+                    for (size_t ox = lo; ox < hi; ++ox) dst[st * ox + v - pad] += src[ox];
                 }
             }
     }
@@ -242,6 +254,7 @@ void stochflow__conv_forward(float *y, const float *x, const float *w, const flo
     const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s);
     const size_t P = ho * wo, HW = s->h * s->w, K = s->ci * s->k * s->k, co = s->co;
     const int direct = s->k == 1 && s->stride == 1;
+    const size_t rb = conv_block_rows(s, ho, wo);
     for (size_t i = 0; i < s->n; ++i) {
         const float *xi = x + i * s->ci * HW;
         float *yi = y + i * co * P;
@@ -253,13 +266,21 @@ void stochflow__conv_forward(float *y, const float *x, const float *w, const flo
         const float beta = b ? 1.0f : 0.0f;
         if (direct) {
             stochflow__sgemm(0, 0, co, P, K, 1.0f, w, K, xi, HW, beta, yi, P, nthreads);
-        } else {
-#define BODY(lo, hi) im2col_range(scratch, xi, s, ho, wo, lo, hi)
-            PARALLEL_RANGES(s->ci, K * P, nthreads, 1, BODY);
+            continue;
+        }
+        for (size_t r0 = 0; r0 < ho; r0 += rb) {
+            const size_t r1 = r0 + rb < ho ? r0 + rb : ho, nb = (r1 - r0) * wo;
+#define BODY(lo, hi) im2col_rows(scratch, xi, s, wo, r0, r1, lo, hi)
+            PARALLEL_RANGES(s->ci, K * nb, nthreads, 1, BODY);
 #undef BODY
-            stochflow__sgemm(0, 0, co, P, K, 1.0f, w, K, scratch, P, beta, yi, P, nthreads);
+            stochflow__sgemm(0, 0, co, nb, K, 1.0f, w, K, scratch, nb, beta, yi + r0 * wo, P,
+                             nthreads);
         }
     }
+}
+
+static void zero_range(float *x, size_t lo, size_t hi) {
+    memset(x + lo, 0, (hi - lo) * sizeof *x);
 }
 
 /* db[o] += sum_i sum_p dy[i, o, p] for channels [o0, o1) (images in order). */
@@ -294,6 +315,7 @@ void stochflow__conv_backward(float *dx, int dx_accumulate, float *dw, float *db
         PARALLEL_RANGES(co, s->n * co * P, nthreads, 1, BODY);
 #undef BODY
     }
+    const size_t rb = conv_block_rows(s, ho, wo);
     for (size_t i = 0; i < s->n; ++i) {
         const float *xi = x + i * s->ci * HW;
         const float *dyi = dy + i * co * P;
@@ -305,17 +327,29 @@ void stochflow__conv_backward(float *dx, int dx_accumulate, float *dw, float *db
                                  dxi, HW, nthreads);
             continue;
         }
-        if (dw) {
-#define BODY(lo, hi) im2col_range(scratch, xi, s, ho, wo, lo, hi)
-            PARALLEL_RANGES(s->ci, K * P, nthreads, 1, BODY);
+        if (dxi && !dx_accumulate) {
+#define BODY(lo, hi) zero_range(dxi, lo, hi)
+            PARALLEL_RANGES(s->ci * HW, s->ci * HW, nthreads, 16, BODY);
 #undef BODY
-            stochflow__sgemm(0, 1, co, K, P, 1.0f, dyi, P, scratch, P, 1.0f, dw, K, nthreads);
         }
-        if (dxi) {
-            stochflow__sgemm(1, 0, K, P, co, 1.0f, w, K, dyi, P, 0.0f, scratch, P, nthreads);
-#define BODY(lo, hi) col2im_range(dxi, dx_accumulate, scratch, s, ho, wo, lo, hi)
-            PARALLEL_RANGES(s->ci, K * P, nthreads, 1, BODY);
+        /* per block of output rows: dw += dY_blk col_blk^T, then dcol_blk = W^T dY_blk
+         * scattered into dx (both in block order: fixed whatever the thread count) */
+        for (size_t r0 = 0; r0 < ho; r0 += rb) {
+            const size_t r1 = r0 + rb < ho ? r0 + rb : ho, nb = (r1 - r0) * wo;
+            if (dw) {
+#define BODY(lo, hi) im2col_rows(scratch, xi, s, wo, r0, r1, lo, hi)
+                PARALLEL_RANGES(s->ci, K * nb, nthreads, 1, BODY);
 #undef BODY
+                stochflow__sgemm(0, 1, co, K, nb, 1.0f, dyi + r0 * wo, P, scratch, nb, 1.0f, dw,
+                                 K, nthreads);
+            }
+            if (dxi) {
+                stochflow__sgemm(1, 0, K, nb, co, 1.0f, w, K, dyi + r0 * wo, P, 0.0f, scratch,
+                                 nb, nthreads);
+#define BODY(lo, hi) col2im_rows(dxi, scratch, s, wo, r0, r1, lo, hi)
+                PARALLEL_RANGES(s->ci, K * nb, nthreads, 1, BODY);
+#undef BODY
+            }
         }
     }
 }
