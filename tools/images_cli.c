@@ -220,7 +220,8 @@ int cli_images_is_model(const char *path) {
     stochflow_model *m = NULL;
     if (stochflow_model_load(&m, path) < 0) return 0;
     stochflow_config *c = NULL;
-    int unet = stochflow_model_config(&c, m) == 0 && stochflow_config_arch(c) == STOCHFLOW_ARCH_UNET;
+    int unet = stochflow_model_config(&c, m) == 0 &&
+               stochflow_config_arch(c) == STOCHFLOW_ARCH_UNET;
     stochflow_config_free(c);
     if (!unet || strlen(path) >= sizeof cached_path) {
         stochflow_model_free(m);

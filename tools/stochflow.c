@@ -1057,7 +1057,8 @@ static int cmd_info(int argc, char **argv) {
     printf("dimension    %zu\n", stochflow_model_dim(m));
     if (!cli_images_info(c, NULL)) { /* issue 8: a U-Net prints its shape instead */
         printf("hidden       %s (%s)\n", hid, act);
-        if (temb == STOCHFLOW_TIME_FOURIER) printf("time input   fourier, %zu frequencies\n", nfreq);
+        if (temb == STOCHFLOW_TIME_FOURIER)
+            printf("time input   fourier, %zu frequencies\n", nfreq);
         else printf("time input   raw t\n");
     }
     printf("interpolant  %s\n", interp);
