@@ -265,6 +265,10 @@ typedef struct {
     uint8_t *out;
 } pngdir_res;
 
+/* libpng's default user limit on width and height (PNG_USER_WIDTH_MAX); larger images
+ * are rejected by png_read_info itself. */
+#define PNG_SIZE_CAP 1000000u
+
 static void on_read_error(png_structp png, png_const_charp msg) {
     pngdir_res *x = (pngdir_res *)png_get_error_ptr(png);
     snprintf(x->msg, sizeof x->msg, "%s", msg ? msg : "unknown libpng error");
@@ -324,6 +328,29 @@ static int png_decode(pngdir_res *x) {
     png_init_io(x->png, x->fp);
     png_set_sig_bytes(x->png, 8);
     png_read_info(x->png, x->info);
+    /* Decompression bombs: deflate expands at most 1032:1, so a file of S bytes cannot
+     * hold more than ~1032 S bytes of filtered rows. Reject headers that claim more
+     * before anything proportional to the claimed size is allocated. */
+    {
+        size_t w0 = png_get_image_width(x->png, x->info);
+        size_t h0 = png_get_image_height(x->png, x->info);
+        size_t bits0 = (size_t)png_get_channels(x->png, x->info) *
+                       (size_t)png_get_bit_depth(x->png, x->info);
+        struct stat st;
+        if (fstat(fileno(x->fp), &st) == 0 && S_ISREG(st.st_mode) && w0 <= PNG_SIZE_CAP &&
+            h0 <= PNG_SIZE_CAP) {
+            size_t raw = h0 * (1 + (w0 * bits0 + 7) / 8); /* < 2^20 * (1 + 2^20 * 8) */
+            size_t most = (size_t)st.st_size * 1100 + 4096; /* margin over 1032 */
+            if (raw > most) {
+                png_close(x);
+                return stochflow__error(STOCHFLOW_E_FORMAT,
+                                        "images_load: pngdir: %s claims %zu x %zu pixels "
+                                        "(%zu bytes of rows), more than its %lld bytes can "
+                                        "hold",
+                                        file, w0, h0, raw, (long long)st.st_size);
+            }
+        }
+    }
     /* palette -> RGB, gray < 8 bits -> 8 bits, tRNS -> alpha; then 16 -> 8 bits and
      * alpha dropped: the rows are 8-bit gray or RGB. */
     png_set_expand(x->png);

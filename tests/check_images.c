@@ -280,6 +280,25 @@ static size_t address_space(void) {
 #endif
 #endif
 
+/* Limit the address space to its current size + 512 MiB (not under sanitizers, whose
+ * shadow memory needs the room). Returns 1 when a limit was set; undo with as_restore. */
+static struct rlimit as_old;
+static int as_limit(void) {
+#ifndef UNDER_SANITIZER
+    size_t as = address_space();
+    if (as > 0 && getrlimit(RLIMIT_AS, &as_old) == 0) {
+        struct rlimit lim = as_old;
+        lim.rlim_cur = (rlim_t)(as + ((size_t)512 << 20));
+        if (as_old.rlim_max == RLIM_INFINITY || lim.rlim_cur <= as_old.rlim_max)
+            return setrlimit(RLIMIT_AS, &lim) == 0;
+    }
+#endif
+    return 0;
+}
+static void as_restore(int limited) {
+    if (limited) setrlimit(RLIMIT_AS, &as_old);
+}
+
 START_TEST(test_idx_hostile) {
     LOCALS;
     uint8_t h[16], data[64];
@@ -303,24 +322,14 @@ START_TEST(test_idx_hostile) {
                                                              data, 64));
         srcs[gz] = keep[gz];
     }
-    struct rlimit old;
-    int limited = 0;
-#ifndef UNDER_SANITIZER
-    size_t as = address_space();
-    if (as > 0 && getrlimit(RLIMIT_AS, &old) == 0) {
-        struct rlimit lim = old;
-        lim.rlim_cur = (rlim_t)(as + ((size_t)512 << 20));
-        if (old.rlim_max == RLIM_INFINITY || lim.rlim_cur <= old.rlim_max)
-            limited = setrlimit(RLIMIT_AS, &lim) == 0;
-    }
-#endif
+    int limited = as_limit();
     double t0 = now_s();
     int rc_raw = LOAD(srcs[0], 0);
     int rc_gz = LOAD(srcs[1], 0);
     /* max_count caps the count: 2 images are wanted but 64 bytes hold only 0 */
     int rc_cap = LOAD(srcs[1], 2);
     double dt = now_s() - t0;
-    if (limited) setrlimit(RLIMIT_AS, &old);
+    as_restore(limited);
     ck_assert_int_eq(rc_raw, STOCHFLOW_E_FORMAT);
     ck_assert_int_eq(rc_gz, STOCHFLOW_E_FORMAT);
     ck_assert_int_eq(rc_cap, STOCHFLOW_E_FORMAT);
@@ -561,6 +570,44 @@ START_TEST(test_png_errors) {
     expect_msg("no .png");
     ck_assert_status(LOAD(pngsrc("missing"), 0), STOCHFLOW_E_IO);
     expect_msg("missing");
+}
+END_TEST
+
+START_TEST(test_png_hostile) {
+    LOCALS;
+    /* a valid 8x8 gray PNG whose IHDR is patched to claim 30000 x 30000 (900 MB of
+     * pixels) with a correct CRC: rejected from the file size, before any allocation
+     * of that size (under an address-space limit that would turn one into NOMEM) */
+    uint8_t g[64] = {0};
+    write_png("bomb", "a.png", 8, 8, PNG_COLOR_TYPE_GRAY, 8, g, NULL, 0, NULL, 0, 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/bomb/a.png", dir);
+    FILE *f = fopen(p, "rb");
+    uint8_t buf[4096];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    ck_assert_uint_gt(len, 33);
+    ck_assert(memcmp(buf + 12, "IHDR", 4) == 0);
+    const uint32_t big = 30000;
+    for (int k = 0; k < 2; ++k) {
+        buf[16 + 4 * k] = (uint8_t)(big >> 24);
+        buf[17 + 4 * k] = (uint8_t)(big >> 16);
+        buf[18 + 4 * k] = (uint8_t)(big >> 8);
+        buf[19 + 4 * k] = (uint8_t)big;
+    }
+    uint32_t crc = (uint32_t)crc32(0L, buf + 12, 17);
+    buf[29] = (uint8_t)(crc >> 24);
+    buf[30] = (uint8_t)(crc >> 16);
+    buf[31] = (uint8_t)(crc >> 8);
+    buf[32] = (uint8_t)crc;
+    f = fopen(p, "wb");
+    fwrite(buf, 1, len, f);
+    fclose(f);
+    int limited = as_limit();
+    int rc = LOAD(pngsrc("bomb"), 0);
+    as_restore(limited);
+    ck_assert_int_eq(rc, STOCHFLOW_E_FORMAT);
+    expect_msg("claims 30000 x 30000");
 }
 END_TEST
 
@@ -812,6 +859,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, test_png_gray);
     tcase_add_test(tc, test_png_color);
     tcase_add_test(tc, test_png_errors);
+    tcase_add_test(tc, test_png_hostile);
     tcase_add_test(tc, test_load_args);
     suite_add_tcase(s, tc);
     tc = tcase_create("core");
