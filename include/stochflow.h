@@ -684,10 +684,15 @@ STOCHFLOW_API int stochflow_config_unet(size_t *channels, size_t *height, size_t
  * (every *.png file of the directory in byte order of names; all of one size; gray
  * gives 1 channel, RGB 3; palette and 16-bit are converted to 8 bits, alpha dropped;
  * gray and RGB files may not be mixed). At most max_count images are read (0 = all).
+ * A raw IDX file must have exactly the size its header implies; a gzip one is read only
+ * as far as max_count needs (to its end, CRC included, when all are read). Nothing
+ * proportional to a header's claimed size is allocated before the data is seen
+ * (doc/images.md). On failure *pixels is NULL and the four sizes are 0.
  * @param[out] pixels  [count x channels x height x width] planar (NCHW) bytes; free
  *                     with stochflow_images_free
  * @return 0, STOCHFLOW_E_IO (cannot open or read), STOCHFLOW_E_FORMAT (malformed file,
- *         message names the file and the problem), STOCHFLOW_E_INVALID, STOCHFLOW_E_NOMEM.
+ *         message names the file and the problem; also a directory without .png files),
+ *         STOCHFLOW_E_INVALID (NULL argument, unknown source prefix), STOCHFLOW_E_NOMEM.
  * @since 0.2
  */
 STOCHFLOW_API int stochflow_images_load(uint8_t **pixels, size_t *count, size_t *channels,
@@ -696,8 +701,10 @@ STOCHFLOW_API int stochflow_images_load(uint8_t **pixels, size_t *count, size_t 
 /** Free what stochflow_images_load returned; NULL is a no-op. @since 0.2 */
 STOCHFLOW_API void stochflow_images_free(uint8_t *pixels);
 /**
- * Uniform dequantization into [-1, 1]: out[i] = 2 (p[i] + u_i) / 256 - 1 with
- * u_i ~ U[0, 1) depending only on (seed, stream, i). @since 0.2
+ * Uniform dequantization into [-1, 1): out[i] = 2 (p[i] + u_i) / 256 - 1 with
+ * u_i ~ U[0, 1) depending only on (seed, stream, i), never on n (Philox keying in
+ * doc/images.md); stochflow_images_quantize(out[i]) == p[i] always.
+ * @return 0, STOCHFLOW_E_INVALID (NULL with n > 0, stream >= 2^32). @since 0.2
  */
 STOCHFLOW_API int stochflow_images_dequantize(float *out, const uint8_t *pixels, size_t n,
                                               uint64_t seed, uint64_t stream);
@@ -715,8 +722,11 @@ STOCHFLOW_API double stochflow_bits_per_dim(double logp, size_t dim);
 /**
  * Write n images [n x channels x height x width] (floats in [-1, 1], quantized as by
  * stochflow_images_quantize) as one PNG grid, ncols images per row (0 = ceil(sqrt n)),
- * separated by 2-pixel borders; channels 1 or 3. Atomic like stochflow_png_write.
- * @since 0.2
+ * separated by 2-pixel borders; channels 1 or 3. The PNG is ncols (width + 2) + 2 by
+ * ceil(n / ncols) (height + 2) + 2 pixels (at most 10^6 each way); image k's top-left
+ * pixel is at (2 + (k % ncols)(width + 2), 2 + (k / ncols)(height + 2)); borders and
+ * empty cells are 128. Atomic like stochflow_png_write.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NOMEM, STOCHFLOW_E_IO. @since 0.2
  */
 STOCHFLOW_API int stochflow_images_write_grid(const char *path, const float *images, size_t n,
                                               size_t channels, size_t height, size_t width,
