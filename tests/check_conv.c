@@ -36,8 +36,11 @@ static const size_t conv_shapes[][7] = {
     {3, 6, 5, 6, 4, 1, 1},   {2, 3, 7, 7, 8, 1, 2},  {2, 16, 8, 8, 24, 3, 1},
     {2, 2, 6, 5, 3, 3, 2},   {1, 1, 1, 1, 1, 3, 1},  {2, 20, 9, 7, 17, 3, 2},
     {2, 33, 6, 6, 40, 1, 1},
-    /* large enough for several im2col row blocks (512 KiB of columns each) */
-    {1, 64, 28, 28, 8, 3, 1}, {1, 128, 27, 27, 8, 3, 2}, {1, 130, 26, 25, 3, 3, 1},
+    /* 3x3 stride 1 with W >= 12 and ci >= 8 takes the shifted-GEMM path */
+    {1, 64, 28, 28, 8, 3, 1}, {1, 130, 26, 25, 3, 3, 1}, {2, 8, 13, 12, 7, 3, 1},
+    {2, 3, 13, 12, 5, 3, 1}, /* few input channels: im2col */
+    /* im2col in several row blocks (512 KiB of columns each) */
+    {1, 128, 27, 27, 8, 3, 2}, {1, 600, 10, 10, 3, 3, 1}, {1, 300, 11, 9, 2, 3, 1},
 };
 
 static stochflow__conv_shape mk_shape(const size_t *v) {
@@ -179,8 +182,8 @@ static double conv_fn(const void *p) {
 
 START_TEST(conv_gradient_fd) {
     const size_t shapes[][7] = {{2, 2, 5, 4, 3, 3, 2}, {1, 2, 4, 5, 3, 3, 1}, {2, 3, 3, 3, 2, 1, 1},
-                                {1, 2, 5, 5, 2, 1, 2}};
-    for (size_t t = 0; t < 4; ++t) {
+                                {1, 2, 5, 5, 2, 1, 2}, {1, 8, 3, 12, 2, 3, 1}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; ++t) {
         stochflow__conv_shape s = mk_shape(shapes[t]);
         size_t ho = stochflow__conv_out_h(&s), wo = stochflow__conv_out_w(&s);
         size_t nx = s.n * s.ci * s.h * s.w, ny = s.n * s.co * ho * wo, nw = s.co * s.ci * s.k * s.k;
@@ -455,10 +458,11 @@ static void same_bits(const float *a, const float *b, size_t n, const char *what
 }
 
 START_TEST(threads_bitwise) {
-    /* convolution: 3x3 s1, 3x3 s2, 1x1 s1, 1x1 s2 at sizes where the loops split */
+    /* convolution: 3x3 s1 (shifted GEMMs and im2col), 3x3 s2, 1x1 s1, 1x1 s2, at sizes
+     * where the loops split */
     const size_t cs[][7] = {{3, 16, 28, 28, 16, 3, 1}, {3, 16, 28, 28, 24, 3, 2},
                             {3, 32, 14, 14, 16, 1, 1}, {2, 16, 14, 14, 8, 1, 2},
-                            {2, 64, 28, 28, 16, 3, 1}};
+                            {2, 64, 28, 28, 16, 3, 1}, {4, 4, 28, 28, 16, 3, 1}};
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; ++t) {
         stochflow__conv_shape s = mk_shape(cs[t]);
         size_t ny = s.n * s.co * stochflow__conv_out_h(&s) * stochflow__conv_out_w(&s);
