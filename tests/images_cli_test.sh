@@ -154,6 +154,19 @@ else
     ok "progress bar # SKIP script(1) not installed"
 fi
 
+# ---- Ctrl-C: a resumable checkpoint and exit 130 --------------------------------------------
+"$SF" train --data "$D" --out "$T/int.sfm" --steps 1000000000 "${TINY[@]}" >"$T/out" 2>"$T/err" </dev/null &
+pid=$!
+sleep 1.5
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 130 ] && grep -q 'interrupted after' "$T/err" && "$SF" info --model "$T/int.sfm" >/dev/null 2>&1; then
+    ok "SIGINT during image training: checkpoint saved, exit 130"
+else
+    not_ok "SIGINT during image training: checkpoint saved, exit 130" "exit $rc" "$(head -c 300 "$T/err")"
+fi
+
 # ---- bad input ------------------------------------------------------------------------------
 "$SF" train --data checkerboard --out "$T/mlp.sfm" --steps 1 --hidden 4 --batch 8 --threads 1 >/dev/null 2>&1
 fails "nonexistent pngdir" "cannot open image data.*nope" "$SF" train --data "pngdir:$T/nope" --out "$T/x.sfm"

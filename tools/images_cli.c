@@ -214,6 +214,11 @@ static void attn_levels(char *buf, size_t cap, uint32_t mask, size_t levels) {
 static stochflow_model *cached;
 static char cached_path[4096];
 
+static void free_cached(void) {
+    stochflow_model_free(cached);
+    cached = NULL;
+}
+
 int cli_images_is_model(const char *path) {
     struct stat st;
     if (path == NULL || stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
@@ -227,6 +232,7 @@ int cli_images_is_model(const char *path) {
         stochflow_model_free(m);
         return 0;
     }
+    if (cached == NULL) atexit(free_cached); /* a command that stops early leaks nothing */
     stochflow_model_free(cached);
     cached = m;
     snprintf(cached_path, sizeof cached_path, "%s", path);
