@@ -261,6 +261,15 @@ START_TEST(test_idx_malformed) {
 }
 END_TEST
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+
+#ifndef UNDER_SANITIZER
 /* Current address-space size in bytes (Linux /proc/self/statm), 0 if unknown. */
 static size_t address_space(void) {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -271,13 +280,6 @@ static size_t address_space(void) {
     }
     return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
 #endif
 
 /* Limit the address space to its current size + 512 MiB (not under sanitizers, whose
