@@ -11,7 +11,8 @@
  * Nothing proportional to the claimed size is allocated before the data is shown to
  * exist: a raw file is first checked against its size on disk; a gzip file is read
  * into a buffer that doubles only while data keeps coming (so memory stays within
- * twice the bytes actually decompressed), and an early end of data is FORMAT.
+ * twice the bytes actually decompressed), and an early end of data is FORMAT. A PNG
+ * header is checked against what its file size can inflate to (deflate <= 1032:1).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -172,7 +173,7 @@ static int idx_load(idx_res *r, size_t *count, size_t *channels, size_t *height,
                     "images_load: idx:%s: %zu channels; only 1 (gray) or 3 (RGB) are supported",
                     path, dims[3]);
     size_t n = dims[0], h = dims[1], w = dims[2], c = dims[3];
-    size_t hw, per, all, need;
+    size_t hw, per, all;
     RETURN_ERROR_IF(stochflow__mul_size(&hw, h, w) || stochflow__mul_size(&per, hw, c) ||
                         stochflow__mul_size(&all, n, per),
                     STOCHFLOW_E_FORMAT,
@@ -181,24 +182,26 @@ static int idx_load(idx_res *r, size_t *count, size_t *channels, size_t *height,
     size_t header_bytes = 4 + 4 * ndims;
     if (raw && S_ISREG(st.st_mode)) {
         /* The whole file is on disk: its size must match the header exactly. */
-        unsigned long long have = (unsigned long long)st.st_size;
+        unsigned long long on_disk = (unsigned long long)st.st_size;
         RETURN_ERROR_IF(all > SIZE_MAX - header_bytes ||
-                            have < (unsigned long long)(header_bytes + all),
+                            on_disk < (unsigned long long)(header_bytes + all),
                         STOCHFLOW_E_FORMAT,
                         "images_load: idx:%s: truncated: the header says %zu images of "
                         "%zu x %zu x %zu = %zu bytes of data, the file holds %llu",
-                        path, n, h, w, c, all, have > header_bytes ? have - header_bytes : 0);
-        RETURN_ERROR_IF(have > (unsigned long long)(header_bytes + all), STOCHFLOW_E_FORMAT,
+                        path, n, h, w, c, all,
+                        on_disk > header_bytes ? on_disk - header_bytes : 0);
+        RETURN_ERROR_IF(on_disk > (unsigned long long)(header_bytes + all), STOCHFLOW_E_FORMAT,
                         "images_load: idx:%s: %llu bytes after the %zu bytes of data the "
                         "header announces",
-                        path, have - header_bytes - all, all);
+                        path, on_disk - header_bytes - all, all);
     }
     size_t cnt = (max_count != 0 && max_count < n) ? max_count : n;
-    need = cnt * per; /* <= all: no overflow */
+    size_t need = cnt * per; /* <= all: no overflow */
 
     /* Read the data: all at once for a raw file whose size was checked; otherwise into a
      * buffer that doubles only while data keeps arriving. */
-    size_t cap = raw && S_ISREG(st.st_mode) ? need : (need < ((size_t)4 << 20) ? need : (size_t)4 << 20);
+    const size_t first_chunk = (size_t)4 << 20;
+    size_t cap = raw && S_ISREG(st.st_mode) ? need : (need < first_chunk ? need : first_chunk);
     r->data = stochflow__malloc(cap);
     RETURN_ERROR_IF(r->data == NULL, STOCHFLOW_E_NOMEM,
                     "images_load: idx:%s: out of memory (%zu bytes)", path, cap);
