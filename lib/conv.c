@@ -13,9 +13,11 @@
  *  - k = 1, stride 1: a plain W[co x ci] . X[ci x HW] product per image, no scratch;
  *  - 3x3, stride 1, W >= 12, ci >= 8: nine shifted GEMMs on a zero-padded copy of the
  *    image (no im2col; 10-25% faster at 28x28, see shift_forward);
- *  - otherwise im2col of blocks of output rows (<= 128 Ki floats of columns) and one
- *    GEMM per block; backward reuses the buffer: im2col(x) for dw, then the column
- *    gradient W^T dY, scattered back by col2im.
+ *  - otherwise im2col and GEMM: small outputs (Ho Wo < 256) put several images side by
+ *    side in one GEMM of >= 256 columns (batched_forward); larger ones go image by
+ *    image in blocks of output rows (<= 128 Ki floats of columns). Backward reuses the
+ *    buffer: im2col(x) for dw, then the column gradient W^T dY, scattered back by
+ *    col2im.
  *
  * Attention: images are split among threads, each running single-threaded GEMMs on its
  * own image (with fewer images than threads, images run one at a time with BLIS
@@ -271,10 +273,35 @@ static void shift_backward(float *dx, int dx_accumulate, float *dw, const float 
                     dw[(o * ci + j) * 9 + uv] += sb.dwr[(uv * co + o) * ci + j];
 }
 
+/* ---- small outputs: several images per GEMM ------------------------------------------
+ * With P = Ho Wo < 256 the im2col columns of G images go side by side into one
+ * [K x G P] matrix, so the GEMM has at least 256 columns (49 alone run at ~60% of BLIS's
+ * speed, and split badly across threads). The product [co x G P] is staged in scratch
+ * and copied out (forward), or dY is gathered into that layout (backward).
+ * Scratch: K G P + co G P floats. G depends on the shape only. */
+#ifndef CONV_BATCH_COLS
+#define CONV_BATCH_COLS 256
+#endif
+#define CONV_BATCH_FLOATS ((size_t)1 << 18)
+
+static size_t conv_batch(const stochflow__conv_shape *s, size_t P) {
+    const size_t K = s->ci * s->k * s->k;
+    if (P >= CONV_BATCH_COLS || s->n < 2 || K == 0 || P == 0) return 1;
+    size_t g = (CONV_BATCH_COLS + P - 1) / P, lim = CONV_BATCH_FLOATS / (K * P);
+    if (g > lim) g = lim;
+    if (g > s->n) g = s->n;
+    return g < 1 ? 1 : g;
+}
+
 size_t stochflow__conv_scratch(const stochflow__conv_shape *s) {
     if (s->k == 1 && s->stride == 1) return 0;
     if (use_shift(s)) return shift_layout(s, NULL, NULL);
     const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s);
+    const size_t G = conv_batch(s, ho * wo);
+    if (G > 1) {
+        size_t a = mul4(s->ci * s->k * s->k, G, ho, wo), b = mul4(s->co, G, ho, wo);
+        return a == SIZE_MAX || b == SIZE_MAX || a > SIZE_MAX - b ? SIZE_MAX : a + b;
+    }
     return mul4(s->ci, s->k * s->k, conv_block_rows(s, ho, wo), wo);
 }
 
@@ -326,8 +353,8 @@ static s1_map s1_map_of(size_t u, size_t v, size_t pad, size_t h, size_t w, size
 }
 
 SIMD_CLONES
-static void im2col_s1(float *col, const float *x, const stochflow__conv_shape *s, size_t r0,
-                      size_t r1, size_t j0, size_t j1) {
+static void im2col_s1(float *col, size_t ld, const float *x, const stochflow__conv_shape *s,
+                      size_t r0, size_t r1, size_t j0, size_t j1) {
     const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, HW = h * w;
     const size_t B0 = r0 * w, nb = (r1 - r0) * w;
     for (size_t u = 0; u < k; ++u)
@@ -335,7 +362,7 @@ static void im2col_s1(float *col, const float *x, const stochflow__conv_shape *s
             const s1_map m = s1_map_of(u, v, pad, h, w, r0, r1);
             const size_t z0 = m.c0 - B0, z1 = m.c1 - B0; /* copy range within the block */
             for (size_t j = j0; j < j1; ++j) {
-                float *row = col + ((j * k + u) * k + v) * nb;
+                float *row = col + ((j * k + u) * k + v) * ld;
                 /* source index j HW + e + d >= 0 for e >= c0 */
                 const float *src = x + j * HW + (size_t)((ptrdiff_t)m.c0 + m.d);
                 for (size_t e = 0; e < z0; ++e) row[e] = 0.0f;
@@ -353,15 +380,15 @@ static void im2col_s1(float *col, const float *x, const stochflow__conv_shape *s
 
 /* Adjoint of im2col_s1 (dx += scatter); zeroes the wrapped columns of dcol in place. */
 SIMD_CLONES
-static void col2im_s1(float *dx, float *dcol, const stochflow__conv_shape *s, size_t r0,
-                      size_t r1, size_t j0, size_t j1) {
+static void col2im_s1(float *dx, float *dcol, size_t ld, const stochflow__conv_shape *s,
+                      size_t r0, size_t r1, size_t j0, size_t j1) {
     const size_t k = s->k, pad = pad_of(s), h = s->h, w = s->w, HW = h * w;
-    const size_t B0 = r0 * w, nb = (r1 - r0) * w;
+    const size_t B0 = r0 * w;
     for (size_t j = j0; j < j1; ++j)
         for (size_t u = 0; u < k; ++u)
             for (size_t v = 0; v < k; ++v) {
                 const s1_map m = s1_map_of(u, v, pad, h, w, r0, r1);
-                float *row = dcol + ((j * k + u) * k + v) * nb;
+                float *row = dcol + ((j * k + u) * k + v) * ld;
                 if (m.ox0 > 0 || m.ox1 < w)
                     for (size_t oy = m.y0; oy < m.y1; ++oy) {
                         float *rr = row + (oy - r0) * w;
@@ -375,20 +402,19 @@ static void col2im_s1(float *dx, float *dcol, const stochflow__conv_shape *s, si
 }
 
 /* im2col of output rows [r0, r1) of one image x [ci x h x w], channels [j0, j1):
- * col [K x nb], row (j k + u) k + v, column (oy - r0) Wo + ox, nb = (r1 - r0) Wo. */
+ * col [K x ld], row (j k + u) k + v, column (oy - r0) Wo + ox (ld >= (r1 - r0) Wo). */
 SIMD_CLONES
-static void im2col_rows(float *col, const float *x, const stochflow__conv_shape *s, size_t wo,
-                        size_t r0, size_t r1, size_t j0, size_t j1) {
+static void im2col_rows(float *col, size_t ld, const float *x, const stochflow__conv_shape *s,
+                        size_t wo, size_t r0, size_t r1, size_t j0, size_t j1) {
     if (s->stride == 1) {
-        im2col_s1(col, x, s, r0, r1, j0, j1);
+        im2col_s1(col, ld, x, s, r0, r1, j0, j1);
         return;
     }
     const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w;
-    const size_t nb = (r1 - r0) * wo;
     for (size_t j = j0; j < j1; ++j)
         for (size_t u = 0; u < k; ++u)
             for (size_t v = 0; v < k; ++v) {
-                float *row = col + ((j * k + u) * k + v) * nb;
+                float *row = col + ((j * k + u) * k + v) * ld;
                 size_t lo, hi;
                 valid_range(&lo, &hi, v, pad, st, w, wo);
                 for (size_t oy = r0; oy < r1; ++oy) {
@@ -409,19 +435,18 @@ static void im2col_rows(float *col, const float *x, const stochflow__conv_shape 
 /* col2im (adjoint of im2col_rows) for output rows [r0, r1), channels [j0, j1):
  * dx += scatter of dcol (dcol is scratch: the stride-1 path zeroes wrapped columns). */
 SIMD_CLONES
-static void col2im_rows(float *dx, float *dcol, const stochflow__conv_shape *s, size_t wo,
-                        size_t r0, size_t r1, size_t j0, size_t j1) {
+static void col2im_rows(float *dx, float *dcol, size_t ld, const stochflow__conv_shape *s,
+                        size_t wo, size_t r0, size_t r1, size_t j0, size_t j1) {
     if (s->stride == 1) {
-        col2im_s1(dx, dcol, s, r0, r1, j0, j1);
+        col2im_s1(dx, dcol, ld, s, r0, r1, j0, j1);
         return;
     }
     const size_t k = s->k, st = s->stride, pad = pad_of(s), h = s->h, w = s->w;
-    const size_t nb = (r1 - r0) * wo;
     for (size_t j = j0; j < j1; ++j) {
         float *dxj = dx + j * h * w;
         for (size_t u = 0; u < k; ++u)
             for (size_t v = 0; v < k; ++v) {
-                const float *row = dcol + ((j * k + u) * k + v) * nb;
+                const float *row = dcol + ((j * k + u) * k + v) * ld;
                 size_t lo, hi;
                 valid_range(&lo, &hi, v, pad, st, w, wo);
                 for (size_t oy = r0; oy < r1; ++oy) {
@@ -441,6 +466,108 @@ static void fill_bias_range(float *y, const float *b, size_t P, size_t o0, size_
         for (size_t p = 0; p < P; ++p) y[o * P + p] = b[o];
 }
 
+/* im2col of images [0, gn) of a batch (x: the batch's first image), (image, channel)
+ * pairs [q0, q1): image g's columns at col + g P, leading dimension gn P. */
+static void im2col_batch(float *col, const float *x, const stochflow__conv_shape *s, size_t wo,
+                         size_t ho, size_t gn, size_t q0, size_t q1) {
+    const size_t ci = s->ci, P = ho * wo, HW = s->h * s->w;
+    for (size_t g = q0 / ci; g < gn && g * ci < q1; ++g) {
+        size_t j0 = g * ci > q0 ? 0 : q0 - g * ci, j1 = q1 - g * ci < ci ? q1 - g * ci : ci;
+        im2col_rows(col + g * P, gn * P, x + g * ci * HW, s, wo, 0, ho, j0, j1);
+    }
+}
+
+/* col2im counterpart of im2col_batch: dx of the batch's images (+)= scatter. */
+static void col2im_batch(float *dx, float *col, const stochflow__conv_shape *s, size_t wo,
+                         size_t ho, size_t gn, size_t q0, size_t q1) {
+    const size_t ci = s->ci, P = ho * wo, HW = s->h * s->w;
+    for (size_t g = q0 / ci; g < gn && g * ci < q1; ++g) {
+        size_t j0 = g * ci > q0 ? 0 : q0 - g * ci, j1 = q1 - g * ci < ci ? q1 - g * ci : ci;
+        col2im_rows(dx + g * ci * HW, col + g * P, gn * P, s, wo, 0, ho, j0, j1);
+    }
+}
+
+/* Rows [o0, o1): y_g[o, :] = ys[o, g P : (g+1) P] (+ b[o]) for the batch's gn images. */
+static void batch_out_range(float *y, const float *ys, const float *b, size_t co, size_t P,
+                            size_t gn, size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o)
+        for (size_t g = 0; g < gn; ++g) {
+            const float *src = ys + o * gn * P + g * P;
+            float *dst = y + (g * co + o) * P;
+            const float bo = b ? b[o] : 0.0f;
+            if (b)
+                for (size_t p = 0; p < P; ++p) dst[p] = src[p] + bo;
+            else
+                memcpy(dst, src, P * sizeof *dst);
+        }
+}
+
+/* Rows [o0, o1): ys[o, g P : (g+1) P] = dy_g[o, :]. */
+static void batch_in_range(float *ys, const float *dy, size_t co, size_t P, size_t gn,
+                           size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o)
+        for (size_t g = 0; g < gn; ++g)
+            memcpy(ys + o * gn * P + g * P, dy + (g * co + o) * P, P * sizeof *ys);
+}
+
+static void batched_forward(float *y, const float *x, const float *w, const float *b,
+                            const stochflow__conv_shape *s, size_t G, float *scratch,
+                            int nthreads) {
+    const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s), P = ho * wo;
+    const size_t K = s->ci * s->k * s->k, co = s->co, HW = s->h * s->w;
+    float *col = scratch, *ys = scratch + K * G * P;
+    for (size_t i0 = 0; i0 < s->n; i0 += G) {
+        const size_t gn = s->n - i0 < G ? s->n - i0 : G, ld = gn * P;
+        const float *xb = x + i0 * s->ci * HW;
+#define BODY(lo, hi) im2col_batch(col, xb, s, wo, ho, gn, lo, hi)
+        PARALLEL_RANGES(gn * s->ci, K * ld, nthreads, 1, BODY);
+#undef BODY
+        stochflow__sgemm(0, 0, co, ld, K, 1.0f, w, K, col, ld, 0.0f, ys, ld, nthreads);
+        float *yb = y + i0 * co * P;
+#define BODY(lo, hi) batch_out_range(yb, ys, b, co, P, gn, lo, hi)
+        PARALLEL_RANGES(co, co * ld, nthreads, 1, BODY);
+#undef BODY
+    }
+}
+
+static void zero_range(float *x, size_t lo, size_t hi) {
+    memset(x + lo, 0, (hi - lo) * sizeof *x);
+}
+
+static void batched_backward(float *dx, int dx_accumulate, float *dw, const float *dy,
+                             const float *x, const float *w, const stochflow__conv_shape *s,
+                             size_t G, float *scratch, int nthreads) {
+    const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s), P = ho * wo;
+    const size_t K = s->ci * s->k * s->k, co = s->co, HW = s->h * s->w;
+    float *col = scratch, *ys = scratch + K * G * P;
+    if (dx && !dx_accumulate) {
+#define BODY(lo, hi) zero_range(dx, lo, hi)
+        PARALLEL_RANGES(s->n * s->ci * HW, s->n * s->ci * HW, nthreads, 16, BODY);
+#undef BODY
+    }
+    for (size_t i0 = 0; i0 < s->n; i0 += G) {
+        const size_t gn = s->n - i0 < G ? s->n - i0 : G, ld = gn * P;
+        const float *dyb = dy + i0 * co * P;
+#define BODY(lo, hi) batch_in_range(ys, dyb, co, P, gn, lo, hi)
+        PARALLEL_RANGES(co, co * ld, nthreads, 1, BODY);
+#undef BODY
+        if (dw) {
+            const float *xb = x + i0 * s->ci * HW;
+#define BODY(lo, hi) im2col_batch(col, xb, s, wo, ho, gn, lo, hi)
+            PARALLEL_RANGES(gn * s->ci, K * ld, nthreads, 1, BODY);
+#undef BODY
+            stochflow__sgemm(0, 1, co, K, ld, 1.0f, ys, ld, col, ld, 1.0f, dw, K, nthreads);
+        }
+        if (dx) {
+            stochflow__sgemm(1, 0, K, ld, co, 1.0f, w, K, ys, ld, 0.0f, col, ld, nthreads);
+            float *dxb = dx + i0 * s->ci * HW;
+#define BODY(lo, hi) col2im_batch(dxb, col, s, wo, ho, gn, lo, hi)
+            PARALLEL_RANGES(gn * s->ci, K * ld, nthreads, 1, BODY);
+#undef BODY
+        }
+    }
+}
+
 void stochflow__conv_forward(float *y, const float *x, const float *w, const float *b,
                              const stochflow__conv_shape *s, float *scratch, int nthreads) {
     const size_t ho = stochflow__conv_out_h(s), wo = stochflow__conv_out_w(s);
@@ -449,6 +576,13 @@ void stochflow__conv_forward(float *y, const float *x, const float *w, const flo
     if (use_shift(s)) {
         shift_forward(y, x, w, b, s, scratch, nthreads);
         return;
+    }
+    if (!direct) {
+        const size_t G = conv_batch(s, P);
+        if (G > 1) {
+            batched_forward(y, x, w, b, s, G, scratch, nthreads);
+            return;
+        }
     }
     const size_t rb = conv_block_rows(s, ho, wo);
     for (size_t i = 0; i < s->n; ++i) {
@@ -466,17 +600,13 @@ void stochflow__conv_forward(float *y, const float *x, const float *w, const flo
         }
         for (size_t r0 = 0; r0 < ho; r0 += rb) {
             const size_t r1 = r0 + rb < ho ? r0 + rb : ho, nb = (r1 - r0) * wo;
-#define BODY(lo, hi) im2col_rows(scratch, xi, s, wo, r0, r1, lo, hi)
+#define BODY(lo, hi) im2col_rows(scratch, nb, xi, s, wo, r0, r1, lo, hi)
             PARALLEL_RANGES(s->ci, K * nb, nthreads, 1, BODY);
 #undef BODY
             stochflow__sgemm(0, 0, co, nb, K, 1.0f, w, K, scratch, nb, beta, yi + r0 * wo, P,
                              nthreads);
         }
     }
-}
-
-static void zero_range(float *x, size_t lo, size_t hi) {
-    memset(x + lo, 0, (hi - lo) * sizeof *x);
 }
 
 /* db[o] += sum_i sum_p dy[i, o, p] for channels [o0, o1) (images in order). */
@@ -515,6 +645,13 @@ void stochflow__conv_backward(float *dx, int dx_accumulate, float *dw, float *db
         if (dx || dw) shift_backward(dx, dx_accumulate, dw, dy, x, w, s, scratch, nthreads);
         return;
     }
+    if (!direct) {
+        const size_t G = conv_batch(s, P);
+        if (G > 1) {
+            if (dx || dw) batched_backward(dx, dx_accumulate, dw, dy, x, w, s, G, scratch, nthreads);
+            return;
+        }
+    }
     const size_t rb = conv_block_rows(s, ho, wo);
     for (size_t i = 0; i < s->n; ++i) {
         const float *xi = x + i * s->ci * HW;
@@ -537,7 +674,7 @@ void stochflow__conv_backward(float *dx, int dx_accumulate, float *dw, float *db
         for (size_t r0 = 0; r0 < ho; r0 += rb) {
             const size_t r1 = r0 + rb < ho ? r0 + rb : ho, nb = (r1 - r0) * wo;
             if (dw) {
-#define BODY(lo, hi) im2col_rows(scratch, xi, s, wo, r0, r1, lo, hi)
+#define BODY(lo, hi) im2col_rows(scratch, nb, xi, s, wo, r0, r1, lo, hi)
                 PARALLEL_RANGES(s->ci, K * nb, nthreads, 1, BODY);
 #undef BODY
                 stochflow__sgemm(0, 1, co, K, nb, 1.0f, dyi + r0 * wo, P, scratch, nb, 1.0f, dw,
@@ -546,7 +683,7 @@ void stochflow__conv_backward(float *dx, int dx_accumulate, float *dw, float *db
             if (dxi) {
                 stochflow__sgemm(1, 0, K, nb, co, 1.0f, w, K, dyi + r0 * wo, P, 0.0f, scratch,
                                  nb, nthreads);
-#define BODY(lo, hi) col2im_rows(dxi, scratch, s, wo, r0, r1, lo, hi)
+#define BODY(lo, hi) col2im_rows(dxi, scratch, nb, s, wo, r0, r1, lo, hi)
                 PARALLEL_RANGES(s->ci, K * nb, nthreads, 1, BODY);
 #undef BODY
             }

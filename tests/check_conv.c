@@ -39,6 +39,8 @@ static const size_t conv_shapes[][7] = {
     /* 3x3 stride 1 with W >= 12 and ci >= 8 takes the shifted-GEMM path */
     {1, 64, 28, 28, 8, 3, 1}, {1, 130, 26, 25, 3, 3, 1}, {2, 8, 13, 12, 7, 3, 1},
     {2, 3, 13, 12, 5, 3, 1}, /* few input channels: im2col */
+    /* several images per GEMM (P < 256), with a partial last batch */
+    {7, 3, 7, 7, 4, 3, 1}, {20, 2, 7, 7, 3, 3, 2}, {9, 2, 5, 6, 3, 3, 2},
     /* im2col in several row blocks (512 KiB of columns each) */
     {1, 128, 27, 27, 8, 3, 2}, {1, 600, 10, 10, 3, 3, 1}, {1, 300, 11, 9, 2, 3, 1},
 };
@@ -60,8 +62,10 @@ START_TEST(conv_sizes) {
     }
     stochflow__conv_shape a = {4, 8, 10, 10, 16, 1, 1};
     ck_assert_uint_eq(stochflow__conv_scratch(&a), 0);
-    stochflow__conv_shape b = {4, 8, 10, 10, 16, 3, 2};
+    stochflow__conv_shape b = {1, 8, 10, 10, 16, 3, 2}; /* one image: im2col only */
     ck_assert_uint_eq(stochflow__conv_scratch(&b), 8 * 9 * 5 * 5);
+    stochflow__conv_shape b4 = {4, 8, 10, 10, 16, 3, 2}; /* 4 images side by side + output */
+    ck_assert_uint_eq(stochflow__conv_scratch(&b4), 4 * (8 * 9 + 16) * 5 * 5);
     stochflow__conv_shape c2 = {4, SIZE_MAX / 4, 10, 10, 16, 3, 1};
     ck_assert_uint_eq(stochflow__conv_scratch(&c2), SIZE_MAX);
 }
@@ -508,11 +512,12 @@ static void same_bits(const float *a, const float *b, size_t n, const char *what
 }
 
 START_TEST(threads_bitwise) {
-    /* convolution: 3x3 s1 (shifted GEMMs and im2col), 3x3 s2, 1x1 s1, 1x1 s2, at sizes
-     * where the loops split */
+    /* convolution: 3x3 s1 (shifted GEMMs, im2col, batched im2col), 3x3 s2, 1x1 s1,
+     * 1x1 s2, at sizes where the loops split */
     const size_t cs[][7] = {{3, 16, 28, 28, 16, 3, 1}, {3, 16, 28, 28, 24, 3, 2},
                             {3, 32, 14, 14, 16, 1, 1}, {2, 16, 14, 14, 8, 1, 2},
-                            {2, 64, 28, 28, 16, 3, 1}, {4, 4, 28, 28, 16, 3, 1}};
+                            {2, 64, 28, 28, 16, 3, 1}, {4, 4, 28, 28, 16, 3, 1},
+                            {8, 32, 7, 7, 32, 3, 1}, {9, 16, 14, 14, 32, 3, 2}};
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; ++t) {
         stochflow__conv_shape s = mk_shape(cs[t]);
         size_t ny = s.n * s.co * stochflow__conv_out_h(&s) * stochflow__conv_out_w(&s);
