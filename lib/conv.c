@@ -278,7 +278,9 @@ static void shift_backward(float *dx, int dx_accumulate, float *dw, const float 
  * [K x G P] matrix, so the GEMM has at least 256 columns (49 alone run at ~60% of BLIS's
  * speed, and split badly across threads). The product [co x G P] is staged in scratch
  * and copied out (forward), or dY is gathered into that layout (backward).
- * Scratch: K G P + co G P floats. G depends on the shape only. */
+ * Scratch: K G P + co G P floats. G depends on the shape only and never decreases with
+ * n, so stochflow__conv_scratch is non-decreasing in n (a workspace sized for n images
+ * serves every smaller batch; tested). */
 #ifndef CONV_BATCH_COLS
 #define CONV_BATCH_COLS 256
 #endif

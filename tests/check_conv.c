@@ -66,6 +66,17 @@ START_TEST(conv_sizes) {
     ck_assert_uint_eq(stochflow__conv_scratch(&b), 8 * 9 * 5 * 5);
     stochflow__conv_shape b4 = {4, 8, 10, 10, 16, 3, 2}; /* 4 images side by side + output */
     ck_assert_uint_eq(stochflow__conv_scratch(&b4), 4 * (8 * 9 + 16) * 5 * 5);
+    /* non-decreasing in n: a workspace sized for n images serves any smaller batch */
+    const size_t mono[][6] = {{64, 7, 64, 3, 1, 0},  {128, 14, 64, 3, 2, 0}, {3, 5, 4, 3, 1, 0},
+                              {32, 28, 32, 3, 1, 0}, {600, 10, 3, 3, 1, 0},  {64, 28, 64, 1, 2, 0}};
+    for (size_t m = 0; m < sizeof mono / sizeof mono[0]; ++m)
+        for (size_t n = 1; n < 80; ++n) {
+            stochflow__conv_shape p1 = {n, mono[m][0], mono[m][1], mono[m][1], mono[m][2],
+                                        mono[m][3], mono[m][4]};
+            stochflow__conv_shape p2 = p1;
+            p2.n = n + 1;
+            ck_assert_uint_le(stochflow__conv_scratch(&p1), stochflow__conv_scratch(&p2));
+        }
     stochflow__conv_shape c2 = {4, SIZE_MAX / 4, 10, 10, 16, 3, 1};
     ck_assert_uint_eq(stochflow__conv_scratch(&c2), SIZE_MAX);
 }
