@@ -915,10 +915,68 @@ static void gn_bwd_param_range(float *dgamma, float *dbeta, const float *dy, con
     }
 }
 
+/* dx, dgamma, dbeta in one sweep for groups [g0, g1), images in order: the per-channel
+ * sums that dx needs are the per-image terms of dgamma/dbeta, so x and dy are read twice
+ * instead of three times. Same operations in the same order as gn_bwd_param_range and
+ * gn_bwd_dx_range, hence the same bits. */
+#define GN_FUSED_MAX_CG 256
+SIMD_CLONES
+static void gn_bwd_fused_range(float *dx, int accumulate, float *dgamma, float *dbeta,
+                               const float *dy, const float *x, const float *mean,
+                               const float *rstd, const float *gamma, size_t n, size_t c,
+                               size_t hw, size_t groups, size_t g0, size_t g1) {
+    const size_t cg = c / groups, m = cg * hw;
+    double sg[GN_FUSED_MAX_CG], sb[GN_FUSED_MAX_CG];
+    for (size_t g = g0; g < g1; ++g) {
+        for (size_t cc = 0; cc < cg; ++cc) sg[cc] = sb[cc] = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            const size_t q = i * groups + g;
+            const float mf = mean[q], rf = rstd[q];
+            const float *xq = x + q * m, *dyq = dy + q * m;
+            double s1 = 0.0, s2 = 0.0;
+            for (size_t cc = 0; cc < cg; ++cc) {
+                double a, ab;
+                dot_sums8(&a, &ab, dyq + cc * hw, xq + cc * hw, hw, mf, rf);
+                sb[cc] += a;
+                sg[cc] += ab;
+                s1 += a * gamma[g * cg + cc];
+                s2 += ab * gamma[g * cg + cc];
+            }
+            const float m1 = (float)(s1 / (double)m), m2 = (float)(s2 / (double)m);
+            float *dxq = dx + q * m;
+            for (size_t cc = 0; cc < cg; ++cc) {
+                const float gm = gamma[g * cg + cc];
+                const float *xr = xq + cc * hw, *dyr = dyq + cc * hw;
+                float *dxr = dxq + cc * hw;
+                if (accumulate) {
+                    for (size_t p = 0; p < hw; ++p)
+                        dxr[p] += rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
+                } else {
+                    for (size_t p = 0; p < hw; ++p)
+                        dxr[p] = rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
+                }
+            }
+        }
+        for (size_t cc = 0; cc < cg; ++cc) {
+            if (dgamma) dgamma[g * cg + cc] += (float)sg[cc];
+            if (dbeta) dbeta[g * cg + cc] += (float)sb[cc];
+        }
+    }
+}
+
 void stochflow__groupnorm_backward(float *dx, int dx_accumulate, float *dgamma, float *dbeta,
                                    const float *dy, const float *x, const float *mean,
                                    const float *rstd, const float *gamma, size_t n, size_t c,
                                    size_t hw, size_t groups, int nthreads) {
+    /* enough groups to share among threads (the choice depends on the shape only) */
+    if (dx && (dgamma || dbeta) && groups >= 4 && c / groups <= GN_FUSED_MAX_CG) {
+#define BODY(lo, hi)                                                                          \
+    gn_bwd_fused_range(dx, dx_accumulate, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c, hw, \
+                       groups, lo, hi)
+        PARALLEL_RANGES(groups, n * c * hw, nthreads, 1, BODY);
+#undef BODY
+        return;
+    }
     if (dgamma || dbeta) {
 #define BODY(lo, hi) gn_bwd_param_range(dgamma, dbeta, dy, x, mean, rstd, n, c, hw, groups, lo, hi)
         PARALLEL_RANGES(c, n * c * hw, nthreads, 1, BODY);

@@ -283,6 +283,15 @@ START_TEST(groupnorm_fast_vs_naive) {
         stochflow__groupnorm_backward(dx1, 0, NULL, NULL, dy, x, m2, r2, g, n, c, hw, G, 1);
         stochflow__groupnorm_backward_naive(dx2, 0, NULL, NULL, dy, x, m2, r2, g, n, c, hw, G);
         assert_close(dx1, dx2, nx, 1e-4, "gn dx only", t);
+        /* all three outputs at once (fused sweep when groups >= 4) = one at a time */
+        float *dg5 = calloc(c, 4), *db5 = calloc(c, 4), *dx5 = fmalloc(nx);
+        float *dg6 = calloc(c, 4), *db6 = calloc(c, 4), *dx6 = fmalloc(nx);
+        stochflow__groupnorm_backward(dx5, 0, dg5, db5, dy, x, m2, r2, g, n, c, hw, G, 2);
+        stochflow__groupnorm_backward(dx6, 0, NULL, NULL, dy, x, m2, r2, g, n, c, hw, G, 2);
+        stochflow__groupnorm_backward(NULL, 0, dg6, db6, dy, x, m2, r2, g, n, c, hw, G, 2);
+        ck_assert(memcmp(dx5, dx6, nx * 4) == 0 && memcmp(dg5, dg6, c * 4) == 0 &&
+                  memcmp(db5, db6, c * 4) == 0);
+        free(dg5); free(db5); free(dx5); free(dg6); free(db6); free(dx6);
         free(dg3); free(dg4);
         free(x); free(g); free(be); free(dy); free(y1); free(y2); free(m1); free(m2);
         free(r1); free(r2); free(dx1); free(dx2); free(dg1); free(dg2); free(db1); free(db2);
