@@ -7,9 +7,9 @@
  * in a fixed order, and BLIS does not split the reduction dimension of a GEMM, so
  * results are bitwise identical for every thread count.
  *
- * Convolution: images are processed one at a time, each GEMM threaded by BLIS, so the
- * scratch size (stochflow__conv_scratch) does not depend on the thread count. Three
- * paths, chosen by the shape only:
+ * Convolution: images go one at a time (or a few side by side), each GEMM threaded by
+ * BLIS, so the scratch size (stochflow__conv_scratch) does not depend on the thread
+ * count (and never decreases with n). Three paths, chosen by the shape only:
  *  - k = 1, stride 1: a plain W[co x ci] . X[ci x HW] product per image, no scratch;
  *  - 3x3, stride 1, W >= 12, ci >= 8: nine shifted GEMMs on a zero-padded copy of the
  *    image (no im2col; 10-25% faster at 28x28, see shift_forward);
