@@ -774,36 +774,6 @@ void stochflow__conv_backward_naive(float *dx, int dx_accumulate, float *dw, flo
 
 #define GN_EPS 1e-5
 
-/* Sum of n floats in double, 8 partial sums in a fixed order. */
-SIMD_CLONES
-static double sum8(const float *a, size_t n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int l = 0; l < 8; ++l) acc[l] += (double)a[k + l];
-    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; k < n; ++k) s += a[k];
-    return s;
-}
-
-/* Sum of (a - m)^2 in double, 8 partial sums. */
-SIMD_CLONES
-static double sqdev8(const float *a, size_t n, double m) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int l = 0; l < 8; ++l) {
-            double d = (double)a[k + l] - m;
-            acc[l] += d * d;
-        }
-    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; k < n; ++k) {
-        double d = (double)a[k] - m;
-        s += d * d;
-    }
-    return s;
-}
-
 /* Sums of a and of a (b - m) r in double (8 partial sums each). */
 SIMD_CLONES
 static void dot_sums8(double *sa, double *sab, const float *a, const float *b, size_t n,
@@ -826,6 +796,32 @@ static void dot_sums8(double *sa, double *sab, const float *a, const float *b, s
     *sab = s2;
 }
 
+/* Mean and biased variance of n > 0 floats in one pass: sums of d = x - x[0] and d^2 in
+ * double (8 partial sums each); the shift by x[0] keeps E[d^2] - E[d]^2 accurate when
+ * the mean is large against the spread. */
+SIMD_CLONES
+static void moments8(double *mean, double *var, const float *a, size_t n) {
+    const double k0 = a[0];
+    double s1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; ++l) {
+            double d = (double)a[k + l] - k0;
+            s1[l] += d;
+            s2[l] += d * d;
+        }
+    double t1 = ((s1[0] + s1[1]) + (s1[2] + s1[3])) + ((s1[4] + s1[5]) + (s1[6] + s1[7]));
+    double t2 = ((s2[0] + s2[1]) + (s2[2] + s2[3])) + ((s2[4] + s2[5]) + (s2[6] + s2[7]));
+    for (; k < n; ++k) {
+        double d = (double)a[k] - k0;
+        t1 += d;
+        t2 += d * d;
+    }
+    const double m1 = t1 / (double)n, v = t2 / (double)n - m1 * m1;
+    *mean = k0 + m1;
+    *var = v > 0.0 ? v : 0.0;
+}
+
 /* (image, group) pairs [q0, q1). */
 SIMD_CLONES
 static void gn_fwd_range(float *y, float *mean, float *rstd, const float *x, const float *gamma,
@@ -836,14 +832,17 @@ static void gn_fwd_range(float *y, float *mean, float *rstd, const float *x, con
         const size_t g = q % groups;
         const float *xq = x + q * m; /* the group's channels are contiguous */
         float *yq = y + q * m;
-        double mu = sum8(xq, m) / (double)m;
-        double var = sqdev8(xq, m, mu) / (double)m;
+        double mu, var;
+        moments8(&mu, &var, xq, m);
         const float mf = (float)mu, rf = (float)(1.0 / sqrt(var + GN_EPS));
         mean[q] = mf;
         rstd[q] = rf;
         for (size_t cc = 0; cc < cg; ++cc) {
             const size_t ch = g * cg + cc;
-            const float a = rf * gamma[ch], bb = beta[ch];
+            /* y = (x - mu) r gamma + beta with mu = mf + (mu - mf): the float mean's
+             * rounding error is folded into the shift (matters when mean >> spread) */
+            const float a = rf * gamma[ch];
+            const float bb = (float)((double)beta[ch] - (mu - (double)mf) * (double)a);
             const float *xr = xq + cc * hw;
             float *yr = yq + cc * hw;
             for (size_t p = 0; p < hw; ++p) yr[p] = (xr[p] - mf) * a + bb;

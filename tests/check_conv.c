@@ -322,6 +322,17 @@ START_TEST(groupnorm_normalises) {
         ck_assert_double_eq_tol(mean[q], xm, 1e-5 * fabs(xm));
         ck_assert_double_eq_tol(rstd[q], 1.0 / sqrt(xv + 1e-5), 1e-5 / sqrt(xv));
     }
+    /* a mean far above the spread (1000 +- 0.1): statistics still match the two-pass
+     * double reference */
+    float y2[300], mean2[12], rstd2[12];
+    for (size_t i = 0; i < n * c * hw; ++i) x[i] = 1000.0f + 0.1f * (x[i] - 5.0f) / 2.0f;
+    stochflow__groupnorm_forward(y, mean, rstd, x, g, be, n, c, hw, G, 1);
+    for (size_t q = 0; q < n * G; q += 4) {
+        stochflow__groupnorm_forward_naive(y2, mean2, rstd2, x + q * m, g, be, 1, c, hw, G);
+        ck_assert_double_eq_tol(mean[q], mean2[0], 1e-7 * 1000);
+        ck_assert_double_eq_tol(rstd[q], rstd2[0], 1e-5 * rstd2[0]);
+        for (size_t e = 0; e < m; ++e) ck_assert_double_eq_tol(y[q * m + e], y2[e], 1e-4);
+    }
     free(x); free(y); free(g); free(be);
 }
 END_TEST
