@@ -107,6 +107,10 @@ png_size "$T/run/samples-0000004.png" 22 22
 run "the periodic checkpoint loads" "$SF" info --model "$T/run/checkpoint.sfm" --json &&
     json "periodic checkpoint is at step 4" "d['step']==4 and d['arch']=='unet'"
 
+mkdir -p "$T/run2"
+run "grids default to the directory of --out" "$SF" train --data "$D" --out "$T/run2/m.sfm" --steps 1 "${TINY[@]}" --sample-every 1 --grid-n 1 --grid-steps 1
+png_size "$T/run2/samples-0000001.png" 12 12
+
 # ---- resume: 2 + 2 steps equal 4 steps bit-for-bit ---------------------------------------
 run "train 2 steps" "$SF" train --data "$D" --out "$T/half.sfm" --steps 2 "${TINY[@]}"
 run "resume 2 more" "$SF" train --data "$D" --out "$T/resumed.sfm" --resume "$T/half.sfm" --steps 2 --batch 4 --threads 1 --json &&

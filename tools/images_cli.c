@@ -418,12 +418,20 @@ int cli_images_train(const opts *o) {
         get_u64(o, "--grid-n", 16, 1, 1024, &grid_n) ||
         get_u64(o, "--grid-steps", 20, 1, 100000, &grid_steps))
         return EXIT_USAGE;
-    const char *outdir = opt(o, "--outdir") ? opt(o, "--outdir") : ".";
-    char out_default[4200], ck_path[4200], grid_path[4200] = "";
-    snprintf(out_default, sizeof out_default, "%s/model.sfm", outdir);
-    snprintf(ck_path, sizeof ck_path, "%s/checkpoint.sfm", outdir);
     if (!opt(o, "--out") && !opt(o, "--outdir"))
         return cli_fail("train: --out MODEL (or --outdir DIR) is required"), EXIT_USAGE;
+    /* periodic files go to --outdir, by default the directory of --out */
+    char dir[4096], out_default[4200], ck_path[4200], grid_path[4200] = "";
+    snprintf(dir, sizeof dir, "%s", opt(o, "--outdir") ? opt(o, "--outdir") : opt(o, "--out"));
+    if (!opt(o, "--outdir")) {
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL) snprintf(dir, sizeof dir, ".");
+        else if (slash == dir) dir[1] = '\0';
+        else *slash = '\0';
+    }
+    const char *outdir = dir;
+    snprintf(out_default, sizeof out_default, "%s/model.sfm", outdir);
+    snprintf(ck_path, sizeof ck_path, "%s/checkpoint.sfm", outdir);
     const char *out = opt(o, "--out") ? opt(o, "--out") : out_default;
     if (opt(o, "--outdir") && make_dirs(outdir) != 0) return 1;
 

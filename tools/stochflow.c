@@ -571,7 +571,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--unet-attn", "L,L,...", "images: levels with attention (default the lowest; none)"},
     {"--unet-groups", "G", "images: GroupNorm groups (default 8)"},
     {"--max-images", "N", "images: use the first N images of --data (default all)"},
-    {"--outdir", "DIR", "images: where checkpoints and sample grids go (default .)"},
+    {"--outdir", "DIR", "images: checkpoints and sample grids (default: --out's directory)"},
     {"--checkpoint-every", "N", "images: save DIR/checkpoint.sfm every N steps"},
     {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
     {"--grid-n", "N", "images: samples per grid (default 16)"},
@@ -1365,6 +1365,12 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+    /* OpenMP threads that spin while idle (libgomp's default) collapse multi-threaded
+     * runs on a busy machine (10x slower measured here, doc/threading.md). libgomp reads
+     * OMP_WAIT_POLICY when it loads, before main, so when the user has not chosen a
+     * policy the tool sets PASSIVE and re-executes itself once. */
+    if (getenv("OMP_WAIT_POLICY") == NULL && setenv("OMP_WAIT_POLICY", "PASSIVE", 0) == 0)
+        execv("/proc/self/exe", argv); /* on failure: carry on with the default policy */
     if (argc < 2) {
         cli_fail("missing command (train, sample, logp, info, demo; see stochflow --help)");
         return EXIT_USAGE;
