@@ -439,7 +439,8 @@ int cli_images_train(const opts *o) {
     if (images_open(&im, "train", opt(o, "--data"), 0, (size_t)maxim) != 0) return 1;
     stochflow_model *m = NULL;
     unet_shape u;
-    float *x = NULL, *z = NULL, *losses = NULL;
+    float *x = NULL, *z = NULL;
+    double losses[100]; /* the last 100 losses, a ring indexed by step % 100 */
     uint8_t *pb = NULL;
     int ret = 1, rc;
     if (resume) {
@@ -459,8 +460,7 @@ int cli_images_train(const opts *o) {
     x = malloc(B * d * sizeof(float));
     z = malloc(B * sizeof(float));
     pb = malloc(B * d);
-    losses = malloc((steps ? steps : 1) * sizeof(float));
-    if (x == NULL || z == NULL || pb == NULL || losses == NULL) {
+    if (x == NULL || z == NULL || pb == NULL) {
         cli_fail("train: out of memory for a batch of %zu images", B);
         goto out;
     }
@@ -506,7 +506,7 @@ int cli_images_train(const opts *o) {
             cli_fail_lib(rc, "training step");
             goto out;
         }
-        losses[s] = (float)loss;
+        losses[s % 100] = loss;
         run_steps = s + 1;
         run = isnan(run) ? loss : 0.98 * run + 0.02 * loss;
         uint64_t now = stochflow_model_step(m);
@@ -554,9 +554,9 @@ int cli_images_train(const opts *o) {
     size_t k = run_steps < 100 ? (size_t)run_steps : 100;
     if (run_steps > 0) {
         double acc = 0;
-        for (size_t i = (size_t)run_steps - k; i < run_steps; ++i) acc += losses[i];
+        for (size_t i = 0; i < k; ++i) acc += losses[i];
         mean = acc / (double)k;
-        last = losses[run_steps - 1];
+        last = losses[(run_steps - 1) % 100];
     }
     double sps = secs > 0 ? (double)run_steps / secs : 0;
     char mult[128], attn[64];
@@ -604,7 +604,6 @@ out:
     free(x);
     free(z);
     free(pb);
-    free(losses);
     images_close(&im);
     stochflow_model_free(m);
     return ret;
