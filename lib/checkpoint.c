@@ -405,6 +405,11 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
         u->groups = get_u32(&ur);
         u->attn_mask = get_u32(&ur);
         for (size_t l = 0; l < STOCHFLOW_UNET_MAX_LEVELS; ++l) u->mult[l] = get_u32(&ur);
+        /* the multipliers of unused levels are written as 0: one byte form per model */
+        for (size_t l = u->n_levels; l < STOCHFLOW_UNET_MAX_LEVELS; ++l)
+            RETURN_ERROR_IF(u->mult[l] != 0, STOCHFLOW_E_FORMAT,
+                            "checkpoint UNET section: multiplier %zu of unused level %zu",
+                            u->mult[l], l);
         cfg.arch = STOCHFLOW_ARCH_UNET;
     }
     if (cfg.interpolant == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
@@ -416,8 +421,11 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
     RETURN_ERROR_IF(rc < 0, STOCHFLOW_E_FORMAT, "checkpoint configuration is invalid: %s",
                     stochflow_last_error_message());
     size_t np;
-    RETURN_ERROR_IF(stochflow__model_param_count(&np, &cfg) < 0, STOCHFLOW_E_FORMAT,
-                    "checkpoint configuration is invalid");
+    rc = stochflow__model_param_count(&np, &cfg);
+    /* a U-Net is compiled to count its parameters: out of memory is not a format error */
+    if (rc == STOCHFLOW_E_NOMEM) return rc;
+    RETURN_ERROR_IF(rc < 0, STOCHFLOW_E_FORMAT, "checkpoint configuration is invalid: %s",
+                    stochflow_last_error_message());
     /* Hostile sizes: the weights must actually be in the file before we allocate. */
     RETURN_ERROR_IF(wght.len != 8 + 4 * (uint64_t)np, STOCHFLOW_E_FORMAT,
                     "checkpoint holds %llu weight bytes, the configuration needs %llu",

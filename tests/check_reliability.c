@@ -407,6 +407,46 @@ START_TEST(alloc_constructors) {
     c.op = op_png;
     ck_assert_int_ge(run_sweep(&c), 1);
 
+    /* issue 8: a U-Net (compiled into its own tensor and operation lists, which are
+     * allocated too) through model_new, and its checkpoint (with EMA weights) through
+     * both load paths; the loader compiles the network once to count its parameters. */
+    {
+        stochflow_config_free(c.cfg);
+        free(c.bytes);
+        stochflow_model_free(c.m);
+        ck_assert_ok(stochflow_config_new(&c.cfg, 16));
+        const size_t mult[2] = {1, 2};
+        ck_assert_ok(stochflow_config_set_unet(c.cfg, 1, 4, 4, 4, 2, mult, 1, 2u, 2));
+        ck_assert_ok(stochflow_model_new(&c.m, c.cfg));
+        ck_assert_ok(stochflow_model_set_param(c.m, STOCHFLOW_PARAM_EMA_DECAY, 0.9));
+        float imgs[4 * 16];
+        ck_assert_ok(stochflow_random_normal(imgs, 4 * 16, 5, 1));
+        for (int step = 0; step < 2; ++step) {
+            double loss;
+            ck_assert_ok(stochflow_model_train_step(&loss, c.m, imgs, 4, NULL, NULL));
+        }
+        c.bytes = serialize(c.m, &c.len);
+        snprintf(c.path, sizeof c.path, "%s/unet.sfm", tmpdir);
+        ck_assert_ok(stochflow_model_save(c.m, c.path));
+        const struct {
+            const char *name;
+            int (*op)(sweep_case *);
+            void (*after_ok)(sweep_case *);
+        } ucases[] = {{"model_new (U-Net)", op_model_new, NULL},
+                      {"model_load_buffer (U-Net)", op_load_buffer, ok_loaded},
+                      {"model_load (U-Net)", op_load, ok_loaded}};
+        for (size_t i = 0; i < sizeof ucases / sizeof ucases[0]; ++i) {
+            c.name = ucases[i].name;
+            c.op = ucases[i].op;
+            c.after_ok = ucases[i].after_ok;
+            c.teardown = free_outs;
+            /* model_new: the handle, the two lists, the parameters; loads: twice that
+             * (the counting compilation) and the file buffer */
+            ck_assert_int_ge(run_sweep(&c), i == 0 ? 4 : 7);
+        }
+        ck_assert_int_eq(unlink(c.path), 0);
+    }
+
     ck_assert_int_eq(clean_tmpdir(), 0);
     free(c.bytes);
     stochflow_model_free(c.m);
