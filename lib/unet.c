@@ -54,8 +54,28 @@ struct stochflow__unet {
     size_t n_params;
     int out;            /* output tensor */
     int counting;       /* first pass: count only */
+    int overflow;       /* a size overflowed size_t (64-bit: impossible within the limits) */
+    int bad_groups;     /* a normalized tensor whose channels groups does not divide */
     op sink;            /* where the counting pass writes its operations */
 };
+
+/* Checked size arithmetic of the compilation: an overflow marks u and yields 0. */
+static size_t ck_mul(stochflow__unet *u, size_t a, size_t b) {
+    size_t r;
+    if (stochflow__mul_size(&r, a, b) != 0) {
+        u->overflow = 1;
+        return 0;
+    }
+    return r;
+}
+
+static size_t ck_add(stochflow__unet *u, size_t a, size_t b) {
+    if (a > SIZE_MAX - b) {
+        u->overflow = 1;
+        return 0;
+    }
+    return a + b;
+}
 
 /* ---- compilation ------------------------------------------------------------------ */
 
@@ -66,9 +86,9 @@ static int new_tensor(stochflow__unet *u, size_t c, size_t h, size_t w) {
         t->c = c;
         t->h = h;
         t->w = w;
-        t->size = c * h * w;
+        t->size = ck_mul(u, ck_mul(u, c, h), w);
         t->off = u->per_image;
-        u->per_image += t->size;
+        u->per_image = ck_add(u, u->per_image, t->size);
     }
     return (int)id;
 }
@@ -100,8 +120,8 @@ static int conv(stochflow__unet *u, int x, size_t co, size_t k, size_t stride, i
     o->stride = stride;
     o->zero_init = zero;
     o->w_off = u->n_params;
-    o->b_off = u->n_params + co * c * k * k;
-    u->n_params = o->b_off + co;
+    o->b_off = ck_add(u, u->n_params, ck_mul(u, ck_mul(u, co, c), k * k));
+    u->n_params = ck_add(u, o->b_off, co);
     return y;
 }
 
@@ -113,8 +133,8 @@ static int dense(stochflow__unet *u, int x, size_t fin, size_t fout) {
     o->fin = fin;
     o->fout = fout;
     o->w_off = u->n_params;
-    o->b_off = u->n_params + fin * fout;
-    u->n_params = o->b_off + fout;
+    o->b_off = ck_add(u, u->n_params, ck_mul(u, fin, fout));
+    u->n_params = ck_add(u, o->b_off, fout);
     return y;
 }
 
@@ -137,6 +157,10 @@ static int groupnorm(stochflow__unet *u, int x) {
     size_t c = u->counting ? 0 : T(u, x)->c, h = u->counting ? 0 : T(u, x)->h,
            w = u->counting ? 0 : T(u, x)->w;
     size_t g = u->cfg.groups;
+    /* Never true after stochflow__unet_validate (groups divides base, so every
+     * base * mult[l], and every tensor normalized here has such a channel count or a
+     * sum of two: see the proof there); kept as a check of that argument. */
+    if (!u->counting && (g == 0 || c % g != 0)) u->bad_groups = 1;
     int y = new_tensor(u, c, h, w);
     int aux = new_tensor(u, 2 * g, 1, 1);
     op *o = new_op(u, OP_GN);
@@ -145,8 +169,8 @@ static int groupnorm(stochflow__unet *u, int x) {
     o->aux = aux;
     o->groups = g;
     o->w_off = u->n_params;
-    o->b_off = u->n_params + c;
-    u->n_params += 2 * c;
+    o->b_off = ck_add(u, u->n_params, c);
+    u->n_params = ck_add(u, o->b_off, c);
     return y;
 }
 
@@ -202,6 +226,7 @@ static int resblock(stochflow__unet *u, int x, size_t co, int temb_act) {
 static void compile(stochflow__unet *u) {
     const stochflow__unet_cfg *c = &u->cfg;
     u->n_t = u->n_ops = u->per_image = u->n_params = 0;
+    u->overflow = u->bad_groups = 0;
     int x = new_tensor(u, c->channels, c->height, c->width); /* tensor 0: the input */
     size_t B = c->base;
     int te = new_tensor(u, B, 1, 1);
@@ -269,6 +294,12 @@ int stochflow__unet_validate(const stochflow__unet_cfg *c, size_t dim) {
     RETURN_ERROR_IF(c->groups < 1 || c->groups > c->base, STOCHFLOW_E_INVALID,
                     "U-Net: %zu GroupNorm groups, expected 1..base width %zu", c->groups,
                     c->base);
+    /* groups | base is all GroupNorm needs: every normalized tensor has base * m
+     * channels or (up path) the concatenation of two such tensors, base * (m1 + m2), with
+     * m, m1, m2 in {1, mult[0..L-1]} (convolutions output base or base * mult[l] channels,
+     * additions keep channels, and neither the input image nor the output is
+     * normalized). The per-level check below is therefore implied; it stays for the
+     * message. compile() re-checks every GroupNorm (bad_groups). */
     RETURN_ERROR_IF(c->base % c->groups, STOCHFLOW_E_INVALID,
                     "U-Net: %zu groups do not divide the base width %zu", c->groups, c->base);
     for (size_t l = 0; l < c->n_levels; ++l) {
@@ -301,6 +332,15 @@ int stochflow__unet_build(stochflow__unet **out, size_t *n_params, const stochfl
     }
     u->counting = 0;
     compile(u);
+    if (u->overflow || u->bad_groups) {
+        int groups = u->bad_groups;
+        stochflow__unet_free(u);
+        return groups ? stochflow__error(STOCHFLOW_E_INVALID,
+                                         "U-Net: %zu GroupNorm groups do not divide the channels "
+                                         "of a normalized tensor", c->groups)
+                      : stochflow__error(STOCHFLOW_E_INVALID,
+                                         "U-Net: the network's sizes overflow");
+    }
     *n_params = u->n_params;
     *out = u;
     return 0;
