@@ -584,14 +584,16 @@ static void jvp_trace(const stochflow_model *m, const float *p, const acts *A, s
 
 /* ---- issue 8: U-Net evaluation ----------------------------------------------------- */
 
-/* Images per chunk of a U-Net evaluation: the forward arena of a chunk stays near
- * 2^26 floats (256 MiB), and at most 64 images. */
+/* Images per chunk of a U-Net evaluation: the workspace of a chunk (both arenas and the
+ * scratch, about chunk times that of one image) stays near 2^26 floats (256 MiB), and
+ * at most 64 images (UNET_EVAL_CHUNK); at least 1, whatever one image needs. */
+#define UNET_EVAL_CHUNK 64
 static size_t unet_chunk(const stochflow_model *m, size_t n) {
     size_t one = 0;
     (void)stochflow__unet_ws_floats(&one, m->unet, 1, 1, (int)m->hp.threads);
     size_t c = one ? ((size_t)1 << 26) / one : 1;
     if (c < 1) c = 1;
-    if (c > 64) c = 64;
+    if (c > UNET_EVAL_CHUNK) c = UNET_EVAL_CHUNK;
     return c < n ? c : n;
 }
 
@@ -606,9 +608,10 @@ static int unet_eval(stochflow_model *m, double t, const float *x, size_t n, flo
     const int back = div != NULL || (probes && quad) || cot != NULL;
     const size_t chunk = unet_chunk(m, n);
     size_t unet_f;
-    RETURN_ERROR_IF(stochflow__unet_ws_floats(&unet_f, m->unet, chunk, back, nt) != 0,
-                    STOCHFLOW_E_INVALID, "batch too large");
-    size_t head = (chunk + 2 * chunk * d + 15) / 16 * 16;
+    size_t head = (chunk + 2 * chunk * d + 15) / 16 * 16; /* chunk <= 64, d <= 65536 */
+    RETURN_ERROR_IF(stochflow__unet_ws_floats(&unet_f, m->unet, chunk, back, nt) != 0 ||
+                        unet_f > SIZE_MAX - head,
+                    STOCHFLOW_E_INVALID, "U-Net: the workspace of %zu images overflows", chunk);
     FORWARD_IF_ERROR(ensure_ws(m, head + unet_f));
     float *tv = m->ws, *cb = tv + chunk, *dx = cb + chunk * d, *ws = m->ws + head;
     const float *p = eval_weights(m);
@@ -621,16 +624,17 @@ static int unet_eval(stochflow_model *m, double t, const float *x, size_t n, flo
         if (cot) {
             stochflow__unet_backward(m->unet, p, cot + s * d, rows, ws, NULL, vjp + s * d, nt);
         } else if (div) {
-            for (size_t i = 0; i < rows; ++i) div[s + i] = 0.0f;
+            double acc[UNET_EVAL_CHUNK] = {0}; /* the trace in double, as the MLP's */
             memset(cb, 0, rows * d * sizeof *cb);
             for (size_t j = 0; j < d; ++j) {
                 for (size_t i = 0; i < rows; ++i) cb[i * d + j] = 1.0f;
                 stochflow__unet_backward(m->unet, p, cb, rows, ws, NULL, dx, nt);
                 for (size_t i = 0; i < rows; ++i) {
-                    div[s + i] += dx[i * d + j];
+                    acc[i] += dx[i * d + j];
                     cb[i * d + j] = 0.0f;
                 }
             }
+            for (size_t i = 0; i < rows; ++i) div[s + i] = (float)acc[i];
         } else if (probes && quad) {
             for (size_t k = 0; k < K; ++k) {
                 for (size_t i = 0; i < rows; ++i)
