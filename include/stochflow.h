@@ -181,6 +181,10 @@ STOCHFLOW_API int stochflow_version_number(void);
 #define STOCHFLOW_PARAM_LR_WARMUP 110       /**< linear warm-up steps; default 0 */
 #define STOCHFLOW_PARAM_LR_TOTAL_STEPS 111  /**< COSINE horizon; default 10000 */
 #define STOCHFLOW_PARAM_LR_MIN 112          /**< COSINE floor; default 0 */
+#define STOCHFLOW_PARAM_EMA_WARMUP 116      /**< 1 = EMA decay min(EMA_DECAY, (1+s)/(10+s))
+                                              at step s (Keras num_updates rule),
+                                              2 = constant decay (default) */
+/* (113-115: issue 9, with the transport declarations below) */
 
 /* 200s: ODE integration (solver handle) */
 #define STOCHFLOW_PARAM_SOLVER 200          /**< STOCHFLOW_SOLVER_*; default DOPRI5 */

@@ -41,6 +41,7 @@ typedef struct {
     double lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min;
     double threads, eval_weights;
     double interp_lr, coupling, sinkhorn_reg; /* issue 9 (lib/transport.c) */
+    double ema_warmup; /* STOCHFLOW_PARAM_EMA_WARMUP (lib/optimizer.c) */
 } stochflow__hparams;
 
 struct stochflow_model {

@@ -158,6 +158,19 @@ int stochflow__optimizer_apply(stochflow_model *m) {
                                 "update is not finite at parameter %zu (step %llu, gradient "
                                 "%g); model unchanged (STOCHFLOW_PARAM_GRAD_CLIP bounds it)",
                                 badi, (unsigned long long)m->step, (double)g[badi]);
+    /* EMA warm-up (STOCHFLOW_PARAM_EMA_WARMUP = 1), the rule of TensorFlow's
+     * ExponentialMovingAverage with num_updates: at step s (the counter before this
+     * update) the decay is min(ema_decay, (1 + s) / (10 + s)), and the EMA starts from
+     * the weights before its first update (the shadow variable's initial value), so a
+     * model trained with EMA from step 0 blends them with decay 0.1. Nothing can fail
+     * past the checks above, so starting the EMA here keeps a failed step harmless.
+     * With the default (2) the EMA starts as a copy of the weights after its first
+     * update and decays at the constant rate ema_decay, exactly as before. */
+    const int ema_warm = hp->ema_decay > 0 && hp->ema_warmup == 1.0;
+    if (ema_warm && !m->ema_valid) {
+        for (size_t i = 0; i < n; ++i) m->ema[i] = p[i];
+        m->ema_valid = 1;
+    }
 #define BODY(lo, hi) adam_update(p, mm, vv, g, lo, hi, c)
     PARALLEL_RANGES(n, n, nt, 16, BODY);
 #undef BODY
@@ -166,7 +179,12 @@ int stochflow__optimizer_apply(stochflow_model *m) {
             for (size_t i = 0; i < n; ++i) m->ema[i] = p[i];
             m->ema_valid = 1;
         } else {
-            const float a = (float)hp->ema_decay, b = (float)(1.0 - hp->ema_decay);
+            double decay = hp->ema_decay;
+            if (ema_warm) {
+                const double s = (double)m->step, w = (1.0 + s) / (10.0 + s);
+                if (w < decay) decay = w;
+            }
+            const float a = (float)decay, b = (float)(1.0 - decay);
             for (size_t i = 0; i < n; ++i) m->ema[i] = a * m->ema[i] + b * p[i];
         }
     }

@@ -27,6 +27,8 @@ static const param_info table[] = {
     {STOCHFLOW_PARAM_LR_WARMUP, 0, 1e12, 0, 1, "lr_warmup"},
     {STOCHFLOW_PARAM_LR_TOTAL_STEPS, 1, 1e12, 10000, 1, "lr_total_steps"},
     {STOCHFLOW_PARAM_LR_MIN, 0.0, 10.0, 0.0, 0, "lr_min"},
+    /* 1 = Keras-style EMA warm-up, 2 = constant decay (lib/optimizer.c) */
+    {STOCHFLOW_PARAM_EMA_WARMUP, 1, 2, 2, 1, "ema_warmup"},
     /* issue 9: learnable interpolant and couplings (lib/transport.c) */
     {STOCHFLOW_PARAM_INTERP_LR, 1e-12, 10.0, 1e-3, 0, "interp_lr"},
     {STOCHFLOW_PARAM_COUPLING, 1, 3, STOCHFLOW_COUPLING_INDEPENDENT, 1, "coupling"},
@@ -85,7 +87,8 @@ void stochflow__hparams_defaults(stochflow__hparams *hp) {
         STOCHFLOW_PARAM_LR_DECAY_FACTOR, STOCHFLOW_PARAM_LR_WARMUP,
         STOCHFLOW_PARAM_LR_TOTAL_STEPS, STOCHFLOW_PARAM_LR_MIN, STOCHFLOW_PARAM_THREADS,
         STOCHFLOW_PARAM_EVAL_WEIGHTS,
-        STOCHFLOW_PARAM_INTERP_LR, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_PARAM_SINKHORN_REG};
+        STOCHFLOW_PARAM_INTERP_LR, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_PARAM_SINKHORN_REG,
+        STOCHFLOW_PARAM_EMA_WARMUP};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; ++i)
         *stochflow__hparams_field(hp, keys[i]) = find(keys[i])->def;
 }
@@ -110,6 +113,7 @@ double *stochflow__hparams_field(stochflow__hparams *hp, int key) {
     case STOCHFLOW_PARAM_INTERP_LR: return &hp->interp_lr;
     case STOCHFLOW_PARAM_COUPLING: return &hp->coupling;
     case STOCHFLOW_PARAM_SINKHORN_REG: return &hp->sinkhorn_reg;
+    case STOCHFLOW_PARAM_EMA_WARMUP: return &hp->ema_warmup;
     default: return NULL;
     }
 }
