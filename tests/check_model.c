@@ -5,6 +5,7 @@
 
 #include "harness.h"
 #include "internal.h"
+#include "model.h" /* m->ema, m->params (EMA warm-up tests) */
 
 static stochflow_model *make_model(size_t d, size_t nl, const size_t *widths, int act,
                                    int time_kind, size_t nfreq, int interp, uint64_t seed) {
@@ -496,6 +497,340 @@ END_TEST
 START_TEST(learn_gaussian_linear) { learn_gaussian(STOCHFLOW_INTERP_LINEAR); }
 END_TEST
 
+/* ---- EMA warm-up (STOCHFLOW_PARAM_EMA_WARMUP, issue 8) ---------------------------- */
+
+/* The EMA weights are read two ways: directly (m->ema, lib/model.h; bitwise against a
+ * reference computed here from the recorded live weights, in float exactly as
+ * lib/optimizer.c rounds the decay) and through the public evaluation path (the
+ * velocity of the model with its EMA weights against a copy whose live weights are set
+ * to the reference, STOCHFLOW_PARAM_EVAL_WEIGHTS = 2 there: same code, same weights,
+ * so equal bitwise). */
+
+#define EMA_NP_MAX 4096
+
+static stochflow_model *ema_model(void) {
+    const size_t widths[] = {7, 5};
+    return make_model(2, 2, widths, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_FOURIER, 2,
+                      STOCHFLOW_INTERP_TRIG, 31);
+}
+
+/* Training step number s on a fixed batch (x0 and t given: it depends only on s). */
+static void ema_step(stochflow_model *m, uint64_t s) {
+    float x1[16 * 2], x0[16 * 2], t[16];
+    normals(x1, 32, 300 + s);
+    normals(x0, 32, 400 + s);
+    for (int i = 0; i < 16; ++i) t[i] = 0.03f + 0.06f * (float)i;
+    double loss;
+    ck_assert_ok(stochflow_model_train_step(&loss, m, x1, 16, x0, t));
+}
+
+/* e = a e + (1 - a) p with a = decay rounded as lib/optimizer.c does. */
+static void ema_blend(float *e, const float *p, size_t n, double decay) {
+    const float a = (float)decay, b = (float)(1.0 - decay);
+    for (size_t i = 0; i < n; ++i) e[i] = a * e[i] + b * p[i];
+}
+
+/* The warm-up rule at step s (computed independently of the library). */
+static double warm_decay(double d, uint64_t s) {
+    double w = (1.0 + (double)s) / (10.0 + (double)s);
+    return w < d ? w : d;
+}
+
+/* A copy of m (checkpoint buffer) that evaluates with its live weights. */
+static stochflow_model *live_copy(const stochflow_model *m) {
+    size_t len, written;
+    ck_assert_ok(stochflow_model_serialized_size(&len, m));
+    void *buf = malloc(len);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_ok(stochflow_model_save_buffer(&written, m, buf, len));
+    stochflow_model *c = NULL;
+    ck_assert_ok(stochflow_model_load_buffer(&c, buf, written));
+    free(buf);
+    ck_assert_ok(stochflow_model_set_param(c, STOCHFLOW_PARAM_EVAL_WEIGHTS, 2));
+    return c;
+}
+
+/* max |v_m - v_ref| on a fixed batch at t = 0.4, ref's live weights set to w. */
+static double vel_gap(stochflow_model *m, stochflow_model *ref, const float *w) {
+    float *pr, x[20 * 2], va[20 * 2], vb[20 * 2];
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&pr, &np, ref));
+    memcpy(pr, w, np * sizeof *pr);
+    normals(x, 40, 77);
+    ck_assert_ok(stochflow_model_velocity(va, m, 0.4, x, 20));
+    ck_assert_ok(stochflow_model_velocity(vb, ref, 0.4, x, 20));
+    double gap = 0;
+    for (int i = 0; i < 40; ++i) gap = fmax(gap, fabs((double)va[i] - (double)vb[i]));
+    return gap;
+}
+
+/* Warm-up on from step 0: the EMA starts from the initial weights p0 and at step s
+ * blends with a_s = min(d, (1 + s)/(10 + s)): after one update 0.1 p0 + 0.9 p1 (for
+ * d = 0.999), then a = 2/11, 3/12, ... Checked bitwise after each of `steps` updates,
+ * and against two wrong rules (the old constant decay; the rule shifted by one step),
+ * which must differ in velocity by more than 1e-6 (tolerance of the correct rule: 0,
+ * bitwise), so the check can fail. */
+static void check_warmup_rule(double d, int steps) {
+    stochflow_model *m = ema_model();
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, d));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1));
+    double v;
+    ck_assert_ok(stochflow_model_get_param(&v, m, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(v == 1.0);
+    stochflow_model *ref = live_copy(m);
+    float *p;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    ck_assert_uint_le(np, EMA_NP_MAX);
+    static float e[EMA_NP_MAX], e_const[EMA_NP_MAX], e_shift[EMA_NP_MAX];
+    memcpy(e, p, np * sizeof *p);
+    memcpy(e_shift, p, np * sizeof *p);
+    ck_assert_int_eq(m->ema_valid, 0);
+    ck_assert(vel_gap(m, ref, p) == 0.0); /* no EMA yet: the live weights */
+    for (int s = 0; s < steps; ++s) {
+        ema_step(m, (uint64_t)s);
+        ema_blend(e, p, np, warm_decay(d, (uint64_t)s));
+        ema_blend(e_shift, p, np, warm_decay(d, (uint64_t)s + 1));
+        if (s == 0) memcpy(e_const, p, np * sizeof *p);
+        else ema_blend(e_const, p, np, d);
+        ck_assert_int_eq(m->ema_valid, 1);
+        for (size_t i = 0; i < np; ++i)
+            ck_assert_msg(m->ema[i] == e[i], "d %g, step %d: ema[%zu] = %.9g, expected %.9g", d,
+                          s, i, (double)m->ema[i], (double)e[i]);
+        double g = vel_gap(m, ref, e), gc = vel_gap(m, ref, e_const),
+               gs = vel_gap(m, ref, e_shift);
+        ck_assert_msg(g == 0.0, "d %g, step %d: velocity differs from the reference by %g", d,
+                      s, g);
+        /* (measured: 3e-4 .. 5e-3 for d = 0.999; for d = 0.2 the rules share the
+         * decay 0.2 from step 2 on and the gaps shrink to ~3e-6, so only steps 0-1) */
+        if (d > 0.5 || s < 2)
+            ck_assert_msg(gc > 1e-6 && gs > 1e-6,
+                          "d %g, step %d: wrong rules indistinguishable (constant %g, "
+                          "shifted %g)", d, s, gc, gs);
+    }
+    stochflow_model_free(ref);
+    stochflow_model_free(m);
+}
+
+START_TEST(ema_warmup_rule) {
+    check_warmup_rule(0.999, 3); /* a = 0.1, 2/11, 3/12 */
+    check_warmup_rule(0.2, 4);   /* a = 0.1, 2/11, then the cap 0.2, 0.2 */
+}
+END_TEST
+
+/* EMA turned on at step 2 (warm-up already on): it starts from the weights before that
+ * update, p2, with a = min(0.999, 3/12) = 0.25, then 4/13. */
+START_TEST(ema_warmup_late_start) {
+    stochflow_model *m = ema_model();
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1));
+    ema_step(m, 0);
+    ema_step(m, 1);
+    ck_assert_int_eq(m->ema_valid, 0);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.999));
+    float *p;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    ck_assert_uint_le(np, EMA_NP_MAX);
+    static float e[EMA_NP_MAX];
+    memcpy(e, p, np * sizeof *p);
+    for (uint64_t s = 2; s < 4; ++s) {
+        ema_step(m, s);
+        ema_blend(e, p, np, s == 2 ? 0.25 : 4.0 / 13.0);
+        ck_assert_int_eq(memcmp(m->ema, e, np * sizeof *e), 0);
+    }
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* With the parameter at its default (2), set to 2 or reset with 0 the EMA is the old
+ * constant-decay EMA bitwise (a copy of p1, then 0.999 e + 0.001 p); the warm-up never
+ * changes the live weights; without EMA it changes nothing. */
+START_TEST(ema_warmup_default_unchanged) {
+    double lo, hi, def;
+    ck_assert_ok(stochflow_param_bounds(&lo, &hi, &def, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(lo == 1 && hi == 2 && def == 2);
+    stochflow_model *md = ema_model(), *m2 = ema_model(), *m0 = ema_model(), *mw = ema_model();
+    stochflow_model *nd = ema_model(), *nw = ema_model(); /* EMA off */
+    double v;
+    ck_assert_ok(stochflow_model_get_param(&v, md, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(v == 2.0);
+    ck_assert_ok(stochflow_model_set_param(m2, STOCHFLOW_PARAM_EMA_WARMUP, 2));
+    ck_assert_ok(stochflow_model_set_param(m0, STOCHFLOW_PARAM_EMA_WARMUP, 1));
+    ck_assert_ok(stochflow_model_set_param(m0, STOCHFLOW_PARAM_EMA_WARMUP, 0));
+    ck_assert_ok(stochflow_model_get_param(&v, m0, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(v == 2.0);
+    ck_assert_ok(stochflow_model_set_param(mw, STOCHFLOW_PARAM_EMA_WARMUP, 1));
+    ck_assert_ok(stochflow_model_set_param(nw, STOCHFLOW_PARAM_EMA_WARMUP, 1));
+    stochflow_model *ms[] = {md, m2, m0, mw};
+    for (int k = 0; k < 4; ++k)
+        ck_assert_ok(stochflow_model_set_param(ms[k], STOCHFLOW_PARAM_EMA_DECAY, 0.999));
+    float *pd;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&pd, &np, md));
+    ck_assert_uint_le(np, EMA_NP_MAX);
+    static float e[EMA_NP_MAX];
+    for (uint64_t s = 0; s < 3; ++s) {
+        for (int k = 0; k < 4; ++k) ema_step(ms[k], s);
+        ema_step(nd, s);
+        ema_step(nw, s);
+        if (s == 0) memcpy(e, pd, np * sizeof *pd);
+        else ema_blend(e, pd, np, 0.999);
+    }
+    ck_assert_int_eq(memcmp(md->ema, e, np * sizeof *e), 0);
+    ck_assert_int_eq(memcmp(m2->ema, e, np * sizeof *e), 0);
+    ck_assert_int_eq(memcmp(m0->ema, e, np * sizeof *e), 0);
+    ck_assert_int_ne(memcmp(mw->ema, e, np * sizeof *e), 0);
+    for (int k = 1; k < 4; ++k) ck_assert_int_eq(memcmp(ms[k]->params, pd, np * sizeof *pd), 0);
+    ck_assert_int_eq(memcmp(nd->params, pd, np * sizeof *pd), 0);
+    ck_assert_int_eq(memcmp(nw->params, pd, np * sizeof *pd), 0);
+    ck_assert_int_eq(nw->ema_valid, 0);
+    float x[8 * 2], va[8 * 2], vb[8 * 2];
+    normals(x, 16, 78);
+    ck_assert_ok(stochflow_model_velocity(va, nd, 0.7, x, 8));
+    ck_assert_ok(stochflow_model_velocity(vb, nw, 0.7, x, 8));
+    ck_assert_int_eq(memcmp(va, vb, sizeof va), 0);
+    for (int k = 0; k < 4; ++k) stochflow_model_free(ms[k]);
+    stochflow_model_free(nd);
+    stochflow_model_free(nw);
+}
+END_TEST
+
+START_TEST(ema_warmup_bounds) {
+    stochflow_model *m = ema_model();
+    ck_assert_status(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 3),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, -1),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1.5),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, NAN),
+                     STOCHFLOW_E_INVALID);
+    double v;
+    ck_assert_ok(stochflow_model_get_param(&v, m, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(v == 2.0); /* rejected values leave it unchanged */
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1));
+    ck_assert_status(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 3),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_ok(stochflow_model_get_param(&v, m, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(v == 1.0);
+    /* a model key: the solver handle does not take it */
+    stochflow_solver *sv = NULL;
+    ck_assert_ok(stochflow_solver_new(&sv));
+    ck_assert_status(stochflow_solver_set_param(sv, STOCHFLOW_PARAM_EMA_WARMUP, 1),
+                     STOCHFLOW_E_UNSUPPORTED);
+    stochflow_solver_free(sv);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- checkpoints of the EMA warm-up ---- */
+
+static uint32_t ck_crc32(const uint8_t *p, size_t n) {
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; ++i) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; ++k) crc = crc & 1 ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
+    }
+    return ~crc;
+}
+static uint64_t ck_get(const uint8_t *p, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; --i) v = v << 8 | p[i];
+    return v;
+}
+static void ck_put(uint8_t *p, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Offset of the HPAR entry of `key` in a checkpoint (0 when absent); *hpar receives the
+ * offset of the HPAR section header. Layout: doc/checkpoint-format.md. */
+static size_t hpar_entry(const uint8_t *b, size_t len, int key, size_t *hpar) {
+    size_t end = 24 + (size_t)ck_get(b + 16, 8), at = 24;
+    ck_assert_uint_eq(end + 4, len);
+    while (at + 16 <= end) {
+        size_t l = (size_t)ck_get(b + at + 8, 8);
+        if (memcmp(b + at, "HPAR", 4) == 0) {
+            *hpar = at;
+            uint32_t count = (uint32_t)ck_get(b + at + 16, 4);
+            for (uint32_t i = 0; i < count; ++i) {
+                size_t e = at + 24 + 16 * (size_t)i;
+                if (ck_get(b + e, 4) == (uint64_t)key) return e;
+            }
+            return 0;
+        }
+        at += 16 + l;
+    }
+    ck_abort_msg("no HPAR section");
+    return 0;
+}
+
+static void refresh_crc(uint8_t *b, size_t len) { ck_put(b + len - 4, ck_crc32(b, len - 4), 4); }
+
+/* The parameter travels in the checkpoint (HPAR) and training continues bit-for-bit with
+ * it; a file without the key (written before it existed: the entry removed, lengths and
+ * CRC fixed) loads with the default 2; a value out of range is a format error. */
+START_TEST(ema_warmup_checkpoint) {
+    stochflow_model *m = ema_model();
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.999));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1));
+    ema_step(m, 0);
+    ema_step(m, 1);
+    size_t len, written, np = m->n_params;
+    ck_assert_ok(stochflow_model_serialized_size(&len, m));
+    uint8_t *buf = malloc(len), *old = malloc(len);
+    ck_assert_ok(stochflow_model_save_buffer(&written, m, buf, len));
+    ck_assert_uint_eq(written, len);
+    stochflow_model *r = NULL;
+    ck_assert_ok(stochflow_model_load_buffer(&r, buf, len));
+    double v;
+    ck_assert_ok(stochflow_model_get_param(&v, r, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(v == 1.0);
+    ema_step(m, 2);
+    ema_step(r, 2);
+    ck_assert_int_eq(memcmp(m->params, r->params, np * sizeof(float)), 0);
+    ck_assert_int_eq(memcmp(m->ema, r->ema, np * sizeof(float)), 0);
+    stochflow_model_free(r);
+
+    size_t hp, e = hpar_entry(buf, len, STOCHFLOW_PARAM_EMA_WARMUP, &hp);
+    ck_assert_uint_ne(e, 0);
+    uint64_t bits;
+    memcpy(&bits, &(double){1.0}, 8);
+    ck_assert(ck_get(buf + e + 8, 8) == bits);
+    /* an older file: the entry removed */
+    memcpy(old, buf, e);
+    memcpy(old + e, buf + e + 16, len - e - 16);
+    size_t olen = len - 16;
+    ck_put(old + 16, ck_get(old + 16, 8) - 16, 8);
+    ck_put(old + hp + 8, ck_get(old + hp + 8, 8) - 16, 8);
+    ck_put(old + hp + 16, ck_get(old + hp + 16, 4) - 1, 4);
+    refresh_crc(old, olen);
+    ck_assert_ok(stochflow_model_load_buffer(&r, old, olen));
+    ck_assert_ok(stochflow_model_get_param(&v, r, STOCHFLOW_PARAM_EMA_WARMUP));
+    ck_assert(v == 2.0);
+    ck_assert_ok(stochflow_model_get_param(&v, r, STOCHFLOW_PARAM_EMA_DECAY));
+    ck_assert(v == 0.999);
+    stochflow_model_free(r);
+    /* out of range in the file */
+    memcpy(&bits, &(double){3.0}, 8);
+    ck_put(buf + e + 8, bits, 8);
+    refresh_crc(buf, len);
+    r = NULL;
+    ck_assert_status(stochflow_model_load_buffer(&r, buf, len), STOCHFLOW_E_FORMAT);
+    ck_assert_ptr_null(r);
+    /* a default model saves the default */
+    stochflow_model *d = ema_model();
+    ck_assert_ok(stochflow_model_save_buffer(&written, d, buf, len));
+    e = hpar_entry(buf, written, STOCHFLOW_PARAM_EMA_WARMUP, &hp);
+    ck_assert_uint_ne(e, 0);
+    memcpy(&bits, &(double){2.0}, 8);
+    ck_assert(ck_get(buf + e + 8, 8) == bits);
+    stochflow_model_free(d);
+    free(buf);
+    free(old);
+    stochflow_model_free(m);
+}
+END_TEST
+
 Suite *make_suite(void) {
     Suite *s = suite_create("model");
     TCase *tg = tcase_create("gradients");
@@ -519,5 +854,12 @@ Suite *make_suite(void) {
     tcase_add_test(tl, learn_gaussian_trig);
     tcase_add_test(tl, learn_gaussian_linear);
     suite_add_tcase(s, tl);
+    TCase *tw = tcase_create("ema_warmup");
+    tcase_add_test(tw, ema_warmup_rule);
+    tcase_add_test(tw, ema_warmup_late_start);
+    tcase_add_test(tw, ema_warmup_default_unchanged);
+    tcase_add_test(tw, ema_warmup_bounds);
+    tcase_add_test(tw, ema_warmup_checkpoint);
+    suite_add_tcase(s, tw);
     return s;
 }
