@@ -2,7 +2,8 @@
  *   cc -Iinclude -Ibuild-rel/include fuzz/make_corpus.c build-rel/lib/libstochflow.a \
  *      -lblis -lpng16 -lm -lpthread -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus
  * Small models (a few hundred bytes each) covering every section and option: EMA on and
- * off, raw and Fourier time, each activation and interpolant, 1 to 3 hidden layers.
+ * off, raw and Fourier time, each activation and interpolant, 1 to 3 hidden layers, and
+ * the smallest U-Net with attention (issue 8).
  * Each file is written twice: mode byte 0x01 (CRC fixed up by the target) and 0x00. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,27 @@ int main(int argc, char **argv) {
             if (stochflow_model_train_step(&loss, m, x, 8, NULL, NULL) != 0) return 1;
         }
         emit(dir, "fourier-interp-ot", m);
+        stochflow_model_free(m);
+    }
+    /* issue 8: the smallest U-Net (1x2x2 images, base 2, one level, one block, one
+     * group) with attention at its level, EMA on: UNET section, all of the model's ops */
+    {
+        stochflow_config *c;
+        const size_t mult[1] = {1};
+        stochflow_config_new(&c, 4);
+        if (stochflow_config_set_unet(c, 1, 2, 2, 2, 1, mult, 1, 1u, 1) != 0) return 1;
+        stochflow_config_set_seed(c, 42);
+        if (stochflow_model_new(&m, c) != 0) return 1;
+        stochflow_config_free(c);
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.9);
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 1e-2);
+        float x[8 * 4];
+        for (int s = 0; s < 2; ++s) {
+            double loss;
+            stochflow_random_normal(x, 32, 1, (uint64_t)s);
+            if (stochflow_model_train_step(&loss, m, x, 8, NULL, NULL) != 0) return 1;
+        }
+        emit(dir, "unet", m);
         stochflow_model_free(m);
     }
     return 0;
