@@ -450,7 +450,10 @@ int cli_images_train(const opts *o) {
     } else {
         if (build_unet(&m, o, &im) != 0 || model_shape(&u, m, "train", "the model") != 0) goto out;
         if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, IMG_LR)) < 0 ||
-            (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, IMG_CLIP)) < 0) {
+            (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, IMG_CLIP)) < 0 ||
+            /* --ema on a new image model warms up (STOCHFLOW_PARAM_EMA_WARMUP, doc/cli.md) */
+            (opt(o, "--ema") != NULL &&
+             (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1)) < 0)) {
             cli_fail_lib(rc, "image training defaults");
             goto out;
         }

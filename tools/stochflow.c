@@ -395,6 +395,11 @@ int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t st
         int rc = stochflow_model_set_param(m, P[i].key, v);
         if (rc < 0) return cli_fail_lib(rc, P[i].name);
     }
+    /* --ema-warmup (a flag; only train declares it): Keras-style EMA warm-up */
+    if (opt(o, "--ema-warmup") != NULL) {
+        int rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1);
+        if (rc < 0) return cli_fail_lib(rc, "--ema-warmup");
+    }
     /* issue 9: --coupling, --interp-lr (tools/transport_cli.c) */
     if (cli_set_coupling(m, o->cmd, opt(o, "--coupling"), opt(o, "--interp-lr")) != 0)
         return -1;
@@ -559,6 +564,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--lr-min", "X", "cosine floor"},
     {"--warmup", "N", "linear warm-up steps"},
     {"--ema", "X", "EMA decay of the weights (0 = off)"},
+    {"--ema-warmup", NULL, "EMA decay min(X, (1+s)/(10+s)) at step s (on with --ema for images)"},
     {"--clip", "X", "gradient norm clip (0 = off; new image models 1)"},
     {"--weight-decay", "X", "decoupled weight decay"},
     {"--seed", "S", "seed of every random draw (default 0)"},
