@@ -78,6 +78,7 @@ const TRACES = Dict(:exact => 1, :hutchinson => 2)
 const PROBE_DISTS = Dict(:rademacher => 1, :gaussian => 2)
 const LR_SCHEDULES = Dict(:constant => 1, :step => 2, :cosine => 3)
 const EVAL_WEIGHTS = Dict(:ema => 1, :live => 2)
+const EMA_WARMUP = Dict(:on => 1, :off => 2)
 const COUPLINGS = Dict(:independent => 1, :ot => 2, :sinkhorn => 3)
 
 const MODEL_PARAMS = Dict(
@@ -86,6 +87,7 @@ const MODEL_PARAMS = Dict(
     :ema_decay => (106, nothing), :lr_schedule => (107, LR_SCHEDULES),
     :lr_decay_every => (108, nothing), :lr_decay_factor => (109, nothing),
     :lr_warmup => (110, nothing), :lr_total_steps => (111, nothing), :lr_min => (112, nothing),
+    :ema_warmup => (116, EMA_WARMUP),
     :interp_lr => (113, nothing), :coupling => (114, COUPLINGS),
     :sinkhorn_reg => (115, nothing),
     :threads => (400, nothing), :eval_weights => (401, EVAL_WEIGHTS))
@@ -145,7 +147,8 @@ end
 A velocity network, its Adam optimizer and its random stream; freed by a finalizer.
 `tunables` are the keyed parameters by name (lr, beta1, beta2, adam_eps, weight_decay,
 grad_clip, ema_decay, lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup,
-lr_total_steps, lr_min, eval_weights, interp_lr, coupling, sinkhorn_reg).
+lr_total_steps, lr_min, ema_warmup (:on/:off), eval_weights, interp_lr, coupling,
+sinkhorn_reg).
 `interpolant = :fourier` is the learnable interpolant with `n_modes` modes over `interp_base`.
 `unet = (channels=1, height=28, width=28, base=32, mult=(1, 2, 2), blocks=1, attn_mask=4,
 groups=8)` (a NamedTuple; channels, height and width required, the others default as

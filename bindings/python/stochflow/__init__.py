@@ -190,6 +190,7 @@ _PROBES = {"rademacher": STOCHFLOW_PROBE_RADEMACHER,  # noqa: F405
 _SCHEDULES = {"constant": STOCHFLOW_LR_CONSTANT, "step": STOCHFLOW_LR_STEP,  # noqa: F405
               "cosine": STOCHFLOW_LR_COSINE}  # noqa: F405
 _EVAL_WEIGHTS = {"ema": 1, "live": 2}
+_EMA_WARMUP = {"on": 1, "off": 2}
 _COUPLINGS = {"independent": STOCHFLOW_COUPLING_INDEPENDENT,  # noqa: F405
               "ot": STOCHFLOW_COUPLING_OT, "sinkhorn": STOCHFLOW_COUPLING_SINKHORN}  # noqa
 
@@ -209,6 +210,7 @@ MODEL_PARAMS = {
     "lr_warmup": (STOCHFLOW_PARAM_LR_WARMUP, None),  # noqa: F405
     "lr_total_steps": (STOCHFLOW_PARAM_LR_TOTAL_STEPS, None),  # noqa: F405
     "lr_min": (STOCHFLOW_PARAM_LR_MIN, None),  # noqa: F405
+    "ema_warmup": (STOCHFLOW_PARAM_EMA_WARMUP, _EMA_WARMUP),  # noqa: F405
     "threads": (STOCHFLOW_PARAM_THREADS, None),  # noqa: F405
     "eval_weights": (STOCHFLOW_PARAM_EVAL_WEIGHTS, _EVAL_WEIGHTS),  # noqa: F405
     "interp_lr": (STOCHFLOW_PARAM_INTERP_LR, None),  # noqa: F405
@@ -314,6 +316,7 @@ class Model:
     tunables are the model's keyed parameters by name: lr, beta1, beta2, adam_eps,
     weight_decay, grad_clip, ema_decay, lr_schedule ("constant"/"step"/"cosine"),
     lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
+    ema_warmup ("on"/"off": decay min(ema_decay, (1 + s)/(10 + s)) at step s, or constant),
     eval_weights ("ema"/"live"), interp_lr, coupling ("independent"/"ot"/"sinkhorn"),
     sinkhorn_reg. The handle is freed when the object is garbage
     collected (and not before: arrays from parameters()/gradients() keep it alive).

@@ -58,6 +58,7 @@ pub const STOCHFLOW_PARAM_LR_DECAY_FACTOR: c_int = 109;
 pub const STOCHFLOW_PARAM_LR_WARMUP: c_int = 110;
 pub const STOCHFLOW_PARAM_LR_TOTAL_STEPS: c_int = 111;
 pub const STOCHFLOW_PARAM_LR_MIN: c_int = 112;
+pub const STOCHFLOW_PARAM_EMA_WARMUP: c_int = 116;
 pub const STOCHFLOW_PARAM_SOLVER: c_int = 200;
 pub const STOCHFLOW_PARAM_STEPS: c_int = 201;
 pub const STOCHFLOW_PARAM_RTOL: c_int = 202;

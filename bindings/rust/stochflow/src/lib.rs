@@ -258,6 +258,9 @@ pub enum Param {
     InterpLr = 113,
     Coupling = 114,
     SinkhornReg = 115,
+    /// EMA warm-up: 1 = decay min(EmaDecay, (1 + s) / (10 + s)) at step s, 2 = constant
+    /// (default).
+    EmaWarmup = 116,
     Threads = 400,
     EvalWeights = 401,
 }
