@@ -312,6 +312,17 @@ int stochflow__unet_validate(const stochflow__unet_cfg *c, size_t dim) {
     RETURN_ERROR_IF(c->attn_mask >> c->n_levels, STOCHFLOW_E_INVALID,
                     "U-Net: attention mask 0x%x names levels beyond %zu", c->attn_mask,
                     c->n_levels);
+    /* Attention keeps L^2 probabilities per image and block: at most 64x64 positions
+     * (2^24 floats, 64 MiB). Without a bound a 14 KB checkpoint (1x256x256, base 2, one
+     * level, attention) asked 86 GB of workspace per image of the first velocity call. */
+    for (size_t l = 0; l < c->n_levels; ++l) {
+        size_t L = (c->height >> l) * (c->width >> l);
+        RETURN_ERROR_IF((c->attn_mask >> l) & 1u && L > STOCHFLOW__UNET_MAX_ATTN,
+                        STOCHFLOW_E_INVALID,
+                        "U-Net: attention at level %zu would span %zu x %zu = %zu positions, "
+                        "at most %d (attention at a lower resolution, or more levels)",
+                        l, c->height >> l, c->width >> l, L, STOCHFLOW__UNET_MAX_ATTN);
+    }
     return 0;
 }
 

@@ -14,6 +14,9 @@
 
 typedef struct stochflow__unet stochflow__unet;
 
+/* Most positions (h * w) of a level with attention: 64x64 (doc/unet.md, Limits). */
+#define STOCHFLOW__UNET_MAX_ATTN 4096
+
 /* U-Net settings as stored in a configuration. */
 typedef struct {
     size_t channels, height, width; /* image shape; channels*height*width = dim */

@@ -66,6 +66,25 @@ START_TEST(config_errors) {
                      STOCHFLOW_E_INVALID);
     ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, m3, 1, 8, 8),
                      STOCHFLOW_E_INVALID);
+    /* attention spans at most 64x64 = 4096 positions: 64x64 at level 0 is fine, 66x64
+     * (or 128x128 at level 0) is not, 128x128 with attention at level 1 is */
+    {
+        stochflow_config *big = NULL;
+        const size_t m2[2] = {1, 2};
+        ck_assert_ok(stochflow_config_new(&big, 64 * 64));
+        ck_assert_ok(stochflow_config_set_unet(big, 1, 64, 64, 8, 2, m2, 1, 1u, 4));
+        stochflow_config_free(big);
+        ck_assert_ok(stochflow_config_new(&big, 66 * 64));
+        ck_assert_status(stochflow_config_set_unet(big, 1, 66, 64, 8, 2, m2, 1, 1u, 4),
+                         STOCHFLOW_E_INVALID);
+        ck_assert(strstr(stochflow_last_error_message(), "4224 positions") != NULL);
+        stochflow_config_free(big);
+        ck_assert_ok(stochflow_config_new(&big, 128 * 128));
+        ck_assert_status(stochflow_config_set_unet(big, 1, 128, 128, 8, 2, m2, 1, 1u, 4),
+                         STOCHFLOW_E_INVALID);
+        ck_assert_ok(stochflow_config_set_unet(big, 1, 128, 128, 8, 2, m2, 1, 2u, 4));
+        stochflow_config_free(big);
+    }
     ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, NULL, 1, 0, 8),
                      STOCHFLOW_E_INVALID);
     ck_assert_status(stochflow_config_set_unet(NULL, 1, 28, 28, 32, 3, m3, 1, 0, 8),
@@ -557,10 +576,12 @@ static void put32(unsigned char *p, uint32_t v) {
 }
 
 /* Hostile UNET sections (CRC-valid): out-of-range fields, a multiplier on an unused
- * level, and a valid but enormous network (1x256x256, base 1024, 6 levels of
- * multiplier 16, 8 blocks, attention everywhere: ~10^11 parameters, and 2^32 floats of
- * attention probabilities per image) whose weights are not in the file. All FORMAT,
- * after at most the three small allocations of compiling the network's operation list
+ * level, attention over more than 64x64 positions (the smallest U-Net on 1x256x256
+ * images with attention at level 0 would be a 14 KB file asking 86 GB of workspace per
+ * image), and a valid but enormous network (1x256x256, base 1024, 6 levels of
+ * multiplier 16, 8 blocks, attention at levels 2..5: ~10^11 parameters) whose weights
+ * are not in the file. All FORMAT, the field errors after no allocation, the enormous
+ * network after at most the three small allocations of compiling its operation list
  * (counted by the allocation hook), never anything sized by the claimed network. */
 START_TEST(hostile_unet_section) {
     stochflow_model *m = tiny(1, 4, 4, 2u, 25);
@@ -606,7 +627,7 @@ START_TEST(hostile_unet_section) {
     /* the enormous valid network: CONF's dimension too */
     memcpy(b, good, len);
     put32(b + 40, 65536);
-    const uint32_t big[14] = {1, 256, 256, 1024, 6, 8, 1024, 0x3F, 16, 16, 16, 16, 16, 16};
+    const uint32_t big[14] = {1, 256, 256, 1024, 6, 8, 1024, 0x3C, 16, 16, 16, 16, 16, 16};
     for (int f = 0; f < 14; ++f) put32(b + at + 4 * f, big[f]);
     reseal(b, len);
     stochflow_model *out = NULL;
@@ -615,6 +636,16 @@ START_TEST(hostile_unet_section) {
     ck_assert(strstr(stochflow_last_error_message(), "weight bytes") != NULL);
     ck_assert_uint_le(stochflow__alloc_count(), 3);
     ck_assert_ptr_null(out);
+    /* attention at 256x256 (level 0) or 128x128 (level 1): refused by validation */
+    for (uint32_t mask = 1; mask <= 2; ++mask) {
+        put32(b + at + 4 * ATTN, mask | 0x3C);
+        reseal(b, len);
+        stochflow__alloc_fail_at(0);
+        ck_assert_status(stochflow_model_load_buffer(&out, b, len), STOCHFLOW_E_FORMAT);
+        ck_assert(strstr(stochflow_last_error_message(), "positions") != NULL);
+        ck_assert_uint_eq(stochflow__alloc_count(), 0);
+        ck_assert_ptr_null(out);
+    }
     /* and the unpatched file still loads */
     ck_assert_ok(stochflow_model_load_buffer(&out, good, len));
     stochflow_model_free(out);
