@@ -657,7 +657,8 @@ STOCHFLOW_API int stochflow_png_write(const char *path, const uint8_t *pixels, u
  * are joined by stride-2 convolutions down and nearest up-sampling + 3x3 convolution
  * up, with skip connections. Bit l of attn_mask adds single-head self-attention after
  * every block of level l; the middle block (lowest level) has attention when the bit of
- * the lowest level is set. The time t enters as a sinusoidal embedding of base
+ * the lowest level is set. Attention keeps positions^2 values per image, so it is
+ * refused at levels of more than 64 x 64 = 4096 positions. The time t enters as a sinusoidal embedding of base
  * features through a 2-layer MLP of width 4 * base. The MLP settings of cfg (hidden
  * widths, activation, time embedding) are ignored; the interpolant and seed apply.
  * @param n_levels  1..STOCHFLOW_UNET_MAX_LEVELS; height and width divisible by
