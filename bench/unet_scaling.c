@@ -7,8 +7,9 @@
  * Arguments: size (square RGB images), batch, timed steps, threads. The U-Net: base 32,
  * multipliers 1,2,2,2 (4 levels), 1 block per level, attention at the lowest level,
  * 8 groups. Data: random images in [-1, 1] (the cost does not depend on the values).
- * Prints one line: size, pixels, params, seconds per step (median), seconds per step
- * per megapixel of batch, peak RSS (MiB), sampling seconds (RK4, 4 steps, 2 images). */
+ * Prints one line: size, pixels, params, wall seconds per step (median), CPU seconds
+ * per step (mean; robust to other load on a shared machine) and per megapixel of batch,
+ * peak RSS (MiB), sampling seconds (RK4, 4 steps, 2 images). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,14 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU seconds of this process (all threads): robust to other load on the machine. */
+static double cpu_now(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 static int cmp(const void *a, const void *b) {
@@ -62,11 +71,13 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n * d; ++i) x[i] = x[i] > 1 ? 1 : x[i] < -1 ? -1 : x[i];
     double loss, times[1000];
     CHECK(stochflow_model_train_step(&loss, m, x, n, NULL, NULL)); /* warm-up */
+    double c0 = cpu_now();
     for (int k = 0; k < steps; ++k) {
         double t0 = now();
         CHECK(stochflow_model_train_step(&loss, m, x, n, NULL, NULL));
         times[k] = now() - t0;
     }
+    double cpu = (cpu_now() - c0) / steps;
     qsort(times, (size_t)steps, sizeof *times, cmp);
     double med = times[steps / 2];
     /* end to end: two samples with RK4 */
@@ -81,8 +92,9 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double mpix = (double)(n * s * s) / 1e6;
     printf("size %zu  pixels %zu  params %zu  batch %zu  threads %d  s/step %.3f  "
-           "s/step/Mpix %.3f  peak_rss_MiB %.0f  sample2_rk4x4_s %.2f  loss %.4f\n",
-           s, s * s, stochflow_model_num_params(m), n, threads, med, med / mpix,
+           "cpu_s/step %.3f  cpu_s/step/Mpix %.3f  peak_rss_MiB %.0f  sample2_rk4x4_s %.2f  "
+           "loss %.4f\n",
+           s, s * s, stochflow_model_num_params(m), n, threads, med, cpu, cpu / mpix,
            (double)ru.ru_maxrss / 1024.0, ts, loss);
     stochflow_solver_free(sol);
     stochflow_model_free(m);
