@@ -440,9 +440,17 @@ static int list_pngs(pngdir_res *x, const char *dir) {
                     strerror(errno));
     size_t fcap = 0;
     int rc = 0;
-    struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
+    for (;;) {
+        /* errno is reset before every readdir: only readdir's own failure may be left in
+         * it at the end (a stat of a dangling link in between sets ENOENT). */
+        errno = 0;
+        struct dirent *e = readdir(d);
+        if (e == NULL) {
+            if (errno != 0)
+                rc = stochflow__error(STOCHFLOW_E_IO, "images_load: pngdir:%s: cannot list: %s",
+                                      dir, strerror(errno));
+            break;
+        }
         if (!has_png_suffix(e->d_name)) continue;
         rc = join_path(x, &fcap, dir, e->d_name);
         if (rc < 0) break;
@@ -468,11 +476,7 @@ static int list_pngs(pngdir_res *x, const char *dir) {
         }
         memcpy(copy, e->d_name, len);
         x->names[x->n_names++] = copy;
-        errno = 0;
     }
-    if (rc == 0 && errno != 0)
-        rc = stochflow__error(STOCHFLOW_E_IO, "images_load: pngdir:%s: cannot list: %s", dir,
-                              strerror(errno));
     closedir(d);
     if (rc < 0) return rc;
     RETURN_ERROR_IF(x->n_names == 0, STOCHFLOW_E_FORMAT,

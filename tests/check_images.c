@@ -613,6 +613,41 @@ START_TEST(test_png_hostile) {
 }
 END_TEST
 
+/* Non-regular entries named *.png: a dangling symbolic link, a FIFO and a directory are
+ * ignored; a link to a PNG is followed. Many dangling links around one real file make
+ * one of them the last entry readdir returns in practically every order (a stat of a
+ * dangling link once left ENOENT in errno and was reported as "cannot list"). */
+START_TEST(test_png_links) {
+    LOCALS;
+    uint8_t g[12];
+    for (int i = 0; i < 12; ++i) g[i] = (uint8_t)(9 * i);
+    write_png("links", "m.png", 4, 3, PNG_COLOR_TYPE_GRAY, 8, g, NULL, 0, NULL, 0, 0);
+    char p[600], t[600];
+    for (int k = 0; k < 24; ++k) {
+        snprintf(p, sizeof p, "%s/links/dangling%02d.png", dir, k);
+        snprintf(t, sizeof t, "%s/links/missing%02d", dir, k);
+        ck_assert_int_eq(symlink(t, p), 0);
+    }
+    snprintf(p, sizeof p, "%s/links/fifo.png", dir);
+    ck_assert_int_eq(mkfifo(p, 0644), 0);
+    snprintf(p, sizeof p, "%s/links/sub.png", dir);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/links/n.png", dir);
+    snprintf(t, sizeof t, "%s/links/m.png", dir);
+    ck_assert_int_eq(symlink(t, p), 0);
+    int rc = LOAD(pngsrc("links"), 0);
+    ck_assert_msg(rc == 0, "rc %d: %s", rc, stochflow_last_error_message());
+    ck_assert_uint_eq(cnt, 2); /* m.png and the link n.png */
+    ck_assert(memcmp(px, g, 12) == 0 && memcmp(px + 12, g, 12) == 0);
+    stochflow_images_free(px);
+    /* only dangling links: no .png files (FORMAT), not an I/O error */
+    snprintf(p, sizeof p, "%s/links/m.png", dir);
+    ck_assert_int_eq(unlink(p), 0);
+    ck_assert_int_eq(LOAD(pngsrc("links"), 0), STOCHFLOW_E_FORMAT);
+    expect_msg("no .png files");
+}
+END_TEST
+
 START_TEST(test_load_args) {
     LOCALS;
     ck_assert_status(LOAD("jpeg:/tmp", 0), STOCHFLOW_E_INVALID);
@@ -862,6 +897,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, test_png_color);
     tcase_add_test(tc, test_png_errors);
     tcase_add_test(tc, test_png_hostile);
+    tcase_add_test(tc, test_png_links);
     tcase_add_test(tc, test_load_args);
     suite_add_tcase(s, tc);
     tc = tcase_create("core");
