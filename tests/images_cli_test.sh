@@ -199,6 +199,11 @@ fails "--bpd on a 2-D model" "--bpd applies only to image models" "$SF" logp --m
 fails "image data with a 2-D model" "is image data, but" "$SF" logp --model "$T/mlp.sfm" --data "$D"
 fails "2-D data with an image model" "must be image data" "$SF" logp --model "$T/run/model.sfm" --data checkerboard
 fails "--n-eval beyond the data" "only 6 images" "$SF" logp --model "$T/run/model.sfm" --data "$D" --n-eval 10
+fails "grid too wide, refused before sampling" "exceed 1000000 pixels.*--cols" "$SF" sample --model "$T/run/model.sfm" --png "$T/wide.png" -n 3 --cols 100000 --threads 1
+[ ! -e "$T/wide.png" ] && ok "no grid written" || not_ok "no grid written"
+fails "train --out in a missing directory, before training" "cannot write.*nodir/m.sfm.*not an existing directory" "$SF" train --data "$D" --out "$T/nodir/m.sfm" --steps 1000000000 "${TINY[@]}"
+fails "sample --png in a missing directory" "cannot write.*nodir/g.png" "$SF" sample --model "$T/run/model.sfm" --png "$T/nodir/g.png" -n 2 --threads 1
+fails "logp --out in a missing directory" "cannot write.*nodir/l.npy" "$SF" logp --model "$T/run/model.sfm" --data "$D" --out "$T/nodir/l.npy" --n-eval 2 --threads 1
 fails "resume an MLP on images" "not an image model" "$SF" train --data "$D" --resume "$T/mlp.sfm" --out "$T/x.sfm"
 
 # ---- Fashion-MNIST, where installed (a few images only) -------------------------------------

@@ -74,8 +74,10 @@ static int resolve_source(char *buf, size_t cap, const char *cmd, const char *sr
         snprintf(buf, cap, "%s", FMNIST_TRAIN);
     else if (strcmp(src, "fashion-mnist:test") == 0)
         snprintf(buf, cap, "%s", FMNIST_TEST);
-    else if (starts_with(src, "idx:") || starts_with(src, "pngdir:"))
+    else if ((starts_with(src, "idx:") || starts_with(src, "pngdir:")) && strlen(src) < cap)
         snprintf(buf, cap, "%s", src);
+    else if (starts_with(src, "idx:") || starts_with(src, "pngdir:"))
+        return cli_fail("%s: image data path too long (%zu bytes)", cmd, strlen(src));
     else
         return cli_fail("%s: '%s' is not image data (%s)", cmd, src, SOURCES_HELP);
     return 0;
@@ -206,6 +208,40 @@ static void attn_levels(char *buf, size_t cap, uint32_t mask, size_t levels) {
         if (mask & (1u << l))
             snprintf(buf + strlen(buf), cap - strlen(buf), "%s%zu", buf[0] ? "," : "", l);
     if (buf[0] == '\0') snprintf(buf, cap, "none");
+}
+
+/* The grid stochflow_images_write_grid draws for n images of h x w with `cols` columns
+ * (0 = ceil(sqrt n)) is at most 10^6 pixels each way; refuse a larger one before any
+ * work (the library would refuse it only after every image is integrated). */
+#define GRID_MAX_SIDE 1000000u
+static int grid_fits(const char *cmd, const char *what, size_t n, size_t cols, size_t h,
+                     size_t w) {
+    size_t nc = cols;
+    if (nc == 0)
+        while (nc * nc < n) ++nc;
+    size_t nr = n / nc + (n % nc != 0);
+    if (nc > (GRID_MAX_SIDE - 2) / (w + 2) || nr > (GRID_MAX_SIDE - 2) / (h + 2))
+        return cli_fail("%s: a grid of %zu images of %zux%zu in %zu columns (%zu rows) would "
+                        "exceed %u pixels on a side; %s",
+                        cmd, n, h, w, nc, nr, GRID_MAX_SIDE, what);
+    return 0;
+}
+
+/* The directory a file PATH is written to must exist: checked before hours of work
+ * rather than when the result is saved. */
+static int out_dir_exists(const char *cmd, const char *path) {
+    char d[4096];
+    if (strlen(path) >= sizeof d) return cli_fail("%s: path too long: '%.80s...'", cmd, path);
+    snprintf(d, sizeof d, "%s", path);
+    char *slash = strrchr(d, '/');
+    if (slash == NULL) return 0; /* the current directory */
+    if (slash == d) slash[1] = '\0';
+    else *slash = '\0';
+    struct stat st;
+    if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode))
+        return cli_fail("%s: cannot write '%s': '%s' is not an existing directory", cmd, path,
+                        d);
+    return 0;
 }
 
 /* ---- models ----------------------------------------------------------------------------- */
@@ -422,6 +458,8 @@ int cli_images_train(const opts *o) {
         return cli_fail("train: --out MODEL (or --outdir DIR) is required"), EXIT_USAGE;
     /* periodic files go to --outdir, by default the directory of --out */
     char dir[4096], out_default[4200], ck_path[4200], grid_path[4200] = "";
+    if (strlen(opt(o, "--outdir") ? opt(o, "--outdir") : opt(o, "--out")) >= sizeof dir)
+        return cli_fail("train: --outdir/--out path too long"), EXIT_USAGE;
     snprintf(dir, sizeof dir, "%s", opt(o, "--outdir") ? opt(o, "--outdir") : opt(o, "--out"));
     if (!opt(o, "--outdir")) {
         char *slash = strrchr(dir, '/');
@@ -434,6 +472,7 @@ int cli_images_train(const opts *o) {
     snprintf(ck_path, sizeof ck_path, "%s/checkpoint.sfm", outdir);
     const char *out = opt(o, "--out") ? opt(o, "--out") : out_default;
     if (opt(o, "--outdir") && make_dirs(outdir) != 0) return 1;
+    if (out_dir_exists("train", out) != 0) return 1;
 
     imageset im;
     if (images_open(&im, "train", opt(o, "--data"), 0, (size_t)maxim) != 0) return 1;
@@ -459,6 +498,9 @@ int cli_images_train(const opts *o) {
         }
     }
     if (set_threads(m, o, default_threads()) || apply_train_params(m, o, !resume, steps)) goto out;
+    if (smp_every && grid_fits("train", "use a smaller --grid-n", (size_t)grid_n, 0, im.h,
+                               im.w) != 0)
+        goto out;
     size_t d = im.d, B = (size_t)batch;
     x = malloc(B * d * sizeof(float));
     z = malloc(B * sizeof(float));
@@ -643,6 +685,11 @@ int cli_images_sample(const opts *o) {
     if (set_threads(m, o, default_threads()) ||
         image_solver(&s, o, STOCHFLOW_SOLVER_RK4, 50, &kind, &ksteps, &rtol, &atol))
         goto out;
+    if (png && (grid_fits("sample", "use fewer images or another --cols", (size_t)n,
+                          (size_t)cols, u.h, u.w) != 0 ||
+                out_dir_exists("sample", png) != 0))
+        goto out;
+    if (out && out_dir_exists("sample", out) != 0) goto out;
     size_t d = stochflow_model_dim(m);
     if (n > CLI_MAX_ELEMENTS / d) {
         cli_fail("sample: n = %llu images of %zu values is too many", (unsigned long long)n, d);
@@ -747,6 +794,7 @@ int cli_images_logp(opts *o) {
     if (load_image_model(&m, opt(o, "--model")) != 0 ||
         model_shape(&u, m, "logp", opt(o, "--model")) != 0)
         goto out;
+    if (outp && out_dir_exists("logp", outp) != 0) goto out;
     if (images_open(&im, "logp", src, 1, (size_t)n_eval) != 0) goto out;
     if (check_shape(&u, &im, "logp", opt(o, "--model")) != 0) goto out;
     if (opt(o, "--n-eval") && im.n < n_eval) {
