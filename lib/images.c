@@ -325,8 +325,10 @@ static int png_decode(pngdir_res *x) {
     x->msg[0] = '\0';
     if (setjmp(x->jb)) {
         png_close(x);
-        return stochflow__error(STOCHFLOW_E_FORMAT, "images_load: pngdir: %s: libpng: %s",
-                                x->file, x->msg);
+        /* libpng's reader says only "Read Error" when the file ends early */
+        int eof = strcmp(x->msg, "Read Error") == 0;
+        return stochflow__error(STOCHFLOW_E_FORMAT, "images_load: pngdir: %s: %slibpng: %s%s",
+                                x->file, eof ? "truncated file (" : "", x->msg, eof ? ")" : "");
     }
     png_init_io(x->png, x->fp);
     png_set_sig_bytes(x->png, 8);

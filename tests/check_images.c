@@ -559,6 +559,7 @@ START_TEST(test_png_errors) {
     fclose(f);
     ck_assert_status(LOAD(pngsrc("bad"), 0), STOCHFLOW_E_FORMAT);
     expect_msg("b.png");
+    expect_msg("truncated file (libpng: Read Error)");
     /* not a PNG at all */
     f = fopen(p, "wb");
     fputs("GIF89a not really", f);
