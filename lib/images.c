@@ -11,8 +11,9 @@
  * Nothing proportional to the claimed size is allocated before the data is shown to
  * exist: a raw file is first checked against its size on disk; a gzip file is read
  * into a buffer that doubles only while data keeps coming (so memory stays within
- * twice the bytes actually decompressed), and an early end of data is FORMAT. A PNG
- * header is checked against what its file size can inflate to (deflate <= 1032:1).
+ * twice the bytes actually decompressed, three times while it is copied), and an
+ * early end of data is FORMAT. A PNG header is checked against what its file size can
+ * inflate to (deflate <= 1032:1).
  */
 #define _POSIX_C_SOURCE 200809L
 

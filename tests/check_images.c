@@ -763,6 +763,34 @@ START_TEST(test_dequantize) {
     same = 0;
     for (size_t i = 0; i < 2048; ++i) same += x[i] == y[i];
     ck_assert_uint_lt(same, 20);
+    /* the upper bin edge: p - 128 + u rounds up to p - 127 in float when u >= 1 - 2^-18
+     * for p = 0 and 255 (|value| in [64, 128], ulp 2^-17): about 16 of 2^22 draws each,
+     * which must come out as the largest float below the edge, still in bin p */
+    {
+        const size_t big = (size_t)1 << 22;
+        uint8_t *pe = malloc(big), *qe = malloc(big);
+        float *xe = malloc(big * sizeof *xe);
+        for (int v = 0; v < 2; ++v) {
+            const uint8_t pv = v ? 255 : 0;
+            memset(pe, pv, big);
+            ck_assert_ok(stochflow_images_dequantize(xe, pe, big, 7, 11));
+            ck_assert_ok(stochflow_images_quantize(qe, xe, big));
+            const float edge = nextafterf((float)(pv - 127) / 128.0f, -2.0f);
+            size_t at_edge = 0, wrong = 0, first = big;
+            for (size_t i = 0; i < big; ++i) {
+                at_edge += xe[i] == edge;
+                if (qe[i] != pv && wrong++ == 0) first = i;
+            }
+            ck_assert_msg(wrong == 0, "p = %u: %zu values leave the bin, first x[%zu] = %.9g",
+                          pv, wrong, first, first < big ? (double)xe[first] : 0.0);
+            /* Poisson(16): P(0) = 1e-7, P(> 60) negligible */
+            ck_assert_msg(at_edge >= 1 && at_edge < 60, "p = %u: %zu values at the edge", pv,
+                          at_edge);
+        }
+        free(pe);
+        free(qe);
+        free(xe);
+    }
     ck_assert_status(stochflow_images_dequantize(y, p, 1, 1, 1ull << 32), STOCHFLOW_E_INVALID);
     ck_assert_status(stochflow_images_dequantize(NULL, p, 1, 1, 1), STOCHFLOW_E_INVALID);
     ck_assert_status(stochflow_images_dequantize(y, NULL, 1, 1, 1), STOCHFLOW_E_INVALID);
