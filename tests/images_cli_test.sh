@@ -124,7 +124,8 @@ fails "resume cannot change the U-Net" "cannot change when resuming" "$SF" train
 run "sample --png grid" "$SF" sample --model "$T/run/model.sfm" --png "$T/grid.png" -n 6 --cols 3 --steps 4 --threads 1 --json &&
     json "sample JSON" "d['n']==6 and d['cols']==3 and d['solver']=='rk4' and d['nfe']>0 and d['png'].endswith('grid.png')"
 png_size "$T/grid.png" 32 22
-run "sample --n alias, default columns, .npy out" "$SF" sample --model "$T/run/model.sfm" --png "$T/grid5.png" --n 5 --out "$T/s.npy" --steps 2 --batch 2 --threads 1
+run "sample --n alias, default columns, .npy out" "$SF" sample --model "$T/run/model.sfm" --png "$T/grid5.png" --n 5 --out "$T/s.npy" --steps 2 --batch 2 --threads 1 --json &&
+    json "JSON cols is the default ceil(sqrt 5) = 3" "d['cols']==3 and d['n']==5"
 png_size "$T/grid5.png" 32 22
 check "sampled images: 5 x 64 finite floats" "
 import numpy as np; a=np.load('$T/s.npy'); assert a.shape==(5,64) and np.isfinite(a).all(), a.shape"

@@ -214,11 +214,16 @@ static void attn_levels(char *buf, size_t cap, uint32_t mask, size_t levels) {
  * (0 = ceil(sqrt n)) is at most 10^6 pixels each way; refuse a larger one before any
  * work (the library would refuse it only after every image is integrated). */
 #define GRID_MAX_SIDE 1000000u
-static int grid_fits(const char *cmd, const char *what, size_t n, size_t cols, size_t h,
-                     size_t w) {
+static size_t grid_cols(size_t n, size_t cols) {
     size_t nc = cols;
     if (nc == 0)
         while (nc * nc < n) ++nc;
+    return nc;
+}
+
+static int grid_fits(const char *cmd, const char *what, size_t n, size_t cols, size_t h,
+                     size_t w) {
+    size_t nc = grid_cols(n, cols);
     size_t nr = n / nc + (n % nc != 0);
     if (nc > (GRID_MAX_SIDE - 2) / (w + 2) || nr > (GRID_MAX_SIDE - 2) / (h + 2))
         return cli_fail("%s: a grid of %zu images of %zux%zu in %zu columns (%zu rows) would "
@@ -743,7 +748,7 @@ int cli_images_sample(const opts *o) {
         jint(&j, "channels", u.c);
         jint(&j, "height", u.h);
         jint(&j, "width", u.w);
-        jint(&j, "cols", cols);
+        jint(&j, "cols", grid_cols((size_t)n, (size_t)cols)); /* the grid's columns */
         jstr(&j, "solver", keyword_name(SOLVERS, kind));
         jnum(&j, "nfe", nfe);
         jnum(&j, "seconds", secs);
