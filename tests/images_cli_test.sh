@@ -205,6 +205,11 @@ fails "grid too wide, refused before sampling" "exceed 1000000 pixels.*--cols" "
 fails "train --out in a missing directory, before training" "cannot write.*nodir/m.sfm.*not an existing directory" "$SF" train --data "$D" --out "$T/nodir/m.sfm" --steps 1000000000 "${TINY[@]}"
 fails "sample --png in a missing directory" "cannot write.*nodir/g.png" "$SF" sample --model "$T/run/model.sfm" --png "$T/nodir/g.png" -n 2 --threads 1
 fails "logp --out in a missing directory" "cannot write.*nodir/l.npy" "$SF" logp --model "$T/run/model.sfm" --data "$D" --out "$T/nodir/l.npy" --n-eval 2 --threads 1
+mkdir -p "$T/gfail/samples-0000002.png"
+fails "a failing sample grid stops training but saves --out" "samples-0000002.png.*stopped after 2 steps.*saved .*gfail/final.sfm.*--resume" "$SF" train --data "$D" --outdir "$T/gfail" --out "$T/gfail/final.sfm" --steps 6 "${TINY[@]}" --sample-every 2 --grid-n 2 --grid-steps 1
+run "... the saved model is at step 2" "$SF" info --model "$T/gfail/final.sfm" --json && json "step 2" "d['step']==2"
+mkdir -p "$T/cfail/checkpoint.sfm"
+fails "a failing periodic checkpoint stops training but saves --out" "checkpoint.sfm.*stopped after 3 steps.*saved .*cfail/model.sfm" "$SF" train --data "$D" --outdir "$T/cfail" --steps 6 "${TINY[@]}" --checkpoint-every 3
 fails "resume an MLP on images" "not an image model" "$SF" train --data "$D" --resume "$T/mlp.sfm" --out "$T/x.sfm"
 
 # ---- Fashion-MNIST, where installed (a few images only) -------------------------------------

@@ -412,30 +412,28 @@ static int cancel_only(void *user, double t) {
 
 /* ---- train ------------------------------------------------------------------------------ */
 
-/* A grid of n samples of the model: RK4 with `steps` steps, base draws keyed by seed. */
+/* A grid of n samples of the model: RK4 with `steps` steps, base draws keyed by seed.
+ * Returns 0 or a negative status (nothing printed; the library's message is set, except
+ * for the CLI's own allocation, NOMEM with *what "grid samples"). */
 static int write_grid(const char *path, stochflow_model *m, const unet_shape *u, size_t n,
-                      uint64_t steps, uint64_t seed, size_t cols) {
+                      uint64_t steps, uint64_t seed, size_t cols, const char **what) {
     stochflow_solver *s = NULL;
     float *x = malloc(n * u->c * u->h * u->w * sizeof(float));
-    int rc, ret = -1;
-    if (x == NULL) return cli_fail("out of memory for %zu grid samples", n);
+    int rc;
+    *what = "sample grid";
+    if (x == NULL) return STOCHFLOW_E_NOMEM;
     if ((rc = stochflow_solver_new(&s)) < 0 ||
         (rc = stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4)) < 0 ||
         (rc = stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, (double)steps)) < 0 ||
         (rc = stochflow_solver_set_progress(s, cancel_only, NULL)) < 0 ||
-        (rc = stochflow_solver_sample(x, NULL, s, m, n, seed)) < 0) {
-        if (rc != STOCHFLOW_E_CANCELLED) cli_fail_lib(rc, "sample grid");
+        (rc = stochflow_solver_sample(x, NULL, s, m, n, seed)) < 0)
         goto out;
-    }
-    if ((rc = stochflow_images_write_grid(path, x, n, u->c, u->h, u->w, cols)) < 0) {
-        cli_fail_lib(rc, path);
-        goto out;
-    }
-    ret = 0;
+    *what = path;
+    rc = stochflow_images_write_grid(path, x, n, u->c, u->h, u->w, cols);
 out:
     stochflow_solver_free(s);
     free(x);
-    return ret;
+    return rc < 0 ? rc : 0;
 }
 
 int cli_images_train(const opts *o) {
@@ -517,6 +515,9 @@ int cli_images_train(const opts *o) {
     uint64_t seed = model_seed(m), step0 = stochflow_model_step(m), run_steps = 0;
     uint64_t n_ck = 0, n_grid = 0;
     int interrupted = 0;
+    /* a failing periodic file (checkpoint or grid) stops training, but --out is still
+     * saved, so the steps done are not lost: one error line names both */
+    char fail_msg[6144] = "";
     printf("train: U-Net on %zu images %zux%zux%zu from %s (%zu parameters, batch %zu)\n",
            im.n, im.c, im.h, im.w, opt(o, "--data"), stochflow_model_num_params(m), B);
     fflush(stdout);
@@ -562,25 +563,28 @@ int cli_images_train(const opts *o) {
         uint64_t now = stochflow_model_step(m);
         if (ck_every && now % ck_every == 0) {
             if ((rc = stochflow_model_save(m, ck_path)) < 0) {
-                progress_end(&bar);
-                cli_fail_lib(rc, ck_path);
-                goto out;
+                snprintf(fail_msg, sizeof fail_msg, "%s: %s (%s)", ck_path,
+                         stochflow_last_error_message(), stochflow_status_string(rc));
+                break;
             }
             ++n_ck;
         }
         if (smp_every && now % smp_every == 0) {
-            snprintf(grid_path, sizeof grid_path, "%s/samples-%07llu.png", outdir,
-                     (unsigned long long)now);
-            if (write_grid(grid_path, m, &u, (size_t)grid_n, grid_steps,
-                           seed + GRID_SEED_OFFSET, 0) != 0) {
-                progress_end(&bar);
-                if (stop_requested) { /* cancelled: stop like a signal between steps */
-                    interrupted = 1;
-                    grid_path[0] = '\0';
-                    break;
-                }
-                goto out;
+            char gp[sizeof grid_path];
+            const char *what = "";
+            snprintf(gp, sizeof gp, "%s/samples-%07llu.png", outdir, (unsigned long long)now);
+            rc = write_grid(gp, m, &u, (size_t)grid_n, grid_steps, seed + GRID_SEED_OFFSET, 0,
+                            &what);
+            if (rc == STOCHFLOW_E_CANCELLED && stop_requested) {
+                interrupted = 1; /* cancelled: stop like a signal between steps */
+                break;
             }
+            if (rc < 0) {
+                snprintf(fail_msg, sizeof fail_msg, "%s: %s (%s)", what,
+                         stochflow_last_error_message(), stochflow_status_string(rc));
+                break;
+            }
+            snprintf(grid_path, sizeof grid_path, "%s", gp);
             ++n_grid;
         }
         char extra[64];
@@ -590,7 +594,18 @@ int cli_images_train(const opts *o) {
     progress_end(&bar);
     double secs = cli_now() - t0;
     if ((rc = stochflow_model_save(m, out)) < 0) {
-        cli_fail_lib(rc, out);
+        if (fail_msg[0])
+            cli_fail("train: %s; saving %s failed too: %s (%s)", fail_msg, out,
+                     stochflow_last_error_message(), stochflow_status_string(rc));
+        else
+            cli_fail_lib(rc, out);
+        goto out;
+    }
+    if (fail_msg[0]) {
+        cli_fail("train: %s; stopped after %llu steps (model step %llu), saved %s, continue "
+                 "with --resume",
+                 fail_msg, (unsigned long long)run_steps,
+                 (unsigned long long)stochflow_model_step(m), out);
         goto out;
     }
     if (interrupted) {
