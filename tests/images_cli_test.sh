@@ -210,6 +210,14 @@ fails "a failing sample grid stops training but saves --out" "samples-0000002.pn
 run "... the saved model is at step 2" "$SF" info --model "$T/gfail/final.sfm" --json && json "step 2" "d['step']==2"
 mkdir -p "$T/cfail/checkpoint.sfm"
 fails "a failing periodic checkpoint stops training but saves --out" "checkpoint.sfm.*stopped after 3 steps.*saved .*cfail/model.sfm" "$SF" train --data "$D" --outdir "$T/cfail" --steps 6 "${TINY[@]}" --checkpoint-every 3
+# malformed option values are usage errors (exit 2), found before any data is read
+for args in "train --data $D --out $T/x.sfm --unet-mult 1,,2" "train --data $D --out $T/x.sfm --unet-base 0" \
+            "train --data $D --out $T/x.sfm --interpolant bogus" "sample --model $T/run/model.sfm --png $T/g.png --solver bogus" \
+            "logp --model $T/run/model.sfm --data $D --rtol 5" "logp --model $T/run/model.sfm --data $D --trace bogus"; do
+    "$SF" $args >/dev/null 2>"$T/err" </dev/null
+    rc=$?
+    [ $rc -eq 2 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && ok "exit 2: ${args%% *} ... ${args##* }" || not_ok "exit 2: $args" "exit $rc" "$(head -c 300 "$T/err")"
+done
 fails "resume an MLP on images" "not an image model" "$SF" train --data "$D" --resume "$T/mlp.sfm" --out "$T/x.sfm"
 
 # ---- Fashion-MNIST, where installed (a few images only) -------------------------------------

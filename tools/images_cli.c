@@ -320,31 +320,51 @@ static int check_shape(const unet_shape *u, const imageset *im, const char *cmd,
     return 0;
 }
 
-/* A new U-Net model for images of im's shape from the --unet-* options. */
-static int build_unet(stochflow_model **m, const opts *o, const imageset *im) {
-    unet_shape u = {.c = im->c, .h = im->h, .w = im->w};
+/* The --unet-* options, --seed and --interpolant of a new model, parsed before any data
+ * is read (a malformed value is a usage error, exit 2). */
+typedef struct {
     uint64_t base, blocks, groups, seed;
-    if (get_u64(o, "--unet-base", 32, 1, 4096, &base) ||
-        get_u64(o, "--unet-blocks", 1, 1, 8, &blocks) ||
-        get_u64(o, "--unet-groups", 8, 1, 4096, &groups) ||
-        get_u64(o, "--seed", 0, 0, UINT64_MAX, &seed))
+    size_t levels, mult[STOCHFLOW_UNET_MAX_LEVELS];
+    uint32_t attn;
+} unet_opts;
+
+static int parse_unet(unet_opts *uo, const opts *o) {
+    if (get_u64(o, "--unet-base", 32, 1, 4096, &uo->base) ||
+        get_u64(o, "--unet-blocks", 1, 1, 8, &uo->blocks) ||
+        get_u64(o, "--unet-groups", 8, 1, 4096, &uo->groups) ||
+        get_u64(o, "--seed", 0, 0, UINT64_MAX, &uo->seed))
         return -1;
     const char *ms = opt(o, "--unet-mult") ? opt(o, "--unet-mult") : "1,2,2";
-    int L = parse_list(o->cmd, "--unet-mult", ms, u.mult, STOCHFLOW_UNET_MAX_LEVELS, 1, 16);
+    int L = parse_list(o->cmd, "--unet-mult", ms, uo->mult, STOCHFLOW_UNET_MAX_LEVELS, 1, 16);
     if (L < 0) return -1;
-    u.levels = (size_t)L;
-    u.attn = 1u << (u.levels - 1); /* default: attention at the lowest resolution */
+    uo->levels = (size_t)L;
+    uo->attn = 1u << (uo->levels - 1); /* default: attention at the lowest resolution */
     const char *as = opt(o, "--unet-attn");
     if (as && strcmp(as, "none") == 0) {
-        u.attn = 0;
+        uo->attn = 0;
     } else if (as) {
         size_t lv[STOCHFLOW_UNET_MAX_LEVELS];
         int k = parse_list(o->cmd, "--unet-attn", as, lv, STOCHFLOW_UNET_MAX_LEVELS, 0,
-                           u.levels - 1);
+                           uo->levels - 1);
         if (k < 0) return -1;
-        u.attn = 0;
-        for (int i = 0; i < k; ++i) u.attn |= 1u << lv[i];
+        uo->attn = 0;
+        for (int i = 0; i < k; ++i) uo->attn |= 1u << lv[i];
     }
+    /* the interpolant's name, checked on a scratch configuration */
+    stochflow_config *cfg = NULL;
+    int rc = stochflow_config_new(&cfg, 1);
+    if (rc < 0) return cli_fail_lib(rc, "configuration");
+    rc = cli_set_interpolant(cfg, o->cmd, opt(o, "--interpolant"));
+    stochflow_config_free(cfg);
+    return rc != 0 ? -1 : 0;
+}
+
+/* A new U-Net model for images of im's shape from the parsed options. */
+static int build_unet(stochflow_model **m, const opts *o, const unet_opts *uo,
+                      const imageset *im) {
+    unet_shape u = {.c = im->c, .h = im->h, .w = im->w, .levels = uo->levels, .attn = uo->attn};
+    uint64_t base = uo->base, blocks = uo->blocks, groups = uo->groups, seed = uo->seed;
+    memcpy(u.mult, uo->mult, sizeof u.mult);
     size_t f = (size_t)1 << (u.levels - 1);
     if (im->h % f != 0 || im->w % f != 0)
         return cli_fail("%s: %zu U-Net levels need height and width divisible by %zu, but the "
@@ -365,15 +385,22 @@ static int build_unet(stochflow_model **m, const opts *o, const imageset *im) {
     return rc < 0 ? cli_fail_lib(rc, "train: U-Net model") : 0;
 }
 
-/* Solver for image commands: --solver/--steps/--rtol/--atol with the given defaults. */
-static int image_solver(stochflow_solver **s, const opts *o, int def_kind, uint64_t def_steps,
-                        int *kind, uint64_t *steps, double *rtol, double *atol) {
-    int rc;
+/* --solver/--steps/--rtol/--atol with the given defaults: 0 or -1 (printed; a usage
+ * error, checked before the model and data are read). */
+static int parse_solver(const opts *o, int def_kind, uint64_t def_steps, int *kind,
+                        uint64_t *steps, double *rtol, double *atol) {
     if (get_keyword(o, "--solver", SOLVERS, def_kind, kind) != 0 ||
         get_u64(o, "--steps", def_steps, 1, 10000000, steps) != 0 ||
         get_double(o, "--rtol", 1e-5, 1e-12, 1.0, rtol) != 0 ||
         get_double(o, "--atol", 1e-5, 1e-12, 1.0, atol) != 0)
         return -1;
+    return 0;
+}
+
+/* Solver for image commands from parse_solver's values. */
+static int image_solver(stochflow_solver **s, const int *kind, const uint64_t *steps,
+                        const double *rtol, const double *atol) {
+    int rc;
     if ((rc = stochflow_solver_new(s)) < 0) return cli_fail_lib(rc, "solver");
     if ((rc = stochflow_solver_set_param(*s, STOCHFLOW_PARAM_SOLVER, *kind)) < 0 ||
         (rc = stochflow_solver_set_param(*s, STOCHFLOW_PARAM_STEPS, (double)*steps)) < 0 ||
@@ -477,6 +504,8 @@ int cli_images_train(const opts *o) {
     if (opt(o, "--outdir") && make_dirs(outdir) != 0) return 1;
     if (out_dir_exists("train", out) != 0) return 1;
 
+    unet_opts uo;
+    if (!resume && parse_unet(&uo, o) != 0) return EXIT_USAGE;
     imageset im;
     if (images_open(&im, "train", opt(o, "--data"), 0, (size_t)maxim) != 0) return 1;
     stochflow_model *m = NULL;
@@ -490,7 +519,8 @@ int cli_images_train(const opts *o) {
             check_shape(&u, &im, "train", resume) != 0)
             goto out;
     } else {
-        if (build_unet(&m, o, &im) != 0 || model_shape(&u, m, "train", "the model") != 0) goto out;
+        if (build_unet(&m, o, &uo, &im) != 0 || model_shape(&u, m, "train", "the model") != 0)
+            goto out;
         if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, IMG_LR)) < 0 ||
             (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, IMG_CLIP)) < 0 ||
             /* --ema on a new image model warms up (STOCHFLOW_PARAM_EMA_WARMUP, doc/cli.md) */
@@ -692,18 +722,22 @@ int cli_images_sample(const opts *o) {
         return cli_fail("sample: --png '%s' must end in .png", png), EXIT_USAGE;
     if (out && !has_suffix(out, ".npy") && !has_suffix(out, ".csv"))
         return cli_fail("sample: --out '%s' must end in .npy or .csv", out), EXIT_USAGE;
+    int kind;
+    uint64_t ksteps;
+    double rtol, atol;
+    if (parse_solver(o, STOCHFLOW_SOLVER_RK4, 50, &kind, &ksteps, &rtol, &atol) != 0)
+        return EXIT_USAGE;
     stochflow_model *m = NULL;
     stochflow_solver *s = NULL;
     float *x = NULL;
-    int ret = 1, rc, kind;
-    uint64_t ksteps;
-    double rtol, atol, nfe = 0;
+    int ret = 1, rc;
+    double nfe = 0;
     unet_shape u;
     if (load_image_model(&m, opt(o, "--model")) != 0 ||
         model_shape(&u, m, "sample", opt(o, "--model")) != 0)
         goto out;
     if (set_threads(m, o, default_threads()) ||
-        image_solver(&s, o, STOCHFLOW_SOLVER_RK4, 50, &kind, &ksteps, &rtol, &atol))
+        image_solver(&s, &kind, &ksteps, &rtol, &atol))
         goto out;
     if (png && (grid_fits("sample", "use fewer images or another --cols", (size_t)n,
                           (size_t)cols, u.h, u.w) != 0 ||
@@ -793,6 +827,11 @@ int cli_images_logp(opts *o) {
         get_u64(o, "--n-eval", 256, 1, 1u << 30, &n_eval) ||
         get_u64(o, "--batch", 64, 1, 1 << 16, &batch))
         return EXIT_USAGE;
+    int kind;
+    uint64_t ksteps;
+    double rtol, atol;
+    if (parse_solver(o, STOCHFLOW_SOLVER_DOPRI5, 100, &kind, &ksteps, &rtol, &atol) != 0)
+        return EXIT_USAGE;
     const char *outp = opt(o, "--out");
     if (outp && !has_suffix(outp, ".npy") && !has_suffix(outp, ".csv"))
         return cli_fail("logp: --out '%s' must end in .npy or .csv", outp), EXIT_USAGE;
@@ -807,9 +846,8 @@ int cli_images_logp(opts *o) {
     stochflow_solver *s = NULL;
     imageset im = {0};
     float *x = NULL, *lp = NULL, *se = NULL, *res = NULL;
-    int ret = 1, rc, kind;
-    uint64_t ksteps;
-    double rtol, atol, nfe = 0;
+    int ret = 1, rc;
+    double nfe = 0;
     unet_shape u;
     if (load_image_model(&m, opt(o, "--model")) != 0 ||
         model_shape(&u, m, "logp", opt(o, "--model")) != 0)
@@ -824,7 +862,7 @@ int cli_images_logp(opts *o) {
     }
     size_t n = im.n, d = im.d;
     if (set_threads(m, o, default_threads()) ||
-        image_solver(&s, o, STOCHFLOW_SOLVER_DOPRI5, 100, &kind, &ksteps, &rtol, &atol))
+        image_solver(&s, &kind, &ksteps, &rtol, &atol))
         goto out;
     if ((rc = stochflow_solver_set_param(s, STOCHFLOW_PARAM_TRACE, trace)) < 0 ||
         (rc = stochflow_solver_set_param(s, STOCHFLOW_PARAM_PROBES, (double)probes)) < 0) {
