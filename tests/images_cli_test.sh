@@ -135,6 +135,9 @@ run "logp --bpd on 4 images" "$SF" logp --model "$T/run/model.sfm" --bpd --data 
     json "bpd finite in (0, 20) with its standard error" "d['n']==4 and 0<d['bpd']<20 and d['bpd_se']>=0 and math.isfinite(d['bpd_se']) and d['trace']=='hutchinson' and d['probes']==1 and d['solver']=='dopri5' and d['rtol']==1e-3 and d['nfe']>0"
 grep -q 'bits/dim' "$T/out" && grep -q 'Hutchinson' "$T/out" && grep -q 'rtol' "$T/out" &&
     ok "logp states bits/dim, the trace and the tolerances" || not_ok "logp states bits/dim, the trace and the tolerances" "$(head -c 400 "$T/out")"
+run "logp --n-eval 1" "$SF" logp --model "$T/run/model.sfm" --data "$D" --n-eval 1 --solver rk4 --steps 2 --threads 1 --json &&
+    json "one image: bpd finite, bpd_se and se null" "d['n']==1 and math.isfinite(d['bpd']) and d['bpd_se'] is None and d['se'] is None"
+grep -q 'no standard error' "$T/out" && ! grep -q nan "$T/out" && ok "one image: 'no standard error', no nan printed" || not_ok "one image: no nan" "$(head -c 300 "$T/out")"
 run "logp is reproducible in chunks (fixed dequantization)" "$SF" logp --model "$T/run/model.sfm" --data "$D" --n-eval 4 --batch 2 --trace exact --solver rk4 --steps 4 --threads 1 --out "$T/lp2.npy"
 run "... and in one batch" "$SF" logp --model "$T/run/model.sfm" --data "$D" --n-eval 4 --trace exact --solver rk4 --steps 4 --threads 1 --out "$T/lp4.npy"
 check "exact-trace log p independent of --batch" "

@@ -945,11 +945,18 @@ int cli_images_logp(opts *o) {
     else
         snprintf(how, sizeof how, "%s %llu steps", keyword_name(SOLVERS, kind),
                  (unsigned long long)ksteps);
-    printf("bits/dim %.4f +- %.4f (mean and standard error over %zu dequantized images of %s, "
-           "%zux%zux%zu)\n",
-           bpd, bpd_se, n, src, im.c, im.h, im.w);
-    printf("NLL %.2f +- %.2f nats per image; %s trace", nll, nll_se,
-           trace == STOCHFLOW_TRACE_EXACT ? "exact" : "Hutchinson");
+    if (n > 1) {
+        printf("bits/dim %.4f +- %.4f (mean and standard error over %zu dequantized images of "
+               "%s, %zux%zux%zu)\n",
+               bpd, bpd_se, n, src, im.c, im.h, im.w);
+        printf("NLL %.2f +- %.2f nats per image; %s trace", nll, nll_se,
+               trace == STOCHFLOW_TRACE_EXACT ? "exact" : "Hutchinson");
+    } else { /* no standard error from one image (JSON: null) */
+        printf("bits/dim %.4f (one dequantized image of %s, %zux%zux%zu: no standard error)\n",
+               bpd, src, im.c, im.h, im.w);
+        printf("NLL %.2f nats; %s trace", nll,
+               trace == STOCHFLOW_TRACE_EXACT ? "exact" : "Hutchinson");
+    }
     if (trace == STOCHFLOW_TRACE_HUTCHINSON) printf(" (%llu probe(s))", (unsigned long long)probes);
     printf(", %s, dequantization seed %llu, %.0f evaluations, %.2f s\n", how,
            (unsigned long long)seed, nfe, secs);
