@@ -492,19 +492,27 @@ static int pngdir_load(pngdir_res *x, size_t *count, size_t *channels, size_t *h
                        size_t *width, const char *dir, size_t max_count) {
     FORWARD_IF_ERROR(list_pngs(x, dir));
     size_t n = (max_count != 0 && max_count < x->n_names) ? max_count : x->n_names;
-    size_t fcap = 0, per = 0;
+    size_t fcap = 0, per = 0, cap = 0;
     stochflow__free(x->file);
     x->file = NULL;
     for (size_t i = 0; i < n; ++i) {
         FORWARD_IF_ERROR(join_path(x, &fcap, dir, x->names[i]));
         if (i == 0) x->first = x->names[0];
         FORWARD_IF_ERROR(png_decode(x));
-        if (i == 0) {
-            per = x->h * x->w * x->c; /* checked in png_decode */
-            x->out = stochflow__alloc_array(n, per);
-            RETURN_ERROR_IF(x->out == NULL, STOCHFLOW_E_NOMEM,
+        if (i == 0) per = x->h * x->w * x->c; /* checked in png_decode */
+        if (i == cap) {
+            /* The output grows (doubling, at most n) with the images actually decoded:
+             * n files named *.png after one large first image cost memory only once
+             * they turn out to be PNGs of its size. */
+            size_t ncap = cap == 0 ? 1 : (cap > n / 2 ? n : 2 * cap);
+            uint8_t *no = stochflow__alloc_array(ncap, per);
+            RETURN_ERROR_IF(no == NULL, STOCHFLOW_E_NOMEM,
                             "images_load: pngdir:%s: out of memory for %zu images of %zu bytes",
-                            dir, n, per);
+                            dir, ncap, per);
+            if (i) memcpy(no, x->out, i * per);
+            stochflow__free(x->out);
+            x->out = no;
+            cap = ncap;
         }
         to_planar(x->out + i * per, x->inter, x->h * x->w, x->c);
     }

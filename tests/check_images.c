@@ -611,6 +611,43 @@ START_TEST(test_png_hostile) {
     as_restore(limited);
     ck_assert_int_eq(rc, STOCHFLOW_E_FORMAT);
     expect_msg("claims 30000 x 30000");
+
+    /* a 4000 x 4000 first image (16 MB, compressed to kilobytes) followed by 40 files
+     * named *.png that are not PNGs: the output grows with the images decoded, so this
+     * is FORMAT naming the second file under the address-space limit, not NOMEM from
+     * one 41 x 16 MB = 656 MB allocation up front */
+    const uint32_t side = 4000;
+    uint8_t *zero = calloc((size_t)side * side, 1);
+    ck_assert_ptr_nonnull(zero);
+    write_png("many", "a000.png", side, side, PNG_COLOR_TYPE_GRAY, 8, zero, NULL, 0, NULL, 0, 0);
+    free(zero);
+    for (int k = 1; k <= 40; ++k) {
+        snprintf(p, sizeof p, "%s/many/a%03d.png", dir, k);
+        f = fopen(p, "wb");
+        fputs("not a PNG", f);
+        fclose(f);
+    }
+    limited = as_limit();
+    rc = LOAD(pngsrc("many"), 0);
+    as_restore(limited);
+    ck_assert_int_eq(rc, STOCHFLOW_E_FORMAT);
+    expect_msg("a001.png is not a PNG");
+    /* and a real directory of several images still loads (growth 1, 2, 4, 5) */
+    uint8_t g5[5][6];
+    for (int k = 0; k < 5; ++k) {
+        for (int i = 0; i < 6; ++i) g5[k][i] = (uint8_t)(k * 50 + i);
+        char nm[16];
+        snprintf(nm, sizeof nm, "i%d.png", k);
+        write_png("five", nm, 3, 2, PNG_COLOR_TYPE_GRAY, 8, g5[k], NULL, 0, NULL, 0, 0);
+    }
+    ck_assert_ok(LOAD(pngsrc("five"), 0));
+    ck_assert_uint_eq(cnt, 5);
+    ck_assert(memcmp(px, g5, sizeof g5) == 0);
+    stochflow_images_free(px);
+    ck_assert_ok(LOAD(pngsrc("five"), 3));
+    ck_assert_uint_eq(cnt, 3);
+    ck_assert(memcmp(px, g5, 18) == 0);
+    stochflow_images_free(px);
 }
 END_TEST
 
