@@ -346,7 +346,9 @@ static int png_decode(pngdir_res *x) {
         if (fstat(fileno(x->fp), &st) == 0 && S_ISREG(st.st_mode) && w0 <= PNG_SIZE_CAP &&
             h0 <= PNG_SIZE_CAP) {
             size_t raw = h0 * (1 + (w0 * bits0 + 7) / 8); /* < 2^20 * (1 + 2^20 * 8) */
-            size_t most = (size_t)st.st_size * 1100 + 4096; /* margin over 1032 */
+            size_t fsize = (size_t)st.st_size;
+            size_t most = fsize > (SIZE_MAX - 4096) / 1100 ? SIZE_MAX
+                                                           : fsize * 1100 + 4096; /* > 1032 */
             if (raw > most) {
                 png_close(x);
                 return stochflow__error(STOCHFLOW_E_FORMAT,
