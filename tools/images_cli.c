@@ -486,6 +486,8 @@ int cli_images_train(const opts *o) {
         return EXIT_USAGE;
     if (!opt(o, "--out") && !opt(o, "--outdir"))
         return cli_fail("train: --out MODEL (or --outdir DIR) is required"), EXIT_USAGE;
+    unet_opts uo; /* before anything is created or read */
+    if (!resume && parse_unet(&uo, o) != 0) return EXIT_USAGE;
     /* periodic files go to --outdir, by default the directory of --out */
     char dir[4096], out_default[4200], ck_path[4200], grid_path[4200] = "";
     if (strlen(opt(o, "--outdir") ? opt(o, "--outdir") : opt(o, "--out")) >= sizeof dir)
@@ -504,8 +506,6 @@ int cli_images_train(const opts *o) {
     if (opt(o, "--outdir") && make_dirs(outdir) != 0) return 1;
     if (out_dir_exists("train", out) != 0) return 1;
 
-    unet_opts uo;
-    if (!resume && parse_unet(&uo, o) != 0) return EXIT_USAGE;
     imageset im;
     if (images_open(&im, "train", opt(o, "--data"), 0, (size_t)maxim) != 0) return 1;
     stochflow_model *m = NULL;
