@@ -1,0 +1,52 @@
+# cli_lib.sh - TAP helpers shared by the CLI test scripts (cli_test.sh,
+# images_cli_test.sh); sourced, not run. Sets PY and a temporary directory T (removed at
+# exit; name prefix CLI_TMP_PREFIX), counts n tests and failed ones. Each script ends
+# with: echo "1..$n"; [ $failed -eq 0 ]
+PY=/usr/bin/python3
+T=$(mktemp -d "${TMPDIR:-/tmp}/${CLI_TMP_PREFIX:-sfcli}.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# run NAME CMD...: expect exit 0 and an empty stderr (no progress bar when not a tty).
+run() {
+    local name=$1; shift
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    local rc=$?
+    if [ $rc -eq 0 ] && [ ! -s "$T/err" ]; then ok "$name"; return 0; fi
+    not_ok "$name" "exit $rc" "$(head -c 600 "$T/err")"
+    return 1
+}
+
+# fails NAME PATTERN CMD...: expect exit in 1..125, exactly one stderr line starting with
+# "stochflow:" and matching PATTERN (case-insensitive extended regex).
+fails() {
+    local name=$1 pat=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    local rc=$? lines
+    lines=$(wc -l <"$T/err")
+    if [ $rc -ge 1 ] && [ $rc -le 125 ] && [ "$lines" -eq 1 ] &&
+        grep -q '^stochflow: ' "$T/err" && grep -qiE -e "$pat" "$T/err"; then
+        ok "$name: $(head -c 160 "$T/err")"
+        return 0
+    fi
+    not_ok "$name" "exit $rc, $lines stderr lines, want /$pat/" "$(head -c 600 "$T/err")"
+}
+
+# json NAME PYEXPR: the last stdout line of the previous run is JSON `d`; PYEXPR must hold.
+json() {
+    local name=$1 expr=$2
+    if tail -n 1 "$T/out" | $PY -c "import json,math,sys; d=json.loads(sys.stdin.read()); sys.exit(0 if ($expr) else 1)" 2>"$T/pyerr"; then
+        ok "$name"
+    else
+        not_ok "$name" "JSON: $(tail -n 1 "$T/out" | head -c 600)" "$(tail -n 2 "$T/pyerr")"
+    fi
+}
+
+# check NAME PYCODE: arbitrary Python (numpy available) must exit 0.
+check() {
+    local name=$1 code=$2
+    if $PY -c "$code" 2>"$T/pyerr"; then ok "$name"; else not_ok "$name" "$(tail -n 3 "$T/pyerr")"; fi
+}
