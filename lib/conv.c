@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "conv.h"
+#include "fastmath.h"
 #include "internal.h"
 #include "parallel.h"
 
@@ -1107,29 +1108,6 @@ void stochflow__upsample2_backward(float *dx, int dx_accumulate, const float *dy
 /* ======================================================================================
  * single-head self-attention
  * ==================================================================================== */
-
-/* exp for x <= 0, the same polynomial as lib/layers.c (pure IEEE operations in a fixed
- * order, so bitwise reproducible on every x86-64 machine, unlike libm's expf whose FMA
- * variant is picked at load time). */
-static inline float exp_nonpos(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float xi = x >= -87.0f ? x : -87.0f;
-    int32_t ni = (int32_t)(xi * 1.44269504088896341f + 128.5f) - 128;
-    float fn = (float)ni;
-    float r = x - fn * 0.693359375f;
-    r = r - fn * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t bits = (uint32_t)(ni + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
 
 /* In-place softmax of rows [r0, r1) of s [rows x L]. */
 SIMD_CLONES
