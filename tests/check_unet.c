@@ -135,12 +135,17 @@ static void batch(float *x1, float *x0, float *t, size_t n, size_t d) {
     for (size_t i = 0; i < n; ++i) t[i] = 0.15f + 0.3f * (float)i;
 }
 
-START_TEST(loss_gradient_fd) {
-    const size_t c = 1, s = 4, d = c * s * s, n = 3;
-    stochflow_model *m = tiny(c, s, 4, 2u, 11);
-    randomize(m, 0.3f, 5);
-    float x1[3 * 16], x0[3 * 16], t[3];
-    batch(x1, x0, t, n, d);
+/* Central differences (eps 1e-2 on float weights) of the loss on (x1, x0, t) against the
+ * gradient of compute_gradient, for the parameters first, first + stride, ... and the
+ * last `tail` ones. Returns how many were checked. */
+/* A stride that visits about `count` of the model's parameters. */
+static size_t np_stride(const stochflow_model *m, size_t count) {
+    return stochflow_model_num_params(m) / count + 1;
+}
+
+static size_t check_loss_gradient(stochflow_model *m, const float *x1, const float *x0,
+                                  const float *t, size_t n, size_t first, size_t stride,
+                                  size_t tail) {
     double loss;
     ck_assert_ok(stochflow_model_compute_gradient(&loss, m, x1, n, x0, t));
     float *p, *g;
@@ -149,9 +154,8 @@ START_TEST(loss_gradient_fd) {
     ck_assert_ok(stochflow_model_gradients(&g, NULL, m));
     float *gc = malloc(np * sizeof *gc);
     memcpy(gc, g, np * sizeof *gc);
-    /* every 7th parameter, plus the last ones (output convolution) */
     size_t checked = 0;
-    for (size_t i = 0; i < np; i += (i + 40 > np ? 1 : 7)) {
+    for (size_t i = first; i < np; i += (i + tail >= np ? 1 : stride)) {
         const float keep = p[i], eps = 1e-2f;
         double lp, lm;
         p[i] = keep + eps;
@@ -165,31 +169,27 @@ START_TEST(loss_gradient_fd) {
                       (double)gc[i], fd);
         ++checked;
     }
-    ck_assert_uint_gt(checked, 100);
     free(gc);
-    stochflow_model_free(m);
+    return checked;
 }
-END_TEST
 
-START_TEST(vjp_fd) {
-    const size_t c = 2, s = 4, d = c * s * s, n = 2;
-    stochflow_model *m = tiny(c, s, 4, 2u, 12);
-    randomize(m, 0.3f, 6);
-    float x[2 * 32], u[2 * 32], vjp[2 * 32], vp[2 * 32], vm[2 * 32];
-    ck_assert_ok(stochflow_random_normal(x, n * d, 8, 1));
-    ck_assert_ok(stochflow_random_normal(u, n * d, 8, 2));
-    ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, 0.4, x, u, n));
+/* The VJP u^T dv/dx at (t, x) against central differences (h = 1e-2) of u . v along
+ * the input coordinates k0, k0 + kstep, ... (n <= 2 images of d <= 96 values). */
+static void check_vjp(stochflow_model *m, double t, const float *x, const float *u, size_t n,
+                      size_t d, size_t k0, size_t kstep) {
+    float vjp[2 * 96], vp[2 * 96], vm[2 * 96], xp[2 * 96], xm[2 * 96];
+    ck_assert(n <= 2 && d <= 96);
+    ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, t, x, u, n));
     const float h = 1e-2f;
-    for (size_t k = 0; k < d; ++k) {
-        float xp[2 * 32], xm[2 * 32];
-        memcpy(xp, x, sizeof xp);
-        memcpy(xm, x, sizeof xm);
+    for (size_t k = k0; k < d; k += kstep) {
+        memcpy(xp, x, n * d * sizeof *xp);
+        memcpy(xm, x, n * d * sizeof *xm);
         for (size_t i = 0; i < n; ++i) {
             xp[i * d + k] += h;
             xm[i * d + k] -= h;
         }
-        ck_assert_ok(stochflow_model_velocity(vp, m, 0.4, xp, n));
-        ck_assert_ok(stochflow_model_velocity(vm, m, 0.4, xm, n));
+        ck_assert_ok(stochflow_model_velocity(vp, m, t, xp, n));
+        ck_assert_ok(stochflow_model_velocity(vm, m, t, xm, n));
         for (size_t i = 0; i < n; ++i) {
             double fd = 0;
             for (size_t j = 0; j < d; ++j)
@@ -198,6 +198,28 @@ START_TEST(vjp_fd) {
                           "vjp[%zu,%zu] %g vs fd %g", i, k, (double)vjp[i * d + k], fd);
         }
     }
+}
+
+START_TEST(loss_gradient_fd) {
+    const size_t c = 1, s = 4, d = c * s * s, n = 3;
+    stochflow_model *m = tiny(c, s, 4, 2u, 11);
+    randomize(m, 0.3f, 5);
+    float x1[3 * 16], x0[3 * 16], t[3];
+    batch(x1, x0, t, n, d);
+    /* every 7th parameter, plus the last 40 (output convolution) */
+    ck_assert_uint_gt(check_loss_gradient(m, x1, x0, t, n, 0, 7, 40), 100);
+    stochflow_model_free(m);
+}
+END_TEST
+
+START_TEST(vjp_fd) {
+    const size_t c = 2, s = 4, d = c * s * s, n = 2;
+    stochflow_model *m = tiny(c, s, 4, 2u, 12);
+    randomize(m, 0.3f, 6);
+    float x[2 * 32], u[2 * 32];
+    ck_assert_ok(stochflow_random_normal(x, n * d, 8, 1));
+    ck_assert_ok(stochflow_random_normal(u, n * d, 8, 2));
+    check_vjp(m, 0.4, x, u, n, d, 0, 1);
     stochflow_model_free(m);
 }
 END_TEST
@@ -471,53 +493,10 @@ START_TEST(irregular_network_fd) {
     float x1[2 * 96], x0[2 * 96], t[2] = {0.2f, 0.7f};
     ck_assert_ok(stochflow_random_normal(x1, n * d, 14, 1));
     ck_assert_ok(stochflow_random_normal(x0, n * d, 14, 2));
-    double loss;
-    ck_assert_ok(stochflow_model_compute_gradient(&loss, m, x1, n, x0, t));
-    float *p, *g;
-    size_t np;
-    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
-    ck_assert_ok(stochflow_model_gradients(&g, NULL, m));
-    float *gc = malloc(np * sizeof *gc);
-    memcpy(gc, g, np * sizeof *gc);
-    size_t checked = 0;
-    for (size_t i = 5; i < np; i += np / 97 + 1) {
-        const float keep = p[i], eps = 1e-2f;
-        double lp, lm;
-        p[i] = keep + eps;
-        ck_assert_ok(stochflow_model_loss(&lp, m, x1, n, x0, t));
-        p[i] = keep - eps;
-        ck_assert_ok(stochflow_model_loss(&lm, m, x1, n, x0, t));
-        p[i] = keep;
-        double fd = (lp - lm) / (2.0 * eps);
-        ck_assert_msg(fabs(gc[i] - fd) <= 3e-3 + 2e-2 * fabs(fd),
-                      "param %zu of %zu: gradient %g vs finite difference %g", i, np,
-                      (double)gc[i], fd);
-        ++checked;
-    }
-    ck_assert_uint_ge(checked, 90);
-    free(gc);
-    float u[2 * 96], vjp[2 * 96], vp[2 * 96], vm[2 * 96];
+    ck_assert_uint_ge(check_loss_gradient(m, x1, x0, t, n, 5, np_stride(m, 97), 0), 90);
+    float u[2 * 96];
     ck_assert_ok(stochflow_random_normal(u, n * d, 14, 3));
-    ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, 0.4, x1, u, n));
-    const float h = 1e-2f;
-    for (size_t k = 1; k < d; k += 7) {
-        float xp[2 * 96], xm[2 * 96];
-        memcpy(xp, x1, sizeof xp);
-        memcpy(xm, x1, sizeof xm);
-        for (size_t i = 0; i < n; ++i) {
-            xp[i * d + k] += h;
-            xm[i * d + k] -= h;
-        }
-        ck_assert_ok(stochflow_model_velocity(vp, m, 0.4, xp, n));
-        ck_assert_ok(stochflow_model_velocity(vm, m, 0.4, xm, n));
-        for (size_t i = 0; i < n; ++i) {
-            double fd = 0;
-            for (size_t j = 0; j < d; ++j)
-                fd += (double)u[i * d + j] * (vp[i * d + j] - vm[i * d + j]) / (2.0 * h);
-            ck_assert_msg(fabs(vjp[i * d + k] - fd) <= 3e-3 + 2e-2 * fabs(fd),
-                          "vjp[%zu,%zu] %g vs fd %g", i, k, (double)vjp[i * d + k], fd);
-        }
-    }
+    check_vjp(m, 0.4, x1, u, n, d, 1, 7);
     stochflow_model_free(m);
 }
 END_TEST
