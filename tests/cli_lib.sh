@@ -50,3 +50,14 @@ check() {
     local name=$1 code=$2
     if $PY -c "$code" 2>"$T/pyerr"; then ok "$name"; else not_ok "$name" "$(tail -n 3 "$T/pyerr")"; fi
 }
+
+# usage_fails CMD...: expect exit 2 (a usage error) and exactly one line on stderr.
+usage_fails() {
+    "$@" >/dev/null 2>"$T/err" </dev/null
+    local rc=$?
+    if [ $rc -eq 2 ] && [ "$(wc -l <"$T/err")" -eq 1 ]; then
+        ok "exit 2: $(head -c 160 "$T/err")"
+    else
+        not_ok "exit 2: $*" "exit $rc" "$(head -c 300 "$T/err")"
+    fi
+}

@@ -160,6 +160,11 @@ fails "junk model" "sfm" "$SF" logp --model "$T/junk.sfm" --data checkerboard
 fails "model is a directory" "model|directory" "$SF" info --model "$T"
 fails "unwritable output" "cannot" "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/no/such/dir/x.npy"
 fails "too many -n for file" "has only 500 rows" "$SF" logp --model "$T/m.sfm" --data "$T/s2.npy" -n 501
+# malformed architecture options are usage errors (exit 2), found before the data is read
+# (the data file does not exist: reading it first would be exit 1)
+for bad in "--hidden 4,x" "--activation foo" "--interpolant fourier:0" "--time-fourier 99" "--seed -3"; do
+    usage_fails "$SF" train --data "$T/missing.npy" --out "$T/x.sfm" $bad
+done
 
 echo "1..$n"
 [ $failed -eq 0 ]

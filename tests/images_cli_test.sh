@@ -171,9 +171,7 @@ fails "a failing periodic checkpoint stops training but saves --out" "checkpoint
 for args in "train --data $D --out $T/x.sfm --unet-mult 1,,2" "train --data $D --out $T/x.sfm --unet-base 0" \
             "train --data $D --out $T/x.sfm --interpolant bogus" "sample --model $T/run/model.sfm --png $T/g.png --solver bogus" \
             "logp --model $T/run/model.sfm --data $D --rtol 5" "logp --model $T/run/model.sfm --data $D --trace bogus"; do
-    "$SF" $args >/dev/null 2>"$T/err" </dev/null
-    rc=$?
-    [ $rc -eq 2 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && ok "exit 2: ${args%% *} ... ${args##* }" || not_ok "exit 2: $args" "exit $rc" "$(head -c 300 "$T/err")"
+    usage_fails "$SF" $args
 done
 fails "resume an MLP on images" "not an image model" "$SF" train --data "$D" --resume "$T/mlp.sfm" --out "$T/x.sfm"
 

@@ -446,6 +446,28 @@ static int build_model(stochflow_model **m, const opts *o, size_t dim, const cha
     return rc < 0 ? cli_fail_lib(rc, "model") : 0;
 }
 
+/* The architecture options' syntax, checked before any data is read, so that a malformed
+ * value is a usage error (exit 2) like every other one (doc/cli.md). build_model parses
+ * them again to build; only library errors are left for it. */
+static int check_arch_options(const opts *o) {
+    size_t widths[64];
+    int act;
+    uint64_t v;
+    if (opt(o, "--hidden") && parse_hidden(o->cmd, opt(o, "--hidden"), widths, 64) < 0)
+        return -1;
+    if (get_keyword(o, "--activation", ACTIVATIONS, STOCHFLOW_ACT_SILU, &act) != 0 ||
+        get_u64(o, "--seed", 0, 0, UINT64_MAX, &v) != 0 ||
+        get_u64(o, "--time-fourier", 0, 0, 64, &v) != 0)
+        return -1;
+    stochflow_config *cfg = NULL;
+    if (opt(o, "--interpolant") && stochflow_config_new(&cfg, 2) >= 0) {
+        int bad = cli_set_interpolant(cfg, o->cmd, opt(o, "--interpolant")) != 0;
+        stochflow_config_free(cfg);
+        if (bad) return -1;
+    }
+    return 0;
+}
+
 typedef struct {
     uint64_t steps_run;
     double seconds, last_loss, mean_loss;
@@ -609,6 +631,7 @@ static int cmd_train(int argc, char **argv) {
                                 arch[i]),
                        EXIT_USAGE;
     }
+    if (!resume && check_arch_options(&o) != 0) return EXIT_USAGE;
     dataset ds, base_ds;
     if (dataset_open(&ds, opt(&o, "--data")) != 0) return 1;
     /* issue 9: --base SRC, a data-to-data flow (tools/transport_cli.c) */
