@@ -860,6 +860,26 @@ void stochflow__groupnorm_forward(float *y, float *mean, float *rstd, const floa
 #undef BODY
 }
 
+/* dx of one (image, group) of GroupNorm, channels cc of the group (gm: its gammas):
+ * dx (+)= rstd (dy gamma - m1 - (x - mean) rstd m2), with m1 = mean of dy gamma and
+ * m2 = mean of dy gamma xhat over the group (doc/gradients.md). */
+static inline void gn_dx_group(float *dxq, const float *xq, const float *dyq,
+                               const float *gm, size_t cg, size_t hw, float mf, float rf,
+                               float m1, float m2, int accumulate) {
+    for (size_t cc = 0; cc < cg; ++cc) {
+        const float *xr = xq + cc * hw, *dyr = dyq + cc * hw;
+        float *dxr = dxq + cc * hw;
+        const float g = gm[cc];
+        if (accumulate) {
+            for (size_t p = 0; p < hw; ++p)
+                dxr[p] += rf * (dyr[p] * g - m1 - (xr[p] - mf) * rf * m2);
+        } else {
+            for (size_t p = 0; p < hw; ++p)
+                dxr[p] = rf * (dyr[p] * g - m1 - (xr[p] - mf) * rf * m2);
+        }
+    }
+}
+
 /* dx for (image, group) pairs [q0, q1). */
 SIMD_CLONES
 static void gn_bwd_dx_range(float *dx, int accumulate, const float *dy, const float *x,
@@ -880,18 +900,7 @@ static void gn_bwd_dx_range(float *dx, int accumulate, const float *dy, const fl
             s2 += ab * gamma[g * cg + cc];
         }
         const float m1 = (float)(s1 / (double)m), m2 = (float)(s2 / (double)m);
-        for (size_t cc = 0; cc < cg; ++cc) {
-            const float gm = gamma[g * cg + cc];
-            const float *xr = xq + cc * hw, *dyr = dyq + cc * hw;
-            float *dxr = dxq + cc * hw;
-            if (accumulate) {
-                for (size_t p = 0; p < hw; ++p)
-                    dxr[p] += rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
-            } else {
-                for (size_t p = 0; p < hw; ++p)
-                    dxr[p] = rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
-            }
-        }
+        gn_dx_group(dxq, xq, dyq, gamma + g * cg, cg, hw, mf, rf, m1, m2, accumulate);
     }
 }
 
@@ -945,18 +954,7 @@ static void gn_bwd_fused_range(float *dx, int accumulate, float *dgamma, float *
             }
             const float m1 = (float)(s1 / (double)m), m2 = (float)(s2 / (double)m);
             float *dxq = dx + q * m;
-            for (size_t cc = 0; cc < cg; ++cc) {
-                const float gm = gamma[g * cg + cc];
-                const float *xr = xq + cc * hw, *dyr = dyq + cc * hw;
-                float *dxr = dxq + cc * hw;
-                if (accumulate) {
-                    for (size_t p = 0; p < hw; ++p)
-                        dxr[p] += rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
-                } else {
-                    for (size_t p = 0; p < hw; ++p)
-                        dxr[p] = rf * (dyr[p] * gm - m1 - (xr[p] - mf) * rf * m2);
-                }
-            }
+            gn_dx_group(dxq, xq, dyq, gamma + g * cg, cg, hw, mf, rf, m1, m2, accumulate);
         }
         for (size_t cc = 0; cc < cg; ++cc) {
             if (dgamma) dgamma[g * cg + cc] += (float)sg[cc];
