@@ -153,8 +153,24 @@ def boost_priority():
         return f"failed ({e})"
 
 
+# OpenMP wait policy of both implementations' processes (--wait-policy). Both sides
+# use libgomp (the library's own loops, BLIS's threads, PyTorch's threads), so the
+# policy decides how an idle thread waits between parallel regions: 'default' (spin a
+# while, then sleep; what a program gets when nobody sets anything) or 'passive' (sleep
+# at once: safe on a busy machine, but every wake-up costs, a lot for small batches).
+WAIT_POLICY = "default"
+
+
+def policy_env(env):
+    for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        env.pop(k, None)
+    if WAIT_POLICY != "default":
+        env["OMP_WAIT_POLICY"] = WAIT_POLICY.upper()
+    return env
+
+
 def run_one(cmd, threads, timeout):
-    env = dict(os.environ)
+    env = policy_env(dict(os.environ))
     env["OMP_NUM_THREADS"] = str(threads)
     env["BLIS_NUM_THREADS"] = str(threads)
     t0 = time.time()
@@ -520,7 +536,11 @@ def write_md(path, cmdline, rows, agg, threads_list, meta, parity, partial=False
              "evaluation, Hutchinson is 1 Rademacher probe, 1 VJP per evaluation.")
     L.append("- Threads: STOCHFLOW_PARAM_THREADS = T for the library; BLIS_NUM_THREADS = "
              "OMP_NUM_THREADS = T and torch.set_num_threads(T) for PyTorch (Debian's "
-             "PyTorch calls the same BLIS through libblas.so.3).")
+             "PyTorch calls the same BLIS through libblas.so.3). OpenMP wait policy of "
+             "both sides: " + (("libgomp's default (OMP_WAIT_POLICY and GOMP_SPINCOUNT "
+                               "removed from the environment: idle threads spin a while, "
+                               "then sleep)") if WAIT_POLICY == "default" else
+                              f"OMP_WAIT_POLICY={WAIT_POLICY.upper()}") + ".")
     L.append("- GFLOP/s of training = 6 x batch x parameters / step time. 'sgemm' = plain "
              "BLIS sgemm, same run, same threads, on the GEMM shapes of one training step "
              "(per layer: forward, input gradient, weight gradient; all layers, including "
@@ -671,7 +691,12 @@ def main():
                    help="run in a new session whose scheduler autogroup is at nice -19 "
                    "(for a shared, busy machine; needs root), measure without waiting for "
                    "quiet, retry once above 25%% other load")
+    p.add_argument("--wait-policy", choices=["default", "passive", "active"],
+                   default="default", help="OpenMP wait policy of both sides' processes "
+                   "(default: libgomp's own, whatever this shell has set)")
     args = p.parse_args()
+    global WAIT_POLICY
+    WAIT_POLICY = args.wait_policy
     boosted = None
     if args.boost:
         boosted = boost_priority()

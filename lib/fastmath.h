@@ -36,4 +36,43 @@ static inline float exp_nonpos(float x) {
     return p * scale;
 }
 
+/* Sixteen lanes of exp_nonpos with GNU vector types: lane for lane the same IEEE
+ * operations in the same order as the scalar function (selects as bit masks), so the
+ * results are bitwise the scalar's. GCC's own vectorization of the scalar loop splits
+ * it into paths (clamped, NaN, ordinary) and evaluates the polynomial twice; this form
+ * evaluates it once. Memory in and out (no vector arguments: their ABI differs between
+ * the SIMD clones). */
+#ifdef __GNUC__
+#define STOCHFLOW_HAVE_V16 1
+typedef float stochflow__v16sf __attribute__((vector_size(64)));
+typedef int32_t stochflow__v16si __attribute__((vector_size(64)));
+
+/* m ? a : b, lane by lane, for a mask m of all-ones / all-zeros lanes. */
+#define STOCHFLOW__V16_SELECT(m, a, b)                                                      \
+    ((stochflow__v16sf)(((stochflow__v16si)(a) & (m)) | ((stochflow__v16si)(b) & ~(m))))
+
+static inline void exp_nonpos16(float *out, const float *in) {
+    stochflow__v16sf x, lo = {0};
+    memcpy(&x, in, sizeof x);
+    lo += -87.0f;
+    x = STOCHFLOW__V16_SELECT(x < -87.0f, lo, x);
+    stochflow__v16sf xi = STOCHFLOW__V16_SELECT(x >= -87.0f, x, lo);
+    stochflow__v16si ni = __builtin_convertvector(xi * 1.44269504088896341f + 128.5f,
+                                                  stochflow__v16si) - 128;
+    stochflow__v16sf fn = __builtin_convertvector(ni, stochflow__v16sf);
+    stochflow__v16sf r = x - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    stochflow__v16sf p = r * 1.9875691500e-4f; /* p = c0; p = p * r + c1 ... */
+    p = p + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    stochflow__v16si bits = (ni + 127) << 23;
+    p = p * (stochflow__v16sf)bits;
+    memcpy(out, &p, sizeof p);
+}
+#endif
+
 #endif

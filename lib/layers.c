@@ -66,11 +66,54 @@ static void fwd_small_in(float *y, const float *x, const float *w, const float *
     }
 }
 
-/* Output layer (out <= SMALL_DIM), rows [r0, r1): a few dot products per row. */
+/* Output layer (out <= SMALL_DIM), rows [r0, r1): a few dot products per row. With
+ * GNU vector types, four rows at a time, so that four independent accumulators hide
+ * the add latency. Each (row, output) sum runs exactly as dot8 does (8 lanes by
+ * k mod 8, the same tree, the same tail), so the result is dot8's bit for bit. */
+#ifdef __GNUC__
+typedef float v8sf __attribute__((vector_size(32)));
+/* Sum of the 8 lanes of *a in dot8's order, plus dot8's tail from k8 to in. Pointer
+ * arguments: passing vectors by value changes the ABI between the SIMD clones. */
+static inline float finish8(const v8sf *a, const float *x, const float *w, size_t k8,
+                            size_t in) {
+    const v8sf v = *a;
+    float s = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    for (size_t k = k8; k < in; ++k) s += x[k] * w[k];
+    return s;
+}
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v))
+#endif
+
 SIMD_CLONES
 static void fwd_small_out(float *y, const float *x, const float *w, const float *b, size_t r0,
                           size_t r1, size_t in, size_t out) {
-    for (size_t i = r0; i < r1; ++i)
+    size_t i = r0;
+#ifdef __GNUC__
+    const size_t k8 = in / 8 * 8;
+    for (; i + 4 <= r1; i += 4) {
+        const float *x0 = x + i * in, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in;
+        for (size_t j = 0; j < out; ++j) {
+            const float *wj = w + j * in;
+            v8sf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, wv, t0, t1, t2, t3;
+            for (size_t k = 0; k < k8; k += 8) {
+                LOAD8(wv, wj + k);
+                LOAD8(t0, x0 + k);
+                LOAD8(t1, x1 + k);
+                LOAD8(t2, x2 + k);
+                LOAD8(t3, x3 + k);
+                a0 += t0 * wv;
+                a1 += t1 * wv;
+                a2 += t2 * wv;
+                a3 += t3 * wv;
+            }
+            y[i * out + j] = finish8(&a0, x0, wj, k8, in) + b[j];
+            y[(i + 1) * out + j] = finish8(&a1, x1, wj, k8, in) + b[j];
+            y[(i + 2) * out + j] = finish8(&a2, x2, wj, k8, in) + b[j];
+            y[(i + 3) * out + j] = finish8(&a3, x3, wj, k8, in) + b[j];
+        }
+    }
+#endif
+    for (; i < r1; ++i)
         for (size_t j = 0; j < out; ++j) y[i * out + j] = dot8(x + i * in, w + j * in, in) + b[j];
 }
 
@@ -244,8 +287,42 @@ void stochflow__dense_backward_naive(float *dx, int dx_accumulate, float *dw, fl
         }                                                        \
     } while (0)
 
+#ifdef STOCHFLOW_HAVE_V16
+/* SiLU of 16 elements (and f' when deriv): lane for lane the scalar loop's operations
+ * (sigmoid_, then f = v d, f' = d (1 + v (1 - d))), bit for bit. */
+static inline void silu16(float *y, float *deriv, const float *z) {
+    stochflow__v16sf v, e, mabs;
+    memcpy(&v, z, sizeof v);
+    stochflow__v16si sign = {0};
+    sign += (int32_t)0x80000000u;
+    mabs = (stochflow__v16sf)((stochflow__v16si)v | sign); /* -fabsf(v) */
+    exp_nonpos16((float *)&e, (const float *)&mabs);
+    stochflow__v16sf r = 1.0f / (1.0f + e);
+    stochflow__v16sf d = STOCHFLOW__V16_SELECT(v >= 0.0f, r, e * r);
+    stochflow__v16sf f = v * d;
+    if (deriv) {
+        stochflow__v16sf dd = d * (1.0f + v * (1.0f - d));
+        memcpy(deriv, &dd, sizeof dd);
+    }
+    memcpy(y, &f, sizeof f);
+}
+#endif
+
 SIMD_CLONES
 static void act_range(float *y, float *deriv, const float *z, size_t count, int act) {
+#ifdef STOCHFLOW_HAVE_V16
+    if (act == STOCHFLOW_ACT_SILU) {
+        size_t i = 0;
+        if (deriv)
+            for (; i + 16 <= count; i += 16) silu16(y + i, deriv + i, z + i);
+        else
+            for (; i + 16 <= count; i += 16) silu16(y + i, NULL, z + i);
+        y += i;
+        z += i;
+        if (deriv) deriv += i;
+        count -= i;
+    }
+#endif
     switch (act) {
     case STOCHFLOW_ACT_TANH:
         ACT_LOOP(f = tanhf(v); d = 1.0f - f * f);

@@ -17,6 +17,13 @@
 /* Rows per chunk of an evaluation: rows * (1 + tangents) stays below this, so the
  * workspace of velocity/divergence calls is bounded whatever n is. */
 #define EVAL_BUDGET_ROWS 8192
+/* Rows (times 1 + tangents) of one block of a velocity/divergence evaluation. */
+#ifndef EVAL_BLOCK_ROWS
+#define EVAL_BLOCK_ROWS 512
+#endif
+#ifndef EVAL_MIN_BLOCKS
+#define EVAL_MIN_BLOCKS 8
+#endif
 #define MAX_BATCH ((size_t)1 << 28)
 
 /* ---- construction --------------------------------------------------------------- */
@@ -269,9 +276,8 @@ static void time_embed(float *phi, const stochflow_model *m, double t) {
  * derivatives f'(z) are stored only when want_deriv (backward and the trace need them;
  * plain velocity evaluations do not). */
 static void forward(const stochflow_model *m, const float *p, const acts *A, size_t rows,
-                    int want_deriv) {
+                    int want_deriv, int nt) {
     const float *in = A->u;
-    int nt = (int)m->hp.threads;
     for (size_t l = 0; l < m->n_layers; ++l) {
         const stochflow__dense *L = &m->layers[l];
         if (l + 1 < m->n_layers) {
@@ -446,7 +452,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
     PARALLEL_RANGES(n, n * (d + 8) * 16, nt, 1, BODY);
 #undef BODY
 
-    forward(m, m->params, &A, n, 1);
+    forward(m, m->params, &A, n, 1, (int)m->hp.threads);
 
     /* G = mean |o|^2 - 2 dI.o, and dG/do = 2 (o - dI) / n (overwrites target). */
     double total = 0.0;
@@ -524,9 +530,9 @@ static void fill_inputs(const stochflow_model *m, const acts *A, double t, const
  * is formed; for Hutchinson they are the probes and quad_k = e_k . (J e_k).
  * probes == NULL means unit vectors (T = d). tan1, tan2: [rows*T x max(max_width, d)]. */
 static void jvp_trace(const stochflow_model *m, const float *p, const acts *A, size_t rows,
-                      const float *probes, size_t T, float *quad, float *tan1, float *tan2) {
+                      const float *probes, size_t T, float *quad, float *tan1, float *tan2,
+                      int nt) {
     const size_t d = m->d;
-    int nt = (int)m->hp.threads;
     const stochflow__dense *L0 = &m->layers[0];
     const float *W0 = p + L0->w_off;
     /* first layer tangent: [rows*T x H_0] */
@@ -651,6 +657,38 @@ static int unet_eval(stochflow_model *m, double t, const float *x, size_t n, flo
     return 0;
 }
 
+/* One block of an evaluation: rows [s, s + block) of x (fewer for the last block).
+ * ws: the block's workspace (acts, then two tangent buffers and the quadratic forms).
+ * Returns the index (in v's numbering, s*d + i) of the first non-finite velocity
+ * element of the block, or SIZE_MAX. Writes no error message: it may run on a worker
+ * thread, whose thread-local message the caller would never see. */
+static size_t eval_block(const stochflow_model *m, const float *p, double t, const float *x,
+                         size_t n, size_t s, size_t block, float *v, float *div,
+                         const float *probes, size_t K, float *quad, size_t T, float *ws,
+                         int nt) {
+    const size_t d = m->d, W = m->max_width > d ? m->max_width : d;
+    const size_t rows = n - s < block ? n - s : block;
+    acts A;
+    float *tan1 = carve_acts(&A, m, ws, block);
+    float *tan2 = tan1 + block * T * W;
+    float *qbuf = tan2 + block * T * W;
+    fill_inputs(m, &A, t, x + s * d, rows);
+    forward(m, p, &A, rows, T > 0, nt);
+    for (size_t i = 0; i < rows * d; ++i)
+        if (!(A.out[i] - A.out[i] == 0.0f)) return s * d + i;
+    if (v) memcpy(v + s * d, A.out, rows * d * sizeof *v);
+    if (T == 0) return SIZE_MAX;
+    jvp_trace(m, p, &A, rows, div ? NULL : probes + s * K * d, T, div ? qbuf : quad + s * K,
+              tan1, tan2, nt);
+    if (div)
+        for (size_t i = 0; i < rows; ++i) {
+            double acc = 0.0;
+            for (size_t k = 0; k < d; ++k) acc += qbuf[i * d + k];
+            div[s + i] = (float)acc;
+        }
+    return SIZE_MAX;
+}
+
 int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n, float *v,
                           float *div, const float *probes, size_t K, float *quad) {
     CHECK_MODEL(m);
@@ -661,41 +699,55 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
     if (m->unet) return unet_eval(m, t, x, n, v, div, probes, K, quad, NULL, NULL);
     const size_t d = m->d;
     const size_t T = div ? d : (probes && quad ? K : 0);
-    RETURN_ERROR_IF(div && probes && quad, STOCHFLOW_E_INVALID,
-                    "model_eval: ask for the exact divergence or probes, not both");
-    size_t chunk = EVAL_BUDGET_ROWS / (1 + T);
-    if (chunk < 1) chunk = 1;
-    if (chunk > n) chunk = n;
-    size_t act_f, tan_f = 0, quad_f = 0;
+    /* Rows are independent, so the batch is cut into blocks of a fixed size (set by T
+     * only, never by the thread count) and each thread evaluates whole blocks with
+     * single-threaded kernels: one parallel region per call instead of several per
+     * layer, and a block's activations stay in cache. A batch of one block runs that
+     * block with threaded kernels instead. Either way every row's result is the same
+     * whatever the thread count (doc/threading.md). */
+    size_t block = EVAL_BLOCK_ROWS / (1 + T);
+    if (block > (n + EVAL_MIN_BLOCKS - 1) / EVAL_MIN_BLOCKS)
+        block = (n + EVAL_MIN_BLOCKS - 1) / EVAL_MIN_BLOCKS;
+    if (block < 1) block = 1;
+    if (block > n) block = n;
+    const size_t nblocks = (n + block - 1) / block;
+    int outer = (int)m->hp.threads;
+    if ((size_t)outer > nblocks) outer = (int)nblocks;
+    if (outer < 1) outer = 1;
+    size_t act_f, tan_f = 0, per_block;
     const size_t W = m->max_width > d ? m->max_width : d;
-    RETURN_ERROR_IF(acts_floats(&act_f, m, chunk) != 0, STOCHFLOW_E_INVALID, "batch too large");
-    if (T) {
-        RETURN_ERROR_IF(stochflow__mul_size(&tan_f, chunk * T, 2 * W) != 0, STOCHFLOW_E_INVALID,
-                        "too many tangents");
-        quad_f = chunk * T;
-    }
-    FORWARD_IF_ERROR(ensure_ws(m, act_f + tan_f + quad_f));
+    RETURN_ERROR_IF(acts_floats(&act_f, m, block) != 0, STOCHFLOW_E_INVALID, "batch too large");
+    if (T) /* block * T <= EVAL_BLOCK_ROWS, W <= 2^16: no overflow */
+        tan_f = 2 * block * T * W + block * T;
+    per_block = (act_f + tan_f + 15) / 16 * 16; /* each thread's slice 64-byte aligned */
+    RETURN_ERROR_IF(per_block > SIZE_MAX / (size_t)outer, STOCHFLOW_E_INVALID, "batch too large");
+    FORWARD_IF_ERROR(ensure_ws(m, per_block * (size_t)outer));
     const float *p = eval_weights(m);
-    acts A;
-    float *tan1 = carve_acts(&A, m, m->ws, chunk);
-    float *tan2 = tan1 + chunk * T * W;
-    float *qbuf = tan2 + chunk * T * W;
-    for (size_t s = 0; s < n; s += chunk) {
-        size_t rows = n - s < chunk ? n - s : chunk;
-        fill_inputs(m, &A, t, x + s * d, rows);
-        forward(m, p, &A, rows, T > 0);
-        if (v) memcpy(v + s * d, A.out, rows * d * sizeof *v);
-        FORWARD_IF_ERROR(stochflow__check_finite(A.out, rows * d, "velocity"));
-        if (T == 0) continue;
-        jvp_trace(m, p, &A, rows, div ? NULL : probes + s * K * d, T, div ? qbuf : quad + s * K,
-                  tan1, tan2);
-        if (div)
-            for (size_t i = 0; i < rows; ++i) {
-                double acc = 0.0;
-                for (size_t k = 0; k < d; ++k) acc += qbuf[i * d + k];
-                div[s + i] = (float)acc;
+    size_t bad = SIZE_MAX; /* first non-finite velocity element, over all blocks */
+    if (outer > 1) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(outer)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            size_t my_bad = SIZE_MAX;
+            for (size_t b = (size_t)tid; b < nblocks; b += (size_t)nth) {
+                size_t e = eval_block(m, p, t, x, n, b * block, block, v, div, probes, K, quad, T,
+                                      m->ws + (size_t)tid * per_block, 1);
+                if (e < my_bad) my_bad = e;
             }
+#pragma omp critical(stochflow_eval_bad)
+            if (my_bad < bad) bad = my_bad;
+        }
+#endif
+    } else {
+        for (size_t b = 0; b < nblocks; ++b) {
+            size_t e = eval_block(m, p, t, x, n, b * block, block, v, div, probes, K, quad, T,
+                                  m->ws, (int)m->hp.threads);
+            if (e < bad) bad = e;
+        }
     }
+    RETURN_ERROR_IF(bad != SIZE_MAX, STOCHFLOW_E_NONFINITE,
+                    "velocity contains a non-finite value at index %zu", bad);
     return 0;
 }
 
@@ -735,7 +787,7 @@ STOCHFLOW_API int stochflow_model_velocity_vjp(float *out, stochflow_model *m, d
     for (size_t s = 0; s < n; s += chunk) {
         size_t rows = n - s < chunk ? n - s : chunk;
         fill_inputs(m, &A, t, x + s * d, rows);
-        forward(m, p, &A, rows, 1);
+        forward(m, p, &A, rows, 1, (int)m->hp.threads);
         backward(m, p, &A, rows, u + s * d, NULL, du, g1, g2);
         for (size_t i = 0; i < rows; ++i)
             memcpy(out + (s + i) * d, du + i * m->n_in, d * sizeof *out);

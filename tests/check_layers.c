@@ -1,5 +1,6 @@
 /* check_layers.c - dense layer and activations: fast kernels against the naive
  * references, and backward passes against central finite differences. */
+#include <math.h>
 #include <string.h>
 
 #include "harness.h"
@@ -127,6 +128,47 @@ END_TEST
 
 /* The library's own loops split work by rows/columns, never across a sum: 1, 2 and 3
  * threads give bitwise identical results, on shapes large enough to be split. */
+START_TEST(simd_paths_bitwise) {
+    /* The hand-vectorized kernels (16-lane SiLU, four-row output layer) give exactly the
+     * bits of their scalar tails: a long array against one element (or row) at a time,
+     * over values that reach every branch (the exp clamp at -87, signs, zeros, huge,
+     * subnormal, NaN). */
+    enum { N = 16 * 9 + 5 };
+    float z[N], y[N], dd[N], y1, d1;
+    const float special[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 86.9f, -86.9f, 87.0f, -87.0f,
+                             87.5f, -87.5f, 88.7f, -88.8f, 1e30f, -1e30f, 3.4e38f, -3.4e38f};
+    for (int i = 0; i < N; ++i)
+        z[i] = i < 16 ? special[i] : (float)((i * 7919 % 2001) - 1000) * 0.11f;
+    z[N - 3] = NAN;
+    z[40] = NAN;
+    for (int act = STOCHFLOW_ACT_SILU; act <= STOCHFLOW_ACT_SOFTPLUS; ++act)
+        for (int with_d = 0; with_d < 2; ++with_d) {
+            stochflow__act_forward(y, with_d ? dd : NULL, z, N, act, 1);
+            for (int i = 0; i < N; ++i) {
+                stochflow__act_forward(&y1, with_d ? &d1 : NULL, &z[i], 1, act, 1);
+                if (isnan(y[i]) && isnan(y1)) continue; /* NaN payloads may differ */
+                ck_assert_msg(memcmp(&y[i], &y1, 4) == 0, "act %d z %g: %a vs %a", act,
+                              (double)z[i], (double)y[i], (double)y1);
+                if (with_d && !(isnan(dd[i]) && isnan(d1)))
+                    ck_assert_msg(memcmp(&dd[i], &d1, 4) == 0, "act %d z %g: f' %a vs %a", act,
+                                  (double)z[i], (double)dd[i], (double)d1);
+            }
+        }
+    /* output layer (out <= 16), 11 rows (two groups of four and a tail of three) and
+     * in = 37 (a tail after the 8-lane blocks) */
+    enum { R = 11, IN = 37, OUT = 3 };
+    float x[R * IN], w[OUT * IN], b[OUT], yo[R * OUT], yr[OUT];
+    for (int i = 0; i < R * IN; ++i) x[i] = (float)((i * 2654435761u >> 9) % 2001) * 1e-3f - 1.0f;
+    for (int i = 0; i < OUT * IN; ++i) w[i] = (float)((i * 40503u >> 3) % 2001) * 1e-3f - 1.0f;
+    for (int j = 0; j < OUT; ++j) b[j] = 0.1f * (float)j;
+    stochflow__dense_forward(yo, x, w, b, R, IN, OUT, 1);
+    for (int i = 0; i < R; ++i) {
+        stochflow__dense_forward(yr, x + i * IN, w, b, 1, IN, OUT, 1);
+        ck_assert_int_eq(memcmp(yr, yo + i * OUT, sizeof yr), 0);
+    }
+}
+END_TEST
+
 START_TEST(threads_bitwise) {
     const size_t shapes2[][3] = {{700, 3, 256}, {700, 256, 2}, {300, 17, 64}};
     for (size_t s = 0; s < 3; ++s) {
@@ -175,6 +217,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, dense_fast_vs_naive);
     tcase_add_test(tc, gemm_fast_vs_naive);
     tcase_add_test(tc, threads_bitwise);
+    tcase_add_test(tc, simd_paths_bitwise);
     suite_add_tcase(s, tc);
     TCase *tg = tcase_create("gradients");
     tcase_add_test(tg, dense_gradient_fd);

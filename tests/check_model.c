@@ -251,6 +251,63 @@ START_TEST(eval_chunking_consistent) {
 }
 END_TEST
 
+START_TEST(eval_threads_bitwise) {
+    /* Evaluations split the batch into fixed blocks, whole blocks per thread: velocity,
+     * exact divergence and Hutchinson quadratic forms are bitwise the same on 1, 2 and
+     * 3 threads (n = 300: several blocks and a partial last one for every T), and a
+     * non-finite velocity in a later block is reported with its index in the batch. */
+    const size_t d = 3, n = 300, K = 2;
+    float *x = malloc(n * d * 4), *pr = malloc(n * K * d * 4);
+    float *v[3], *dv[3], *q[3];
+    normals(x, n * d, 21);
+    for (size_t i = 0; i < n * K * d; ++i) pr[i] = (i * 2654435761u >> 7) & 1 ? 1.0f : -1.0f;
+    char msg[2][256];
+    for (int k = 0; k < 3; ++k) {
+        stochflow_model *m = wide_model(d, STOCHFLOW_ACT_SILU);
+        ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, k + 1));
+        v[k] = malloc(n * d * 4);
+        dv[k] = malloc(n * 4);
+        q[k] = malloc(n * K * 4);
+        ck_assert_ok(stochflow_model_velocity(v[k], m, 0.3, x, n));
+        ck_assert_ok(stochflow_model_divergence(dv[k], NULL, m, 0.7, x, n));
+        ck_assert_ok(stochflow__model_eval(m, 0.6, x, n, NULL, NULL, pr, K, q[k]));
+        if (k > 0) {
+            ck_assert_int_eq(memcmp(v[k], v[0], n * d * 4), 0);
+            ck_assert_int_eq(memcmp(dv[k], dv[0], n * 4), 0);
+            ck_assert_int_eq(memcmp(q[k], q[0], n * K * 4), 0);
+        }
+        if (k != 1) {
+            /* first-layer weights x 1e10: ordinary rows stay finite, row 250 (1e30)
+             * overflows */
+            float *p, *keep = malloc(40 * 10 * 4);
+            ck_assert_ok(stochflow_model_parameters(&p, NULL, m));
+            memcpy(keep, p, 40 * 10 * 4); /* layer 0: 40 x (3 + 7 time features) */
+            for (size_t i = 0; i < 40 * 10; ++i) p[i] *= 1e10f;
+            float *xb = malloc(n * d * 4), *vb = malloc(n * d * 4);
+            memcpy(xb, x, n * d * 4);
+            ck_assert_ok(stochflow_model_velocity(vb, m, 0.3, xb, n));
+            for (size_t j = 0; j < d; ++j) xb[250 * d + j] = 1e30f; /* finite input */
+            ck_assert_status(stochflow_model_velocity(vb, m, 0.3, xb, n), STOCHFLOW_E_NONFINITE);
+            snprintf(msg[k / 2], sizeof msg[0], "%s", stochflow_last_error_message());
+            ck_assert_msg(strstr(msg[k / 2], "at index 75") != NULL, "message: %s", msg[k / 2]);
+            memcpy(p, keep, 40 * 10 * 4);
+            free(keep);
+            free(xb);
+            free(vb);
+        }
+        stochflow_model_free(m);
+    }
+    ck_assert_str_eq(msg[0], msg[1]);
+    for (int k = 0; k < 3; ++k) {
+        free(v[k]);
+        free(dv[k]);
+        free(q[k]);
+    }
+    free(x);
+    free(pr);
+}
+END_TEST
+
 /* ---- errors --------------------------------------------------------------------- */
 
 START_TEST(bad_input) {
@@ -843,6 +900,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, same_seed_same_params);
     tcase_add_test(tc, split_step_equals_train_step);
     tcase_add_test(tc, eval_chunking_consistent);
+    tcase_add_test(tc, eval_threads_bitwise);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("errors");
     tcase_add_test(te, bad_input);
