@@ -347,6 +347,53 @@ void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count
 #undef BODY
 }
 
+/* Rows [r0, r1) of y [n x out]: z = y + b (the GEMM's product plus the bias), then
+ * y = f(z) and deriv = f'(z), row by row while the row is in cache. */
+SIMD_CLONES
+static void bias_act_rows(float *y, float *deriv, const float *b, size_t r0, size_t r1,
+                          size_t out, int act) {
+    for (size_t i = r0; i < r1; ++i) {
+        float *yr = y + i * out;
+        for (size_t j = 0; j < out; ++j) yr[j] = yr[j] + b[j];
+        act_range(yr, deriv ? deriv + i * out : NULL, yr, out, act);
+    }
+}
+
+void stochflow__dense_act_forward(float *y, float *deriv, const float *x, const float *w,
+                                  const float *b, size_t n, size_t in, size_t out, int act,
+                                  int nthreads) {
+    if (in <= SMALL_DIM || out <= SMALL_DIM) {
+        stochflow__dense_forward(y, x, w, b, n, in, out, nthreads);
+        stochflow__act_forward(y, deriv, y, n * out, act, nthreads);
+        return;
+    }
+    stochflow__sgemm(0, 1, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out, nthreads);
+#define BODY(lo, hi) bias_act_rows(y, deriv, b, lo, hi, out, act)
+    PARALLEL_RANGES(n, n * out, nthreads, 1, BODY);
+#undef BODY
+}
+
+/* Columns [c0, c1) of dz = dy * deriv [n x cols] (in place allowed), with
+ * db[j] += sum_i dz[i, j] in row order when db is not NULL (bias_grad's order). */
+SIMD_CLONES
+static void mul_bias_cols(float *dz, float *db, const float *dy, const float *deriv, size_t n,
+                          size_t cols, size_t c0, size_t c1) {
+    for (size_t i = 0; i < n; ++i) {
+        float *dzr = dz + i * cols;
+        const float *dyr = dy + i * cols, *fr = deriv + i * cols;
+        for (size_t j = c0; j < c1; ++j) dzr[j] = dyr[j] * fr[j];
+        if (db)
+            for (size_t j = c0; j < c1; ++j) db[j] += dzr[j];
+    }
+}
+
+void stochflow__act_backward_bias(float *dz, float *db, const float *dy, const float *deriv,
+                                  size_t n, size_t cols, int nthreads) {
+#define BODY(lo, hi) mul_bias_cols(dz, db, dy, deriv, n, cols, lo, hi)
+    PARALLEL_RANGES(cols, n * cols, nthreads, 16, BODY);
+#undef BODY
+}
+
 SIMD_CLONES
 static void mul_range(float *dz, const float *dy, const float *deriv, size_t count) {
     for (size_t i = 0; i < count; ++i) dz[i] = dy[i] * deriv[i];

@@ -35,6 +35,17 @@ void stochflow__act_forward(float *y, float *deriv, const float *z, size_t count
  * pre-activation gradient is always a fresh buffer in the model. */
 void stochflow__act_backward(float *dz, const float *dy, const float *deriv, size_t count,
                              int nthreads);
+/* Hidden layer forward in one call: y = f(x w^T + b) [n x out], deriv = f'(.) (skipped
+ * when NULL). For wide layers the GEMM writes x w^T (beta = 0) and the bias is added in
+ * the activation pass (no copy of the bias rows, no read of y by the GEMM). */
+void stochflow__dense_act_forward(float *y, float *deriv, const float *x, const float *w,
+                                  const float *b, size_t n, size_t in, size_t out, int act,
+                                  int nthreads);
+/* Backward through an activation and the bias of the layer that produced it, in one
+ * pass: dz = dy * deriv [n x cols] (dz may alias dy) and, when db is not NULL,
+ * db [cols] += sum_rows dz (summed in row order, as dense_backward does). */
+void stochflow__act_backward_bias(float *dz, float *db, const float *dy, const float *deriv,
+                                  size_t n, size_t cols, int nthreads);
 /* Threads: the functions taking nthreads split their own loops into contiguous ranges
  * of rows or output columns (never across a sum), so results do not depend on it
  * (lib/parallel.h). */

@@ -281,10 +281,9 @@ static void forward(const stochflow_model *m, const float *p, const acts *A, siz
     for (size_t l = 0; l < m->n_layers; ++l) {
         const stochflow__dense *L = &m->layers[l];
         if (l + 1 < m->n_layers) {
-            stochflow__dense_forward(A->a[l], in, p + L->w_off, p + L->b_off, rows, L->in,
-                                     L->out, nt);
-            stochflow__act_forward(A->a[l], want_deriv ? A->fd[l] : NULL, A->a[l], rows * L->out,
-                                   m->cfg.activation, nt);
+            stochflow__dense_act_forward(A->a[l], want_deriv ? A->fd[l] : NULL, in,
+                                         p + L->w_off, p + L->b_off, rows, L->in, L->out,
+                                         m->cfg.activation, nt);
             in = A->a[l];
         } else {
             stochflow__dense_forward(A->out, in, p + L->w_off, p + L->b_off, rows, L->in, L->out,
@@ -300,16 +299,20 @@ static void backward(const stochflow_model *m, const float *p, const acts *A, si
                      const float *dout, float *grads, float *dx, float *g1, float *g2) {
     int nt = (int)m->hp.threads;
     const float *dy = dout;
+    int db_done = 0; /* layer l's bias gradient was summed in the activation pass */
     for (size_t l = m->n_layers; l-- > 0;) {
         const stochflow__dense *L = &m->layers[l];
         const float *x = l == 0 ? A->u : A->a[l - 1];
         float *dxl = l == 0 ? dx : g1;
         stochflow__dense_backward(dxl, 0, grads ? grads + L->w_off : NULL,
-                                  grads ? grads + L->b_off : NULL, dy, x, p + L->w_off, rows,
-                                  L->in, L->out, nt);
+                                  grads && !db_done ? grads + L->b_off : NULL, dy, x,
+                                  p + L->w_off, rows, L->in, L->out, nt);
         if (l > 0) {
-            /* through the activation of hidden layer l-1 */
-            stochflow__act_backward(g1, g1, A->fd[l - 1], rows * L->in, nt);
+            /* through the activation of hidden layer l-1, and its bias gradient */
+            const stochflow__dense *P = &m->layers[l - 1];
+            stochflow__act_backward_bias(g1, grads ? grads + P->b_off : NULL, g1, A->fd[l - 1],
+                                         rows, L->in, nt);
+            db_done = 1;
             dy = g1;
             float *tmp = g1;
             g1 = g2;
@@ -714,6 +717,9 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
     int outer = (int)m->hp.threads;
     if ((size_t)outer > nblocks) outer = (int)nblocks;
     if (outer < 1) outer = 1;
+#ifndef _OPENMP
+    outer = 1; /* no OpenMP: the blocks run in order */
+#endif
     size_t act_f, tan_f = 0, per_block;
     const size_t W = m->max_width > d ? m->max_width : d;
     RETURN_ERROR_IF(acts_floats(&act_f, m, block) != 0, STOCHFLOW_E_INVALID, "batch too large");

@@ -43,40 +43,8 @@ void stochflow__partition(size_t *lo, size_t *hi, size_t count, int part, int pa
             body((size_t)0, (size_t)(count));                                               \
         }                                                                                   \
     } while (0)
-/* Run body(r0, r1, inner_threads) over fixed blocks of `block` rows of [0, n). The
- * blocks depend on n and block only, never on the thread count: with two or more
- * blocks and threads each thread takes whole blocks (round robin) and runs them with
- * single-threaded kernels; otherwise the blocks run in order, each with all threads
- * inside its kernels. Either way a row's result is the same for any thread count. */
-#define PARALLEL_ROW_BLOCKS(n, block, nthreads, body)                                       \
-    do {                                                                                    \
-        const size_t rb_n_ = (n), rb_b_ = (block) > 0 ? (block) : 1;                        \
-        const size_t rb_nb_ = (rb_n_ + rb_b_ - 1) / rb_b_;                                  \
-        const int rb_nt_ = (nthreads);                                                      \
-        const int rb_outer_ = (size_t)rb_nt_ < rb_nb_ ? rb_nt_ : (int)rb_nb_;               \
-        if (rb_outer_ > 1) {                                                                \
-            _Pragma("omp parallel num_threads(rb_outer_)") {                                \
-                for (size_t rb_i_ = (size_t)omp_get_thread_num(); rb_i_ < rb_nb_;           \
-                     rb_i_ += (size_t)omp_get_num_threads()) {                              \
-                    size_t rb_hi_ = (rb_i_ + 1) * rb_b_;                                    \
-                    body(rb_i_ * rb_b_, rb_hi_ < rb_n_ ? rb_hi_ : rb_n_, 1);                \
-                }                                                                           \
-            }                                                                               \
-        } else {                                                                            \
-            for (size_t rb_i_ = 0; rb_i_ < rb_nb_; ++rb_i_) {                               \
-                size_t rb_hi_ = (rb_i_ + 1) * rb_b_;                                        \
-                body(rb_i_ * rb_b_, rb_hi_ < rb_n_ ? rb_hi_ : rb_n_, rb_nt_);               \
-            }                                                                               \
-        }                                                                                   \
-    } while (0)
 #else
 #define PARALLEL_RANGES(count, work, nthreads, align, body) body((size_t)0, (size_t)(count))
-#define PARALLEL_ROW_BLOCKS(n, block, nthreads, body)                                       \
-    do {                                                                                    \
-        const size_t rb_n_ = (n), rb_b_ = (block) > 0 ? (block) : 1;                        \
-        for (size_t rb_lo_ = 0; rb_lo_ < rb_n_; rb_lo_ += rb_b_)                            \
-            body(rb_lo_, rb_n_ - rb_lo_ < rb_b_ ? rb_n_ : rb_lo_ + rb_b_, (nthreads));      \
-    } while (0)
 #endif
 
 #endif

@@ -169,6 +169,47 @@ START_TEST(simd_paths_bitwise) {
 }
 END_TEST
 
+START_TEST(fused_layers_match_unfused) {
+    /* dense_act_forward = dense_forward then act_forward, and act_backward_bias =
+     * act_backward then dense_backward's column sums, bit for bit, on 1-3 threads and
+     * for every kernel path (thin input, wide, thin output), for each activation. A
+     * wide layer's GEMM adds the bias after the product instead of starting from it,
+     * which is the same float sum while K fits in one BLIS block (K <= 256 here). */
+    const size_t shapes3[][3] = {{300, 3, 64}, {300, 64, 48}, {77, 200, 256}, {50, 64, 5}};
+    for (size_t s = 0; s < 4; ++s) {
+        size_t n = shapes3[s][0], in = shapes3[s][1], out = shapes3[s][2];
+        float *x = malloc(n * in * 4), *w = malloc(out * in * 4), *b = malloc(out * 4);
+        float *y1 = malloc(n * out * 4), *f1 = malloc(n * out * 4);
+        float *y2 = malloc(n * out * 4), *f2 = malloc(n * out * 4);
+        float *g1 = malloc(n * out * 4), *g2 = malloc(n * out * 4);
+        float *db1 = calloc(out, 4), *db2 = calloc(out, 4);
+        fill(x, n * in, 31); fill(w, out * in, 32); fill(b, out, 33);
+        for (int act = STOCHFLOW_ACT_SILU; act <= STOCHFLOW_ACT_SOFTPLUS; ++act)
+            for (int nt = 1; nt <= 3; ++nt) {
+                stochflow__dense_forward(y1, x, w, b, n, in, out, 1);
+                stochflow__act_forward(y1, f1, y1, n * out, act, 1);
+                stochflow__dense_act_forward(y2, f2, x, w, b, n, in, out, act, nt);
+                ck_assert_msg(memcmp(y1, y2, n * out * 4) == 0, "shape %zu act %d nt %d: y", s,
+                              act, nt);
+                ck_assert_msg(memcmp(f1, f2, n * out * 4) == 0, "shape %zu act %d nt %d: f'", s,
+                              act, nt);
+                fill(g1, n * out, 34 + (uint64_t)nt);
+                memcpy(g2, g1, n * out * 4);
+                memset(db1, 0, out * 4);
+                memset(db2, 0, out * 4);
+                db1[0] = db2[0] = 0.5f; /* accumulates */
+                stochflow__act_backward(g1, g1, f1, n * out, 1);
+                stochflow__dense_backward(NULL, 0, NULL, db1, g1, x, w, n, in, out, 1);
+                stochflow__act_backward_bias(g2, db2, g2, f2, n, out, nt);
+                ck_assert_int_eq(memcmp(g1, g2, n * out * 4), 0);
+                ck_assert_int_eq(memcmp(db1, db2, out * 4), 0);
+            }
+        free(x); free(w); free(b); free(y1); free(f1); free(y2); free(f2); free(g1); free(g2);
+        free(db1); free(db2);
+    }
+}
+END_TEST
+
 START_TEST(threads_bitwise) {
     const size_t shapes2[][3] = {{700, 3, 256}, {700, 256, 2}, {300, 17, 64}};
     for (size_t s = 0; s < 3; ++s) {
@@ -218,6 +259,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, gemm_fast_vs_naive);
     tcase_add_test(tc, threads_bitwise);
     tcase_add_test(tc, simd_paths_bitwise);
+    tcase_add_test(tc, fused_layers_match_unfused);
     suite_add_tcase(s, tc);
     TCase *tg = tcase_create("gradients");
     tcase_add_test(tg, dense_gradient_fd);
