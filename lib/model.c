@@ -470,7 +470,10 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
                     "loss is not finite (%g) at step %llu", *loss_out,
                     (unsigned long long)m->step);
     if (want_grad) {
-        memset(m->grads, 0, m->n_params * sizeof *m->grads);
+        /* zeroed in parallel: one thread alone here would leave the others waiting */
+#define BODY(lo, hi) memset(m->grads + (lo), 0, ((hi) - (lo)) * sizeof *m->grads)
+        PARALLEL_RANGES(m->n_params, m->n_params, (int)m->hp.threads, 16, BODY);
+#undef BODY
         int fourier = m->interp.kind == STOCHFLOW_INTERP_FOURIER;
         backward(m, m->params, &A, n, target, m->grads, fourier ? du : NULL, g1, g2);
         /* issue 9: gradient of G with respect to the Fourier coefficients */

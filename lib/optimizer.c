@@ -99,31 +99,45 @@ static void adam_update(float *p, float *mm, float *vv, const float *g, size_t l
     }
 }
 
+/* The error for a gradient with a NaN or Inf (the first one's index). */
+static int gradient_error(const stochflow_model *m, const float *g, size_t n) {
+    size_t i = 0;
+    while (i < n && g[i] - g[i] == 0.0f) ++i;
+    return stochflow__error(STOCHFLOW_E_NONFINITE,
+                            "gradient is not finite at parameter %zu (step %llu); "
+                            "model unchanged", i, (unsigned long long)m->step);
+}
+
+/* 0 when every gradient value is finite, else gradient_error's status. */
+static int gradient_check_serial(const stochflow_model *m, const float *g, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+        if (!(g[i] - g[i] == 0.0f)) return gradient_error(m, g, n);
+    return 0;
+}
+
 int stochflow__optimizer_apply(stochflow_model *m) {
     const size_t n = m->n_params;
     float *p = m->params, *g = m->grads, *mm = m->adam_m, *vv = m->adam_v;
-    /* Check everything before touching the state: a failure leaves the model as it was. */
+    /* Check everything before touching the state: a failure leaves the model as it was.
+     * A non-finite gradient makes the update non-finite, so one vectorized pass
+     * (adam_any_nonfinite below) catches both; the messages tell them apart. */
     const int nt = (int)m->hp.threads;
     int bad = 0;
+    const stochflow__hparams *hp = &m->hp;
+    double scale = 1.0;
+    if (hp->grad_clip > 0) {
+        /* the norm of a non-finite gradient is not finite: check it first */
+        int bad_g = 0;
 #define BODY(lo, hi)                                    \
     do {                                                \
         int b_ = any_nonfinite(g, lo, hi);              \
         if (b_) {                                       \
-            _Pragma("omp atomic write") bad = 1;        \
+            _Pragma("omp atomic write") bad_g = 1;      \
         }                                               \
     } while (0)
-    PARALLEL_RANGES(n, n, nt, 16, BODY);
+        PARALLEL_RANGES(n, n, nt, 16, BODY);
 #undef BODY
-    if (bad) {
-        size_t i = 0;
-        while (i < n && g[i] - g[i] == 0.0f) ++i;
-        return stochflow__error(STOCHFLOW_E_NONFINITE,
-                                "gradient is not finite at parameter %zu (step %llu); "
-                                "model unchanged", i, (unsigned long long)m->step);
-    }
-    const stochflow__hparams *hp = &m->hp;
-    double scale = 1.0;
-    if (hp->grad_clip > 0) {
+        if (bad_g) return gradient_error(m, g, n);
         double norm = sqrt(sq_norm(g, n));
         if (norm > hp->grad_clip) scale = hp->grad_clip / norm;
     }
@@ -152,6 +166,7 @@ int stochflow__optimizer_apply(stochflow_model *m) {
     } while (0)
     PARALLEL_RANGES(n, n, nt, 16, BODY);
 #undef BODY
+    if (bad) FORWARD_IF_ERROR(gradient_check_serial(m, g, n));
     size_t badi = bad ? adam_first_nonfinite(p, mm, vv, g, n, c) : n;
     if (badi < n)
         return stochflow__error(STOCHFLOW_E_NONFINITE,

@@ -393,8 +393,29 @@ START_TEST(nonfinite_step_leaves_model_unchanged) {
     float *g;
     ck_assert_ok(stochflow_model_compute_gradient(&loss, m, x1, 32, NULL, NULL));
     ck_assert_ok(stochflow_model_gradients(&g, NULL, m));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, m, before, sz));
     g[np - 1] = NAN;
     ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
+    ck_assert_uint_eq(stochflow_model_step(m), 3);
+    /* the message names the first bad gradient value, with and without clipping, and
+     * tells a non-finite gradient from a finite one whose update overflows */
+    char want[96];
+    snprintf(want, sizeof want, "gradient is not finite at parameter %zu", np - 1);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), want));
+    g[5] = INFINITY;
+    ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "gradient is not finite at parameter 5 "));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, 1.0));
+    ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "gradient is not finite at parameter 5 "));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, 0.0));
+    g[5] = 0.0f;
+    g[np - 1] = 3e30f; /* finite, but its square overflows the second moment */
+    ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
+    snprintf(want, sizeof want, "update is not finite at parameter %zu", np - 1);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), want));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, m, after, sz));
+    ck_assert_int_eq(memcmp(before, after, sz), 0);
     ck_assert_uint_eq(stochflow_model_step(m), 3);
     free(before);
     free(after);
