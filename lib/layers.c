@@ -373,24 +373,51 @@ void stochflow__dense_act_forward(float *y, float *deriv, const float *x, const 
 #undef BODY
 }
 
-/* Columns [c0, c1) of dz = dy * deriv [n x cols] (in place allowed), with
- * db[j] += sum_i dz[i, j] in row order when db is not NULL (bias_grad's order). */
+/* Rows [r0, r1) of dz = dy * deriv [n x cols] (in place allowed), and their column
+ * sums, in row order, into part [cols] (overwritten). */
 SIMD_CLONES
-static void mul_bias_cols(float *dz, float *db, const float *dy, const float *deriv, size_t n,
-                          size_t cols, size_t c0, size_t c1) {
-    for (size_t i = 0; i < n; ++i) {
+static void mul_colsum_rows(float *dz, float *part, const float *dy, const float *deriv,
+                            size_t r0, size_t r1, size_t cols) {
+    for (size_t j = 0; j < cols; ++j) part[j] = 0.0f;
+    for (size_t i = r0; i < r1; ++i) {
         float *dzr = dz + i * cols;
         const float *dyr = dy + i * cols, *fr = deriv + i * cols;
-        for (size_t j = c0; j < c1; ++j) dzr[j] = dyr[j] * fr[j];
-        if (db)
-            for (size_t j = c0; j < c1; ++j) db[j] += dzr[j];
+        for (size_t j = 0; j < cols; ++j) {
+            const float v = dyr[j] * fr[j];
+            dzr[j] = v;
+            part[j] += v;
+        }
     }
 }
 
-void stochflow__act_backward_bias(float *dz, float *db, const float *dy, const float *deriv,
-                                  size_t n, size_t cols, int nthreads) {
-#define BODY(lo, hi) mul_bias_cols(dz, db, dy, deriv, n, cols, lo, hi)
-    PARALLEL_RANGES(cols, n * cols, nthreads, 16, BODY);
+/* db[j] += part[0][j] + part[1][j] + ... (blocks in order) for columns [c0, c1). */
+SIMD_CLONES
+static void add_parts(float *db, const float *part, size_t nb, size_t cols, size_t c0,
+                      size_t c1) {
+    for (size_t b = 0; b < nb; ++b)
+        for (size_t j = c0; j < c1; ++j) db[j] += part[b * cols + j];
+}
+
+size_t stochflow__act_backward_bias_rows(size_t n) {
+    size_t rb = (n + STOCHFLOW__BIAS_BLOCKS - 1) / STOCHFLOW__BIAS_BLOCKS;
+    return rb < 16 ? 16 : (rb + 15) / 16 * 16;
+}
+
+void stochflow__act_backward_bias(float *dz, float *db, float *part, const float *dy,
+                                  const float *deriv, size_t n, size_t cols, int nthreads) {
+    if (db == NULL) {
+        stochflow__act_backward(dz, dy, deriv, n * cols, nthreads);
+        return;
+    }
+    const size_t rb = stochflow__act_backward_bias_rows(n), nb = (n + rb - 1) / rb;
+#define BODY(lo, hi)                                                                        \
+    for (size_t b_ = (lo); b_ < (hi); ++b_)                                                 \
+    mul_colsum_rows(dz, part + b_ * cols, dy, deriv, b_ * rb, n - b_ * rb < rb ? n : (b_ + 1) * rb, \
+                    cols)
+    PARALLEL_RANGES(nb, n * cols, nthreads, 1, BODY);
+#undef BODY
+#define BODY(lo, hi) add_parts(db, part, nb, cols, lo, hi)
+    PARALLEL_RANGES(cols, nb * cols * 4, nthreads, 16, BODY);
 #undef BODY
 }
 

@@ -43,9 +43,14 @@ void stochflow__dense_act_forward(float *y, float *deriv, const float *x, const 
                                   int nthreads);
 /* Backward through an activation and the bias of the layer that produced it, in one
  * pass: dz = dy * deriv [n x cols] (dz may alias dy) and, when db is not NULL,
- * db [cols] += sum_rows dz (summed in row order, as dense_backward does). */
-void stochflow__act_backward_bias(float *dz, float *db, const float *dy, const float *deriv,
-                                  size_t n, size_t cols, int nthreads);
+ * db [cols] += sum_rows dz. The rows are cut into at most STOCHFLOW__BIAS_BLOCKS
+ * blocks of act_backward_bias_rows(n) rows (set by n only): each block's column sums
+ * (in row order) go to part [blocks x cols], then are added to db in block order, so
+ * the threads stream contiguous rows and the result does not depend on their number. */
+#define STOCHFLOW__BIAS_BLOCKS 32
+size_t stochflow__act_backward_bias_rows(size_t n);
+void stochflow__act_backward_bias(float *dz, float *db, float *part, const float *dy,
+                                  const float *deriv, size_t n, size_t cols, int nthreads);
 /* Threads: the functions taking nthreads split their own loops into contiguous ranges
  * of rows or output columns (never across a sum), so results do not depend on it
  * (lib/parallel.h). */

@@ -294,9 +294,12 @@ static void forward(const stochflow_model *m, const float *p, const acts *A, siz
 
 /* Backward pass from dout [rows x d] through the network of weights p.
  * grads != NULL: accumulate parameter gradients into it. dx != NULL: write the
- * gradient with respect to the input u ([rows x n_in]). g1, g2: [rows x max_width]. */
+ * gradient with respect to the input u ([rows x n_in]). g1, g2: [rows x max_width];
+ * part: [STOCHFLOW__BIAS_BLOCKS x max_width] block sums of the bias gradients (only
+ * read when grads is not NULL). */
 static void backward(const stochflow_model *m, const float *p, const acts *A, size_t rows,
-                     const float *dout, float *grads, float *dx, float *g1, float *g2) {
+                     const float *dout, float *grads, float *dx, float *g1, float *g2,
+                     float *part) {
     int nt = (int)m->hp.threads;
     const float *dy = dout;
     int db_done = 0; /* layer l's bias gradient was summed in the activation pass */
@@ -310,8 +313,8 @@ static void backward(const stochflow_model *m, const float *p, const acts *A, si
         if (l > 0) {
             /* through the activation of hidden layer l-1, and its bias gradient */
             const stochflow__dense *P = &m->layers[l - 1];
-            stochflow__act_backward_bias(g1, grads ? grads + P->b_off : NULL, g1, A->fd[l - 1],
-                                         rows, L->in, nt);
+            stochflow__act_backward_bias(g1, grads ? grads + P->b_off : NULL, part, g1,
+                                         A->fd[l - 1], rows, L->in, nt);
             db_done = 1;
             dy = g1;
             float *tmp = g1;
@@ -438,12 +441,13 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
     if (m->unet) return unet_loss_grad(loss_out, m, x1, n, x0, t, want_grad, train);
     const size_t d = m->d, H = m->max_width;
     size_t act_f, extra;
-    RETURN_ERROR_IF(acts_floats(&act_f, m, n) != 0 || stochflow__mul_size(&extra, n, d + 2 * H) != 0,
+    RETURN_ERROR_IF(acts_floats(&act_f, m, n) != 0 || stochflow__mul_size(&extra, n, d + 2 * H) != 0 ||
+                        act_f + extra + STOCHFLOW__BIAS_BLOCKS * H < act_f,
                     STOCHFLOW_E_INVALID, "batch of %zu rows is too large", n);
-    FORWARD_IF_ERROR(ensure_ws(m, act_f + extra));
+    FORWARD_IF_ERROR(ensure_ws(m, act_f + extra + STOCHFLOW__BIAS_BLOCKS * H));
     acts A;
     float *target = carve_acts(&A, m, m->ws, n); /* [n x d] dI/dt, then dL/dout */
-    float *g1 = target + n * d, *g2 = g1 + n * H;
+    float *g1 = target + n * d, *g2 = g1 + n * H, *part = g2 + n * H;
 
     /* Inputs: x_t = a x0 + b x1 and the target dI/dt = a' x0 + b' x1 per row. Rows are
      * independent (draws keyed by row), so they are split across threads, except for a
@@ -475,7 +479,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
         PARALLEL_RANGES(m->n_params, m->n_params, (int)m->hp.threads, 16, BODY);
 #undef BODY
         int fourier = m->interp.kind == STOCHFLOW_INTERP_FOURIER;
-        backward(m, m->params, &A, n, target, m->grads, fourier ? du : NULL, g1, g2);
+        backward(m, m->params, &A, n, target, m->grads, fourier ? du : NULL, g1, g2, part);
         /* issue 9: gradient of G with respect to the Fourier coefficients */
         if (fourier) stochflow__transport_coef_grad(m, A.out, du, x0, x1, t_save, n);
         if (train) stochflow__transport_record_loss(m, *loss_out);
@@ -797,7 +801,7 @@ STOCHFLOW_API int stochflow_model_velocity_vjp(float *out, stochflow_model *m, d
         size_t rows = n - s < chunk ? n - s : chunk;
         fill_inputs(m, &A, t, x + s * d, rows);
         forward(m, p, &A, rows, 1, (int)m->hp.threads);
-        backward(m, p, &A, rows, u + s * d, NULL, du, g1, g2);
+        backward(m, p, &A, rows, u + s * d, NULL, du, g1, g2, NULL);
         for (size_t i = 0; i < rows; ++i)
             memcpy(out + (s + i) * d, du + i * m->n_in, d * sizeof *out);
     }

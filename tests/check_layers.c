@@ -170,15 +170,20 @@ START_TEST(simd_paths_bitwise) {
 END_TEST
 
 START_TEST(fused_layers_match_unfused) {
-    /* dense_act_forward = dense_forward then act_forward, and act_backward_bias =
-     * act_backward then dense_backward's column sums, bit for bit, on 1-3 threads and
+    /* dense_act_forward = dense_forward then act_forward, bit for bit, on 1-3 threads and
      * for every kernel path (thin input, wide, thin output), for each activation. A
      * wide layer's GEMM adds the bias after the product instead of starting from it,
-     * which is the same float sum while K fits in one BLIS block (K <= 256 here). */
-    const size_t shapes3[][3] = {{300, 3, 64}, {300, 64, 48}, {77, 200, 256}, {50, 64, 5}};
-    for (size_t s = 0; s < 4; ++s) {
+     * which is the same float sum while K fits in one BLIS block (K <= 256 here).
+     * act_backward_bias: dz = act_backward's bit for bit; db = the documented order
+     * (row-order sums over blocks of act_backward_bias_rows(n) rows, added in block
+     * order) bit for bit, whatever the thread count, and within 1e-4 of the plain
+     * row-order sum. */
+    const size_t shapes3[][3] = {{300, 3, 64}, {300, 64, 48}, {77, 200, 256}, {50, 64, 5},
+                                 {2000, 17, 34}};
+    for (size_t s = 0; s < 5; ++s) {
         size_t n = shapes3[s][0], in = shapes3[s][1], out = shapes3[s][2];
         float *x = malloc(n * in * 4), *w = malloc(out * in * 4), *b = malloc(out * 4);
+        float *part = malloc(STOCHFLOW__BIAS_BLOCKS * out * 4), *db3 = malloc(out * 4);
         float *y1 = malloc(n * out * 4), *f1 = malloc(n * out * 4);
         float *y2 = malloc(n * out * 4), *f2 = malloc(n * out * 4);
         float *g1 = malloc(n * out * 4), *g2 = malloc(n * out * 4);
@@ -200,12 +205,27 @@ START_TEST(fused_layers_match_unfused) {
                 db1[0] = db2[0] = 0.5f; /* accumulates */
                 stochflow__act_backward(g1, g1, f1, n * out, 1);
                 stochflow__dense_backward(NULL, 0, NULL, db1, g1, x, w, n, in, out, 1);
-                stochflow__act_backward_bias(g2, db2, g2, f2, n, out, nt);
+                stochflow__act_backward_bias(g2, db2, part, g2, f2, n, out, nt);
                 ck_assert_int_eq(memcmp(g1, g2, n * out * 4), 0);
-                ck_assert_int_eq(memcmp(db1, db2, out * 4), 0);
+                const size_t rb = stochflow__act_backward_bias_rows(n);
+                ck_assert(rb % 16 == 0 && (n + rb - 1) / rb <= STOCHFLOW__BIAS_BLOCKS);
+                for (size_t j = 0; j < out; ++j) {
+                    db3[j] = j == 0 ? 0.5f : 0.0f;
+                    for (size_t r0 = 0; r0 < n; r0 += rb) {
+                        float blk = 0.0f;
+                        for (size_t i = r0; i < n && i < r0 + rb; ++i) blk += g1[i * out + j];
+                        db3[j] += blk;
+                    }
+                    ck_assert_float_eq_tol(db2[j], db1[j], 1e-4f * (1.0f + fabsf(db1[j])));
+                }
+                ck_assert_int_eq(memcmp(db3, db2, out * 4), 0);
+                /* no bias gradient: the activation backward alone */
+                fill(g2, n * out, 34 + (uint64_t)nt);
+                stochflow__act_backward_bias(g2, NULL, NULL, g2, f2, n, out, nt);
+                ck_assert_int_eq(memcmp(g1, g2, n * out * 4), 0);
             }
         free(x); free(w); free(b); free(y1); free(f1); free(y2); free(f2); free(g1); free(g2);
-        free(db1); free(db2);
+        free(db1); free(db2); free(db3); free(part);
     }
 }
 END_TEST
