@@ -17,13 +17,11 @@
 /* Rows per chunk of an evaluation: rows * (1 + tangents) stays below this, so the
  * workspace of velocity/divergence calls is bounded whatever n is. */
 #define EVAL_BUDGET_ROWS 8192
-/* Rows (times 1 + tangents) of one block of a velocity/divergence evaluation. */
-#ifndef EVAL_BLOCK_ROWS
+/* Rows (times 1 + tangents) of one block of a velocity/divergence evaluation, and the
+ * number of blocks a batch is cut into at least when it has enough rows (so that small
+ * batches still give every thread work). Measured: bench/profile.md. */
 #define EVAL_BLOCK_ROWS 512
-#endif
-#ifndef EVAL_MIN_BLOCKS
 #define EVAL_MIN_BLOCKS 8
-#endif
 #define MAX_BATCH ((size_t)1 << 28)
 
 /* ---- construction --------------------------------------------------------------- */
@@ -710,7 +708,7 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
     const size_t d = m->d;
     const size_t T = div ? d : (probes && quad ? K : 0);
     /* Rows are independent, so the batch is cut into blocks of a fixed size (set by T
-     * only, never by the thread count) and each thread evaluates whole blocks with
+     * and n only, never by the thread count) and each thread evaluates whole blocks with
      * single-threaded kernels: one parallel region per call instead of several per
      * layer, and a block's activations stay in cache. A batch of one block runs that
      * block with threaded kernels instead. Either way every row's result is the same
