@@ -156,8 +156,8 @@ def boost_priority():
 # OpenMP wait policy of both implementations' processes (--wait-policy). Both sides
 # use libgomp (the library's own loops, BLIS's threads, PyTorch's threads), so the
 # policy decides how an idle thread waits between parallel regions: 'default' (spin a
-# while, then sleep; what a program gets when nobody sets anything) or 'passive' (sleep
-# at once: safe on a busy machine, but every wake-up costs, a lot for small batches).
+# while, then sleep; what a program gets when nobody sets anything), 'passive' (sleep
+# at once: every wake-up costs, a lot for small batches) or 'active' (never sleep).
 WAIT_POLICY = "default"
 
 
@@ -693,7 +693,8 @@ def main():
                    "quiet, retry once above 25%% other load")
     p.add_argument("--wait-policy", choices=["default", "passive", "active"],
                    default="default", help="OpenMP wait policy of both sides' processes "
-                   "(default: libgomp's own, whatever this shell has set)")
+                   "(default: libgomp's own; OMP_WAIT_POLICY and GOMP_SPINCOUNT set in this shell "
+                   "are removed)")
     args = p.parse_args()
     global WAIT_POLICY
     WAIT_POLICY = args.wait_policy
