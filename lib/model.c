@@ -682,9 +682,9 @@ static size_t eval_block(const stochflow_model *m, const float *p, double t, con
     float *qbuf = tan2 + block * T * W;
     fill_inputs(m, &A, t, x + s * d, rows);
     forward(m, p, &A, rows, T > 0, nt);
+    if (v) memcpy(v + s * d, A.out, rows * d * sizeof *v);
     for (size_t i = 0; i < rows * d; ++i)
         if (!(A.out[i] - A.out[i] == 0.0f)) return s * d + i;
-    if (v) memcpy(v + s * d, A.out, rows * d * sizeof *v);
     if (T == 0) return SIZE_MAX;
     jvp_trace(m, p, &A, rows, div ? NULL : probes + s * K * d, T, div ? qbuf : quad + s * K,
               tan1, tan2, nt);
@@ -728,8 +728,13 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
     size_t act_f, tan_f = 0, per_block;
     const size_t W = m->max_width > d ? m->max_width : d;
     RETURN_ERROR_IF(acts_floats(&act_f, m, block) != 0, STOCHFLOW_E_INVALID, "batch too large");
-    if (T) /* block * T <= EVAL_BLOCK_ROWS, W <= 2^16: no overflow */
-        tan_f = 2 * block * T * W + block * T;
+    if (T) { /* two tangent buffers [block*T x W] and the quadratic forms [block*T] */
+        size_t bt;
+        RETURN_ERROR_IF(stochflow__mul_size(&bt, block, T) != 0 ||
+                            stochflow__mul_size(&tan_f, bt, 2 * W + 1) != 0,
+                        STOCHFLOW_E_INVALID, "too many tangents");
+    }
+    RETURN_ERROR_IF(act_f > SIZE_MAX - 15 - tan_f, STOCHFLOW_E_INVALID, "batch too large");
     per_block = (act_f + tan_f + 15) / 16 * 16; /* each thread's slice 64-byte aligned */
     RETURN_ERROR_IF(per_block > SIZE_MAX / (size_t)outer, STOCHFLOW_E_INVALID, "batch too large");
     FORWARD_IF_ERROR(ensure_ws(m, per_block * (size_t)outer));
@@ -757,6 +762,10 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
             if (e < bad) bad = e;
         }
     }
+    if (bad != SIZE_MAX && v)
+        return stochflow__error(STOCHFLOW_E_NONFINITE,
+                                "velocity contains a non-finite value at index %zu (%g)", bad,
+                                (double)v[bad]);
     RETURN_ERROR_IF(bad != SIZE_MAX, STOCHFLOW_E_NONFINITE,
                     "velocity contains a non-finite value at index %zu", bad);
     return 0;

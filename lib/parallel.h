@@ -1,9 +1,9 @@
 /* parallel.h - how the library's own loops use SIMD and threads. Private.
  *
- * SIMD: hot loops are compiled for x86-64-v3 (AVX2 + FMA) and for the baseline, and
- * picked at load time (GCC function multiversioning). Both clones do the same IEEE
- * operations in the same order (C11 mode: no FMA contraction), so results are bitwise
- * identical on every x86-64 machine.
+ * SIMD: hot loops are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the
+ * baseline, and picked at load time (GCC function multiversioning). All clones do the
+ * same IEEE operations in the same order (C11 mode: no FMA contraction), so results are
+ * bitwise identical on every x86-64 machine.
  *
  * Threads: work is split into contiguous ranges of rows (or of output columns for
  * weight gradients), never across a reduction: every value is computed by the same
