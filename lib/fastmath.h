@@ -10,6 +10,18 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Constants shared by the scalar and the 16-lane exp: Cody-Waite split of ln 2 and
+ * the Cephes polynomial, so the two cannot drift apart. */
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693359375f
+#define EXP_LN2_LO -2.12194440e-4f
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
 /* Branch-free exp for x <= 0 (Cody-Waite reduction, Cephes polynomial, max rel. error
  * ~2 ulp; clamped below at -87). Only a lower clamp: an upper one makes GCC emit a
  * blend and a division that cost ~3x on Zen 4 (bench/profile.md). */
@@ -19,16 +31,16 @@ static inline float exp_nonpos(float x) {
      * From a NaN-free copy: converting NaN to int is undefined (UBSan, fuzz/ replay of a
      * checkpoint with NaN weights); the NaN itself still propagates through r. */
     float xi = x >= -87.0f ? x : -87.0f;
-    int32_t ni = (int32_t)(xi * 1.44269504088896341f + 128.5f) - 128;
+    int32_t ni = (int32_t)(xi * EXP_LOG2E + 128.5f) - 128;
     float fn = (float)ni;
-    float r = x - fn * 0.693359375f;
-    r = r - fn * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    float r = x - fn * EXP_LN2_HI;
+    r = r - fn * EXP_LN2_LO;
+    float p = EXP_P0;
+    p = p * r + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
     p = p * r * r + r + 1.0f;
     uint32_t bits = (uint32_t)(ni + 127) << 23;
     float scale;
@@ -57,17 +69,17 @@ static inline void exp_nonpos16(float *out, const float *in) {
     lo += -87.0f;
     x = STOCHFLOW__V16_SELECT(x < -87.0f, lo, x);
     stochflow__v16sf xi = STOCHFLOW__V16_SELECT(x >= -87.0f, x, lo);
-    stochflow__v16si ni = __builtin_convertvector(xi * 1.44269504088896341f + 128.5f,
+    stochflow__v16si ni = __builtin_convertvector(xi * EXP_LOG2E + 128.5f,
                                                   stochflow__v16si) - 128;
     stochflow__v16sf fn = __builtin_convertvector(ni, stochflow__v16sf);
-    stochflow__v16sf r = x - fn * 0.693359375f;
-    r = r - fn * -2.12194440e-4f;
-    stochflow__v16sf p = r * 1.9875691500e-4f; /* p = c0; p = p * r + c1 ... */
-    p = p + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    stochflow__v16sf r = x - fn * EXP_LN2_HI;
+    r = r - fn * EXP_LN2_LO;
+    stochflow__v16sf p = r * EXP_P0; /* p = c0; p = p * r + c1 ... */
+    p = p + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
     p = p * r * r + r + 1.0f;
     stochflow__v16si bits = (ni + 127) << 23;
     p = p * (stochflow__v16sf)bits;
