@@ -71,14 +71,11 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
     rec.insert("samples".to_string(), f32_bits(&xs));
     rec.insert("sample_logp".to_string(), f32_bits(&lps));
 
-    let mut lp = vec![0f32; 8];
-    let mut se = vec![0f32; 8];
-    s.log_prob(&mut m, &pts, 1.0, &mut lp, None).unwrap();
+    let lp = s.log_prob(&mut m, &pts, 1.0).unwrap();
     rec.insert("logp_exact".to_string(), f32_bits(&lp));
     s.set_trace(Trace::Hutchinson(3)).unwrap();
     s.set_seed(9).unwrap();
-    s.log_prob(&mut m, &pts, 1.0, &mut lp, Some(&mut se))
-        .unwrap();
+    let (lp, se) = s.log_prob_with_se(&mut m, &pts, 1.0).unwrap();
     rec.insert("logp_hutchinson".to_string(), f32_bits(&lp));
     rec.insert("se_hutchinson".to_string(), f32_bits(&se));
     rec
