@@ -79,10 +79,14 @@ START_TEST(name_key_round_trip) {
     const struct {
         const char *name;
         int key;
-    } known[] = {{"lr", STOCHFLOW_PARAM_LR},          {"beta1", STOCHFLOW_PARAM_BETA1},
-                 {"grad_clip", STOCHFLOW_PARAM_GRAD_CLIP}, {"solver", STOCHFLOW_PARAM_SOLVER},
-                 {"rtol", STOCHFLOW_PARAM_RTOL},      {"weight_decay", STOCHFLOW_PARAM_WEIGHT_DECAY},
-                 {"threads", STOCHFLOW_PARAM_THREADS}, {"probes", STOCHFLOW_PARAM_PROBES}};
+    } known[] = {{"lr", STOCHFLOW_PARAM_LR},
+                 {"beta1", STOCHFLOW_PARAM_BETA1},
+                 {"grad_clip", STOCHFLOW_PARAM_GRAD_CLIP},
+                 {"solver", STOCHFLOW_PARAM_SOLVER},
+                 {"rtol", STOCHFLOW_PARAM_RTOL},
+                 {"weight_decay", STOCHFLOW_PARAM_WEIGHT_DECAY},
+                 {"threads", STOCHFLOW_PARAM_THREADS},
+                 {"probes", STOCHFLOW_PARAM_PROBES}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; ++i) {
         int key = 0;
         ck_assert_ok(stochflow_param_key(&key, known[i].name));
