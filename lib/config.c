@@ -150,11 +150,8 @@ STOCHFLOW_API int stochflow_config_set_seed(stochflow_config *cfg, uint64_t seed
 
 /* Value getters return the value itself, not a status. Errors are reported one way
  * (doc/errors.md): a NULL handle gives 0, which is never a valid value, and the thread's
- * message says which call got it. Out-parameters are written 0 too. */
-static int null_config(const char *fn) {
-    stochflow__error(STOCHFLOW_E_INVALID, "%s: config is NULL", fn);
-    return 0;
-}
+ * message says which call got it. */
+#define null_config(fn) stochflow__null_handle(fn, "config")
 
 STOCHFLOW_API size_t stochflow_config_dim(const stochflow_config *cfg) {
     if (cfg == NULL) return null_config("config_dim");

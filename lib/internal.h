@@ -21,6 +21,10 @@ int stochflow__error(int status, const char *fmt, ...)
     ;
 /* Clear the thread's message (optional; successful calls need not do it). */
 void stochflow__error_clear(void);
+/* For value getters (the value is the return, not a status): record
+ * "<fn>: <what> is NULL" as an INVALID message and return 0, never a valid value of theirs
+ * (doc/errors.md). */
+int stochflow__null_handle(const char *fn, const char *what);
 
 /* Return status with a message when cond holds. */
 #define RETURN_ERROR_IF(cond, status, ...)                 \

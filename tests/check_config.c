@@ -1,5 +1,5 @@
-/* check_config.c - the configuration handle's getters report errors one way: value
- * getters give 0 (never a valid value) for a NULL handle and set the thread's message;
+/* check_config.c - getters report errors one way: value getters (configuration and
+ * model) give 0 (never a valid value) for a NULL handle and set the thread's message;
  * status getters return STOCHFLOW_E_INVALID with a message. */
 #include <string.h>
 
@@ -31,6 +31,16 @@ START_TEST(value_getters_on_null) {
     ASSERT_NULL_REPORTED(stochflow_config_interpolant(NULL), "config_interpolant");
     ASSERT_NULL_REPORTED(stochflow_config_seed(NULL), "config_seed");
     ASSERT_NULL_REPORTED(stochflow_config_arch(NULL), "config_arch");
+    /* the model's value getters follow the same rule */
+    clear_message();
+    ck_assert_uint_eq(stochflow_model_dim(NULL), 0);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "model_dim: model is NULL"));
+    clear_message();
+    ck_assert_uint_eq(stochflow_model_num_params(NULL), 0);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "model_num_params: model"));
+    clear_message();
+    ck_assert_uint_eq(stochflow_model_step(NULL), 0);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "model_step: model is NULL"));
 }
 END_TEST
 
