@@ -213,6 +213,28 @@ STOCHFLOW_API int stochflow_version_number(void);
  */
 STOCHFLOW_API int stochflow_param_bounds(double *lo, double *hi, double *def, int key);
 
+/**
+ * Short snake_case name of a keyed parameter ("lr", "beta1", "grad_clip", "solver",
+ * "rtol", ...), as the CLI's options and the bindings' keyword arguments spell it.
+ * @return static text, or NULL for an unknown key. Thread-safe. @since 0.3
+ */
+STOCHFLOW_API const char *stochflow_param_name(int key);
+/**
+ * Key of a parameter name (the inverse of stochflow_param_name; case-sensitive).
+ * @param[out] key  the STOCHFLOW_PARAM_* value; untouched on failure
+ * @return 0, STOCHFLOW_E_INVALID for a NULL argument, or STOCHFLOW_E_UNSUPPORTED for an
+ *         unknown name. @since 0.3
+ */
+STOCHFLOW_API int stochflow_param_key(int *key, const char *name);
+/**
+ * Number of keyed parameters; stochflow_param_key_at(i) for i < count lists every key
+ * once: the model's parameters (100s, 400s) first, then the solver's (200s, 300s).
+ * @since 0.3
+ */
+STOCHFLOW_API size_t stochflow_param_count(void);
+/** The i-th key of the table, or 0 (never a key) when i >= stochflow_param_count(). @since 0.3 */
+STOCHFLOW_API int stochflow_param_key_at(size_t i);
+
 /* ================================================================================ */
 /* Configuration: what a model is made of.                                          */
 /* ================================================================================ */

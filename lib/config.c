@@ -148,33 +148,44 @@ STOCHFLOW_API int stochflow_config_set_seed(stochflow_config *cfg, uint64_t seed
     return 0;
 }
 
+/* Value getters return the value itself, not a status. Errors are reported one way
+ * (doc/errors.md): a NULL handle gives 0, which is never a valid value, and the thread's
+ * message says which call got it. */
+#define null_config(fn) stochflow__null_handle(fn, "config")
+
 STOCHFLOW_API size_t stochflow_config_dim(const stochflow_config *cfg) {
-    return cfg ? cfg->dim : 0;
+    if (cfg == NULL) return null_config("config_dim");
+    return cfg->dim;
 }
 
 STOCHFLOW_API size_t stochflow_config_hidden(const stochflow_config *cfg, size_t *widths_out,
                                              size_t cap) {
-    if (cfg == NULL) return 0;
+    if (cfg == NULL) return null_config("config_hidden");
     for (size_t i = 0; i < cfg->n_hidden && i < cap && widths_out; ++i)
         widths_out[i] = cfg->hidden[i];
     return cfg->n_hidden;
 }
 
 STOCHFLOW_API int stochflow_config_activation(const stochflow_config *cfg) {
-    return cfg ? cfg->activation : 0;
+    if (cfg == NULL) return null_config("config_activation");
+    return cfg->activation;
 }
 
 STOCHFLOW_API int stochflow_config_time_embedding(const stochflow_config *cfg, size_t *n_freq) {
     if (n_freq) *n_freq = cfg ? cfg->n_freq : 0;
-    return cfg ? cfg->time_kind : 0;
+    if (cfg == NULL) return null_config("config_time_embedding");
+    return cfg->time_kind;
 }
 
 STOCHFLOW_API int stochflow_config_interpolant(const stochflow_config *cfg) {
-    return cfg ? cfg->interpolant : 0;
+    if (cfg == NULL) return null_config("config_interpolant");
+    return cfg->interpolant;
 }
 
 STOCHFLOW_API uint64_t stochflow_config_seed(const stochflow_config *cfg) {
-    return cfg ? cfg->seed : 0;
+    /* 0 is also a valid seed: check cfg first where that matters */
+    if (cfg == NULL) return null_config("config_seed");
+    return cfg->seed;
 }
 
 /* ---- U-Net (issue 8) -------------------------------------------------------------- */
@@ -207,7 +218,8 @@ STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg, size_t channe
 }
 
 STOCHFLOW_API int stochflow_config_arch(const stochflow_config *cfg) {
-    return cfg ? cfg->arch : 0;
+    if (cfg == NULL) return null_config("config_arch");
+    return cfg->arch;
 }
 
 STOCHFLOW_API int stochflow_config_unet(size_t *channels, size_t *height, size_t *width,

@@ -5,47 +5,19 @@
 #include <string.h>
 
 #include "model.h"
+#include "params.h" /* fields, bounds and defaults of the keyed parameters */
 #include "solver.h"
 
 #define LN_2PI 1.8378770664093454835606594728112
 
 /* ---- handle and parameters -------------------------------------------------------- */
 
-static double *solver_field(stochflow_solver *s, int key) {
-    switch (key) {
-    case STOCHFLOW_PARAM_SOLVER: return &s->solver;
-    case STOCHFLOW_PARAM_STEPS: return &s->steps;
-    case STOCHFLOW_PARAM_RTOL: return &s->rtol;
-    case STOCHFLOW_PARAM_ATOL: return &s->atol;
-    case STOCHFLOW_PARAM_H_INIT: return &s->h_init;
-    case STOCHFLOW_PARAM_H_MIN: return &s->h_min;
-    case STOCHFLOW_PARAM_MAX_STEPS: return &s->max_steps;
-    case STOCHFLOW_PARAM_LOGP_ERROR: return &s->logp_error;
-    case STOCHFLOW_PARAM_TRACE: return &s->trace;
-    case STOCHFLOW_PARAM_PROBES: return &s->probes;
-    case STOCHFLOW_PARAM_PROBE_DIST: return &s->probe_dist;
-    default: return NULL;
-    }
-}
-
-static const int solver_keys[] = {
-    STOCHFLOW_PARAM_SOLVER,     STOCHFLOW_PARAM_STEPS,      STOCHFLOW_PARAM_RTOL,
-    STOCHFLOW_PARAM_ATOL,       STOCHFLOW_PARAM_H_INIT,     STOCHFLOW_PARAM_H_MIN,
-    STOCHFLOW_PARAM_MAX_STEPS,  STOCHFLOW_PARAM_LOGP_ERROR, STOCHFLOW_PARAM_TRACE,
-    STOCHFLOW_PARAM_PROBES,     STOCHFLOW_PARAM_PROBE_DIST};
-
 STOCHFLOW_API int stochflow_solver_new(stochflow_solver **out) {
     RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "solver_new: out is NULL");
     *out = NULL;
     stochflow_solver *s = stochflow__calloc(1, sizeof *s);
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_NOMEM, "solver_new: out of memory");
-    for (size_t i = 0; i < sizeof solver_keys / sizeof solver_keys[0]; ++i) {
-        int rc = stochflow__param_resolve(solver_field(s, solver_keys[i]), solver_keys[i], 0.0);
-        if (rc < 0) {
-            stochflow__free(s);
-            return rc;
-        }
-    }
+    stochflow__solver_defaults(s);
     *out = s;
     return 0;
 }
@@ -54,7 +26,7 @@ STOCHFLOW_API void stochflow_solver_free(stochflow_solver *s) { stochflow__free(
 
 STOCHFLOW_API int stochflow_solver_set_param(stochflow_solver *s, int key, double value) {
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_INVALID, "solver_set_param: solver is NULL");
-    double *f = solver_field(s, key);
+    double *f = stochflow__solver_field(s, key);
     RETURN_ERROR_IF(f == NULL, STOCHFLOW_E_UNSUPPORTED,
                     "solver_set_param: key %d is not a solver (200s/300s) parameter", key);
     double r;
@@ -66,7 +38,7 @@ STOCHFLOW_API int stochflow_solver_set_param(stochflow_solver *s, int key, doubl
 STOCHFLOW_API int stochflow_solver_get_param(double *out, const stochflow_solver *s, int key) {
     RETURN_ERROR_IF(out == NULL || s == NULL, STOCHFLOW_E_INVALID,
                     "solver_get_param: NULL argument");
-    double *f = solver_field((stochflow_solver *)s, key);
+    double *f = stochflow__solver_field((stochflow_solver *)s, key);
     RETURN_ERROR_IF(f == NULL, STOCHFLOW_E_UNSUPPORTED,
                     "solver_get_param: key %d is not a solver (200s/300s) parameter", key);
     *out = *f;

@@ -23,6 +23,11 @@ void stochflow__error_clear(void) { last_message[0] = '\0'; }
 
 STOCHFLOW_API const char *stochflow_last_error_message(void) { return last_message; }
 
+int stochflow__null_handle(const char *fn, const char *what) {
+    stochflow__error(STOCHFLOW_E_INVALID, "%s: %s is NULL", fn, what);
+    return 0;
+}
+
 STOCHFLOW_API const char *stochflow_status_string(int status) {
     switch (status) {
     case STOCHFLOW_OK: return "ok";

@@ -21,6 +21,10 @@ int stochflow__error(int status, const char *fmt, ...)
     ;
 /* Clear the thread's message (optional; successful calls need not do it). */
 void stochflow__error_clear(void);
+/* For value getters (the value is the return, not a status): record
+ * "<fn>: <what> is NULL" as an INVALID message and return 0, never a valid value of theirs
+ * (doc/errors.md). */
+int stochflow__null_handle(const char *fn, const char *what);
 
 /* Return status with a message when cond holds. */
 #define RETURN_ERROR_IF(cond, status, ...)                 \
@@ -138,7 +142,7 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
                           float *div, const float *probes, size_t K, float *quad);
 int stochflow__model_threads(const stochflow_model *m);
 
-/* ---- files (checkpoint.c) ------------------------------------------------------- */
+/* ---- files (fileio.c) ----------------------------------------------------------- */
 
 /* Write len bytes to path atomically: temporary file in the same directory, fsync,
  * rename over path, fsync of the directory. STOCHFLOW_E_IO with a message on failure
@@ -146,6 +150,9 @@ int stochflow__model_threads(const stochflow_model *m);
 int stochflow__atomic_write(const char *path, const void *data, size_t len);
 /* CRC-32 (IEEE, as zlib's crc32()). */
 uint32_t stochflow__crc32(const void *p, size_t n);
+/* Read a regular file of at most max_size bytes into *data (free with stochflow__free).
+ * STOCHFLOW_E_IO (missing, not regular, too large, read error) or NOMEM. */
+int stochflow__read_file(uint8_t **data, size_t *len, const char *path, uint64_t max_size);
 
 /* ---- checks --------------------------------------------------------------------- */
 

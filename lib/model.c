@@ -161,11 +161,16 @@ STOCHFLOW_API int stochflow_model_config(stochflow_config **out, const stochflow
     return 0;
 }
 
-STOCHFLOW_API size_t stochflow_model_dim(const stochflow_model *m) { return m ? m->d : 0; }
-STOCHFLOW_API size_t stochflow_model_num_params(const stochflow_model *m) {
-    return m ? m->n_params : 0;
+/* value getters: 0 and the thread's message for a NULL model (doc/errors.md) */
+STOCHFLOW_API size_t stochflow_model_dim(const stochflow_model *m) {
+    return m ? m->d : (size_t)stochflow__null_handle("model_dim", "model");
 }
-STOCHFLOW_API uint64_t stochflow_model_step(const stochflow_model *m) { return m ? m->step : 0; }
+STOCHFLOW_API size_t stochflow_model_num_params(const stochflow_model *m) {
+    return m ? m->n_params : (size_t)stochflow__null_handle("model_num_params", "model");
+}
+STOCHFLOW_API uint64_t stochflow_model_step(const stochflow_model *m) {
+    return m ? m->step : (uint64_t)stochflow__null_handle("model_step", "model");
+}
 int stochflow__model_threads(const stochflow_model *m) { return (int)m->hp.threads; }
 
 STOCHFLOW_API int stochflow_model_set_param(stochflow_model *m, int key, double value) {

@@ -6,8 +6,8 @@
  * longjmps back to stochflow_png_write, which cleans up and returns STOCHFLOW_E_IO
  * with that message. libpng never prints and never aborts.
  *
- * The image is encoded into memory, then written atomically by the same code as
- * checkpoints (stochflow__atomic_write: temporary file in the same directory, fsync,
+ * The image is encoded into memory, then written atomically by lib/fileio.c, as
+ * checkpoints are (stochflow__atomic_write: temporary file in the same directory, fsync,
  * rename); on any failure the target is untouched and no temporary is left.
  */
 #include <png.h>

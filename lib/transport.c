@@ -13,6 +13,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "bytes.h" /* little-endian helpers of the INTP checkpoint section */
 #include "model.h"
 #include "transport.h"
 
@@ -569,51 +570,27 @@ size_t stochflow__transport_section_size(const stochflow_model *m) {
     return 32 + 3 * 2 * m->interp.n_modes * 8;
 }
 
-static uint8_t *le32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; ++i) p[i] = (uint8_t)(v >> (8 * i));
-    return p + 4;
-}
-static uint8_t *le64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; ++i) p[i] = (uint8_t)(v >> (8 * i));
-    return p + 8;
-}
-static uint8_t *lef64(uint8_t *p, double v) {
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    return le64(p, u);
-}
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static double rdf64(const uint8_t *p) {
-    uint64_t u = rd64(p);
-    double v;
-    memcpy(&v, &u, 8);
-    return v;
-}
-
 void stochflow__transport_section_write(uint8_t *p, const stochflow_model *m) {
     const size_t M = m->interp.n_modes;
-    p = le32(p, INTP_VERSION);
-    p = le32(p, (uint32_t)m->interp.base);
-    p = le32(p, (uint32_t)M);
-    p = le32(p, 0);
-    p = le64(p, m->tr.path_count);
-    p = lef64(p, m->tr.path_ema);
-    for (size_t k = 0; k < 2 * M; ++k) p = lef64(p, m->interp.coef[k]);
-    for (size_t k = 0; k < 2 * M; ++k) p = lef64(p, m->tr.adam_m[k]);
-    for (size_t k = 0; k < 2 * M; ++k) p = lef64(p, m->tr.adam_v[k]);
+    p = stochflow__le_put32(p, INTP_VERSION);
+    p = stochflow__le_put32(p, (uint32_t)m->interp.base);
+    p = stochflow__le_put32(p, (uint32_t)M);
+    p = stochflow__le_put32(p, 0);
+    p = stochflow__le_put64(p, m->tr.path_count);
+    p = stochflow__le_putf64(p, m->tr.path_ema);
+    for (size_t k = 0; k < 2 * M; ++k) p = stochflow__le_putf64(p, m->interp.coef[k]);
+    for (size_t k = 0; k < 2 * M; ++k) p = stochflow__le_putf64(p, m->tr.adam_m[k]);
+    for (size_t k = 0; k < 2 * M; ++k) p = stochflow__le_putf64(p, m->tr.adam_v[k]);
 }
 
 int stochflow__transport_section_conf(stochflow_config *cfg, const uint8_t *p, uint64_t len) {
     RETURN_ERROR_IF(len < 32, STOCHFLOW_E_FORMAT, "checkpoint INTP section too short");
-    RETURN_ERROR_IF(rd32(p) != INTP_VERSION, STOCHFLOW_E_VERSION,
-                    "checkpoint INTP section version %u is not supported", rd32(p));
-    uint32_t M = rd32(p + 8);
+    RETURN_ERROR_IF(stochflow__le_get32(p) != INTP_VERSION, STOCHFLOW_E_VERSION,
+                    "checkpoint INTP section version %u is not supported", stochflow__le_get32(p));
+    uint32_t M = stochflow__le_get32(p + 8);
     RETURN_ERROR_IF(M < 1 || M > STOCHFLOW__MAX_MODES || len != 32 + 48 * (uint64_t)M,
                     STOCHFLOW_E_FORMAT, "checkpoint INTP section is inconsistent");
-    cfg->interp_base = (int)rd32(p + 4);
+    cfg->interp_base = (int)stochflow__le_get32(p + 4);
     cfg->n_modes = M;
     return 0;
 }
@@ -622,12 +599,12 @@ int stochflow__transport_section_read(stochflow_model *m, const uint8_t *p, uint
     const size_t M = m->interp.n_modes;
     RETURN_ERROR_IF(len != 32 + 48 * (uint64_t)M, STOCHFLOW_E_FORMAT,
                     "checkpoint INTP section is inconsistent");
-    m->tr.path_count = rd64(p + 16);
-    m->tr.path_ema = rdf64(p + 24);
+    m->tr.path_count = stochflow__le_get64(p + 16);
+    m->tr.path_ema = stochflow__le_getf64(p + 24);
     p += 32;
-    for (size_t k = 0; k < 2 * M; ++k, p += 8) m->interp.coef[k] = rdf64(p);
-    for (size_t k = 0; k < 2 * M; ++k, p += 8) m->tr.adam_m[k] = rdf64(p);
-    for (size_t k = 0; k < 2 * M; ++k, p += 8) m->tr.adam_v[k] = rdf64(p);
+    for (size_t k = 0; k < 2 * M; ++k, p += 8) m->interp.coef[k] = stochflow__le_getf64(p);
+    for (size_t k = 0; k < 2 * M; ++k, p += 8) m->tr.adam_m[k] = stochflow__le_getf64(p);
+    for (size_t k = 0; k < 2 * M; ++k, p += 8) m->tr.adam_v[k] = stochflow__le_getf64(p);
     for (size_t k = 0; k < 2 * M; ++k)
         RETURN_ERROR_IF(!isfinite(m->interp.coef[k]), STOCHFLOW_E_FORMAT,
                         "checkpoint interpolant coefficient %zu is not finite", k);

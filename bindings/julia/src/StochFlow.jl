@@ -23,7 +23,8 @@ export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, s
        log_prob, integrate, save, load, parameters, gradients, set_param!, get_param,
        toy_sample, toy_names, random_normal, version, interpolant_eval,
        interpolant_coefficients, path_length, coupling_assign, unet_settings, images_load,
-       images_dequantize, images_to_float, images_quantize, bits_per_dim, images_write_grid
+       images_dequantize, images_to_float, images_quantize, bits_per_dim, images_write_grid,
+       param_key, param_name, param_names, param_bounds
 
 const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.0")
 
@@ -81,31 +82,60 @@ const EVAL_WEIGHTS = Dict(:ema => 1, :live => 2)
 const EMA_WARMUP = Dict(:on => 1, :off => 2)
 const COUPLINGS = Dict(:independent => 1, :ot => 2, :sinkhorn => 3)
 
-const MODEL_PARAMS = Dict(
-    :lr => (100, nothing), :beta1 => (101, nothing), :beta2 => (102, nothing),
-    :adam_eps => (103, nothing), :weight_decay => (104, nothing), :grad_clip => (105, nothing),
-    :ema_decay => (106, nothing), :lr_schedule => (107, LR_SCHEDULES),
-    :lr_decay_every => (108, nothing), :lr_decay_factor => (109, nothing),
-    :lr_warmup => (110, nothing), :lr_total_steps => (111, nothing), :lr_min => (112, nothing),
-    :ema_warmup => (116, EMA_WARMUP),
-    :interp_lr => (113, nothing), :coupling => (114, COUPLINGS),
-    :sinkhorn_reg => (115, nothing),
-    :threads => (400, nothing), :eval_weights => (401, EVAL_WEIGHTS))
-const SOLVER_PARAMS = Dict(
-    :solver => (200, SOLVERS), :steps => (201, nothing), :rtol => (202, nothing),
-    :atol => (203, nothing), :h_init => (204, nothing), :h_min => (205, nothing),
-    :max_steps => (206, nothing), :logp_error => (207, nothing), :trace => (300, TRACES),
-    :probes => (301, nothing), :probe_dist => (302, PROBE_DISTS))
+# Keyed parameters: names, keys and bounds come from the library's table (as in the Python
+# package); only the words for enum codes are the binding's own.
+const ENUM_WORDS = Dict(:lr_schedule => LR_SCHEDULES, :ema_warmup => EMA_WARMUP,
+                        :eval_weights => EVAL_WEIGHTS, :coupling => COUPLINGS,
+                        :solver => SOLVERS, :trace => TRACES, :probe_dist => PROBE_DISTS)
+
+"""Key of a keyed parameter name (e.g. :lr -> 100); StochFlowError :unsupported when unknown."""
+function param_key(name)
+    key = Ref{Cint}(0)
+    check(ccall((:stochflow_param_key, libstochflow), Cint, (Ptr{Cint}, Cstring), key,
+                String(name)), "stochflow_param_key")
+    return Int(key[])
+end
+
+"""Name of a keyed parameter key (e.g. 100 -> "lr")."""
+function param_name(key::Integer)
+    p = ccall((:stochflow_param_name, libstochflow), Ptr{Cchar}, (Cint,), key)
+    p == C_NULL && throw(StochFlowError(-9, :unsupported, "unknown parameter key $key",
+                                        "stochflow_param_name"))
+    return unsafe_string(p)
+end
+
+"""Every keyed parameter's name, in the library's table order."""
+function param_names()
+    n = Int(ccall((:stochflow_param_count, libstochflow), Csize_t, ()))
+    return [param_name(ccall((:stochflow_param_key_at, libstochflow), Cint, (Csize_t,), i))
+            for i in 0:n-1]
+end
+
+"""(lo, hi, default) of a keyed parameter, by name or key."""
+function param_bounds(name)
+    key = name isa Integer ? name : param_key(name)
+    lo, hi, de = Ref{Cdouble}(0), Ref{Cdouble}(0), Ref{Cdouble}(0)
+    check(ccall((:stochflow_param_bounds, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cdouble}, Ptr{Cdouble}, Cint), lo, hi, de, key),
+          "stochflow_param_bounds")
+    return lo[], hi[], de[]
+end
 
 enumvalue(v::Symbol, table, what) =
     haskey(table, v) ? table[v] : throw(ArgumentError("unknown $what $v; expected one of $(sort(collect(keys(table))))"))
 enumvalue(v::AbstractString, table, what) = enumvalue(Symbol(lowercase(v)), table, what)
 enumvalue(v::Real, table, what) = v
 
-function paramkey(table, name::Symbol, what)
-    haskey(table, name) || throw(ArgumentError("unknown $what parameter $name"))
-    key, values = table[name]
-    return key, values
+# (key, enum words or nothing) of a model (100s, 400s) or solver (200s, 300s) parameter
+function paramkey(name::Symbol, what)
+    key = try
+        param_key(name)
+    catch e
+        e isa StochFlowError ? throw(ArgumentError("unknown $what parameter $name")) : rethrow()
+    end
+    (div(key, 100) in (1, 4)) == (what == "model") ||
+        throw(ArgumentError("unknown $what parameter $name"))
+    return key, get(ENUM_WORDS, name, nothing)
 end
 
 # ---- arrays -------------------------------------------------------------------------
@@ -114,7 +144,15 @@ end
 function points(x::AbstractMatrix, d::Integer, name = "x")
     size(x, 1) == d || throw(DimensionMismatch("$name must have size ($d, n), got $(size(x))"))
     size(x, 2) >= 1 || throw(DimensionMismatch("$name must hold at least one point, got $(size(x))"))
-    return x isa Matrix{Float32} ? x : Matrix{Float32}(x)
+    xx = x isa Matrix{Float32} ? x : Matrix{Float32}(x)
+    bad = findfirst(!isfinite, xx)
+    if bad !== nothing  # row = point, column = coordinate, as the CLI and Python say them
+        v = xx[bad]
+        throw(StochFlowError(-5, :nonfinite,
+                             "$name: $(isnan(v) ? "NaN" : "infinite") value at row $(bad[2]), " *
+                             "column $(bad[1]) (data must be finite)", "points"))
+    end
+    return xx
 end
 points(x::AbstractArray, d::Integer, name = "x") =
     throw(DimensionMismatch("$name must have size ($d, n), got $(size(x))"))
@@ -146,8 +184,8 @@ end
 
 A velocity network, its Adam optimizer and its random stream; freed by a finalizer.
 `tunables` are the keyed parameters by name (lr, beta1, beta2, adam_eps, weight_decay,
-grad_clip, ema_decay, lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup,
-lr_total_steps, lr_min, ema_warmup (:on/:off), eval_weights, interp_lr, coupling,
+grad_clip, ema_decay, lr_schedule (:cosine needs lr_total_steps with it), lr_decay_every,
+lr_decay_factor, lr_warmup, lr_total_steps, lr_min, ema_warmup (:on/:off), eval_weights, interp_lr, coupling,
 sinkhorn_reg).
 `interpolant = :fourier` is the learnable interpolant with `n_modes` modes over `interp_base`.
 `unet = (channels=1, height=28, width=28, base=32, mult=(1, 2, 2), blocks=1, attn_mask=4,
@@ -159,9 +197,10 @@ C order (w fastest), i.e. `reshape(images, :, n)` of a `w × h × c × n` array.
 mutable struct Model
     ptr::Ptr{Cvoid}
     dim::Int
-    function Model(ptr::Ptr{Cvoid})
+    horizon_known::Bool  # lr_total_steps chosen (explicitly, or saved in a loaded file)
+    function Model(ptr::Ptr{Cvoid}; horizon_known::Bool = true)
         d = Int(ccall((:stochflow_model_dim, libstochflow), Csize_t, (Ptr{Cvoid},), ptr))
-        m = new(ptr, d)
+        m = new(ptr, d, horizon_known)
         finalizer(m) do m
             ccall((:stochflow_model_free, libstochflow), Cvoid, (Ptr{Cvoid},), m.ptr)
             m.ptr = C_NULL
@@ -211,9 +250,10 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
     finally
         ccall((:stochflow_config_free, libstochflow), Cvoid, (Ptr{Cvoid},), cfg[])
     end
-    m = Model(handle)
+    m = Model(handle; horizon_known = false)
     threads === nothing || set_param!(m, :threads, threads)
-    for (name, value) in tunables
+    # the cosine horizon first: choosing the cosine schedule needs it
+    for (name, value) in sort(collect(tunables); by = p -> p[1] != :lr_total_steps)
         set_param!(m, name, value)
     end
     return m
@@ -224,15 +264,19 @@ num_params(m::Model) =
 step(m::Model) = ccall((:stochflow_model_step, libstochflow), UInt64, (Ptr{Cvoid},), m.ptr)
 
 function set_param!(m::Model, name::Symbol, value)
-    key, values = paramkey(MODEL_PARAMS, name, "model")
+    key, values = paramkey(name, "model")
     v = values === nothing ? value : enumvalue(value, values, String(name))
+    name === :lr_schedule && v == LR_SCHEDULES[:cosine] && !m.horizon_known &&
+        throw(ArgumentError("lr_schedule = :cosine needs its horizon: set lr_total_steps " *
+                            "(the number of training steps the cosine spans) too"))
     check(ccall((:stochflow_model_set_param, libstochflow), Cint, (Ptr{Cvoid}, Cint, Cdouble),
                 m.ptr, key, v), "stochflow_model_set_param")
+    name === :lr_total_steps && (m.horizon_known = true)
     return m
 end
 
 function get_param(m::Model, name::Symbol)
-    key, _ = paramkey(MODEL_PARAMS, name, "model")
+    key, _ = paramkey(name, "model")
     out = Ref{Cdouble}(0)
     check(ccall((:stochflow_model_get_param, libstochflow), Cint,
                 (Ptr{Cdouble}, Ptr{Cvoid}, Cint), out, m.ptr, key), "stochflow_model_get_param")
@@ -382,7 +426,7 @@ mutable struct Solver
 end
 
 function set_param!(s::Solver, name::Symbol, value)
-    key, values = paramkey(SOLVER_PARAMS, name, "solver")
+    key, values = paramkey(name, "solver")
     v = values === nothing ? value : enumvalue(value, values, String(name))
     check(ccall((:stochflow_solver_set_param, libstochflow), Cint, (Ptr{Cvoid}, Cint, Cdouble),
                 s.ptr, key, v), "stochflow_solver_set_param")
@@ -390,7 +434,7 @@ function set_param!(s::Solver, name::Symbol, value)
 end
 
 function get_param(s::Solver, name::Symbol)
-    key, _ = paramkey(SOLVER_PARAMS, name, "solver")
+    key, _ = paramkey(name, "solver")
     out = Ref{Cdouble}(0)
     check(ccall((:stochflow_solver_get_param, libstochflow), Cint,
                 (Ptr{Cdouble}, Ptr{Cvoid}, Cint), out, s.ptr, key), "stochflow_solver_get_param")

@@ -18,6 +18,15 @@ using StochFlow
         err
     end
     @test e isa StochFlowError && e.status == -1 && e.kind == :invalid
+    @test param_key(:lr) == 100 && param_name(100) == "lr"
+    @test all(param_key(n) isa Int for n in param_names())
+    @test_throws StochFlowError param_key(:learning_rate)
+    @test_throws ArgumentError Model(2; hidden = (4,), lr_schedule = :cosine)
+    @test get_param(Model(2; hidden = (4,), lr_schedule = :cosine, lr_total_steps = 300),
+                    :lr_total_steps) == 300
+    bad = copy(x); bad[2, 4] = NaN
+    e = try train_step!(m, bad); nothing catch err; err end
+    @test e isa StochFlowError && e.kind == :nonfinite && occursin("row 4, column 2", e.message)
     s = sample(m, 8; solver = :rk4, steps = 8)
     @test size(s) == (2, 8)
     @test length(log_prob(m, s; solver = :rk4, steps = 8)) == 8

@@ -35,7 +35,8 @@ library_path = _lib._stochflow_path
 
 __all__ = [
     "Model", "Solver", "Error", "toy_sample", "toy_names", "toy_log_density",
-    "random_normal", "png_write", "coupling_assign", "param_bounds", "status_string", "__version__",
+    "random_normal", "png_write", "coupling_assign", "param_bounds", "param_name", "param_key",
+    "param_names", "status_string", "__version__",
     "images_load", "images_dequantize", "images_to_float", "images_quantize", "bits_per_dim",
     "images_write_grid",
 ]
@@ -142,7 +143,20 @@ def _matrix(x, d, name="x"):
         raise ValueError("%s must have shape (n, %d), got %s" % (name, d, tuple(a.shape)))
     if a.shape[0] < 1:
         raise ValueError("%s must hold at least one point, got shape %s" % (name, a.shape))
+    _check_finite(a, name)
     return np.ascontiguousarray(a)
+
+
+def _check_finite(a, name):
+    """NonFiniteError naming the first non-finite value's row and column (1-based, as
+    the command-line tool says them)."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        v = a[row, col]
+        raise NonFiniteError(_capi.STOCHFLOW_E_NONFINITE,
+                             "%s: %s value at row %d, column %d (data must be finite)"
+                             % (name, "NaN" if np.isnan(v) else "infinite", row + 1, col + 1))
 
 
 def _vector(x, n, name):
@@ -195,41 +209,48 @@ _COUPLINGS = {"independent": STOCHFLOW_COUPLING_INDEPENDENT,  # noqa: F405
               "ot": STOCHFLOW_COUPLING_OT, "sinkhorn": STOCHFLOW_COUPLING_SINKHORN}  # noqa
 
 
-# Keyed parameters by Python name: (key, enum table or None).
-MODEL_PARAMS = {
-    "lr": (STOCHFLOW_PARAM_LR, None),  # noqa: F405
-    "beta1": (STOCHFLOW_PARAM_BETA1, None),  # noqa: F405
-    "beta2": (STOCHFLOW_PARAM_BETA2, None),  # noqa: F405
-    "adam_eps": (STOCHFLOW_PARAM_ADAM_EPS, None),  # noqa: F405
-    "weight_decay": (STOCHFLOW_PARAM_WEIGHT_DECAY, None),  # noqa: F405
-    "grad_clip": (STOCHFLOW_PARAM_GRAD_CLIP, None),  # noqa: F405
-    "ema_decay": (STOCHFLOW_PARAM_EMA_DECAY, None),  # noqa: F405
-    "lr_schedule": (STOCHFLOW_PARAM_LR_SCHEDULE, _SCHEDULES),  # noqa: F405
-    "lr_decay_every": (STOCHFLOW_PARAM_LR_DECAY_EVERY, None),  # noqa: F405
-    "lr_decay_factor": (STOCHFLOW_PARAM_LR_DECAY_FACTOR, None),  # noqa: F405
-    "lr_warmup": (STOCHFLOW_PARAM_LR_WARMUP, None),  # noqa: F405
-    "lr_total_steps": (STOCHFLOW_PARAM_LR_TOTAL_STEPS, None),  # noqa: F405
-    "lr_min": (STOCHFLOW_PARAM_LR_MIN, None),  # noqa: F405
-    "ema_warmup": (STOCHFLOW_PARAM_EMA_WARMUP, _EMA_WARMUP),  # noqa: F405
-    "threads": (STOCHFLOW_PARAM_THREADS, None),  # noqa: F405
-    "eval_weights": (STOCHFLOW_PARAM_EVAL_WEIGHTS, _EVAL_WEIGHTS),  # noqa: F405
-    "interp_lr": (STOCHFLOW_PARAM_INTERP_LR, None),  # noqa: F405
-    "coupling": (STOCHFLOW_PARAM_COUPLING, _COUPLINGS),  # noqa: F405
-    "sinkhorn_reg": (STOCHFLOW_PARAM_SINKHORN_REG, None),  # noqa: F405
-}
-SOLVER_PARAMS = {
-    "solver": (STOCHFLOW_PARAM_SOLVER, _SOLVERS),  # noqa: F405
-    "steps": (STOCHFLOW_PARAM_STEPS, None),  # noqa: F405
-    "rtol": (STOCHFLOW_PARAM_RTOL, None),  # noqa: F405
-    "atol": (STOCHFLOW_PARAM_ATOL, None),  # noqa: F405
-    "h_init": (STOCHFLOW_PARAM_H_INIT, None),  # noqa: F405
-    "h_min": (STOCHFLOW_PARAM_H_MIN, None),  # noqa: F405
-    "max_steps": (STOCHFLOW_PARAM_MAX_STEPS, None),  # noqa: F405
-    "logp_error": (STOCHFLOW_PARAM_LOGP_ERROR, None),  # noqa: F405
-    "trace": (STOCHFLOW_PARAM_TRACE, _TRACES),  # noqa: F405
-    "probes": (STOCHFLOW_PARAM_PROBES, None),  # noqa: F405
-    "probe_dist": (STOCHFLOW_PARAM_PROBE_DIST, _PROBES),  # noqa: F405
-}
+# Keyed parameters: names, keys, owners and bounds come from the library's one table
+# (stochflow_param_count/key_at/name/key/bounds); nothing here lists them again. Enum
+# parameters also take these words for their codes (the Python spellings of the
+# header's STOCHFLOW_* constants).
+_ENUM_WORDS = {"lr_schedule": _SCHEDULES, "ema_warmup": _EMA_WARMUP,
+               "eval_weights": _EVAL_WEIGHTS, "coupling": _COUPLINGS, "solver": _SOLVERS,
+               "trace": _TRACES, "probe_dist": _PROBES}
+
+
+def param_names():
+    """Every keyed parameter's name, in the library's table order."""
+    return [param_name(_lib.stochflow_param_key_at(i))
+            for i in range(_lib.stochflow_param_count())]
+
+
+def param_name(key):
+    """Name of a keyed parameter (e.g. 100 -> "lr"); UnsupportedError for an unknown key."""
+    name = _lib.stochflow_param_name(int(key))
+    if name is None:
+        raise UnsupportedError(_capi.STOCHFLOW_E_UNSUPPORTED,
+                               "unknown parameter key %d" % int(key), "stochflow_param_name")
+    return name.decode()
+
+
+def param_key(name):
+    """Key of a keyed parameter name (e.g. "lr" -> 100); UnsupportedError when unknown."""
+    key = ctypes.c_int()
+    _call("stochflow_param_key", ctypes.byref(key), str(name).encode())
+    return key.value
+
+
+def _param_tables():
+    """{name: (key, enum words or None)} of the model's (100s, 400s) and the solver's
+    (200s, 300s) parameters."""
+    model, solver = {}, {}
+    for name in param_names():
+        key = param_key(name)
+        (model if key // 100 in (1, 4) else solver)[name] = (key, _ENUM_WORDS.get(name))
+    return model, solver
+
+
+MODEL_PARAMS, SOLVER_PARAMS = _param_tables()
 
 
 def _param(table, name, kind):
@@ -241,12 +262,8 @@ def _param(table, name, kind):
 
 
 def param_bounds(name):
-    """(lo, hi, default) of a keyed parameter, by Python name or integer key."""
-    if isinstance(name, str):
-        table = MODEL_PARAMS if name in MODEL_PARAMS else SOLVER_PARAMS
-        key = _param(table, name, "keyed")[0]
-    else:
-        key = int(name)
+    """(lo, hi, default) of a keyed parameter, by name or integer key."""
+    key = param_key(name) if isinstance(name, str) else int(name)
     lo, hi, de = ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
     _call("stochflow_param_bounds", ctypes.byref(lo), ctypes.byref(hi), ctypes.byref(de), key)
     return lo.value, hi.value, de.value
@@ -314,8 +331,9 @@ class Model:
     with x.reshape(n, -1).
 
     tunables are the model's keyed parameters by name: lr, beta1, beta2, adam_eps,
-    weight_decay, grad_clip, ema_decay, lr_schedule ("constant"/"step"/"cosine"),
-    lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
+    weight_decay, grad_clip, ema_decay, lr_schedule ("constant"/"step"/"cosine"; cosine
+    needs lr_total_steps, the steps it spans, given with it), lr_decay_every,
+    lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
     ema_warmup ("on"/"off": decay min(ema_decay, (1 + s)/(10 + s)) at step s, or constant),
     eval_weights ("ema"/"live"), interp_lr, coupling ("independent"/"ot"/"sinkhorn"),
     sinkhorn_reg. The handle is freed when the object is garbage
@@ -351,18 +369,21 @@ class Model:
         self._adopt(handle)
         if threads is not None:
             tunables["threads"] = threads
-        for name, value in tunables.items():
-            self.set_param(name, value)
+        # the cosine horizon first: choosing the cosine schedule needs it
+        for name in sorted(tunables, key=lambda k: k != "lr_total_steps"):
+            self.set_param(name, tunables[name])
 
-    def _adopt(self, handle):
+    def _adopt(self, handle, horizon_known=False):
         self._h = handle
+        # whether lr_total_steps was chosen (explicitly, or saved in a loaded checkpoint)
+        self._horizon_known = horizon_known
         self._d = _lib.stochflow_model_dim(handle)
         self._finalizer = weakref.finalize(self, _lib.stochflow_model_free, handle)
 
     @classmethod
     def _from_handle(cls, handle):
         m = cls.__new__(cls)
-        m._adopt(handle)
+        m._adopt(handle, horizon_known=True)
         return m
 
     # -- introspection
@@ -419,7 +440,13 @@ class Model:
         """Set a keyed parameter by name (see the class docstring); 0 restores the default."""
         key, table = _param(MODEL_PARAMS, name, "model")
         v = _enum(value, table, name) if table else float(value)
+        if key == STOCHFLOW_PARAM_LR_SCHEDULE and v == STOCHFLOW_LR_COSINE and \
+                not self._horizon_known:  # noqa: F405
+            raise ValueError("lr_schedule='cosine' needs its horizon: set lr_total_steps (the "
+                             "number of training steps the cosine spans) too")
         _call("stochflow_model_set_param", self._h, key, float(v))
+        if key == STOCHFLOW_PARAM_LR_TOTAL_STEPS:  # noqa: F405
+            self._horizon_known = True
 
     def get_param(self, name):
         """Current value of a keyed parameter (a float)."""

@@ -117,6 +117,75 @@ def test_nonfinite_input():
     np.testing.assert_array_equal(m.parameters(), before)
 
 
+def test_nonfinite_input_names_row_and_column():
+    m = small()
+    x = batch()
+    x[3, 1] = np.nan
+    with pytest.raises(sf.NonFiniteError, match=r"x1: NaN value at row 4, column 2"):
+        m.train_step(x)
+    x[3, 1] = 0.0
+    x[0, 0] = np.inf
+    with pytest.raises(sf.NonFiniteError, match=r"infinite value at row 1, column 1"):
+        m.velocity(0.5, x)
+
+
+def test_parameter_table_comes_from_the_library():
+    names = sf.param_names()
+    assert len(names) == len(set(names)) >= 30
+    assert set(sf.MODEL_PARAMS) | set(sf.SOLVER_PARAMS) == set(names)
+    assert not set(sf.MODEL_PARAMS) & set(sf.SOLVER_PARAMS)
+    for name in names:
+        key = sf.param_key(name)
+        assert sf.param_name(key) == name
+        lo, hi, de = sf.param_bounds(name)
+        assert (lo, hi, de) == sf.param_bounds(key)
+        assert lo <= hi
+    assert sf.param_key("lr") == sf.STOCHFLOW_PARAM_LR
+    assert sf.param_key("grad_clip") == sf.STOCHFLOW_PARAM_GRAD_CLIP
+    assert sf.param_name(sf.STOCHFLOW_PARAM_RTOL) == "rtol"
+    assert sf.SOLVER_PARAMS["solver"][0] == sf.STOCHFLOW_PARAM_SOLVER
+    with pytest.raises(sf.UnsupportedError):
+        sf.param_key("learning_rate")
+    with pytest.raises(sf.UnsupportedError):
+        sf.param_name(117)
+    with pytest.raises(sf.UnsupportedError):
+        sf.param_bounds("nope")
+
+
+@pytest.mark.parametrize("name", ["lr", "weight_decay", "grad_clip", "lr_decay_every",
+                                  "threads", "rtol", "steps", "probes", "h_min"])
+def test_bounds_match_validation(name):
+    lo, hi, de = sf.param_bounds(name)
+    obj = small() if name in sf.MODEL_PARAMS else sf.Solver()
+    for v in (lo, hi):
+        obj.set_param(name, v)
+        assert obj.get_param(name) == (de if v == 0 else v)
+    for v in (np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf)):
+        with pytest.raises(sf.InvalidArgumentError):
+            obj.set_param(name, float(v))
+    assert obj.get_param(name) == hi
+
+
+def test_cosine_schedule_needs_its_horizon():
+    with pytest.raises(ValueError, match="lr_total_steps"):
+        sf.Model(2, hidden=(4,), lr_schedule="cosine")
+    m = sf.Model(2, hidden=(4,))
+    with pytest.raises(ValueError, match="lr_total_steps"):
+        m.set_param("lr_schedule", "cosine")
+    assert m.get_param("lr_schedule") == sf.STOCHFLOW_LR_CONSTANT  # unchanged
+    # given with it, in any keyword order
+    m = sf.Model(2, hidden=(4,), lr_schedule="cosine", lr_total_steps=300)
+    assert m.get_param("lr_total_steps") == 300
+    m = sf.Model(2, hidden=(4,))
+    m.set_param("lr_total_steps", 200)
+    m.set_param("lr_schedule", "cosine")
+    assert m.get_param("lr_schedule") == sf.STOCHFLOW_LR_COSINE
+    # a loaded model keeps the horizon it was saved with
+    back = sf.Model.from_bytes(m.to_bytes())
+    back.set_param("lr_schedule", "cosine")
+    assert back.get_param("lr_total_steps") == 200
+
+
 def test_unknown_keyword():
     with pytest.raises(TypeError, match="unknown model parameter"):
         sf.Model(2, hidden=(4,), learning_rate=1e-3)
@@ -326,7 +395,7 @@ def test_save_load_roundtrip(tmp_path):
 def test_config_roundtrip_and_tunables():
     m = sf.Model(2, hidden=(8, 4), activation="tanh", interpolant="linear", seed=5,
                  time_embedding="fourier", n_freq=3, lr_schedule="cosine", ema_decay=0.99,
-                 eval_weights="live")
+                 eval_weights="live", lr_total_steps=500)
     c = m.config()
     assert c == {"dim": 2, "hidden": (8, 4), "activation": "tanh", "time_embedding": "fourier",
                  "n_freq": 3, "interpolant": "linear", "seed": 5}

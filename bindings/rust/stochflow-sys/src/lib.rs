@@ -139,6 +139,10 @@ extern "C" {
     pub fn stochflow_version_string() -> *const c_char;
     pub fn stochflow_version_number() -> c_int;
     pub fn stochflow_param_bounds(lo: *mut f64, hi: *mut f64, def: *mut f64, key: c_int) -> c_int;
+    pub fn stochflow_param_name(key: c_int) -> *const c_char;
+    pub fn stochflow_param_key(key: *mut c_int, name: *const c_char) -> c_int;
+    pub fn stochflow_param_count() -> usize;
+    pub fn stochflow_param_key_at(i: usize) -> c_int;
 
     // configuration
     pub fn stochflow_config_new(out: *mut *mut stochflow_config, dim: usize) -> c_int;

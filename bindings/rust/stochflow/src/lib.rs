@@ -226,43 +226,93 @@ pub enum Trace {
     Hutchinson(usize),
 }
 
-/// Keyed parameters (STOCHFLOW_PARAM_*): 100s/400s on a [`Model`], 200s/300s on a
+/// A keyed parameter (STOCHFLOW_PARAM_*): 100s/400s on a [`Model`], 200s/300s on a
 /// [`Solver`]. Enumerated values are passed as their C numbers (e.g. `SolverKind::Rk4 as
-/// i32 as f64`); 0 restores the default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Param {
-    Lr = 100,
-    Beta1 = 101,
-    Beta2 = 102,
-    AdamEps = 103,
-    WeightDecay = 104,
-    GradClip = 105,
-    EmaDecay = 106,
-    LrSchedule = 107,
-    LrDecayEvery = 108,
-    LrDecayFactor = 109,
-    LrWarmup = 110,
-    LrTotalSteps = 111,
-    LrMin = 112,
-    Solver = 200,
-    Steps = 201,
-    Rtol = 202,
-    Atol = 203,
-    HInit = 204,
-    HMin = 205,
-    MaxSteps = 206,
-    LogpError = 207,
-    Trace = 300,
-    Probes = 301,
-    ProbeDist = 302,
-    InterpLr = 113,
-    Coupling = 114,
-    SinkhornReg = 115,
+/// i32 as f64`); 0 restores the default. Names, the list of keys and the bounds come from
+/// the library's table ([`Param::from_name`], [`Param::name`], [`Param::all`],
+/// [`param_bounds`]); the constants below are the header's key numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Param(i32);
+
+#[allow(non_upper_case_globals)]
+impl Param {
+    pub const Lr: Param = Param(sys::STOCHFLOW_PARAM_LR);
+    pub const Beta1: Param = Param(sys::STOCHFLOW_PARAM_BETA1);
+    pub const Beta2: Param = Param(sys::STOCHFLOW_PARAM_BETA2);
+    pub const AdamEps: Param = Param(sys::STOCHFLOW_PARAM_ADAM_EPS);
+    pub const WeightDecay: Param = Param(sys::STOCHFLOW_PARAM_WEIGHT_DECAY);
+    pub const GradClip: Param = Param(sys::STOCHFLOW_PARAM_GRAD_CLIP);
+    pub const EmaDecay: Param = Param(sys::STOCHFLOW_PARAM_EMA_DECAY);
+    pub const LrSchedule: Param = Param(sys::STOCHFLOW_PARAM_LR_SCHEDULE);
+    pub const LrDecayEvery: Param = Param(sys::STOCHFLOW_PARAM_LR_DECAY_EVERY);
+    pub const LrDecayFactor: Param = Param(sys::STOCHFLOW_PARAM_LR_DECAY_FACTOR);
+    pub const LrWarmup: Param = Param(sys::STOCHFLOW_PARAM_LR_WARMUP);
+    pub const LrTotalSteps: Param = Param(sys::STOCHFLOW_PARAM_LR_TOTAL_STEPS);
+    pub const LrMin: Param = Param(sys::STOCHFLOW_PARAM_LR_MIN);
+    pub const InterpLr: Param = Param(sys::STOCHFLOW_PARAM_INTERP_LR);
+    pub const Coupling: Param = Param(sys::STOCHFLOW_PARAM_COUPLING);
+    pub const SinkhornReg: Param = Param(sys::STOCHFLOW_PARAM_SINKHORN_REG);
     /// EMA warm-up: 1 = decay min(EmaDecay, (1 + s) / (10 + s)) at step s, 2 = constant
     /// (default).
-    EmaWarmup = 116,
-    Threads = 400,
-    EvalWeights = 401,
+    pub const EmaWarmup: Param = Param(sys::STOCHFLOW_PARAM_EMA_WARMUP);
+    pub const Threads: Param = Param(sys::STOCHFLOW_PARAM_THREADS);
+    pub const EvalWeights: Param = Param(sys::STOCHFLOW_PARAM_EVAL_WEIGHTS);
+    pub const Solver: Param = Param(sys::STOCHFLOW_PARAM_SOLVER);
+    pub const Steps: Param = Param(sys::STOCHFLOW_PARAM_STEPS);
+    pub const Rtol: Param = Param(sys::STOCHFLOW_PARAM_RTOL);
+    pub const Atol: Param = Param(sys::STOCHFLOW_PARAM_ATOL);
+    pub const HInit: Param = Param(sys::STOCHFLOW_PARAM_H_INIT);
+    pub const HMin: Param = Param(sys::STOCHFLOW_PARAM_H_MIN);
+    pub const MaxSteps: Param = Param(sys::STOCHFLOW_PARAM_MAX_STEPS);
+    pub const LogpError: Param = Param(sys::STOCHFLOW_PARAM_LOGP_ERROR);
+    pub const Trace: Param = Param(sys::STOCHFLOW_PARAM_TRACE);
+    pub const Probes: Param = Param(sys::STOCHFLOW_PARAM_PROBES);
+    pub const ProbeDist: Param = Param(sys::STOCHFLOW_PARAM_PROBE_DIST);
+
+    /// The parameter with this short name ("lr", "beta1", "grad_clip", "solver", "rtol",
+    /// ...); `ErrorKind::Unsupported` for an unknown name.
+    pub fn from_name(name: &str) -> Result<Param> {
+        let c = cstring("parameter name", name)?;
+        let mut key: c_int = 0;
+        // SAFETY: valid out-pointer and NUL-terminated name.
+        check(unsafe { sys::stochflow_param_key(&mut key, c.as_ptr()) })?;
+        Ok(Param(key))
+    }
+
+    /// The parameter with this key, if the library knows it.
+    pub fn from_key(key: i32) -> Option<Param> {
+        Param(key).name().map(|_| Param(key))
+    }
+
+    /// The C key (STOCHFLOW_PARAM_*).
+    pub fn key(self) -> i32 {
+        self.0
+    }
+
+    /// The short name; None for a key the library does not know.
+    pub fn name(self) -> Option<&'static str> {
+        // SAFETY: NULL or a static NUL-terminated string.
+        let p = unsafe { sys::stochflow_param_name(self.0) };
+        if p.is_null() {
+            None
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_str().ok()
+        }
+    }
+
+    /// Whether the parameter belongs to a [`Model`] (100s, 400s) rather than a [`Solver`].
+    pub fn is_model(self) -> bool {
+        matches!(self.0 / 100, 1 | 4)
+    }
+
+    /// Every parameter the library knows, in its table's order.
+    pub fn all() -> Vec<Param> {
+        // SAFETY: no arguments; indices below the count give keys.
+        let n = unsafe { sys::stochflow_param_count() };
+        (0..n)
+            .map(|i| Param(unsafe { sys::stochflow_param_key_at(i) }))
+            .collect()
+    }
 }
 
 /// Minibatch coupling of base and data points (STOCHFLOW_COUPLING_*), for
@@ -278,7 +328,7 @@ pub enum Coupling {
 pub fn param_bounds(p: Param) -> Result<(f64, f64, f64)> {
     let (mut lo, mut hi, mut de) = (0.0, 0.0, 0.0);
     // SAFETY: three valid out-pointers.
-    check(unsafe { sys::stochflow_param_bounds(&mut lo, &mut hi, &mut de, p as c_int) })?;
+    check(unsafe { sys::stochflow_param_bounds(&mut lo, &mut hi, &mut de, p.0) })?;
     Ok((lo, hi, de))
 }
 
@@ -571,13 +621,13 @@ impl Model {
     /// Set a 100s or 400s keyed parameter (0 restores the default).
     pub fn set_param(&mut self, p: Param, value: f64) -> Result<()> {
         // SAFETY: valid handle.
-        check(unsafe { sys::stochflow_model_set_param(self.h, p as c_int, value) })
+        check(unsafe { sys::stochflow_model_set_param(self.h, p.0, value) })
     }
     /// Read a 100s or 400s keyed parameter.
     pub fn get_param(&self, p: Param) -> Result<f64> {
         let mut v = 0.0;
         // SAFETY: valid out-pointer.
-        check(unsafe { sys::stochflow_model_get_param(&mut v, self.h, p as c_int) })?;
+        check(unsafe { sys::stochflow_model_get_param(&mut v, self.h, p.0) })?;
         Ok(v)
     }
 
@@ -779,12 +829,12 @@ impl Solver {
     /// Set a 200s or 300s keyed parameter (0 restores the default).
     pub fn set_param(&mut self, p: Param, value: f64) -> Result<()> {
         // SAFETY: valid handle.
-        check(unsafe { sys::stochflow_solver_set_param(self.h, p as c_int, value) })
+        check(unsafe { sys::stochflow_solver_set_param(self.h, p.0, value) })
     }
     pub fn get_param(&self, p: Param) -> Result<f64> {
         let mut v = 0.0;
         // SAFETY: valid out-pointer.
-        check(unsafe { sys::stochflow_solver_get_param(&mut v, self.h, p as c_int) })?;
+        check(unsafe { sys::stochflow_solver_get_param(&mut v, self.h, p.0) })?;
         Ok(v)
     }
     /// Choose the solver; `steps` is used by the fixed-step ones (0 = default 100).
@@ -854,21 +904,35 @@ impl Solver {
         })
     }
 
-    /// log rho_t(x) for each point of x (n*d) into logp (n); se (n) optional.
-    pub fn log_prob(
+    /// log rho_t(x) for each point of x (n*d), as a new vector of n values.
+    pub fn log_prob(&mut self, m: &mut Model, x: &[f32], t: f64) -> Result<Vec<f32>> {
+        self.log_prob_into(m, x, t, None)
+    }
+
+    /// log rho_t(x) and the Hutchinson standard errors (0 with the exact trace, NaN with
+    /// one probe), as new vectors of n values each.
+    pub fn log_prob_with_se(
         &mut self,
         m: &mut Model,
         x: &[f32],
         t: f64,
-        logp: &mut [f32],
-        se: Option<&mut [f32]>,
-    ) -> Result<()> {
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let n = rows("x", x.len(), m.d)?;
-        check_len("logp", logp.len(), n)?;
-        if let Some(a) = &se {
-            check_len("se", a.len(), n)?;
-        }
-        // SAFETY: lengths checked.
+        let mut se = vec![0f32; n];
+        let logp = self.log_prob_into(m, x, t, Some(&mut se))?;
+        Ok((logp, se))
+    }
+
+    fn log_prob_into(
+        &mut self,
+        m: &mut Model,
+        x: &[f32],
+        t: f64,
+        se: Option<&mut [f32]>,
+    ) -> Result<Vec<f32>> {
+        let n = rows("x", x.len(), m.d)?;
+        let mut logp = vec![0f32; n];
+        // SAFETY: logp has n values, se (when given) n too, x n*d.
         check(unsafe {
             sys::stochflow_solver_log_prob(
                 logp.as_mut_ptr(),
@@ -879,7 +943,8 @@ impl Solver {
                 n,
                 t,
             )
-        })
+        })?;
+        Ok(logp)
     }
 
     /// n = x.len() / d samples into x; logp (n) optional; base draws keyed by seed.

@@ -20,19 +20,89 @@ fn batch(n: usize, stream: u64) -> Vec<f32> {
 
 #[test]
 fn version_matches_project() {
-    let meson =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../meson.build"))
-            .unwrap();
-    let want = meson
-        .split("version: '")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    assert_eq!(version(), want);
+    // The library loaded at run time is the one this crate was written for.
     assert_eq!(version(), env!("CARGO_PKG_VERSION"));
-    assert!(version_number() >= 100);
+    let (major, minor, patch): (i32, i32, i32) = (
+        env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap(),
+        env!("CARGO_PKG_VERSION_MINOR").parse().unwrap(),
+        env!("CARGO_PKG_VERSION_PATCH").parse().unwrap(),
+    );
+    assert_eq!(version_number(), major * 10000 + minor * 100 + patch);
+    // Under `meson test` the project's version is passed in too (never read from files
+    // outside the crate, so `cargo test` works from any checkout or a packaged crate).
+    if let Ok(project) = std::env::var("STOCHFLOW_PROJECT_VERSION") {
+        assert_eq!(version(), project);
+    }
+}
+
+#[test]
+fn parameter_table_from_the_library() {
+    let all = Param::all();
+    assert!(all.len() >= 30);
+    for (i, p) in all.iter().enumerate() {
+        let name = p.name().unwrap();
+        assert_eq!(Param::from_name(name).unwrap(), *p);
+        assert_eq!(Param::from_key(p.key()), Some(*p));
+        assert!(!all[..i].contains(p));
+        let (lo, hi, _) = param_bounds(*p).unwrap();
+        assert!(lo <= hi);
+    }
+    assert_eq!(Param::from_name("lr").unwrap(), Param::Lr);
+    assert_eq!(Param::from_name("grad_clip").unwrap(), Param::GradClip);
+    assert_eq!(Param::Rtol.name(), Some("rtol"));
+    assert!(Param::Threads.is_model() && !Param::Solver.is_model());
+    assert_eq!(
+        Param::from_name("learning_rate").unwrap_err().kind,
+        ErrorKind::Unsupported
+    );
+    assert_eq!(Param::from_key(117), None);
+    assert_eq!(
+        param_bounds(Param::from_key(100).unwrap()).unwrap(),
+        param_bounds(Param::Lr).unwrap()
+    );
+}
+
+#[test]
+fn bounds_match_validation() {
+    let mut m = small();
+    let mut s = Solver::new().unwrap();
+    for p in Param::all() {
+        let (lo, hi, def) = param_bounds(p).unwrap();
+        let below = if lo == 0.0 {
+            -f64::MIN_POSITIVE
+        } else {
+            lo - lo.abs() * 1e-9
+        };
+        let above = hi + hi.abs() * 1e-9;
+        let mut set = |v: f64| {
+            if p.is_model() {
+                m.set_param(p, v)
+            } else {
+                s.set_param(p, v)
+            }
+        };
+        assert!(set(lo).is_ok(), "{:?} lo", p.name());
+        assert!(set(hi).is_ok(), "{:?} hi", p.name());
+        assert_eq!(
+            set(below).unwrap_err().kind,
+            ErrorKind::Invalid,
+            "{:?}",
+            p.name()
+        );
+        assert_eq!(
+            set(above).unwrap_err().kind,
+            ErrorKind::Invalid,
+            "{:?}",
+            p.name()
+        );
+        let got = if p.is_model() {
+            m.get_param(p)
+        } else {
+            s.get_param(p)
+        }
+        .unwrap();
+        assert_eq!(got, if hi == 0.0 { def } else { hi });
+    }
 }
 
 #[test]
@@ -153,14 +223,16 @@ fn training_sampling_and_density() {
     let (x, lp) = s.sample_with_log_prob(&mut m, 10, 1).unwrap();
     assert_eq!((x.len(), lp.len()), (20, 10));
     assert_eq!(s.stats().unwrap().accepted, 8.0);
-    let mut lp2 = vec![0f32; 10];
-    s.log_prob(&mut m, &x, 1.0, &mut lp2, None).unwrap();
+    let lp2 = s.log_prob(&mut m, &x, 1.0).unwrap();
+    assert_eq!(lp2.len(), 10);
     assert!(lp2.iter().all(|v| v.is_finite()));
+    // sampling's log-densities and log_prob's agree in kind: both new vectors of n values
+    assert_eq!(lp.len(), lp2.len());
     s.set_trace(Trace::Hutchinson(4)).unwrap();
-    let mut se = vec![0f32; 10];
-    s.log_prob(&mut m, &x, 1.0, &mut lp2, Some(&mut se))
-        .unwrap();
+    let (lp3, se) = s.log_prob_with_se(&mut m, &x, 1.0).unwrap();
+    assert_eq!((lp3.len(), se.len()), (10, 10));
     assert!(se.iter().all(|&v| v >= 0.0));
+    assert!(s.log_prob(&mut m, &x[..3], 1.0).is_err()); // not a whole number of rows
     let mut y = x.clone();
     let mut dl = vec![0f32; 10];
     s.integrate(&mut m, &mut y, 1.0, 0.0, Some(&mut dl), None)

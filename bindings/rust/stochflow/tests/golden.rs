@@ -5,16 +5,21 @@ use std::path::PathBuf;
 
 use stochflow::{Activation, Config, Interpolant, Model, Param, Solver, SolverKind, Trace};
 
-fn golden_path() -> PathBuf {
+/// The record: STOCHFLOW_GOLDEN (set by `meson test`), else the source tree's copy when
+/// the crate is built inside it; None outside the tree (a copied or packaged crate).
+fn golden_path() -> Option<PathBuf> {
     match std::env::var("STOCHFLOW_GOLDEN") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/data/golden.txt"),
+        Ok(p) => Some(PathBuf::from(p)),
+        Err(_) => {
+            let p =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/data/golden.txt");
+            p.exists().then_some(p)
+        }
     }
 }
 
 /// name -> (is_f64, bit patterns)
-fn read_golden() -> BTreeMap<String, (bool, Vec<u64>)> {
-    let path = golden_path();
+fn read_golden(path: PathBuf) -> BTreeMap<String, (bool, Vec<u64>)> {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {}", path.display(), e));
     let mut out = BTreeMap::new();
@@ -71,14 +76,11 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
     rec.insert("samples".to_string(), f32_bits(&xs));
     rec.insert("sample_logp".to_string(), f32_bits(&lps));
 
-    let mut lp = vec![0f32; 8];
-    let mut se = vec![0f32; 8];
-    s.log_prob(&mut m, &pts, 1.0, &mut lp, None).unwrap();
+    let lp = s.log_prob(&mut m, &pts, 1.0).unwrap();
     rec.insert("logp_exact".to_string(), f32_bits(&lp));
     s.set_trace(Trace::Hutchinson(3)).unwrap();
     s.set_seed(9).unwrap();
-    s.log_prob(&mut m, &pts, 1.0, &mut lp, Some(&mut se))
-        .unwrap();
+    let (lp, se) = s.log_prob_with_se(&mut m, &pts, 1.0).unwrap();
     rec.insert("logp_hutchinson".to_string(), f32_bits(&lp));
     rec.insert("se_hutchinson".to_string(), f32_bits(&se));
     rec
@@ -86,7 +88,13 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
 
 #[test]
 fn golden_bits() {
-    let want = read_golden();
+    let Some(path) = golden_path() else {
+        eprintln!(
+            "golden_bits skipped: no golden record (set STOCHFLOW_GOLDEN to tests/data/golden.txt)"
+        );
+        return;
+    };
+    let want = read_golden(path);
     let got = run_scenario();
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
