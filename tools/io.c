@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "common.h"
 
 int has_suffix(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
