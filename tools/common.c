@@ -282,15 +282,6 @@ int default_threads(void) {
 
 /* ---- output files ---------------------------------------------------------------------- */
 
-static int has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
-
-const char *source_file(const char *src) {
-    if (src == NULL) return NULL;
-    if (has_prefix(src, "idx:")) return src + 4;
-    if (has_suffix(src, ".npy") || has_suffix(src, ".csv")) return src;
-    return NULL;
-}
-
 int check_output(const char *cmd, const char *path, const char *const *inputs, size_t n) {
     size_t len = strlen(path);
     char *dir = malloc(len + 2);
@@ -444,13 +435,6 @@ void catch_signals(void) {
 }
 
 /* ---- models and solvers -------------------------------------------------------------------- */
-
-int on_ode_progress(void *user, double t) {
-    ode_progress *p = user;
-    double span = p->t1 - p->t0;
-    progress_update(p->bar, span != 0 ? (t - p->t0) / span : 1.0, NULL);
-    return stop_requested ? 1 : 0; /* Ctrl-C cancels the solve */
-}
 
 int load_model(stochflow_model **m, const char *path) {
     struct stat st;

@@ -102,11 +102,8 @@ int default_threads(void);
 
 /* Checked before any work: PATH's directory exists, PATH is not a directory, and PATH is
  * not the same file (device and inode) as an existing file of inputs[0..n) (NULL entries
- * are skipped). 0 or CLI_ERR (printed). */
+ * are skipped; source_file() in io.c names a data source's file). 0 or CLI_ERR. */
 int check_output(const char *cmd, const char *path, const char *const *inputs, size_t n);
-/* The file behind a data source: SRC for a .npy/.csv file, PATH for idx:PATH; NULL for
- * toys and other names. */
-const char *source_file(const char *src);
 
 /* ---- JSON (common.c) ----------------------------------------------------------------- */
 
@@ -158,6 +155,9 @@ typedef struct {
  * 2-D shape, d <= CLI_MAX_DIM, every value finite). Returns 0 or CLI_ERR (message printed). */
 int dataset_open(dataset *ds, const char *src);
 void dataset_free(dataset *ds);
+/* The file behind a data source: SRC for a .npy/.csv file, PATH for idx:PATH; NULL for
+ * toys and other names (pngdir:, fashion-mnist). */
+const char *source_file(const char *src);
 int has_suffix(const char *s, const char *suffix);
 
 /* Readers (exposed for tests of hostile headers). */
@@ -221,14 +221,14 @@ void progress_update(progress *p, double done, const char *extra);
 /* Erase the bar (the final result is printed by the caller). */
 void progress_end(progress *p);
 
-/* ---- models and solvers (common.c) -------------------------------------------------- */
-
 /* Solver progress over [t0, t1] (returns non-zero to cancel on a stop request). */
 typedef struct {
     progress *bar;
     double t0, t1;
 } ode_progress;
 int on_ode_progress(void *user, double t);
+
+/* ---- models and solvers (common.c) -------------------------------------------------- */
 
 int load_model(stochflow_model **m, const char *path);
 /* 1 when the model has a U-Net (image) velocity field. */

@@ -364,6 +364,13 @@ int dataset_open(dataset *ds, const char *src) {
                     src, names);
 }
 
+const char *source_file(const char *src) {
+    if (src == NULL) return NULL;
+    if (strncmp(src, "idx:", 4) == 0) return src + 4;
+    if (has_suffix(src, ".npy") || has_suffix(src, ".csv")) return src;
+    return NULL;
+}
+
 void dataset_free(dataset *ds) {
     free(ds->x);
     ds->x = NULL;

@@ -1,7 +1,8 @@
 /* progress.c - progress of long work on stderr. On a terminal: a one-line bar with rate
  * and ETA, redrawn at most 10 times a second and erased at the end. In a pipe or a log
  * file: a plain line "progress: ..." every CLI_PROGRESS_LOG_SECONDS seconds (so a long
- * run shows it is alive), nothing at the end; the final result is the caller's. */
+ * run shows it is alive), nothing at the end; the final result is the caller's. Also the
+ * solvers' progress callback for a whole-batch ODE solve. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdio.h>
@@ -63,4 +64,11 @@ void progress_end(progress *p) {
     if (!p->tty) return;
     fprintf(stderr, "\r\033[K");
     fflush(stderr);
+}
+
+int on_ode_progress(void *user, double t) {
+    ode_progress *p = user;
+    double span = p->t1 - p->t0;
+    progress_update(p->bar, span != 0 ? (t - p->t0) / span : 1.0, NULL);
+    return stop_requested ? 1 : 0; /* Ctrl-C cancels the solve */
 }
