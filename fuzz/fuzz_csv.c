@@ -3,7 +3,7 @@
  * one value per two bytes of input (a digit and a separator), all finite. */
 #include <math.h>
 
-#include "cli.h"
+#include "common.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "common.h"
 #include "fuzz.h"
 
 const char *fuzz_file(const uint8_t *data, size_t size) {

@@ -3,7 +3,7 @@
  * than the bytes can hold (nothing allocated beyond what the file backs), all finite. */
 #include <math.h>
 
-#include "cli.h"
+#include "common.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -39,16 +39,24 @@ else
 fi
 
 # ---- Ctrl-C during training saves a resumable checkpoint and exits 130 -------------------
-"$SF" train --data checkerboard --out "$T/int.sfm" --steps 1000000000 --hidden 8,8 --batch 16 --threads 1 >"$T/out" 2>"$T/err" </dev/null &
+# Under a 4 GB address-space limit: 10^9 steps must not need their loss history up front
+# (8 GB); stderr is a file, so a progress line appears every 5 s.
+bash -c 'ulimit -v 4000000 && exec "$@"' limited "$SF" train --data checkerboard --out "$T/int.sfm" --steps 1000000000 --hidden 8,8 --batch 16 --threads 1 >"$T/out" 2>"$T/err" </dev/null &
 pid=$!
-sleep 2
+sleep 7
 kill -INT $pid
 wait $pid
 rc=$?
 if [ $rc -eq 130 ] && grep -q 'interrupted after' "$T/err" && "$SF" info --model "$T/int.sfm" >/dev/null 2>&1; then
-    ok "SIGINT: checkpoint saved, exit 130"
+    ok "SIGINT (10^9 steps under ulimit -v): checkpoint saved, exit 130"
 else
-    not_ok "SIGINT: checkpoint saved, exit 130" "exit $rc" "$(head -c 300 "$T/err")"
+    not_ok "SIGINT (10^9 steps under ulimit -v): checkpoint saved, exit 130" "exit $rc" "$(head -c 300 "$T/err")"
+fi
+if grep -qE '^progress: train [0-9]+% \([0-9]+/1e\+09 steps\), .* steps/s, elapsed 0:0[5-9], ETA .*, loss ' "$T/err" &&
+    [ "$(grep -c '^progress: ' "$T/err")" -le 2 ] && [ "$(grep -vc '^progress: ' "$T/err")" -eq 1 ]; then
+    ok "stderr not a terminal: a progress line every 5 s, then the one final line"
+else
+    not_ok "stderr not a terminal: a progress line every 5 s" "$(head -c 600 "$T/err")"
 fi
 
 # ---- info -------------------------------------------------------------------------------
@@ -104,6 +112,91 @@ check "demo pictures are PNG files" "
 import json; d=json.loads(open('$T/out').read().strip().splitlines()[-1])
 for k in ('picture','data_png','samples_png','density_png','loss_png'):
     assert open(d[k],'rb').read(8)==b'\x89PNG\r\n\x1a\n', k"
+
+# ---- the path-length estimate is printed for the learnable interpolant only -------------
+run "train trig" "$SF" train --data checkerboard --out "$T/pl.sfm" --steps 5 "${SMALL[@]}" --json
+! grep -q 'path length' "$T/out" && json "no path_length for trig" "'path_length' not in d" ||
+    not_ok "no path-length line for the trig interpolant" "$(head -c 300 "$T/out")"
+run "train fourier:2" "$SF" train --data checkerboard --out "$T/pl.sfm" --steps 5 "${SMALL[@]}" --interpolant fourier:2 --time-fourier 2 --json
+grep -q 'path length estimate' "$T/out" && json "path_length for fourier" "math.isfinite(d['path_length'])" ||
+    not_ok "path-length line for the Fourier interpolant" "$(head -c 300 "$T/out")"
+
+# ---- periodic checkpoints for every kind of data ----------------------------------------
+mkdir -p "$T/ck"
+run "train toy --checkpoint-every 10" "$SF" train --data checkerboard --out "$T/ck/m.sfm" --steps 25 "${SMALL[@]}" --checkpoint-every 10 --json &&
+    json "two periodic checkpoints" "d['checkpoints']==2 and d['checkpoint'].endswith('ck/checkpoint.sfm')"
+run "the periodic checkpoint loads" "$SF" info --model "$T/ck/checkpoint.sfm" --json && json "checkpoint at step 20" "d['step']==20"
+run "train .npy --checkpoint-every into --outdir" "$SF" train --data "$T/d.npy" --outdir "$T/ck2" --steps 6 "${SMALL[@]}" --checkpoint-every 3 --json &&
+    json "--outdir: model and checkpoints there" "d['checkpoints']==2 and d['model'].endswith('ck2/model.sfm')"
+ls -A "$T/ck" "$T/ck2" | grep -q "\.tmp" && not_ok "no temporary files left" "$(ls "$T/ck" "$T/ck2")" || ok "no temporary files left"
+run "resume from the periodic checkpoint, writing it again" "$SF" train --data checkerboard --resume "$T/ck/checkpoint.sfm" --out "$T/ck/m2.sfm" --steps 10 --batch 64 --threads 1 --checkpoint-every 5 --json &&
+    json "resumed to step 30" "d['model_step']==30 and d['checkpoints']==2"
+
+# ---- outputs are checked before any work ---------------------------------------------------
+# (10^9 steps or a large n: without the check these would work for minutes first)
+fails "train --out in a missing directory (toy)" "cannot write.*nodir/m.sfm.*not an existing directory" timeout 60 "$SF" train --data checkerboard --out "$T/nodir/m.sfm" --steps 1000000000 "${SMALL[@]}"
+fails "train --out in a missing directory (file)" "cannot write.*nodir/m.sfm.*not an existing directory" timeout 60 "$SF" train --data "$T/d.npy" --out "$T/nodir/m.sfm" --steps 1000000000 "${SMALL[@]}"
+fails "train --transport-png in a missing directory" "cannot write.*nodir/t.png" timeout 60 "$SF" train --data checkerboard --out "$T/x.sfm" --transport-png "$T/nodir/t.png" --steps 1000000000 "${SMALL[@]}"
+fails "sample --out in a missing directory" "cannot write.*nodir/x.npy.*not an existing directory" "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/nodir/x.npy"
+fails "sample --png in a missing directory" "cannot write.*nodir/x.png.*not an existing directory" "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/x.npy" --png "$T/nodir/x.png"
+fails "logp --out in a missing directory" "cannot write.*nodir/l.npy.*not an existing directory" "$SF" logp --model "$T/m.sfm" --data checkerboard -n 5 --out "$T/nodir/l.npy"
+[ ! -e "$T/x.npy" ] && ok "nothing written" || not_ok "nothing written"
+cp "$T/d.csv" "$T/same.csv"
+fails "train --out is the --data file" "same file as the input" "$SF" train --data "$T/same.csv" --out "$T/same.csv" --steps 1 "${SMALL[@]}"
+ln -f "$T/same.csv" "$T/link.csv"
+fails "logp --out is the --data file (a hard link)" "same file as the input" "$SF" logp --model "$T/m.sfm" --data "$T/same.csv" --out "$T/link.csv"
+fails "sample --out is the --base file" "same file as the input" "$SF" sample --model "$T/m.sfm" -n 5 --base "$T/same.csv" --out "$T/same.csv"
+cmp -s "$T/d.csv" "$T/same.csv" && ok "the input is untouched" || not_ok "the input is untouched"
+fails "train --out is a directory" "is a directory" "$SF" train --data checkerboard --out "$T/ck" --steps 1 "${SMALL[@]}"
+
+# ---- a file-size limit: an I/O error (exit 1), no temporary file left ------------------------
+mkdir -p "$T/fsz"
+fails "sample under ulimit -f: I/O error" "cannot write.*big.npy.*File too large" limited -f 16 "$SF" sample --model "$T/m.sfm" -n 20000 --out "$T/fsz/big.npy" --solver euler --steps 2
+fails "train under ulimit -f: I/O error" "fsz/m.sfm.*File too large" limited -f 16 "$SF" train --data checkerboard --out "$T/fsz/m.sfm" --steps 1 --hidden 256,256 --batch 8 --threads 1
+[ -z "$(ls -A "$T/fsz")" ] && ok "no file left behind" || not_ok "no file left behind" "$(ls -A "$T/fsz")"
+
+# ---- JSON: the whole data path, valid UTF-8 whatever the path's bytes -----------------------
+LONGDIR="$T/a-directory-name-that-is-longer-than-sixty-three-characters-all-by-itself"
+BADDIR="$T/$(printf 'latin1-\xe9t\xe9-\xff')"
+mkdir -p "$LONGDIR" "$BADDIR"
+cp "$T/d.npy" "$LONGDIR/d.npy"; cp "$T/d.npy" "$BADDIR/d.npy"
+run "train on a long path" "$SF" train --data "$LONGDIR/d.npy" --out "$T/x.sfm" --steps 1 "${SMALL[@]}" --json &&
+    json "JSON data is the whole path" "d['data']=='$LONGDIR/d.npy'"
+run "train on a non-UTF-8 path" "$SF" train --data "$BADDIR/d.npy" --out "$T/x.sfm" --steps 1 "${SMALL[@]}" --json &&
+    check "JSON is valid UTF-8, the bytes as \\u00XX" "
+import json; line=open('$T/out','rb').read().splitlines()[-1]
+d=json.loads(line.decode('utf-8'))
+assert d['data']=='$T/latin1-\u00e9t\u00e9-\u00ff/d.npy', d['data']
+assert b'\\u00e9' in line and b'\\u00ff' in line, line"
+run "logp on a UTF-8 path" "$SF" logp --model "$T/m.sfm" --data "$T/s.csv" -n 3 --json && json "logp JSON data" "d['data']=='$T/s.csv'"
+mkdir -p "$T/ünï"; cp "$T/d.npy" "$T/ünï/d.npy"
+run "UTF-8 path kept as it is" "$SF" logp --model "$T/m.sfm" --data "$T/ünï/d.npy" -n 3 --json && json "UTF-8 path in JSON" "d['data']=='$T/ünï/d.npy'"
+
+# ---- option values out of range are usage errors (exit 2), however late they are used -----
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --lr nan
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --lr 0
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --threads 0
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --batch 0
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --ema 2
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --coupling bogus
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --interp-lr 0
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --seed " -1"
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --seed " 1"
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --seed +1
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --steps 0x10
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --hidden " 16"
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --lr " 1e-3"
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --resume "$T/m.sfm" --lr inf
+usage_fails "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/x.npy" --steps 0
+usage_fails "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/x.npy" --rtol 0
+usage_fails "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/x.npy" --threads 0
+usage_fails "$SF" sample --model "$T/m.sfm" -n 5 --out "$T/x.npy" --weights bogus
+usage_fails "$SF" logp --model "$T/m.sfm" --data checkerboard --rtol 0
+usage_fails "$SF" logp --model "$T/m.sfm" --data checkerboard --probes 0
+usage_fails "$SF" logp --model "$T/m.sfm" --data checkerboard --threads 0
+usage_fails "$SF" demo --outdir "$T/demo2" --threads 0
+usage_fails "$SF" demo --outdir "$T/demo2" --hidden 0
+[ ! -e "$T/x.npy" ] && [ ! -e "$T/demo2" ] && ok "usage errors write nothing" || not_ok "usage errors write nothing"
 
 # ---- bad input ------------------------------------------------------------------------------
 fails "no command" "usage|command" "$SF"

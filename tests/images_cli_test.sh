@@ -173,6 +173,16 @@ for args in "train --data $D --out $T/x.sfm --unet-mult 1,,2" "train --data $D -
             "logp --model $T/run/model.sfm --data $D --rtol 5" "logp --model $T/run/model.sfm --data $D --trace bogus"; do
     usage_fails "$SF" $args
 done
+# range errors too, also those of options read after the model (exit 2, as for 2-D data)
+for args in "train --data $D --out $T/x.sfm --threads 0" "train --data $D --out $T/x.sfm --lr nan" \
+            "train --data $D --out $T/x.sfm --grid-n 0" "sample --model $T/run/model.sfm --png $T/g.png --steps 0" \
+            "sample --model $T/run/model.sfm --png $T/g.png --batch 0" "sample --model $T/run/model.sfm --png $T/g.png --threads 0" \
+            "logp --model $T/run/model.sfm --data $D --probes 0" "logp --model $T/run/model.sfm --data $D --n-eval 0"; do
+    usage_fails "$SF" $args
+done
+cp "$T/good.idx" "$T/same.idx"
+fails "train --out is the idx data file" "same file as the input" "$SF" train --data "idx:$T/same.idx" --out "$T/same.idx" "${TINY[@]}"
+cmp -s "$T/good.idx" "$T/same.idx" && ok "the idx file is untouched" || not_ok "the idx file is untouched"
 fails "resume an MLP on images" "not an image model" "$SF" train --data "$D" --resume "$T/mlp.sfm" --out "$T/x.sfm"
 
 # ---- Fashion-MNIST, where installed (a few images only) -------------------------------------

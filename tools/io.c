@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "common.h"
 
 int has_suffix(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
@@ -362,6 +362,13 @@ int dataset_open(dataset *ds, const char *src) {
     }
     return cli_fail("unknown data source '%s': not a toy (%s) and not a .npy or .csv file",
                     src, names);
+}
+
+const char *source_file(const char *src) {
+    if (src == NULL) return NULL;
+    if (strncmp(src, "idx:", 4) == 0) return src + 4;
+    if (has_suffix(src, ".npy") || has_suffix(src, ".csv")) return src;
+    return NULL;
 }
 
 void dataset_free(dataset *ds) {

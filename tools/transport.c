@@ -1,12 +1,12 @@
-/* transport_cli.c - the stochflow program's options of issue 9 (learnable interpolants,
- * couplings, data-to-data flows) and the transport picture. Called from stochflow.c;
- * uses only the public API. See doc/transport.md and doc/cli.md. */
+/* transport.c - helpers of the stochflow program for transport options (learnable
+ * interpolants, couplings, data-to-data flows) and the transport picture, used by the
+ * train, sample and logp commands. Public API only. See doc/transport.md and doc/cli.md. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "common.h"
 
 int cli_set_interpolant(stochflow_config *cfg, const char *cmd, const char *spec) {
     int rc;
@@ -20,51 +20,54 @@ int cli_set_interpolant(stochflow_config *cfg, const char *cmd, const char *spec
         errno = 0;
         unsigned long M = strtoul(p, &end, 10);
         int base = STOCHFLOW_INTERP_LINEAR;
-        if (end == p || errno != 0 || *p == '-' || M < 1 || M > 64)
-            return cli_fail("%s: --interpolant fourier:M needs M in 1..64, got '%s'", cmd, spec);
+        if (*p < '0' || *p > '9' || errno != 0 || M < 1 || M > 64)
+            return cli_usage("%s: --interpolant fourier:M needs M in 1..64, got '%s'", cmd, spec);
         if (*end == ':') {
             if (strcmp(end + 1, "trig") == 0)
                 base = STOCHFLOW_INTERP_TRIG;
             else if (strcmp(end + 1, "linear") != 0)
-                return cli_fail("%s: --interpolant fourier:M:BASE needs BASE trig|linear, got "
+                return cli_usage("%s: --interpolant fourier:M:BASE needs BASE trig|linear, got "
                                 "'%s'", cmd, spec);
         } else if (*end != '\0') {
-            return cli_fail("%s: --interpolant fourier:M needs M in 1..64, got '%s'", cmd, spec);
+            return cli_usage("%s: --interpolant fourier:M needs M in 1..64, got '%s'", cmd, spec);
         }
         rc = stochflow_config_set_fourier_interpolant(cfg, base, (size_t)M);
     } else {
-        return cli_fail("%s: --interpolant must be trig|linear|fourier:M[:trig|:linear], got "
+        return cli_usage("%s: --interpolant must be trig|linear|fourier:M[:trig|:linear], got "
                         "'%s'", cmd, spec);
     }
     return rc < 0 ? cli_fail_lib(rc, "--interpolant") : 0;
 }
 
-int cli_set_coupling(stochflow_model *m, const char *cmd, const char *coupling,
-                     const char *interp_lr) {
-    int rc;
-    if (coupling) {
-        int mode;
-        if (strcmp(coupling, "independent") == 0)
-            mode = STOCHFLOW_COUPLING_INDEPENDENT;
-        else if (strcmp(coupling, "ot") == 0)
-            mode = STOCHFLOW_COUPLING_OT;
-        else if (strcmp(coupling, "sinkhorn") == 0)
-            mode = STOCHFLOW_COUPLING_SINKHORN;
-        else
-            return cli_fail("%s: --coupling must be independent|ot|sinkhorn, got '%s'", cmd,
-                            coupling);
-        rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_COUPLING, mode);
-        if (rc < 0) return cli_fail_lib(rc, "--coupling");
+static const keyword COUPLINGS[] = {{"independent", STOCHFLOW_COUPLING_INDEPENDENT},
+                                    {"ot", STOCHFLOW_COUPLING_OT},
+                                    {"sinkhorn", STOCHFLOW_COUPLING_SINKHORN},
+                                    {NULL, 0}};
+
+int check_coupling(const opts *o) {
+    int mode, rc;
+    if ((rc = get_keyword(o, "--coupling", COUPLINGS, STOCHFLOW_COUPLING_INDEPENDENT, &mode)) != 0)
+        return rc;
+    const char *s = opt(o, "--interp-lr");
+    double v;
+    if (s && (get_double(o, "--interp-lr", 0, 0, 10, &v) != 0 || !(v > 0)))
+        return cli_usage("%s: --interp-lr expects a number in (0, 10], got '%s'", o->cmd, s);
+    return 0;
+}
+
+int cli_set_coupling(stochflow_model *m, const opts *o) {
+    int rc, mode;
+    double v;
+    if ((rc = check_coupling(o)) != 0) return rc;
+    if (opt(o, "--coupling")) {
+        get_keyword(o, "--coupling", COUPLINGS, STOCHFLOW_COUPLING_INDEPENDENT, &mode);
+        if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_COUPLING, mode)) < 0)
+            return cli_fail_lib(rc, "--coupling");
     }
-    if (interp_lr) {
-        char *end;
-        errno = 0;
-        double v = strtod(interp_lr, &end);
-        if (end == interp_lr || *end != '\0' || errno != 0 || !(v > 0 && v <= 10))
-            return cli_fail("%s: --interp-lr expects a number in (0, 10], got '%s'", cmd,
-                            interp_lr);
-        rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_INTERP_LR, v);
-        if (rc < 0) return cli_fail_lib(rc, "--interp-lr");
+    if (opt(o, "--interp-lr")) {
+        get_double(o, "--interp-lr", 0, 0, 10, &v);
+        if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_INTERP_LR, v)) < 0)
+            return cli_fail_lib(rc, "--interp-lr");
     }
     return 0;
 }
@@ -82,15 +85,22 @@ int cli_base_batch(float *x0, float *z, const dataset *base, size_t b, uint64_t 
     rc = stochflow_random_normal(z, b, seed + 1, step);
     if (rc < 0) return cli_fail_lib(rc, "base minibatch indices");
     for (size_t i = 0; i < b; ++i) {
-        double u = 0.5 * erfc(-(double)z[i] / 1.4142135623730951);
-        size_t k = (size_t)(u * (double)base->n);
-        if (k >= base->n) k = base->n - 1;
+        size_t k = normal_to_index(z[i], base->n);
         memcpy(x0 + i * base->d, base->x + k * base->d, base->d * sizeof(float));
     }
     return 0;
 }
 
+int cli_is_fourier(const stochflow_model *m) {
+    stochflow_config *c = NULL;
+    int f = stochflow_model_config(&c, m) == 0 &&
+            stochflow_config_interpolant(c) == STOCHFLOW_INTERP_FOURIER;
+    stochflow_config_free(c);
+    return f;
+}
+
 void cli_transport_report(const stochflow_model *m) {
+    if (!cli_is_fourier(m)) return;
     double pl;
     uint64_t count;
     if (stochflow_model_path_length(&pl, &count, m) == 0)

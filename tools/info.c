@@ -1,0 +1,95 @@
+/* info.c - `stochflow info`: what a model file holds (dimension, network, interpolant,
+ * optimizer settings); a U-Net model shows its shape. See doc/cli.md. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "commands.h"
+#include "images.h"
+
+/* ---- the command ----------------------------------------------------------------------------- */
+
+static const optdef INFO_OPTS[] = {
+    {"--model", "MODEL", "checkpoint"},
+    {"--json", NULL, "print a JSON summary as the last line"},
+};
+
+int cmd_info(int argc, char **argv) {
+    opts o;
+    int p = cli_parse(&o, "info", "--model MODEL [--json]", INFO_OPTS,
+                      sizeof INFO_OPTS / sizeof INFO_OPTS[0], argc, argv);
+    if (p != 0) return p > 0 ? 0 : EXIT_USAGE;
+    if (need(&o, "--model")) return EXIT_USAGE;
+    stochflow_model *m = NULL;
+    stochflow_config *c = NULL;
+    if (load_model(&m, opt(&o, "--model")) != 0) return 1;
+    int rc = stochflow_model_config(&c, m);
+    if (rc < 0) {
+        stochflow_model_free(m);
+        return cli_fail_lib(rc, "config"), 1;
+    }
+    size_t widths[64], nh = stochflow_config_hidden(c, widths, 64);
+    size_t nfreq = 0;
+    int temb = stochflow_config_time_embedding(c, &nfreq);
+    char hid[512] = "";
+    for (size_t i = 0; i < nh && i < 64; ++i)
+        snprintf(hid + strlen(hid), sizeof hid - strlen(hid), "%s%zu", i ? "," : "", widths[i]);
+    static const struct {
+        const char *name;
+        int key;
+    } P[] = {{"lr", STOCHFLOW_PARAM_LR},
+             {"lr_schedule", STOCHFLOW_PARAM_LR_SCHEDULE},
+             {"ema_decay", STOCHFLOW_PARAM_EMA_DECAY},
+             {"grad_clip", STOCHFLOW_PARAM_GRAD_CLIP},
+             {"weight_decay", STOCHFLOW_PARAM_WEIGHT_DECAY},
+             {"threads", STOCHFLOW_PARAM_THREADS}};
+    double pv[6];
+    for (size_t i = 0; i < 6; ++i)
+        if (stochflow_model_get_param(&pv[i], m, P[i].key) < 0) pv[i] = NAN;
+    struct stat st;
+    long long bytes = stat(opt(&o, "--model"), &st) == 0 ? (long long)st.st_size : -1;
+    const char *act = keyword_name(ACTIVATIONS, stochflow_config_activation(c));
+    const char *interp = stochflow_config_interpolant(c) == STOCHFLOW_INTERP_CUSTOM
+                             ? "custom"
+                             : keyword_name(INTERPOLANTS, stochflow_config_interpolant(c));
+    printf("model        %s (%lld bytes, libstochflow %s)\n", opt(&o, "--model"), bytes,
+           stochflow_version_string());
+    printf("dimension    %zu\n", stochflow_model_dim(m));
+    if (!unet_info(c, NULL)) { /* a U-Net prints its shape instead */
+        printf("hidden       %s (%s)\n", hid, act);
+        if (temb == STOCHFLOW_TIME_FOURIER)
+            printf("time input   fourier, %zu frequencies\n", nfreq);
+        else printf("time input   raw t\n");
+    }
+    printf("interpolant  %s\n", interp);
+    printf("parameters   %zu\n", stochflow_model_num_params(m));
+    printf("step         %llu\n", (unsigned long long)stochflow_model_step(m));
+    printf("seed         %llu\n", (unsigned long long)stochflow_config_seed(c));
+    printf("lr           %g (schedule %s), ema %g, clip %g, weight decay %g\n", pv[0],
+           keyword_name(SCHEDULES, (int)pv[1]), pv[2], pv[3], pv[4]);
+    if (opt(&o, "--json")) {
+        json j;
+        jbegin(&j);
+        jint(&j, "dim", stochflow_model_dim(m));
+        unet_info(c, &j); /* "arch", and the U-Net shape */
+        jkey(&j, "hidden");
+        jraw(&j, "[%s]", hid);
+        jstr(&j, "activation", act);
+        jstr(&j, "time_embedding", temb == STOCHFLOW_TIME_FOURIER ? "fourier" : "raw");
+        jint(&j, "n_freq", temb == STOCHFLOW_TIME_FOURIER ? nfreq : 0);
+        jstr(&j, "interpolant", interp);
+        jint(&j, "params", stochflow_model_num_params(m));
+        jint(&j, "step", stochflow_model_step(m));
+        jint(&j, "seed", stochflow_config_seed(c));
+        for (size_t i = 0; i < 6; ++i) jnum(&j, P[i].name, pv[i]);
+        jnum(&j, "bytes", (double)bytes);
+        jstr(&j, "lr_schedule_name", keyword_name(SCHEDULES, (int)pv[1]));
+        jend(&j);
+    }
+    stochflow_config_free(c);
+    stochflow_model_free(m);
+    return 0;
+}
+

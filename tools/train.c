@@ -1,0 +1,393 @@
+/* train.c - `stochflow train`: trains a flow on 2-D/tabular data (a toy or a .npy/.csv
+ * file; an MLP velocity field) or on images (a U-Net), opening the data once and
+ * branching on its kind. Both kinds share the checks made before any work, the training
+ * loop (training.c), periodic checkpoints and the final report. See doc/cli.md. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "images.h"
+#include "training.h"
+
+/* Defaults of a fresh image model (doc/cli.md). */
+#define IMG_BATCH 64
+#define IMG_LR 2e-4
+#define IMG_CLIP 1.0
+
+static const optdef TRAIN_OPTS[] = {
+    {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
+    {"--out", "MODEL", "checkpoint to write (default DIR/model.sfm with --outdir)"},
+    {"--steps", "N", "optimizer steps to run (default 1000; with --resume: more steps)"},
+    {"--batch", "B", "batch size (default 512; images 64)"},
+    {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
+    {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
+    {"--interpolant", "NAME", "trig|linear|fourier:M[:trig] (default trig; fourier: learned)"},
+    {"--time-fourier", "F", "time features (t, sin/cos(k pi t), k=1..F); 0 = raw t"},
+    {"--coupling", "NAME", "independent|ot|sinkhorn pairing of x0 and x1 (default independent)"},
+    {"--interp-lr", "X", "ascent rate of the fourier coefficients (default 1e-3)"},
+    {"--base", "SRC", "base samples x0 (toy or file) instead of N(0, I): data-to-data"},
+    {"--transport-png", "PICTURE", "draw trajectories from base to target (first 2 coords)"},
+    {"--lr", "X", "Adam learning rate (default 1e-3; new image models 2e-4)"},
+    {"--lr-schedule", "NAME", "constant|step|cosine (cosine spans --steps)"},
+    {"--lr-decay-every", "N", "step schedule period"},
+    {"--lr-decay-factor", "X", "step schedule factor"},
+    {"--lr-min", "X", "cosine floor"},
+    {"--warmup", "N", "linear warm-up steps"},
+    {"--ema", "X", "EMA decay of the weights (0 = off)"},
+    {"--ema-warmup", NULL, "EMA decay min(X, (1+s)/(10+s)) at step s (on with --ema for images)"},
+    {"--clip", "X", "gradient norm clip (0 = off; new image models 1)"},
+    {"--weight-decay", "X", "decoupled weight decay"},
+    {"--seed", "S", "seed of every random draw (default 0)"},
+    {"--threads", "T", "threads for matrix work (default: CPUs, at most 8)"},
+    {"--resume", "MODEL", "continue training from a checkpoint"},
+    {"--outdir", "DIR", "periodic files: checkpoints, sample grids (default: --out's directory)"},
+    {"--checkpoint-every", "N", "save DIR/checkpoint.sfm every N model steps (atomic)"},
+    {"--unet-base", "B", "images: U-Net base channels (default 32)"},
+    {"--unet-mult", "M,M,...", "images: channel multiplier per level (default 1,2,2)"},
+    {"--unet-blocks", "N", "images: residual blocks per level (default 1)"},
+    {"--unet-attn", "L,L,...", "images: levels with attention (default the lowest; none)"},
+    {"--unet-groups", "G", "images: GroupNorm groups (default 8)"},
+    {"--max-images", "N", "images: use the first N images of --data (default all)"},
+    {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
+    {"--grid-n", "N", "images: samples per grid (default 16)"},
+    {"--grid-steps", "K", "images: RK4 steps of the grid samples (default 20)"},
+    {"--json", NULL, "print a JSON summary as the last line"},
+};
+
+/* ---- batches ---------------------------------------------------------------------------- */
+
+/* Images: B images uniformly with replacement (indices keyed by (seed, INDEX_STREAM +
+ * step)), dequantized with fresh noise (stream = step). */
+typedef struct {
+    const imageset *im;
+    size_t b;
+    uint64_t seed;
+    float *x, *z;
+    uint8_t *pb;
+} images_batch;
+
+static int fill_images(void *user, const float **x, const float **x0, uint64_t step) {
+    images_batch *p = user;
+    const imageset *im = p->im;
+    size_t d = im->d;
+    int rc;
+    if (step >= (uint64_t)IMG_INDEX_STREAM - 16)
+        return cli_fail("train: model step %llu exceeds the image streams' range",
+                        (unsigned long long)step);
+    if ((rc = stochflow_random_normal(p->z, p->b, p->seed, IMG_INDEX_STREAM + step)) < 0)
+        return cli_fail_lib(rc, "minibatch indices");
+    for (size_t i = 0; i < p->b; ++i)
+        memcpy(p->pb + i * d, im->px + normal_to_index(p->z[i], im->n) * d, d);
+    if ((rc = stochflow_images_dequantize(p->x, p->pb, p->b * d, p->seed, step)) < 0)
+        return cli_fail_lib(rc, "dequantization");
+    *x = p->x;
+    *x0 = NULL;
+    return 0;
+}
+
+/* Image sample grids every --sample-every model steps. */
+typedef struct {
+    uint64_t every, n, steps, seed, written;
+    const char *dir;
+    unet_shape u;
+    char last[4200];
+} grid_hook;
+
+static int write_grids(void *user, stochflow_model *m, uint64_t step, char *fail, size_t cap) {
+    grid_hook *g = user;
+    if (g->every == 0 || step % g->every != 0) return 0;
+    char path[sizeof g->last];
+    const char *what = "";
+    snprintf(path, sizeof path, "%s/samples-%07llu.png", g->dir, (unsigned long long)step);
+    int rc = grid_write(path, m, &g->u, (size_t)g->n, g->steps, g->seed, 0, &what);
+    if (rc == STOCHFLOW_E_CANCELLED && stop_requested) return 1; /* as a signal between steps */
+    if (rc < 0) {
+        snprintf(fail, cap, "%s: %s (%s)", what, stochflow_last_error_message(),
+                 stochflow_status_string(rc));
+        return CLI_ERR;
+    }
+    snprintf(g->last, sizeof g->last, "%s", path);
+    ++g->written;
+    return 0;
+}
+
+/* ---- the command -------------------------------------------------------------------------- */
+
+/* Options that only one kind of data takes. */
+static const char *const MLP_ONLY[] = {"--hidden", "--activation", "--time-fourier", "--base",
+                                       "--transport-png"};
+static const char *const MLP_ARCH[] = {"--hidden", "--activation", "--interpolant",
+                                       "--time-fourier", "--seed"};
+static const char *const UNET_ARCH[] = {"--unet-base", "--unet-mult",   "--unet-blocks",
+                                        "--unet-attn", "--unet-groups", "--interpolant",
+                                        "--seed"};
+
+/* Every option value, checked before anything is read or created (usage errors, 2). */
+static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batch,
+                         uint64_t *ck_every, unet_opts *uo, grid_hook *g, uint64_t *maxim) {
+    const char *resume = opt(o, "--resume");
+    uint64_t v;
+    int rc;
+    if (img && (rc = refuse(o, MLP_ONLY, 5,
+                            "does not apply to image data (the U-Net has --unet-* options)")) != 0)
+        return rc;
+    if (!img && (rc = images_reject_options(o)) != 0) return rc;
+    if (!opt(o, "--out") && !opt(o, "--outdir"))
+        return cli_usage("train: --out is required (--out MODEL, or --outdir DIR for "
+                         "DIR/model.sfm)");
+    if (resume && (rc = refuse(o, img ? UNET_ARCH : MLP_ARCH, img ? 7 : 5,
+                               "cannot change when resuming (it is in the checkpoint)")) != 0)
+        return rc;
+    if ((rc = get_u64(o, "--steps", 1000, 0, 1000000000, steps)) != 0 ||
+        (rc = get_u64(o, "--batch", img ? IMG_BATCH : 512, 1, img ? 1 << 16 : 1 << 22, batch)) ||
+        (rc = get_u64(o, "--checkpoint-every", 0, 0, 1000000000, ck_every)) != 0 ||
+        (rc = get_u64(o, "--threads", 1, 1, 256, &v)) != 0 || (rc = check_train_params(o)) != 0)
+        return rc;
+    if (img && ((rc = get_u64(o, "--max-images", 0, 0, 1u << 30, maxim)) != 0 ||
+                (rc = get_u64(o, "--sample-every", 0, 0, 1000000000, &g->every)) != 0 ||
+                (rc = get_u64(o, "--grid-n", 16, 1, 1024, &g->n)) != 0 ||
+                (rc = get_u64(o, "--grid-steps", 20, 1, 100000, &g->steps)) != 0))
+        return rc;
+    if (!resume) return img ? unet_parse(uo, o) : check_mlp_options(o);
+    return 0;
+}
+
+/* --outdir, or the directory of --out. */
+static void periodic_dir(char *dir, size_t cap, const opts *o) {
+    snprintf(dir, cap, "%s", opt(o, "--outdir") ? opt(o, "--outdir") : opt(o, "--out"));
+    if (opt(o, "--outdir")) return;
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) snprintf(dir, cap, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+}
+
+static void report(const opts *o, const char *out, stochflow_model *m, const train_result *tr,
+                   uint64_t step0, uint64_t batch, json *j) {
+    double sps = tr->seconds > 0 ? (double)tr->steps_run / tr->seconds : 0;
+    size_t k = tr->steps_run < 100 ? (size_t)tr->steps_run : 100;
+    printf("trained %llu steps (model step %llu -> %llu) on %s in %.2f s (%.2f steps/s)\n",
+           (unsigned long long)tr->steps_run, (unsigned long long)step0,
+           (unsigned long long)stochflow_model_step(m), opt(o, "--data"), tr->seconds, sps);
+    printf("loss %.5f (mean of the last %zu steps; last %.5f)\n", tr->mean_loss, k,
+           tr->last_loss);
+    if (!opt(o, "--json")) return;
+    jbegin(j);
+    jint(j, "steps", tr->steps_run);
+    jint(j, "model_step", stochflow_model_step(m));
+    jnum(j, "loss", tr->mean_loss);
+    jnum(j, "last_loss", tr->last_loss);
+    jnum(j, "seconds", tr->seconds);
+    jnum(j, "steps_per_second", sps);
+    jint(j, "batch", batch);
+    jint(j, "params", stochflow_model_num_params(m));
+    jstr(j, "data", opt(o, "--data"));
+    jstr(j, "model", out);
+    jint(j, "checkpoints", tr->checkpoints);
+}
+
+int cmd_train(int argc, char **argv) {
+    opts o;
+    catch_signals();
+    int rc = cli_parse(&o, "train", "--data SRC --out MODEL [options]", TRAIN_OPTS,
+                       sizeof TRAIN_OPTS / sizeof TRAIN_OPTS[0], argc, argv);
+    if (rc != 0) return rc > 0 ? 0 : EXIT_USAGE;
+    if ((rc = need(&o, "--data")) != 0) return EXIT_USAGE;
+    const char *src = opt(&o, "--data"), *resume = opt(&o, "--resume");
+    const char *base_src = opt(&o, "--base"), *tpng = opt(&o, "--transport-png");
+    int img = images_source("train", src);
+    if (img < 0) return cli_exit_code(img);
+    uint64_t steps, batch, ck_every, maxim = 0;
+    unet_opts uo;
+    grid_hook g = {0};
+    if ((rc = check_options(&o, img, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
+        return cli_exit_code(rc);
+
+    /* output locations, before any work: directories exist, no output is an input */
+    char dir[4096], out_default[4200], ck_path[4200];
+    if (strlen(opt(&o, "--outdir") ? opt(&o, "--outdir") : opt(&o, "--out")) >= sizeof dir)
+        return cli_usage("train: --outdir/--out path too long"), EXIT_USAGE;
+    periodic_dir(dir, sizeof dir, &o);
+    snprintf(out_default, sizeof out_default, "%s/model.sfm", dir);
+    snprintf(ck_path, sizeof ck_path, "%s/checkpoint.sfm", dir);
+    const char *out = opt(&o, "--out") ? opt(&o, "--out") : out_default;
+    /* (--out may be the --resume checkpoint: it is read whole before anything is written;
+     * DIR/checkpoint.sfm too, and its directory is --out's or the created --outdir) */
+    const char *inputs[] = {source_file(src), source_file(base_src)};
+    if (opt(&o, "--outdir") && make_dirs(dir) != 0) return 1;
+    if (check_output("train", out, inputs, 2) != 0 ||
+        (tpng && check_output("train", tpng, inputs, 2) != 0))
+        return 1;
+
+    /* the data, once */
+    dataset ds = {0}, base_ds = {0};
+    imageset im = {0};
+    stochflow_model *m = NULL;
+    train_result tr = {0};
+    points_batch pb = {0};
+    images_batch ib = {0};
+    int ret = 1;
+    if (img) {
+        if (images_open(&im, "train", src, 0, (size_t)maxim) != 0) goto out;
+    } else {
+        if (dataset_open(&ds, src) != 0) goto out;
+        if (base_src && dataset_open(&base_ds, base_src) != 0) goto out;
+        if (base_src && base_ds.toy) base_ds.d = 2;
+        if (base_src && base_ds.d != ds.d) {
+            cli_fail("train: --base has %zu columns but --data has %zu", base_ds.d, ds.d);
+            goto out;
+        }
+    }
+    size_t d = img ? im.d : ds.d;
+
+    /* the model: resumed, or new for the data's kind */
+    if (resume) {
+        if (load_model(&m, resume) != 0) goto out;
+        if (img && (unet_model_shape(&g.u, m, "train", resume) != 0 ||
+                    unet_check_images(&g.u, &im, "train", resume) != 0))
+            goto out;
+    } else if (img) {
+        if ((rc = unet_build(&m, &o, &uo, &im)) != 0 ||
+            (rc = unet_model_shape(&g.u, m, "train", "the model")) != 0)
+            goto fail;
+        if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, IMG_LR)) < 0 ||
+            (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, IMG_CLIP)) < 0 ||
+            /* --ema on a new image model warms up (STOCHFLOW_PARAM_EMA_WARMUP, doc/cli.md) */
+            (opt(&o, "--ema") != NULL &&
+             (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1)) < 0)) {
+            cli_fail_lib(rc, "image training defaults");
+            goto out;
+        }
+    } else if ((rc = build_mlp(&m, &o, ds.d, "256,256,256", 0)) != 0) {
+        goto fail;
+    }
+    if (stochflow_model_dim(m) != d) {
+        cli_fail("train: the data has %zu columns but the model has dimension %zu", d,
+                 stochflow_model_dim(m));
+        goto out;
+    }
+    if ((rc = set_threads(m, &o, default_threads())) != 0 ||
+        (rc = apply_train_params(m, &o, !resume, steps)) != 0)
+        goto fail;
+    if (img && g.every && grid_fits("train", "use a smaller --grid-n", (size_t)g.n, 0, im.h,
+                                    im.w) != 0)
+        goto out;
+
+    uint64_t seed = model_seed(m), step0 = stochflow_model_step(m);
+    size_t B = (size_t)batch;
+    train_spec sp = {.steps = steps, .batch = B, .label = "train",
+                     .checkpoint = ck_every ? ck_path : NULL, .checkpoint_every = ck_every};
+    if (img) {
+        ib = (images_batch){.im = &im, .b = B, .seed = seed, .x = malloc(B * d * sizeof(float)),
+                            .z = malloc(B * sizeof(float)), .pb = malloc(B * d)};
+        if (ib.x == NULL || ib.z == NULL || ib.pb == NULL) {
+            cli_fail("train: out of memory for a batch of %zu images", B);
+            goto out;
+        }
+        g.dir = dir;
+        g.seed = seed + IMG_GRID_SEED_OFFSET;
+        sp.fill = fill_images;
+        sp.fill_user = &ib;
+        sp.hook = write_grids;
+        sp.hook_user = &g;
+        printf("train: U-Net on %zu images %zux%zux%zu from %s (%zu parameters, batch %zu)\n",
+               im.n, im.c, im.h, im.w, src, stochflow_model_num_params(m), B);
+        fflush(stdout);
+    } else {
+        pb = (points_batch){.ds = &ds, .base = base_src ? &base_ds : NULL, .b = B, .seed = seed,
+                            .x = malloc(B * d * sizeof(float)), .z = malloc(B * sizeof(float)),
+                            .x0 = base_src ? malloc(B * d * sizeof(float)) : NULL};
+        if (pb.x == NULL || pb.z == NULL || (base_src && pb.x0 == NULL)) {
+            cli_fail("train: out of memory for a batch of %zu rows of %zu values", B, d);
+            goto out;
+        }
+        sp.fill = fill_points;
+        sp.fill_user = &pb;
+    }
+    if (train_run(&tr, m, &sp) != 0) goto out;
+
+    /* --out is saved whatever stopped the loop, so the steps done are not lost */
+    if ((rc = stochflow_model_save(m, out)) < 0) {
+        if (tr.fail[0])
+            cli_fail("train: %s; saving %s failed too: %s (%s)", tr.fail, out,
+                     stochflow_last_error_message(), stochflow_status_string(rc));
+        else
+            cli_fail_lib(rc, out);
+        goto out;
+    }
+    if (tr.fail[0]) {
+        cli_fail("train: %s; stopped after %llu steps (model step %llu), saved %s, continue "
+                 "with --resume",
+                 tr.fail, (unsigned long long)tr.steps_run,
+                 (unsigned long long)stochflow_model_step(m), out);
+        goto out;
+    }
+    if (tr.interrupted) {
+        cli_fail("train: interrupted after %llu steps (model step %llu); saved %s, continue "
+                 "with --resume",
+                 (unsigned long long)tr.steps_run, (unsigned long long)stochflow_model_step(m),
+                 out);
+        ret = EXIT_INTERRUPTED;
+        goto out;
+    }
+    json j;
+    report(&o, out, m, &tr, step0, batch, &j);
+    if (img) {
+        char mult[128], attn[64];
+        unet_describe(mult, sizeof mult, attn, sizeof attn, &g.u);
+        printf("U-Net base %zu, mult %s, %zu block(s) per level, attention at %s, %zu groups\n",
+               g.u.base, mult, g.u.blocks, attn, g.u.groups);
+    }
+    printf("saved %s (%zu parameters)", out, stochflow_model_num_params(m));
+    if (tr.checkpoints)
+        printf("; %llu periodic checkpoint(s) to %s", (unsigned long long)tr.checkpoints, ck_path);
+    printf("\n");
+    if (g.written)
+        printf("wrote %llu sample grid(s), the last %s\n", (unsigned long long)g.written, g.last);
+    cli_transport_report(m); /* the learnable interpolant: path length, coefficients */
+    if (base_src)
+        printf("base: %s (data-to-data flow: the checkpoint does not record the base; pass "
+               "--base %s to `stochflow sample` and `stochflow logp`)\n", base_src, base_src);
+    if (tpng) {
+        if (cli_transport_picture(tpng, m, base_src ? &base_ds : NULL, &ds, seed) != 0) {
+            if (opt(&o, "--json")) free(j.buf);
+            goto out;
+        }
+        printf("wrote %s\n", tpng);
+    }
+    if (opt(&o, "--json")) {
+        jstr(&j, "checkpoint", tr.checkpoints ? ck_path : NULL);
+        double pl;
+        if (cli_is_fourier(m) && stochflow_model_path_length(&pl, NULL, m) == 0)
+            jnum(&j, "path_length", pl);
+        if (img) {
+            jint(&j, "images", im.n);
+            jint(&j, "channels", im.c);
+            jint(&j, "height", im.h);
+            jint(&j, "width", im.w);
+            jint(&j, "grids", g.written);
+            jstr(&j, "last_grid", g.written ? g.last : NULL);
+        }
+        jend(&j);
+    }
+    ret = 0;
+    goto out;
+fail:
+    ret = cli_exit_code(rc);
+out:
+    free(tr.history);
+    free(pb.x);
+    free(pb.z);
+    free(pb.x0);
+    free(ib.x);
+    free(ib.z);
+    free(ib.pb);
+    stochflow_model_free(m);
+    images_close(&im);
+    dataset_free(&base_ds);
+    dataset_free(&ds);
+    return ret;
+}

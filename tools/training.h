@@ -1,0 +1,69 @@
+/* training.h - the training loop of the stochflow program (training.c), shared by
+ * `train` (2-D/tabular data and images) and `demo`. Public API of <stochflow.h> only. */
+#ifndef STOCHFLOW_TOOLS_TRAINING_H
+#define STOCHFLOW_TOOLS_TRAINING_H
+
+#include "common.h"
+
+/* Fill the batch of model step `step`: set *x (batch x d) and *x0 (base samples, or NULL
+ * for N(0, I)) to buffers the filler owns. 0, or CLI_ERR (printed). */
+typedef int (*batch_filler)(void *user, const float **x, const float **x0, uint64_t step);
+
+/* After every step: 0 to go on, 1 to stop as if interrupted, CLI_ERR to stop with a
+ * failure written into fail (training stops, the caller still saves its model). */
+typedef int (*step_hook)(void *user, stochflow_model *m, uint64_t step, char *fail,
+                         size_t cap);
+
+typedef struct {
+    uint64_t steps;       /* steps to run now */
+    size_t batch;
+    const char *label;    /* progress label */
+    batch_filler fill;
+    void *fill_user;
+    const char *checkpoint; /* saved (atomically) after every checkpoint_every-th model step */
+    uint64_t checkpoint_every; /* 0: never */
+    step_hook hook;       /* NULL: none */
+    void *hook_user;
+    int keep_history;     /* keep every loss (the demo's curve); else only the last 100 */
+} train_spec;
+
+typedef struct {
+    uint64_t steps_run, checkpoints;
+    double seconds, last_loss, mean_loss; /* mean of the last min(100, steps_run) losses */
+    double *history;      /* keep_history: steps_run losses (caller frees) */
+    int interrupted;      /* SIGINT/SIGTERM (or the hook) stopped the loop after a step */
+    char fail[6144];      /* a periodic file failed: "PATH: why" (training stopped) */
+} train_result;
+
+/* Run sp->steps training steps. 0 when the loop ended (all steps, interrupted, or a
+ * periodic file failed: see res), CLI_ERR when a step or the filler failed (printed). The
+ * loss history grows with the steps run, so --steps 10^9 needs no memory up front. */
+int train_run(train_result *res, stochflow_model *m, const train_spec *sp);
+
+/* Batches of 2-D/tabular data (train, demo): b rows of ds (and of base, when not NULL),
+ * in buffers x (b x d), x0 (b x d, with a base) and z (b floats) the caller owns. Toys:
+ * a fresh draw from stream = step; files: rows uniformly with replacement, indices keyed
+ * by (seed, stream = step, i). */
+typedef struct {
+    const dataset *ds, *base;
+    size_t b;
+    uint64_t seed;
+    float *x, *x0, *z;
+} points_batch;
+int fill_points(void *user, const float **x, const float **x0, uint64_t step);
+
+/* The optimizer options of train/demo (only those given are applied): 0, CLI_USAGE or
+ * CLI_ERR. fresh: a new model (a cosine schedule then spans `steps`). */
+int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t steps);
+/* Check the optimizer options' values without a model (before any work). */
+int check_train_params(const opts *o);
+
+/* A new MLP model of dimension dim from the architecture options (--hidden --activation
+ * --interpolant --time-fourier --seed), with default widths and time features (train,
+ * demo): 0, CLI_USAGE or CLI_ERR. check_mlp_options: their values alone, before any data
+ * is read: 0 or CLI_USAGE. */
+int build_mlp(stochflow_model **m, const opts *o, size_t dim, const char *def_hidden,
+              int def_fourier);
+int check_mlp_options(const opts *o);
+
+#endif
