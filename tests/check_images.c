@@ -616,9 +616,9 @@ START_TEST(test_png_hostile) {
     expect_msg("claims 30000 x 30000");
 
     /* a 4000 x 4000 first image (16 MB, compressed to kilobytes) followed by 40 files
-     * named *.png that are not PNGs: the output grows with the images decoded, so this
-     * is FORMAT naming the second file under the address-space limit, not NOMEM from
-     * one 41 x 16 MB = 656 MB allocation up front */
+     * named *.png that are not PNGs: every header is read before the result (41 x 16 MB
+     * = 656 MB) is allocated, so this is FORMAT naming the second file under the
+     * address-space limit, not NOMEM */
     const uint32_t side = 4000;
     uint8_t *zero = calloc((size_t)side * side, 1);
     ck_assert_ptr_nonnull(zero);
@@ -635,7 +635,7 @@ START_TEST(test_png_hostile) {
     as_restore(limited);
     ck_assert_int_eq(rc, STOCHFLOW_E_FORMAT);
     expect_msg("a001.png is not a PNG");
-    /* and a real directory of several images still loads (growth 1, 2, 4, 5) */
+    /* and a real directory of several images still loads */
     uint8_t g5[5][6];
     for (int k = 0; k < 5; ++k) {
         for (int i = 0; i < 6; ++i) g5[k][i] = (uint8_t)(k * 50 + i);
