@@ -118,6 +118,13 @@ def main(root):
     put(cp, "bad-bomb-header", SIG + chunk(b"IHDR", ihdr) + chunk(b"PLTE", bytes(6))
         + chunk(b"IDAT", zlib.compress(bytes(3751 * 64), 9)) + chunk(b"IEND", b""))
     put(cp, "bad-not-png", b"GIF89a not really a PNG")
+    # expansion bombs: a 1-bit palette image of 4000 x 4000 (2 MB of rows, 48 MB as RGB)
+    # and three 2000 x 2000 1-bit gray files (4 MB decoded each) of ~560 bytes
+    w = 4000
+    put(cp, "bad-palette-expansion",
+        png(w, w, 1, 3, (b"\x00" + bytes(w // 8)) * w, plte=bytes([0, 0, 0, 255, 255, 255])))
+    w = 2000
+    put(cp, "bad-small-files-2000x2000", png(w, w, 1, 0, (b"\x00" + bytes(w // 8)) * w) * 3)
 
 
 if __name__ == "__main__":
