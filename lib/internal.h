@@ -11,6 +11,15 @@
 
 #include "stochflow.h"
 
+/* ---- constants and checks used everywhere ---------------------------------------- */
+
+#define STOCHFLOW__PI 3.14159265358979323846
+#define STOCHFLOW__HALF_PI (0.5 * STOCHFLOW__PI) /* exact: halving a double */
+
+/* 1 when v is finite, 0 for NaN or +-Inf: v - v is 0 for finite v and NaN otherwise.
+ * Branch-free, so loops that test every element still vectorize. */
+static inline int stochflow__finitef(float v) { return v - v == 0.0f; }
+
 /* ---- errors (error.c) ------------------------------------------------------------ */
 
 /* Record a formatted message for this thread and return status (always < 0). */
@@ -19,8 +28,6 @@ int stochflow__error(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/* Clear the thread's message (optional; successful calls need not do it). */
-void stochflow__error_clear(void);
 
 /* Return status with a message when cond holds. */
 #define RETURN_ERROR_IF(cond, status, ...)                 \
@@ -94,10 +101,15 @@ double stochflow__rng_normal(stochflow__rng *r);
 
 /* C[m x n] = alpha * op(A) op(B) + beta * C, row-major with leading dimensions.
  * op(A) is m x k: A is m x k (lda >= k) or, with ta, k x m (lda >= m). Likewise B.
- * Validates every size before calling BLIS; nthreads via a per-call runtime object. */
-void stochflow__sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
-                      const float *a, size_t lda, const float *b, size_t ldb, float beta,
-                      float *c, size_t ldc, int nthreads);
+ * nthreads via a per-call runtime object. Checks its own arguments before calling BLIS
+ * (which would abort() on bad ones): sizes and leading dimensions within BLIS's signed
+ * range, each leading dimension at least a stored row, no NULL operand when there is
+ * work. Returns 0, or STOCHFLOW_E_INVALID with a message and C untouched. Callers pass
+ * sizes from validated layouts, so the check is a guard, not their validation; it costs
+ * a few comparisons per call. */
+int stochflow__sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                     const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                     float *c, size_t ldc, int nthreads);
 /* Naive reference (double accumulation) with the same contract, for tests. */
 void stochflow__sgemm_naive(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
                             const float *a, size_t lda, const float *b, size_t ldb,
@@ -136,7 +148,6 @@ int stochflow__interp_check(const stochflow__interp *ip);
  */
 int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n, float *v,
                           float *div, const float *probes, size_t K, float *quad);
-int stochflow__model_threads(const stochflow_model *m);
 
 /* ---- files (checkpoint.c) ------------------------------------------------------- */
 

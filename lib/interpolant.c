@@ -4,15 +4,14 @@
 #include "internal.h"
 #include "transport.h"
 
-#define HALF_PI 1.5707963267948966
 
 int stochflow__interp_eval(const stochflow__interp *ip, double t, double out[4]) {
     switch (ip->kind) {
     case STOCHFLOW_INTERP_TRIG:
-        out[0] = cos(HALF_PI * t);
-        out[1] = sin(HALF_PI * t);
-        out[2] = -HALF_PI * sin(HALF_PI * t);
-        out[3] = HALF_PI * cos(HALF_PI * t);
+        out[0] = cos(STOCHFLOW__HALF_PI * t);
+        out[1] = sin(STOCHFLOW__HALF_PI * t);
+        out[2] = -STOCHFLOW__HALF_PI * sin(STOCHFLOW__HALF_PI * t);
+        out[3] = STOCHFLOW__HALF_PI * cos(STOCHFLOW__HALF_PI * t);
         return 0;
     case STOCHFLOW_INTERP_LINEAR:
         out[0] = 1.0 - t;

@@ -13,7 +13,6 @@
 #include "model.h"
 #include "parallel.h"
 
-#define PI 3.14159265358979323846
 /* Rows per chunk of an evaluation: rows * (1 + tangents) stays below this, so the
  * workspace of velocity/divergence calls is bounded whatever n is. */
 #define EVAL_BUDGET_ROWS 8192
@@ -166,7 +165,6 @@ STOCHFLOW_API size_t stochflow_model_num_params(const stochflow_model *m) {
     return m ? m->n_params : 0;
 }
 STOCHFLOW_API uint64_t stochflow_model_step(const stochflow_model *m) { return m ? m->step : 0; }
-int stochflow__model_threads(const stochflow_model *m) { return (int)m->hp.threads; }
 
 STOCHFLOW_API int stochflow_model_set_param(stochflow_model *m, int key, double value) {
     CHECK_MODEL(m);
@@ -265,8 +263,8 @@ static float *carve_acts(acts *A, const stochflow_model *m, float *p, size_t row
 static void time_embed(float *phi, const stochflow_model *m, double t) {
     phi[0] = (float)t;
     for (size_t k = 1; k <= m->cfg.n_freq; ++k) {
-        phi[2 * k - 1] = (float)sin(PI * (double)k * t);
-        phi[2 * k] = (float)cos(PI * (double)k * t);
+        phi[2 * k - 1] = (float)sin(STOCHFLOW__PI * (double)k * t);
+        phi[2 * k] = (float)cos(STOCHFLOW__PI * (double)k * t);
     }
 }
 
@@ -684,7 +682,7 @@ static size_t eval_block(const stochflow_model *m, const float *p, double t, con
     forward(m, p, &A, rows, T > 0, nt);
     if (v) memcpy(v + s * d, A.out, rows * d * sizeof *v);
     for (size_t i = 0; i < rows * d; ++i)
-        if (!(A.out[i] - A.out[i] == 0.0f)) return s * d + i;
+        if (!stochflow__finitef(A.out[i])) return s * d + i;
     if (T == 0) return SIZE_MAX;
     jvp_trace(m, p, &A, rows, div ? NULL : probes + s * K * d, T, div ? qbuf : quad + s * K,
               tan1, tan2, nt);

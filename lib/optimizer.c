@@ -6,7 +6,6 @@
 #include "model.h"
 #include "parallel.h"
 
-#define PI 3.14159265358979323846
 
 double stochflow__model_lr(const stochflow_model *m) {
     const stochflow__hparams *hp = &m->hp;
@@ -17,7 +16,7 @@ double stochflow__model_lr(const stochflow_model *m) {
         break;
     case STOCHFLOW_LR_COSINE: {
         double frac = step >= hp->lr_total_steps ? 1.0 : step / hp->lr_total_steps;
-        lr = hp->lr_min + 0.5 * (hp->lr - hp->lr_min) * (1.0 + cos(PI * frac));
+        lr = hp->lr_min + 0.5 * (hp->lr - hp->lr_min) * (1.0 + cos(STOCHFLOW__PI * frac));
         break;
     }
     default: break;
@@ -30,7 +29,7 @@ double stochflow__model_lr(const stochflow_model *m) {
 SIMD_CLONES
 static int any_nonfinite(const float *g, size_t lo, size_t hi) {
     int bad = 0;
-    for (size_t i = lo; i < hi; ++i) bad |= !(g[i] - g[i] == 0.0f);
+    for (size_t i = lo; i < hi; ++i) bad |= !stochflow__finitef(g[i]);
     return bad;
 }
 
@@ -70,7 +69,7 @@ static int adam_any_nonfinite(const float *p, const float *mm, const float *vv, 
     for (size_t i = lo; i < hi; ++i) {
         float mi, vi, pi;
         ADAM_ELEMENT(c, g[i], mm[i], vv[i], p[i], mi, vi, pi);
-        bad |= !(mi - mi == 0.0f && vi - vi == 0.0f && pi - pi == 0.0f);
+        bad |= !(stochflow__finitef(mi) && stochflow__finitef(vi) && stochflow__finitef(pi));
     }
     return bad;
 }
@@ -82,7 +81,7 @@ static size_t adam_first_nonfinite(const float *p, const float *mm, const float 
     for (size_t i = 0; i < n; ++i) {
         float mi, vi, pi;
         ADAM_ELEMENT(c, g[i], mm[i], vv[i], p[i], mi, vi, pi);
-        if (!(mi - mi == 0.0f && vi - vi == 0.0f && pi - pi == 0.0f)) return i;
+        if (!(stochflow__finitef(mi) && stochflow__finitef(vi) && stochflow__finitef(pi))) return i;
     }
     return n;
 }
@@ -102,7 +101,7 @@ static void adam_update(float *p, float *mm, float *vv, const float *g, size_t l
 /* The error for a gradient with a NaN or Inf (the first one's index). */
 static int gradient_error(const stochflow_model *m, const float *g, size_t n) {
     size_t i = 0;
-    while (i < n && g[i] - g[i] == 0.0f) ++i;
+    while (i < n && stochflow__finitef(g[i])) ++i;
     return stochflow__error(STOCHFLOW_E_NONFINITE,
                             "gradient is not finite at parameter %zu (step %llu); "
                             "model unchanged", i, (unsigned long long)m->step);
@@ -111,7 +110,7 @@ static int gradient_error(const stochflow_model *m, const float *g, size_t n) {
 /* 0 when every gradient value is finite, else gradient_error's status. */
 static int gradient_check_serial(const stochflow_model *m, const float *g, size_t n) {
     for (size_t i = 0; i < n; ++i)
-        if (!(g[i] - g[i] == 0.0f)) return gradient_error(m, g, n);
+        if (!stochflow__finitef(g[i])) return gradient_error(m, g, n);
     return 0;
 }
 

@@ -16,8 +16,6 @@
 #include "model.h"
 #include "transport.h"
 
-#define PI 3.14159265358979323846
-#define HALF_PI 1.5707963267948966
 #define PATH_EMA_DECAY 0.99
 #define SINKHORN_MAX_ITERS 1000
 #define SINKHORN_TOL 1e-6
@@ -28,10 +26,10 @@
 
 void stochflow__fourier_eval(const stochflow__interp *ip, double t, double out[4]) {
     if (ip->base == STOCHFLOW_INTERP_TRIG) {
-        out[0] = cos(HALF_PI * t);
-        out[1] = sin(HALF_PI * t);
-        out[2] = -HALF_PI * sin(HALF_PI * t);
-        out[3] = HALF_PI * cos(HALF_PI * t);
+        out[0] = cos(STOCHFLOW__HALF_PI * t);
+        out[1] = sin(STOCHFLOW__HALF_PI * t);
+        out[2] = -STOCHFLOW__HALF_PI * sin(STOCHFLOW__HALF_PI * t);
+        out[3] = STOCHFLOW__HALF_PI * cos(STOCHFLOW__HALF_PI * t);
     } else {
         out[0] = 1.0 - t;
         out[1] = t;
@@ -41,7 +39,7 @@ void stochflow__fourier_eval(const stochflow__interp *ip, double t, double out[4
     const size_t M = ip->n_modes;
     const double *al = ip->coef, *be = ip->coef + M;
     for (size_t k = 0; k < M; ++k) {
-        double w = PI * (double)(k + 1);
+        double w = STOCHFLOW__PI * (double)(k + 1);
         double s = sin(w * t), c = w * cos(w * t);
         out[0] += al[k] * s;
         out[1] += be[k] * s;
@@ -441,7 +439,7 @@ void stochflow__transport_coef_grad(stochflow_model *m, const float *o, const fl
         }
         /* dG/dalpha_m = sin(m pi t) (dG/dx_t . x0) - (2/n) m pi cos(m pi t) (o . x0) */
         for (size_t q = 0; q < M; ++q) {
-            double w = PI * (double)(q + 1);
+            double w = STOCHFLOW__PI * (double)(q + 1);
             double s = sin(w * t[i]), c = w * cos(w * t[i]);
             ga[q] += s * gx0 - two_over_n * c * ox0;
             gb[q] += s * gx1 - two_over_n * c * ox1;

@@ -145,7 +145,7 @@ static int unary(stochflow__unet *u, int kind, int x) {
         h = T(u, x)->h;
         w = T(u, x)->w;
     }
-    int y = new_tensor(u, kind == OP_UP ? c : c, kind == OP_UP ? 2 * h : h,
+    int y = new_tensor(u, c, kind == OP_UP ? 2 * h : h,
                        kind == OP_UP ? 2 * w : w);
     op *o = new_op(u, kind);
     o->in0 = x;
@@ -444,7 +444,6 @@ int stochflow__unet_ws_floats(size_t *out, const stochflow__unet *u, size_t n, i
     return 0;
 }
 
-#define PI 3.14159265358979323846
 
 /* ws layout: [forward arena | scratch | gradient arena] */
 static float *fwd_of(const stochflow__unet *u, float *ws, size_t n, int id) {
