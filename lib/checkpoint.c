@@ -97,7 +97,7 @@ static void serialize(writer *w, const stochflow_model *m) {
     put_u32(w, (uint32_t)c->activation);
     put_u32(w, (uint32_t)c->time_kind);
     put_u32(w, (uint32_t)c->n_freq);
-    put_u32(w, (uint32_t)c->interpolant);
+    put_u32(w, (uint32_t)c->interp.kind);
     put_u64(w, c->seed);
     for (size_t i = 0; i < c->n_hidden; ++i) put_u32(w, (uint32_t)c->hidden[i]);
 
@@ -145,10 +145,10 @@ static void serialize(writer *w, const stochflow_model *m) {
     put_f32s(w, m->adam_v, np);
 
     /* issue 9: learned interpolant (lib/transport.c) */
-    if (c->interpolant == STOCHFLOW_INTERP_FOURIER) {
-        size_t ilen = stochflow__transport_section_size(m);
+    if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) {
+        size_t ilen = stochflow__transport_section_size(&c->interp);
         section(w, "INTP", ilen);
-        if (w->p) stochflow__transport_section_write(w->p + w->len, m);
+        if (w->p) stochflow__transport_section_write(w->p + w->len, &m->tr, &c->interp);
         w->len += ilen;
     }
 
@@ -385,7 +385,7 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
     cfg.activation = (int)get_u32(&cr);
     cfg.time_kind = (int)get_u32(&cr);
     cfg.n_freq = get_u32(&cr);
-    cfg.interpolant = (int)get_u32(&cr);
+    cfg.interp.kind = (int)get_u32(&cr);
     cfg.seed = get_u64(&cr);
     RETURN_ERROR_IF(nh < 1 || nh > STOCHFLOW__MAX_HIDDEN || conf.len != 32 + 4 * (uint64_t)nh,
                     STOCHFLOW_E_FORMAT, "checkpoint CONF section is inconsistent");
@@ -412,10 +412,10 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
                             u->mult[l], l);
         cfg.arch = STOCHFLOW_ARCH_UNET;
     }
-    if (cfg.interpolant == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
+    if (cfg.interp.kind == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
         RETURN_ERROR_IF(!intp.at, STOCHFLOW_E_FORMAT,
                         "checkpoint of a Fourier interpolant lacks its INTP section");
-        FORWARD_IF_ERROR(stochflow__transport_section_conf(&cfg, intp.at, intp.len));
+        FORWARD_IF_ERROR(stochflow__transport_section_conf(&cfg.interp, intp.at, intp.len));
     }
     int rc = stochflow__config_validate(&cfg);
     RETURN_ERROR_IF(rc < 0, STOCHFLOW_E_FORMAT, "checkpoint configuration is invalid: %s",
@@ -467,8 +467,8 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
             rc = read_array_section(m->ema, 1, &emaw, "EMAW", np);
     }
     if (rc == 0) rc = read_array_section(m->adam_m, 2, &adam, "ADAM", np);
-    if (rc == 0 && cfg.interpolant == STOCHFLOW_INTERP_FOURIER)
-        rc = stochflow__transport_section_read(m, intp.at, intp.len);
+    if (rc == 0 && cfg.interp.kind == STOCHFLOW_INTERP_FOURIER)
+        rc = stochflow__transport_section_read(&m->tr, &m->cfg.interp, intp.at, intp.len);
     if (rc == 0) {
         rc = stochflow__check_finite(m->params, np, "checkpoint weights");
         /* the whole state loads finite: EMA weights and Adam moments too (issue 7) */

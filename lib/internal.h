@@ -117,14 +117,17 @@ void stochflow__sgemm_naive(int ta, int tb, size_t m, size_t n, size_t k, float 
 
 /* ---- interpolants (interpolant.c) ------------------------------------------------ */
 
-#define STOCHFLOW__MAX_MODES 64  /* Fourier interpolant modes (issue 9) */
+#define STOCHFLOW__MAX_MODES 64  /* Fourier interpolant modes */
 
+/* The interpolant, stored once: in the configuration (stochflow_config.interp), and so
+ * in the model's copy of it (m->cfg.interp), which is the live one. */
 typedef struct {
     int kind;                    /* STOCHFLOW_INTERP_* */
     stochflow_schedule_fn fn;    /* CUSTOM only */
     void *user;
-    /* FOURIER only (issue 9, lib/transport.c): base schedule (TRIG or LINEAR), M modes,
-     * coef[0..M) = alpha (added to a), coef[M..2M) = beta (added to b). */
+    /* FOURIER only: base schedule (TRIG or LINEAR), M modes, coef[0..M) = alpha (added
+     * to a), coef[M..2M) = beta (added to b). The coefficients are learned: zero in a
+     * new model, set by the optimizer's ascent step and by checkpoints. */
     int base;
     size_t n_modes;
     double coef[2 * STOCHFLOW__MAX_MODES];
@@ -134,6 +137,12 @@ typedef struct {
 int stochflow__interp_eval(const stochflow__interp *ip, double t, double out[4]);
 /* Check the boundary values of a schedule (to 1e-6); error message on failure. */
 int stochflow__interp_check(const stochflow__interp *ip);
+/* FOURIER: the gradient of the batch loss G with respect to (alpha, beta) into grad
+ * [2 M], given the network output o [n x d], the loss's input gradient du (row stride
+ * du_stride, x_t in the first d columns), the paired x0, x1 [n x d] and the times t. */
+void stochflow__interp_coef_grad(double *grad, const stochflow__interp *ip, const float *o,
+                                 const float *du, size_t du_stride, const float *x0,
+                                 const float *x1, const double *t, size_t n, size_t d);
 
 /* ---- model internals used by the solver (model.c) ------------------------------- */
 
