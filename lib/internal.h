@@ -77,7 +77,7 @@ enum {
     STOCHFLOW__STREAM_EVAL_T = 5,    /* loss evaluation times */
     STOCHFLOW__STREAM_SAMPLE = 6,    /* stochflow_solver_sample base draws */
     STOCHFLOW__STREAM_PROBE = 7,     /* Hutchinson probes */
-    STOCHFLOW__STREAM_COUPLING = 8,  /* Sinkhorn coupling draws (issue 9) */
+    STOCHFLOW__STREAM_COUPLING = 8,  /* Sinkhorn coupling draws */
     STOCHFLOW__STREAM_USER = 16      /* stochflow_random_normal streams start here */
 };
 

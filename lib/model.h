@@ -23,7 +23,7 @@ struct stochflow_config {
     size_t n_freq;    /* FOURIER only */
     stochflow__interp interp; /* kind, schedule, Fourier base/modes/coefficients */
     uint64_t seed;
-    int arch;         /* STOCHFLOW_ARCH_* (issue 8) */
+    int arch;         /* STOCHFLOW_ARCH_* */
     stochflow__unet_cfg unet; /* ARCH_UNET only */
 };
 
@@ -32,7 +32,7 @@ typedef struct {
     double lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
     double lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min;
     double threads, eval_weights;
-    double interp_lr, coupling, sinkhorn_reg; /* issue 9 (lib/transport.c) */
+    double interp_lr, coupling, sinkhorn_reg; /* interpolant ascent, couplings */
     double ema_warmup; /* STOCHFLOW_PARAM_EMA_WARMUP (lib/optimizer.c) */
 } stochflow__hparams;
 

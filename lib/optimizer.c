@@ -200,7 +200,7 @@ int stochflow__optimizer_apply(stochflow_model *m) {
     c.eps = (float)as.eps;
     c.wd = (float)(lr * hp->weight_decay);
     /* Refuse an update that would not be finite: the model stays at its last finite
-     * state (issue 7; tests/check_reliability.c). */
+     * state (tests/check_reliability.c). */
     bad = 0;
 #define BODY(lo, hi)                                             \
     do {                                                         \

@@ -1,4 +1,4 @@
-/* unet.c - the U-Net velocity field (issue 8), compiled into a tape of image layers.
+/* unet.c - the U-Net velocity field, compiled into a tape of image layers.
  *
  * Compilation (build) turns a configuration into tensors (a shape per image) and
  * operations that read and write them by index; parameters are laid out in one flat
