@@ -3,6 +3,7 @@
 #ifndef STOCHFLOW_MODEL_H
 #define STOCHFLOW_MODEL_H
 
+#include "busy.h"
 #include "internal.h"
 #include "transport.h"
 #include "unet.h"
@@ -35,6 +36,16 @@ typedef struct {
     size_t w_off, b_off;
 } stochflow__dense;
 
+/* What a loaded checkpoint held that this version does not know (unknown sections, with
+ * their headers, and unknown HPAR entries, 16 bytes each): written back verbatim by the
+ * next save (lib/checkpoint.c, doc/checkpoint-format.md). */
+typedef struct {
+    uint8_t *sections;
+    size_t sections_len;
+    uint8_t *hpar;
+    size_t hpar_count;
+} stochflow__carried;
+
 /* Optimizer and runtime settings (keyed parameters). */
 typedef struct {
     double lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
@@ -63,6 +74,8 @@ struct stochflow_model {
     size_t ws_floats;
     stochflow__transport tr; /* issue 9: learned interpolant state, couplings */
     stochflow__unet *unet;   /* issue 8: the compiled U-Net (ARCH_UNET), else NULL */
+    stochflow__busy busy;    /* lib/busy.h: the thread inside a public call, or 0 */
+    stochflow__carried carried; /* lib/checkpoint.c: unknown checkpoint content */
 };
 
 /* config.c */

@@ -468,21 +468,32 @@ int stochflow__transport_apply(stochflow_model *m) {
     const double factor = stochflow__model_lr(m) / m->hp.lr;
     const double loss = m->tr.last_loss;
     const int have_loss = m->tr.loss_valid;
-    FORWARD_IF_ERROR(stochflow__optimizer_apply(m));
+    /* the ascent is computed first and committed after the network's update, so that a
+     * non-finite coefficient or moment leaves the whole model unchanged */
+    double nm[2 * STOCHFLOW__MAX_MODES], nv[2 * STOCHFLOW__MAX_MODES];
+    double nc[2 * STOCHFLOW__MAX_MODES];
     if (fourier) {
         const stochflow__hparams *hp = &m->hp;
-        const double t = (double)m->step; /* after the increment: 1 on the first step */
+        const double t = (double)m->step + 1.0; /* the step being taken: 1 on the first */
         const double bc1 = 1.0 - pow(hp->beta1, t), bc2 = 1.0 - pow(hp->beta2, t);
         const double lr = hp->interp_lr * factor;
         for (size_t k = 0; k < 2 * M; ++k) {
             double g = m->tr.grad[k];
-            double mk = hp->beta1 * m->tr.adam_m[k] + (1.0 - hp->beta1) * g;
-            double vk = hp->beta2 * m->tr.adam_v[k] + (1.0 - hp->beta2) * g * g;
-            m->tr.adam_m[k] = mk;
-            m->tr.adam_v[k] = vk;
+            nm[k] = hp->beta1 * m->tr.adam_m[k] + (1.0 - hp->beta1) * g;
+            nv[k] = hp->beta2 * m->tr.adam_v[k] + (1.0 - hp->beta2) * g * g;
             /* gradient ASCENT: the interpolant maximizes min_v G (shortest path) */
-            m->interp.coef[k] += lr * (mk / bc1) / (sqrt(vk / bc2) + hp->eps);
+            nc[k] = m->interp.coef[k] + lr * (nm[k] / bc1) / (sqrt(nv[k] / bc2) + hp->eps);
+            RETURN_ERROR_IF(!isfinite(nc[k]) || !isfinite(nm[k]) || !isfinite(nv[k]),
+                            STOCHFLOW_E_NONFINITE,
+                            "interpolant coefficient %zu would become non-finite (step %llu); "
+                            "model unchanged", k, (unsigned long long)m->step);
         }
+    }
+    FORWARD_IF_ERROR(stochflow__optimizer_apply(m));
+    if (fourier) {
+        memcpy(m->tr.adam_m, nm, 2 * M * sizeof *nm);
+        memcpy(m->tr.adam_v, nv, 2 * M * sizeof *nv);
+        memcpy(m->interp.coef, nc, 2 * M * sizeof *nc);
     }
     m->tr.grad_valid = 0;
     if (have_loss && isfinite(loss)) {
@@ -533,6 +544,7 @@ STOCHFLOW_API int stochflow_model_interpolant_coefficients(double *alpha, double
                                                            size_t *n_modes,
                                                            const stochflow_model *m) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    STOCHFLOW__ENTER(m, "model");
     RETURN_ERROR_IF(m->interp.kind != STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_INVALID,
                     "interpolant_coefficients: the model's interpolant is not FOURIER");
     const size_t M = m->interp.n_modes;
@@ -546,6 +558,7 @@ STOCHFLOW_API int stochflow_model_interpolant_eval(double out[4], const stochflo
                                                    double t) {
     RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "interpolant_eval: out is NULL");
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    STOCHFLOW__ENTER(m, "model");
     RETURN_ERROR_IF(!(t >= 0.0 && t <= 1.0), STOCHFLOW_E_INVALID,
                     "interpolant_eval: time %g outside [0, 1]", t);
     return stochflow__interp_eval(&m->interp, t, out);
@@ -555,6 +568,7 @@ STOCHFLOW_API int stochflow_model_path_length(double *out, uint64_t *count,
                                               const stochflow_model *m) {
     RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "path_length: out is NULL");
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    STOCHFLOW__ENTER(m, "model");
     if (count) *count = m->tr.path_count;
     RETURN_ERROR_IF(m->tr.path_count == 0, STOCHFLOW_E_INVALID,
                     "path_length: no training step has been taken yet");
