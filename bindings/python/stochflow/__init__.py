@@ -14,6 +14,13 @@ carrying the C status code and message.
     x = m.sample(1000, solver="rk4", steps=50)
     logp = m.log_prob(x)
 
+A Model or Solver may be shared between threads: calls on one handle are serialized by
+a lock per object (the C library itself refuses concurrent use of a handle with
+STOCHFLOW_E_BUSY), while distinct objects run in parallel (ctypes releases the GIL).
+Arrays returned by parameters() and gradients() are views: writing them while another
+thread calls the model is not synchronized. Seeds and streams are integers in
+[0, 2**64); anything else raises ValueError.
+
 The shared library is found via $STOCHFLOW_LIBRARY, then the install directory recorded
 by `meson install`, then <checkout>/build/lib, then the system loader (doc/bindings.md).
 """
