@@ -301,7 +301,8 @@ static int intp_read(load_ctx *c, const sect *s) {
  * Written in this order. Loading runs, in this order: conf (configuration, before any
  * allocation; called only for present sections unless the row has call_absent), then
  * check (sizes the configuration implies, still before allocation), then read (into the
- * built model). Unknown tags are skipped: later minor versions may add sections. */
+ * built model). Sections of unknown tags are carried to the next save (carry_unknown):
+ * later minor versions may add sections. */
 typedef struct {
     char tag[4];
     int required;    /* a file without it is malformed */
@@ -416,7 +417,8 @@ static int check_header(const uint8_t *p, size_t len) {
     return 0;
 }
 
-/* Find every known section (out[i] for sections[i]); unknown tags are skipped. */
+/* Find every known section (out[i] for sections[i]); *unknown_bytes: the size of the
+ * sections of unknown tags, headers included (copied by carry_unknown). */
 static int index_sections(sect out[N_SECTIONS], size_t *unknown_bytes, const uint8_t *p,
                           size_t len) {
     memset(out, 0, N_SECTIONS * sizeof *out);
