@@ -94,6 +94,9 @@ extern "C" {
 #define STOCHFLOW_E_UNSUPPORTED (-9)   /**< unknown key or feature not available */
 #define STOCHFLOW_E_VERSION (-10)      /**< file written by an unsupported format version */
 #define STOCHFLOW_E_CALLBACK (-11)     /**< a caller callback returned an error */
+/** A model or solver handle in use by another thread: any public call that takes the
+ * handle may return it, having done nothing (doc/threading.md). @since 0.3 */
+#define STOCHFLOW_E_BUSY (-12)
 
 /**
  * Static English text for a status code ("ok", "invalid argument", ...).
@@ -392,12 +395,17 @@ STOCHFLOW_API int stochflow_model_divergence(float *div, float *v, stochflow_mod
 
 /**
  * Checkpoints: configuration, weights, EMA weights, Adam moments, step, seed and all
- * keyed parameters, in one versioned little-endian CRC-32-checked format
+ * keyed parameters but the thread count (a runtime setting: saved as 1, ignored on
+ * load), in one versioned little-endian CRC-32-checked format
  * (doc/checkpoint-format.md). Saving to a path is atomic: a temporary file in the
- * same directory is written, fsync'ed and renamed over the target. A model loaded
- * from a checkpoint continues training bit-for-bit as the saved one would have.
+ * same directory is written, fsync'ed and renamed over the target. A symbolic link is
+ * followed (its target is replaced, the link kept); a path that exists and is not a
+ * regular file gives STOCHFLOW_E_IO; an existing file's mode (and owner, where
+ * permitted) is kept. A model loaded from a checkpoint continues training bit-for-bit
+ * as the saved one would have; its whole state is validated on load, and sections or
+ * keys this version does not know are written back verbatim by its next save.
  * @return 0, STOCHFLOW_E_IO, STOCHFLOW_E_FORMAT, STOCHFLOW_E_VERSION,
- *         STOCHFLOW_E_NOMEM, STOCHFLOW_E_INVALID. @since 0.1
+ *         STOCHFLOW_E_NOMEM, STOCHFLOW_E_INVALID, STOCHFLOW_E_BUSY. @since 0.1
  */
 STOCHFLOW_API int stochflow_model_save(stochflow_model *m, const char *path);
 STOCHFLOW_API int stochflow_model_load(stochflow_model **out, const char *path);

@@ -3,6 +3,7 @@
  * sequence of tagged sections and a CRC; each section is one row of the table below
  * (tag, when it is written, its length, its writer, its readers), all built on the byte
  * helpers of lib/bytes.h. File utilities (CRC, atomic write, reading) are lib/fileio.c. */
+#include <math.h>
 #include <string.h>
 
 #include "bytes.h"
@@ -126,6 +127,9 @@ static void stat_write(writer *w, const stochflow_model *m) {
 static int stat_check(const load_ctx *c, const sect *s) {
     (void)c;
     RETURN_ERROR_IF(s->len != 16, STOCHFLOW_E_FORMAT, "checkpoint STAT section malformed");
+    uint32_t ema_valid = stochflow__le_get32(s->at + 8);
+    RETURN_ERROR_IF(ema_valid > 1, STOCHFLOW_E_FORMAT,
+                    "checkpoint STAT section: ema_valid is %u, not 0 or 1", ema_valid);
     return 0;
 }
 static int stat_read(load_ctx *c, const sect *s) {
@@ -136,20 +140,26 @@ static int stat_read(load_ctx *c, const sect *s) {
 }
 
 static uint64_t hpar_len(const stochflow_model *m) {
-    (void)m;
-    return 8 + 16 * hpar_count();
+    return 8 + 16 * (hpar_count() + (uint64_t)m->carried.hpar_count);
 }
 static void hpar_write(writer *w, const stochflow_model *m) {
     size_t n;
     const stochflow__param_info *t = stochflow__param_table(&n);
-    stochflow__w_u32(w, (uint32_t)hpar_count());
+    stochflow__w_u32(w, (uint32_t)(hpar_count() + m->carried.hpar_count));
     stochflow__w_u32(w, 0);
     for (size_t i = 0; i < n; ++i) {
         if (t[i].owner != STOCHFLOW__OWNER_MODEL) continue;
         stochflow__w_u32(w, (uint32_t)t[i].key);
         stochflow__w_u32(w, 0);
-        stochflow__w_f64(w, *stochflow__hparams_field((stochflow__hparams *)&m->hp, t[i].key));
+        /* runtime resources are not model state: the thread count is written as its
+         * default and ignored when read (doc/threading.md) */
+        stochflow__w_f64(w, t[i].key == STOCHFLOW_PARAM_THREADS
+                                ? t[i].def
+                                : *stochflow__hparams_field((stochflow__hparams *)&m->hp,
+                                                            t[i].key));
     }
+    /* keys of a newer writer, carried verbatim */
+    if (m->carried.hpar_count) stochflow__w_bytes(w, m->carried.hpar, 16 * m->carried.hpar_count);
 }
 static int hpar_read(load_ctx *c, const sect *s) {
     RETURN_ERROR_IF(s->len < 8, STOCHFLOW_E_FORMAT, "checkpoint HPAR section too short");
@@ -158,13 +168,27 @@ static int hpar_read(load_ctx *c, const sect *s) {
     (void)stochflow__r_u32(&r);
     RETURN_ERROR_IF(s->len != 8 + 16 * (uint64_t)count, STOCHFLOW_E_FORMAT,
                     "checkpoint HPAR section malformed");
+    size_t unknown = 0;
     for (uint32_t i = 0; i < count; ++i) {
         int key = (int)stochflow__r_u32(&r);
         (void)stochflow__r_u32(&r);
         double v = stochflow__r_f64(&r);
-        if (stochflow__hparams_field(&c->m->hp, key) == NULL) continue; /* newer key */
+        if (stochflow__hparams_field(&c->m->hp, key) == NULL) { /* a newer key: carried */
+            ++unknown;
+            continue;
+        }
+        if (key == STOCHFLOW_PARAM_THREADS) continue; /* runtime, not state: default */
         RETURN_ERROR_IF(stochflow_model_set_param(c->m, key, v) < 0, STOCHFLOW_E_FORMAT,
                         "checkpoint parameter %d has invalid value %g", key, v);
+    }
+    if (unknown == 0) return 0;
+    stochflow__carried *k = &c->m->carried;
+    k->hpar = stochflow__alloc_array(unknown, 16);
+    RETURN_ERROR_IF(k->hpar == NULL, STOCHFLOW_E_NOMEM, "load: out of memory");
+    for (uint32_t i = 0; i < count; ++i) {
+        const uint8_t *e = s->at + 8 + 16 * (size_t)i;
+        if (stochflow__hparams_field(&c->m->hp, (int)stochflow__le_get32(e)) != NULL) continue;
+        memcpy(k->hpar + 16 * k->hpar_count++, e, 16);
     }
     return 0;
 }
@@ -203,6 +227,13 @@ static int finite_or_format(const float *x, size_t n, const char *what) {
                     stochflow_last_error_message());
     return 0;
 }
+/* Adam second moments are non-negative (a negative one is a square root of < 0). */
+static int nonneg_or_format(const float *x, size_t n, const char *what) {
+    for (size_t i = 0; i < n; ++i)
+        RETURN_ERROR_IF(x[i] < 0.0f, STOCHFLOW_E_FORMAT,
+                        "%s: value %g at index %zu is negative", what, (double)x[i], i);
+    return 0;
+}
 static int wght_read(load_ctx *c, const sect *s) {
     FORWARD_IF_ERROR(array_read(c->m->params, 1, s, "WGHT", c->np));
     return finite_or_format(c->m->params, c->np, "checkpoint weights");
@@ -229,7 +260,9 @@ static void adam_write(writer *w, const stochflow_model *m) {
 }
 static int adam_read(load_ctx *c, const sect *s) {
     FORWARD_IF_ERROR(array_read(c->m->adam_m, 2, s, "ADAM", c->np));
-    return finite_or_format(c->m->adam_m, 2 * c->np, "checkpoint Adam moments");
+    FORWARD_IF_ERROR(finite_or_format(c->m->adam_m, c->np, "checkpoint ADAM first moments"));
+    FORWARD_IF_ERROR(finite_or_format(c->m->adam_v, c->np, "checkpoint ADAM second moments"));
+    return nonneg_or_format(c->m->adam_v, c->np, "checkpoint ADAM second moments");
 }
 
 /* learned interpolant: body written and read by lib/transport.c */
@@ -249,14 +282,27 @@ static int intp_conf(load_ctx *c, const sect *s) {
 }
 static int intp_read(load_ctx *c, const sect *s) {
     if (c->cfg.interp.kind != STOCHFLOW_INTERP_FOURIER) return 0;
-    return stochflow__transport_section_read(&c->m->tr, &c->m->cfg.interp, s->at, s->len);
+    FORWARD_IF_ERROR(stochflow__transport_section_read(&c->m->tr, &c->m->cfg.interp, s->at, s->len));
+    /* the rest of the ascent's state: finite, second moments non-negative */
+    const stochflow__transport *tr = &c->m->tr;
+    RETURN_ERROR_IF(!isfinite(tr->path_ema), STOCHFLOW_E_FORMAT,
+                    "checkpoint INTP path_ema is not finite");
+    for (size_t k = 0; k < 2 * c->m->cfg.interp.n_modes; ++k) {
+        RETURN_ERROR_IF(!isfinite(tr->adam_m[k]), STOCHFLOW_E_FORMAT,
+                        "checkpoint INTP Adam first moment %zu is not finite", k);
+        RETURN_ERROR_IF(!isfinite(tr->adam_v[k]) || !(tr->adam_v[k] >= 0.0), STOCHFLOW_E_FORMAT,
+                        "checkpoint INTP Adam second moment %zu is %g (must be finite and >= 0)",
+                        k, tr->adam_v[k]);
+    }
+    return 0;
 }
 
 /* ---- the section table ----------------------------------------------------------------
  * Written in this order. Loading runs, in this order: conf (configuration, before any
  * allocation; called only for present sections unless the row has call_absent), then
  * check (sizes the configuration implies, still before allocation), then read (into the
- * built model). Unknown tags are skipped: later minor versions may add sections. */
+ * built model). Sections of unknown tags are carried to the next save (carry_unknown):
+ * later minor versions may add sections. */
 typedef struct {
     char tag[4];
     int required;    /* a file without it is malformed */
@@ -299,6 +345,10 @@ static void serialize(writer *w, const stochflow_model *m) {
         stochflow__w_u64(w, d->len(m));
         d->write(w, m);
     }
+    /* sections of a newer writer, carried verbatim from the file this model was loaded
+     * from */
+    if (m->carried.sections_len)
+        stochflow__w_bytes(w, m->carried.sections, m->carried.sections_len);
     if (w->p) {
         stochflow__le_put64(w->p + payload_at, w->len - start);
         stochflow__w_u32(w, stochflow__crc32(w->p, w->len));
@@ -310,6 +360,7 @@ static void serialize(writer *w, const stochflow_model *m) {
 STOCHFLOW_API int stochflow_model_serialized_size(size_t *size, const stochflow_model *m) {
     RETURN_ERROR_IF(size == NULL, STOCHFLOW_E_INVALID, "serialized_size: size is NULL");
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    STOCHFLOW__ENTER(m, "model");
     writer w = {NULL, 0};
     serialize(&w, m);
     *size = w.len;
@@ -320,6 +371,7 @@ STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, const stochflow_m
                                               void *buf, size_t cap) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
     RETURN_ERROR_IF(buf == NULL, STOCHFLOW_E_INVALID, "save_buffer: buffer is NULL");
+    STOCHFLOW__ENTER(m, "model");
     size_t need;
     FORWARD_IF_ERROR(stochflow_model_serialized_size(&need, m));
     RETURN_ERROR_IF(cap < need, STOCHFLOW_E_INVALID,
@@ -333,6 +385,7 @@ STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, const stochflow_m
 STOCHFLOW_API int stochflow_model_save(stochflow_model *m, const char *path) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
     RETURN_ERROR_IF(path == NULL, STOCHFLOW_E_INVALID, "save: path is NULL");
+    STOCHFLOW__ENTER(m, "model");
     size_t len;
     FORWARD_IF_ERROR(stochflow_model_serialized_size(&len, m));
     uint8_t *buf = stochflow__malloc(len);
@@ -364,9 +417,12 @@ static int check_header(const uint8_t *p, size_t len) {
     return 0;
 }
 
-/* Find every known section (out[i] for sections[i]); unknown tags are skipped. */
-static int index_sections(sect out[N_SECTIONS], const uint8_t *p, size_t len) {
+/* Find every known section (out[i] for sections[i]); *unknown_bytes: the size of the
+ * sections of unknown tags, headers included (copied by carry_unknown). */
+static int index_sections(sect out[N_SECTIONS], size_t *unknown_bytes, const uint8_t *p,
+                          size_t len) {
     memset(out, 0, N_SECTIONS * sizeof *out);
+    *unknown_bytes = 0;
     const size_t end = len - 4;
     size_t pos = HEADER_SIZE;
     while (pos < end) {
@@ -378,8 +434,11 @@ static int index_sections(sect out[N_SECTIONS], const uint8_t *p, size_t len) {
         RETURN_ERROR_IF(slen > end - pos, STOCHFLOW_E_FORMAT,
                         "checkpoint section %.4s claims %llu bytes, only %zu left", tag,
                         (unsigned long long)slen, end - pos);
-        for (size_t i = 0; i < N_SECTIONS; ++i) {
-            if (memcmp(tag, sections[i].tag, 4) != 0) continue;
+        size_t i = 0;
+        while (i < N_SECTIONS && memcmp(tag, sections[i].tag, 4) != 0) ++i;
+        if (i == N_SECTIONS) {
+            *unknown_bytes += SECTION_HEADER + (size_t)slen;
+        } else {
             RETURN_ERROR_IF(out[i].at != NULL, STOCHFLOW_E_FORMAT,
                             "checkpoint has two %.4s sections", tag);
             out[i].at = p + pos;
@@ -390,6 +449,25 @@ static int index_sections(sect out[N_SECTIONS], const uint8_t *p, size_t len) {
     for (size_t i = 0; i < N_SECTIONS; ++i)
         RETURN_ERROR_IF(sections[i].required && out[i].at == NULL, STOCHFLOW_E_FORMAT,
                         "checkpoint lacks a required section (%.4s)", sections[i].tag);
+    return 0;
+}
+
+/* Copy the sections of unknown tags (headers included, in file order) into m->carried,
+ * so that the next save writes them back (the file was walked by index_sections). */
+static int carry_unknown(stochflow_model *m, const uint8_t *p, size_t len, size_t bytes) {
+    stochflow__carried *k = &m->carried;
+    k->sections = stochflow__malloc(bytes);
+    RETURN_ERROR_IF(k->sections == NULL, STOCHFLOW_E_NOMEM, "load: out of memory");
+    for (size_t pos = HEADER_SIZE; pos < len - 4;) {
+        size_t whole = SECTION_HEADER + (size_t)stochflow__le_get64(p + pos + 8);
+        size_t i = 0;
+        while (i < N_SECTIONS && memcmp(p + pos, sections[i].tag, 4) != 0) ++i;
+        if (i == N_SECTIONS) {
+            memcpy(k->sections + k->sections_len, p + pos, whole);
+            k->sections_len += whole;
+        }
+        pos += whole;
+    }
     return 0;
 }
 
@@ -419,7 +497,8 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
     RETURN_ERROR_IF(buf == NULL, STOCHFLOW_E_INVALID, "load: buffer is NULL");
     FORWARD_IF_ERROR(check_header(buf, len));
     sect found[N_SECTIONS];
-    FORWARD_IF_ERROR(index_sections(found, buf, len));
+    size_t unknown_bytes;
+    FORWARD_IF_ERROR(index_sections(found, &unknown_bytes, buf, len));
     load_ctx c;
     memset(&c, 0, sizeof c);
     FORWARD_IF_ERROR(load_config(&c, found));
@@ -431,6 +510,10 @@ STOCHFLOW_API int stochflow_model_load_buffer(stochflow_model **out, const void 
             stochflow_model_free(c.m);
             return rc;
         }
+    }
+    if (unknown_bytes > 0 && carry_unknown(c.m, buf, len, unknown_bytes) < 0) {
+        stochflow_model_free(c.m);
+        return STOCHFLOW_E_NOMEM;
     }
     *out = c.m;
     return 0;

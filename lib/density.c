@@ -26,6 +26,7 @@ STOCHFLOW_API void stochflow_solver_free(stochflow_solver *s) { stochflow__free(
 
 STOCHFLOW_API int stochflow_solver_set_param(stochflow_solver *s, int key, double value) {
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_INVALID, "solver_set_param: solver is NULL");
+    STOCHFLOW__ENTER(s, "solver");
     double *f = stochflow__solver_field(s, key);
     RETURN_ERROR_IF(f == NULL, STOCHFLOW_E_UNSUPPORTED,
                     "solver_set_param: key %d is not a solver (200s/300s) parameter", key);
@@ -38,6 +39,7 @@ STOCHFLOW_API int stochflow_solver_set_param(stochflow_solver *s, int key, doubl
 STOCHFLOW_API int stochflow_solver_get_param(double *out, const stochflow_solver *s, int key) {
     RETURN_ERROR_IF(out == NULL || s == NULL, STOCHFLOW_E_INVALID,
                     "solver_get_param: NULL argument");
+    STOCHFLOW__ENTER(s, "solver");
     double *f = stochflow__solver_field((stochflow_solver *)s, key);
     RETURN_ERROR_IF(f == NULL, STOCHFLOW_E_UNSUPPORTED,
                     "solver_get_param: key %d is not a solver (200s/300s) parameter", key);
@@ -47,6 +49,7 @@ STOCHFLOW_API int stochflow_solver_get_param(double *out, const stochflow_solver
 
 STOCHFLOW_API int stochflow_solver_set_seed(stochflow_solver *s, uint64_t seed) {
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_INVALID, "solver_set_seed: solver is NULL");
+    STOCHFLOW__ENTER(s, "solver");
     s->seed = seed;
     return 0;
 }
@@ -54,6 +57,7 @@ STOCHFLOW_API int stochflow_solver_set_seed(stochflow_solver *s, uint64_t seed) 
 STOCHFLOW_API int stochflow_solver_set_base_logpdf(stochflow_solver *s, stochflow_logpdf_fn fn,
                                                    void *user) {
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_INVALID, "solver_set_base_logpdf: solver is NULL");
+    STOCHFLOW__ENTER(s, "solver");
     s->base_fn = fn;
     s->base_user = fn ? user : NULL;
     return 0;
@@ -62,6 +66,7 @@ STOCHFLOW_API int stochflow_solver_set_base_logpdf(stochflow_solver *s, stochflo
 STOCHFLOW_API int stochflow_solver_set_progress(stochflow_solver *s, stochflow_progress_fn fn,
                                                 void *user) {
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_INVALID, "solver_set_progress: solver is NULL");
+    STOCHFLOW__ENTER(s, "solver");
     s->progress = fn;
     s->progress_user = fn ? user : NULL;
     return 0;
@@ -69,6 +74,7 @@ STOCHFLOW_API int stochflow_solver_set_progress(stochflow_solver *s, stochflow_p
 
 STOCHFLOW_API int stochflow_solver_stat(double *out, const stochflow_solver *s, int key) {
     RETURN_ERROR_IF(out == NULL || s == NULL, STOCHFLOW_E_INVALID, "solver_stat: NULL argument");
+    STOCHFLOW__ENTER(s, "solver");
     switch (key) {
     case STOCHFLOW_STAT_NFE: *out = s->nfe; return 0;
     case STOCHFLOW_STAT_ACCEPTED: *out = s->accepted; return 0;
@@ -331,6 +337,8 @@ STOCHFLOW_API int stochflow_solver_integrate(float *dlogp, float *dlogp_se, stoc
                                              stochflow_model *m, float *x, size_t n, double t0,
                                              double t1) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "integrate: model is NULL");
+    STOCHFLOW__ENTER(s, "solver");
+    STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src = model_src(m);
     return stochflow__solver_integrate_src(dlogp, dlogp_se, s, &src, x, n, t0, t1);
 }
@@ -339,6 +347,7 @@ STOCHFLOW_API int stochflow_solver_integrate_fn(float *dlogp, stochflow_solver *
                                                 stochflow_velocity_fn fn, void *user, size_t d,
                                                 float *x, size_t n, double t0, double t1) {
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "integrate_fn: velocity callback is NULL");
+    STOCHFLOW__ENTER(s, "solver");
     stochflow__vsrc src = fn_src(fn, user, d);
     return stochflow__solver_integrate_src(dlogp, NULL, s, &src, x, n, t0, t1);
 }
@@ -347,6 +356,8 @@ STOCHFLOW_API int stochflow_solver_log_prob(float *logp, float *se, stochflow_so
                                             stochflow_model *m, const float *x, size_t n,
                                             double t) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "log_prob: model is NULL");
+    STOCHFLOW__ENTER(s, "solver");
+    STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src = model_src(m);
     return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
 }
@@ -355,6 +366,7 @@ STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, stochflow_solver *s,
                                                stochflow_velocity_fn fn, void *user, size_t d,
                                                const float *x, size_t n, double t) {
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "log_prob_fn: velocity callback is NULL");
+    STOCHFLOW__ENTER(s, "solver");
     stochflow__vsrc src = fn_src(fn, user, d);
     return stochflow__solver_log_prob_src(logp, NULL, s, &src, x, n, t);
 }
@@ -362,6 +374,8 @@ STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, stochflow_solver *s,
 STOCHFLOW_API int stochflow_solver_sample(float *x, float *logp, stochflow_solver *s,
                                           stochflow_model *m, size_t n, uint64_t seed) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "sample: model is NULL");
+    STOCHFLOW__ENTER(s, "solver");
+    STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src = model_src(m);
     return sample_src(x, logp, s, &src, n, seed);
 }
@@ -370,6 +384,7 @@ STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_so
                                              stochflow_velocity_fn fn, void *user, size_t d,
                                              size_t n, uint64_t seed) {
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "sample_fn: velocity callback is NULL");
+    STOCHFLOW__ENTER(s, "solver");
     stochflow__vsrc src = fn_src(fn, user, d);
     return sample_src(x, logp, s, &src, n, seed);
 }

@@ -2,9 +2,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "busy.h"
 #include "internal.h"
 
 static _Thread_local char last_message[512];
+/* lib/busy.h: the address of this byte names the calling thread */
+_Thread_local char stochflow__busy_token;
 
 int stochflow__error(int status, const char *fmt, ...) {
     /* Format into a copy first: callers may pass the current message as an argument
@@ -41,6 +44,7 @@ STOCHFLOW_API const char *stochflow_status_string(int status) {
     case STOCHFLOW_E_UNSUPPORTED: return "unsupported";
     case STOCHFLOW_E_VERSION: return "unsupported format version";
     case STOCHFLOW_E_CALLBACK: return "callback failed";
+    case STOCHFLOW_E_BUSY: return "handle in use by another thread";
     default: return "unknown status";
     }
 }

@@ -1,12 +1,15 @@
 /* fileio.c - whole-file utilities shared by checkpoints (lib/checkpoint.c) and PNG
  * output (lib/png_io.c): CRC-32, atomic writes, reading a regular file into memory. */
+#define _DEFAULT_SOURCE /* realpath, fchown */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -56,22 +59,102 @@ static void sync_parent_dir(char *path) {
     }
 }
 
+/* Create a new file beside target, named TARGET.tmp.XXXXXX, with mode 0666 so that the
+ * umask (and a default ACL) apply as for fopen. Returns the descriptor, or -1 (errno). */
+static int create_temp(char *tmp, size_t tlen) {
+    static _Atomic unsigned long counter;
+    const char *digits = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+                 ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)&ts;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        x += 0x9E3779B97F4A7C15ull * (1 + atomic_fetch_add(&counter, 1));
+        uint64_t y = x;
+        for (size_t i = tlen - 6; i < tlen; ++i, y /= 62) tmp[i] = digits[y % 62];
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/* Which file a write to path replaces (doc/reliability.md): a symbolic link is followed
+ * to its target, which is written in place of the link's name; anything that exists and
+ * is not a regular file (device, FIFO, socket, directory) is refused; a dangling link is
+ * refused. *target: a heap copy of the path to replace (free with free()); *st: the
+ * existing file's status when *exists. */
+static int resolve_target(char **target, struct stat *st, int *exists, const char *path) {
+    *target = NULL;
+    *exists = 0;
+    if (lstat(path, st) != 0) {
+        RETURN_ERROR_IF(errno != ENOENT, STOCHFLOW_E_IO, "cannot write %s: %s", path,
+                        strerror(errno));
+        *target = strdup(path);
+        RETURN_ERROR_IF(*target == NULL, STOCHFLOW_E_NOMEM, "out of memory");
+        return 0;
+    }
+    if (S_ISLNK(st->st_mode)) {
+        *target = realpath(path, NULL);
+        RETURN_ERROR_IF(*target == NULL && errno == ENOMEM, STOCHFLOW_E_NOMEM, "out of memory");
+        RETURN_ERROR_IF(*target == NULL, STOCHFLOW_E_IO,
+                        "cannot write %s: the symbolic link cannot be followed (%s)", path,
+                        strerror(errno));
+        if (stat(*target, st) != 0) {
+            int e = errno;
+            free(*target);
+            *target = NULL;
+            return stochflow__error(STOCHFLOW_E_IO, "cannot write %s: %s", path, strerror(e));
+        }
+    } else {
+        *target = strdup(path);
+        RETURN_ERROR_IF(*target == NULL, STOCHFLOW_E_NOMEM, "out of memory");
+    }
+    if (!S_ISREG(st->st_mode)) {
+        free(*target);
+        *target = NULL;
+        return stochflow__error(STOCHFLOW_E_IO,
+                                "cannot write %s: it exists and is not a regular file (a "
+                                "device, FIFO, socket or directory); refusing to replace it",
+                                path);
+    }
+    *exists = 1;
+    return 0;
+}
+
 int stochflow__atomic_write(const char *path, const void *data, size_t len) {
     RETURN_ERROR_IF(path == NULL || path[0] == '\0', STOCHFLOW_E_INVALID, "path is empty");
-    size_t plen = strlen(path);
+    char *target;
+    struct stat st;
+    int exists;
+    FORWARD_IF_ERROR(resolve_target(&target, &st, &exists, path));
+    size_t plen = strlen(target);
     char *tmp = stochflow__malloc(plen + 16);
-    RETURN_ERROR_IF(tmp == NULL, STOCHFLOW_E_NOMEM, "out of memory");
-    memcpy(tmp, path, plen);
+    if (tmp == NULL) {
+        free(target);
+        return stochflow__error(STOCHFLOW_E_NOMEM, "out of memory");
+    }
+    memcpy(tmp, target, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
+    int fd = create_temp(tmp, plen + 11);
     if (fd < 0) {
         int e = errno;
         stochflow__free(tmp);
+        free(target);
         return stochflow__error(STOCHFLOW_E_IO, "cannot create a temporary file next to %s: %s",
                                 path, strerror(e));
     }
     int rc = 0, e = 0;
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (exists) {
+        /* the replacement keeps the file's owner (where permitted: root, or a group the
+         * caller is in) and its permission bits; chown first, as it clears set-id bits */
+        if (fchown(fd, st.st_uid, st.st_gid) != 0) (void)!fchown(fd, (uid_t)-1, st.st_gid);
+        if (fchmod(fd, st.st_mode & 07777) != 0) {
+            e = errno;
+            rc = -1;
+        }
+    }
+    if (rc == 0 && (write_all(fd, data, len) != 0 || fsync(fd) != 0)) {
         e = errno;
         rc = -1;
     }
@@ -79,16 +162,11 @@ int stochflow__atomic_write(const char *path, const void *data, size_t len) {
         e = errno;
         rc = -1;
     }
-    if (rc == 0) {
-        /* mkstemp creates 0600; give the file the usual 0644 minus the umask. */
-        mode_t mask = umask(0);
-        umask(mask);
-        chmod(tmp, 0666 & ~mask);
-        if (rename(tmp, path) != 0) {
-            e = errno;
-            rc = -1;
-        }
+    if (rc == 0 && rename(tmp, target) != 0) {
+        e = errno;
+        rc = -1;
     }
+    free(target);
     if (rc != 0) {
         unlink(tmp);
         stochflow__free(tmp);

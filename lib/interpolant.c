@@ -127,6 +127,7 @@ STOCHFLOW_API int stochflow_model_interpolant_coefficients(double *alpha, double
                                                            size_t *n_modes,
                                                            const stochflow_model *m) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    STOCHFLOW__ENTER(m, "model");
     const stochflow__interp *ip = &m->cfg.interp;
     RETURN_ERROR_IF(ip->kind != STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_INVALID,
                     "interpolant_coefficients: the model's interpolant is not FOURIER");
@@ -141,6 +142,7 @@ STOCHFLOW_API int stochflow_model_interpolant_eval(double out[4], const stochflo
                                                    double t) {
     RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "interpolant_eval: out is NULL");
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    STOCHFLOW__ENTER(m, "model");
     RETURN_ERROR_IF(!(t >= 0.0 && t <= 1.0), STOCHFLOW_E_INVALID,
                     "interpolant_eval: time %g outside [0, 1]", t);
     return stochflow__interp_eval(&m->cfg.interp, t, out);

@@ -99,6 +99,8 @@ STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
     stochflow__free(m->ws);
     stochflow__transport_free(&m->tr);
     stochflow__network_free(&m->net);
+    stochflow__free(m->carried.sections);
+    stochflow__free(m->carried.hpar);
     stochflow__free(m);
 }
 
@@ -108,6 +110,7 @@ STOCHFLOW_API int stochflow_model_config(stochflow_config **out, const stochflow
     RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "model_config: out is NULL");
     *out = NULL;
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     stochflow_config *c = stochflow__malloc(sizeof *c);
     RETURN_ERROR_IF(c == NULL, STOCHFLOW_E_NOMEM, "model_config: out of memory");
     *c = m->cfg;
@@ -130,6 +133,7 @@ STOCHFLOW_API uint64_t stochflow_model_step(const stochflow_model *m) {
 
 STOCHFLOW_API int stochflow_model_set_param(stochflow_model *m, int key, double value) {
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     double *field = stochflow__hparams_field(&m->hp, key);
     RETURN_ERROR_IF(field == NULL, STOCHFLOW_E_UNSUPPORTED,
                     "model_set_param: key %d is not a model parameter", key);
@@ -142,6 +146,7 @@ STOCHFLOW_API int stochflow_model_set_param(stochflow_model *m, int key, double 
 STOCHFLOW_API int stochflow_model_get_param(double *out, const stochflow_model *m, int key) {
     RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "model_get_param: out is NULL");
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     double *field = stochflow__hparams_field((stochflow__hparams *)&m->hp, key);
     RETURN_ERROR_IF(field == NULL, STOCHFLOW_E_UNSUPPORTED,
                     "model_get_param: key %d is not a model parameter", key);
@@ -152,6 +157,7 @@ STOCHFLOW_API int stochflow_model_get_param(double *out, const stochflow_model *
 STOCHFLOW_API int stochflow_model_set_schedule(stochflow_model *m, stochflow_schedule_fn fn,
                                                void *user) {
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     RETURN_ERROR_IF(m->cfg.interp.kind != STOCHFLOW_INTERP_CUSTOM, STOCHFLOW_E_INVALID,
                     "model_set_schedule: the model's interpolant is not custom");
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "model_set_schedule: callback is NULL");
@@ -164,6 +170,7 @@ STOCHFLOW_API int stochflow_model_set_schedule(stochflow_model *m, stochflow_sch
 STOCHFLOW_API int stochflow_model_parameters(float **params, size_t *count, stochflow_model *m) {
     RETURN_ERROR_IF(params == NULL, STOCHFLOW_E_INVALID, "model_parameters: params is NULL");
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     *params = m->params;
     if (count) *count = m->n_params;
     return 0;
@@ -172,6 +179,7 @@ STOCHFLOW_API int stochflow_model_parameters(float **params, size_t *count, stoc
 STOCHFLOW_API int stochflow_model_gradients(float **grads, size_t *count, stochflow_model *m) {
     RETURN_ERROR_IF(grads == NULL, STOCHFLOW_E_INVALID, "model_gradients: grads is NULL");
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     *grads = m->grads;
     if (count) *count = m->n_params;
     return 0;
@@ -328,17 +336,20 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
 
 STOCHFLOW_API int stochflow_model_loss(double *loss, stochflow_model *m, const float *x1,
                                        size_t n, const float *x0, const float *t) {
+    STOCHFLOW__ENTER(m, "model");
     return loss_grad(loss, m, x1, n, x0, t, 0, 0);
 }
 
 STOCHFLOW_API int stochflow_model_compute_gradient(double *loss, stochflow_model *m,
                                                    const float *x1, size_t n, const float *x0,
                                                    const float *t) {
+    STOCHFLOW__ENTER(m, "model");
     return loss_grad(loss, m, x1, n, x0, t, 1, 1);
 }
 
 STOCHFLOW_API int stochflow_model_apply_gradient(stochflow_model *m) {
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     FORWARD_IF_ERROR(stochflow__optimizer_apply(m)); /* network Adam + coefficient ascent */
     stochflow__transport_step_done(&m->tr);           /* path-length estimate */
     return 0;
@@ -346,6 +357,7 @@ STOCHFLOW_API int stochflow_model_apply_gradient(stochflow_model *m) {
 
 STOCHFLOW_API int stochflow_model_train_step(double *loss, stochflow_model *m, const float *x1,
                                              size_t n, const float *x0, const float *t) {
+    STOCHFLOW__ENTER(m, "model");
     FORWARD_IF_ERROR(loss_grad(loss, m, x1, n, x0, t, 1, 1));
     return stochflow_model_apply_gradient(m);
 }
@@ -495,12 +507,14 @@ int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n
 STOCHFLOW_API int stochflow_model_velocity(float *v, stochflow_model *m, double t,
                                            const float *x, size_t n) {
     RETURN_ERROR_IF(v == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity: output is NULL");
+    STOCHFLOW__ENTER(m, "model");
     return stochflow__model_eval(m, t, x, n, v, NULL, NULL, 0, NULL);
 }
 
 STOCHFLOW_API int stochflow_model_divergence(float *div, float *v, stochflow_model *m, double t,
                                              const float *x, size_t n) {
     RETURN_ERROR_IF(div == NULL && n > 0, STOCHFLOW_E_INVALID, "divergence: output is NULL");
+    STOCHFLOW__ENTER(m, "model");
     return stochflow__model_eval(m, t, x, n, v, div, NULL, 0, NULL);
 }
 
@@ -509,6 +523,7 @@ STOCHFLOW_API int stochflow_model_velocity_vjp(float *out, stochflow_model *m, d
     RETURN_ERROR_IF(out == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity_vjp: output is NULL");
     RETURN_ERROR_IF(u == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity_vjp: u is NULL");
     CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
     FORWARD_IF_ERROR(check_eval(m, t, x, n));
     if (n == 0) return 0;
     FORWARD_IF_ERROR(stochflow__check_finite(u, n * m->d, "cotangent u"));

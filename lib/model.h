@@ -4,6 +4,7 @@
 #ifndef STOCHFLOW_MODEL_H
 #define STOCHFLOW_MODEL_H
 
+#include "busy.h"
 #include "internal.h"
 #include "network.h"
 #include "transport.h"
@@ -27,6 +28,16 @@ struct stochflow_config {
     stochflow__unet_cfg unet; /* ARCH_UNET only */
 };
 
+/* What a loaded checkpoint held that this version does not know (unknown sections, with
+ * their headers, and unknown HPAR entries, 16 bytes each): written back verbatim by the
+ * next save (lib/checkpoint.c, doc/checkpoint-format.md). */
+typedef struct {
+    uint8_t *sections;
+    size_t sections_len;
+    uint8_t *hpar;
+    size_t hpar_count;
+} stochflow__carried;
+
 /* Optimizer and runtime settings (keyed parameters). */
 typedef struct {
     double lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
@@ -49,6 +60,8 @@ struct stochflow_model {
     float *ws;
     size_t ws_floats;
     stochflow__transport tr; /* coefficient gradient and moments, pairing, path length */
+    stochflow__busy busy;    /* lib/busy.h: the thread inside a public call, or 0 */
+    stochflow__carried carried; /* lib/checkpoint.c: unknown checkpoint content */
 };
 
 /* config.c */

@@ -5,6 +5,7 @@
  * (double, no clipping or weight decay, sign reversed: the interpolant maximizes the
  * loss the network minimizes). */
 #include <math.h>
+#include <string.h>
 
 #include "model.h"
 #include "parallel.h"
@@ -140,17 +141,33 @@ static int gradient_check_serial(const stochflow_model *m, const float *g, size_
 
 /* The learnable interpolant's coefficients: one Adam ASCENT step (the interpolant
  * maximizes min_v G, the shortest path), at the network's schedule scaled to
- * interp_lr: lr_interp * (lr(step) / lr). In double, dividing by the bias corrections. */
-static void coef_ascent(stochflow__interp *ip, stochflow__transport *tr,
-                        const stochflow__hparams *hp, const adam_step *as, double lr_now) {
+ * interp_lr: lr_interp * (lr(step) / lr). In double, dividing by the bias corrections.
+ * Computed into nm, nv, nc [2M] first and committed by coef_commit after the network's
+ * update, so that a non-finite coefficient or moment leaves the whole model unchanged. */
+static int coef_ascent(double *nm, double *nv, double *nc, const stochflow__interp *ip,
+                       const stochflow__transport *tr, const stochflow__hparams *hp,
+                       const adam_step *as, double lr_now, uint64_t step) {
     const double lr = hp->interp_lr * (lr_now / hp->lr);
     for (size_t k = 0; k < 2 * ip->n_modes; ++k) {
         double mk, vk;
         ADAM_MOMENTS(*as, tr->grad[k], tr->adam_m[k], tr->adam_v[k], mk, vk);
-        tr->adam_m[k] = mk;
-        tr->adam_v[k] = vk;
-        ip->coef[k] += lr * (mk / as->bc1) / (sqrt(vk / as->bc2) + as->eps);
+        nm[k] = mk;
+        nv[k] = vk;
+        nc[k] = ip->coef[k] + lr * (mk / as->bc1) / (sqrt(vk / as->bc2) + as->eps);
+        RETURN_ERROR_IF(!isfinite(nc[k]) || !isfinite(mk) || !isfinite(vk),
+                        STOCHFLOW_E_NONFINITE,
+                        "interpolant coefficient %zu would become non-finite (step %llu); "
+                        "model unchanged", k, (unsigned long long)step);
     }
+    return 0;
+}
+
+static void coef_commit(stochflow__interp *ip, stochflow__transport *tr, const double *nm,
+                        const double *nv, const double *nc) {
+    const size_t n = 2 * ip->n_modes;
+    memcpy(tr->adam_m, nm, n * sizeof *nm);
+    memcpy(tr->adam_v, nv, n * sizeof *nv);
+    memcpy(ip->coef, nc, n * sizeof *nc);
 }
 
 int stochflow__optimizer_apply(stochflow_model *m) {
@@ -188,6 +205,8 @@ int stochflow__optimizer_apply(stochflow_model *m) {
     }
     const adam_step as = adam_step_at(hp, (double)m->step + 1.0);
     const double lr = stochflow__model_lr(m);
+    double nm[2 * STOCHFLOW__MAX_MODES], nv[2 * STOCHFLOW__MAX_MODES], nc[2 * STOCHFLOW__MAX_MODES];
+    if (ascent) FORWARD_IF_ERROR(coef_ascent(nm, nv, nc, ip, &m->tr, hp, &as, lr, m->step));
     adam_coef c;
     c.fs = (float)scale;
     c.b1 = (float)as.b1;
@@ -248,7 +267,7 @@ int stochflow__optimizer_apply(stochflow_model *m) {
             for (size_t i = 0; i < n; ++i) m->ema[i] = a * m->ema[i] + b * p[i];
         }
     }
-    if (ascent) coef_ascent(ip, &m->tr, hp, &as, lr);
+    if (ascent) coef_commit(ip, &m->tr, nm, nv, nc);
     m->step++;
     return 0;
 }

@@ -4,6 +4,7 @@
 #ifndef STOCHFLOW_SOLVER_H
 #define STOCHFLOW_SOLVER_H
 
+#include "busy.h"
 #include "internal.h"
 
 /*
@@ -35,6 +36,7 @@ struct stochflow_solver {
     void *progress_user;
     /* statistics of the last call */
     double nfe, accepted, rejected, t_reached;
+    stochflow__busy busy; /* lib/busy.h: the thread inside a public call, or 0 */
 };
 
 /*

@@ -104,6 +104,7 @@ STOCHFLOW_API int stochflow_model_path_length(double *out, uint64_t *count,
                                               const stochflow_model *m) {
     RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "path_length: out is NULL");
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    STOCHFLOW__ENTER(m, "model");
     const stochflow__transport *tr = &m->tr;
     if (count) *count = tr->path_count;
     RETURN_ERROR_IF(tr->path_count == 0, STOCHFLOW_E_INVALID,

@@ -12,16 +12,23 @@
  *            step that goes bad with the model at its last finite state.
  *  explode:  adaptive and fixed-step integration of exploding or stiff fields ends with a
  *            status and finite partial results within the step budget.
- *  threads:  distinct handles trained in parallel threads agree bitwise with serial runs.
+ *  threads:  distinct handles trained in parallel threads agree bitwise with serial runs;
+ *            one handle used from two threads at once is refused with STOCHFLOW_E_BUSY.
+ *  Saving replaces only regular files (through symbolic links, keeping mode and owner);
+ *  the loaded state is validated whole; the thread count is not restored; content of a
+ *  newer writer is carried through.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +54,9 @@ static stochflow_model *new_model(uint64_t seed, size_t width) {
     ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.9));
     return m;
 }
+
+static unsigned char *add_unknown_content(const unsigned char *b, size_t len, size_t *nlen,
+                                          size_t *zat);
 
 /* The training batch of step s: deterministic, so any run can be replayed. */
 static void batch(float *x, size_t n, uint64_t s) {
@@ -372,6 +382,27 @@ START_TEST(alloc_constructors) {
         c.after_ok = cases[i].after_ok;
         c.teardown = free_outs;
         ck_assert_msg(run_sweep(&c) >= 1, "%s: no allocation was ever failed", c.name);
+    }
+    /* a file with a newer writer's content (loaded once so that it is in the form a save
+     * gives: carried content last): its carried copies are allocations too */
+    {
+        size_t nlen, zat, keep_len = c.len;
+        unsigned char *n = add_unknown_content(c.bytes, c.len, &nlen, &zat), *keep = c.bytes;
+        stochflow_model *tmp = NULL;
+        ck_assert_ok(stochflow_model_load_buffer(&tmp, n, nlen));
+        c.bytes = serialize(tmp, &c.len);
+        stochflow_model_free(tmp);
+        free(n);
+        c.name = "model_load_buffer (carried content)";
+        c.op = op_load_buffer;
+        c.after_ok = ok_loaded;
+        c.teardown = free_outs;
+        ck_assert_int_ge(run_sweep(&c), 4); /* the handle, the parameters, the carried key
+                                               and the carried section */
+        ck_assert_uint_eq(c.len, nlen);
+        free(c.bytes);
+        c.bytes = keep;
+        c.len = keep_len;
     }
     /* model_new/model_load allocate more than once: every one of them was failed */
     c.name = "model_load (count)";
@@ -1267,6 +1298,515 @@ START_TEST(parallel_equals_serial) {
 }
 END_TEST
 
+/* ---- what a save replaces ------------------------------------------------------------ */
+
+/* A save never replaces something that is not a regular file: a FIFO, a device node (as
+ * root: a copy of /dev/null made with mknod), a directory and a dangling symbolic link
+ * give STOCHFLOW_E_IO naming the path, and the node is still there, of the same kind. */
+START_TEST(save_refuses_non_regular_files) {
+    make_tmpdir();
+    stochflow_model *m = new_model(61, 8);
+    char p[400];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/fifo", tmpdir);
+    ck_assert_int_eq(mkfifo(p, 0644), 0);
+    ck_assert_status(stochflow_model_save(m, p), STOCHFLOW_E_IO);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), p));
+    ck_assert_int_eq(lstat(p, &st), 0);
+    ck_assert(S_ISFIFO(st.st_mode));
+    if (geteuid() == 0) {
+        snprintf(p, sizeof p, "%s/null", tmpdir);
+        ck_assert_int_eq(mknod(p, S_IFCHR | 0666, makedev(1, 3)), 0);
+        ck_assert_status(stochflow_model_save(m, p), STOCHFLOW_E_IO);
+        ck_assert_int_eq(lstat(p, &st), 0);
+        ck_assert(S_ISCHR(st.st_mode));
+        ck_assert_int_eq(major(st.st_rdev), 1);
+        /* the same through a symbolic link to the node */
+        char link[400];
+        snprintf(link, sizeof link, "%s/null-link", tmpdir);
+        ck_assert_int_eq(symlink(p, link), 0);
+        ck_assert_status(stochflow_model_save(m, link), STOCHFLOW_E_IO);
+        ck_assert_int_eq(lstat(link, &st), 0);
+        ck_assert(S_ISLNK(st.st_mode));
+        ck_assert_int_eq(lstat(p, &st), 0);
+        ck_assert(S_ISCHR(st.st_mode));
+    }
+    snprintf(p, sizeof p, "%s/dangling", tmpdir);
+    ck_assert_int_eq(symlink("no-such-target", p), 0);
+    ck_assert_status(stochflow_model_save(m, p), STOCHFLOW_E_IO);
+    ck_assert_int_eq(lstat(p, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    ck_assert_int_eq(clean_tmpdir(), 0); /* no temporary left */
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* A save through a symbolic link (absolute or relative) writes the link's target and
+ * keeps the link; the target holds the new state. */
+START_TEST(save_through_symlink_writes_target) {
+    make_tmpdir();
+    stochflow_model *m = new_model(62, 8);
+    char real[400], abs_link[400], rel_link[400];
+    snprintf(real, sizeof real, "%s/real.sfm", tmpdir);
+    snprintf(abs_link, sizeof abs_link, "%s/abs.sfm", tmpdir);
+    snprintf(rel_link, sizeof rel_link, "%s/rel.sfm", tmpdir);
+    ck_assert_ok(stochflow_model_save(m, real));
+    ck_assert_int_eq(symlink(real, abs_link), 0);
+    ck_assert_int_eq(symlink("real.sfm", rel_link), 0);
+    const char *links[2] = {abs_link, rel_link};
+    for (int k = 0; k < 2; ++k) {
+        ck_assert_int_eq(train_to(m, (uint64_t)k + 1), 0);
+        ck_assert_ok(stochflow_model_save(m, links[k]));
+        struct stat st;
+        ck_assert_int_eq(lstat(links[k], &st), 0);
+        ck_assert_msg(S_ISLNK(st.st_mode), "the link %s was replaced", links[k]);
+        size_t len;
+        unsigned char *b = read_all(real, &len);
+        ck_assert_msg(same_state(m, b, len), "the target does not hold the saved state");
+        free(b);
+    }
+    ck_assert_int_eq(count_files(tmpdir), 3);
+    ck_assert_int_eq(clean_tmpdir(), 0);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* Re-saving keeps the file's permission bits and, as root, its owner and group; a new
+ * file gets 0666 minus the umask, as fopen gives. */
+START_TEST(save_keeps_mode_and_owner) {
+    make_tmpdir();
+    stochflow_model *m = new_model(63, 8);
+    char p[400];
+    snprintf(p, sizeof p, "%s/model.sfm", tmpdir);
+    mode_t old_mask = umask(027);
+    ck_assert_ok(stochflow_model_save(m, p));
+    umask(old_mask);
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_int_eq(st.st_mode & 07777, 0640);
+    ck_assert_int_eq(chmod(p, 0600), 0);
+    const int root = geteuid() == 0;
+    if (root) ck_assert_int_eq(chown(p, 4242, 4343), 0);
+    ck_assert_int_eq(train_to(m, 1), 0);
+    ck_assert_ok(stochflow_model_save(m, p));
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_int_eq(st.st_mode & 07777, 0600);
+    if (root) {
+        ck_assert_int_eq(st.st_uid, 4242);
+        ck_assert_int_eq(st.st_gid, 4343);
+    }
+    stochflow_model *back = NULL;
+    ck_assert_ok(stochflow_model_load(&back, p));
+    ck_assert_uint_eq(stochflow_model_step(back), 1);
+    stochflow_model_free(back);
+    ck_assert_int_eq(clean_tmpdir(), 0);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- the loaded state, validated whole ---------------------------------------------- */
+
+static stochflow_model *fourier_model(uint64_t seed) {
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    const size_t widths[] = {8, 8};
+    ck_assert_ok(stochflow_config_new(&c, D));
+    ck_assert_ok(stochflow_config_set_hidden(c, 2, widths));
+    ck_assert_ok(stochflow_config_set_seed(c, seed));
+    ck_assert_ok(stochflow_config_set_fourier_interpolant(c, STOCHFLOW_INTERP_TRIG, 2));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    return m;
+}
+static void putf64(unsigned char *p, double v) {
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    put64(p, u);
+}
+static void putf32(unsigned char *p, float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    put32(p, u);
+}
+
+/* Every field of the state is checked on load: negative Adam second moments of the
+ * weights; non-finite or negative Adam moments of the Fourier coefficients and a
+ * non-finite path_ema (INTP: M = 2, so first moments at byte 32 + 8*4, second moments at
+ * 32 + 8*8); an ema_valid flag other than 0 or 1. Each is FORMAT naming the field. */
+START_TEST(loaded_state_validated_whole) {
+    stochflow_model *m = fourier_model(64);
+    ck_assert_int_eq(train_to(m, 2), 0);
+    size_t len, np = stochflow_model_num_params(m);
+    unsigned char *good = serialize(m, &len);
+    stochflow_model_free(m);
+    unsigned char *b = malloc(len);
+    for (int k = 0; k < 7; ++k) {
+        memcpy(b, good, len);
+        const char *field;
+        if (k == 0) {
+            putf32(b + find_section(b, len, "ADAM") + 8 + 4 * (np + 3), -1.0f);
+            field = "ADAM second";
+        } else if (k == 1) {
+            putf32(b + find_section(b, len, "ADAM") + 8 + 4 * (np + 3), NAN);
+            field = "ADAM second";
+        } else if (k == 2) {
+            putf64(b + find_section(b, len, "INTP") + 32 + 8 * 8 + 8 * 1, -1.0);
+            field = "INTP Adam second";
+        } else if (k == 3) {
+            putf64(b + find_section(b, len, "INTP") + 32 + 8 * 8, INFINITY);
+            field = "INTP Adam second";
+        } else if (k == 4) {
+            putf64(b + find_section(b, len, "INTP") + 32 + 8 * 4 + 8 * 2, NAN);
+            field = "INTP Adam first";
+        } else if (k == 5) {
+            putf64(b + find_section(b, len, "INTP") + 24, NAN);
+            field = "path_ema";
+        } else {
+            put32(b + find_section(b, len, "STAT") + 8, 2);
+            field = "ema_valid";
+        }
+        reseal(b, len);
+        stochflow_model *out = NULL;
+        ck_assert_status(stochflow_model_load_buffer(&out, b, len), STOCHFLOW_E_FORMAT);
+        ck_assert_ptr_null(out);
+        ck_assert_msg(strstr(stochflow_last_error_message(), field) != NULL,
+                      "case %d: message \"%s\" does not name %s", k,
+                      stochflow_last_error_message(), field);
+    }
+    free(b);
+    free(good);
+}
+END_TEST
+
+/* A step whose coefficient update would overflow (a finite but huge Adam first moment of
+ * a coefficient, as a file may hold) fails with NONFINITE and leaves the whole model as
+ * it was (network included); every save loads again. */
+START_TEST(coefficient_update_keeps_finite_state) {
+    stochflow_model *m = fourier_model(65);
+    size_t len;
+    unsigned char *b = serialize(m, &len);
+    stochflow_model_free(m);
+    putf64(b + find_section(b, len, "INTP") + 32 + 8 * 4 + 8 * 1, 1e308);
+    reseal(b, len);
+    ck_assert_ok(stochflow_model_load_buffer(&m, b, len));
+    ck_assert_status(train_to(m, 1), STOCHFLOW_E_NONFINITE);
+    ck_assert_msg(same_state(m, b, len), "a failing step changed the model");
+    size_t l2;
+    unsigned char *again = serialize(m, &l2);
+    stochflow_model *back = NULL;
+    ck_assert_ok(stochflow_model_load_buffer(&back, again, l2));
+    stochflow_model_free(back);
+    free(again);
+    free(b);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- what a checkpoint carries ----------------------------------------------------- */
+
+/* Offset of the 16-byte HPAR entry of key in a checkpoint buffer (0 when absent). */
+static size_t hpar_entry(const unsigned char *b, size_t len, uint32_t key) {
+    size_t at = find_section(b, len, "HPAR");
+    ck_assert_uint_ne(at, 0);
+    uint32_t count = 0;
+    for (int i = 0; i < 4; ++i) count |= (uint32_t)b[at + i] << (8 * i);
+    for (uint32_t e = 0; e < count; ++e) {
+        size_t off = at + 8 + 16 * (size_t)e;
+        uint32_t k = 0;
+        for (int i = 0; i < 4; ++i) k |= (uint32_t)b[off + i] << (8 * i);
+        if (k == key) return off;
+    }
+    return 0;
+}
+static double entry_value(const unsigned char *b, size_t off) {
+    uint64_t u = 0;
+    for (int i = 0; i < 8; ++i) u |= (uint64_t)b[off + 8 + i] << (8 * i);
+    double v;
+    memcpy(&v, &u, 8);
+    return v;
+}
+
+/* The thread count is a runtime resource, not model state: a model using 2 threads
+ * saves the default (1), and a file holding 256 loads with the default. */
+START_TEST(thread_count_not_restored) {
+    stochflow_model *m = new_model(66, 8);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 2));
+    size_t len;
+    unsigned char *b = serialize(m, &len);
+    stochflow_model_free(m);
+    size_t off = hpar_entry(b, len, STOCHFLOW_PARAM_THREADS);
+    ck_assert_uint_ne(off, 0);
+    ck_assert_double_eq(entry_value(b, off), 1.0);
+    putf64(b + off + 8, 256.0);
+    reseal(b, len);
+    ck_assert_ok(stochflow_model_load_buffer(&m, b, len));
+    double threads = 0;
+    ck_assert_ok(stochflow_model_get_param(&threads, m, STOCHFLOW_PARAM_THREADS));
+    ck_assert_double_eq(threads, 1.0);
+    stochflow_model_free(m);
+    free(b);
+}
+END_TEST
+
+/* The checkpoint b with a newer writer's content added after CONF: a ZZZZ section of 13
+ * bytes (its header at *zat) and an HPAR entry (key 999, value 1.5). */
+static const unsigned char zbody[13] = "newer state!";
+static unsigned char *add_unknown_content(const unsigned char *b, size_t len, size_t *nlen,
+                                          size_t *zat) {
+    size_t hp = find_section(b, len, "HPAR"), conf = find_section(b, len, "CONF");
+    uint64_t hlen = 0, clen = 0;
+    for (int i = 0; i < 8; ++i) hlen |= (uint64_t)b[hp - 8 + i] << (8 * i);
+    for (int i = 0; i < 8; ++i) clen |= (uint64_t)b[conf - 8 + i] << (8 * i);
+    size_t hend = hp + (size_t)hlen;
+    *zat = conf + (size_t)clen;
+    ck_assert_uint_le(*zat, hp);
+    *nlen = len + 16 + sizeof zbody + 16;
+    unsigned char *n = calloc(1, *nlen), *q = n;
+    memcpy(q, b, *zat), q += *zat;
+    memcpy(q, "ZZZZ", 4), put64(q + 8, sizeof zbody), memcpy(q + 16, zbody, sizeof zbody);
+    q += 16 + sizeof zbody;
+    memcpy(q, b + *zat, hend - *zat), q += hend - *zat;
+    put32(q, 999), putf64(q + 8, 1.5), q += 16;
+    memcpy(q, b + hend, len - hend);
+    size_t nhp = hp + 16 + sizeof zbody;
+    put64(n + nhp - 8, hlen + 16);
+    uint32_t count = 0;
+    for (int i = 0; i < 4; ++i) count |= (uint32_t)n[nhp + i] << (8 * i);
+    put32(n + nhp, count + 1);
+    reseal(n, *nlen);
+    return n;
+}
+
+/* A newer writer's content survives a resume by this version: an unknown section (in the
+ * middle of the file) and an unknown HPAR key are written back verbatim by the next save,
+ * and saving the reloaded file gives the same bytes again. */
+START_TEST(unknown_content_carried) {
+    stochflow_model *m = new_model(67, 8);
+    ck_assert_int_eq(train_to(m, 1), 0);
+    size_t len, nlen, zat;
+    unsigned char *b = serialize(m, &len);
+    stochflow_model_free(m);
+    unsigned char *n = add_unknown_content(b, len, &nlen, &zat);
+    ck_assert_ok(stochflow_model_load_buffer(&m, n, nlen));
+    size_t l2;
+    unsigned char *again = serialize(m, &l2);
+    ck_assert_uint_eq(l2, nlen);
+    size_t z = find_section(again, l2, "ZZZZ");
+    ck_assert_msg(z != 0, "the unknown section was dropped");
+    ck_assert_int_eq(memcmp(again + z - 16, n + zat, 16 + sizeof zbody), 0);
+    size_t e = hpar_entry(again, l2, 999);
+    ck_assert_msg(e != 0, "the unknown HPAR key was dropped");
+    ck_assert_double_eq(entry_value(again, e), 1.5);
+    stochflow_model *m2 = NULL;
+    ck_assert_ok(stochflow_model_load_buffer(&m2, again, l2));
+    ck_assert(same_state(m2, again, l2));
+    stochflow_model_free(m2);
+    stochflow_model_free(m);
+    free(again);
+    free(n);
+    free(b);
+}
+END_TEST
+
+/* ---- one handle, two threads --------------------------------------------------------- */
+
+/* A thread blocked inside a call on a handle (in a schedule or velocity callback) holds
+ * it: calls on it from another thread return STOCHFLOW_E_BUSY and change nothing, a
+ * nested call from the holding thread passes, and the handle is free once the call
+ * returns. */
+static sem_t cb_inside, cb_release;
+static atomic_int cb_armed;
+static stochflow_model *cb_model;
+static int cb_nested_rc = 1;
+static void block_once(void) {
+    if (atomic_exchange(&cb_armed, 0)) {
+        double v;
+        cb_nested_rc = stochflow_model_get_param(&v, cb_model, STOCHFLOW_PARAM_LR);
+        sem_post(&cb_inside);
+        while (sem_wait(&cb_release) != 0) continue;
+    }
+}
+static void linear_schedule(void *user, double t, double out[4]) {
+    (void)user;
+    block_once();
+    out[0] = 1.0 - t, out[1] = t, out[2] = -1.0, out[3] = 1.0;
+}
+static int zero_field(void *user, double t, size_t n, size_t d, const float *x, float *v,
+                      float *div) {
+    (void)user, (void)t, (void)x;
+    block_once();
+    memset(v, 0, n * d * sizeof *v);
+    if (div) memset(div, 0, n * sizeof *div);
+    return 0;
+}
+typedef struct {
+    stochflow_model *m;
+    stochflow_solver *s;
+    int rc;
+} holder;
+static void *hold_model(void *arg) {
+    holder *h = arg;
+    float x[32 * D];
+    double loss;
+    batch(x, 32, 0);
+    h->rc = stochflow_model_train_step(&loss, h->m, x, 32, NULL, NULL);
+    return NULL;
+}
+static void *hold_solver(void *arg) {
+    holder *h = arg;
+    float x[N * D];
+    memcpy(x, pts, sizeof x);
+    h->rc = stochflow_solver_integrate_fn(NULL, h->s, zero_field, NULL, D, x, N, 0.0, 1.0);
+    return NULL;
+}
+
+START_TEST(busy_handle_refused) {
+    stochflow_config *c = NULL;
+    const size_t widths[] = {8};
+    ck_assert_ok(stochflow_config_new(&c, D));
+    ck_assert_ok(stochflow_config_set_hidden(c, 1, widths));
+    ck_assert_ok(stochflow_config_set_schedule(c, linear_schedule, NULL));
+    holder h = {NULL, NULL, 1};
+    ck_assert_ok(stochflow_model_new(&h.m, c));
+    stochflow_config_free(c);
+    ck_assert_ok(stochflow_solver_new(&h.s));
+    cb_model = h.m;
+    ck_assert_int_eq(sem_init(&cb_inside, 0, 0), 0);
+    ck_assert_int_eq(sem_init(&cb_release, 0, 0), 0);
+    float v[N * D], ref[N * D], lp[N];
+    ck_assert_ok(stochflow_model_velocity(ref, h.m, 0.5, pts, N));
+
+    /* the model, held by a training step */
+    pthread_t th;
+    atomic_store(&cb_armed, 1);
+    ck_assert_int_eq(pthread_create(&th, NULL, hold_model, &h), 0);
+    while (sem_wait(&cb_inside) != 0) continue;
+    ck_assert_status(stochflow_model_velocity(v, h.m, 0.5, pts, N), STOCHFLOW_E_BUSY);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "another thread"));
+    ck_assert_status(stochflow_model_set_param(h.m, STOCHFLOW_PARAM_LR, 0.5), STOCHFLOW_E_BUSY);
+    double lr;
+    ck_assert_status(stochflow_model_get_param(&lr, h.m, STOCHFLOW_PARAM_LR), STOCHFLOW_E_BUSY);
+    size_t sz;
+    ck_assert_status(stochflow_model_serialized_size(&sz, h.m), STOCHFLOW_E_BUSY);
+    ck_assert_status(stochflow_solver_log_prob(lp, NULL, h.s, h.m, pts, N, 0.5),
+                     STOCHFLOW_E_BUSY);
+    double loss;
+    float x[32 * D];
+    batch(x, 32, 0);
+    ck_assert_status(stochflow_model_train_step(&loss, h.m, x, 32, NULL, NULL),
+                     STOCHFLOW_E_BUSY);
+    /* the solver, not the model, was refused there: the solver is free */
+    ck_assert_ok(stochflow_solver_set_param(h.s, STOCHFLOW_PARAM_STEPS, 10));
+    sem_post(&cb_release);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_ok(h.rc);
+    ck_assert_ok(cb_nested_rc); /* the holding thread's nested call */
+    ck_assert_uint_eq(stochflow_model_step(h.m), 1); /* one step: the held one */
+    ck_assert_ok(stochflow_model_get_param(&lr, h.m, STOCHFLOW_PARAM_LR));
+    ck_assert_double_eq(lr, 1e-3);
+    ck_assert_ok(stochflow_model_velocity(v, h.m, 0.5, pts, N)); /* free again */
+
+    /* the solver, held by an integration */
+    atomic_store(&cb_armed, 1);
+    ck_assert_int_eq(pthread_create(&th, NULL, hold_solver, &h), 0);
+    while (sem_wait(&cb_inside) != 0) continue;
+    ck_assert_status(stochflow_solver_set_param(h.s, STOCHFLOW_PARAM_STEPS, 20),
+                     STOCHFLOW_E_BUSY);
+    double nfe;
+    ck_assert_status(stochflow_solver_stat(&nfe, h.s, STOCHFLOW_STAT_NFE), STOCHFLOW_E_BUSY);
+    ck_assert_status(stochflow_solver_log_prob(lp, NULL, h.s, h.m, pts, N, 0.5),
+                     STOCHFLOW_E_BUSY);
+    ck_assert_ok(stochflow_model_velocity(v, h.m, 0.5, pts, N)); /* the model is free */
+    sem_post(&cb_release);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_ok(h.rc);
+    double steps;
+    ck_assert_ok(stochflow_solver_get_param(&steps, h.s, STOCHFLOW_PARAM_STEPS));
+    ck_assert_double_eq(steps, 10);
+    ck_assert_str_eq(stochflow_status_string(STOCHFLOW_E_BUSY), "handle in use by another thread");
+    sem_destroy(&cb_inside);
+    sem_destroy(&cb_release);
+    stochflow_solver_free(h.s);
+    stochflow_model_free(h.m);
+}
+END_TEST
+
+/* Two threads hammering one model: every velocity call either gives the single-threaded
+ * answer bit for bit or is refused with BUSY (and refusals are seen); two threads
+ * training one model lose no update (the step counter equals the accepted steps). */
+#define HAMMER_N 256
+static atomic_long hammer_busy; /* refusals seen by either thread in this round */
+typedef struct {
+    stochflow_model *m;
+    const float *x, *ref;
+    pthread_barrier_t *go;
+    int train;
+    long ok, busy, wrong, other;
+} hammer;
+static void *hammer_run(void *arg) {
+    hammer *h = arg;
+    float *v = malloc(HAMMER_N * D * sizeof *v);
+    pthread_barrier_wait(h->go);
+    const double t0 = now_s();
+    /* on until this thread had 100 calls accepted (so the handle passes from one thread
+     * to the other) and a refusal has been seen, 20 s at most */
+    while ((h->ok < 100 || atomic_load(&hammer_busy) == 0) && now_s() - t0 < 20) {
+        int rc;
+        if (h->train) {
+            double loss;
+            rc = stochflow_model_train_step(&loss, h->m, h->x, 32, NULL, NULL);
+        } else {
+            rc = stochflow_model_velocity(v, h->m, 0.25, h->x, HAMMER_N);
+        }
+        if (rc == STOCHFLOW_E_BUSY) {
+            ++h->busy;
+            atomic_fetch_add(&hammer_busy, 1);
+        } else if (rc != 0) {
+            ++h->other;
+        } else {
+            ++h->ok;
+            if (!h->train && memcmp(v, h->ref, HAMMER_N * D * sizeof *v) != 0) ++h->wrong;
+        }
+    }
+    free(v);
+    return NULL;
+}
+
+START_TEST(hammered_handle_refused) {
+    stochflow_model *m = new_model(68, 64);
+    ck_assert_int_eq(train_to(m, 3), 0);
+    float *x = malloc(HAMMER_N * D * sizeof *x), *ref = malloc(HAMMER_N * D * sizeof *ref);
+    batch(x, HAMMER_N, 99);
+    ck_assert_ok(stochflow_model_velocity(ref, m, 0.25, x, HAMMER_N));
+    for (int train = 0; train < 2; ++train) {
+        const uint64_t step0 = stochflow_model_step(m);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        atomic_store(&hammer_busy, 0);
+        hammer h[2] = {{m, x, ref, &go, train, 0, 0, 0, 0}, {m, x, ref, &go, train, 0, 0, 0, 0}};
+        pthread_t th[2];
+        for (int k = 0; k < 2; ++k) ck_assert_int_eq(pthread_create(&th[k], NULL, hammer_run, &h[k]), 0);
+        for (int k = 0; k < 2; ++k) ck_assert_int_eq(pthread_join(th[k], NULL), 0);
+        pthread_barrier_destroy(&go);
+        long ok = h[0].ok + h[1].ok, busy = h[0].busy + h[1].busy;
+        fprintf(stderr, "hammer (%s, one model, two threads): %ld calls accepted, %ld refused\n",
+                train ? "train_step" : "velocity", ok, busy);
+        ck_assert_msg(h[0].wrong + h[1].wrong == 0, "%ld wrong velocities of %ld",
+                      h[0].wrong + h[1].wrong, ok);
+        ck_assert_int_eq(h[0].other + h[1].other, 0);
+        ck_assert(h[0].ok >= 100 && h[1].ok >= 100);
+        ck_assert_msg(busy > 0, "no refusal seen (%s)", train ? "training" : "velocity");
+        if (train)
+            ck_assert_msg(stochflow_model_step(m) - step0 == (uint64_t)ok,
+                          "%ld accepted steps, the counter moved by %llu", ok,
+                          (unsigned long long)(stochflow_model_step(m) - step0));
+    }
+    free(x);
+    free(ref);
+    stochflow_model_free(m);
+}
+END_TEST
+
 Suite *make_suite(void) {
     Suite *s = suite_create("reliability");
     TCase *tc = tcase_create("alloc");
@@ -1278,10 +1818,17 @@ Suite *make_suite(void) {
     tc = tcase_create("hostile");
     tcase_add_test(tc, hostile_sizes_rejected_before_allocating);
     tcase_add_test(tc, nonfinite_checkpoint_state_rejected);
+    tcase_add_test(tc, loaded_state_validated_whole);
+    tcase_add_test(tc, coefficient_update_keeps_finite_state);
+    tcase_add_test(tc, thread_count_not_restored);
+    tcase_add_test(tc, unknown_content_carried);
     suite_add_tcase(s, tc);
     tc = tcase_create("crash");
     tcase_add_test(tc, sigkill_during_saves);
     tcase_add_test(tc, full_disk_and_unwritable_dir);
+    tcase_add_test(tc, save_refuses_non_regular_files);
+    tcase_add_test(tc, save_through_symlink_writes_target);
+    tcase_add_test(tc, save_keeps_mode_and_owner);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     tc = tcase_create("nonfinite");
@@ -1298,6 +1845,8 @@ Suite *make_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("threads");
     tcase_add_test(tc, parallel_equals_serial);
+    tcase_add_test(tc, busy_handle_refused);
+    tcase_add_test(tc, hammered_handle_refused);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;

@@ -14,12 +14,21 @@ carrying the C status code and message.
     x = m.sample(1000, solver="rk4", steps=50)
     logp = m.log_prob(x)
 
+A Model or Solver may be shared between threads: calls on one handle are serialized by
+a lock per object (the C library itself refuses concurrent use of a handle with
+STOCHFLOW_E_BUSY), while distinct objects run in parallel (ctypes releases the GIL).
+Arrays returned by parameters() and gradients() are views: writing them while another
+thread calls the model is not synchronized. Seeds and streams are integers in
+[0, 2**64); anything else raises ValueError.
+
 The shared library is found via $STOCHFLOW_LIBRARY, then the install directory recorded
 by `meson install`, then <checkout>/build/lib, then the system loader (doc/bindings.md).
 """
 
 import ctypes
+import functools
 import os
+import threading
 import weakref
 
 import numpy as np
@@ -106,11 +115,37 @@ class CallbackError(Error):
     status = _capi.STOCHFLOW_E_CALLBACK
 
 
+class BusyError(Error):
+    """Never raised by Model and Solver methods, which serialize calls per handle."""
+    status = _capi.STOCHFLOW_E_BUSY
+
+
 _ERRORS = {cls.status: cls for cls in (
     InvalidArgumentError, OutOfMemoryError, IOFailureError, FormatError, NonFiniteError,
     StepUnderflowError, MaxStepsError, CancelledError, UnsupportedError, VersionError,
-    CallbackError)}
+    CallbackError, BusyError)}
 __all__ += [cls.__name__ for cls in _ERRORS.values()]
+
+
+def _seed(value, what="seed"):
+    """A seed (or stream) as the C library takes it: an integer in [0, 2**64); anything
+    else is a ValueError, never a silent wrap-around."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("%s must be an integer, got %r" % (what, value))
+    v = int(value)
+    if not 0 <= v < 2**64:
+        raise ValueError("%s must be in [0, 2**64), got %d" % (what, v))
+    return v
+
+
+def _serialized(method):
+    """Run a method of a Model or Solver under its handle's lock: the C library refuses a
+    handle used by two threads at once (STOCHFLOW_E_BUSY); Python callers wait instead."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 def _check(status, function):
@@ -359,7 +394,7 @@ class Model:
             else:
                 _call("stochflow_config_set_interpolant", cfg,
                       _enum(interpolant, _INTERPOLANTS, "interpolant"))
-            _call("stochflow_config_set_seed", cfg, int(seed))
+            _call("stochflow_config_set_seed", cfg, _seed(seed))
             if unet is not None:
                 _set_unet(cfg, unet)
             handle = ctypes.c_void_p()
@@ -375,6 +410,7 @@ class Model:
 
     def _adopt(self, handle, horizon_known=False):
         self._h = handle
+        self._lock = threading.RLock()  # one call on the handle at a time (doc/threading.md)
         # whether lr_total_steps was chosen (explicitly, or saved in a loaded checkpoint)
         self._horizon_known = horizon_known
         self._d = _lib.stochflow_model_dim(handle)
@@ -393,15 +429,18 @@ class Model:
         return self._d
 
     @property
+    @_serialized
     def num_params(self):
         """Number of trainable parameters."""
         return _lib.stochflow_model_num_params(self._h)
 
     @property
+    @_serialized
     def step(self):
         """Number of optimizer updates applied so far."""
         return _lib.stochflow_model_step(self._h)
 
+    @_serialized
     def config(self):
         """The architecture as a dict (dim, hidden, activation, time_embedding, n_freq,
         interpolant, seed, and unet for a U-Net), as accepted by Model(**config)."""
@@ -436,6 +475,7 @@ class Model:
         finally:
             _lib.stochflow_config_free(cfg)
 
+    @_serialized
     def set_param(self, name, value):
         """Set a keyed parameter by name (see the class docstring); 0 restores the default."""
         key, table = _param(MODEL_PARAMS, name, "model")
@@ -448,6 +488,7 @@ class Model:
         if key == STOCHFLOW_PARAM_LR_TOTAL_STEPS:  # noqa: F405
             self._horizon_known = True
 
+    @_serialized
     def get_param(self, name):
         """Current value of a keyed parameter (a float)."""
         key = _param(MODEL_PARAMS, name, "model")[0]
@@ -456,12 +497,14 @@ class Model:
         return out.value
 
     # -- interpolant and transport (issue 9)
+    @_serialized
     def interpolant_eval(self, t):
         """(a(t), b(t), a'(t), b'(t)) of the model's interpolant."""
         out = (ctypes.c_double * 4)()
         _call("stochflow_model_interpolant_eval", out, self._h, float(t))
         return tuple(out)
 
+    @_serialized
     def interpolant_coefficients(self):
         """(alpha, beta): float64 copies of the learned Fourier coefficients."""
         m = ctypes.c_size_t()
@@ -473,6 +516,7 @@ class Model:
               beta.ctypes.data_as(dp), ctypes.byref(m), self._h)
         return alpha, beta
 
+    @_serialized
     def path_length(self):
         """(running path-length estimate, number of steps averaged)."""
         out, count = ctypes.c_double(), ctypes.c_uint64()
@@ -480,6 +524,7 @@ class Model:
         return out.value, count.value
 
     # -- training
+    @_serialized
     def _batch_call(self, fname, x1, x0, t):
         x1 = _matrix(x1, self._d, "x1")
         n = x1.shape[0]
@@ -504,10 +549,12 @@ class Model:
         """Overwrite gradients() with dLoss/dparams for the batch; returns the loss."""
         return self._batch_call("stochflow_model_compute_gradient", x1, x0, t)
 
+    @_serialized
     def apply_gradient(self):
         """Apply clipping, Adam and EMA to whatever gradients() holds; step += 1."""
         _call("stochflow_model_apply_gradient", self._h)
 
+    @_serialized
     def _view(self, fname):
         ptr = _F32P()
         count = ctypes.c_size_t()
@@ -526,6 +573,7 @@ class Model:
         return self._view("stochflow_model_gradients")
 
     # -- evaluation
+    @_serialized
     def velocity(self, t, x, out=None):
         """v(t, x) for a batch x (n, d) at one time t; returns (n, d)."""
         x = _matrix(x, self._d)
@@ -533,6 +581,7 @@ class Model:
         _call("stochflow_model_velocity", _ptr(out), self._h, float(t), _ptr(x), x.shape[0])
         return out
 
+    @_serialized
     def velocity_vjp(self, t, x, u):
         """u_i^T dv(t, x_i)/dx_i for each row; returns (n, d)."""
         x = _matrix(x, self._d)
@@ -544,6 +593,7 @@ class Model:
               x.shape[0])
         return out
 
+    @_serialized
     def divergence(self, t, x, return_velocity=False):
         """Exact div v(t, x_i) for each row, shape (n,) (and v when return_velocity)."""
         x = _matrix(x, self._d)
@@ -576,6 +626,7 @@ class Model:
                                                           return_dlogp=return_dlogp)
 
     # -- persistence
+    @_serialized
     def save(self, path):
         """Write a checkpoint atomically (doc/checkpoint-format.md)."""
         _call("stochflow_model_save", self._h, os.fsencode(path))
@@ -587,6 +638,7 @@ class Model:
         _call("stochflow_model_load", ctypes.byref(h), os.fsencode(path))
         return cls._from_handle(h)
 
+    @_serialized
     def to_bytes(self):
         """The checkpoint as bytes."""
         size = ctypes.c_size_t()
@@ -632,28 +684,33 @@ class Solver:
         h = ctypes.c_void_p()
         _call("stochflow_solver_new", ctypes.byref(h))
         self._h = h
+        self._lock = threading.RLock()  # one call on the handle at a time (doc/threading.md)
         self._finalizer = weakref.finalize(self, _lib.stochflow_solver_free, h)
         options["solver"] = solver
         for name, value in options.items():
             if value is not None:
                 self.set_param(name, value)
-        _call("stochflow_solver_set_seed", self._h, int(seed))
+        _call("stochflow_solver_set_seed", self._h, _seed(seed))
 
+    @_serialized
     def set_param(self, name, value):
         key, table = _param(SOLVER_PARAMS, name, "solver")
         v = _enum(value, table, name) if table else float(value)
         _call("stochflow_solver_set_param", self._h, key, float(v))
 
+    @_serialized
     def get_param(self, name):
         key = _param(SOLVER_PARAMS, name, "solver")[0]
         out = ctypes.c_double()
         _call("stochflow_solver_get_param", ctypes.byref(out), self._h, key)
         return out.value
 
+    @_serialized
     def set_seed(self, seed):
-        _call("stochflow_solver_set_seed", self._h, int(seed))
+        _call("stochflow_solver_set_seed", self._h, _seed(seed))
 
     @property
+    @_serialized
     def stats(self):
         """Statistics of the last call: nfe, accepted, rejected, t."""
         out = {}
@@ -672,7 +729,9 @@ class Solver:
             raise ValueError("n must be positive, got %d" % n)
         x = _out(out, (n, model.dim))
         logp = np.empty(n, dtype=np.float32) if return_log_prob else None
-        _call("stochflow_solver_sample", _ptr(x), _ptr(logp), self._h, model._h, n, int(seed))
+        with self._lock, model._lock:
+            _call("stochflow_solver_sample", _ptr(x), _ptr(logp), self._h, model._h, n,
+                  _seed(seed))
         return (x, logp) if return_log_prob else x
 
     def log_prob(self, model, x, t=1.0, return_se=False):
@@ -680,8 +739,9 @@ class Solver:
         n = x.shape[0]
         logp = np.empty(n, dtype=np.float32)
         se = np.empty(n, dtype=np.float32) if return_se else None
-        _call("stochflow_solver_log_prob", _ptr(logp), _ptr(se), self._h, model._h, _ptr(x), n,
-              float(t))
+        with self._lock, model._lock:
+            _call("stochflow_solver_log_prob", _ptr(logp), _ptr(se), self._h, model._h, _ptr(x),
+                  n, float(t))
         return (logp, se) if return_se else logp
 
     def integrate(self, model, x, t0, t1, return_dlogp=False, return_se=False):
@@ -689,8 +749,9 @@ class Solver:
         n = x.shape[0]
         dlogp = np.empty(n, dtype=np.float32) if (return_dlogp or return_se) else None
         se = np.empty(n, dtype=np.float32) if return_se else None
-        _call("stochflow_solver_integrate", _ptr(dlogp), _ptr(se), self._h, model._h, _ptr(x),
-              n, float(t0), float(t1))
+        with self._lock, model._lock:
+            _call("stochflow_solver_integrate", _ptr(dlogp), _ptr(se), self._h, model._h,
+                  _ptr(x), n, float(t0), float(t1))
         if return_se:
             return x, dlogp, se
         return (x, dlogp) if return_dlogp else x
@@ -707,7 +768,8 @@ def toy_names():
 def toy_sample(name, n, seed=0, stream=0, out=None):
     """n points (n, 2) of a built-in toy density, deterministic in (name, seed, stream)."""
     out = _out(out, (int(n), 2))
-    _call("stochflow_toy_sample", _ptr(out), name.encode(), int(n), int(seed), int(stream))
+    _call("stochflow_toy_sample", _ptr(out), name.encode(), int(n), _seed(seed),
+          _seed(stream, "stream"))
     return out
 
 
@@ -735,14 +797,14 @@ def coupling_assign(x0, x1, mode="ot", reg=0.0, seed=0):
     perm = (ctypes.c_size_t * n)()
     cost = ctypes.c_double()
     _call("stochflow_coupling_assign", perm, ctypes.byref(cost), _ptr(x0), _ptr(x1), n, d,
-          _enum(mode, _COUPLINGS, "coupling"), float(reg), int(seed))
+          _enum(mode, _COUPLINGS, "coupling"), float(reg), _seed(seed))
     return np.array(perm, dtype=np.int64), cost.value
 
 
 def random_normal(n, seed=0, stream=0):
     """n standard normal float32 draws; element i depends only on (seed, stream, i)."""
     out = np.empty(int(n), dtype=np.float32)
-    _call("stochflow_random_normal", _ptr(out), int(n), int(seed), int(stream))
+    _call("stochflow_random_normal", _ptr(out), int(n), _seed(seed), _seed(stream, "stream"))
     return out
 
 
@@ -797,7 +859,7 @@ def images_dequantize(pixels, seed=0, stream=0):
     p = _pixels(pixels)
     out = np.empty(p.shape, dtype=np.float32)
     _call("stochflow_images_dequantize", _ptr(out), p.ctypes.data_as(_capi.c_uint8_p), p.size,
-          int(seed), int(stream))
+          _seed(seed), _seed(stream, "stream"))
     return out
 
 

@@ -301,6 +301,79 @@ def test_distinct_models_in_threads():
         np.testing.assert_array_equal(a.parameters(), b.parameters())
 
 
+def test_one_model_from_two_threads():
+    """One handle from two threads: the binding serializes calls per Model and Solver, so
+    every call succeeds with the single-threaded answer (the C library would refuse the
+    second caller with STOCHFLOW_E_BUSY), and no training step is lost."""
+    import threading
+
+    m = small(hidden=(64, 64))
+    x = sf.toy_sample("moons", 512, seed=2)
+    want = m.velocity(0.3, x)
+    errors, wrong = [], []
+    go = threading.Barrier(2)
+
+    def evaluate():
+        go.wait()
+        try:
+            for _ in range(200):
+                if not np.array_equal(m.velocity(0.3, x), want):
+                    wrong.append(1)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    def train():
+        go.wait()
+        try:
+            for k in range(25):
+                m.train_step(batch(64, stream=k))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    for target in (evaluate, train):
+        threads = [threading.Thread(target=target) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and wrong == []
+    assert m.step == 50
+    s = sf.Solver(solver="rk4", steps=4)
+    lp = s.log_prob(m, x[:8])
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(s.log_prob(m, x[:8])))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g in got:
+        np.testing.assert_array_equal(g, lp)
+
+
+@pytest.mark.parametrize("seed", [2**64, -1, 2**70, 0.5])
+def test_seed_outside_u64_refused(seed):
+    """Seeds are integers in [0, 2**64): 2**64 does not wrap to 0, nor -1 to 2**64 - 1."""
+    with pytest.raises(ValueError):
+        sf.Model(2, hidden=(8,), seed=seed)
+    with pytest.raises(ValueError):
+        sf.toy_sample("moons", 4, seed=seed)
+    with pytest.raises(ValueError):
+        sf.random_normal(4, seed=seed)
+    with pytest.raises(ValueError):
+        sf.Solver(seed=seed)
+    m = small()
+    with pytest.raises(ValueError):
+        m.sample(4, seed=seed)
+    with pytest.raises(ValueError):
+        sf.images_dequantize(np.zeros((1, 4), dtype=np.uint8), seed=seed)
+
+
+def test_seed_range_ends_accepted():
+    assert sf.Model(2, hidden=(8,), seed=2**64 - 1).config()["seed"] == 2**64 - 1
+    np.testing.assert_array_equal(sf.random_normal(4, seed=0), sf.random_normal(4, seed=0.0))
+
+
 # ---- training, evaluation, persistence ------------------------------------------------------
 
 

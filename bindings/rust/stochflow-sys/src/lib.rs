@@ -21,6 +21,7 @@ pub const STOCHFLOW_E_CANCELLED: c_int = -8;
 pub const STOCHFLOW_E_UNSUPPORTED: c_int = -9;
 pub const STOCHFLOW_E_VERSION: c_int = -10;
 pub const STOCHFLOW_E_CALLBACK: c_int = -11;
+pub const STOCHFLOW_E_BUSY: c_int = -12;
 
 // ---- enumerations ----
 pub const STOCHFLOW_ACT_SILU: c_int = 1;
