@@ -373,9 +373,9 @@ static int next_line(csv_state *st, const char **ls, const char **le) {
     while (q < st->end && *q != '\n' && *q != '\r') ++q;
     *ls = st->p;
     *le = q;
-    if (q < st->end && *q == '\r') ++q;
-    if (q < st->end && q[-1] == '\r' && *q == '\n') ++q;
-    else if (q < st->end && *q == '\n') ++q;
+    if (q < st->end) { /* the terminator: LF, CR, or CR LF */
+        if (*q++ == '\r' && q < st->end && *q == '\n') ++q;
+    }
     st->p = q;
     ++st->line;
     return 1;

@@ -44,6 +44,10 @@ START_TEST(csv_values) {
     ck_assert_float_eq(X[5], 6.0f);
     ck_assert_int_eq(csv("1,2\n3,4\r\n5,6\r7,8"), 0);
     ck_assert_uint_eq(N, 4);
+    /* empty lines first (a terminator at the very start of the buffer) */
+    ck_assert_int_eq(csv("\n\r\n\r1,2\n"), 0);
+    ck_assert_uint_eq(N, 1);
+    csv_fails("\n\r\n1,2\nx,3\n", "row 4", "column 1", "'x'");
     /* BOM, header, comments, blank lines, blanks around cells */
     ck_assert_int_eq(csv("\xEF\xBB\xBFx,y\n# comment\n\n 1 , 2 \n3,4\n"), 0);
     ck_assert_uint_eq(N, 2);
