@@ -878,7 +878,8 @@ STOCHFLOW_API int stochflow_trainer_stat(double *out, const stochflow_trainer *t
  * Arguments, parameters and memory are all checked before the model is touched: such a
  * failure leaves model and trainer unchanged. A failure during training (a non-finite
  * step, a solver error, the callback's stop) leaves the model at the last completed step
- * (a valid resume point) with the last weights, not the best.
+ * (a valid resume point) with the last weights, not the best; the early-stopping
+ * state is kept in the trainer (stochflow_trainer_save_state).
  * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM,
  *         STOCHFLOW_E_CANCELLED, STOCHFLOW_E_UNSUPPORTED (KEEP_BEST with EMA evaluation
  *         weights), or a solver status. @since 0.3
@@ -886,6 +887,25 @@ STOCHFLOW_API int stochflow_trainer_stat(double *out, const stochflow_trainer *t
 STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *m,
                                         const float *x, size_t n, const float *xval,
                                         size_t nval);
+/**
+ * The trainer's early-stopping state (best estimate and its step, evaluations since it,
+ * the best weights when KEEP_BEST, and the model step it belongs to) as bytes
+ * (little-endian, CRC-32-checked; doc/training.md). A fit whose model is at that step
+ * continues the state instead of starting afresh, so a run resumed from a model
+ * checkpoint plus this state stops at the same step and installs the same best weights
+ * as the uninterrupted run. The trainer handle keeps the state between its own fits
+ * as well (load_state(tr, NULL, 0) forgets it: do so before fitting another model that
+ * happens to be at the same step). state_size and save_state fail with
+ * STOCHFLOW_E_INVALID before the first fit; load_state leaves the trainer unchanged on
+ * failure.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_FORMAT, STOCHFLOW_E_VERSION,
+ *         STOCHFLOW_E_NOMEM. @since 0.3
+ */
+STOCHFLOW_API int stochflow_trainer_state_size(size_t *size, const stochflow_trainer *tr);
+STOCHFLOW_API int stochflow_trainer_save_state(size_t *written, const stochflow_trainer *tr,
+                                               void *buf, size_t cap);
+STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void *buf,
+                                               size_t len);
 
 #ifdef __cplusplus
 }

@@ -52,6 +52,13 @@ struct stochflow_trainer {
     void *user;
     double stat_best_nll, stat_best_step, stat_final_nll, stat_final_se, stat_steps,
         stat_evals, stat_stop, stat_last_loss, stat_train_rows, stat_val_rows;
+    /* Early-stopping state, kept between calls and in stochflow_trainer_save_state: a
+     * fit on a model at step rs_step continues it (best so far, evaluations since). */
+    int rs_valid, rs_have_best;
+    uint64_t rs_step, rs_since;
+    double rs_best, rs_best_step;
+    size_t rs_np;  /* weights in rs_w (0: none kept) */
+    float *rs_w;   /* best live weights, when KEEP_BEST */
 };
 
 static int param_index(int key) {
@@ -85,6 +92,7 @@ STOCHFLOW_API int stochflow_trainer_new(stochflow_trainer **out) {
 
 STOCHFLOW_API void stochflow_trainer_free(stochflow_trainer *tr) {
     if (tr == NULL) return;
+    stochflow__free(tr->rs_w);
     stochflow_solver_free(tr->solver);
     stochflow__free(tr);
 }
@@ -199,7 +207,7 @@ static int mean_nll(double *mean, double *se, stochflow_trainer *tr, stochflow_m
 }
 
 typedef struct {
-    float *train, *val, *sub, *batch, *logp, *best;
+    float *train, *val, *sub, *batch, *logp, *best; /* best: a new rs_w, or NULL */
     size_t *perm;
     unsigned char *mask;
 } buffers;
@@ -281,14 +289,20 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     b.batch = stochflow__alloc_array(bs * d, sizeof(float));
     b.logp = stochflow__alloc_array(n_val ? n_val : 1, sizeof(float));
     b.sub = stochflow__alloc_array(n_sub ? n_sub * d : 1, sizeof(float));
-    b.best = keep_best ? stochflow__alloc_array(np, sizeof(float)) : NULL;
+    /* Continue the early-stopping state of an earlier call (or of a loaded state) when
+     * it belongs to this model's current step; a fresh best-weights buffer is needed
+     * only when none of the right size is kept. */
+    const int cont = tr->rs_valid && tr->rs_step == stochflow_model_step(m) &&
+                     (tr->rs_np == np || tr->rs_np == 0);
+    const int need_w = keep_best && !(cont && tr->rs_np == np);
+    b.best = need_w ? stochflow__alloc_array(np, sizeof(float)) : NULL;
     if (!xval) {
         b.train = stochflow__alloc_array(n_train * d, sizeof(float));
         b.val = stochflow__alloc_array(n_val ? n_val * d : 1, sizeof(float));
         b.mask = stochflow__malloc(n);
     }
     if (b.perm == NULL || b.batch == NULL || b.logp == NULL || b.sub == NULL ||
-        (keep_best && b.best == NULL) || (!xval && (b.train == NULL || b.val == NULL || b.mask == NULL))) {
+        (need_w && b.best == NULL) || (!xval && (b.train == NULL || b.val == NULL || b.mask == NULL))) {
         free_buffers(&b);
         return stochflow__error(STOCHFLOW_E_NOMEM, "trainer_fit: out of memory");
     }
@@ -323,13 +337,34 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
             return rc;
         }
     }
+    /* a kept best without its weights cannot be installed: tracking restarts */
+    if (!cont || (need_w && tr->rs_have_best)) {
+        tr->rs_have_best = 0;
+        tr->rs_best = INFINITY;
+        tr->rs_best_step = 0;
+        tr->rs_since = 0;
+    }
+    if (need_w) {
+        stochflow__free(tr->rs_w);
+        tr->rs_w = b.best;
+        b.best = NULL;
+        tr->rs_np = np;
+    } else if (!keep_best) { /* weights are not followed: drop stale ones */
+        stochflow__free(tr->rs_w);
+        tr->rs_w = NULL;
+        tr->rs_np = 0;
+    }
+    tr->rs_valid = 1;
     reset_stats(tr);
+    if (tr->rs_have_best) {
+        tr->stat_best_nll = tr->rs_best;
+        tr->stat_best_step = tr->rs_best_step;
+    }
     tr->stat_train_rows = (double)n_train;
     tr->stat_val_rows = (double)n_val;
     const double t_start = now_seconds();
-    uint64_t cached_epoch = UINT64_MAX, since_best = 0;
-    double best = INFINITY;
-    int rc = 0, have_best = 0;
+    uint64_t cached_epoch = UINT64_MAX;
+    int rc = 0;
     for (;;) {
         uint64_t s = stochflow_model_step(m);
         if (s >= max_steps) {
@@ -359,20 +394,21 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
             rc = mean_nll(&vn, &vse, tr, m, b.sub, n_sub, b.logp, fpc);
             if (rc < 0) break;
             tr->stat_evals += 1;
-            if (vn < best - min_delta) { /* the first evaluation always improves */
-                best = vn;
+            if (!tr->rs_have_best || vn < tr->rs_best - min_delta) { /* first: always */
+                tr->rs_best = vn;
+                tr->rs_best_step = (double)(s + 1);
                 tr->stat_best_nll = vn;
                 tr->stat_best_step = (double)(s + 1);
                 if (keep_best) {
                     float *p;
                     size_t cnt;
                     stochflow_model_parameters(&p, &cnt, m);
-                    memcpy(b.best, p, np * sizeof(float));
+                    memcpy(tr->rs_w, p, np * sizeof(float));
                 }
-                have_best = 1;
-                since_best = 0;
+                tr->rs_have_best = 1;
+                tr->rs_since = 0;
             } else {
-                ++since_best;
+                ++tr->rs_since;
             }
         }
         if (tr->fn != NULL && tr->fn(tr->user, s + 1, loss, vn, vse) != 0) {
@@ -382,16 +418,17 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
                                   (unsigned long long)(s + 1));
             break;
         }
-        if (patience > 0 && since_best >= patience) {
+        if (patience > 0 && tr->rs_since >= patience) {
             tr->stat_stop = STOCHFLOW_TRAINER_STOP_PATIENCE;
             break;
         }
     }
-    if (rc == 0 && keep_best && have_best) {
+    tr->rs_step = stochflow_model_step(m);
+    if (rc == 0 && keep_best && tr->rs_have_best) {
         float *p;
         size_t cnt;
         stochflow_model_parameters(&p, &cnt, m);
-        memcpy(p, b.best, np * sizeof(float));
+        memcpy(p, tr->rs_w, np * sizeof(float));
     }
     if (rc < 0 && tr->stat_steps == 0) /* nothing trained: leave the model as it was */
         stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, old_horizon);
@@ -399,4 +436,123 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
         rc = mean_nll(&tr->stat_final_nll, &tr->stat_final_se, tr, m, val, n_val, b.logp, 1.0);
     free_buffers(&b);
     return rc;
+}
+
+/* ---- the early-stopping state as bytes -------------------------------------------- */
+/* Layout (little-endian): "SFTS", u32 version = 1, u32 flags (bit 0: have_best),
+ * u32 0, u64 step, f64 best, f64 best_step, u64 evaluations since the best, u64 np,
+ * np float32 best weights, u32 CRC-32 of all preceding bytes. */
+#define STATE_HEAD 56
+
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint64_t get64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+static void put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t f64_bits(double d) {
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    return u;
+}
+static double bits_f64(uint64_t u) {
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+STOCHFLOW_API int stochflow_trainer_state_size(size_t *size, const stochflow_trainer *tr) {
+    RETURN_ERROR_IF(size == NULL || tr == NULL, STOCHFLOW_E_INVALID,
+                    "trainer_state_size: NULL argument");
+    RETURN_ERROR_IF(!tr->rs_valid, STOCHFLOW_E_INVALID,
+                    "trainer_state_size: no fit has run on this trainer");
+    *size = STATE_HEAD + tr->rs_np * 4 + 4;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_save_state(size_t *written, const stochflow_trainer *tr,
+                                               void *buf, size_t cap) {
+    size_t need;
+    FORWARD_IF_ERROR(stochflow_trainer_state_size(&need, tr));
+    RETURN_ERROR_IF(written == NULL || buf == NULL, STOCHFLOW_E_INVALID,
+                    "trainer_save_state: NULL argument");
+    RETURN_ERROR_IF(cap < need, STOCHFLOW_E_INVALID,
+                    "trainer_save_state: buffer of %zu bytes, need %zu", cap, need);
+    unsigned char *p = buf;
+    memcpy(p, "SFTS", 4);
+    put32(p + 4, 1);
+    put32(p + 8, tr->rs_have_best ? 1u : 0u);
+    put32(p + 12, 0);
+    put64(p + 16, tr->rs_step);
+    put64(p + 24, f64_bits(tr->rs_best));
+    put64(p + 32, f64_bits(tr->rs_best_step));
+    put64(p + 40, tr->rs_since);
+    put64(p + 48, tr->rs_np);
+    for (size_t i = 0; i < tr->rs_np; ++i) {
+        uint32_t w;
+        memcpy(&w, &tr->rs_w[i], 4);
+        put32(p + STATE_HEAD + 4 * i, w);
+    }
+    put32(p + need - 4, stochflow__crc32(p, need - 4));
+    *written = need;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void *buf,
+                                               size_t len) {
+    RETURN_ERROR_IF(tr == NULL || (buf == NULL && len > 0), STOCHFLOW_E_INVALID,
+                    "trainer_load_state: NULL argument");
+    if (buf == NULL) { /* (NULL, 0): forget the state; the next fit starts afresh */
+        stochflow__free(tr->rs_w);
+        tr->rs_w = NULL;
+        tr->rs_np = 0;
+        tr->rs_valid = tr->rs_have_best = 0;
+        return 0;
+    }
+    const unsigned char *p = buf;
+    RETURN_ERROR_IF(len < STATE_HEAD + 4 || memcmp(p, "SFTS", 4) != 0, STOCHFLOW_E_FORMAT,
+                    "trainer state: not a trainer state (bad magic or too short)");
+    RETURN_ERROR_IF(get32(p + 4) != 1, STOCHFLOW_E_VERSION,
+                    "trainer state: version %u, this library reads 1", get32(p + 4));
+    uint64_t np = get64(p + 48);
+    RETURN_ERROR_IF(np > (len - STATE_HEAD - 4) / 4 || STATE_HEAD + np * 4 + 4 != len,
+                    STOCHFLOW_E_FORMAT, "trainer state: %zu bytes do not hold %llu weights",
+                    len, (unsigned long long)np);
+    RETURN_ERROR_IF(get32(p + len - 4) != stochflow__crc32(p, len - 4), STOCHFLOW_E_FORMAT,
+                    "trainer state: CRC-32 mismatch (corrupted)");
+    uint32_t flags = get32(p + 8);
+    RETURN_ERROR_IF((flags & ~1u) != 0 || get32(p + 12) != 0, STOCHFLOW_E_FORMAT,
+                    "trainer state: unknown flags");
+    double best = bits_f64(get64(p + 24)), best_step = bits_f64(get64(p + 32));
+    RETURN_ERROR_IF((flags & 1u) && (!isfinite(best) || !(best_step >= 0)), STOCHFLOW_E_FORMAT,
+                    "trainer state: the best value is not finite");
+    float *w = NULL;
+    if (np > 0) {
+        w = stochflow__alloc_array((size_t)np, sizeof(float));
+        RETURN_ERROR_IF(w == NULL, STOCHFLOW_E_NOMEM, "trainer state: out of memory");
+        for (size_t i = 0; i < np; ++i) {
+            uint32_t u = get32(p + STATE_HEAD + 4 * i);
+            memcpy(&w[i], &u, 4);
+        }
+    }
+    stochflow__free(tr->rs_w);
+    tr->rs_w = w;
+    tr->rs_np = (size_t)np;
+    tr->rs_valid = 1;
+    tr->rs_have_best = (flags & 1u) != 0;
+    tr->rs_step = get64(p + 16);
+    tr->rs_best = tr->rs_have_best ? best : INFINITY;
+    tr->rs_best_step = best_step;
+    tr->rs_since = get64(p + 40);
+    return 0;
 }

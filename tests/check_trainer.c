@@ -348,6 +348,83 @@ START_TEST(subset_estimate_is_unbiased) {
 }
 END_TEST
 
+/* Early stopping resumes too: cancelled at step 17, model checkpoint + trainer state
+ * saved, both loaded into new handles: the resumed fit stops at the same step, by
+ * patience, and installs the same best weights as the uninterrupted fit. */
+START_TEST(early_stopping_state_resumes) {
+    make_data();
+    stochflow_model *a = small_model(1), *c = small_model(1);
+    ck_assert_ok(stochflow_model_set_param(a, STOCHFLOW_PARAM_LR, 3e-2));
+    ck_assert_ok(stochflow_model_set_param(c, STOCHFLOW_PARAM_LR, 3e-2));
+    stochflow_trainer *ta = small_trainer(16, 400), *tc = small_trainer(16, 400);
+    stochflow_trainer *all[2] = {ta, tc};
+    for (int i = 0; i < 2; ++i) {
+        ck_assert_ok(stochflow_trainer_set_param(all[i], STOCHFLOW_TRAINER_EVAL_EVERY, 3));
+        ck_assert_ok(stochflow_trainer_set_param(all[i], STOCHFLOW_TRAINER_PATIENCE, 4));
+        ck_assert_ok(stochflow_trainer_set_param(all[i], STOCHFLOW_TRAINER_VAL_SUBSET, 16));
+    }
+    size_t sz, wr;
+    ck_assert_status(stochflow_trainer_state_size(&sz, ta), STOCHFLOW_E_INVALID); /* no fit */
+    ck_assert_ok(stochflow_trainer_fit(ta, a, data, NROWS, vdata, 40));
+    double stop, steps_a, best_a;
+    ck_assert_ok(stochflow_trainer_stat(&stop, ta, STOCHFLOW_TRAINER_STAT_STOP));
+    ck_assert_double_eq(stop, STOCHFLOW_TRAINER_STOP_PATIENCE);
+    steps_a = (double)stochflow_model_step(a);
+    ck_assert_ok(stochflow_trainer_stat(&best_a, ta, STOCHFLOW_TRAINER_STAT_BEST_STEP));
+    ck_assert(best_a < steps_a && steps_a > 17);
+    cancel_at = 17;
+    ck_assert_ok(stochflow_trainer_set_progress(tc, on_progress, NULL));
+    ck_assert_status(stochflow_trainer_fit(tc, c, data, NROWS, vdata, 40),
+                     STOCHFLOW_E_CANCELLED);
+    cancel_at = 0;
+    ck_assert_ok(stochflow_trainer_state_size(&sz, tc));
+    unsigned char *st = malloc(sz);
+    ck_assert_ok(stochflow_trainer_save_state(&wr, tc, st, sz));
+    ck_assert_uint_eq(wr, sz);
+    size_t msz, mwr;
+    ck_assert_ok(stochflow_model_serialized_size(&msz, c));
+    void *mb = malloc(msz);
+    ck_assert_ok(stochflow_model_save_buffer(&mwr, c, mb, msz));
+    stochflow_model_free(c);
+    stochflow_trainer_free(tc);
+    ck_assert_ok(stochflow_model_load_buffer(&c, mb, mwr));
+    tc = small_trainer(16, 400);
+    ck_assert_ok(stochflow_trainer_set_param(tc, STOCHFLOW_TRAINER_EVAL_EVERY, 3));
+    ck_assert_ok(stochflow_trainer_set_param(tc, STOCHFLOW_TRAINER_PATIENCE, 4));
+    ck_assert_ok(stochflow_trainer_set_param(tc, STOCHFLOW_TRAINER_VAL_SUBSET, 16));
+    /* corrupted states are refused and change nothing */
+    st[60] ^= 1;
+    ck_assert_status(stochflow_trainer_load_state(tc, st, sz), STOCHFLOW_E_FORMAT);
+    st[60] ^= 1;
+    ck_assert_status(stochflow_trainer_load_state(tc, st, sz - 1), STOCHFLOW_E_FORMAT);
+    ck_assert_status(stochflow_trainer_state_size(&wr, tc), STOCHFLOW_E_INVALID);
+    ck_assert_ok(stochflow_trainer_load_state(tc, st, sz));
+    ck_assert_ok(stochflow_trainer_fit(tc, c, data, NROWS, vdata, 40));
+    double best_c;
+    ck_assert_ok(stochflow_trainer_stat(&stop, tc, STOCHFLOW_TRAINER_STAT_STOP));
+    ck_assert_double_eq(stop, STOCHFLOW_TRAINER_STOP_PATIENCE);
+    ck_assert_double_eq((double)stochflow_model_step(c), steps_a);
+    ck_assert_ok(stochflow_trainer_stat(&best_c, tc, STOCHFLOW_TRAINER_STAT_BEST_STEP));
+    ck_assert_double_eq(best_c, best_a);
+    size_t np = stochflow_model_num_params(a);
+    float *pa = malloc(np * sizeof(float)), *pc = malloc(np * sizeof(float));
+    params_of(pa, a);
+    params_of(pc, c);
+    ck_assert_int_eq(memcmp(pa, pc, np * sizeof(float)), 0);
+    /* without the state the resumed run would restart the patience count */
+    ck_assert_ok(stochflow_trainer_load_state(tc, NULL, 0));
+    ck_assert_status(stochflow_trainer_state_size(&wr, tc), STOCHFLOW_E_INVALID);
+    free(pa);
+    free(pc);
+    free(st);
+    free(mb);
+    stochflow_trainer_free(ta);
+    stochflow_trainer_free(tc);
+    stochflow_model_free(a);
+    stochflow_model_free(c);
+}
+END_TEST
+
 Suite *make_suite(void) {
     Suite *s = suite_create("trainer");
     TCase *tc = tcase_create("core");
@@ -357,6 +434,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, best_weights_and_exact_final);
     tcase_add_test(tc, patience_subset_and_time);
     tcase_add_test(tc, subset_estimate_is_unbiased);
+    tcase_add_test(tc, early_stopping_state_resumes);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("errors");
     tcase_add_test(te, failures_change_nothing);

@@ -138,6 +138,9 @@ PROTOTYPES = {
     "stochflow_trainer_stat": (c_int, [c_double_p, HANDLE, c_int]),
     "stochflow_trainer_fit": (c_int, [HANDLE, HANDLE, c_float_p, c_size_t, c_float_p,
                                       c_size_t]),
+    "stochflow_trainer_state_size": (c_int, [c_size_t_p, HANDLE]),
+    "stochflow_trainer_save_state": (c_int, [c_size_t_p, HANDLE, c_void_p, c_size_t]),
+    "stochflow_trainer_load_state": (c_int, [HANDLE, c_void_p, c_size_t]),
 }
 
 # void *user, uint64_t step, double loss, double val_nll, double val_se -> int

@@ -118,6 +118,25 @@ class Trainer:
             _call("stochflow_trainer_set_progress", self._h, None, None)
         return self
 
+    def state_bytes(self):
+        """The early-stopping state (best, evaluations since, best weights, step) as
+        bytes: with a model checkpoint, a resumed fit stops and ends as the uninterrupted
+        one would (doc/training.md)."""
+        size = ctypes.c_size_t()
+        _call("stochflow_trainer_state_size", ctypes.byref(size), self._h)
+        buf = ctypes.create_string_buffer(size.value)
+        written = ctypes.c_size_t()
+        _call("stochflow_trainer_save_state", ctypes.byref(written), self._h, buf, size.value)
+        return buf.raw[:written.value]
+
+    def load_state(self, data):
+        """Install a state from state_bytes(); None forgets the current one."""
+        if data is None:
+            _call("stochflow_trainer_load_state", self._h, None, 0)
+            return
+        data = bytes(data)
+        _call("stochflow_trainer_load_state", self._h, data, len(data))
+
     @property
     def stats(self):
         out = {}

@@ -57,6 +57,36 @@ def test_trainer_same_bits_resume_and_threads():
     assert np.array_equal(a.parameters(), c.parameters())
 
 
+def test_trainer_state_resumes_early_stopping():
+    x, xv = data(), data(40, seed=5)
+
+    def trainer():
+        return sf.Trainer(batch_size=16, max_steps=400, eval_every=3, patience=4,
+                          val_subset=16, solver="rk4", steps=4)
+
+    def model():
+        return sf.Model(2, hidden=(16, 16), seed=2, threads=1, lr=3e-2)
+    a, ta = model(), trainer()
+    ta.fit(a, x, xv)
+    assert ta.stats["stop"] == "patience" and a.step > 20
+    c, tc = model(), trainer()
+    with pytest.raises(sf.CancelledError):
+        tc.fit(c, x, xv, progress=lambda s, *_: s == 17)
+    blob, state = c.to_bytes(), tc.state_bytes()
+    # resumed with the state: same stop, same best weights
+    c1, t1 = sf.Model.from_bytes(blob), trainer()
+    t1.load_state(state)
+    t1.fit(c1, x, xv)
+    assert c1.step == a.step and t1.stats["best_step"] == ta.stats["best_step"]
+    assert np.array_equal(c1.parameters(), a.parameters())
+    # resumed without it: patience restarts, the run differs
+    c2, t2 = sf.Model.from_bytes(blob), trainer()
+    t2.fit(c2, x, xv)
+    assert c2.step != a.step or not np.array_equal(c2.parameters(), a.parameters())
+    with pytest.raises(sf.FormatError):
+        t2.load_state(state[:-1])
+
+
 def test_trainer_callback_exception_propagates_and_errors():
     m = small_model()
     tr = sf.Trainer(batch_size=32, max_steps=10, solver="rk4", steps=4)

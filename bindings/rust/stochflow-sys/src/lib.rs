@@ -577,4 +577,16 @@ extern "C" {
         xval: *const f32,
         nval: usize,
     ) -> c_int;
+    pub fn stochflow_trainer_state_size(size: *mut usize, tr: *const stochflow_trainer) -> c_int;
+    pub fn stochflow_trainer_save_state(
+        written: *mut usize,
+        tr: *const stochflow_trainer,
+        buf: *mut c_void,
+        cap: usize,
+    ) -> c_int;
+    pub fn stochflow_trainer_load_state(
+        tr: *mut stochflow_trainer,
+        buf: *const c_void,
+        len: usize,
+    ) -> c_int;
 }

@@ -172,6 +172,34 @@ impl Trainer {
         r
     }
 
+    /// The early-stopping state as bytes (doc/training.md): with a model checkpoint, a
+    /// resumed fit stops and ends as the uninterrupted one would.
+    pub fn state_to_bytes(&self) -> Result<Vec<u8>> {
+        let mut size = 0usize;
+        // SAFETY: valid out-pointer and handle.
+        check(unsafe { sys::stochflow_trainer_state_size(&mut size, self.h) })?;
+        let mut buf = vec![0u8; size];
+        let mut written = 0usize;
+        // SAFETY: buf holds size bytes.
+        check(unsafe {
+            sys::stochflow_trainer_save_state(
+                &mut written,
+                self.h,
+                buf.as_mut_ptr() as *mut c_void,
+                size,
+            )
+        })?;
+        buf.truncate(written);
+        Ok(buf)
+    }
+    /// Install a state from [`Trainer::state_to_bytes`].
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        // SAFETY: bytes is readable for its length.
+        check(unsafe {
+            sys::stochflow_trainer_load_state(self.h, bytes.as_ptr() as *const c_void, bytes.len())
+        })
+    }
+
     pub fn stats(&self) -> Result<TrainStats> {
         let get = |k| -> Result<f64> {
             let mut v = 0.0;

@@ -73,6 +73,25 @@ fn resume_and_threads_give_the_same_bits() {
 }
 
 #[test]
+fn trainer_state_round_trip() {
+    let x = data();
+    let mut m = model(1.0);
+    let mut tr = trainer(12.0);
+    tr.set_param(TrainerParam::ValFraction, 0.2).unwrap();
+    tr.set_param(TrainerParam::EvalEvery, 4.0).unwrap();
+    assert!(tr.state_to_bytes().is_err()); // no fit yet
+    tr.fit(&mut m, &x, None).unwrap();
+    let st = tr.state_to_bytes().unwrap();
+    let mut other = trainer(12.0);
+    other.load_state(&st).unwrap();
+    assert_eq!(other.state_to_bytes().unwrap(), st);
+    assert_eq!(
+        other.load_state(&st[1..]).unwrap_err().kind,
+        ErrorKind::Format
+    );
+}
+
+#[test]
 fn errors_and_readers() {
     let mut x = data();
     x[7] = f32::NAN;
