@@ -295,7 +295,7 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     const int cont = tr->rs_valid && tr->rs_step == stochflow_model_step(m) &&
                      (tr->rs_np == np || tr->rs_np == 0);
     const int need_w = keep_best && !(cont && tr->rs_np == np);
-    b.best = need_w ? stochflow__alloc_array(np, sizeof(float)) : NULL;
+    b.best = need_w ? stochflow__calloc(np, sizeof(float)) : NULL; /* zeros until a best */
     if (!xval) {
         b.train = stochflow__alloc_array(n_train * d, sizeof(float));
         b.val = stochflow__alloc_array(n_val ? n_val * d : 1, sizeof(float));
@@ -536,6 +536,8 @@ STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void
     double best = bits_f64(get64(p + 24)), best_step = bits_f64(get64(p + 32));
     RETURN_ERROR_IF((flags & 1u) && (!isfinite(best) || !(best_step >= 0)), STOCHFLOW_E_FORMAT,
                     "trainer state: the best value is not finite");
+    RETURN_ERROR_IF(!(flags & 1u) && (best != INFINITY || best_step != 0 || get64(p + 40) != 0),
+                    STOCHFLOW_E_FORMAT, "trainer state: no best, yet a best value is set");
     float *w = NULL;
     if (np > 0) {
         w = stochflow__alloc_array((size_t)np, sizeof(float));
@@ -543,6 +545,11 @@ STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void
         for (size_t i = 0; i < np; ++i) {
             uint32_t u = get32(p + STATE_HEAD + 4 * i);
             memcpy(&w[i], &u, 4);
+            if (!isfinite(w[i])) {
+                stochflow__free(w);
+                return stochflow__error(STOCHFLOW_E_FORMAT,
+                                        "trainer state: best weight %zu is not finite", i);
+            }
         }
     }
     stochflow__free(tr->rs_w);
