@@ -14,7 +14,8 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(meson ninja-build pkg-config gcc g++ libblis-dev libpng-dev zlib1g-dev check
-          python3-numpy python3-pytest python3-torch dataset-fashion-mnist abigail-tools)
+          python3-numpy python3-pytest python3-torch dataset-fashion-mnist abigail-tools
+          python3-sklearn python3-pandas python3-mesonpy python3-venv python3-pip patchelf)
 
 install_missing() {
     local missing=()

@@ -779,6 +779,176 @@ STOCHFLOW_API int stochflow_images_write_grid(const char *path, const float *ima
                                               size_t channels, size_t height, size_t width,
                                               size_t ncols);
 
+/* ================================================================================ */
+/* Data readers: .npy and .csv matrices (doc/data.md).                               */
+/* ================================================================================ */
+
+/**
+ * Parse a .npy file held in memory into an n x d float32 matrix (row-major).
+ * The header is parsed as a Python dict literal with exactly the keys 'descr',
+ * 'fortran_order' and 'shape' (any order; a key inside another value cannot fool it).
+ * dtypes: '<f4', '<f8', integers '<i1'..'<i8', '<u1'..'<u8' (converted to the nearest
+ * float), also big-endian '>'. C and Fortran order. shape (n, d), or (n,) read as n x 1.
+ * The data must be exactly n * d items: fewer is "truncated", more is an error (the
+ * header's shape smaller than the data). Every value must be finite in float32.
+ * @param[out] x  on success a new matrix, free with stochflow_data_free; NULL on failure
+ * @param max_values  most values accepted (n * d); 0 = 2^28
+ * @return 0, STOCHFLOW_E_FORMAT (message names the key, or row and column),
+ *         STOCHFLOW_E_NONFINITE (message names row and column), STOCHFLOW_E_INVALID,
+ *         STOCHFLOW_E_NOMEM. @since 0.3
+ */
+STOCHFLOW_API int stochflow_data_parse_npy(float **x, size_t *n, size_t *d, const void *buf,
+                                           size_t len, size_t max_values);
+/**
+ * Parse .csv text held in memory into an n x d float32 matrix. A UTF-8 BOM is skipped;
+ * lines end in LF, CRLF or CR; blank lines and lines starting with '#' are skipped. The
+ * separator is ';' if the first row has one, else a tab if it has one, else ','. The first
+ * row is a header exactly when none of its cells is a number; a first row with some
+ * numeric and some other cells is an error naming the cell. Data cells must be plain
+ * decimal numbers ([+-]digits[.digits][e[+-]digits], blanks around allowed): empty
+ * cells, NA/NaN/inf, hexadecimal, quoted numbers and decimal commas are errors naming
+ * row (the 1-based line of the file), column (1-based) and the token. Every row must
+ * have the same number of cells. Independent of the host program's locale.
+ * @return as stochflow_data_parse_npy. @since 0.3
+ */
+STOCHFLOW_API int stochflow_data_parse_csv(float **x, size_t *n, size_t *d, const void *buf,
+                                           size_t len, size_t max_values);
+/**
+ * Read a .npy or .csv file (as the parse functions), reading at most max_bytes bytes
+ * (0 = 2^30): a longer file, pipe or device (/dev/zero) fails with STOCHFLOW_E_FORMAT
+ * after at most max_bytes + 1 bytes. Messages start with the path.
+ * @return as the parse functions, plus STOCHFLOW_E_IO (cannot open or read). @since 0.3
+ */
+STOCHFLOW_API int stochflow_data_read_npy(float **x, size_t *n, size_t *d, const char *path,
+                                          size_t max_bytes, size_t max_values);
+STOCHFLOW_API int stochflow_data_read_csv(float **x, size_t *n, size_t *d, const char *path,
+                                          size_t max_bytes, size_t max_values);
+/** Free a matrix returned by the data readers; NULL is a no-op. @since 0.3 */
+STOCHFLOW_API void stochflow_data_free(float *x);
+
+/* ================================================================================ */
+/* Trainer: the training loop with validation, early stopping and budgets            */
+/* (doc/training.md).                                                                */
+/* ================================================================================ */
+
+typedef struct stochflow_trainer stochflow_trainer;
+
+/**
+ * Trainer progress callback, called after every training step with the model's step
+ * count, the step's loss, and (after a scheduled evaluation, else NaN) the validation
+ * NLL estimate in nats per point and its standard error. Return non-zero to stop:
+ * stochflow_trainer_fit then returns STOCHFLOW_E_CANCELLED.
+ */
+typedef int (*stochflow_train_progress_fn)(void *user, uint64_t step, double loss,
+                                           double val_nll, double val_se);
+
+/* 500s: trainer keyed parameters (stochflow_trainer_set_param; 0 restores the default) */
+#define STOCHFLOW_TRAINER_BATCH_SIZE 500   /**< rows per minibatch; default 256 */
+#define STOCHFLOW_TRAINER_MAX_STEPS 501    /**< stop when the model's step count reaches
+                                                this (absolute, so a resumed run ends at
+                                                the same step); default 1000 */
+#define STOCHFLOW_TRAINER_MAX_SECONDS 502  /**< wall-clock budget of one fit call; 0 = none */
+#define STOCHFLOW_TRAINER_EVAL_EVERY 503   /**< validation every k steps; default 100 */
+#define STOCHFLOW_TRAINER_PATIENCE 504     /**< stop after this many evaluations without
+                                                improvement; 0 = never (default) */
+#define STOCHFLOW_TRAINER_VAL_FRACTION 505 /**< hold out this fraction of the rows (seeded
+                                                split) when no validation matrix is given;
+                                                default 0 */
+#define STOCHFLOW_TRAINER_VAL_SUBSET 506   /**< rows of the fixed random subset evaluated on
+                                                the schedule; default 256 */
+#define STOCHFLOW_TRAINER_SEED 507         /**< shuffling and split seed; 0 = the model's
+                                                configuration seed (default) */
+#define STOCHFLOW_TRAINER_MIN_DELTA 508    /**< improvement needed to reset patience, nats;
+                                                default 0 */
+#define STOCHFLOW_TRAINER_KEEP_BEST 509    /**< 1 = install the best-evaluated weights at the
+                                                end (default), 2 = keep the last */
+#define STOCHFLOW_TRAINER_SET_HORIZON 510  /**< 1 = set the model's LR_TOTAL_STEPS to
+                                                MAX_STEPS (default), 2 = leave it */
+
+/* Statistics of the last fit (stochflow_trainer_stat) */
+#define STOCHFLOW_TRAINER_STAT_BEST_NLL 550   /**< best scheduled validation estimate */
+#define STOCHFLOW_TRAINER_STAT_BEST_STEP 551  /**< model step of that estimate */
+#define STOCHFLOW_TRAINER_STAT_FINAL_NLL 552  /**< exact mean NLL on the whole validation
+                                                   set with the final weights */
+#define STOCHFLOW_TRAINER_STAT_FINAL_SE 553   /**< its standard error (sample sd / sqrt n) */
+#define STOCHFLOW_TRAINER_STAT_STEPS 554      /**< steps taken by the call */
+#define STOCHFLOW_TRAINER_STAT_EVALS 555      /**< scheduled evaluations made */
+#define STOCHFLOW_TRAINER_STAT_STOP 556       /**< STOCHFLOW_TRAINER_STOP_* */
+#define STOCHFLOW_TRAINER_STAT_LAST_LOSS 557  /**< loss of the last step */
+#define STOCHFLOW_TRAINER_STAT_TRAIN_ROWS 558 /**< rows trained on */
+#define STOCHFLOW_TRAINER_STAT_VAL_ROWS 559   /**< rows validated on */
+
+/** Why a fit stopped (STOCHFLOW_TRAINER_STAT_STOP). */
+#define STOCHFLOW_TRAINER_STOP_STEPS 1     /**< step budget reached */
+#define STOCHFLOW_TRAINER_STOP_TIME 2      /**< wall-clock budget reached */
+#define STOCHFLOW_TRAINER_STOP_PATIENCE 3  /**< no improvement for PATIENCE evaluations */
+#define STOCHFLOW_TRAINER_STOP_CANCELLED 4 /**< the callback asked to stop */
+
+/** New trainer with default parameters and its own validation solver. @since 0.3 */
+STOCHFLOW_API int stochflow_trainer_new(stochflow_trainer **out);
+/** Free a trainer; NULL is a no-op. @since 0.3 */
+STOCHFLOW_API void stochflow_trainer_free(stochflow_trainer *tr);
+/** Set, read and bound a 500s keyed parameter. @since 0.3 */
+STOCHFLOW_API int stochflow_trainer_set_param(stochflow_trainer *tr, int key, double value);
+STOCHFLOW_API int stochflow_trainer_get_param(double *out, const stochflow_trainer *tr, int key);
+STOCHFLOW_API int stochflow_trainer_param_bounds(double *lo, double *hi, double *def, int key);
+/** Progress/cancel callback (NULL for none). @since 0.3 */
+STOCHFLOW_API int stochflow_trainer_set_progress(stochflow_trainer *tr,
+                                                 stochflow_train_progress_fn fn, void *user);
+/**
+ * Borrowed pointer to the solver used for validation log-densities (configure it with
+ * stochflow_solver_set_param; default dopri5, exact trace). Valid until the trainer is
+ * freed. @since 0.3
+ */
+STOCHFLOW_API int stochflow_trainer_solver(stochflow_solver **out, stochflow_trainer *tr);
+/** A statistic of the last fit (STOCHFLOW_TRAINER_STAT_*). @since 0.3 */
+STOCHFLOW_API int stochflow_trainer_stat(double *out, const stochflow_trainer *tr, int key);
+/**
+ * Train m on the rows of x (n x d, d = the model's dimension) until the model's step
+ * count reaches MAX_STEPS, the wall-clock budget is spent, or PATIENCE evaluations pass
+ * without improvement. Model step s trains on rows [j B, j B + B) (the last batch of an
+ * epoch may be smaller) of the permutation of epoch s / ceil(n / B), drawn from the
+ * counter-based generator keyed by (seed, epoch): every row once per epoch, the same
+ * bits for any thread count, and a fit on a model loaded from a checkpoint continues
+ * exactly as the uninterrupted fit (same data and trainer parameters).
+ * Validation: xval (nval x d) or, with VAL_FRACTION, a seeded split of x. Every
+ * EVAL_EVERY steps the exact mean NLL (the trainer's solver) of a fixed random subset
+ * of VAL_SUBSET validation rows is computed: an unbiased estimate of the whole set's
+ * mean NLL, reported with its standard error (finite-population corrected). At the end
+ * the best-evaluated weights are installed (KEEP_BEST) and the exact NLL of the whole
+ * validation set is computed (STOCHFLOW_TRAINER_STAT_FINAL_NLL).
+ * Arguments, parameters and memory are all checked before the model is touched: such a
+ * failure leaves model and trainer unchanged. A failure during training (a non-finite
+ * step, a solver error, the callback's stop) leaves the model at the last completed step
+ * (a valid resume point) with the last weights, not the best; the early-stopping
+ * state is kept in the trainer (stochflow_trainer_save_state).
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM,
+ *         STOCHFLOW_E_CANCELLED, STOCHFLOW_E_UNSUPPORTED (KEEP_BEST with EMA evaluation
+ *         weights), or a solver status. @since 0.3
+ */
+STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *m,
+                                        const float *x, size_t n, const float *xval,
+                                        size_t nval);
+/**
+ * The trainer's early-stopping state (best estimate and its step, evaluations since it,
+ * the best weights when KEEP_BEST, and the model step it belongs to) as bytes
+ * (little-endian, CRC-32-checked; doc/training.md). A fit whose model is at that step
+ * continues the state instead of starting afresh, so a run resumed from a model
+ * checkpoint plus this state stops at the same step and installs the same best weights
+ * as the uninterrupted run. The trainer handle keeps the state between its own fits
+ * as well (load_state(tr, NULL, 0) forgets it: do so before fitting another model that
+ * happens to be at the same step). state_size and save_state fail with
+ * STOCHFLOW_E_INVALID before the first fit; load_state leaves the trainer unchanged on
+ * failure.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_FORMAT, STOCHFLOW_E_VERSION,
+ *         STOCHFLOW_E_NOMEM. @since 0.3
+ */
+STOCHFLOW_API int stochflow_trainer_state_size(size_t *size, const stochflow_trainer *tr);
+STOCHFLOW_API int stochflow_trainer_save_state(size_t *written, const stochflow_trainer *tr,
+                                               void *buf, size_t cap);
+STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void *buf,
+                                               size_t len);
+
 #ifdef __cplusplus
 }
 #endif

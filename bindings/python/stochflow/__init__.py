@@ -901,3 +901,11 @@ def images_write_grid(path, images, ncols=0):
     a = np.ascontiguousarray(a)
     n, c, h, w = a.shape
     _call("stochflow_images_write_grid", os.fsencode(path), _ptr(a), n, c, h, w, int(ncols))
+
+
+# ---- the C trainer and data readers (doc/training.md, doc/data.md) ----------------------
+
+from .training import Trainer, read_npy, read_csv, parse_npy, parse_csv  # noqa: E402
+
+__all__ += ["Trainer", "read_npy", "read_csv", "parse_npy", "parse_csv"]
+

@@ -125,7 +125,33 @@ PROTOTYPES = {
     "stochflow_bits_per_dim": (c_double, [c_double, c_size_t]),
     "stochflow_images_write_grid": (c_int, [c_char_p, c_float_p, c_size_t, c_size_t, c_size_t,
                                             c_size_t, c_size_t]),
+    # data readers and the trainer (doc/data.md, doc/training.md)
+    "stochflow_data_parse_npy": (c_int, [P(c_float_p), c_size_t_p, c_size_t_p, c_void_p,
+                                         c_size_t, c_size_t]),
+    "stochflow_data_parse_csv": (c_int, [P(c_float_p), c_size_t_p, c_size_t_p, c_void_p,
+                                         c_size_t, c_size_t]),
+    "stochflow_data_read_npy": (c_int, [P(c_float_p), c_size_t_p, c_size_t_p, c_char_p,
+                                        c_size_t, c_size_t]),
+    "stochflow_data_read_csv": (c_int, [P(c_float_p), c_size_t_p, c_size_t_p, c_char_p,
+                                        c_size_t, c_size_t]),
+    "stochflow_data_free": (None, [c_float_p]),
+    "stochflow_trainer_new": (c_int, [HANDLE_P]),
+    "stochflow_trainer_free": (None, [HANDLE]),
+    "stochflow_trainer_set_param": (c_int, [HANDLE, c_int, c_double]),
+    "stochflow_trainer_get_param": (c_int, [c_double_p, HANDLE, c_int]),
+    "stochflow_trainer_param_bounds": (c_int, [c_double_p, c_double_p, c_double_p, c_int]),
+    "stochflow_trainer_set_progress": (c_int, [HANDLE, c_void_p, c_void_p]),
+    "stochflow_trainer_solver": (c_int, [HANDLE_P, HANDLE]),
+    "stochflow_trainer_stat": (c_int, [c_double_p, HANDLE, c_int]),
+    "stochflow_trainer_fit": (c_int, [HANDLE, HANDLE, c_float_p, c_size_t, c_float_p,
+                                      c_size_t]),
+    "stochflow_trainer_state_size": (c_int, [c_size_t_p, HANDLE]),
+    "stochflow_trainer_save_state": (c_int, [c_size_t_p, HANDLE, c_void_p, c_size_t]),
+    "stochflow_trainer_load_state": (c_int, [HANDLE, c_void_p, c_size_t]),
 }
+
+# void *user, uint64_t step, double loss, double val_nll, double val_se -> int
+TRAIN_PROGRESS_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_uint64, c_double, c_double, c_double)
 
 # Header functions deliberately not bound (they take C callbacks); checked by
 # bindings/check_symbols.py so that a new header function is a conscious decision.
@@ -215,6 +241,31 @@ CONSTANTS = {
     "STOCHFLOW_ARCH_MLP": 1,
     "STOCHFLOW_ARCH_UNET": 2,
     "STOCHFLOW_UNET_MAX_LEVELS": 6,
+    "STOCHFLOW_TRAINER_BATCH_SIZE": 500,
+    "STOCHFLOW_TRAINER_MAX_STEPS": 501,
+    "STOCHFLOW_TRAINER_MAX_SECONDS": 502,
+    "STOCHFLOW_TRAINER_EVAL_EVERY": 503,
+    "STOCHFLOW_TRAINER_PATIENCE": 504,
+    "STOCHFLOW_TRAINER_VAL_FRACTION": 505,
+    "STOCHFLOW_TRAINER_VAL_SUBSET": 506,
+    "STOCHFLOW_TRAINER_SEED": 507,
+    "STOCHFLOW_TRAINER_MIN_DELTA": 508,
+    "STOCHFLOW_TRAINER_KEEP_BEST": 509,
+    "STOCHFLOW_TRAINER_SET_HORIZON": 510,
+    "STOCHFLOW_TRAINER_STAT_BEST_NLL": 550,
+    "STOCHFLOW_TRAINER_STAT_BEST_STEP": 551,
+    "STOCHFLOW_TRAINER_STAT_FINAL_NLL": 552,
+    "STOCHFLOW_TRAINER_STAT_FINAL_SE": 553,
+    "STOCHFLOW_TRAINER_STAT_STEPS": 554,
+    "STOCHFLOW_TRAINER_STAT_EVALS": 555,
+    "STOCHFLOW_TRAINER_STAT_STOP": 556,
+    "STOCHFLOW_TRAINER_STAT_LAST_LOSS": 557,
+    "STOCHFLOW_TRAINER_STAT_TRAIN_ROWS": 558,
+    "STOCHFLOW_TRAINER_STAT_VAL_ROWS": 559,
+    "STOCHFLOW_TRAINER_STOP_STEPS": 1,
+    "STOCHFLOW_TRAINER_STOP_TIME": 2,
+    "STOCHFLOW_TRAINER_STOP_PATIENCE": 3,
+    "STOCHFLOW_TRAINER_STOP_CANCELLED": 4,
 }
 globals().update(CONSTANTS)
 __all__ = list(CONSTANTS)  # what `from ._capi import *` re-exports
@@ -228,6 +279,14 @@ def _candidates():
         out.append(("$STOCHFLOW_LIBRARY", env))
         return out  # an explicit choice is never silently replaced
     here = os.path.dirname(os.path.abspath(__file__))
+    # Installed by pip (meson-python wheel, pyproject.toml): the library is packed into
+    # site-packages/.stochflow.mesonpy.libs/ beside the package.
+    wheel_libs = os.path.join(os.path.dirname(here), ".stochflow.mesonpy.libs")
+    if os.path.isdir(wheel_libs):
+        for name in sorted(os.listdir(wheel_libs)):
+            if name.startswith("libstochflow.so"):
+                out.append(("pip install", os.path.join(wheel_libs, name)))
+                break
     # Installed by `meson install`: _install_paths.py records the library directory.
     try:
         from . import _install_paths  # generated at install time

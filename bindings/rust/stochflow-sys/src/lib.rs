@@ -94,6 +94,33 @@ pub const STOCHFLOW_ARCH_MLP: c_int = 1;
 pub const STOCHFLOW_ARCH_UNET: c_int = 2;
 pub const STOCHFLOW_UNET_MAX_LEVELS: usize = 6;
 
+// ---- trainer keyed parameters (500s), statistics, stop reasons ----
+pub const STOCHFLOW_TRAINER_BATCH_SIZE: c_int = 500;
+pub const STOCHFLOW_TRAINER_MAX_STEPS: c_int = 501;
+pub const STOCHFLOW_TRAINER_MAX_SECONDS: c_int = 502;
+pub const STOCHFLOW_TRAINER_EVAL_EVERY: c_int = 503;
+pub const STOCHFLOW_TRAINER_PATIENCE: c_int = 504;
+pub const STOCHFLOW_TRAINER_VAL_FRACTION: c_int = 505;
+pub const STOCHFLOW_TRAINER_VAL_SUBSET: c_int = 506;
+pub const STOCHFLOW_TRAINER_SEED: c_int = 507;
+pub const STOCHFLOW_TRAINER_MIN_DELTA: c_int = 508;
+pub const STOCHFLOW_TRAINER_KEEP_BEST: c_int = 509;
+pub const STOCHFLOW_TRAINER_SET_HORIZON: c_int = 510;
+pub const STOCHFLOW_TRAINER_STAT_BEST_NLL: c_int = 550;
+pub const STOCHFLOW_TRAINER_STAT_BEST_STEP: c_int = 551;
+pub const STOCHFLOW_TRAINER_STAT_FINAL_NLL: c_int = 552;
+pub const STOCHFLOW_TRAINER_STAT_FINAL_SE: c_int = 553;
+pub const STOCHFLOW_TRAINER_STAT_STEPS: c_int = 554;
+pub const STOCHFLOW_TRAINER_STAT_EVALS: c_int = 555;
+pub const STOCHFLOW_TRAINER_STAT_STOP: c_int = 556;
+pub const STOCHFLOW_TRAINER_STAT_LAST_LOSS: c_int = 557;
+pub const STOCHFLOW_TRAINER_STAT_TRAIN_ROWS: c_int = 558;
+pub const STOCHFLOW_TRAINER_STAT_VAL_ROWS: c_int = 559;
+pub const STOCHFLOW_TRAINER_STOP_STEPS: c_int = 1;
+pub const STOCHFLOW_TRAINER_STOP_TIME: c_int = 2;
+pub const STOCHFLOW_TRAINER_STOP_PATIENCE: c_int = 3;
+pub const STOCHFLOW_TRAINER_STOP_CANCELLED: c_int = 4;
+
 // ---- opaque handles ----
 #[repr(C)]
 pub struct stochflow_config {
@@ -107,8 +134,21 @@ pub struct stochflow_model {
 pub struct stochflow_solver {
     _private: [u8; 0],
 }
+#[repr(C)]
+pub struct stochflow_trainer {
+    _private: [u8; 0],
+}
 
 // ---- callbacks ----
+pub type stochflow_train_progress_fn = Option<
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        step: u64,
+        loss: f64,
+        val_nll: f64,
+        val_se: f64,
+    ) -> c_int,
+>;
 pub type stochflow_schedule_fn =
     Option<unsafe extern "C" fn(user: *mut c_void, t: f64, out: *mut f64)>;
 pub type stochflow_velocity_fn = Option<
@@ -483,5 +523,85 @@ extern "C" {
         height: usize,
         width: usize,
         ncols: usize,
+    ) -> c_int;
+    // ---- data readers and the trainer (doc/data.md, doc/training.md) ----
+    pub fn stochflow_data_parse_npy(
+        x: *mut *mut f32,
+        n: *mut usize,
+        d: *mut usize,
+        buf: *const c_void,
+        len: usize,
+        max_values: usize,
+    ) -> c_int;
+    pub fn stochflow_data_parse_csv(
+        x: *mut *mut f32,
+        n: *mut usize,
+        d: *mut usize,
+        buf: *const c_void,
+        len: usize,
+        max_values: usize,
+    ) -> c_int;
+    pub fn stochflow_data_read_npy(
+        x: *mut *mut f32,
+        n: *mut usize,
+        d: *mut usize,
+        path: *const c_char,
+        max_bytes: usize,
+        max_values: usize,
+    ) -> c_int;
+    pub fn stochflow_data_read_csv(
+        x: *mut *mut f32,
+        n: *mut usize,
+        d: *mut usize,
+        path: *const c_char,
+        max_bytes: usize,
+        max_values: usize,
+    ) -> c_int;
+    pub fn stochflow_data_free(x: *mut f32);
+    pub fn stochflow_trainer_new(out: *mut *mut stochflow_trainer) -> c_int;
+    pub fn stochflow_trainer_free(tr: *mut stochflow_trainer);
+    pub fn stochflow_trainer_set_param(tr: *mut stochflow_trainer, key: c_int, value: f64)
+        -> c_int;
+    pub fn stochflow_trainer_get_param(
+        out: *mut f64,
+        tr: *const stochflow_trainer,
+        key: c_int,
+    ) -> c_int;
+    pub fn stochflow_trainer_param_bounds(
+        lo: *mut f64,
+        hi: *mut f64,
+        def: *mut f64,
+        key: c_int,
+    ) -> c_int;
+    pub fn stochflow_trainer_set_progress(
+        tr: *mut stochflow_trainer,
+        fn_: stochflow_train_progress_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_trainer_solver(
+        out: *mut *mut stochflow_solver,
+        tr: *mut stochflow_trainer,
+    ) -> c_int;
+    pub fn stochflow_trainer_stat(out: *mut f64, tr: *const stochflow_trainer, key: c_int)
+        -> c_int;
+    pub fn stochflow_trainer_fit(
+        tr: *mut stochflow_trainer,
+        m: *mut stochflow_model,
+        x: *const f32,
+        n: usize,
+        xval: *const f32,
+        nval: usize,
+    ) -> c_int;
+    pub fn stochflow_trainer_state_size(size: *mut usize, tr: *const stochflow_trainer) -> c_int;
+    pub fn stochflow_trainer_save_state(
+        written: *mut usize,
+        tr: *const stochflow_trainer,
+        buf: *mut c_void,
+        cap: usize,
+    ) -> c_int;
+    pub fn stochflow_trainer_load_state(
+        tr: *mut stochflow_trainer,
+        buf: *const c_void,
+        len: usize,
     ) -> c_int;
 }

@@ -1221,3 +1221,10 @@ pub fn images_write_grid<P: AsRef<Path>>(
         )
     })
 }
+
+// ---- the C trainer and data readers (doc/training.md, doc/data.md) -----------------
+
+mod trainer;
+pub use trainer::{
+    parse_csv, parse_npy, read_csv, read_npy, Matrix, StopReason, TrainStats, Trainer, TrainerParam,
+};

@@ -1,0 +1,95 @@
+"""stochflow.estimator.FlowDensity under scikit-learn: its estimator checks, clone,
+cross_val_score, GridSearchCV, pandas column names, reproducible sampling. Small and fast
+(tiny networks, tens of steps): this file runs in a few seconds."""
+import pickle
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")  # Debian: python3-sklearn
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score  # noqa: E402
+from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+
+import stochflow as sf  # noqa: E402
+from stochflow.estimator import FlowDensity  # noqa: E402
+
+FAST = dict(hidden=(16,), max_steps=30, batch_size=32, solver_steps=4)
+
+
+def moons(n=200, seed=1):
+    return sf.toy_sample("moons", n, seed=seed).astype(np.float64)
+
+
+def test_sklearn_check_estimator():
+    # Every check scikit-learn 1.2 runs for an unsupervised estimator applies and runs;
+    # none is skipped (check_estimator raises on the first failure).
+    check_estimator(FlowDensity(**FAST))
+
+
+def test_fit_score_sample_reproducible():
+    X = moons()
+    a = FlowDensity(random_state=0, **FAST).fit(X)
+    b = clone(a).fit(X)
+    assert a.n_features_in_ == 2
+    s = a.score_samples(X[:10])
+    assert s.shape == (10,) and s.dtype == np.float64 and np.all(np.isfinite(s))
+    assert np.array_equal(s, b.score_samples(X[:10]))      # same random_state, same bits
+    assert a.score(X) == pytest.approx(np.mean(a.score_samples(X)))
+    draws = a.sample(5, random_state=3)
+    assert draws.shape == (5, 2)
+    assert np.array_equal(draws, a.sample(5, random_state=3))
+    assert not np.array_equal(draws, a.sample(5, random_state=4))
+    c = pickle.loads(pickle.dumps(a))
+    assert np.array_equal(c.score_samples(X[:10]), s)
+
+
+def test_training_improves_the_likelihood():
+    X, Xt = moons(400, 1), moons(400, 2)
+    short = FlowDensity(hidden=(32, 32), max_steps=5, lr=1e-2, batch_size=64, solver_steps=8,
+                        random_state=0).fit(X)
+    longer = clone(short).set_params(max_steps=300).fit(X)
+    # held-out mean log-likelihood, nats: about -3.36 after 5 steps, -3.05 after 300
+    assert longer.score(Xt) > short.score(Xt) + 0.15
+
+
+def test_standardize_is_a_change_of_variables():
+    # Scaling the data by 10 shifts the log-density by exactly -d log 10 (same flow).
+    X = moons()
+    a = FlowDensity(random_state=0, **FAST).fit(X)
+    b = FlowDensity(random_state=0, **FAST).fit(10 * X)
+    np.testing.assert_allclose(b.score_samples(10 * X[:20]),
+                               a.score_samples(X[:20]) - 2 * np.log(10), rtol=0, atol=1e-4)
+
+
+def test_validation_and_early_stopping_through_the_c_trainer():
+    est = FlowDensity(hidden=(16,), max_steps=200, batch_size=32, solver_steps=4,
+                      val_fraction=0.25, eval_every=5, patience=2, min_delta=10.0,
+                      random_state=0).fit(moons())
+    st = est.fit_stats_
+    assert st["stop"] == "patience" and st["steps"] == 15 and st["val_rows"] == 50
+
+
+def test_cross_val_score_and_grid_search():
+    X = moons(150)
+    scores = cross_val_score(FlowDensity(random_state=0, **FAST), X,
+                             cv=KFold(3, shuffle=True, random_state=0))
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    grid = GridSearchCV(FlowDensity(random_state=0, **FAST),
+                        {"max_steps": [2, 60], "lr": [3e-3]}, cv=3).fit(X)
+    assert grid.best_params_["max_steps"] == 60
+    assert np.isfinite(grid.score(X))
+
+
+def test_pandas_column_names():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(moons(100), columns=["height", "weight"])
+    est = FlowDensity(random_state=0, **FAST).fit(df)
+    assert list(est.feature_names_in_) == ["height", "weight"]
+    assert est.score_samples(df).shape == (100,)
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.score_samples(df.rename(columns={"weight": "mass"}))
+    with pytest.warns(UserWarning, match="valid feature names"), \
+            pytest.raises(ValueError, match="features"):
+        est.score_samples(np.zeros((3, 3)))

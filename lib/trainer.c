@@ -1,0 +1,565 @@
+/* trainer.c - the training loop as a library call (doc/training.md): minibatches without
+ * replacement per epoch from the counter-based generator, a validation NLL on a
+ * schedule (exact on a fixed random subset: unbiased for the full validation set, with
+ * its standard error), best weights, patience, a progress/cancel callback, step and
+ * wall-clock budgets with the learning-rate schedule spanning the step budget.
+ *
+ * Built only on the public model and solver API (train_step, parameters, log_prob), so
+ * the trainer's state is (model, data, trainer parameters): the batch of model step s is
+ * a pure function of (seed, s, n, batch size), which is what makes a trainer resumed
+ * from a checkpoint continue bitwise and the run independent of the thread count. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* ---- keyed parameters of the trainer handle (500s) -------------------------------- */
+/* One block, to be folded into the library's parameter table (params.c) later.
+ * {key, lo, hi, default, integer, name}; setting 0 restores the default. */
+typedef struct {
+    int key;
+    double lo, hi, def;
+    int integer;
+    const char *name;
+} trainer_param;
+
+static const trainer_param trainer_params[] = {
+    {STOCHFLOW_TRAINER_BATCH_SIZE, 1, 1 << 24, 256, 1, "batch_size"},
+    {STOCHFLOW_TRAINER_MAX_STEPS, 1, 1e12, 1000, 1, "max_steps"},
+    {STOCHFLOW_TRAINER_MAX_SECONDS, 0, 1e9, 0, 0, "max_seconds"},
+    {STOCHFLOW_TRAINER_EVAL_EVERY, 1, 1e12, 100, 1, "eval_every"},
+    {STOCHFLOW_TRAINER_PATIENCE, 0, 1e9, 0, 1, "patience"},
+    {STOCHFLOW_TRAINER_VAL_FRACTION, 0, 0.9, 0, 0, "val_fraction"},
+    {STOCHFLOW_TRAINER_VAL_SUBSET, 1, 1e9, 256, 1, "val_subset"},
+    {STOCHFLOW_TRAINER_SEED, 0, 9007199254740992.0, 0, 1, "seed"},
+    {STOCHFLOW_TRAINER_MIN_DELTA, 0, 1e9, 0, 0, "min_delta"},
+    {STOCHFLOW_TRAINER_KEEP_BEST, 1, 2, 1, 1, "keep_best"},
+    {STOCHFLOW_TRAINER_SET_HORIZON, 1, 2, 1, 1, "set_horizon"},
+};
+#define N_TRAINER_PARAMS (sizeof trainer_params / sizeof trainer_params[0])
+
+/* Philox streams of the trainer (free slots below STOCHFLOW__STREAM_USER). */
+#define TRAINER_STREAM_SHUFFLE 12u /* epoch permutations: step field = epoch */
+#define TRAINER_STREAM_SPLIT 13u   /* validation split (step 0) and eval subset (step 1) */
+
+struct stochflow_trainer {
+    double value[N_TRAINER_PARAMS];
+    stochflow_solver *solver;
+    stochflow_train_progress_fn fn;
+    void *user;
+    double stat_best_nll, stat_best_step, stat_final_nll, stat_final_se, stat_steps,
+        stat_evals, stat_stop, stat_last_loss, stat_train_rows, stat_val_rows;
+    /* Early-stopping state, kept between calls and in stochflow_trainer_save_state: a
+     * fit on a model at step rs_step continues it (best so far, evaluations since). */
+    int rs_valid, rs_have_best;
+    uint64_t rs_step, rs_since;
+    double rs_best, rs_best_step;
+    size_t rs_np;  /* weights in rs_w (0: none kept) */
+    float *rs_w;   /* best live weights, when KEEP_BEST */
+};
+
+static int param_index(int key) {
+    for (size_t i = 0; i < N_TRAINER_PARAMS; ++i)
+        if (trainer_params[i].key == key) return (int)i;
+    return -1;
+}
+
+static void reset_stats(stochflow_trainer *tr) {
+    tr->stat_best_nll = tr->stat_final_nll = tr->stat_final_se = NAN;
+    tr->stat_last_loss = NAN;
+    tr->stat_best_step = tr->stat_steps = tr->stat_evals = tr->stat_stop = 0;
+    tr->stat_train_rows = tr->stat_val_rows = 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_new(stochflow_trainer **out) {
+    RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "trainer_new: out is NULL");
+    *out = NULL;
+    stochflow_trainer *tr = stochflow__calloc(1, sizeof *tr);
+    RETURN_ERROR_IF(tr == NULL, STOCHFLOW_E_NOMEM, "trainer_new: out of memory");
+    for (size_t i = 0; i < N_TRAINER_PARAMS; ++i) tr->value[i] = trainer_params[i].def;
+    int rc = stochflow_solver_new(&tr->solver);
+    if (rc < 0) {
+        stochflow__free(tr);
+        return rc;
+    }
+    reset_stats(tr);
+    *out = tr;
+    return 0;
+}
+
+STOCHFLOW_API void stochflow_trainer_free(stochflow_trainer *tr) {
+    if (tr == NULL) return;
+    stochflow__free(tr->rs_w);
+    stochflow_solver_free(tr->solver);
+    stochflow__free(tr);
+}
+
+STOCHFLOW_API int stochflow_trainer_param_bounds(double *lo, double *hi, double *def, int key) {
+    int i = param_index(key);
+    RETURN_ERROR_IF(i < 0, STOCHFLOW_E_UNSUPPORTED, "trainer: unknown parameter key %d", key);
+    if (lo) *lo = trainer_params[i].lo;
+    if (hi) *hi = trainer_params[i].hi;
+    if (def) *def = trainer_params[i].def;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_set_param(stochflow_trainer *tr, int key, double value) {
+    RETURN_ERROR_IF(tr == NULL, STOCHFLOW_E_INVALID, "trainer_set_param: trainer is NULL");
+    int i = param_index(key);
+    RETURN_ERROR_IF(i < 0, STOCHFLOW_E_UNSUPPORTED, "trainer: unknown parameter key %d", key);
+    const trainer_param *p = &trainer_params[i];
+    if (value == 0) {
+        tr->value[i] = p->def;
+        return 0;
+    }
+    RETURN_ERROR_IF(!isfinite(value) || value < p->lo || value > p->hi, STOCHFLOW_E_INVALID,
+                    "trainer: %s = %g outside [%g, %g]", p->name, value, p->lo, p->hi);
+    RETURN_ERROR_IF(p->integer && value != floor(value), STOCHFLOW_E_INVALID,
+                    "trainer: %s = %g must be an integer", p->name, value);
+    tr->value[i] = value;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_get_param(double *out, const stochflow_trainer *tr, int key) {
+    RETURN_ERROR_IF(out == NULL || tr == NULL, STOCHFLOW_E_INVALID,
+                    "trainer_get_param: NULL argument");
+    int i = param_index(key);
+    RETURN_ERROR_IF(i < 0, STOCHFLOW_E_UNSUPPORTED, "trainer: unknown parameter key %d", key);
+    *out = tr->value[i];
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_set_progress(stochflow_trainer *tr,
+                                                 stochflow_train_progress_fn fn, void *user) {
+    RETURN_ERROR_IF(tr == NULL, STOCHFLOW_E_INVALID, "trainer_set_progress: trainer is NULL");
+    tr->fn = fn;
+    tr->user = user;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_solver(stochflow_solver **out, stochflow_trainer *tr) {
+    RETURN_ERROR_IF(out == NULL || tr == NULL, STOCHFLOW_E_INVALID,
+                    "trainer_solver: NULL argument");
+    *out = tr->solver;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_stat(double *out, const stochflow_trainer *tr, int key) {
+    RETURN_ERROR_IF(out == NULL || tr == NULL, STOCHFLOW_E_INVALID,
+                    "trainer_stat: NULL argument");
+    switch (key) {
+    case STOCHFLOW_TRAINER_STAT_BEST_NLL: *out = tr->stat_best_nll; return 0;
+    case STOCHFLOW_TRAINER_STAT_BEST_STEP: *out = tr->stat_best_step; return 0;
+    case STOCHFLOW_TRAINER_STAT_FINAL_NLL: *out = tr->stat_final_nll; return 0;
+    case STOCHFLOW_TRAINER_STAT_FINAL_SE: *out = tr->stat_final_se; return 0;
+    case STOCHFLOW_TRAINER_STAT_STEPS: *out = tr->stat_steps; return 0;
+    case STOCHFLOW_TRAINER_STAT_EVALS: *out = tr->stat_evals; return 0;
+    case STOCHFLOW_TRAINER_STAT_STOP: *out = tr->stat_stop; return 0;
+    case STOCHFLOW_TRAINER_STAT_LAST_LOSS: *out = tr->stat_last_loss; return 0;
+    case STOCHFLOW_TRAINER_STAT_TRAIN_ROWS: *out = tr->stat_train_rows; return 0;
+    case STOCHFLOW_TRAINER_STAT_VAL_ROWS: *out = tr->stat_val_rows; return 0;
+    default: break;
+    }
+    return stochflow__error(STOCHFLOW_E_UNSUPPORTED, "trainer_stat: unknown key %d", key);
+}
+
+/* ---- the loop ---------------------------------------------------------------------- */
+
+static double get(const stochflow_trainer *tr, int key) { return tr->value[param_index(key)]; }
+
+/* perm = a uniform permutation of 0..n-1 (Fisher-Yates), keyed by (seed, stream, step). */
+static void permutation(size_t *perm, size_t n, uint64_t seed, uint32_t stream, uint64_t step) {
+    stochflow__rng r;
+    stochflow__rng_init(&r, seed, stream, step, 0);
+    for (size_t i = 0; i < n; ++i) perm[i] = i;
+    for (size_t i = n; i > 1; --i) {
+        size_t j = (size_t)(stochflow__rng_uniform(&r) * (double)i);
+        if (j >= i) j = i - 1;
+        size_t t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Mean negative log-likelihood of rows x (n x d) and its standard error (sample
+ * standard deviation / sqrt n, times the finite-population factor fpc). */
+static int mean_nll(double *mean, double *se, stochflow_trainer *tr, stochflow_model *m,
+                    const float *x, size_t n, float *logp, double fpc) {
+    FORWARD_IF_ERROR(stochflow_solver_log_prob(logp, NULL, tr->solver, m, x, n, 1.0));
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; ++i) s += -(double)logp[i];
+    double mu = s / (double)n;
+    for (size_t i = 0; i < n; ++i) s2 += (-(double)logp[i] - mu) * (-(double)logp[i] - mu);
+    RETURN_ERROR_IF(!isfinite(mu), STOCHFLOW_E_NONFINITE,
+                    "trainer: the validation log-likelihood is not finite");
+    *mean = mu;
+    *se = n > 1 ? sqrt(s2 / (double)(n - 1) / (double)n) * fpc : NAN;
+    return 0;
+}
+
+typedef struct {
+    float *train, *val, *sub, *batch, *logp, *best; /* best: a new rs_w, or NULL */
+    size_t *perm;
+    unsigned char *mask;
+} buffers;
+
+static void free_buffers(buffers *b) {
+    stochflow__free(b->train);
+    stochflow__free(b->val);
+    stochflow__free(b->sub);
+    stochflow__free(b->batch);
+    stochflow__free(b->logp);
+    stochflow__free(b->best);
+    stochflow__free(b->perm);
+    stochflow__free(b->mask);
+}
+
+STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *m,
+                                        const float *x, size_t n, const float *xval,
+                                        size_t nval) {
+    RETURN_ERROR_IF(tr == NULL || m == NULL, STOCHFLOW_E_INVALID, "trainer_fit: NULL handle");
+    RETURN_ERROR_IF(x == NULL || n == 0, STOCHFLOW_E_INVALID, "trainer_fit: no training data");
+    RETURN_ERROR_IF(xval == NULL && nval > 0, STOCHFLOW_E_INVALID,
+                    "trainer_fit: xval is NULL with nval = %zu", nval);
+    const size_t d = stochflow_model_dim(m);
+    size_t total;
+    RETURN_ERROR_IF(stochflow__mul_size(&total, n, d) != 0, STOCHFLOW_E_INVALID,
+                    "trainer_fit: n x d overflows");
+    for (size_t i = 0; i < n * d; ++i)
+        RETURN_ERROR_IF(!isfinite(x[i]), STOCHFLOW_E_NONFINITE,
+                        "trainer_fit: training row %zu, column %zu is not finite", i / d + 1,
+                        i % d + 1);
+    for (size_t i = 0; i < nval * d; ++i)
+        RETURN_ERROR_IF(!isfinite(xval[i]), STOCHFLOW_E_NONFINITE,
+                        "trainer_fit: validation row %zu, column %zu is not finite", i / d + 1,
+                        i % d + 1);
+    const double frac = get(tr, STOCHFLOW_TRAINER_VAL_FRACTION);
+    RETURN_ERROR_IF(xval != NULL && frac > 0, STOCHFLOW_E_INVALID,
+                    "trainer_fit: both a validation matrix and a validation fraction given");
+    size_t n_val = xval ? nval : (size_t)floor(frac * (double)n + 0.5);
+    size_t n_train = xval ? n : n - n_val;
+    RETURN_ERROR_IF(n_train == 0 || (frac > 0 && n_val == 0), STOCHFLOW_E_INVALID,
+                    "trainer_fit: validation fraction %g of %zu rows leaves an empty split",
+                    frac, n);
+    const int keep_best = get(tr, STOCHFLOW_TRAINER_KEEP_BEST) == 1 && n_val > 0;
+    double ema = 0;
+    FORWARD_IF_ERROR(stochflow_model_get_param(&ema, m, STOCHFLOW_PARAM_EMA_DECAY));
+    double evalw = 1;
+    FORWARD_IF_ERROR(stochflow_model_get_param(&evalw, m, STOCHFLOW_PARAM_EVAL_WEIGHTS));
+    RETURN_ERROR_IF(keep_best && ema > 0 && evalw == 1, STOCHFLOW_E_UNSUPPORTED,
+                    "trainer_fit: keeping the best weights restores the live weights, but "
+                    "with EMA on the validation uses the EMA weights; set "
+                    "STOCHFLOW_TRAINER_KEEP_BEST to 2 or STOCHFLOW_PARAM_EVAL_WEIGHTS to 2");
+
+    double old_horizon = 0;
+    FORWARD_IF_ERROR(stochflow_model_get_param(&old_horizon, m, STOCHFLOW_PARAM_LR_TOTAL_STEPS));
+    uint64_t seed = (uint64_t)get(tr, STOCHFLOW_TRAINER_SEED);
+    if (seed == 0) {
+        stochflow_config *cfg = NULL;
+        FORWARD_IF_ERROR(stochflow_model_config(&cfg, m));
+        seed = stochflow_config_seed(cfg);
+        stochflow_config_free(cfg);
+    }
+    const size_t bs_param = (size_t)get(tr, STOCHFLOW_TRAINER_BATCH_SIZE);
+    const size_t bs = bs_param < n_train ? bs_param : n_train;
+    const size_t per_epoch = (n_train + bs - 1) / bs;
+    const uint64_t max_steps = (uint64_t)get(tr, STOCHFLOW_TRAINER_MAX_STEPS);
+    const double max_seconds = get(tr, STOCHFLOW_TRAINER_MAX_SECONDS);
+    const uint64_t eval_every = (uint64_t)get(tr, STOCHFLOW_TRAINER_EVAL_EVERY);
+    const uint64_t patience = (uint64_t)get(tr, STOCHFLOW_TRAINER_PATIENCE);
+    const double min_delta = get(tr, STOCHFLOW_TRAINER_MIN_DELTA);
+    size_t n_sub = (size_t)get(tr, STOCHFLOW_TRAINER_VAL_SUBSET);
+    if (n_sub > n_val) n_sub = n_val;
+
+    /* Everything that can fail for lack of memory, before the model is touched. */
+    buffers b;
+    memset(&b, 0, sizeof b);
+    size_t np = stochflow_model_num_params(m);
+    size_t nperm = n > n_val ? n : n_val;
+    b.perm = stochflow__alloc_array(nperm, sizeof(size_t));
+    b.batch = stochflow__alloc_array(bs * d, sizeof(float));
+    b.logp = stochflow__alloc_array(n_val ? n_val : 1, sizeof(float));
+    b.sub = stochflow__alloc_array(n_sub ? n_sub * d : 1, sizeof(float));
+    /* Continue the early-stopping state of an earlier call (or of a loaded state) when
+     * it belongs to this model's current step; a fresh best-weights buffer is needed
+     * only when none of the right size is kept. */
+    const int cont = tr->rs_valid && tr->rs_step == stochflow_model_step(m) &&
+                     (tr->rs_np == np || tr->rs_np == 0);
+    const int need_w = keep_best && !(cont && tr->rs_np == np);
+    b.best = need_w ? stochflow__calloc(np, sizeof(float)) : NULL; /* zeros until a best */
+    if (!xval) {
+        b.train = stochflow__alloc_array(n_train * d, sizeof(float));
+        b.val = stochflow__alloc_array(n_val ? n_val * d : 1, sizeof(float));
+        b.mask = stochflow__malloc(n);
+    }
+    if (b.perm == NULL || b.batch == NULL || b.logp == NULL || b.sub == NULL ||
+        (need_w && b.best == NULL) || (!xval && (b.train == NULL || b.val == NULL || b.mask == NULL))) {
+        free_buffers(&b);
+        return stochflow__error(STOCHFLOW_E_NOMEM, "trainer_fit: out of memory");
+    }
+    /* Split: a seeded permutation's first n_val rows validate, the others (in their
+     * original order) train. */
+    const float *train = x, *val = xval;
+    if (!xval) {
+        permutation(b.perm, n, seed, TRAINER_STREAM_SPLIT, 0);
+        for (size_t k = 0; k < n_val; ++k) memcpy(b.val + k * d, x + b.perm[k] * d, d * sizeof(float));
+        /* the training rows keep their original order */
+        memset(b.mask, 0, n);
+        for (size_t k = 0; k < n_val; ++k) b.mask[b.perm[k]] = 1;
+        size_t nr = 0;
+        for (size_t i = 0; i < n; ++i)
+            if (!b.mask[i]) memcpy(b.train + nr++ * d, x + i * d, d * sizeof(float));
+        train = b.train;
+        val = b.val;
+    }
+    /* The fixed evaluation subset: the first n_sub rows of a seeded permutation. */
+    if (n_val > 0) {
+        permutation(b.perm, n_val, seed, TRAINER_STREAM_SPLIT, 1);
+        for (size_t k = 0; k < n_sub; ++k)
+            memcpy(b.sub + k * d, val + b.perm[k] * d, d * sizeof(float));
+    }
+    const double fpc = n_val > 1 ? sqrt((double)(n_val - n_sub) / (double)(n_val - 1)) : 1.0;
+
+    /* From here on the model changes. */
+    if (get(tr, STOCHFLOW_TRAINER_SET_HORIZON) == 1) {
+        int rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, (double)max_steps);
+        if (rc < 0) {
+            free_buffers(&b);
+            return rc;
+        }
+    }
+    /* a kept best without its weights cannot be installed: tracking restarts */
+    if (!cont || (need_w && tr->rs_have_best)) {
+        tr->rs_have_best = 0;
+        tr->rs_best = INFINITY;
+        tr->rs_best_step = 0;
+        tr->rs_since = 0;
+    }
+    if (need_w) {
+        stochflow__free(tr->rs_w);
+        tr->rs_w = b.best;
+        b.best = NULL;
+        tr->rs_np = np;
+    } else if (!keep_best) { /* weights are not followed: drop stale ones */
+        stochflow__free(tr->rs_w);
+        tr->rs_w = NULL;
+        tr->rs_np = 0;
+    }
+    tr->rs_valid = 1;
+    reset_stats(tr);
+    if (tr->rs_have_best) {
+        tr->stat_best_nll = tr->rs_best;
+        tr->stat_best_step = tr->rs_best_step;
+    }
+    tr->stat_train_rows = (double)n_train;
+    tr->stat_val_rows = (double)n_val;
+    const double t_start = now_seconds();
+    uint64_t cached_epoch = UINT64_MAX;
+    int rc = 0;
+    for (;;) {
+        uint64_t s = stochflow_model_step(m);
+        if (s >= max_steps) {
+            tr->stat_stop = STOCHFLOW_TRAINER_STOP_STEPS;
+            break;
+        }
+        if (max_seconds > 0 && now_seconds() - t_start >= max_seconds) {
+            tr->stat_stop = STOCHFLOW_TRAINER_STOP_TIME;
+            break;
+        }
+        uint64_t epoch = s / per_epoch;
+        size_t j = (size_t)(s % per_epoch);
+        if (epoch != cached_epoch) {
+            permutation(b.perm, n_train, seed, TRAINER_STREAM_SHUFFLE, epoch);
+            cached_epoch = epoch;
+        }
+        size_t lo = j * bs, hi = lo + bs < n_train ? lo + bs : n_train;
+        for (size_t k = lo; k < hi; ++k)
+            memcpy(b.batch + (k - lo) * d, train + b.perm[k] * d, d * sizeof(float));
+        double loss;
+        rc = stochflow_model_train_step(&loss, m, b.batch, hi - lo, NULL, NULL);
+        if (rc < 0) break;
+        tr->stat_last_loss = loss;
+        tr->stat_steps += 1;
+        double vn = NAN, vse = NAN;
+        if (n_val > 0 && (s + 1) % eval_every == 0) {
+            rc = mean_nll(&vn, &vse, tr, m, b.sub, n_sub, b.logp, fpc);
+            if (rc < 0) break;
+            tr->stat_evals += 1;
+            if (!tr->rs_have_best || vn < tr->rs_best - min_delta) { /* first: always */
+                tr->rs_best = vn;
+                tr->rs_best_step = (double)(s + 1);
+                tr->stat_best_nll = vn;
+                tr->stat_best_step = (double)(s + 1);
+                if (keep_best) {
+                    float *p;
+                    size_t cnt;
+                    stochflow_model_parameters(&p, &cnt, m);
+                    memcpy(tr->rs_w, p, np * sizeof(float));
+                }
+                tr->rs_have_best = 1;
+                tr->rs_since = 0;
+            } else {
+                ++tr->rs_since;
+            }
+        }
+        if (tr->fn != NULL && tr->fn(tr->user, s + 1, loss, vn, vse) != 0) {
+            tr->stat_stop = STOCHFLOW_TRAINER_STOP_CANCELLED;
+            rc = stochflow__error(STOCHFLOW_E_CANCELLED,
+                                  "trainer_fit: cancelled by the progress callback at step %llu",
+                                  (unsigned long long)(s + 1));
+            break;
+        }
+        if (patience > 0 && tr->rs_since >= patience) {
+            tr->stat_stop = STOCHFLOW_TRAINER_STOP_PATIENCE;
+            break;
+        }
+    }
+    tr->rs_step = stochflow_model_step(m);
+    if (rc == 0 && keep_best && tr->rs_have_best) {
+        float *p;
+        size_t cnt;
+        stochflow_model_parameters(&p, &cnt, m);
+        memcpy(p, tr->rs_w, np * sizeof(float));
+    }
+    if (rc < 0 && tr->stat_steps == 0) /* nothing trained: leave the model as it was */
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, old_horizon);
+    if (rc == 0 && n_val > 0)
+        rc = mean_nll(&tr->stat_final_nll, &tr->stat_final_se, tr, m, val, n_val, b.logp, 1.0);
+    free_buffers(&b);
+    return rc;
+}
+
+/* ---- the early-stopping state as bytes -------------------------------------------- */
+/* Layout (little-endian): "SFTS", u32 version = 1, u32 flags (bit 0: have_best),
+ * u32 0, u64 step, f64 best, f64 best_step, u64 evaluations since the best, u64 np,
+ * np float32 best weights, u32 CRC-32 of all preceding bytes. */
+#define STATE_HEAD 56
+
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint64_t get64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+static void put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t f64_bits(double d) {
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    return u;
+}
+static double bits_f64(uint64_t u) {
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+STOCHFLOW_API int stochflow_trainer_state_size(size_t *size, const stochflow_trainer *tr) {
+    RETURN_ERROR_IF(size == NULL || tr == NULL, STOCHFLOW_E_INVALID,
+                    "trainer_state_size: NULL argument");
+    RETURN_ERROR_IF(!tr->rs_valid, STOCHFLOW_E_INVALID,
+                    "trainer_state_size: no fit has run on this trainer");
+    *size = STATE_HEAD + tr->rs_np * 4 + 4;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_save_state(size_t *written, const stochflow_trainer *tr,
+                                               void *buf, size_t cap) {
+    size_t need;
+    FORWARD_IF_ERROR(stochflow_trainer_state_size(&need, tr));
+    RETURN_ERROR_IF(written == NULL || buf == NULL, STOCHFLOW_E_INVALID,
+                    "trainer_save_state: NULL argument");
+    RETURN_ERROR_IF(cap < need, STOCHFLOW_E_INVALID,
+                    "trainer_save_state: buffer of %zu bytes, need %zu", cap, need);
+    unsigned char *p = buf;
+    memcpy(p, "SFTS", 4);
+    put32(p + 4, 1);
+    put32(p + 8, tr->rs_have_best ? 1u : 0u);
+    put32(p + 12, 0);
+    put64(p + 16, tr->rs_step);
+    put64(p + 24, f64_bits(tr->rs_best));
+    put64(p + 32, f64_bits(tr->rs_best_step));
+    put64(p + 40, tr->rs_since);
+    put64(p + 48, tr->rs_np);
+    for (size_t i = 0; i < tr->rs_np; ++i) {
+        uint32_t w;
+        memcpy(&w, &tr->rs_w[i], 4);
+        put32(p + STATE_HEAD + 4 * i, w);
+    }
+    put32(p + need - 4, stochflow__crc32(p, need - 4));
+    *written = need;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void *buf,
+                                               size_t len) {
+    RETURN_ERROR_IF(tr == NULL || (buf == NULL && len > 0), STOCHFLOW_E_INVALID,
+                    "trainer_load_state: NULL argument");
+    if (buf == NULL) { /* (NULL, 0): forget the state; the next fit starts afresh */
+        stochflow__free(tr->rs_w);
+        tr->rs_w = NULL;
+        tr->rs_np = 0;
+        tr->rs_valid = tr->rs_have_best = 0;
+        return 0;
+    }
+    const unsigned char *p = buf;
+    RETURN_ERROR_IF(len < STATE_HEAD + 4 || memcmp(p, "SFTS", 4) != 0, STOCHFLOW_E_FORMAT,
+                    "trainer state: not a trainer state (bad magic or too short)");
+    RETURN_ERROR_IF(get32(p + 4) != 1, STOCHFLOW_E_VERSION,
+                    "trainer state: version %u, this library reads 1", get32(p + 4));
+    uint64_t np = get64(p + 48);
+    RETURN_ERROR_IF(np > (len - STATE_HEAD - 4) / 4 || STATE_HEAD + np * 4 + 4 != len,
+                    STOCHFLOW_E_FORMAT, "trainer state: %zu bytes do not hold %llu weights",
+                    len, (unsigned long long)np);
+    RETURN_ERROR_IF(get32(p + len - 4) != stochflow__crc32(p, len - 4), STOCHFLOW_E_FORMAT,
+                    "trainer state: CRC-32 mismatch (corrupted)");
+    uint32_t flags = get32(p + 8);
+    RETURN_ERROR_IF((flags & ~1u) != 0 || get32(p + 12) != 0, STOCHFLOW_E_FORMAT,
+                    "trainer state: unknown flags");
+    double best = bits_f64(get64(p + 24)), best_step = bits_f64(get64(p + 32));
+    RETURN_ERROR_IF((flags & 1u) && (!isfinite(best) || !(best_step >= 0)), STOCHFLOW_E_FORMAT,
+                    "trainer state: the best value is not finite");
+    RETURN_ERROR_IF(!(flags & 1u) && (best != INFINITY || best_step != 0 || get64(p + 40) != 0),
+                    STOCHFLOW_E_FORMAT, "trainer state: no best, yet a best value is set");
+    float *w = NULL;
+    if (np > 0) {
+        w = stochflow__alloc_array((size_t)np, sizeof(float));
+        RETURN_ERROR_IF(w == NULL, STOCHFLOW_E_NOMEM, "trainer state: out of memory");
+        for (size_t i = 0; i < np; ++i) {
+            uint32_t u = get32(p + STATE_HEAD + 4 * i);
+            memcpy(&w[i], &u, 4);
+            if (!isfinite(w[i])) {
+                stochflow__free(w);
+                return stochflow__error(STOCHFLOW_E_FORMAT,
+                                        "trainer state: best weight %zu is not finite", i);
+            }
+        }
+    }
+    stochflow__free(tr->rs_w);
+    tr->rs_w = w;
+    tr->rs_np = (size_t)np;
+    tr->rs_valid = 1;
+    tr->rs_have_best = (flags & 1u) != 0;
+    tr->rs_step = get64(p + 16);
+    tr->rs_best = tr->rs_have_best ? best : INFINITY;
+    tr->rs_best_step = best_step;
+    tr->rs_since = get64(p + 40);
+    return 0;
+}
