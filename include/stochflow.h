@@ -912,6 +912,13 @@ STOCHFLOW_API int stochflow_score_from_velocity(float *s, float *div_s, const fl
                                              STOCHFLOW_FIELD_SCORE (default), DENOISER, or
                                              SCORE_FROM_VELOCITY (no score model) */
 #define STOCHFLOW_PARAM_SDE_PATHS 507   /**< likelihood paths per point; default 16 */
+#define STOCHFLOW_PARAM_SDE_LIK_AVG 508 /**< how the paths of a point are combined:
+                                             STOCHFLOW_SDE_LIK_*; default MEAN */
+
+/** Path averages of the SDE likelihood (STOCHFLOW_PARAM_SDE_LIK_AVG), see
+ *  stochflow_sde_log_prob_fn. */
+#define STOCHFLOW_SDE_LIK_MEAN 1       /**< mean of the path values: a lower bound */
+#define STOCHFLOW_SDE_LIK_LOGMEANEXP 2 /**< log of the mean of exp(path value) */
 
 /**
  * Drift and score of an SDE sampler as a caller callback: for the n points x (n x d)
@@ -981,10 +988,14 @@ STOCHFLOW_API int stochflow_sde_sample(float *x, stochflow_sde *s, stochflow_mod
  *                 - int sqrt(2 eps) s . dW,
  * with rho0 = N(0, I). The last term has mean zero (a control variate: with the exact
  * fields each path gives log rho1(x) up to time discretization). With eps = 0 it is the
- * ODE formula. Paths of point i are keyed by (seed, step, i * paths + p). What it
- * estimates for learned fields: doc/sde.md.
- * @param[out] logp  n means over paths;  se: NULL or n standard errors (std / sqrt P)
- * @since 0.3
+ * ODE formula. Paths of point i are keyed by (seed, step, i * paths + p).
+ * For learned fields, exp(path value) has mean rho^_1(x), the time-1 density of the
+ * sampler's own forward SDE (drift b + eps s): the MEAN of the path values is a lower
+ * bound of log rho^_1(x) (equality when s is the score of the marginals of that SDE),
+ * LOGMEANEXP a consistent estimate of it (biased low for finite paths). doc/sde.md.
+ * @param[out] logp  n values;  se: NULL or n standard errors over the paths (MEAN:
+ *                   std / sqrt P; LOGMEANEXP: delta method; NaN when P = 1)
+ * @return as stochflow_sde_sample_fn. @since 0.3
  */
 STOCHFLOW_API int stochflow_sde_log_prob_fn(float *logp, float *se, stochflow_sde *s,
                                             stochflow_sde_field_fn fn, void *user, size_t d,

@@ -18,7 +18,7 @@
 
 struct stochflow_sde {
     /* keyed parameters, resolved (never 0) */
-    double method, steps, eps, t_end, denoise, drift, score, paths;
+    double method, steps, eps, t_end, denoise, drift, score, paths, lik_avg;
     stochflow_eps_fn eps_fn;
     void *eps_user;
     int has_si;
@@ -48,6 +48,7 @@ static const sde_param PARAMS[] = {
     {STOCHFLOW_PARAM_SDE_SCORE, STOCHFLOW_FIELD_SCORE, STOCHFLOW_FIELD_SCORE_FROM_VELOCITY,
      STOCHFLOW_FIELD_SCORE, 1, FIELD(score)},
     {STOCHFLOW_PARAM_SDE_PATHS, 1, 1e6, 16, 1, FIELD(paths)},
+    {STOCHFLOW_PARAM_SDE_LIK_AVG, 1, 2, 1, 1, FIELD(lik_avg)},
 };
 #define N_PARAMS (sizeof PARAMS / sizeof PARAMS[0])
 
@@ -448,22 +449,30 @@ static int likelihood(float *logp, float *se, stochflow_sde *s, stochflow_sde_fi
         s->accepted += 1;
         s->t_reached = tb;
     }
+    /* per point: the P path values A_p = log rho0(Y_p(0)) + L_p, then their mean
+     * (MEAN) or log-mean-exp (LOGMEANEXP), with a standard error over paths */
     for (size_t i = 0; i < n; ++i) {
-        double sum = 0.0, sum2 = 0.0;
+        double *A = L + i * P, mx = -INFINITY;
         for (size_t p = 0; p < P; ++p) {
             size_t r = i * P + p;
             double q2 = 0.0;
             for (size_t j = 0; j < d; ++j) q2 += y[r * d + j] * y[r * d + j];
-            double v = -0.5 * q2 - 0.5 * (double)d * LN_2PI + L[r];
+            A[p] += -0.5 * q2 - 0.5 * (double)d * LN_2PI;
+            if (A[p] > mx) mx = A[p];
+        }
+        int lme = (int)s->lik_avg == STOCHFLOW_SDE_LIK_LOGMEANEXP;
+        double sum = 0.0, sum2 = 0.0;
+        for (size_t p = 0; p < P; ++p) {
+            double v = lme ? exp(A[p] - mx) : A[p];
             sum += v;
             sum2 += v * v;
         }
         double mean = sum / (double)P;
-        logp[i] = (float)mean;
-        if (se) {
-            double var = P > 1 ? (sum2 - (double)P * mean * mean) / (double)(P - 1) : NAN;
-            se[i] = (float)(P > 1 ? sqrt(fmax(var, 0.0) / (double)P) : NAN);
-        }
+        double var = P > 1 ? fmax((sum2 - (double)P * mean * mean) / (double)(P - 1), 0.0) : NAN;
+        double sem = sqrt(var / (double)P);
+        /* log-mean-exp: delta method, se(log w) = se(w) / mean(w) */
+        logp[i] = (float)(lme ? mx + log(mean) : mean);
+        if (se) se[i] = (float)(lme ? sem / mean : sem);
     }
 done:
     stochflow__free(y), stochflow__free(L), stochflow__free(xs), stochflow__free(b);

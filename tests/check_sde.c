@@ -482,7 +482,7 @@ START_TEST(weak_order) {
     stochflow_sinterp *si = new_si(0, STOCHFLOW_INTERP_TRIG, STOCHFLOW_GAMMA_BROWNIAN, 0);
     orc o;
     orc_gauss(&o, si, 64, 1.5, 0.25);
-    size_t n = 16384; /* 10^6 samples: standard error of the variance about 4e-4 */
+    size_t n = 8192; /* 5 10^5 samples: standard error of the variance about 5e-4 */
     double em[4], he[3];
     for (int k = 0; k < 4; ++k) em[k] = weak_error(STOCHFLOW_SDE_EULER_MARUYAMA, 4u << k, 1.0, &o, n);
     for (int k = 0; k < 3; ++k) he[k] = weak_error(STOCHFLOW_SDE_HEUN, 2u << k, 1.0, &o, n);
@@ -680,6 +680,73 @@ START_TEST(likelihood_gaussian) {
 }
 END_TEST
 
+/* log-density at x of the time-1 law of the forward SDE dX = [b + eps s^] dt +
+ * sqrt(2 eps) dW from N(0, 1), for the 1-D Gaussian oracle whose score is scaled by
+ * o->s_scale (linear in x, so the law stays Gaussian: mean and variance by RK4 on
+ * their ODEs, 20000 steps). */
+static double sde_model_logpdf(const orc *o, double eps, double x) {
+    double mu = 0, V = 1, h = 1.0 / 20000, sc = o->s_scale;
+    for (int k = 0; k < 20000; ++k) {
+        double A[3], B[3];
+        for (int q = 0; q < 3; ++q) {
+            double c[7], t = (k + 0.5 * q) * h;
+            ck_assert_ok(stochflow_sinterp_eval(c, o->si, t));
+            double m = c[1] * o->mu1[0][0], md = c[4] * o->mu1[0][0];
+            double C = c[0] * c[0] + c[1] * c[1] * o->v1[0][0] + c[2] * c[2];
+            double Cd = 2 * (c[0] * c[3] + c[1] * c[4] * o->v1[0][0] + c[6]);
+            A[q] = 0.5 * Cd / C - sc * eps / C; /* drift = A (x - m) + md */
+            B[q] = md - A[q] * m;
+        }
+        double km[4], kv[4], mm = mu, vv = V;
+        for (int st = 0; st < 4; ++st) {
+            int q = st == 0 ? 0 : st == 3 ? 2 : 1;
+            km[st] = A[q] * mm + B[q];
+            kv[st] = 2 * A[q] * vv + 2 * eps;
+            double f = st < 2 ? 0.5 * h : h;
+            mm = mu + f * km[st], vv = V + f * kv[st];
+        }
+        mu += h / 6 * (km[0] + 2 * km[1] + 2 * km[2] + km[3]);
+        V += h / 6 * (kv[0] + 2 * kv[1] + 2 * kv[2] + kv[3]);
+    }
+    return -0.5 * (x - mu) * (x - mu) / V - 0.5 * log(2 * M_PI * V);
+}
+
+/* With a wrong score the path values are log importance weights of the sampler's own
+ * SDE: their mean is a lower bound of its log-density (strictly below here), their
+ * log-mean-exp estimates it. With the exact score both agree with log rho1. */
+START_TEST(likelihood_bound) {
+    stochflow_sinterp *si = new_si(0, STOCHFLOW_INTERP_TRIG, STOCHFLOW_GAMMA_BROWNIAN, 0);
+    orc o;
+    orc_gauss(&o, si, 1, 1.0, 0.5);
+    stochflow_sde *s = new_sde(STOCHFLOW_SDE_EULER_MARUYAMA, 400, 1.0);
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 4000));
+    const double scales[3] = {1.0, 0.7, 1.4};
+    float x[2] = {0.2f, 2.2f}, mean[2], se_m[2], lme[2], se_l[2];
+    for (int k = 0; k < 3; ++k) {
+        o.s_scale = scales[k];
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_LIK_AVG, STOCHFLOW_SDE_LIK_MEAN));
+        ck_assert_ok(stochflow_sde_log_prob_fn(mean, se_m, s, orc_field, &o, 1, x, 2, 6));
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_LIK_AVG,
+                                             STOCHFLOW_SDE_LIK_LOGMEANEXP));
+        ck_assert_ok(stochflow_sde_log_prob_fn(lme, se_l, s, orc_field, &o, 1, x, 2, 6));
+        for (int i = 0; i < 2; ++i) {
+            double model = sde_model_logpdf(&o, 1.0, x[i]);
+            printf("# score x %.1f, x = %.1f: mean %.4f +- %.4f, log-mean-exp %.4f +- %.4f, "
+                   "SDE model %.4f\n", scales[k], x[i], mean[i], se_m[i], lme[i], se_l[i], model);
+            ck_assert_double_eq_tol(lme[i], model, 0.015 + 3 * se_l[i]);
+            if (k == 0)
+                ck_assert_double_eq_tol(mean[i], model, 0.015 + 3 * se_m[i]);
+            else
+                ck_assert_msg(mean[i] < model - 3 * se_m[i], "no gap: %g +- %g vs %g", mean[i], se_m[i],
+                              model);
+            ck_assert(mean[i] <= lme[i]);
+        }
+    }
+    stochflow_sde_free(s);
+    stochflow_sinterp_free(si);
+}
+END_TEST
+
 /* ---- model form ----------------------------------------------------------------------- */
 
 static stochflow_model *small_model(int threads) {
@@ -775,7 +842,7 @@ START_TEST(params_and_errors) {
     ck_assert_double_eq(v, STOCHFLOW_SDE_HEUN);
     ck_assert_ok(stochflow_sde_get_param(&v, s, STOCHFLOW_PARAM_SDE_EPS));
     ck_assert_double_eq(v, 0);
-    for (int key = 500; key <= 507; ++key) {
+    for (int key = 500; key <= 508; ++key) {
         ck_assert_ok(stochflow_sde_param_bounds(&lo, &hi, &def, key));
         ck_assert(lo <= def && def <= hi);
         ck_assert_status(stochflow_sde_set_param(s, key, hi + 1), STOCHFLOW_E_INVALID);
@@ -783,7 +850,7 @@ START_TEST(params_and_errors) {
         ck_assert_ok(stochflow_sde_get_param(&v, s, key));
         ck_assert_double_eq(v, def); /* unchanged by the failures */
     }
-    ck_assert_status(stochflow_sde_set_param(s, 508, 1), STOCHFLOW_E_UNSUPPORTED);
+    ck_assert_status(stochflow_sde_set_param(s, 509, 1), STOCHFLOW_E_UNSUPPORTED);
     ck_assert_status(stochflow_sde_param_bounds(NULL, NULL, NULL, 499), STOCHFLOW_E_UNSUPPORTED);
     ck_assert_status(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_STEPS, 2.5),
                      STOCHFLOW_E_INVALID);
@@ -820,6 +887,7 @@ Suite *make_suite(void) {
     tcase_add_test(core, eps_schedule_matches_window);
     tcase_add_test(core, score_from_velocity_oracle);
     tcase_add_test(core, likelihood_gaussian);
+    tcase_add_test(core, likelihood_bound);
     tcase_add_test(core, model_form);
     suite_add_tcase(s, core);
     TCase *grads = tcase_create("gradients");
