@@ -236,8 +236,9 @@ static int model_ctx_init(model_ctx *c, stochflow_sde *s, stochflow_model *drift
     int from_v = (int)s->score == STOCHFLOW_FIELD_SCORE_FROM_VELOCITY;
     RETURN_ERROR_IF(from_v && score != NULL, STOCHFLOW_E_INVALID,
                     "sde: SCORE_FROM_VELOCITY takes no score model (pass NULL)");
-    RETURN_ERROR_IF(!from_v && score == NULL && (s->eps > 0.0 || s->eps_fn ||
-                                                 (int)s->drift == STOCHFLOW_FIELD_VELOCITY),
+    RETURN_ERROR_IF(!from_v && score == NULL &&
+                        (s->eps > 0.0 || s->eps_fn ||
+                         ((int)s->drift == STOCHFLOW_FIELD_VELOCITY && s->has_si)),
                     STOCHFLOW_E_INVALID,
                     "sde: a score model is needed (or STOCHFLOW_FIELD_SCORE_FROM_VELOCITY)");
     *d = stochflow_model_dim(drift);
