@@ -828,6 +828,110 @@ START_TEST(model_form) {
 }
 END_TEST
 
+/* The model form's combinations against the same arithmetic written out here with the
+ * public model calls: drift network = velocity v (b = v - gamma gamma' s), score
+ * network = denoiser eta (s = eta / gamma), noise only inside [0.05, 0.95). */
+typedef struct {
+    stochflow_model *v, *eta;
+    const stochflow_sinterp *si;
+} combo;
+
+static int combo_field(void *user, double t, size_t n, size_t d, const float *x, float *b,
+                       float *s, float *db, float *ds) {
+    const combo *c = user;
+    double co[7];
+    ck_assert_ok(stochflow_sinterp_eval(co, c->si, t));
+    double g = co[2], gg = co[6];
+    int need_s = s != NULL || gg != 0.0;
+    float *v = malloc(n * d * 4), *e = calloc(n * d, 4), *dv = malloc(n * 4), *de = calloc(n, 4);
+    if (db)
+        ck_assert_ok(stochflow_model_divergence(dv, v, c->v, t, x, n));
+    else
+        ck_assert_ok(stochflow_model_velocity(v, c->v, t, x, n));
+    if (need_s) {
+        if (db)
+            ck_assert_ok(stochflow_model_divergence(de, e, c->eta, t, x, n));
+        else
+            ck_assert_ok(stochflow_model_velocity(e, c->eta, t, x, n));
+        for (size_t q = 0; q < n * d; ++q) e[q] = (float)((double)e[q] / g);
+        for (size_t i = 0; i < n && db; ++i) de[i] = (float)((double)de[i] / g);
+    }
+    for (size_t q = 0; q < n * d; ++q)
+        b[q] = gg != 0.0 ? (float)((double)v[q] - gg * (double)e[q]) : v[q];
+    for (size_t i = 0; i < n && db; ++i)
+        db[i] = gg != 0.0 ? (float)((double)dv[i] - gg * (double)de[i]) : dv[i];
+    if (s) memcpy(s, e, n * d * 4);
+    if (ds) memcpy(ds, de, n * 4);
+    free(v), free(e), free(dv), free(de);
+    return 0;
+}
+
+static double eps_inside(void *user, double t) {
+    (void)user;
+    return t >= 0.05 && t < 0.95 ? 0.4 : 0.0;
+}
+
+START_TEST(model_form_combinations) {
+    stochflow_model *mv = small_model(1), *me = small_model(1);
+    ck_assert_ok(stochflow_model_set_param(me, STOCHFLOW_PARAM_LR, 5e-2)); /* differ from mv */
+    float x1[64 * 2];
+    double loss;
+    ck_assert_ok(stochflow_toy_sample(x1, "moons", 64, 9, 0));
+    ck_assert_ok(stochflow_model_train_step(&loss, me, x1, 64, NULL, NULL));
+    stochflow_sinterp *si = new_si(0, STOCHFLOW_INTERP_TRIG, STOCHFLOW_GAMMA_QUADRATIC, 0);
+    combo c = {mv, me, si};
+    size_t n = 40;
+    float a[80], b[80], lpa[6], lpb[6], sea[6], seb[6];
+    for (int method = 1; method <= 2; ++method) {
+        stochflow_sde *s = new_sde(method, 30, 0.0);
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_DRIFT, STOCHFLOW_FIELD_VELOCITY));
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_SCORE, STOCHFLOW_FIELD_DENOISER));
+        ck_assert_ok(stochflow_sde_set_eps_schedule(s, eps_inside, NULL));
+        /* without the interpolant there is no gamma to divide by: refused at t = 0.05 */
+        ck_assert_status(stochflow_sde_sample(a, s, mv, me, n, 2), STOCHFLOW_E_NONFINITE);
+        ck_assert_ok(stochflow_sde_set_interpolant(s, si));
+        ck_assert_ok(stochflow_sde_sample(a, s, mv, me, n, 2));
+        ck_assert_ok(stochflow_sde_sample_fn(b, s, combo_field, &c, 2, n, 2));
+        ck_assert_mem_eq(a, b, sizeof a);
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 3));
+        ck_assert_ok(stochflow_sde_log_prob(lpa, sea, s, mv, me, a, 6, 4));
+        ck_assert_ok(stochflow_sde_log_prob_fn(lpb, seb, s, combo_field, &c, 2, a, 6, 4));
+        ck_assert_mem_eq(lpa, lpb, sizeof lpa);
+        ck_assert_mem_eq(sea, seb, sizeof sea);
+        stochflow_sde_free(s);
+    }
+    stochflow_sinterp_free(si);
+    stochflow_model_free(mv);
+    stochflow_model_free(me);
+}
+END_TEST
+
+static double eps_but_last(void *user, double t) { /* 20 steps: the last starts at 0.95 */
+    (void)user;
+    return t < 0.949 ? 0.7 : 0.0;
+}
+
+/* DENOISE: the last forward step without noise, as an eps schedule that vanishes on it
+ * (Euler-Maruyama, whose step uses eps at its start only) */
+START_TEST(denoise_last_step) {
+    stochflow_sinterp *si = new_si(0, STOCHFLOW_INTERP_TRIG, STOCHFLOW_GAMMA_BROWNIAN, 0);
+    orc o;
+    orc_gauss(&o, si, 3, 1.0, 0.5);
+    float a[30], b[30], c[30];
+    stochflow_sde *s = new_sde(STOCHFLOW_SDE_EULER_MARUYAMA, 20, 0.7);
+    ck_assert_ok(stochflow_sde_sample_fn(c, s, orc_field, &o, 3, 10, 4));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_DENOISE, 2));
+    ck_assert_ok(stochflow_sde_sample_fn(a, s, orc_field, &o, 3, 10, 4));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_DENOISE, 0));
+    ck_assert_ok(stochflow_sde_set_eps_schedule(s, eps_but_last, NULL));
+    ck_assert_ok(stochflow_sde_sample_fn(b, s, orc_field, &o, 3, 10, 4));
+    ck_assert_mem_eq(a, b, sizeof a);
+    ck_assert(memcmp(a, c, sizeof a) != 0);
+    stochflow_sde_free(s);
+    stochflow_sinterp_free(si);
+}
+END_TEST
+
 static int failing_field(void *user, double t, size_t n, size_t d, const float *x, float *b,
                          float *s, float *db, float *ds) {
     (void)user, (void)t, (void)n, (void)d, (void)x, (void)b, (void)s, (void)db, (void)ds;
@@ -889,6 +993,8 @@ Suite *make_suite(void) {
     tcase_add_test(core, likelihood_gaussian);
     tcase_add_test(core, likelihood_bound);
     tcase_add_test(core, model_form);
+    tcase_add_test(core, model_form_combinations);
+    tcase_add_test(core, denoise_last_step);
     suite_add_tcase(s, core);
     TCase *grads = tcase_create("gradients");
     tcase_add_test(grads, loss_gradients);
