@@ -208,6 +208,7 @@ START_TEST(interpolant_kinds) {
     double c2[7];
     ck_assert_ok(stochflow_sinterp_eval(c2, two, 0.4));
     ck_assert_double_eq(c2[2], c[2]);
+    stochflow_sinterp_free(mir);
     ck_assert_status(stochflow_sinterp_new(&mir, 9, 0, 0, 0), STOCHFLOW_E_INVALID);
     ck_assert_status(stochflow_sinterp_new(&mir, 0, 0, STOCHFLOW_GAMMA_BROWNIAN_SCALED, -1),
                      STOCHFLOW_E_INVALID);
