@@ -1,9 +1,7 @@
 /* bench/sde_toy.c - a velocity model trained on a 2-D toy, sampled with the ODE and with
  * the SDE (score recovered from the velocity), and held-out NLL by the ODE and by the SDE
- * likelihood (doc/sde.md, "On a trained model"). Not part of the build:
- *   gcc -O2 -std=c11 -I include -I build/include bench/sde_toy.c build/lib/libstochflow.a \
- *       -lblis -lpng16 -lz -lm -lgomp -lpthread -o sde_toy && ./sde_toy 8gaussians 1500
- * (about 1 CPU-minute). */
+ * likelihood (doc/sde.md, "On a trained model"). Built by meson, run by hand:
+ *   ./build/bench/sde_toy 8gaussians 1500      (about 1 CPU-minute) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <math.h>
