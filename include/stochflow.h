@@ -948,6 +948,273 @@ STOCHFLOW_API int stochflow_trainer_save_state(size_t *written, const stochflow_
                                                void *buf, size_t cap);
 STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void *buf,
                                                size_t len);
+/* Stochastic interpolants and SDE sampling (doc/sde.md).                           */
+/* ================================================================================ */
+
+/**
+ * Latent-noise schedules gamma(t) of x_t = a x0 + b x1 + gamma z, z ~ N(0, I), with
+ * gamma(0) = gamma(1) = 0. stochflow_gamma_eval writes {gamma, gamma', gamma gamma'}:
+ * the product stays finite at the ends where gamma' of the square-root schedules is
+ * infinite, and it is what the drift b = v - gamma gamma' s needs.
+ *  ZERO:             gamma = 0 (deterministic interpolant)
+ *  BROWNIAN:         sqrt(t (1 - t)),    gamma gamma' = (1 - 2t) / 2
+ *  BROWNIAN_SCALED:  sqrt(c t (1 - t)),  gamma gamma' = c (1 - 2t) / 2   (scale c > 0)
+ *  QUADRATIC:        t (1 - t)
+ *  SIN2:             sin^2(pi t)
+ *  CUSTOM:           a caller callback (stochflow_gamma_fn)
+ */
+#define STOCHFLOW_GAMMA_ZERO 1
+#define STOCHFLOW_GAMMA_BROWNIAN 2
+#define STOCHFLOW_GAMMA_BROWNIAN_SCALED 3
+#define STOCHFLOW_GAMMA_QUADRATIC 4
+#define STOCHFLOW_GAMMA_SIN2 5
+#define STOCHFLOW_GAMMA_CUSTOM 6
+
+/**
+ * Caller-defined gamma schedule (the stochflow_schedule_fn style): write gamma(t),
+ * gamma'(t) and gamma(t) gamma'(t) into out[0..2]. Must give gamma(0) = gamma(1) = 0
+ * and gamma >= 0 (checked at attach time); out[1] may be +-Inf at the ends when out[2]
+ * stays finite. Called from the thread that calls the library.
+ */
+typedef void (*stochflow_gamma_fn)(void *user, double t, double out[3]);
+
+/**
+ * One built-in gamma schedule at t in [0, 1]: out = {gamma, gamma', gamma gamma'}.
+ * @param kind   STOCHFLOW_GAMMA_* except CUSTOM
+ * @param scale  c of BROWNIAN_SCALED (> 0, finite); ignored by the other kinds
+ * @return 0, STOCHFLOW_E_INVALID (kind, t or scale). Thread-safe. @since 0.3
+ */
+STOCHFLOW_API int stochflow_gamma_eval(double out[3], int kind, double scale, double t);
+
+/**
+ * Stochastic interpolant kinds. Every kind is written x_t = c0 x0 + c1 x1 + c2 z with
+ * the coefficients of stochflow_sinterp_eval:
+ *  TWO_SIDED:  x_t = a x0 + b x1 + gamma z        (c0, c1, c2) = (a, b, gamma)
+ *  ONE_SIDED:  x_t = alpha z + beta x1             (0, b, a): the Gaussian base is z,
+ *              alpha = a, beta = b of the schedule; no separate gamma; x0 unused
+ *  MIRROR:     x_t = x1 + gamma z                  (0, 1, gamma): data to itself
+ */
+#define STOCHFLOW_SI_TWO_SIDED 1
+#define STOCHFLOW_SI_ONE_SIDED 2
+#define STOCHFLOW_SI_MIRROR 3
+
+/**
+ * Fields of a stochastic interpolant (conditional expectations given x_t = x):
+ *  VELOCITY:  v   = E[c0' x0 + c1' x1 | x]         (no noise term)
+ *  DRIFT:     b   = E[c0' x0 + c1' x1 + c2' z | x]  = v - c2 c2' s
+ *  SCORE:     s   = grad log rho_t = -E[z | x] / c2
+ *  DENOISER:  eta = -E[z | x],  s = eta / c2
+ */
+#define STOCHFLOW_FIELD_VELOCITY 1
+#define STOCHFLOW_FIELD_DRIFT 2
+#define STOCHFLOW_FIELD_SCORE 3
+#define STOCHFLOW_FIELD_DENOISER 4
+/** Score computed from a velocity model (Gaussian base, no gamma): see
+ *  stochflow_score_from_velocity. Only as STOCHFLOW_PARAM_SDE_SCORE. */
+#define STOCHFLOW_FIELD_SCORE_FROM_VELOCITY 5
+
+typedef struct stochflow_sinterp stochflow_sinterp;
+
+/**
+ * New stochastic interpolant.
+ * @param kind      STOCHFLOW_SI_* (0 = TWO_SIDED)
+ * @param schedule  STOCHFLOW_INTERP_TRIG or _LINEAR (0 = TRIG) for (a, b), or
+ *                  (alpha, beta) for ONE_SIDED; MIRROR ignores it. A CUSTOM schedule
+ *                  is attached afterwards with stochflow_sinterp_set_schedule.
+ * @param gamma     STOCHFLOW_GAMMA_* (0 = BROWNIAN) for TWO_SIDED and MIRROR; ONE_SIDED
+ *                  ignores it. CUSTOM: attach with stochflow_sinterp_set_gamma.
+ * @param scale     c of BROWNIAN_SCALED (ignored otherwise)
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NOMEM. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sinterp_new(stochflow_sinterp **out, int kind, int schedule,
+                                        int gamma, double scale);
+/** Free; NULL is a no-op. @since 0.3 */
+STOCHFLOW_API void stochflow_sinterp_free(stochflow_sinterp *si);
+/**
+ * Caller schedule for (a, b) (or (alpha, beta)); the boundary values are checked as
+ * for stochflow_config_set_schedule. On failure the interpolant is unchanged.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sinterp_set_schedule(stochflow_sinterp *si,
+                                                 stochflow_schedule_fn fn, void *user);
+/**
+ * Caller gamma schedule (sets STOCHFLOW_GAMMA_CUSTOM); gamma(0) = gamma(1) = 0 and a
+ * finite gamma gamma' at both ends are checked. On failure the interpolant is unchanged.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sinterp_set_gamma(stochflow_sinterp *si, stochflow_gamma_fn fn,
+                                              void *user);
+/**
+ * Coefficients at t in [0, 1]: out = {c0, c1, c2, c0', c1', c2', c2 c2'} of
+ * x_t = c0 x0 + c1 x1 + c2 z (c2' may be +-Inf at the ends; c2 c2' is finite).
+ * @return 0, STOCHFLOW_E_INVALID. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sinterp_eval(double out[7], const stochflow_sinterp *si, double t);
+
+/**
+ * Per-sample interpolant points and regression targets, for a training step.
+ * Row i: x_t = c0 x0_i + c1 x1_i + sign c2 z_i at time t[i], and the target y_i of the
+ * field's quadratic loss L = |o|^2 - 2 y . o (= |o - y|^2 - |y|^2, minimizer y's
+ * conditional mean):
+ *  VELOCITY: y = c0' x0 + c1' x1      DRIFT: y = c0' x0 + c1' x1 + sign c2' z
+ *  SCORE:    y = -sign z / c2         DENOISER: y = -sign z
+ * sign = +1 is the plain draw; sign = -1 the antithetic partner x_t- = I - c2 z.
+ * @param[out] xt      NULL or n x d;  target: NULL or n x d
+ * @param[in]  t       n times in [0, 1]; x0: n x d (NULL allowed for ONE_SIDED and
+ *                     MIRROR), x1, z: n x d
+ * @return 0, STOCHFLOW_E_INVALID (sizes, NULLs, t outside [0, 1], sign not +-1, field),
+ *         STOCHFLOW_E_NONFINITE (SCORE where c2 = 0, DRIFT where c2' is infinite: draw
+ *         t inside (0, 1); the message names the row). Outputs are untouched on failure.
+ * Thread-safe for distinct outputs. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sinterp_point(float *xt, float *target, const stochflow_sinterp *si,
+                                          int field, const double *t, const float *x0,
+                                          const float *x1, const float *z, size_t n, size_t d,
+                                          int sign);
+/**
+ * The quadratic loss of a field and its gradient with respect to the network output o
+ * (n x d, evaluated at the x_t of stochflow_sinterp_point with the same sign):
+ *   loss = weight (1/n) sum_i L_i,  L_i as above written out per field:
+ *   VELOCITY/DRIFT: |o|^2 - 2 y . o;  SCORE: |o|^2 + (2 sign / c2) z . o;
+ *   DENOISER: |o|^2 + 2 sign z . o;   grad = weight (2/n) (o - y).
+ * Antithetic sampling: call with sign +1 (o at x_t+) and sign -1 (o at x_t-), each with
+ * weight 0.5, and add. The loss is summed in double.
+ * @param[out] loss  may be NULL;  grad: NULL or n x d (overwritten)
+ * @return as stochflow_sinterp_point, plus STOCHFLOW_E_NONFINITE for a non-finite o
+ *         or loss. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sinterp_loss(double *loss, float *grad, const stochflow_sinterp *si,
+                                         int field, const double *t, const float *x0,
+                                         const float *x1, const float *z, const float *o,
+                                         size_t n, size_t d, int sign, double weight);
+
+/**
+ * Score of a Gaussian base N(0, I) interpolant x_t = a x0 + b x1 (no gamma) from its
+ * velocity v: s = (b' x - b v) / (a (a' b - a b')), and, when div_v and div_s are both
+ * non-NULL, div s = (b' d - b div v) / (a (a' b - a b')).
+ * @param ab  {a, b, a', b'} at the time of x (stochflow_model_interpolant_eval)
+ * @return 0, STOCHFLOW_E_INVALID (NULLs; a (a' b - a b') = 0, which happens at t = 1
+ *         where a = 0: the score of the data is not recoverable from v there, so stop
+ *         the SDE before t = 1, see STOCHFLOW_PARAM_SDE_T_END). @since 0.3
+ */
+STOCHFLOW_API int stochflow_score_from_velocity(float *s, float *div_s, const float *x,
+                                                const float *v, const float *div_v, size_t n,
+                                                size_t d, const double ab[4]);
+
+/** SDE integrators (STOCHFLOW_PARAM_SDE_METHOD). */
+#define STOCHFLOW_SDE_EULER_MARUYAMA 1 /**< weak order 1 */
+#define STOCHFLOW_SDE_HEUN 2           /**< predictor-corrector, weak order 2 for the
+                                            additive noise here (default) */
+
+/* 500s: SDE sampling (sde handle) */
+#define STOCHFLOW_PARAM_SDE_METHOD 600  /**< STOCHFLOW_SDE_*; default HEUN */
+#define STOCHFLOW_PARAM_SDE_STEPS 601   /**< steps on [0, 1]; default 100 */
+#define STOCHFLOW_PARAM_SDE_EPS 602     /**< constant diffusion eps >= 0; default 0 (the
+                                             probability-flow ODE) */
+#define STOCHFLOW_PARAM_SDE_T_END 603   /**< noise only for t < T_END; after it, eps = 0
+                                             (ODE steps, no score needed); default 1 */
+#define STOCHFLOW_PARAM_SDE_DENOISE 604 /**< 1 = off (default), 2 = the last step
+                                             deterministic (no noise, eps = 0) */
+#define STOCHFLOW_PARAM_SDE_DRIFT 605   /**< what the drift model outputs:
+                                             STOCHFLOW_FIELD_DRIFT (default) or VELOCITY
+                                             (then b = v - c2 c2' s) */
+#define STOCHFLOW_PARAM_SDE_SCORE 606   /**< what the score model outputs:
+                                             STOCHFLOW_FIELD_SCORE (default), DENOISER, or
+                                             SCORE_FROM_VELOCITY (no score model) */
+#define STOCHFLOW_PARAM_SDE_PATHS 607   /**< likelihood paths per point; default 16 */
+#define STOCHFLOW_PARAM_SDE_LIK_AVG 608 /**< how the paths of a point are combined:
+                                             STOCHFLOW_SDE_LIK_*; default MEAN */
+
+/** Path averages of the SDE likelihood (STOCHFLOW_PARAM_SDE_LIK_AVG), see
+ *  stochflow_sde_log_prob_fn. */
+#define STOCHFLOW_SDE_LIK_MEAN 1       /**< mean of the path values: a lower bound */
+#define STOCHFLOW_SDE_LIK_LOGMEANEXP 2 /**< log of the mean of exp(path value) */
+
+/**
+ * Drift and score of an SDE sampler as a caller callback: for the n points x (n x d)
+ * at time t write b (n x d) and, when the pointers are non-NULL, s (n x d), div b (n)
+ * and div s (n). s and div s are requested only where eps(t) > 0. Return 0, or
+ * non-zero to stop with STOCHFLOW_E_CALLBACK.
+ */
+typedef int (*stochflow_sde_field_fn)(void *user, double t, size_t n, size_t d,
+                                      const float *x, float *b, float *s, float *div_b,
+                                      float *div_s);
+/** Time-dependent diffusion eps(t) >= 0 (replaces STOCHFLOW_PARAM_SDE_EPS). */
+typedef double (*stochflow_eps_fn)(void *user, double t);
+
+typedef struct stochflow_sde stochflow_sde;
+
+/** New SDE sampler with the defaults above (gamma-free interpolant). @since 0.3 */
+STOCHFLOW_API int stochflow_sde_new(stochflow_sde **out);
+/** Free; NULL is a no-op. @since 0.3 */
+STOCHFLOW_API void stochflow_sde_free(stochflow_sde *s);
+/** Set a 500s keyed parameter (0 restores the default). @since 0.3 */
+STOCHFLOW_API int stochflow_sde_set_param(stochflow_sde *s, int key, double value);
+/** Read a 500s keyed parameter. @since 0.3 */
+STOCHFLOW_API int stochflow_sde_get_param(double *out, const stochflow_sde *s, int key);
+/** Bounds and default of a 500s key (stochflow_param_bounds' twin for this group). @since 0.3 */
+STOCHFLOW_API int stochflow_sde_param_bounds(double *lo, double *hi, double *def, int key);
+/** Time-dependent eps (NULL restores the constant STOCHFLOW_PARAM_SDE_EPS). @since 0.3 */
+STOCHFLOW_API int stochflow_sde_set_eps_schedule(stochflow_sde *s, stochflow_eps_fn fn,
+                                                 void *user);
+/**
+ * The stochastic interpolant whose gamma the model form needs (VELOCITY drift: b = v -
+ * c2 c2' s; DENOISER score: s = eta / c2). Copied; NULL restores "no gamma". @since 0.3
+ */
+STOCHFLOW_API int stochflow_sde_set_interpolant(stochflow_sde *s, const stochflow_sinterp *si);
+/** A statistic of the last call: STOCHFLOW_STAT_NFE (field evaluations: one per
+ *  evaluation time, drift and score together), _ACCEPTED (steps), _T. @since 0.3 */
+STOCHFLOW_API int stochflow_sde_stat(double *out, const stochflow_sde *s, int key);
+
+/**
+ * Sample with the forward SDE dX = [b + eps s] dt + sqrt(2 eps) dW from X(0) ~ N(0, I)
+ * (the same base draws as stochflow_solver_sample: keyed by seed and row) to t = 1, on
+ * the uniform grid of STOCHFLOW_PARAM_SDE_STEPS steps. The noise of step k for row i is
+ * keyed by (seed, k, i): the result depends neither on the thread count nor on the
+ * batch split. With eps = 0 everywhere the result is bit for bit that of
+ * stochflow_solver_sample_fn with STOCHFLOW_SOLVER_EULER (method EULER_MARUYAMA) or
+ * STOCHFLOW_SOLVER_HEUN (method HEUN) and the same steps, for b as the velocity.
+ * @param[out] x  n x d samples (on failure: unspecified)
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NOMEM, STOCHFLOW_E_CALLBACK,
+ *         STOCHFLOW_E_NONFINITE. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sde_sample_fn(float *x, stochflow_sde *s, stochflow_sde_field_fn fn,
+                                          void *user, size_t d, size_t n, uint64_t seed);
+/**
+ * As stochflow_sde_sample_fn with networks: drift is a model trained for b (or for v,
+ * STOCHFLOW_PARAM_SDE_DRIFT), score a model trained for s or eta (STOCHFLOW_PARAM_SDE_SCORE),
+ * or NULL with SCORE_FROM_VELOCITY: then s comes from drift's velocity and the model's
+ * own interpolant (any model the library trains). Both models must have the same
+ * dimension; their evaluation weights and threads apply.
+ * @since 0.3
+ */
+STOCHFLOW_API int stochflow_sde_sample(float *x, stochflow_sde *s, stochflow_model *drift,
+                                       stochflow_model *score, size_t n, uint64_t seed);
+/**
+ * SDE log-likelihood estimate of the points x (n x d) at t = 1, averaged over
+ * STOCHFLOW_PARAM_SDE_PATHS paths of the backward SDE dY = [b - eps s] dt +
+ * sqrt(2 eps) dW from Y(1) = x to t = 0 (Euler-Maruyama, the grid of SDE_STEPS):
+ *   log rho1(x) ~ log rho0(Y(0)) - int_0^1 [div(b + eps s) + eps |s|^2](Y(t)) dt
+ *                 - int sqrt(2 eps) s . dW,
+ * with rho0 = N(0, I). The last term has mean zero (a control variate: with the exact
+ * fields each path gives log rho1(x) up to time discretization). With eps = 0 it is the
+ * ODE formula. Paths of point i are keyed by (seed, step, i * paths + p).
+ * For learned fields, exp(path value) has mean rho^_1(x), the time-1 density of the
+ * sampler's own forward SDE (drift b + eps s): the MEAN of the path values is a lower
+ * bound of log rho^_1(x) (equality when s is the score of the marginals of that SDE),
+ * LOGMEANEXP a consistent estimate of it (biased low for finite paths). doc/sde.md.
+ * @param[out] logp  n values;  se: NULL or n standard errors over the paths (MEAN:
+ *                   std / sqrt P; LOGMEANEXP: delta method; NaN when P = 1)
+ * @return as stochflow_sde_sample_fn. @since 0.3
+ */
+STOCHFLOW_API int stochflow_sde_log_prob_fn(float *logp, float *se, stochflow_sde *s,
+                                            stochflow_sde_field_fn fn, void *user, size_t d,
+                                            const float *x, size_t n, uint64_t seed);
+/** As stochflow_sde_log_prob_fn with networks (as stochflow_sde_sample; exact
+ *  divergences). @since 0.3 */
+STOCHFLOW_API int stochflow_sde_log_prob(float *logp, float *se, stochflow_sde *s,
+                                         stochflow_model *drift, stochflow_model *score,
+                                         const float *x, size_t n, uint64_t seed);
 
 #ifdef __cplusplus
 }

@@ -120,6 +120,34 @@ pub const STOCHFLOW_TRAINER_STOP_STEPS: c_int = 1;
 pub const STOCHFLOW_TRAINER_STOP_TIME: c_int = 2;
 pub const STOCHFLOW_TRAINER_STOP_PATIENCE: c_int = 3;
 pub const STOCHFLOW_TRAINER_STOP_CANCELLED: c_int = 4;
+// ---- stochastic interpolants and SDE sampling (doc/sde.md) ----
+pub const STOCHFLOW_GAMMA_ZERO: c_int = 1;
+pub const STOCHFLOW_GAMMA_BROWNIAN: c_int = 2;
+pub const STOCHFLOW_GAMMA_BROWNIAN_SCALED: c_int = 3;
+pub const STOCHFLOW_GAMMA_QUADRATIC: c_int = 4;
+pub const STOCHFLOW_GAMMA_SIN2: c_int = 5;
+pub const STOCHFLOW_GAMMA_CUSTOM: c_int = 6;
+pub const STOCHFLOW_SI_TWO_SIDED: c_int = 1;
+pub const STOCHFLOW_SI_ONE_SIDED: c_int = 2;
+pub const STOCHFLOW_SI_MIRROR: c_int = 3;
+pub const STOCHFLOW_FIELD_VELOCITY: c_int = 1;
+pub const STOCHFLOW_FIELD_DRIFT: c_int = 2;
+pub const STOCHFLOW_FIELD_SCORE: c_int = 3;
+pub const STOCHFLOW_FIELD_DENOISER: c_int = 4;
+pub const STOCHFLOW_FIELD_SCORE_FROM_VELOCITY: c_int = 5;
+pub const STOCHFLOW_SDE_EULER_MARUYAMA: c_int = 1;
+pub const STOCHFLOW_SDE_HEUN: c_int = 2;
+pub const STOCHFLOW_PARAM_SDE_METHOD: c_int = 600;
+pub const STOCHFLOW_PARAM_SDE_STEPS: c_int = 601;
+pub const STOCHFLOW_PARAM_SDE_EPS: c_int = 602;
+pub const STOCHFLOW_PARAM_SDE_T_END: c_int = 603;
+pub const STOCHFLOW_PARAM_SDE_DENOISE: c_int = 604;
+pub const STOCHFLOW_PARAM_SDE_DRIFT: c_int = 605;
+pub const STOCHFLOW_PARAM_SDE_SCORE: c_int = 606;
+pub const STOCHFLOW_PARAM_SDE_PATHS: c_int = 607;
+pub const STOCHFLOW_PARAM_SDE_LIK_AVG: c_int = 608;
+pub const STOCHFLOW_SDE_LIK_MEAN: c_int = 1;
+pub const STOCHFLOW_SDE_LIK_LOGMEANEXP: c_int = 2;
 
 // ---- opaque handles ----
 #[repr(C)]
@@ -136,6 +164,14 @@ pub struct stochflow_solver {
 }
 #[repr(C)]
 pub struct stochflow_trainer {
+    _private: [u8; 0],
+}
+#[repr(C)]
+pub struct stochflow_sinterp {
+    _private: [u8; 0],
+}
+#[repr(C)]
+pub struct stochflow_sde {
     _private: [u8; 0],
 }
 
@@ -172,6 +208,22 @@ pub type stochflow_logpdf_fn = Option<
     ) -> c_int,
 >;
 pub type stochflow_progress_fn = Option<unsafe extern "C" fn(user: *mut c_void, t: f64) -> c_int>;
+pub type stochflow_gamma_fn =
+    Option<unsafe extern "C" fn(user: *mut c_void, t: f64, out: *mut f64)>;
+pub type stochflow_sde_field_fn = Option<
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        t: f64,
+        n: usize,
+        d: usize,
+        x: *const f32,
+        b: *mut f32,
+        s: *mut f32,
+        div_b: *mut f32,
+        div_s: *mut f32,
+    ) -> c_int,
+>;
+pub type stochflow_eps_fn = Option<unsafe extern "C" fn(user: *mut c_void, t: f64) -> f64>;
 
 extern "C" {
     // errors and versions
@@ -603,5 +655,117 @@ extern "C" {
         tr: *mut stochflow_trainer,
         buf: *const c_void,
         len: usize,
+    ) -> c_int;
+
+    // stochastic interpolants and SDE sampling (doc/sde.md)
+    pub fn stochflow_gamma_eval(out: *mut f64, kind: c_int, scale: f64, t: f64) -> c_int;
+    pub fn stochflow_sinterp_new(
+        out: *mut *mut stochflow_sinterp,
+        kind: c_int,
+        schedule: c_int,
+        gamma: c_int,
+        scale: f64,
+    ) -> c_int;
+    pub fn stochflow_sinterp_free(si: *mut stochflow_sinterp);
+    pub fn stochflow_sinterp_set_schedule(
+        si: *mut stochflow_sinterp,
+        fn_: stochflow_schedule_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_sinterp_set_gamma(
+        si: *mut stochflow_sinterp,
+        fn_: stochflow_gamma_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_sinterp_eval(out: *mut f64, si: *const stochflow_sinterp, t: f64) -> c_int;
+    pub fn stochflow_sinterp_point(
+        xt: *mut f32,
+        target: *mut f32,
+        si: *const stochflow_sinterp,
+        field: c_int,
+        t: *const f64,
+        x0: *const f32,
+        x1: *const f32,
+        z: *const f32,
+        n: usize,
+        d: usize,
+        sign: c_int,
+    ) -> c_int;
+    pub fn stochflow_sinterp_loss(
+        loss: *mut f64,
+        grad: *mut f32,
+        si: *const stochflow_sinterp,
+        field: c_int,
+        t: *const f64,
+        x0: *const f32,
+        x1: *const f32,
+        z: *const f32,
+        o: *const f32,
+        n: usize,
+        d: usize,
+        sign: c_int,
+        weight: f64,
+    ) -> c_int;
+    pub fn stochflow_score_from_velocity(
+        s: *mut f32,
+        div_s: *mut f32,
+        x: *const f32,
+        v: *const f32,
+        div_v: *const f32,
+        n: usize,
+        d: usize,
+        ab: *const f64,
+    ) -> c_int;
+    pub fn stochflow_sde_new(out: *mut *mut stochflow_sde) -> c_int;
+    pub fn stochflow_sde_free(s: *mut stochflow_sde);
+    pub fn stochflow_sde_set_param(s: *mut stochflow_sde, key: c_int, value: f64) -> c_int;
+    pub fn stochflow_sde_get_param(out: *mut f64, s: *const stochflow_sde, key: c_int) -> c_int;
+    pub fn stochflow_sde_param_bounds(lo: *mut f64, hi: *mut f64, def: *mut f64, key: c_int)
+        -> c_int;
+    pub fn stochflow_sde_set_eps_schedule(
+        s: *mut stochflow_sde,
+        fn_: stochflow_eps_fn,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn stochflow_sde_set_interpolant(s: *mut stochflow_sde, si: *const stochflow_sinterp)
+        -> c_int;
+    pub fn stochflow_sde_stat(out: *mut f64, s: *const stochflow_sde, key: c_int) -> c_int;
+    pub fn stochflow_sde_sample_fn(
+        x: *mut f32,
+        s: *mut stochflow_sde,
+        fn_: stochflow_sde_field_fn,
+        user: *mut c_void,
+        d: usize,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+    pub fn stochflow_sde_sample(
+        x: *mut f32,
+        s: *mut stochflow_sde,
+        drift: *mut stochflow_model,
+        score: *mut stochflow_model,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+    pub fn stochflow_sde_log_prob_fn(
+        logp: *mut f32,
+        se: *mut f32,
+        s: *mut stochflow_sde,
+        fn_: stochflow_sde_field_fn,
+        user: *mut c_void,
+        d: usize,
+        x: *const f32,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+    pub fn stochflow_sde_log_prob(
+        logp: *mut f32,
+        se: *mut f32,
+        s: *mut stochflow_sde,
+        drift: *mut stochflow_model,
+        score: *mut stochflow_model,
+        x: *const f32,
+        n: usize,
+        seed: u64,
     ) -> c_int;
 }

@@ -1,0 +1,32 @@
+/* sde.h - private interface of the stochastic-interpolant code: gamma schedules and
+ * the stochastic interpolant handle (gamma.c), SDE sampler and likelihood (sde.c).
+ * Private to the library; tests include it. */
+#ifndef STOCHFLOW_SDE_H
+#define STOCHFLOW_SDE_H
+
+#include "internal.h"
+
+/* Random streams of the SDE code. They must stay distinct from the enum in
+ * internal.h (which ends at STOCHFLOW__STREAM_COUPLING = 8, user streams from 16). */
+#define STOCHFLOW__STREAM_SDE_NOISE 10 /* forward-SDE increments: (seed, step, row) */
+#define STOCHFLOW__STREAM_SDE_LIK 11   /* likelihood paths: (seed, step, row*P + p) */
+
+typedef struct {
+    int kind;                   /* STOCHFLOW_GAMMA_* */
+    double scale;               /* BROWNIAN_SCALED */
+    stochflow_gamma_fn fn;      /* CUSTOM */
+    void *user;
+} stochflow__gamma;
+
+struct stochflow_sinterp {
+    int kind;                   /* STOCHFLOW_SI_* */
+    stochflow__interp ab;       /* (a, b) or (alpha, beta) */
+    stochflow__gamma g;
+};
+
+/* {gamma, gamma', gamma gamma'} at t; error for CUSTOM without callback. */
+int stochflow__gamma_eval(const stochflow__gamma *g, double t, double out[3]);
+/* {c0, c1, c2, c0', c1', c2', c2 c2'} (stochflow_sinterp_eval without the checks). */
+int stochflow__sinterp_eval(const struct stochflow_sinterp *si, double t, double out[7]);
+
+#endif
