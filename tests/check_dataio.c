@@ -106,6 +106,8 @@ START_TEST(csv_strict) {
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "limit"));
     ck_assert_int_eq(stochflow_data_parse_csv(&X, &N, &D, "1,2\n3,4\n5,6\n", 12, 6), 0);
     ck_assert_uint_eq(N, 3);
+    stochflow_data_free(X);
+    X = NULL;
     /* invalid arguments */
     ck_assert_int_eq(stochflow_data_parse_csv(NULL, &N, &D, "1", 1, 0), STOCHFLOW_E_INVALID);
     ck_assert_int_eq(stochflow_data_parse_csv(&X, &N, &D, NULL, 3, 0), STOCHFLOW_E_INVALID);
