@@ -330,7 +330,7 @@ STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, const stochflow_m
     return 0;
 }
 
-STOCHFLOW_API int stochflow_model_save(stochflow_model *m, const char *path) {
+STOCHFLOW_API int stochflow_model_save(const stochflow_model *m, const char *path) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
     RETURN_ERROR_IF(path == NULL, STOCHFLOW_E_INVALID, "save: path is NULL");
     size_t len;

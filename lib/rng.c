@@ -78,3 +78,19 @@ STOCHFLOW_API int stochflow_random_normal(float *out, size_t n, uint64_t seed, u
     }
     return 0;
 }
+
+STOCHFLOW_API int stochflow_random_uniform(double *out, size_t n, uint64_t seed,
+                                           uint64_t stream) {
+    RETURN_ERROR_IF(out == NULL && n > 0, STOCHFLOW_E_INVALID, "random_uniform: out is NULL");
+    RETURN_ERROR_IF(stream > 0xFFFFFFFFull - STOCHFLOW__STREAM_USER, STOCHFLOW_E_INVALID,
+                    "random_uniform: stream %llu too large", (unsigned long long)stream);
+    /* Keyed like stochflow_random_normal (value i is row i, the user stream in the step
+     * field) but in its own internal stream, so a normal and a uniform draw with the same
+     * (seed, stream, i) are independent. 53 random bits: a multiple of 2^-53 in [0, 1). */
+    for (size_t i = 0; i < n; ++i) {
+        stochflow__rng r;
+        stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_USER_UNIFORM, stream, i);
+        out[i] = stochflow__rng_uniform(&r);
+    }
+    return 0;
+}

@@ -98,11 +98,14 @@ START_TEST(buffer_round_trip) {
     ck_assert_int_eq(memcmp(buf, buf2, len), 0);
     stochflow_config *c = NULL;
     ck_assert_ok(stochflow_model_config(&c, b));
-    size_t w[4];
-    ck_assert_uint_eq(stochflow_config_hidden(c, w, 4), 2);
+    size_t w[4], nh = 0;
+    ck_assert_ok(stochflow_config_hidden(&nh, w, 4, c));
+    ck_assert_uint_eq(nh, 2);
     ck_assert_uint_eq(w[1], 24);
     size_t nf;
-    ck_assert_int_eq(stochflow_config_time_embedding(c, &nf), STOCHFLOW_TIME_FOURIER);
+    int kind;
+    ck_assert_ok(stochflow_config_time_embedding(&kind, &nf, c));
+    ck_assert_int_eq(kind, STOCHFLOW_TIME_FOURIER);
     ck_assert_uint_eq(nf, 2);
     ck_assert_uint_eq(stochflow_config_seed(c), 3);
     stochflow_config_free(c);

@@ -575,7 +575,7 @@ END_TEST
 START_TEST(learn_gaussian_linear) { learn_gaussian(STOCHFLOW_INTERP_LINEAR); }
 END_TEST
 
-/* ---- EMA warm-up (STOCHFLOW_PARAM_EMA_WARMUP, issue 8) ---------------------------- */
+/* ---- EMA warm-up (STOCHFLOW_PARAM_EMA_WARMUP) ----------------------------------- */
 
 /* The EMA weights are read two ways: directly (m->ema, lib/model.h; bitwise against a
  * reference computed here from the recorded live weights, in float exactly as
