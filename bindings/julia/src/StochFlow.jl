@@ -556,23 +556,26 @@ function coupling_assign(x0::AbstractMatrix, x1::AbstractMatrix; mode = :ot, reg
     return Int.(perm) .+ 1, cost[]
 end
 
-"""n standard normal draws; element i depends only on (seed, stream, i)."""
-function random_normal(n::Integer; seed::Integer = 0, stream::Integer = 0)
-    out = Vector{Float32}(undef, n)
-    check(ccall((:stochflow_random_normal, libstochflow), Cint,
-                (Ptr{Cfloat}, Csize_t, UInt64, UInt64), out, n, seed, stream),
-          "stochflow_random_normal")
+# n counter-based draws of element type T from the C function fn (Float32 normals,
+# Float64 uniforms); element i depends only on (seed, stream, i).
+function random_draws(fn::Symbol, ::Type{T}, n, seed, stream) where {T}
+    out = Vector{T}(undef, n)
+    rc = fn === :stochflow_random_normal ?
+         ccall((:stochflow_random_normal, libstochflow), Cint,
+               (Ptr{Cfloat}, Csize_t, UInt64, UInt64), out, n, seed, stream) :
+         ccall((:stochflow_random_uniform, libstochflow), Cint,
+               (Ptr{Cdouble}, Csize_t, UInt64, UInt64), out, n, seed, stream)
+    check(rc, String(fn))
     return out
 end
 
+"""n standard normal draws; element i depends only on (seed, stream, i)."""
+random_normal(n::Integer; seed::Integer = 0, stream::Integer = 0) =
+    random_draws(:stochflow_random_normal, Float32, n, seed, stream)
+
 """n uniform draws in [0, 1); element i depends only on (seed, stream, i)."""
-function random_uniform(n::Integer; seed::Integer = 0, stream::Integer = 0)
-    out = Vector{Float64}(undef, n)
-    check(ccall((:stochflow_random_uniform, libstochflow), Cint,
-                (Ptr{Cdouble}, Csize_t, UInt64, UInt64), out, n, seed, stream),
-          "stochflow_random_uniform")
-    return out
-end
+random_uniform(n::Integer; seed::Integer = 0, stream::Integer = 0) =
+    random_draws(:stochflow_random_uniform, Float64, n, seed, stream)
 
 # ---- U-Net settings of a model ---------------------------------------------------------
 
