@@ -129,8 +129,41 @@ STOCHFLOW_API int stochflow_version_number(void);
 /* Parameters: keyed tunables of the model and solver handles, grouped by hundreds, */
 /* their enumerated values, and the table that names and bounds them                */
 /* (doc/parameters.md). Setting 0 restores the default; an unknown key gives        */
-/* STOCHFLOW_E_UNSUPPORTED.                                                          */
+/* STOCHFLOW_E_UNSUPPORTED.                                                         */
 /* ================================================================================ */
+
+/* Values of the enumerated parameters. 0 always means "the default". */
+
+/** Learning-rate schedules (STOCHFLOW_PARAM_LR_SCHEDULE). */
+#define STOCHFLOW_LR_CONSTANT 1 /**< default */
+#define STOCHFLOW_LR_STEP 2     /**< lr * factor^floor(step / every) */
+#define STOCHFLOW_LR_COSINE 3   /**< cosine from lr to lr_min over total steps */
+
+/**
+ * Couplings of x0 and x1 in a training batch (STOCHFLOW_PARAM_COUPLING). With OT or
+ * SINKHORN, stochflow_model_loss, _compute_gradient and _train_step re-pair the rows of
+ * x0 (the caller's, or the model's N(0, I) draws) with the rows of x1 before forming
+ * x_t; stochflow_coupling_assign computes the same pairing (doc/transport.md).
+ */
+#define STOCHFLOW_COUPLING_INDEPENDENT 1 /**< rows paired as given (default; the paper) */
+#define STOCHFLOW_COUPLING_OT 2          /**< exact minibatch OT: x0 rows permuted to
+                                              minimize sum |x0 - x1|^2 (assignment) */
+#define STOCHFLOW_COUPLING_SINKHORN 3    /**< x0 row for each x1 row drawn from the
+                                              entropic OT plan (Sinkhorn) of the batch */
+
+/** ODE solvers (STOCHFLOW_PARAM_SOLVER). */
+#define STOCHFLOW_SOLVER_EULER 1
+#define STOCHFLOW_SOLVER_HEUN 2
+#define STOCHFLOW_SOLVER_RK4 3
+#define STOCHFLOW_SOLVER_DOPRI5 4 /**< adaptive Dormand-Prince 5(4) (default) */
+
+/** Divergence estimators (STOCHFLOW_PARAM_TRACE). */
+#define STOCHFLOW_TRACE_EXACT 1      /**< exact trace of dv/dx (default) */
+#define STOCHFLOW_TRACE_HUTCHINSON 2 /**< Hutchinson estimate, K fixed probes */
+
+/** Hutchinson probe distributions (STOCHFLOW_PARAM_PROBE_DIST). */
+#define STOCHFLOW_PROBE_RADEMACHER 1 /**< entries +-1 (default) */
+#define STOCHFLOW_PROBE_GAUSSIAN 2   /**< entries N(0, 1) */
 
 /* 100s: optimizer and training (model handle) */
 #define STOCHFLOW_PARAM_LR 100              /**< Adam learning rate; default 1e-3 */
@@ -175,37 +208,6 @@ STOCHFLOW_API int stochflow_version_number(void);
 #define STOCHFLOW_PARAM_THREADS 400         /**< threads for matrix work; default 1 */
 #define STOCHFLOW_PARAM_EVAL_WEIGHTS 401    /**< 1 = EMA when enabled (default), 2 = live */
 
-/** Learning-rate schedules (STOCHFLOW_PARAM_LR_SCHEDULE). */
-#define STOCHFLOW_LR_CONSTANT 1 /**< default */
-#define STOCHFLOW_LR_STEP 2     /**< lr * factor^floor(step / every) */
-#define STOCHFLOW_LR_COSINE 3   /**< cosine from lr to lr_min over total steps */
-
-/**
- * Couplings of x0 and x1 in a training batch (STOCHFLOW_PARAM_COUPLING). With OT or
- * SINKHORN, stochflow_model_loss, _compute_gradient and _train_step re-pair the rows of
- * x0 (the caller's, or the model's N(0, I) draws) with the rows of x1 before forming
- * x_t; stochflow_coupling_assign computes the same pairing (doc/transport.md).
- */
-#define STOCHFLOW_COUPLING_INDEPENDENT 1 /**< rows paired as given (default; the paper) */
-#define STOCHFLOW_COUPLING_OT 2          /**< exact minibatch OT: x0 rows permuted to
-                                              minimize sum |x0 - x1|^2 (assignment) */
-#define STOCHFLOW_COUPLING_SINKHORN 3    /**< x0 row for each x1 row drawn from the
-                                              entropic OT plan (Sinkhorn) of the batch */
-
-/** ODE solvers (STOCHFLOW_PARAM_SOLVER). */
-#define STOCHFLOW_SOLVER_EULER 1
-#define STOCHFLOW_SOLVER_HEUN 2
-#define STOCHFLOW_SOLVER_RK4 3
-#define STOCHFLOW_SOLVER_DOPRI5 4 /**< adaptive Dormand-Prince 5(4) (default) */
-
-/** Divergence estimators (STOCHFLOW_PARAM_TRACE). */
-#define STOCHFLOW_TRACE_EXACT 1      /**< exact trace of dv/dx (default) */
-#define STOCHFLOW_TRACE_HUTCHINSON 2 /**< Hutchinson estimate, K fixed probes */
-
-/** Hutchinson probe distributions (STOCHFLOW_PARAM_PROBE_DIST). */
-#define STOCHFLOW_PROBE_RADEMACHER 1 /**< entries +-1 (default) */
-#define STOCHFLOW_PROBE_GAUSSIAN 2   /**< entries N(0, 1) */
-
 /**
  * Range and default of a keyed parameter.
  * @param[out] lo   NULL, or the inclusive lower bound
@@ -236,7 +238,10 @@ STOCHFLOW_API int stochflow_param_key(int *key, const char *name);
  * @since 0.3
  */
 STOCHFLOW_API size_t stochflow_param_count(void);
-/** The i-th key of the table, or 0 (never a key) when i >= stochflow_param_count(). @since 0.3 */
+/**
+ * The i-th key of the table, or 0 (never a key) when i >= stochflow_param_count().
+ * @since 0.3
+ */
 STOCHFLOW_API int stochflow_param_key_at(size_t i);
 
 /* ================================================================================ */
@@ -266,7 +271,10 @@ STOCHFLOW_API void stochflow_config_free(stochflow_config *cfg);
 STOCHFLOW_API int stochflow_config_set_seed(stochflow_config *cfg, uint64_t seed);
 /** Data dimension (0 for a NULL config). @param[in] cfg  the configuration. @since 0.1 */
 STOCHFLOW_API size_t stochflow_config_dim(const stochflow_config *cfg);
-/** The seed (0 for a NULL config; 0 is also a valid seed). @param[in] cfg  the configuration. @since 0.1 */
+/**
+ * The seed (0 for a NULL config; 0 is also a valid seed). @param[in] cfg  the
+ * configuration. @since 0.1
+ */
 STOCHFLOW_API uint64_t stochflow_config_seed(const stochflow_config *cfg);
 
 /* ---- the MLP velocity field ----------------------------------------------------- */
@@ -317,7 +325,10 @@ STOCHFLOW_API int stochflow_config_set_time_embedding(stochflow_config *cfg, int
  */
 STOCHFLOW_API int stochflow_config_hidden(size_t *n_layers, size_t *widths, size_t cap,
                                           const stochflow_config *cfg);
-/** Activation STOCHFLOW_ACT_* (0 for a NULL config). @param[in] cfg  the configuration. @since 0.1 */
+/**
+ * Activation STOCHFLOW_ACT_* (0 for a NULL config). @param[in] cfg  the configuration.
+ * @since 0.1
+ */
 STOCHFLOW_API int stochflow_config_activation(const stochflow_config *cfg);
 /**
  * Time input of the MLP.
@@ -386,7 +397,10 @@ STOCHFLOW_API int stochflow_config_set_schedule(stochflow_config *cfg, stochflow
  */
 STOCHFLOW_API int stochflow_config_set_fourier_interpolant(stochflow_config *cfg, int base,
                                                            size_t n_modes);
-/** Interpolant STOCHFLOW_INTERP_* (0 for a NULL config). @param[in] cfg  the configuration. @since 0.1 */
+/**
+ * Interpolant STOCHFLOW_INTERP_* (0 for a NULL config). @param[in] cfg  the
+ * configuration. @since 0.1
+ */
 STOCHFLOW_API int stochflow_config_interpolant(const stochflow_config *cfg);
 /**
  * Base schedule and number of modes of a FOURIER configuration.
@@ -458,7 +472,10 @@ STOCHFLOW_API int stochflow_unet_options_init(stochflow_unet_options *o, size_t 
  */
 STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg,
                                             const stochflow_unet_options *o);
-/** STOCHFLOW_ARCH_MLP or STOCHFLOW_ARCH_UNET (0 for a NULL config). @param[in] cfg  the configuration. @since 0.2 */
+/**
+ * STOCHFLOW_ARCH_MLP or STOCHFLOW_ARCH_UNET (0 for a NULL config). @param[in] cfg  the
+ * configuration. @since 0.2
+ */
 STOCHFLOW_API int stochflow_config_arch(const stochflow_config *cfg);
 /**
  * The U-Net shape of cfg, with size = sizeof *out and reserved fields 0.
@@ -504,7 +521,10 @@ STOCHFLOW_API size_t stochflow_model_dim(const stochflow_model *m);
  * NULL model). @param[in] m  the model. @since 0.1
  */
 STOCHFLOW_API size_t stochflow_model_num_params(const stochflow_model *m);
-/** Number of optimizer updates applied so far (0 for a NULL model). @param[in] m  the model. @since 0.1 */
+/**
+ * Number of optimizer updates applied so far (0 for a NULL model). @param[in] m  the
+ * model. @since 0.1
+ */
 STOCHFLOW_API uint64_t stochflow_model_step(const stochflow_model *m);
 /**
  * Set a 100s or 400s keyed parameter (range: stochflow_param_bounds; 0 = default).
@@ -935,7 +955,7 @@ STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, float *se, stochflow
                                                const float *x, size_t n, double t);
 
 /* ================================================================================ */
-/* Data and utilities: random draws, built-in 2-D toys, images, PNG, bits/dim.       */
+/* Data and utilities: random draws, built-in 2-D toys, images, PNG, bits/dim.      */
 /* ================================================================================ */
 
 /* ---- random draws --------------------------------------------------------------- */
@@ -1031,7 +1051,10 @@ STOCHFLOW_API int stochflow_images_load_limited(uint8_t **pixels, size_t *count,
                                                 size_t *channels, size_t *height,
                                                 size_t *width, const char *source,
                                                 size_t max_count, size_t max_values);
-/** Free what stochflow_images_load returned; NULL is a no-op. @param[in] pixels @since 0.2 */
+/**
+ * Free what stochflow_images_load returned; NULL is a no-op. @param[in] pixels @since
+ * 0.2
+ */
 STOCHFLOW_API void stochflow_images_free(uint8_t *pixels);
 /**
  * Uniform dequantization into [-1, 1): out[i] = 2 (p[i] + u_i) / 256 - 1 with
