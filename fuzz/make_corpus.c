@@ -15,7 +15,7 @@ static void emit(const char *dir, const char *name, stochflow_model *m) {
     size_t len;
     stochflow_model_serialized_size(&len, m);
     unsigned char *buf = malloc(len + 1);
-    stochflow_model_save_buffer(NULL, m, buf + 1, len);
+    stochflow_model_save_buffer(NULL, buf + 1, len, m);
     for (int mode = 0; mode < 2; ++mode) {
         char path[512];
         snprintf(path, sizeof path, "%s/checkpoint/seed-%s-%d", dir, name, mode);

@@ -699,12 +699,12 @@ STOCHFLOW_API int stochflow_model_serialized_size(size_t *size, const stochflow_
 /**
  * Serialize into caller memory buf[0..cap), the bytes stochflow_model_save writes.
  * @param[out] written  NULL, or the size
+ * @param[out] buf      cap bytes (stochflow_model_serialized_size tells how many)
  * @param[in]  m        the model
- * @param[out] buf      cap bytes
- * @return 0, STOCHFLOW_E_INVALID (also cap too small). @since 0.1
+ * @return 0, STOCHFLOW_E_INVALID (also cap too small). @since 1.0
  */
-STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, const stochflow_model *m,
-                                              void *buf, size_t cap);
+STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, void *buf, size_t cap,
+                                              const stochflow_model *m);
 /**
  * Load from caller memory (the buffer is not retained).
  * @param[out] out  receives a new model

@@ -69,7 +69,7 @@ static unsigned char *serialize(const stochflow_model *m, size_t *len) {
     ck_assert_ok(stochflow_model_serialized_size(len, m));
     unsigned char *buf = malloc(*len);
     ck_assert_ptr_nonnull(buf);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, buf, *len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, buf, *len, m));
     return buf;
 }
 
@@ -1235,7 +1235,7 @@ static void *run_job(void *arg) {
     if ((j->rc = stochflow_solver_sample(j->samples, NULL, s, m, 16, 7)) != 0) goto done;
     if ((j->rc = stochflow_model_serialized_size(&j->len, m)) != 0) goto done;
     j->state = malloc(j->len);
-    j->rc = stochflow_model_save_buffer(NULL, m, j->state, j->len);
+    j->rc = stochflow_model_save_buffer(NULL, j->state, j->len, m);
 done:
     stochflow_solver_free(s);
     stochflow_model_free(m);

@@ -254,7 +254,7 @@ START_TEST(checkpoint_roundtrip) {
     size_t size, written;
     ck_assert_ok(stochflow_model_serialized_size(&size, a));
     void *buf = malloc(size);
-    ck_assert_ok(stochflow_model_save_buffer(&written, a, buf, size));
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, size, a));
     ck_assert_uint_eq(written, size);
     stochflow_model *b = NULL;
     ck_assert_ok(stochflow_model_load_buffer(&b, buf, size));

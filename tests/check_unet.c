@@ -292,7 +292,7 @@ START_TEST(checkpoint_roundtrip) {
     size_t size, written;
     ck_assert_ok(stochflow_model_serialized_size(&size, m));
     unsigned char *buf = malloc(size);
-    ck_assert_ok(stochflow_model_save_buffer(&written, m, buf, size));
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, size, m));
     stochflow_model *r = NULL;
     ck_assert_ok(stochflow_model_load_buffer(&r, buf, written));
     stochflow_config *cfg = NULL;
@@ -537,7 +537,7 @@ START_TEST(edge_inputs) {
     size_t len;
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
     unsigned char *before = malloc(len), *after = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, before, len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, before, len, m));
     float x[2 * 16], v[2 * 16], div[2];
     ck_assert_ok(stochflow_random_normal(x, 2 * 16, 15, 1));
     ck_assert_ok(stochflow_model_velocity(NULL, m, 0.5, NULL, 0));
@@ -554,7 +554,7 @@ START_TEST(edge_inputs) {
                      STOCHFLOW_E_NONFINITE);
     x[21] = INFINITY;
     ck_assert_status(stochflow_model_velocity_vjp(v, m, 0.5, x, x, 2), STOCHFLOW_E_NONFINITE);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, after, len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, after, len, m));
     ck_assert(memcmp(before, after, len) == 0);
     /* non-finite weights: the velocity (and so the loss) is reported, not returned */
     float *p;
@@ -595,7 +595,7 @@ START_TEST(hostile_unet_section) {
     size_t len;
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
     unsigned char *good = malloc(len), *b = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, good, len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, good, len, m));
     stochflow_model_free(m);
     size_t at = 0; /* body of the UNET section */
     for (size_t pos = 24; pos + 16 <= len - 4;) {

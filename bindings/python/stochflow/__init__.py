@@ -597,7 +597,7 @@ class Model:
         _call("stochflow_model_serialized_size", ctypes.byref(size), self._h)
         buf = ctypes.create_string_buffer(size.value)
         written = ctypes.c_size_t()
-        _call("stochflow_model_save_buffer", ctypes.byref(written), self._h, buf, size.value)
+        _call("stochflow_model_save_buffer", ctypes.byref(written), buf, size.value, self._h)
         return buf.raw[:written.value]
 
     @classmethod

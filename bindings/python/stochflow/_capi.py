@@ -95,7 +95,7 @@ PROTOTYPES = {
     "stochflow_model_save": (c_int, [HANDLE, c_char_p]),
     "stochflow_model_load": (c_int, [HANDLE_P, c_char_p]),
     "stochflow_model_serialized_size": (c_int, [c_size_t_p, HANDLE]),
-    "stochflow_model_save_buffer": (c_int, [c_size_t_p, HANDLE, c_void_p, c_size_t]),
+    "stochflow_model_save_buffer": (c_int, [c_size_t_p, c_void_p, c_size_t, HANDLE]),
     "stochflow_model_load_buffer": (c_int, [HANDLE_P, c_void_p, c_size_t]),
     "stochflow_solver_new": (c_int, [HANDLE_P]),
     "stochflow_solver_free": (None, [HANDLE]),

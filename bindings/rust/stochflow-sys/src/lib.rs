@@ -283,9 +283,9 @@ extern "C" {
     pub fn stochflow_model_serialized_size(size: *mut usize, m: *const stochflow_model) -> c_int;
     pub fn stochflow_model_save_buffer(
         written: *mut usize,
-        m: *const stochflow_model,
         buf: *mut c_void,
         cap: usize,
+        m: *const stochflow_model,
     ) -> c_int;
     pub fn stochflow_model_load_buffer(
         out: *mut *mut stochflow_model,

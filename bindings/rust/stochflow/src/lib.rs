@@ -590,7 +590,7 @@ impl Model {
         let mut written = 0usize;
         // SAFETY: buf has size writable bytes.
         check(unsafe {
-            sys::stochflow_model_save_buffer(&mut written, self.h, buf.as_mut_ptr().cast(), size)
+            sys::stochflow_model_save_buffer(&mut written, buf.as_mut_ptr().cast(), size, self.h)
         })?;
         buf.truncate(written);
         Ok(buf)
