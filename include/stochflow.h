@@ -46,7 +46,8 @@
  *  - Fallible calls return int: 0 (STOCHFLOW_OK) on success, a negative
  *    STOCHFLOW_E_* code on failure; stochflow_last_error_message() then gives detail
  *    for the calling thread. Every function that takes a pointer rejects a NULL one it
- *    needs with STOCHFLOW_E_INVALID. A failing call leaves its handles unchanged.
+ *    needs with STOCHFLOW_E_INVALID. A failing call leaves its handle usable, and in
+ *    its previous state where this header says so (doc/errors.md).
  *  - Out-parameters come first, then the handle or data they are computed from.
  *  - Value getters (stochflow_config_dim, stochflow_model_step, ...) return the value
  *    itself; a NULL handle gives 0 and sets the thread's message (doc/errors.md).
