@@ -57,10 +57,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
-    const size_t c = 3, d = c * s * s, mult[4] = {1, 2, 2, 2};
+    const size_t c = 3, d = c * s * s;
+    stochflow_unet_options u;
+    CHECK(stochflow_unet_options_init(&u, sizeof u)); /* base 32, groups 8, 1 block */
+    u.channels = c;
+    u.height = u.width = (size_t)s;
+    u.n_levels = 4;
+    u.mult[3] = 2; /* 1, 2, 2, 2 */
+    u.attn_mask = 1u << 3;
     stochflow_config *cfg;
     CHECK(stochflow_config_new(&cfg, d));
-    CHECK(stochflow_config_set_unet(cfg, c, s, s, 32, 4, mult, 1, 1u << 3, 8));
+    CHECK(stochflow_config_set_unet(cfg, &u));
     stochflow_model *m;
     CHECK(stochflow_model_new(&m, cfg));
     stochflow_config_free(cfg);

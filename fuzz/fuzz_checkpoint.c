@@ -28,10 +28,10 @@ static void exercise(stochflow_model *m) {
     uint8_t *a = malloc(len), *b = malloc(len);
     FUZZ_CHECK(a && b);
     size_t wa = 0, wb = 0;
-    FUZZ_CHECK(stochflow_model_save_buffer(&wa, m, a, len) == 0 && wa == len);
+    FUZZ_CHECK(stochflow_model_save_buffer(&wa, a, len, m) == 0 && wa == len);
     stochflow_model *m2 = NULL;
     FUZZ_CHECK(stochflow_model_load_buffer(&m2, a, len) == 0 && m2 != NULL);
-    FUZZ_CHECK(stochflow_model_save_buffer(&wb, m2, b, len) == 0 && wb == len);
+    FUZZ_CHECK(stochflow_model_save_buffer(&wb, b, len, m2) == 0 && wb == len);
     FUZZ_CHECK(memcmp(a, b, len) == 0);
     stochflow_model_free(m2);
     free(a);

@@ -15,7 +15,7 @@ static void emit(const char *dir, const char *name, stochflow_model *m) {
     size_t len;
     stochflow_model_serialized_size(&len, m);
     unsigned char *buf = malloc(len + 1);
-    stochflow_model_save_buffer(NULL, m, buf + 1, len);
+    stochflow_model_save_buffer(NULL, buf + 1, len, m);
     for (int mode = 0; mode < 2; ++mode) {
         char path[512];
         snprintf(path, sizeof path, "%s/checkpoint/seed-%s-%d", dir, name, mode);
@@ -87,13 +87,22 @@ int main(int argc, char **argv) {
         emit(dir, "fourier-interp-ot", m);
         stochflow_model_free(m);
     }
-    /* issue 8: the smallest U-Net (1x2x2 images, base 2, one level, one block, one
+    /* the smallest U-Net (1x2x2 images, base 2, one level, one block, one
      * group) with attention at its level, EMA on: UNET section, all of the model's ops */
     {
         stochflow_config *c;
-        const size_t mult[1] = {1};
+        stochflow_unet_options u;
+        if (stochflow_unet_options_init(&u, sizeof u) != 0) return 1;
+        u.channels = 1;
+        u.height = u.width = 2;
+        u.base = 2;
+        u.n_levels = 1;
+        u.mult[0] = 1;
+        u.blocks = 1;
+        u.attn_mask = 1u;
+        u.groups = 1;
         stochflow_config_new(&c, 4);
-        if (stochflow_config_set_unet(c, 1, 2, 2, 2, 1, mult, 1, 1u, 1) != 0) return 1;
+        if (stochflow_config_set_unet(c, &u) != 0) return 1;
         stochflow_config_set_seed(c, 42);
         if (stochflow_model_new(&m, c) != 0) return 1;
         stochflow_config_free(c);

@@ -367,8 +367,8 @@ STOCHFLOW_API int stochflow_model_serialized_size(size_t *size, const stochflow_
     return 0;
 }
 
-STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, const stochflow_model *m,
-                                              void *buf, size_t cap) {
+STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, void *buf, size_t cap,
+                                              const stochflow_model *m) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
     RETURN_ERROR_IF(buf == NULL, STOCHFLOW_E_INVALID, "save_buffer: buffer is NULL");
     STOCHFLOW__ENTER(m, "model");
@@ -382,7 +382,7 @@ STOCHFLOW_API int stochflow_model_save_buffer(size_t *written, const stochflow_m
     return 0;
 }
 
-STOCHFLOW_API int stochflow_model_save(stochflow_model *m, const char *path) {
+STOCHFLOW_API int stochflow_model_save(const stochflow_model *m, const char *path) {
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
     RETURN_ERROR_IF(path == NULL, STOCHFLOW_E_INVALID, "save: path is NULL");
     STOCHFLOW__ENTER(m, "model");

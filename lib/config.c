@@ -43,12 +43,12 @@ int stochflow__config_validate(const stochflow_config *c) {
                     STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interp.kind);
     RETURN_ERROR_IF(c->arch != STOCHFLOW_ARCH_MLP && c->arch != STOCHFLOW_ARCH_UNET,
                     STOCHFLOW_E_INVALID, "unknown architecture %d", c->arch);
-    if (c->arch == STOCHFLOW_ARCH_UNET) { /* issue 8 */
+    if (c->arch == STOCHFLOW_ARCH_UNET) { /* U-Net */
         FORWARD_IF_ERROR(stochflow__unet_validate(&c->unet, c->dim));
         RETURN_ERROR_IF(c->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
                         "the learnable Fourier interpolant is not available with the U-Net");
     }
-    if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
+    if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) { /* learnable interpolant */
         RETURN_ERROR_IF(c->interp.base != STOCHFLOW_INTERP_TRIG &&
                             c->interp.base != STOCHFLOW_INTERP_LINEAR,
                         STOCHFLOW_E_INVALID, "Fourier interpolant: unknown base schedule %d",
@@ -155,12 +155,14 @@ STOCHFLOW_API size_t stochflow_config_dim(const stochflow_config *cfg) {
     return cfg->dim;
 }
 
-STOCHFLOW_API size_t stochflow_config_hidden(const stochflow_config *cfg, size_t *widths_out,
-                                             size_t cap) {
-    if (cfg == NULL) return null_config("config_hidden");
-    for (size_t i = 0; i < cfg->n_hidden && i < cap && widths_out; ++i)
-        widths_out[i] = cfg->hidden[i];
-    return cfg->n_hidden;
+STOCHFLOW_API int stochflow_config_hidden(size_t *n_layers, size_t *widths, size_t cap,
+                                          const stochflow_config *cfg) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(widths == NULL && cap > 0, STOCHFLOW_E_INVALID,
+                    "config_hidden: widths is NULL with cap %zu", cap);
+    for (size_t i = 0; i < cfg->n_hidden && i < cap; ++i) widths[i] = cfg->hidden[i];
+    if (n_layers) *n_layers = cfg->n_hidden;
+    return 0;
 }
 
 STOCHFLOW_API int stochflow_config_activation(const stochflow_config *cfg) {
@@ -168,10 +170,12 @@ STOCHFLOW_API int stochflow_config_activation(const stochflow_config *cfg) {
     return cfg->activation;
 }
 
-STOCHFLOW_API int stochflow_config_time_embedding(const stochflow_config *cfg, size_t *n_freq) {
-    if (n_freq) *n_freq = cfg ? cfg->n_freq : 0;
-    if (cfg == NULL) return null_config("config_time_embedding");
-    return cfg->time_kind;
+STOCHFLOW_API int stochflow_config_time_embedding(int *kind, size_t *n_freq,
+                                                  const stochflow_config *cfg) {
+    CHECK_CFG(cfg);
+    if (kind) *kind = cfg->time_kind;
+    if (n_freq) *n_freq = cfg->n_freq;
+    return 0;
 }
 
 STOCHFLOW_API int stochflow_config_interpolant(const stochflow_config *cfg) {
@@ -185,29 +189,62 @@ STOCHFLOW_API uint64_t stochflow_config_seed(const stochflow_config *cfg) {
     return cfg->seed;
 }
 
-/* ---- U-Net (issue 8) -------------------------------------------------------------- */
+/* ---- U-Net ------------------------------------------------------------------------ */
 
-STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg, size_t channels,
-                                            size_t height, size_t width, size_t base,
-                                            size_t n_levels, const size_t *mult, size_t blocks,
-                                            uint32_t attn_mask, size_t groups) {
+/* The options struct of this release; a later release that adds fields takes them from
+ * the reserved block (zero = the old behaviour) or accepts every earlier size. */
+static int check_unet_options(const stochflow_unet_options *o, const char *fn) {
+    RETURN_ERROR_IF(o == NULL, STOCHFLOW_E_INVALID, "%s: options are NULL", fn);
+    RETURN_ERROR_IF(o->size != sizeof *o, STOCHFLOW_E_INVALID,
+                    "%s: options size %zu, this library knows %zu (call "
+                    "stochflow_unet_options_init with sizeof the struct)", fn, o->size,
+                    sizeof *o);
+    for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; ++i)
+        RETURN_ERROR_IF(o->reserved[i] != 0, STOCHFLOW_E_INVALID,
+                        "%s: reserved field %zu is %llu, must be 0", fn, i,
+                        (unsigned long long)o->reserved[i]);
+    RETURN_ERROR_IF(o->reserved32 != 0, STOCHFLOW_E_INVALID,
+                    "%s: reserved32 is %u, must be 0", fn, (unsigned)o->reserved32);
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_unet_options_init(stochflow_unet_options *o, size_t size) {
+    RETURN_ERROR_IF(o == NULL, STOCHFLOW_E_INVALID, "unet_options_init: options are NULL");
+    RETURN_ERROR_IF(size != sizeof *o, STOCHFLOW_E_INVALID,
+                    "unet_options_init: size %zu, this library knows %zu", size, sizeof *o);
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+    o->base = 32;
+    o->n_levels = 3;
+    o->mult[0] = 1;
+    o->mult[1] = 2;
+    o->mult[2] = 2;
+    o->blocks = 1;
+    o->attn_mask = 1u << 2; /* attention at the lowest of the three levels */
+    o->groups = 8;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg,
+                                            const stochflow_unet_options *o) {
     CHECK_CFG(cfg);
-    RETURN_ERROR_IF(mult == NULL, STOCHFLOW_E_INVALID, "set_unet: mult is NULL");
-    RETURN_ERROR_IF(n_levels < 1 || n_levels > STOCHFLOW_UNET_MAX_LEVELS, STOCHFLOW_E_INVALID,
-                    "set_unet: %zu levels, expected 1..%d", n_levels, STOCHFLOW_UNET_MAX_LEVELS);
+    FORWARD_IF_ERROR(check_unet_options(o, "set_unet"));
+    RETURN_ERROR_IF(o->n_levels < 1 || o->n_levels > STOCHFLOW_UNET_MAX_LEVELS,
+                    STOCHFLOW_E_INVALID, "set_unet: %zu levels, expected 1..%d", o->n_levels,
+                    STOCHFLOW_UNET_MAX_LEVELS);
     RETURN_ERROR_IF(cfg->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
                     "set_unet: the learnable Fourier interpolant is not available with the U-Net");
     stochflow__unet_cfg u;
     memset(&u, 0, sizeof u);
-    u.channels = channels;
-    u.height = height;
-    u.width = width;
-    u.base = base;
-    u.n_levels = n_levels;
-    u.blocks = blocks;
-    u.groups = groups;
-    u.attn_mask = attn_mask;
-    memcpy(u.mult, mult, n_levels * sizeof *mult);
+    u.channels = o->channels;
+    u.height = o->height;
+    u.width = o->width;
+    u.base = o->base;
+    u.n_levels = o->n_levels;
+    u.blocks = o->blocks;
+    u.groups = o->groups;
+    u.attn_mask = o->attn_mask;
+    memcpy(u.mult, o->mult, o->n_levels * sizeof *o->mult);
     FORWARD_IF_ERROR(stochflow__unet_validate(&u, cfg->dim));
     cfg->unet = u;
     cfg->arch = STOCHFLOW_ARCH_UNET;
@@ -219,22 +256,25 @@ STOCHFLOW_API int stochflow_config_arch(const stochflow_config *cfg) {
     return cfg->arch;
 }
 
-STOCHFLOW_API int stochflow_config_unet(size_t *channels, size_t *height, size_t *width,
-                                        size_t *base, size_t *n_levels, size_t *mult,
-                                        size_t *blocks, uint32_t *attn_mask, size_t *groups,
+STOCHFLOW_API int stochflow_config_unet(stochflow_unet_options *out,
                                         const stochflow_config *cfg) {
     CHECK_CFG(cfg);
+    RETURN_ERROR_IF(out == NULL, STOCHFLOW_E_INVALID, "config_unet: out is NULL");
     RETURN_ERROR_IF(cfg->arch != STOCHFLOW_ARCH_UNET, STOCHFLOW_E_INVALID,
                     "config_unet: the configuration is not a U-Net");
     const stochflow__unet_cfg *u = &cfg->unet;
-    if (channels) *channels = u->channels;
-    if (height) *height = u->height;
-    if (width) *width = u->width;
-    if (base) *base = u->base;
-    if (n_levels) *n_levels = u->n_levels;
-    if (mult) memcpy(mult, u->mult, u->n_levels * sizeof *mult);
-    if (blocks) *blocks = u->blocks;
-    if (attn_mask) *attn_mask = u->attn_mask;
-    if (groups) *groups = u->groups;
+    stochflow_unet_options o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    o.channels = u->channels;
+    o.height = u->height;
+    o.width = u->width;
+    o.base = u->base;
+    o.n_levels = u->n_levels;
+    memcpy(o.mult, u->mult, u->n_levels * sizeof *o.mult);
+    o.blocks = u->blocks;
+    o.attn_mask = u->attn_mask;
+    o.groups = u->groups;
+    *out = o;
     return 0;
 }

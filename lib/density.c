@@ -343,13 +343,13 @@ STOCHFLOW_API int stochflow_solver_integrate(float *dlogp, float *dlogp_se, stoc
     return stochflow__solver_integrate_src(dlogp, dlogp_se, s, &src, x, n, t0, t1);
 }
 
-STOCHFLOW_API int stochflow_solver_integrate_fn(float *dlogp, stochflow_solver *s,
+STOCHFLOW_API int stochflow_solver_integrate_fn(float *dlogp, float *dlogp_se, stochflow_solver *s,
                                                 stochflow_velocity_fn fn, void *user, size_t d,
                                                 float *x, size_t n, double t0, double t1) {
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "integrate_fn: velocity callback is NULL");
     STOCHFLOW__ENTER(s, "solver");
     stochflow__vsrc src = fn_src(fn, user, d);
-    return stochflow__solver_integrate_src(dlogp, NULL, s, &src, x, n, t0, t1);
+    return stochflow__solver_integrate_src(dlogp, dlogp_se, s, &src, x, n, t0, t1);
 }
 
 STOCHFLOW_API int stochflow_solver_log_prob(float *logp, float *se, stochflow_solver *s,
@@ -362,13 +362,13 @@ STOCHFLOW_API int stochflow_solver_log_prob(float *logp, float *se, stochflow_so
     return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
 }
 
-STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, stochflow_solver *s,
+STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, float *se, stochflow_solver *s,
                                                stochflow_velocity_fn fn, void *user, size_t d,
                                                const float *x, size_t n, double t) {
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "log_prob_fn: velocity callback is NULL");
     STOCHFLOW__ENTER(s, "solver");
     stochflow__vsrc src = fn_src(fn, user, d);
-    return stochflow__solver_log_prob_src(logp, NULL, s, &src, x, n, t);
+    return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
 }
 
 STOCHFLOW_API int stochflow_solver_sample(float *x, float *logp, stochflow_solver *s,

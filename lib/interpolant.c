@@ -113,8 +113,8 @@ STOCHFLOW_API int stochflow_config_set_fourier_interpolant(stochflow_config *cfg
     return 0;
 }
 
-STOCHFLOW_API int stochflow_config_fourier_interpolant(const stochflow_config *cfg, int *base,
-                                                       size_t *n_modes) {
+STOCHFLOW_API int stochflow_config_fourier_interpolant(int *base, size_t *n_modes,
+                                                       const stochflow_config *cfg) {
     RETURN_ERROR_IF(cfg == NULL, STOCHFLOW_E_INVALID, "config is NULL");
     RETURN_ERROR_IF(cfg->interp.kind != STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_INVALID,
                     "config_fourier_interpolant: the interpolant is not FOURIER");

@@ -65,16 +65,36 @@ double stochflow__rng_normal(stochflow__rng *r) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-STOCHFLOW_API int stochflow_random_normal(float *out, size_t n, uint64_t seed, uint64_t stream) {
-    RETURN_ERROR_IF(out == NULL && n > 0, STOCHFLOW_E_INVALID, "random_normal: out is NULL");
+/* Arguments of the public draws: out may be NULL only when n is 0; a user stream fits
+ * the 32-bit step field. Each value i is its own row keyed by (seed, internal stream, user
+ * stream in the step field, i), so all 2^32 user streams are distinct and value i never
+ * depends on n. */
+static int check_user_draw(const void *out, size_t n, uint64_t stream, const char *fn) {
+    RETURN_ERROR_IF(out == NULL && n > 0, STOCHFLOW_E_INVALID, "%s: out is NULL", fn);
     RETURN_ERROR_IF(stream > 0xFFFFFFFFull - STOCHFLOW__STREAM_USER, STOCHFLOW_E_INVALID,
-                    "random_normal: stream %llu too large", (unsigned long long)stream);
-    /* Each value is its own row, keyed by (seed, user stream); the stream number is
-     * folded into the step field so all 2^32 user streams are distinct. */
+                    "%s: stream %llu too large", fn, (unsigned long long)stream);
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_random_normal(float *out, size_t n, uint64_t seed, uint64_t stream) {
+    FORWARD_IF_ERROR(check_user_draw(out, n, stream, "random_normal"));
+    stochflow__rng r;
     for (size_t i = 0; i < n; ++i) {
-        stochflow__rng r;
         stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_USER, stream, i);
         out[i] = (float)stochflow__rng_normal(&r);
+    }
+    return 0;
+}
+
+/* Its own internal stream, so the normal and the uniform draw of one (seed, stream, i) are
+ * independent; 53 random bits: a multiple of 2^-53 in [0, 1). */
+STOCHFLOW_API int stochflow_random_uniform(double *out, size_t n, uint64_t seed,
+                                           uint64_t stream) {
+    FORWARD_IF_ERROR(check_user_draw(out, n, stream, "random_uniform"));
+    stochflow__rng r;
+    for (size_t i = 0; i < n; ++i) {
+        stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_USER_UNIFORM, stream, i);
+        out[i] = stochflow__rng_uniform(&r);
     }
     return 0;
 }

@@ -31,7 +31,7 @@ def exported(path):
         parts = line.split()
         if len(parts) == 3 and parts[1] in "TDRBVW":
             names.add(parts[2].split("@")[0])
-    return names - {"STOCHFLOW_0.1"}
+    return {n for n in names if not n.startswith("STOCHFLOW_")}  # version nodes
 
 
 def main():

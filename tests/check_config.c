@@ -21,13 +21,8 @@ static void clear_message(void) {
     } while (0)
 
 START_TEST(value_getters_on_null) {
-    size_t w[2] = {7, 7}, nf = 7;
     ASSERT_NULL_REPORTED(stochflow_config_dim(NULL), "config_dim");
-    ASSERT_NULL_REPORTED(stochflow_config_hidden(NULL, w, 2), "config_hidden");
-    ck_assert_uint_eq(w[0], 7); /* nothing written */
     ASSERT_NULL_REPORTED(stochflow_config_activation(NULL), "config_activation");
-    ASSERT_NULL_REPORTED(stochflow_config_time_embedding(NULL, &nf), "config_time_embedding");
-    ck_assert_uint_eq(nf, 0);
     ASSERT_NULL_REPORTED(stochflow_config_interpolant(NULL), "config_interpolant");
     ASSERT_NULL_REPORTED(stochflow_config_seed(NULL), "config_seed");
     ASSERT_NULL_REPORTED(stochflow_config_arch(NULL), "config_arch");
@@ -49,22 +44,36 @@ START_TEST(value_getters_on_a_config) {
     ck_assert_ok(stochflow_config_new(&c, 3));
     ck_assert_ok(stochflow_config_set_seed(c, 9));
     ck_assert_uint_eq(stochflow_config_dim(c), 3);
-    ck_assert_uint_eq(stochflow_config_hidden(c, NULL, 0), 3);
+    size_t nh = 0, w[2] = {7, 7};
+    ck_assert_ok(stochflow_config_hidden(&nh, NULL, 0, c));
+    ck_assert_uint_eq(nh, 3);
+    ck_assert_ok(stochflow_config_hidden(&nh, w, 2, c)); /* at most cap widths */
+    ck_assert(nh == 3 && w[0] == 256 && w[1] == 256);
+    ck_assert_ok(stochflow_config_hidden(NULL, w, 1, c));
     ck_assert_int_eq(stochflow_config_activation(c), STOCHFLOW_ACT_SILU);
     size_t nf = 7;
-    ck_assert_int_eq(stochflow_config_time_embedding(c, &nf), STOCHFLOW_TIME_RAW);
+    int kind = 0;
+    ck_assert_ok(stochflow_config_time_embedding(&kind, &nf, c));
+    ck_assert_int_eq(kind, STOCHFLOW_TIME_RAW);
     ck_assert_uint_eq(nf, 0);
+    ck_assert_ok(stochflow_config_time_embedding(NULL, NULL, c));
     ck_assert_int_eq(stochflow_config_interpolant(c), STOCHFLOW_INTERP_TRIG);
     ck_assert_uint_eq(stochflow_config_seed(c), 9);
     ck_assert_int_eq(stochflow_config_arch(c), STOCHFLOW_ARCH_MLP);
     /* status getters: INVALID with a message */
-    size_t ch;
-    ck_assert_status(stochflow_config_unet(&ch, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, c),
-                     STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_config_unet(&ch, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                           NULL),
-                     STOCHFLOW_E_INVALID);
+    stochflow_unet_options u;
+    ck_assert_status(stochflow_config_unet(&u, c), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_unet(&u, NULL), STOCHFLOW_E_INVALID);
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "config is NULL"));
+    /* status getters with out-parameters first: a NULL config is INVALID, nothing written */
+    w[0] = 7;
+    nh = 7;
+    ck_assert_status(stochflow_config_hidden(&nh, w, 2, NULL), STOCHFLOW_E_INVALID);
+    ck_assert(nh == 7 && w[0] == 7);
+    ck_assert_status(stochflow_config_hidden(&nh, NULL, 2, c), STOCHFLOW_E_INVALID);
+    nf = 7;
+    ck_assert_status(stochflow_config_time_embedding(&kind, &nf, NULL), STOCHFLOW_E_INVALID);
+    ck_assert_uint_eq(nf, 7);
     stochflow_config_free(c);
 }
 END_TEST

@@ -74,7 +74,7 @@ static void check_log_prob(gmix *g, double t, double tol_solver, double tol, siz
     float *x = test_points(n, g->d, 1 + g->K, spread);
     float *logp = malloc(n * sizeof *logp);
     stochflow_solver *s = dopri(tol_solver);
-    ck_assert_ok(stochflow_solver_log_prob_fn(logp, s, gm_field, g, g->d, x, n, t));
+    ck_assert_ok(stochflow_solver_log_prob_fn(logp, NULL, s, gm_field, g, g->d, x, n, t));
     double err = logp_error(g, t, x, logp, n);
     double nfe;
     ck_assert_ok(stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE));
@@ -135,7 +135,7 @@ START_TEST(log_prob_fixed_step) {
     ck_assert_ok(stochflow_solver_new(&s));
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4));
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 200));
-    ck_assert_ok(stochflow_solver_log_prob_fn(logp, s, gm_field, &g, 2, x, N, 1.0));
+    ck_assert_ok(stochflow_solver_log_prob_fn(logp, NULL, s, gm_field, &g, 2, x, N, 1.0));
     double err = logp_error(&g, 1.0, x, logp, N);
     ck_assert_msg(err < 1e-4, "RK4 log-density error %g", err);
     stochflow_solver_free(s);
@@ -151,7 +151,7 @@ START_TEST(logp_error_modes) {
     float *x = test_points(N, 3, 4, 2.0), logp[N];
     stochflow_solver *s = dopri(1e-8);
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_LOGP_ERROR, 2));
-    ck_assert_ok(stochflow_solver_log_prob_fn(logp, s, gm_field, &g, 3, x, N, 1.0));
+    ck_assert_ok(stochflow_solver_log_prob_fn(logp, NULL, s, gm_field, &g, 3, x, N, 1.0));
     double err = logp_error(&g, 1.0, x, logp, N);
     ck_assert_msg(err < 1e-4, "log-density error %g with LOGP_ERROR = 2", err);
     stochflow_solver_free(s);
@@ -210,7 +210,7 @@ START_TEST(sample_moments_and_logp) {
         /* backward pass on a subset agrees with the forward one */
         enum { M = 100 };
         float lb[M];
-        ck_assert_ok(stochflow_solver_log_prob_fn(lb, s, gm_field, g, d, x, M, 1.0));
+        ck_assert_ok(stochflow_solver_log_prob_fn(lb, NULL, s, gm_field, g, d, x, M, 1.0));
         for (size_t i = 0; i < M; ++i) ck_assert_float_eq_tol(lb[i], logp[i], 1e-4);
         stochflow_solver_free(s);
         free(x);
@@ -264,22 +264,40 @@ START_TEST(custom_base) {
     enum { N = 20 };
     float *x = test_points(N, 2, 6, 1.5), l1[N], l2[N];
     stochflow_solver *s = dopri(1e-6);
-    ck_assert_ok(stochflow_solver_log_prob_fn(l1, s, gm_field, &g, 2, x, N, 1.0));
+    ck_assert_ok(stochflow_solver_log_prob_fn(l1, NULL, s, gm_field, &g, 2, x, N, 1.0));
     basecfg b = {0, 0, 0};
     ck_assert_ok(stochflow_solver_set_base_logpdf(s, base_std, &b));
-    ck_assert_ok(stochflow_solver_log_prob_fn(l2, s, gm_field, &g, 2, x, N, 1.0));
+    ck_assert_ok(stochflow_solver_log_prob_fn(l2, NULL, s, gm_field, &g, 2, x, N, 1.0));
     ck_assert_int_eq(b.calls, 1);
     for (size_t i = 0; i < N; ++i) ck_assert_float_eq_tol(l1[i], l2[i], 1e-5);
     b.fail = 1;
-    ck_assert_status(stochflow_solver_log_prob_fn(l2, s, gm_field, &g, 2, x, N, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(l2, NULL, s, gm_field, &g, 2, x, N, 1.0),
                      STOCHFLOW_E_CALLBACK);
     b.fail = 0;
     b.nan = 1;
-    ck_assert_status(stochflow_solver_log_prob_fn(l2, s, gm_field, &g, 2, x, N, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(l2, NULL, s, gm_field, &g, 2, x, N, 1.0),
                      STOCHFLOW_E_NONFINITE);
     ck_assert_ok(stochflow_solver_set_base_logpdf(s, NULL, NULL)); /* back to N(0, I) */
-    ck_assert_ok(stochflow_solver_log_prob_fn(l2, s, gm_field, &g, 2, x, N, 1.0));
+    ck_assert_ok(stochflow_solver_log_prob_fn(l2, NULL, s, gm_field, &g, 2, x, N, 1.0));
     for (size_t i = 0; i < N; ++i) ck_assert_float_eq(l1[i], l2[i]);
+    /* the standard error of an exact divergence is 0, and asking for it changes nothing */
+    float se[N], se2[N], xs[2 * N], dl[N];
+    for (size_t i = 0; i < N; ++i) se[i] = se2[i] = NAN;
+    ck_assert_ok(stochflow_solver_log_prob_fn(l2, se, s, gm_field, &g, 2, x, N, 1.0));
+    for (size_t i = 0; i < N; ++i) {
+        ck_assert_float_eq(l1[i], l2[i]);
+        ck_assert(se[i] == 0.0f);
+    }
+    memcpy(xs, x, sizeof xs);
+    ck_assert_ok(stochflow_solver_integrate_fn(dl, se2, s, gm_field, &g, 2, xs, N, 1.0, 0.0));
+    for (size_t i = 0; i < N; ++i) ck_assert(se2[i] == 0.0f);
+    /* a callback has no Hutchinson form: asking for only the standard error is refused */
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_TRACE, STOCHFLOW_TRACE_HUTCHINSON));
+    ck_assert_status(stochflow_solver_log_prob_fn(l2, se, s, gm_field, &g, 2, x, N, 1.0),
+                     STOCHFLOW_E_UNSUPPORTED);
+    memcpy(xs, x, sizeof xs);
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, se2, s, gm_field, &g, 2, xs, N, 1.0, 0.0),
+                     STOCHFLOW_E_UNSUPPORTED);
     stochflow_solver_free(s);
     free(x);
 }
@@ -290,21 +308,21 @@ START_TEST(log_prob_errors) {
     gm_single2(&g);
     float x[4] = {0, 1, 2, NAN}, l[2];
     stochflow_solver *s = dopri(1e-5);
-    ck_assert_status(stochflow_solver_log_prob_fn(l, s, gm_field, &g, 2, x, 2, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(l, NULL, s, gm_field, &g, 2, x, 2, 1.0),
                      STOCHFLOW_E_NONFINITE);
-    ck_assert_status(stochflow_solver_log_prob_fn(NULL, s, gm_field, &g, 2, x, 1, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(NULL, NULL, s, gm_field, &g, 2, x, 1, 1.0),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_log_prob_fn(l, s, gm_field, &g, 2, NULL, 1, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(l, NULL, s, gm_field, &g, 2, NULL, 1, 1.0),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_log_prob_fn(l, s, gm_field, &g, 2, x, 1, 1.01),
+    ck_assert_status(stochflow_solver_log_prob_fn(l, NULL, s, gm_field, &g, 2, x, 1, 1.01),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_log_prob_fn(l, NULL, gm_field, &g, 2, x, 1, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(l, NULL, NULL, gm_field, &g, 2, x, 1, 1.0),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_log_prob_fn(l, s, NULL, &g, 2, x, 1, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(l, NULL, s, NULL, &g, 2, x, 1, 1.0),
                      STOCHFLOW_E_INVALID);
-    ck_assert_ok(stochflow_solver_log_prob_fn(NULL, s, gm_field, &g, 2, NULL, 0, 1.0));
+    ck_assert_ok(stochflow_solver_log_prob_fn(NULL, NULL, s, gm_field, &g, 2, NULL, 0, 1.0));
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_TRACE, STOCHFLOW_TRACE_HUTCHINSON));
-    ck_assert_status(stochflow_solver_log_prob_fn(l, s, gm_field, &g, 2, x, 1, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(l, NULL, s, gm_field, &g, 2, x, 1, 1.0),
                      STOCHFLOW_E_UNSUPPORTED);
     ck_assert_int_eq(g.calls, 0);
     stochflow_solver_free(s);
@@ -553,7 +571,7 @@ START_TEST(model_exact_trace_fd) {
     memcpy(xa, x, sizeof xa);
     memcpy(xb, x, sizeof xb);
     ck_assert_ok(stochflow_solver_integrate(la, se, s, m, xa, N, 1.0, 0.0));
-    ck_assert_ok(stochflow_solver_integrate_fn(lb, s, model_fd_field, m, D, xb, N, 1.0, 0.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(lb, NULL, s, model_fd_field, m, D, xb, N, 1.0, 0.0));
     double spread = 0;
     for (size_t i = 0; i < N; ++i) {
         ck_assert(se[i] == 0.0f);

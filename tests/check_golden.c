@@ -1,4 +1,4 @@
-/* check_golden.c - the C side of the cross-language golden conformance test (issue 5).
+/* check_golden.c - the C side of the cross-language golden conformance test.
  *
  * One fixed scenario (below, and in doc/bindings.md) is run through the public API and
  * every number it produces is compared bit for bit with tests/data/golden.txt. The Python
@@ -146,7 +146,7 @@ static const char *golden_path(char *buf, size_t cap) {
 static void write_golden(const record *r, const char *path) {
     FILE *f = fopen(path, "w");
     ck_assert_msg(f != NULL, "cannot write %s", path);
-    fprintf(f, "# libstochflow golden conformance record (issue 5); see tests/check_golden.c\n"
+    fprintf(f, "# libstochflow golden conformance record; see tests/check_golden.c\n"
                "# and doc/bindings.md. Values are IEEE-754 bit patterns in hex.\n"
                "# Regenerate: STOCHFLOW_GOLDEN_WRITE=1 meson test -C <builddir> golden\n"
                "# library %s\n",

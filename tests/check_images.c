@@ -1,4 +1,4 @@
-/* check_images.c - image data (issue 8): IDX and PNG-directory loading (hand-made files
+/* check_images.c - image data: IDX and PNG-directory loading (hand-made files
  * written here, raw and gzip; every rejection path, hostile headers), dequantization
  * (range, bin membership, prefix property), quantization edges, bits per dimension
  * against closed forms, and PNG grids read back with libpng. Fashion-MNIST from

@@ -96,7 +96,7 @@ START_TEST(custom_schedules) {
     size_t len;
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
     void *buf = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, buf, len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, buf, len, m));
     stochflow_model *m2 = NULL;
     ck_assert_ok(stochflow_model_load_buffer(&m2, buf, len));
     ck_assert_status(stochflow_model_train_step(&loss, m2, x1, 1, NULL, NULL), STOCHFLOW_E_INVALID);

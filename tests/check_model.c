@@ -380,12 +380,12 @@ START_TEST(nonfinite_step_leaves_model_unchanged) {
     size_t sz;
     ck_assert_ok(stochflow_model_serialized_size(&sz, m));
     unsigned char *before = malloc(sz), *after = malloc(sz);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, before, sz));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, before, sz, m));
     float x1[64];
     normals(x1, 64, 3);
     double loss;
     ck_assert_status(stochflow_model_train_step(&loss, m, x1, 32, NULL, NULL), STOCHFLOW_E_NONFINITE);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, after, sz));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, after, sz, m));
     ck_assert_int_eq(memcmp(before, after, sz), 0);
     ck_assert_uint_eq(stochflow_model_step(m), 3);
     /* a non-finite gradient installed by the caller is refused the same way */
@@ -393,7 +393,7 @@ START_TEST(nonfinite_step_leaves_model_unchanged) {
     float *g;
     ck_assert_ok(stochflow_model_compute_gradient(&loss, m, x1, 32, NULL, NULL));
     ck_assert_ok(stochflow_model_gradients(&g, NULL, m));
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, before, sz));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, before, sz, m));
     g[np - 1] = NAN;
     ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
     ck_assert_uint_eq(stochflow_model_step(m), 3);
@@ -414,7 +414,7 @@ START_TEST(nonfinite_step_leaves_model_unchanged) {
     ck_assert_status(stochflow_model_apply_gradient(m), STOCHFLOW_E_NONFINITE);
     snprintf(want, sizeof want, "update is not finite at parameter %zu", np - 1);
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), want));
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, after, sz));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, after, sz, m));
     ck_assert_int_eq(memcmp(before, after, sz), 0);
     ck_assert_uint_eq(stochflow_model_step(m), 3);
     free(before);
@@ -575,7 +575,7 @@ END_TEST
 START_TEST(learn_gaussian_linear) { learn_gaussian(STOCHFLOW_INTERP_LINEAR); }
 END_TEST
 
-/* ---- EMA warm-up (STOCHFLOW_PARAM_EMA_WARMUP, issue 8) ---------------------------- */
+/* ---- EMA warm-up (STOCHFLOW_PARAM_EMA_WARMUP) ----------------------------------- */
 
 /* The EMA weights are read two ways: directly (m->ema, lib/model.h; bitwise against a
  * reference computed here from the recorded live weights, in float exactly as
@@ -620,7 +620,7 @@ static stochflow_model *live_copy(const stochflow_model *m) {
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
     void *buf = malloc(len);
     ck_assert_ptr_nonnull(buf);
-    ck_assert_ok(stochflow_model_save_buffer(&written, m, buf, len));
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, len, m));
     stochflow_model *c = NULL;
     ck_assert_ok(stochflow_model_load_buffer(&c, buf, written));
     free(buf);
@@ -856,7 +856,7 @@ START_TEST(ema_warmup_checkpoint) {
     size_t len, written, np = m->n_params;
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
     uint8_t *buf = malloc(len), *old = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(&written, m, buf, len));
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, len, m));
     ck_assert_uint_eq(written, len);
     stochflow_model *r = NULL;
     ck_assert_ok(stochflow_model_load_buffer(&r, buf, len));
@@ -897,7 +897,7 @@ START_TEST(ema_warmup_checkpoint) {
     ck_assert_ptr_null(r);
     /* a default model saves the default */
     stochflow_model *d = ema_model();
-    ck_assert_ok(stochflow_model_save_buffer(&written, d, buf, len));
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, len, d));
     e = hpar_entry(buf, written, STOCHFLOW_PARAM_EMA_WARMUP, &hp);
     ck_assert_uint_ne(e, 0);
     memcpy(&bits, &(double){2.0}, 8);

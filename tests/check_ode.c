@@ -55,7 +55,7 @@ START_TEST(dopri5_gaussian_endpoint) {
     float *x0 = base_points(N, 2, 1), *x = malloc(sizeof(float) * N * 2);
     memcpy(x, x0, sizeof(float) * N * 2);
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-8);
-    ck_assert_ok(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0));
     double err = flow_error(&g, x0, x, N, 0.0, 1.0);
     ck_assert_msg(err < 2e-5, "dopri5 endpoint error %g", err);
     double acc = stat(s, STOCHFLOW_STAT_ACCEPTED), rej = stat(s, STOCHFLOW_STAT_REJECTED);
@@ -68,7 +68,7 @@ START_TEST(dopri5_gaussian_endpoint) {
     stochflow_solver_free(s);
     s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-4);
     memcpy(x, x0, sizeof(float) * N * 2);
-    ck_assert_ok(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0));
     double err4 = flow_error(&g, x0, x, N, 0.0, 1.0);
     ck_assert_msg(err4 < 1e-2, "dopri5 rtol 1e-4 error %g", err4);
     ck_assert(stat(s, STOCHFLOW_STAT_ACCEPTED) < acc);
@@ -86,7 +86,7 @@ static double fixed_error(int method, int steps) {
     float *x0 = base_points(N, 2, 2), *x = malloc(sizeof(float) * N * 2);
     memcpy(x, x0, sizeof(float) * N * 2);
     stochflow_solver *s = new_solver(method, steps);
-    ck_assert_ok(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0));
     int stages = method == STOCHFLOW_SOLVER_EULER ? 1 : method == STOCHFLOW_SOLVER_HEUN ? 2 : 4;
     ck_assert_double_eq(stat(s, STOCHFLOW_STAT_NFE), (double)stages * steps);
     ck_assert_double_eq(stat(s, STOCHFLOW_STAT_ACCEPTED), steps);
@@ -133,8 +133,8 @@ START_TEST(round_trip) {
         memcpy(x, x0, sizeof(float) * N * 2);
         stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-7);
         float dl[N], dl2[N];
-        ck_assert_ok(stochflow_solver_integrate_fn(dl, s, gm_field, &gs[c], 2, x, N, 0.0, 1.0));
-        ck_assert_ok(stochflow_solver_integrate_fn(dl2, s, gm_field, &gs[c], 2, x, N, 1.0, 0.0));
+        ck_assert_ok(stochflow_solver_integrate_fn(dl, NULL, s, gm_field, &gs[c], 2, x, N, 0.0, 1.0));
+        ck_assert_ok(stochflow_solver_integrate_fn(dl2, NULL, s, gm_field, &gs[c], 2, x, N, 1.0, 0.0));
         ck_assert_double_eq(stat(s, STOCHFLOW_STAT_T), 0.0);
         double worst = 0, worstl = 0;
         for (size_t i = 0; i < N * 2; ++i) worst = fmax(worst, fabs(x[i] - x0[i]));
@@ -163,7 +163,7 @@ START_TEST(intermediate_intervals) {
             memcpy(x, x0, sizeof(float) * N * 2);
             stochflow_solver *s = new_solver(methods[mi], par[mi]);
             ck_assert_ok(
-                stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, iv[k][0], iv[k][1]));
+                stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, iv[k][0], iv[k][1]));
             ck_assert_double_eq(stat(s, STOCHFLOW_STAT_T), iv[k][1]);
             double err = flow_error(&g, x0, x, N, iv[k][0], iv[k][1]);
             ck_assert_msg(err < 2e-5, "method %d interval [%g, %g]: error %g", methods[mi],
@@ -183,9 +183,9 @@ START_TEST(fixed_step_rows_independent) {
     float *xb = base_points(N, 2, 6), *x1 = base_points(N, 2, 6);
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_RK4, 20);
     float dlb[N], dl1;
-    ck_assert_ok(stochflow_solver_integrate_fn(dlb, s, gm_field, &g, 2, xb, N, 0.0, 1.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(dlb, NULL, s, gm_field, &g, 2, xb, N, 0.0, 1.0));
     for (size_t i = 0; i < N; ++i) {
-        ck_assert_ok(stochflow_solver_integrate_fn(&dl1, s, gm_field, &g, 2, x1 + 2 * i, 1, 0.0,
+        ck_assert_ok(stochflow_solver_integrate_fn(&dl1, NULL, s, gm_field, &g, 2, x1 + 2 * i, 1, 0.0,
                                                    1.0));
         ck_assert_int_eq(memcmp(x1 + 2 * i, xb + 2 * i, 2 * sizeof(float)), 0);
         ck_assert_int_eq(memcmp(&dl1, &dlb[i], sizeof(float)), 0);
@@ -201,12 +201,12 @@ START_TEST(zero_length_and_empty) {
     gm_single2(&g);
     float x[4] = {1, 2, 3, 4}, dl[2] = {7, 7};
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-6);
-    ck_assert_ok(stochflow_solver_integrate_fn(dl, s, gm_field, &g, 2, x, 2, 0.3, 0.3));
+    ck_assert_ok(stochflow_solver_integrate_fn(dl, NULL, s, gm_field, &g, 2, x, 2, 0.3, 0.3));
     ck_assert(x[0] == 1 && x[3] == 4 && dl[0] == 0 && dl[1] == 0);
     ck_assert_double_eq(stat(s, STOCHFLOW_STAT_NFE), 0);
     ck_assert_double_eq(stat(s, STOCHFLOW_STAT_T), 0.3);
     /* n == 0 is a no-op, NULL buffers allowed */
-    ck_assert_ok(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, NULL, 0, 0.0, 1.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, NULL, 0, 0.0, 1.0));
     ck_assert_int_eq(g.calls, 0);
     stochflow_solver_free(s);
 }
@@ -222,11 +222,11 @@ START_TEST(h_init_and_logp_error) {
     memcpy(xa, x0, sizeof xa);
     memcpy(xb, x0, sizeof xb);
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-8);
-    ck_assert_ok(stochflow_solver_integrate_fn(dla, s, gm_field, &g, 2, xa, N, 0.0, 1.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(dla, NULL, s, gm_field, &g, 2, xa, N, 0.0, 1.0));
     double nfe_in = stat(s, STOCHFLOW_STAT_NFE);
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_LOGP_ERROR, 2));
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_H_INIT, 1e-3));
-    ck_assert_ok(stochflow_solver_integrate_fn(dlb, s, gm_field, &g, 2, xb, N, 0.0, 1.0));
+    ck_assert_ok(stochflow_solver_integrate_fn(dlb, NULL, s, gm_field, &g, 2, xb, N, 0.0, 1.0));
     double nfe_out = stat(s, STOCHFLOW_STAT_NFE);
     /* given h_init: no extra evaluation for the guess */
     ck_assert_double_eq(nfe_out, 1 + 6 * (stat(s, STOCHFLOW_STAT_ACCEPTED) +
@@ -255,7 +255,7 @@ START_TEST(status_step_underflow) {
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-6);
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_H_MIN, 1e-6));
     float x[2] = {0, 0};
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, blowup_field, NULL, 2, x, 1, 0.0, 1.0),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, blowup_field, NULL, 2, x, 1, 0.0, 1.0),
                      STOCHFLOW_E_STEP_UNDERFLOW);
     double t = stat(s, STOCHFLOW_STAT_T);
     ck_assert_msg(t > 0.49 && t < 0.5, "stopped at t = %.17g", t);
@@ -276,7 +276,7 @@ START_TEST(status_max_steps) {
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-9);
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_MAX_STEPS, 3));
     float dl[N];
-    ck_assert_status(stochflow_solver_integrate_fn(dl, s, gm_field, &g, 2, x, N, 0.0, 1.0),
+    ck_assert_status(stochflow_solver_integrate_fn(dl, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
                      STOCHFLOW_E_MAX_STEPS);
     double t = stat(s, STOCHFLOW_STAT_T);
     ck_assert(t > 0.0 && t < 1.0);
@@ -303,7 +303,7 @@ START_TEST(status_nonfinite) {
     for (int mi = 0; mi < 2; ++mi) {
         memcpy(x, x0, sizeof x);
         stochflow_solver *s = new_solver(methods[mi], mi == 0 ? 10 : 1e-6);
-        ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
+        ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
                          STOCHFLOW_E_NONFINITE);
         double t = stat(s, STOCHFLOW_STAT_T);
         ck_assert_msg(t > 0.0 && t <= 0.7, "t = %g", t);
@@ -318,7 +318,7 @@ START_TEST(status_nonfinite) {
     /* non-finite input */
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-6);
     x[3] = INFINITY;
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
                      STOCHFLOW_E_NONFINITE);
     stochflow_solver_free(s);
     free(x0);
@@ -348,7 +348,7 @@ START_TEST(status_cancelled) {
         stochflow_solver *s = new_solver(methods[mi], mi == 0 ? 50 : 1e-8);
         prog p = {0, 3, -1};
         ck_assert_ok(stochflow_solver_set_progress(s, progress_cb, &p));
-        ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
+        ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
                          STOCHFLOW_E_CANCELLED);
         ck_assert_int_eq(p.calls, 3);
         ck_assert_double_eq(stat(s, STOCHFLOW_STAT_T), p.last_t);
@@ -357,7 +357,7 @@ START_TEST(status_cancelled) {
         ck_assert_msg(flow_error(&g, x0, x, N, 0.0, p.last_t) < 1e-5, "partial state");
         /* removing the callback: runs to the end */
         ck_assert_ok(stochflow_solver_set_progress(s, NULL, NULL));
-        ck_assert_ok(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, p.last_t, 1.0));
+        ck_assert_ok(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, p.last_t, 1.0));
         ck_assert_msg(flow_error(&g, x0, x, N, 0.0, 1.0) < 2e-5, "resumed integration");
         stochflow_solver_free(s);
     }
@@ -373,7 +373,7 @@ START_TEST(status_callback_failure) {
     float *x0 = base_points(N, 2, 11), x[N * 2];
     memcpy(x, x0, sizeof x);
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_RK4, 100);
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, N, 0.0, 1.0),
                      STOCHFLOW_E_CALLBACK);
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "42"));
     /* 19 good evaluations = 4 steps of RK4 + 3 stages of the 5th */
@@ -393,19 +393,19 @@ START_TEST(invalid_arguments) {
     float x[2] = {0, 0};
     stochflow_solver *s = new_solver(STOCHFLOW_SOLVER_DOPRI5, 1e-5);
     ck_assert_status(stochflow_solver_new(NULL), STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, gm_field, &g, 2, x, 1, 0, 1),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, NULL, gm_field, &g, 2, x, 1, 0, 1),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, NULL, &g, 2, x, 1, 0, 1),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, NULL, &g, 2, x, 1, 0, 1),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, NULL, 1, 0, 1),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, NULL, 1, 0, 1),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 0, x, 1, 0, 1),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 0, x, 1, 0, 1),
                      STOCHFLOW_E_INVALID);
     double bad_t[] = {-0.1, 1.5, NAN, INFINITY};
     for (int i = 0; i < 4; ++i) {
-        ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, 1, bad_t[i], 1),
+        ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, 1, bad_t[i], 1),
                          STOCHFLOW_E_INVALID);
-        ck_assert_status(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, 1, 0, bad_t[i]),
+        ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, 1, 0, bad_t[i]),
                          STOCHFLOW_E_INVALID);
     }
     ck_assert_status(stochflow_solver_integrate(NULL, NULL, s, NULL, x, 1, 0, 1),
@@ -416,11 +416,11 @@ START_TEST(invalid_arguments) {
     /* Hutchinson needs Jacobian-vector products: not available from a callback */
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_TRACE, STOCHFLOW_TRACE_HUTCHINSON));
     float dl;
-    ck_assert_status(stochflow_solver_integrate_fn(&dl, s, gm_field, &g, 2, x, 1, 0, 1),
+    ck_assert_status(stochflow_solver_integrate_fn(&dl, NULL, s, gm_field, &g, 2, x, 1, 0, 1),
                      STOCHFLOW_E_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "Hutchinson"));
     /* ... but plain integration without the log-density is fine */
-    ck_assert_ok(stochflow_solver_integrate_fn(NULL, s, gm_field, &g, 2, x, 1, 0, 1));
+    ck_assert_ok(stochflow_solver_integrate_fn(NULL, NULL, s, gm_field, &g, 2, x, 1, 0, 1));
     stochflow_solver_free(s);
     stochflow_solver_free(NULL);
 }
@@ -474,8 +474,8 @@ START_TEST(out_of_memory) {
         float x[4] = {0.1f, 0.2f, -0.3f, 0.4f}, dl[2];
         stochflow__alloc_fail_at(k);
         int rc = stochflow_solver_new(&s);
-        if (rc == 0) rc = stochflow_solver_integrate_fn(dl, s, gm_field, &g, 2, x, 2, 0.0, 1.0);
-        if (rc == 0) rc = stochflow_solver_log_prob_fn(dl, s, gm_field, &g, 2, x, 2, 1.0);
+        if (rc == 0) rc = stochflow_solver_integrate_fn(dl, NULL, s, gm_field, &g, 2, x, 2, 0.0, 1.0);
+        if (rc == 0) rc = stochflow_solver_log_prob_fn(dl, NULL, s, gm_field, &g, 2, x, 2, 1.0);
         stochflow__alloc_fail_at(0);
         if (rc == 0)
             hit_ok = 1;

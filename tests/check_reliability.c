@@ -1,4 +1,4 @@
-/* check_reliability.c - the library under hostile conditions (issue 7, doc/reliability.md):
+/* check_reliability.c - the library under hostile conditions (doc/reliability.md):
  *  alloc:    a failing allocator (stochflow__alloc_fail_at) swept over every constructor,
  *            load path and allocating call: each returns STOCHFLOW_E_NOMEM, hands out no
  *            handle, and leaves existing handles usable (leaks: the sanitizer and
@@ -79,7 +79,7 @@ static unsigned char *serialize(const stochflow_model *m, size_t *len) {
     ck_assert_ok(stochflow_model_serialized_size(len, m));
     unsigned char *buf = malloc(*len);
     ck_assert_ptr_nonnull(buf);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, buf, *len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, buf, *len, m));
     return buf;
 }
 
@@ -322,10 +322,10 @@ static int user_logpdf(void *user, size_t n, size_t d, const float *x, float *lo
 }
 static void setup_y(sweep_case *c) { memcpy(c->y, c->x, sizeof c->y); }
 static int op_integrate_fn(sweep_case *c) {
-    return stochflow_solver_integrate_fn(c->l, c->s, lin_field, NULL, D, c->y, N, 0.0, 1.0);
+    return stochflow_solver_integrate_fn(c->l, NULL, c->s, lin_field, NULL, D, c->y, N, 0.0, 1.0);
 }
 static int op_log_prob_fn(sweep_case *c) {
-    return stochflow_solver_log_prob_fn(c->l, c->s, lin_field, NULL, D, c->x, N, 1.0);
+    return stochflow_solver_log_prob_fn(c->l, NULL, c->s, lin_field, NULL, D, c->x, N, 1.0);
 }
 static int op_sample_fn(sweep_case *c) {
     return stochflow_solver_sample_fn(c->y, c->l, c->s, lin_field, NULL, D, N, 5);
@@ -418,7 +418,7 @@ START_TEST(alloc_constructors) {
     ck_assert_int_ge(run_sweep(&c), 2);
     c.after_fail = NULL;
 
-    /* minibatch couplings (issue 9): OT and Sinkhorn allocate a workspace */
+    /* minibatch couplings: OT and Sinkhorn allocate a workspace */
     memcpy(c.x, pts, sizeof c.x);
     for (int i = 0; i < N * D; ++i) c.x[i] = -c.x[i] + 0.1f * (float)i;
     for (int mode = STOCHFLOW_COUPLING_OT; mode <= STOCHFLOW_COUPLING_SINKHORN; ++mode) {
@@ -438,7 +438,7 @@ START_TEST(alloc_constructors) {
     c.op = op_png;
     ck_assert_int_ge(run_sweep(&c), 1);
 
-    /* issue 8: a U-Net (compiled into its own tensor and operation lists, which are
+    /* a U-Net (compiled into its own tensor and operation lists, which are
      * allocated too) through model_new, and its checkpoint (with EMA weights) through
      * both load paths; the loader compiles the network once to count its parameters. */
     {
@@ -447,7 +447,7 @@ START_TEST(alloc_constructors) {
         stochflow_model_free(c.m);
         ck_assert_ok(stochflow_config_new(&c.cfg, 16));
         const size_t mult[2] = {1, 2};
-        ck_assert_ok(stochflow_config_set_unet(c.cfg, 1, 4, 4, 4, 2, mult, 1, 2u, 2));
+        ck_assert_ok(set_unet_shape(c.cfg, 1, 4, 4, 4, 2, mult, 1, 2u, 2));
         ck_assert_ok(stochflow_model_new(&c.m, c.cfg));
         ck_assert_ok(stochflow_model_set_param(c.m, STOCHFLOW_PARAM_EMA_DECAY, 0.9));
         float imgs[4 * 16];
@@ -510,7 +510,7 @@ START_TEST(alloc_model_calls) {
     c.after_ok = ok_train;
     ck_assert_int_ge(run_sweep(&c), 1);
 
-    /* the same for a learnable Fourier interpolant trained with OT couplings (issue 9):
+    /* the same for a learnable Fourier interpolant trained with OT couplings:
      * its coefficient gradient and coupling workspaces allocate too */
     {
         stochflow_config *cf = NULL;
@@ -970,11 +970,11 @@ START_TEST(nonfinite_inputs) {
         ck_assert_nonfinite(stochflow_model_velocity_vjp(out, m, 0.5, x1, u, N));
         ck_assert_nonfinite(stochflow_solver_integrate(lp, NULL, s, m, x1, N, 0.0, 1.0));
         POISON(x1);
-        ck_assert_nonfinite(stochflow_solver_integrate_fn(lp, s, lin_field, NULL, D, x1, N,
+        ck_assert_nonfinite(stochflow_solver_integrate_fn(lp, NULL, s, lin_field, NULL, D, x1, N,
                                                           0.0, 1.0));
         POISON(x1);
         ck_assert_nonfinite(stochflow_solver_log_prob(lp, NULL, s, m, x1, N, 1.0));
-        ck_assert_nonfinite(stochflow_solver_log_prob_fn(lp, s, lin_field, NULL, D, x1, N, 1.0));
+        ck_assert_nonfinite(stochflow_solver_log_prob_fn(lp, NULL, s, lin_field, NULL, D, x1, N, 1.0));
         ck_assert_nonfinite(stochflow_toy_log_density(lp, NULL, "checkerboard", x1, N));
         POISON(x0);
         ck_assert_nonfinite(stochflow_model_loss(&loss, m, x1, N, x0, t));
@@ -985,7 +985,7 @@ START_TEST(nonfinite_inputs) {
         ck_assert_nonfinite(stochflow_model_compute_gradient(&loss, m, x1, N, x0, t));
         POISON(u);
         ck_assert_nonfinite(stochflow_model_velocity_vjp(out, m, 0.5, x1, u, N));
-        /* minibatch couplings (issue 9) */
+        /* minibatch couplings */
         size_t perm[N];
         for (int mode = STOCHFLOW_COUPLING_INDEPENDENT; mode <= STOCHFLOW_COUPLING_SINKHORN;
              ++mode) {
@@ -1030,7 +1030,7 @@ START_TEST(nonfinite_callbacks) {
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 10));
     float x[N * D], lp[N];
     memcpy(x, pts, sizeof x);
-    ck_assert_status(stochflow_solver_integrate_fn(lp, s, nan_field, NULL, D, x, N, 0.0, 1.0),
+    ck_assert_status(stochflow_solver_integrate_fn(lp, NULL, s, nan_field, NULL, D, x, N, 0.0, 1.0),
                      STOCHFLOW_E_NONFINITE);
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "point 3"));
     /* partial result: the last accepted state, finite, at t = 0.6 (the step from 0.5
@@ -1043,7 +1043,7 @@ START_TEST(nonfinite_callbacks) {
         ck_assert_float_eq_tol(x[i], pts[i] * powf(0.9f, 6.0f), 1e-6f);
     }
     ck_assert_ok(stochflow_solver_set_base_logpdf(s, nan_logpdf, NULL));
-    ck_assert_status(stochflow_solver_log_prob_fn(lp, s, lin_field, NULL, D, pts, N, 1.0),
+    ck_assert_status(stochflow_solver_log_prob_fn(lp, NULL, s, lin_field, NULL, D, pts, N, 1.0),
                      STOCHFLOW_E_NONFINITE);
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "index 4"));
     stochflow_solver_free(s);
@@ -1168,7 +1168,7 @@ START_TEST(exploding_adaptive) {
     ck_assert_ok(stochflow_solver_new(&s));
     float x[3] = {0.5f, 1.0f, 2.0f}, lp[3];
     const float x0[3] = {0.5f, 1.0f, 2.0f};
-    int rc = stochflow_solver_integrate_fn(lp, s, square_field, NULL, 1, x, 3, 0.0, 1.0);
+    int rc = stochflow_solver_integrate_fn(lp, NULL, s, square_field, NULL, 1, x, 3, 0.0, 1.0);
     ck_assert_msg(rc == STOCHFLOW_E_STEP_UNDERFLOW || rc == STOCHFLOW_E_MAX_STEPS ||
                       rc == STOCHFLOW_E_NONFINITE,
                   "status %d (%s)", rc, stochflow_last_error_message());
@@ -1195,7 +1195,7 @@ START_TEST(stiff_hits_max_steps) {
     ck_assert_ok(stochflow_solver_new(&s));
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_MAX_STEPS, 200));
     float x[4] = {3.0f, -2.0f, 0.0f, 1.0f};
-    int rc = stochflow_solver_integrate_fn(NULL, s, stiff_field, NULL, 2, x, 2, 0.0, 1.0);
+    int rc = stochflow_solver_integrate_fn(NULL, NULL, s, stiff_field, NULL, 2, x, 2, 0.0, 1.0);
     ck_assert_status(rc, STOCHFLOW_E_MAX_STEPS);
     double tr, acc, rej, nfe;
     ck_assert_ok(stochflow_solver_stat(&tr, s, STOCHFLOW_STAT_T));
@@ -1219,7 +1219,7 @@ START_TEST(exploding_fixed_step) {
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_EULER));
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, 1000));
     float x[2] = {10.0f, 0.1f};
-    ck_assert_status(stochflow_solver_integrate_fn(NULL, s, square_field, NULL, 1, x, 2, 0.0, 1.0),
+    ck_assert_status(stochflow_solver_integrate_fn(NULL, NULL, s, square_field, NULL, 1, x, 2, 0.0, 1.0),
                      STOCHFLOW_E_NONFINITE);
     double tr;
     ck_assert_ok(stochflow_solver_stat(&tr, s, STOCHFLOW_STAT_T));
@@ -1266,7 +1266,7 @@ static void *run_job(void *arg) {
     if ((j->rc = stochflow_solver_sample(j->samples, NULL, s, m, 16, 7)) != 0) goto done;
     if ((j->rc = stochflow_model_serialized_size(&j->len, m)) != 0) goto done;
     j->state = malloc(j->len);
-    j->rc = stochflow_model_save_buffer(NULL, m, j->state, j->len);
+    j->rc = stochflow_model_save_buffer(NULL, j->state, j->len, m);
 done:
     stochflow_solver_free(s);
     stochflow_model_free(m);
@@ -1656,7 +1656,7 @@ static void *hold_solver(void *arg) {
     holder *h = arg;
     float x[N * D];
     memcpy(x, pts, sizeof x);
-    h->rc = stochflow_solver_integrate_fn(NULL, h->s, zero_field, NULL, D, x, N, 0.0, 1.0);
+    h->rc = stochflow_solver_integrate_fn(NULL, NULL, h->s, zero_field, NULL, D, x, N, 0.0, 1.0);
     return NULL;
 }
 

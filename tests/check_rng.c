@@ -68,9 +68,46 @@ START_TEST(uniform_range) {
 }
 END_TEST
 
+/* stochflow_random_uniform: range, mean and variance (5 standard errors), prefix
+ * stability, distinct streams, and independence from the normals of the same key. */
+START_TEST(public_uniform) {
+    enum { N = 100000 };
+    double *u = malloc(N * sizeof *u), b[37];
+    float *z = malloc(N * sizeof *z);
+    ck_assert_ok(stochflow_random_uniform(u, N, 7, 3));
+    double s = 0, s2 = 0, sz = 0;
+    ck_assert_ok(stochflow_random_normal(z, N, 7, 3));
+    for (int i = 0; i < N; ++i) {
+        ck_assert(u[i] >= 0.0 && u[i] < 1.0);
+        s += u[i];
+        s2 += (u[i] - 0.5) * (u[i] - 0.5);
+        sz += (u[i] - 0.5) * z[i];
+    }
+    ck_assert_double_lt(fabs(s / N - 0.5), 5.0 * sqrt(1.0 / 12 / N));
+    /* Var(u) = 1/12; Var((u - 1/2)^2) = 1/180 */
+    ck_assert_double_lt(fabs(s2 / N - 1.0 / 12), 5.0 * sqrt(1.0 / 180 / N));
+    /* correlation with the normal of the same (seed, stream, i): E[(u - 1/2) z] = 0 with
+     * sd sqrt(1/12 / N); a shared Philox block would give |corr| ~ 0.28 */
+    ck_assert_double_lt(fabs(sz / N), 5.0 * sqrt(1.0 / 12 / N));
+    ck_assert_ok(stochflow_random_uniform(b, 37, 7, 3));
+    ck_assert(memcmp(u, b, sizeof b) == 0);
+    ck_assert_ok(stochflow_random_uniform(b, 37, 7, 4));
+    ck_assert(memcmp(u, b, sizeof b) != 0);
+    ck_assert_ok(stochflow_random_uniform(b, 37, 8, 3));
+    ck_assert(memcmp(u, b, sizeof b) != 0);
+    free(u);
+    free(z);
+}
+END_TEST
+
 START_TEST(errors) {
     ck_assert_status(stochflow_random_normal(NULL, 3, 0, 0), STOCHFLOW_E_INVALID);
     ck_assert_ok(stochflow_random_normal(NULL, 0, 0, 0));
+    double u[2];
+    ck_assert_status(stochflow_random_uniform(NULL, 3, 0, 0), STOCHFLOW_E_INVALID);
+    ck_assert_ok(stochflow_random_uniform(NULL, 0, 0, 0));
+    ck_assert_status(stochflow_random_uniform(u, 2, 0, 0xFFFFFFFFull), STOCHFLOW_E_INVALID);
+    ck_assert_ok(stochflow_random_uniform(u, 2, 0, 0xFFFFFFFFull - 16));
 }
 END_TEST
 
@@ -81,6 +118,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, normal_moments);
     tcase_add_test(tc, prefix_stable);
     tcase_add_test(tc, uniform_range);
+    tcase_add_test(tc, public_uniform);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("errors");
     tcase_add_test(te, errors);

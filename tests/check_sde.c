@@ -653,7 +653,7 @@ START_TEST(likelihood_gaussian) {
     ck_assert_ok(stochflow_solver_new(&ode));
     ck_assert_ok(stochflow_solver_set_param(ode, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_EULER));
     ck_assert_ok(stochflow_solver_set_param(ode, STOCHFLOW_PARAM_STEPS, 400));
-    ck_assert_ok(stochflow_solver_log_prob_fn(lo, ode, orc_velocity, &o, d, x, n, 1.0));
+    ck_assert_ok(stochflow_solver_log_prob_fn(lo, NULL, ode, orc_velocity, &o, d, x, n, 1.0));
     for (size_t i = 0; i < n; ++i) {
         ck_assert_double_eq_tol(lp[i], lo[i], 2e-5 * (1 + fabs(lo[i])));
         ck_assert_double_eq_tol(se[i], 0.0, 1e-6); /* deterministic paths */

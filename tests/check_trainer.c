@@ -130,7 +130,7 @@ START_TEST(threads_and_resume_are_bitwise) {
     size_t sz, wr;
     ck_assert_ok(stochflow_model_serialized_size(&sz, c));
     void *buf = malloc(sz);
-    ck_assert_ok(stochflow_model_save_buffer(&wr, c, buf, sz));
+    ck_assert_ok(stochflow_model_save_buffer(&wr, buf, sz, c));
     stochflow_model_free(c);
     ck_assert_ok(stochflow_model_load_buffer(&c, buf, wr));
     free(buf);
@@ -384,7 +384,7 @@ START_TEST(early_stopping_state_resumes) {
     size_t msz, mwr;
     ck_assert_ok(stochflow_model_serialized_size(&msz, c));
     void *mb = malloc(msz);
-    ck_assert_ok(stochflow_model_save_buffer(&mwr, c, mb, msz));
+    ck_assert_ok(stochflow_model_save_buffer(&mwr, mb, msz, c));
     stochflow_model_free(c);
     stochflow_trainer_free(tc);
     ck_assert_ok(stochflow_model_load_buffer(&c, mb, mwr));

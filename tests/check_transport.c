@@ -1,4 +1,4 @@
-/* check_transport.c - issue 9: the learnable Fourier interpolant (schedule, gradient of
+/* check_transport.c - transport: the learnable Fourier interpolant (schedule, gradient of
  * the loss with respect to its coefficients against finite differences, checkpoints,
  * the max-min game reaching the closed-form Gaussian path length W2^2), and minibatch
  * couplings (exact assignment against brute force, pairing costs, Sinkhorn). */
@@ -254,7 +254,7 @@ START_TEST(checkpoint_roundtrip) {
     size_t size, written;
     ck_assert_ok(stochflow_model_serialized_size(&size, a));
     void *buf = malloc(size);
-    ck_assert_ok(stochflow_model_save_buffer(&written, a, buf, size));
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, size, a));
     ck_assert_uint_eq(written, size);
     stochflow_model *b = NULL;
     ck_assert_ok(stochflow_model_load_buffer(&b, buf, size));
@@ -263,7 +263,7 @@ START_TEST(checkpoint_roundtrip) {
     int base;
     size_t M;
     ck_assert_int_eq(stochflow_config_interpolant(cb), STOCHFLOW_INTERP_FOURIER);
-    ck_assert_ok(stochflow_config_fourier_interpolant(cb, &base, &M));
+    ck_assert_ok(stochflow_config_fourier_interpolant(&base, &M, cb));
     ck_assert_int_eq(base, STOCHFLOW_INTERP_TRIG);
     ck_assert_uint_eq(M, 6);
     stochflow_config_free(cb);
@@ -338,7 +338,7 @@ END_TEST
 START_TEST(config_and_params) {
     stochflow_config *c = NULL;
     ck_assert_ok(stochflow_config_new(&c, 2));
-    ck_assert_status(stochflow_config_fourier_interpolant(c, NULL, NULL), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_fourier_interpolant(NULL, NULL, c), STOCHFLOW_E_INVALID);
     ck_assert_status(stochflow_config_set_fourier_interpolant(c, STOCHFLOW_INTERP_LINEAR, 0),
                      STOCHFLOW_E_INVALID);
     ck_assert_status(stochflow_config_set_fourier_interpolant(c, STOCHFLOW_INTERP_LINEAR, 65),
@@ -351,7 +351,7 @@ START_TEST(config_and_params) {
     ck_assert_ok(stochflow_config_set_fourier_interpolant(c, 0, 64));
     int base;
     size_t M;
-    ck_assert_ok(stochflow_config_fourier_interpolant(c, &base, &M));
+    ck_assert_ok(stochflow_config_fourier_interpolant(&base, &M, c));
     ck_assert_int_eq(base, STOCHFLOW_INTERP_LINEAR);
     ck_assert_uint_eq(M, 64);
     ck_assert_int_eq(stochflow_config_interpolant(c), STOCHFLOW_INTERP_FOURIER);

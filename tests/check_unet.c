@@ -1,4 +1,4 @@
-/* check_unet.c - the U-Net velocity field (issue 8): configuration, parameter count,
+/* check_unet.c - the U-Net velocity field: configuration, parameter count,
  * finite-difference checks of the whole network (loss gradient, VJP, exact divergence),
  * checkpoints, thread invariance and a tiny model that overfits a few images; review
  * additions: chunked evaluation (more than 64 images), Hutchinson quadratic forms, EMA
@@ -14,7 +14,7 @@ static stochflow_model *tiny(size_t c, size_t s, size_t base, uint32_t attn, uin
     stochflow_config *cfg = NULL;
     ck_assert_ok(stochflow_config_new(&cfg, c * s * s));
     const size_t mult[2] = {1, 2};
-    ck_assert_ok(stochflow_config_set_unet(cfg, c, s, s, base, 2, mult, 1, attn, 2));
+    ck_assert_ok(set_unet_shape(cfg, c, s, s, base, 2, mult, 1, attn, 2));
     ck_assert_ok(stochflow_config_set_seed(cfg, seed));
     stochflow_model *m = NULL;
     ck_assert_ok(stochflow_model_new(&m, cfg));
@@ -37,34 +37,39 @@ START_TEST(config_errors) {
     ck_assert_ok(stochflow_config_new(&cfg, 784));
     ck_assert_int_eq(stochflow_config_arch(cfg), STOCHFLOW_ARCH_MLP);
     const size_t m3[3] = {1, 2, 2}, bad[3] = {1, 0, 2};
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, m3, 1, 4, 8), 0);
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 3, m3, 1, 4, 8), 0);
     ck_assert_int_eq(stochflow_config_arch(cfg), STOCHFLOW_ARCH_UNET);
-    size_t c, h, w, base, lv, mult[6], blocks, groups;
-    uint32_t attn;
-    ck_assert_ok(stochflow_config_unet(&c, &h, &w, &base, &lv, mult, &blocks, &attn, &groups, cfg));
-    ck_assert(c == 1 && h == 28 && w == 28 && base == 32 && lv == 3 && mult[1] == 2 &&
-              blocks == 1 && attn == 4 && groups == 8);
+    stochflow_unet_options got;
+    memset(&got, 0xAB, sizeof got);
+    ck_assert_ok(stochflow_config_unet(&got, cfg));
+    ck_assert(got.size == sizeof got && got.channels == 1 && got.height == 28 &&
+              got.width == 28 && got.base == 32 && got.n_levels == 3 && got.mult[0] == 1 &&
+              got.mult[1] == 2 && got.mult[2] == 2 && got.blocks == 1 && got.attn_mask == 4 &&
+              got.groups == 8 && got.reserved32 == 0 && got.reserved[0] == 0 &&
+              got.reserved[3] == 0);
+    /* the shape read back configures the same U-Net */
+    ck_assert_ok(stochflow_config_set_unet(cfg, &got));
     /* dimension mismatch, levels, divisibility, groups, multipliers, attention mask */
-    ck_assert_status(stochflow_config_set_unet(cfg, 3, 28, 28, 32, 3, m3, 1, 4, 8),
+    ck_assert_status(set_unet_shape(cfg, 3, 28, 28, 32, 3, m3, 1, 4, 8),
                      STOCHFLOW_E_INVALID);
     ck_assert(strstr(stochflow_last_error_message(), "dimension") != NULL);
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 0, m3, 1, 0, 8),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 0, m3, 1, 0, 8),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 7, m3, 1, 0, 8),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 7, m3, 1, 0, 8),
                      STOCHFLOW_E_INVALID);
     const size_t m4[4] = {1, 1, 1, 1};
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 4, m4, 1, 0, 8),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 4, m4, 1, 0, 8),
                      STOCHFLOW_E_INVALID); /* 28 is not divisible by 8 */
     ck_assert(strstr(stochflow_last_error_message(), "divisible") != NULL);
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, m3, 1, 0, 5),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 3, m3, 1, 0, 5),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 31, 3, m3, 1, 0, 1),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 31, 3, m3, 1, 0, 1),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, bad, 1, 0, 8),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 3, bad, 1, 0, 8),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, m3, 0, 0, 8),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 3, m3, 0, 0, 8),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, m3, 1, 8, 8),
+    ck_assert_status(set_unet_shape(cfg, 1, 28, 28, 32, 3, m3, 1, 8, 8),
                      STOCHFLOW_E_INVALID);
     /* attention spans at most 64x64 = 4096 positions: 64x64 at level 0 is fine, 66x64
      * (or 128x128 at level 0) is not, 128x128 with attention at level 1 is */
@@ -72,26 +77,51 @@ START_TEST(config_errors) {
         stochflow_config *big = NULL;
         const size_t m2[2] = {1, 2};
         ck_assert_ok(stochflow_config_new(&big, 64 * 64));
-        ck_assert_ok(stochflow_config_set_unet(big, 1, 64, 64, 8, 2, m2, 1, 1u, 4));
+        ck_assert_ok(set_unet_shape(big, 1, 64, 64, 8, 2, m2, 1, 1u, 4));
         stochflow_config_free(big);
         ck_assert_ok(stochflow_config_new(&big, 66 * 64));
-        ck_assert_status(stochflow_config_set_unet(big, 1, 66, 64, 8, 2, m2, 1, 1u, 4),
+        ck_assert_status(set_unet_shape(big, 1, 66, 64, 8, 2, m2, 1, 1u, 4),
                          STOCHFLOW_E_INVALID);
         ck_assert(strstr(stochflow_last_error_message(), "4224 positions") != NULL);
         stochflow_config_free(big);
         ck_assert_ok(stochflow_config_new(&big, 128 * 128));
-        ck_assert_status(stochflow_config_set_unet(big, 1, 128, 128, 8, 2, m2, 1, 1u, 4),
+        ck_assert_status(set_unet_shape(big, 1, 128, 128, 8, 2, m2, 1, 1u, 4),
                          STOCHFLOW_E_INVALID);
-        ck_assert_ok(stochflow_config_set_unet(big, 1, 128, 128, 8, 2, m2, 1, 2u, 4));
+        ck_assert_ok(set_unet_shape(big, 1, 128, 128, 8, 2, m2, 1, 2u, 4));
         stochflow_config_free(big);
     }
-    ck_assert_status(stochflow_config_set_unet(cfg, 1, 28, 28, 32, 3, NULL, 1, 0, 8),
+    ck_assert_status(set_unet_shape(NULL, 1, 28, 28, 32, 3, m3, 1, 0, 8),
                      STOCHFLOW_E_INVALID);
-    ck_assert_status(stochflow_config_set_unet(NULL, 1, 28, 28, 32, 3, m3, 1, 0, 8),
-                     STOCHFLOW_E_INVALID);
+    /* the options struct: NULL, an unknown size, non-zero reserved fields */
+    {
+        stochflow_unet_options o;
+        ck_assert_status(stochflow_unet_options_init(NULL, sizeof o), STOCHFLOW_E_INVALID);
+        ck_assert_status(stochflow_unet_options_init(&o, sizeof o - 8), STOCHFLOW_E_INVALID);
+        ck_assert_status(stochflow_unet_options_init(&o, sizeof o + 8), STOCHFLOW_E_INVALID);
+        ck_assert_ok(stochflow_unet_options_init(&o, sizeof o));
+        ck_assert(o.size == sizeof o && o.channels == 0 && o.base == 32 && o.n_levels == 3 &&
+                  o.mult[0] == 1 && o.mult[1] == 2 && o.mult[2] == 2 && o.mult[3] == 0 &&
+                  o.blocks == 1 && o.attn_mask == 4 && o.groups == 8);
+        ck_assert_status(stochflow_config_set_unet(cfg, &o), STOCHFLOW_E_INVALID); /* 0x0x0 */
+        o.channels = 1;
+        o.height = o.width = 28;
+        o.base = 16;
+        o.reserved[2] = 1;
+        ck_assert_status(stochflow_config_set_unet(cfg, &o), STOCHFLOW_E_INVALID);
+        ck_assert(strstr(stochflow_last_error_message(), "reserved") != NULL);
+        o.reserved[2] = 0;
+        o.reserved32 = 1;
+        ck_assert_status(stochflow_config_set_unet(cfg, &o), STOCHFLOW_E_INVALID);
+        o.reserved32 = 0;
+        o.size = sizeof o - 1;
+        ck_assert_status(stochflow_config_set_unet(cfg, &o), STOCHFLOW_E_INVALID);
+        ck_assert(strstr(stochflow_last_error_message(), "size") != NULL);
+        ck_assert_status(stochflow_config_set_unet(cfg, NULL), STOCHFLOW_E_INVALID);
+        ck_assert_status(stochflow_config_unet(NULL, cfg), STOCHFLOW_E_INVALID);
+    }
     /* the failed calls left the valid U-Net in place */
-    ck_assert_ok(stochflow_config_unet(NULL, NULL, NULL, &base, NULL, NULL, NULL, NULL, NULL, cfg));
-    ck_assert_uint_eq(base, 32);
+    ck_assert_ok(stochflow_config_unet(&got, cfg));
+    ck_assert_uint_eq(got.base, 32);
     /* the learnable interpolant is refused with a U-Net */
     ck_assert_ok(stochflow_config_set_fourier_interpolant(cfg, STOCHFLOW_INTERP_LINEAR, 2));
     stochflow_model *m = NULL;
@@ -99,8 +129,7 @@ START_TEST(config_errors) {
     ck_assert_ptr_null(m);
     stochflow_config_free(cfg);
     ck_assert_ok(stochflow_config_new(&cfg, 4));
-    ck_assert_status(stochflow_config_unet(&c, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, cfg),
-                     STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_unet(&got, cfg), STOCHFLOW_E_INVALID);
     stochflow_config_free(cfg);
 }
 END_TEST
@@ -115,7 +144,7 @@ START_TEST(param_count) {
     stochflow_config *cfg = NULL;
     ck_assert_ok(stochflow_config_new(&cfg, 4));
     const size_t mult[1] = {1};
-    ck_assert_ok(stochflow_config_set_unet(cfg, 1, 2, 2, 2, 1, mult, 1, 0, 1));
+    ck_assert_ok(set_unet_shape(cfg, 1, 2, 2, 2, 1, mult, 1, 0, 1));
     stochflow_model *m = NULL;
     ck_assert_ok(stochflow_model_new(&m, cfg));
     ck_assert_uint_eq(stochflow_model_num_params(m), 749);
@@ -263,16 +292,15 @@ START_TEST(checkpoint_roundtrip) {
     size_t size, written;
     ck_assert_ok(stochflow_model_serialized_size(&size, m));
     unsigned char *buf = malloc(size);
-    ck_assert_ok(stochflow_model_save_buffer(&written, m, buf, size));
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, size, m));
     stochflow_model *r = NULL;
     ck_assert_ok(stochflow_model_load_buffer(&r, buf, written));
     stochflow_config *cfg = NULL;
     ck_assert_ok(stochflow_model_config(&cfg, r));
     ck_assert_int_eq(stochflow_config_arch(cfg), STOCHFLOW_ARCH_UNET);
-    size_t base, mult[6];
-    uint32_t attn;
-    ck_assert_ok(stochflow_config_unet(NULL, NULL, NULL, &base, NULL, mult, NULL, &attn, NULL, cfg));
-    ck_assert(base == 4 && mult[0] == 1 && mult[1] == 2 && attn == 2u);
+    stochflow_unet_options u;
+    ck_assert_ok(stochflow_config_unet(&u, cfg));
+    ck_assert(u.base == 4 && u.mult[0] == 1 && u.mult[1] == 2 && u.attn_mask == 2u);
     stochflow_config_free(cfg);
     float v1[32], v2[32];
     ck_assert_ok(stochflow_model_velocity(v1, m, 0.3, x1, n));
@@ -484,7 +512,7 @@ START_TEST(irregular_network_fd) {
     stochflow_config *cfg = NULL;
     ck_assert_ok(stochflow_config_new(&cfg, d));
     const size_t mult[3] = {1, 2, 3};
-    ck_assert_ok(stochflow_config_set_unet(cfg, c, H, W, 8, 3, mult, 2, 5u, 4));
+    ck_assert_ok(set_unet_shape(cfg, c, H, W, 8, 3, mult, 2, 5u, 4));
     ck_assert_ok(stochflow_config_set_seed(cfg, 17));
     stochflow_model *m = NULL;
     ck_assert_ok(stochflow_model_new(&m, cfg));
@@ -509,7 +537,7 @@ START_TEST(edge_inputs) {
     size_t len;
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
     unsigned char *before = malloc(len), *after = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, before, len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, before, len, m));
     float x[2 * 16], v[2 * 16], div[2];
     ck_assert_ok(stochflow_random_normal(x, 2 * 16, 15, 1));
     ck_assert_ok(stochflow_model_velocity(NULL, m, 0.5, NULL, 0));
@@ -526,7 +554,7 @@ START_TEST(edge_inputs) {
                      STOCHFLOW_E_NONFINITE);
     x[21] = INFINITY;
     ck_assert_status(stochflow_model_velocity_vjp(v, m, 0.5, x, x, 2), STOCHFLOW_E_NONFINITE);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, after, len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, after, len, m));
     ck_assert(memcmp(before, after, len) == 0);
     /* non-finite weights: the velocity (and so the loss) is reported, not returned */
     float *p;
@@ -567,7 +595,7 @@ START_TEST(hostile_unet_section) {
     size_t len;
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
     unsigned char *good = malloc(len), *b = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, good, len));
+    ck_assert_ok(stochflow_model_save_buffer(NULL, good, len, m));
     stochflow_model_free(m);
     size_t at = 0; /* body of the UNET section */
     for (size_t pos = 24; pos + 16 <= len - 4;) {
@@ -652,7 +680,7 @@ START_TEST(overfit_four_images) {
     stochflow_config *cfg = NULL;
     ck_assert_ok(stochflow_config_new(&cfg, d));
     const size_t mult[2] = {1, 2};
-    ck_assert_ok(stochflow_config_set_unet(cfg, 1, s, s, 8, 2, mult, 1, 0, 2));
+    ck_assert_ok(set_unet_shape(cfg, 1, s, s, 8, 2, mult, 1, 0, 2));
     ck_assert_ok(stochflow_config_set_seed(cfg, 3));
     stochflow_model *m = NULL;
     ck_assert_ok(stochflow_model_new(&m, cfg));

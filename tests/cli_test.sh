@@ -178,6 +178,7 @@ usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --lr 0
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --threads 0
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --batch 0
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --ema 2
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --weight-decay 2   # the library's bound: [0, 1]
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --coupling bogus
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --interp-lr 0
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --seed " -1"

@@ -26,6 +26,28 @@ Suite *make_suite(void);
     } while (0)
 #define ck_assert_ok(expr) ck_assert_status((expr), STOCHFLOW_OK)
 
+/* stochflow_config_set_unet from the options struct, for tests that sweep the shape:
+ * the defaults of stochflow_unet_options_init, then every field given. */
+static inline int set_unet_shape(stochflow_config *cfg, size_t channels, size_t height,
+                                 size_t width, size_t base, size_t n_levels,
+                                 const size_t *mult, size_t blocks, uint32_t attn_mask,
+                                 size_t groups) {
+    stochflow_unet_options o;
+    int rc = stochflow_unet_options_init(&o, sizeof o);
+    if (rc < 0) return rc;
+    o.channels = channels;
+    o.height = height;
+    o.width = width;
+    o.base = base;
+    o.n_levels = n_levels;
+    if (n_levels <= STOCHFLOW_UNET_MAX_LEVELS) /* else refused: mult is not read */
+        for (size_t l = 0; l < n_levels; ++l) o.mult[l] = mult[l];
+    o.blocks = blocks;
+    o.attn_mask = attn_mask;
+    o.groups = groups;
+    return stochflow_config_set_unet(cfg, &o);
+}
+
 int main(void) {
     SRunner *sr = srunner_create(make_suite());
     /* TAP on stdout for meson (CK_TAP_LOG_FILE_NAME=- is set by meson too). */

@@ -1,6 +1,6 @@
 #!/bin/bash
-# images_cli_test.sh - end-to-end tests of the stochflow program's image flows (issue 8;
-# run by meson: `meson test images-cli`). usage: images_cli_test.sh PATH/TO/stochflow
+# images_cli_test.sh - end-to-end tests of the stochflow program's image flows
+# (run by meson: `meson test images-cli`). usage: images_cli_test.sh PATH/TO/stochflow
 # A tiny pngdir made here (python3, zlib + struct), a tiny U-Net trained a few steps with
 # periodic checkpoints and grids, resume bit-for-bit, sample --png (grid size from the
 # IHDR), logp --bpd, info, and the bad-input cases (one line on stderr, non-zero exit).

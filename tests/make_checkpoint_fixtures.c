@@ -58,9 +58,18 @@ int main(int argc, char **argv) {
     save(m, argv[1], "mlp_ema.sfm");
 
     /* U-Net on 1 x 4 x 4 images, one level of width 2: 1 step */
-    const size_t mult[1] = {1};
+    stochflow_unet_options u;
+    CHECK(stochflow_unet_options_init(&u, sizeof u));
+    u.channels = 1;
+    u.height = u.width = 4;
+    u.base = 2;
+    u.n_levels = 1;
+    u.mult[0] = 1;
+    u.blocks = 1;
+    u.attn_mask = 0;
+    u.groups = 1;
     CHECK(stochflow_config_new(&c, 16));
-    CHECK(stochflow_config_set_unet(c, 1, 4, 4, 2, 1, mult, 1, 0, 1));
+    CHECK(stochflow_config_set_unet(c, &u));
     CHECK(stochflow_config_set_seed(c, 12));
     CHECK(stochflow_model_new(&m, c));
     stochflow_config_free(c);

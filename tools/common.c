@@ -204,6 +204,16 @@ int get_double(const opts *o, const char *name, double def, double lo, double hi
     return 0;
 }
 
+int get_param_option(const opts *o, const char *name, const char *param, double def, int *key,
+                     double *out) {
+    int k;
+    double lo, hi;
+    if (stochflow_param_key(&k, param) < 0 || stochflow_param_bounds(&lo, &hi, NULL, k) < 0)
+        return cli_fail("%s: the library has no parameter %s", o->cmd, param);
+    if (key) *key = k;
+    return get_double(o, name, def, lo, hi, out);
+}
+
 int parse_list(const char *cmd, const char *name, const char *s, size_t *v, size_t cap,
                size_t lo, size_t hi) {
     size_t k = 0;
@@ -503,8 +513,7 @@ void nll_stats(double *nll, double *se, const float *lp, size_t n) {
     *se = n > 1 ? sqrt(s2 / (double)(n - 1) / (double)n) : NAN;
 }
 
-size_t normal_to_index(float z, size_t n) {
-    double u = 0.5 * erfc(-(double)z / 1.4142135623730951);
+size_t uniform_to_index(double u, size_t n) {
     size_t k = (size_t)(u * (double)n);
     return k < n ? k : n - 1;
 }

@@ -84,6 +84,11 @@ int refuse(const opts *o, const char *const *names, size_t n, const char *why);
 int get_u64(const opts *o, const char *name, uint64_t def, uint64_t lo, uint64_t hi,
             uint64_t *out);
 int get_double(const opts *o, const char *name, double def, double lo, double hi, double *out);
+/* get_double for an option that sets the library parameter named param: key from
+ * stochflow_param_key (to *key, may be NULL), bounds from stochflow_param_bounds, so the
+ * option accepts what stochflow_model_set_param accepts. 0, CLI_USAGE or CLI_ERR. */
+int get_param_option(const opts *o, const char *name, const char *param, double def, int *key,
+                     double *out);
 /* "1,2,2" -> values in [lo, hi]: the count, or CLI_USAGE (printed). */
 int parse_list(const char *cmd, const char *name, const char *s, size_t *v, size_t cap,
                size_t lo, size_t hi);
@@ -249,8 +254,8 @@ int make_solver(stochflow_solver **s, const solver_opts *so);
 
 /* Mean and standard error of -lp. */
 void nll_stats(double *nll, double *se, const float *lp, size_t n);
-/* Uniform index in [0, n) from a standard normal draw z (u = Phi(z)). */
-size_t normal_to_index(float z, size_t n);
+/* Index in [0, n) from a uniform draw u in [0, 1) (stochflow_random_uniform). */
+size_t uniform_to_index(double u, size_t n);
 
 /* ---- transport helpers (transport.c) ---------------------------------------------- */
 
@@ -262,7 +267,7 @@ int cli_set_interpolant(stochflow_config *cfg, const char *cmd, const char *spec
 int check_coupling(const opts *o);
 int cli_set_coupling(stochflow_model *m, const opts *o);
 /* Base samples x0 (b x d) of a data-to-data flow for one step; z: b floats scratch. */
-int cli_base_batch(float *x0, float *z, const dataset *base, size_t b, uint64_t seed,
+int cli_base_batch(float *x0, double *u, const dataset *base, size_t b, uint64_t seed,
                    uint64_t step);
 /* 1 when the model's interpolant is the learnable Fourier one. */
 int cli_is_fourier(const stochflow_model *m);

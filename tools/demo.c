@@ -58,8 +58,8 @@ int cmd_demo(int argc, char **argv) {
         get_u64(&o, "--eval-n", DEMO_EVAL_N, 2, 10000000, &eval_n) ||
         get_u64(&o, "--samples", DEMO_SAMPLES, 1, 10000000, &n_samp) ||
         get_u64(&o, "--grid", DEMO_GRID, 8, 1024, &grid) ||
-        get_double(&o, "--lr", DEMO_LR, 1e-8, 1.0, &lr) ||
-        get_double(&o, "--ema", DEMO_EMA, 0.0, 0.999999, &ema) ||
+        get_param_option(&o, "--lr", "lr", DEMO_LR, NULL, &lr) ||
+        get_param_option(&o, "--ema", "ema_decay", DEMO_EMA, NULL, &ema) ||
         get_u64(&o, "--threads", 2, 1, 256, &batch_check) || check_mlp_options(&o))
         return EXIT_USAGE;
     const char *dir = opt(&o, "--outdir") ? opt(&o, "--outdir") : "stochflow-demo";
@@ -102,8 +102,8 @@ int cmd_demo(int argc, char **argv) {
     fflush(stdout);
     pb.seed = model_seed(m);
     pb.x = malloc((size_t)batch * 2 * sizeof(float));
-    pb.z = malloc((size_t)batch * sizeof(float));
-    if (pb.x == NULL || pb.z == NULL) {
+    pb.u = malloc((size_t)batch * sizeof(double));
+    if (pb.x == NULL || pb.u == NULL) {
         cli_fail("demo: out of memory for a batch of %llu", (unsigned long long)batch);
         goto out;
     }
@@ -271,7 +271,7 @@ out:
     canvas_free(&all);
     free(tr.history);
     free(pb.x);
-    free(pb.z);
+    free(pb.u);
     free(xe);
     free(lp);
     free(xs);

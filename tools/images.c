@@ -172,10 +172,20 @@ int unet_build(stochflow_model **m, const opts *o, const unet_opts *uo, const im
                         o->cmd, uo->levels, f, im->h, im->w);
     stochflow_config *cfg = NULL;
     int rc = stochflow_config_new(&cfg, im->d);
-    if (rc >= 0)
-        rc = stochflow_config_set_unet(cfg, im->c, im->h, im->w, (size_t)uo->base, uo->levels,
-                                       uo->mult, (size_t)uo->blocks, uo->attn,
-                                       (size_t)uo->groups);
+    stochflow_unet_options u;
+    if (rc >= 0) rc = stochflow_unet_options_init(&u, sizeof u);
+    if (rc >= 0) {
+        u.channels = im->c;
+        u.height = im->h;
+        u.width = im->w;
+        u.base = (size_t)uo->base;
+        u.n_levels = uo->levels;
+        memcpy(u.mult, uo->mult, sizeof u.mult);
+        u.blocks = (size_t)uo->blocks;
+        u.attn_mask = uo->attn;
+        u.groups = (size_t)uo->groups;
+        rc = stochflow_config_set_unet(cfg, &u);
+    }
     if (rc >= 0 && cli_set_interpolant(cfg, o->cmd, opt(o, "--interpolant")) != 0) {
         stochflow_config_free(cfg);
         return CLI_ERR;
@@ -190,8 +200,19 @@ int unet_build(stochflow_model **m, const opts *o, const unet_opts *uo, const im
 
 static int config_shape(unet_shape *u, const stochflow_config *c) {
     if (stochflow_config_arch(c) != STOCHFLOW_ARCH_UNET) return STOCHFLOW_E_INVALID;
-    return stochflow_config_unet(&u->c, &u->h, &u->w, &u->base, &u->levels, u->mult,
-                                 &u->blocks, &u->attn, &u->groups, c);
+    stochflow_unet_options o;
+    int rc = stochflow_config_unet(&o, c);
+    if (rc < 0) return rc;
+    u->c = o.channels;
+    u->h = o.height;
+    u->w = o.width;
+    u->base = o.base;
+    u->levels = o.n_levels;
+    memcpy(u->mult, o.mult, sizeof u->mult);
+    u->blocks = o.blocks;
+    u->attn = o.attn_mask;
+    u->groups = o.groups;
+    return 0;
 }
 
 int unet_model_shape(unet_shape *u, const stochflow_model *m, const char *cmd,

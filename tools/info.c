@@ -30,24 +30,26 @@ int cmd_info(int argc, char **argv) {
         stochflow_model_free(m);
         return cli_fail_lib(rc, "config"), 1;
     }
-    size_t widths[64], nh = stochflow_config_hidden(c, widths, 64);
-    size_t nfreq = 0;
-    int temb = stochflow_config_time_embedding(c, &nfreq);
+    size_t widths[64], nh = 0, nfreq = 0;
+    int temb = 0;
+    if ((rc = stochflow_config_hidden(&nh, widths, 64, c)) < 0 ||
+        (rc = stochflow_config_time_embedding(&temb, &nfreq, c)) < 0) {
+        stochflow_config_free(c);
+        stochflow_model_free(m);
+        return cli_fail_lib(rc, "config"), 1;
+    }
     char hid[512] = "";
     for (size_t i = 0; i < nh && i < 64; ++i)
         snprintf(hid + strlen(hid), sizeof hid - strlen(hid), "%s%zu", i ? "," : "", widths[i]);
-    static const struct {
-        const char *name;
-        int key;
-    } P[] = {{"lr", STOCHFLOW_PARAM_LR},
-             {"lr_schedule", STOCHFLOW_PARAM_LR_SCHEDULE},
-             {"ema_decay", STOCHFLOW_PARAM_EMA_DECAY},
-             {"grad_clip", STOCHFLOW_PARAM_GRAD_CLIP},
-             {"weight_decay", STOCHFLOW_PARAM_WEIGHT_DECAY},
-             {"threads", STOCHFLOW_PARAM_THREADS}};
+    /* parameters shown, by their names in the library's parameter table */
+    static const char *const P[] = {"lr", "lr_schedule", "ema_decay", "grad_clip",
+                                    "weight_decay", "threads"};
     double pv[6];
-    for (size_t i = 0; i < 6; ++i)
-        if (stochflow_model_get_param(&pv[i], m, P[i].key) < 0) pv[i] = NAN;
+    for (size_t i = 0; i < 6; ++i) {
+        int key;
+        if (stochflow_param_key(&key, P[i]) < 0 || stochflow_model_get_param(&pv[i], m, key) < 0)
+            pv[i] = NAN;
+    }
     struct stat st;
     long long bytes = stat(opt(&o, "--model"), &st) == 0 ? (long long)st.st_size : -1;
     const char *act = keyword_name(ACTIVATIONS, stochflow_config_activation(c));
@@ -83,7 +85,7 @@ int cmd_info(int argc, char **argv) {
         jint(&j, "params", stochflow_model_num_params(m));
         jint(&j, "step", stochflow_model_step(m));
         jint(&j, "seed", stochflow_config_seed(c));
-        for (size_t i = 0; i < 6; ++i) jnum(&j, P[i].name, pv[i]);
+        for (size_t i = 0; i < 6; ++i) jnum(&j, P[i], pv[i]);
         jnum(&j, "bytes", (double)bytes);
         jstr(&j, "lr_schedule_name", keyword_name(SCHEDULES, (int)pv[1]));
         jend(&j);

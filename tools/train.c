@@ -65,7 +65,8 @@ typedef struct {
     const imageset *im;
     size_t b;
     uint64_t seed;
-    float *x, *z;
+    float *x;
+    double *u; /* row indices */
     uint8_t *pb;
 } images_batch;
 
@@ -77,10 +78,10 @@ static int fill_images(void *user, const float **x, const float **x0, uint64_t s
     if (step >= (uint64_t)IMG_INDEX_STREAM - 16)
         return cli_fail("train: model step %llu exceeds the image streams' range",
                         (unsigned long long)step);
-    if ((rc = stochflow_random_normal(p->z, p->b, p->seed, IMG_INDEX_STREAM + step)) < 0)
+    if ((rc = stochflow_random_uniform(p->u, p->b, p->seed, IMG_INDEX_STREAM + step)) < 0)
         return cli_fail_lib(rc, "minibatch indices");
     for (size_t i = 0; i < p->b; ++i)
-        memcpy(p->pb + i * d, im->px + normal_to_index(p->z[i], im->n) * d, d);
+        memcpy(p->pb + i * d, im->px + uniform_to_index(p->u[i], im->n) * d, d);
     if ((rc = stochflow_images_dequantize(p->x, p->pb, p->b * d, p->seed, step)) < 0)
         return cli_fail_lib(rc, "dequantization");
     *x = p->x;
@@ -282,8 +283,8 @@ int cmd_train(int argc, char **argv) {
                      .checkpoint = ck_every ? ck_path : NULL, .checkpoint_every = ck_every};
     if (img) {
         ib = (images_batch){.im = &im, .b = B, .seed = seed, .x = malloc(B * d * sizeof(float)),
-                            .z = malloc(B * sizeof(float)), .pb = malloc(B * d)};
-        if (ib.x == NULL || ib.z == NULL || ib.pb == NULL) {
+                            .u = malloc(B * sizeof(double)), .pb = malloc(B * d)};
+        if (ib.x == NULL || ib.u == NULL || ib.pb == NULL) {
             cli_fail("train: out of memory for a batch of %zu images", B);
             goto out;
         }
@@ -298,9 +299,9 @@ int cmd_train(int argc, char **argv) {
         fflush(stdout);
     } else {
         pb = (points_batch){.ds = &ds, .base = base_src ? &base_ds : NULL, .b = B, .seed = seed,
-                            .x = malloc(B * d * sizeof(float)), .z = malloc(B * sizeof(float)),
+                            .x = malloc(B * d * sizeof(float)), .u = malloc(B * sizeof(double)),
                             .x0 = base_src ? malloc(B * d * sizeof(float)) : NULL};
-        if (pb.x == NULL || pb.z == NULL || (base_src && pb.x0 == NULL)) {
+        if (pb.x == NULL || pb.u == NULL || (base_src && pb.x0 == NULL)) {
             cli_fail("train: out of memory for a batch of %zu rows of %zu values", B, d);
             goto out;
         }
@@ -380,10 +381,10 @@ fail:
 out:
     free(tr.history);
     free(pb.x);
-    free(pb.z);
+    free(pb.u);
     free(pb.x0);
     free(ib.x);
-    free(ib.z);
+    free(ib.u);
     free(ib.pb);
     stochflow_model_free(m);
     images_close(&im);

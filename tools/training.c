@@ -97,7 +97,7 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
 /* ---- batches of 2-D/tabular data ------------------------------------------------------ */
 
 /* 2-D/tabular data. Toys: a fresh draw from stream = step ("infinite data"). Files: rows
- * drawn uniformly with replacement, indices from the library's counter-based normals keyed
+ * drawn uniformly with replacement, indices from the library's counter-based uniforms keyed
  * by (seed, stream = step, i). Base samples (--base) from transport.c. */
 int fill_points(void *user, const float **x, const float **x0, uint64_t step) {
     points_batch *p = user;
@@ -107,43 +107,45 @@ int fill_points(void *user, const float **x, const float **x0, uint64_t step) {
         if ((rc = stochflow_toy_sample(p->x, ds->name, p->b, p->seed, step)) < 0)
             return cli_fail_lib(rc, "toy data");
     } else {
-        if ((rc = stochflow_random_normal(p->z, p->b, p->seed, step)) < 0)
+        if ((rc = stochflow_random_uniform(p->u, p->b, p->seed, step)) < 0)
             return cli_fail_lib(rc, "minibatch indices");
         for (size_t i = 0; i < p->b; ++i)
-            memcpy(p->x + i * ds->d, ds->x + normal_to_index(p->z[i], ds->n) * ds->d,
+            memcpy(p->x + i * ds->d, ds->x + uniform_to_index(p->u[i], ds->n) * ds->d,
                    ds->d * sizeof(float));
     }
-    if (p->base && cli_base_batch(p->x0, p->z, p->base, p->b, p->seed, step) != 0)
+    if (p->base && cli_base_batch(p->x0, p->u, p->base, p->b, p->seed, step) != 0)
         return CLI_ERR;
     *x = p->x;
     *x0 = p->base ? p->x0 : NULL;
     return 0;
 }
 
-/* Optimizer options: name, parameter, bounds. */
+/* Optimizer options and the library parameter each sets. Key and bounds come from the
+ * library's parameter table (stochflow_param_key, stochflow_param_bounds), so an option
+ * accepts exactly what stochflow_model_set_param accepts. */
 static const struct {
-    const char *name;
-    int key;
-    double lo, hi;
+    const char *option, *param;
 } TRAIN_PARAMS[] = {
-    {"--lr", STOCHFLOW_PARAM_LR, 1e-12, 10},
-    {"--lr-decay-every", STOCHFLOW_PARAM_LR_DECAY_EVERY, 1, 1e12},
-    {"--lr-decay-factor", STOCHFLOW_PARAM_LR_DECAY_FACTOR, 1e-6, 1},
-    {"--lr-min", STOCHFLOW_PARAM_LR_MIN, 0, 10},
-    {"--warmup", STOCHFLOW_PARAM_LR_WARMUP, 0, 1e12},
-    {"--ema", STOCHFLOW_PARAM_EMA_DECAY, 0, 0.999999},
-    {"--clip", STOCHFLOW_PARAM_GRAD_CLIP, 0, 1e12},
-    {"--weight-decay", STOCHFLOW_PARAM_WEIGHT_DECAY, 0, 10},
+    {"--lr", "lr"},
+    {"--lr-decay-every", "lr_decay_every"},
+    {"--lr-decay-factor", "lr_decay_factor"},
+    {"--lr-min", "lr_min"},
+    {"--warmup", "lr_warmup"},
+    {"--ema", "ema_decay"},
+    {"--clip", "grad_clip"},
+    {"--weight-decay", "weight_decay"},
 };
 #define N_TRAIN_PARAMS (sizeof TRAIN_PARAMS / sizeof TRAIN_PARAMS[0])
 
+static int train_param(int *key, double *v, const opts *o, size_t i) {
+    return get_param_option(o, TRAIN_PARAMS[i].option, TRAIN_PARAMS[i].param, 0, key, v);
+}
+
 int check_train_params(const opts *o) {
     double v;
-    int sch, rc;
+    int key, sch, rc;
     for (size_t i = 0; i < N_TRAIN_PARAMS; ++i)
-        if (has_opt(o, TRAIN_PARAMS[i].name) &&
-            (rc = get_double(o, TRAIN_PARAMS[i].name, 0, TRAIN_PARAMS[i].lo, TRAIN_PARAMS[i].hi,
-                             &v)) != 0)
+        if (has_opt(o, TRAIN_PARAMS[i].option) && (rc = train_param(&key, &v, o, i)) != 0)
             return rc;
     if (has_opt(o, "--lr-schedule") &&
         (rc = get_keyword(o, "--lr-schedule", SCHEDULES, STOCHFLOW_LR_CONSTANT, &sch)) != 0)
@@ -156,10 +158,12 @@ int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t st
     if ((rc = check_train_params(o)) != 0) return rc;
     for (size_t i = 0; i < N_TRAIN_PARAMS; ++i) {
         double v;
-        if (!has_opt(o, TRAIN_PARAMS[i].name) || opt(o, TRAIN_PARAMS[i].name) == NULL) continue;
-        get_double(o, TRAIN_PARAMS[i].name, 0, TRAIN_PARAMS[i].lo, TRAIN_PARAMS[i].hi, &v);
-        if ((rc = stochflow_model_set_param(m, TRAIN_PARAMS[i].key, v)) < 0)
-            return cli_fail_lib(rc, TRAIN_PARAMS[i].name);
+        int key;
+        if (!has_opt(o, TRAIN_PARAMS[i].option) || opt(o, TRAIN_PARAMS[i].option) == NULL)
+            continue;
+        if ((rc = train_param(&key, &v, o, i)) != 0) return rc;
+        if ((rc = stochflow_model_set_param(m, key, v)) < 0)
+            return cli_fail_lib(rc, TRAIN_PARAMS[i].option);
     }
     /* --ema-warmup (a flag; only train declares it): Keras-style EMA warm-up */
     if (opt(o, "--ema-warmup") != NULL &&

@@ -48,7 +48,8 @@ typedef struct {
     const dataset *ds, *base;
     size_t b;
     uint64_t seed;
-    float *x, *x0, *z;
+    float *x, *x0;
+    double *u; /* b uniform draws: row indices */
 } points_batch;
 int fill_points(void *user, const float **x, const float **x0, uint64_t step);
 

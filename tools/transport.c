@@ -75,17 +75,17 @@ int cli_set_coupling(stochflow_model *m, const opts *o) {
 /* Base batch for the model's current step: toys draw a fresh batch from their own
  * stream family (stream = 2^40 + step, independent of the data's draws); files draw rows
  * uniformly with replacement from indices keyed by (seed + 1, step). */
-int cli_base_batch(float *x0, float *z, const dataset *base, size_t b, uint64_t seed,
+int cli_base_batch(float *x0, double *u, const dataset *base, size_t b, uint64_t seed,
                    uint64_t step) {
     int rc;
     if (base->toy) {
         rc = stochflow_toy_sample(x0, base->name, b, seed, ((uint64_t)1 << 40) + step);
         return rc < 0 ? cli_fail_lib(rc, "base samples") : 0;
     }
-    rc = stochflow_random_normal(z, b, seed + 1, step);
+    rc = stochflow_random_uniform(u, b, seed + 1, step);
     if (rc < 0) return cli_fail_lib(rc, "base minibatch indices");
     for (size_t i = 0; i < b; ++i) {
-        size_t k = normal_to_index(z[i], base->n);
+        size_t k = uniform_to_index(u[i], base->n);
         memcpy(x0 + i * base->d, base->x + k * base->d, base->d * sizeof(float));
     }
     return 0;
@@ -152,16 +152,17 @@ int cli_transport_picture(const char *path, stochflow_model *m, const dataset *b
     const int K = 32, size = 512, title_h = 28;
     if (d < 2) return cli_fail("--transport-png needs at least 2 dimensions");
     float *traj = malloc((size_t)(K + 1) * n * d * sizeof(float));
-    float *tgt = malloc(nd * d * sizeof(float)), *z = malloc(nd * sizeof(float));
+    float *tgt = malloc(nd * d * sizeof(float));
+    double *u = malloc(n * sizeof(double));
     stochflow_solver *s = NULL;
     canvas c = {0};
     int ret = -1, rc;
-    if (traj == NULL || tgt == NULL || z == NULL) {
+    if (traj == NULL || tgt == NULL || u == NULL) {
         cli_fail("out of memory for the transport picture");
         goto out;
     }
     if (base) {
-        if (cli_base_batch(traj, z, base, n, seed + 7, 0) != 0) goto out;
+        if (cli_base_batch(traj, u, base, n, seed + 7, 0) != 0) goto out;
     } else if ((rc = stochflow_random_normal(traj, n * d, seed + 7, 0)) < 0) {
         cli_fail_lib(rc, "base draws");
         goto out;
@@ -228,7 +229,7 @@ out:
     stochflow_solver_free(s);
     free(traj);
     free(tgt);
-    free(z);
+    free(u);
     return ret;
 }
 
@@ -262,11 +263,11 @@ int cli_sample_from_base(float *x, float *lp, stochflow_solver *s, stochflow_mod
         return cli_fail("sample: --base has %zu columns but the model has dimension %zu",
                         base->d, d);
     if (lp && cli_set_base_logpdf(s, base, "sample") != 0) return -1;
-    float *z = malloc(n * sizeof(float));
-    if (z == NULL) return cli_fail("sample: out of memory");
+    double *u = malloc(n * sizeof(double));
+    if (u == NULL) return cli_fail("sample: out of memory");
     /* stream family 2^41 + seed: disjoint from the training draws of cli_base_batch */
-    int rc = cli_base_batch(x, z, base, n, seed, ((uint64_t)1 << 41));
-    free(z);
+    int rc = cli_base_batch(x, u, base, n, seed, ((uint64_t)1 << 41));
+    free(u);
     if (rc != 0) return -1;
     if (lp) {
         float *l0 = malloc(n * sizeof(float));

@@ -14,19 +14,19 @@ is therefore a `d × n` `Matrix{Float32}` here (one point per column), which has
 memory layout of the C library's row-major `n × d`. Nothing is transposed or copied when the
 input already is a `Matrix{Float32}`.
 
-The library is `ENV["STOCHFLOW_LIBRARY"]` when set at load time, else `libstochflow.so.0`
+The library is `ENV["STOCHFLOW_LIBRARY"]` when set at load time, else `libstochflow.so.1`
 from the system loader's path.
 """
 module StochFlow
 
 export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, sample,
        log_prob, integrate, save, load, parameters, gradients, set_param!, get_param,
-       toy_sample, toy_names, random_normal, version, interpolant_eval,
+       toy_sample, toy_names, random_normal, random_uniform, version, interpolant_eval,
        interpolant_coefficients, path_length, coupling_assign, unet_settings, images_load,
        images_dequantize, images_to_float, images_quantize, bits_per_dim, images_write_grid,
        param_key, param_name, param_names, param_bounds
 
-const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.0")
+const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.1")
 
 # ---- errors -------------------------------------------------------------------------
 
@@ -157,10 +157,26 @@ end
 points(x::AbstractArray, d::Integer, name = "x") =
     throw(DimensionMismatch("$name must have size ($d, n), got $(size(x))"))
 
-# ---- U-Net configuration (issue 8) ----------------------------------------------------
+# ---- U-Net configuration ------------------------------------------------------------
 
 const UNET_MAX_LEVELS = 6
 const ARCH_UNET = 2
+
+# stochflow_unet_options, field for field (isbits, so ccall passes it by pointer).
+struct UnetOptions
+    size::Csize_t
+    channels::Csize_t
+    height::Csize_t
+    width::Csize_t
+    base::Csize_t
+    n_levels::Csize_t
+    mult::NTuple{UNET_MAX_LEVELS,Csize_t}
+    blocks::Csize_t
+    attn_mask::UInt32
+    reserved32::UInt32
+    groups::Csize_t
+    reserved::NTuple{4,UInt64}
+end
 
 function set_unet(cfg::Ptr{Cvoid}, u)
     mult = Csize_t[v for v in get(u, :mult, (1, 2, 2))]
@@ -168,11 +184,17 @@ function set_unet(cfg::Ptr{Cvoid}, u)
         throw(ArgumentError("mult must have 1..$UNET_MAX_LEVELS entries"))
     attn = get(u, :attn_mask, nothing)
     attn = attn === nothing ? UInt32(1) << (length(mult) - 1) : UInt32(attn)
+    r = Ref{UnetOptions}()
+    check(ccall((:stochflow_unet_options_init, libstochflow), Cint,
+                (Ptr{UnetOptions}, Csize_t), r, sizeof(UnetOptions)),
+          "stochflow_unet_options_init")
+    d = r[]
+    m = ntuple(i -> i <= length(mult) ? mult[i] : Csize_t(0), UNET_MAX_LEVELS)
+    o = Ref(UnetOptions(d.size, u.channels, u.height, u.width, get(u, :base, d.base),
+                        length(mult), m, get(u, :blocks, d.blocks), attn, 0,
+                        get(u, :groups, d.groups), d.reserved))
     check(ccall((:stochflow_config_set_unet, libstochflow), Cint,
-                (Ptr{Cvoid}, Csize_t, Csize_t, Csize_t, Csize_t, Csize_t, Ptr{Csize_t}, Csize_t,
-                 UInt32, Csize_t),
-                cfg, u.channels, u.height, u.width, get(u, :base, 32), length(mult), mult,
-                get(u, :blocks, 1), attn, get(u, :groups, 8)), "stochflow_config_set_unet")
+                (Ptr{Cvoid}, Ptr{UnetOptions}), cfg, o), "stochflow_config_set_unet")
 end
 
 # ---- model --------------------------------------------------------------------------
@@ -534,16 +556,28 @@ function coupling_assign(x0::AbstractMatrix, x1::AbstractMatrix; mode = :ot, reg
     return Int.(perm) .+ 1, cost[]
 end
 
-"""n standard normal draws; element i depends only on (seed, stream, i)."""
-function random_normal(n::Integer; seed::Integer = 0, stream::Integer = 0)
-    out = Vector{Float32}(undef, n)
-    check(ccall((:stochflow_random_normal, libstochflow), Cint,
-                (Ptr{Cfloat}, Csize_t, UInt64, UInt64), out, n, seed, stream),
-          "stochflow_random_normal")
+# n counter-based draws of element type T from the C function fn (Float32 normals,
+# Float64 uniforms); element i depends only on (seed, stream, i).
+function random_draws(fn::Symbol, ::Type{T}, n, seed, stream) where {T}
+    out = Vector{T}(undef, n)
+    rc = fn === :stochflow_random_normal ?
+         ccall((:stochflow_random_normal, libstochflow), Cint,
+               (Ptr{Cfloat}, Csize_t, UInt64, UInt64), out, n, seed, stream) :
+         ccall((:stochflow_random_uniform, libstochflow), Cint,
+               (Ptr{Cdouble}, Csize_t, UInt64, UInt64), out, n, seed, stream)
+    check(rc, String(fn))
     return out
 end
 
-# ---- U-Net settings of a model (issue 8) ---------------------------------------------
+"""n standard normal draws; element i depends only on (seed, stream, i)."""
+random_normal(n::Integer; seed::Integer = 0, stream::Integer = 0) =
+    random_draws(:stochflow_random_normal, Float32, n, seed, stream)
+
+"""n uniform draws in [0, 1); element i depends only on (seed, stream, i)."""
+random_uniform(n::Integer; seed::Integer = 0, stream::Integer = 0) =
+    random_draws(:stochflow_random_uniform, Float64, n, seed, stream)
+
+# ---- U-Net settings of a model ---------------------------------------------------------
 
 """
     unet_settings(m) -> NamedTuple or nothing
@@ -558,23 +592,19 @@ function unet_settings(m::Model)
     try
         ccall((:stochflow_config_arch, libstochflow), Cint, (Ptr{Cvoid},), cfg[]) == ARCH_UNET ||
             return nothing
-        v = [Ref{Csize_t}(0) for _ in 1:7]
-        mult = zeros(Csize_t, UNET_MAX_LEVELS)
-        attn = Ref{UInt32}(0)
+        r = Ref{UnetOptions}()
         check(ccall((:stochflow_config_unet, libstochflow), Cint,
-                    (Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Csize_t},
-                     Ptr{Csize_t}, Ptr{Csize_t}, Ptr{UInt32}, Ptr{Csize_t}, Ptr{Cvoid}),
-                    v[1], v[2], v[3], v[4], v[5], mult, v[6], attn, v[7], cfg[]),
-              "stochflow_config_unet")
-        return (channels = Int(v[1][]), height = Int(v[2][]), width = Int(v[3][]),
-                base = Int(v[4][]), mult = Tuple(Int.(mult[1:v[5][]])), blocks = Int(v[6][]),
-                attn_mask = Int(attn[]), groups = Int(v[7][]))
+                    (Ptr{UnetOptions}, Ptr{Cvoid}), r, cfg[]), "stochflow_config_unet")
+        o = r[]
+        return (channels = Int(o.channels), height = Int(o.height), width = Int(o.width),
+                base = Int(o.base), mult = Tuple(Int(o.mult[i]) for i in 1:o.n_levels),
+                blocks = Int(o.blocks), attn_mask = Int(o.attn_mask), groups = Int(o.groups))
     finally
         ccall((:stochflow_config_free, libstochflow), Cvoid, (Ptr{Cvoid},), cfg[])
     end
 end
 
-# ---- image data (issue 8, doc/images.md) ----------------------------------------------
+# ---- image data (doc/images.md) -------------------------------------------------------
 #
 # The library's pixel order is NCHW, row-major; in Julia's column-major order the same
 # memory is an array of size (width, height, channels, count).

@@ -1,5 +1,5 @@
 # Never run: no Julia on the development machines (see ../README.md).
-# Usage: STOCHFLOW_LIBRARY=/path/to/libstochflow.so.0 julia --project=.. runtests.jl
+# Usage: STOCHFLOW_LIBRARY=/path/to/libstochflow.so.1 julia --project=.. runtests.jl
 using Test
 using StochFlow
 
@@ -38,7 +38,7 @@ using StochFlow
     @test parameters(m2) == p
 end
 
-@testset "images (issue 8)" begin
+@testset "images" begin
     p = UInt8.(reshape(0:255, 16, 16))
     c = images_to_float(p)
     @test images_quantize(c) == p

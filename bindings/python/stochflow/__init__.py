@@ -44,7 +44,7 @@ library_path = _lib._stochflow_path
 
 __all__ = [
     "Model", "Solver", "Error", "toy_sample", "toy_names", "toy_log_density",
-    "random_normal", "png_write", "coupling_assign", "param_bounds", "param_name", "param_key",
+    "random_normal", "random_uniform", "png_write", "coupling_assign", "param_bounds", "param_name", "param_key",
     "param_names", "status_string", "__version__",
     "images_load", "images_dequantize", "images_to_float", "images_quantize", "bits_per_dim",
     "images_write_grid",
@@ -304,13 +304,14 @@ def param_bounds(name):
     return lo.value, hi.value, de.value
 
 
-# ---- U-Net configuration (issue 8) ------------------------------------------------------
+# ---- U-Net configuration ------------------------------------------------------------------
 
 _UNET_KEYS = ("channels", "height", "width", "base", "mult", "blocks", "attn_mask", "groups")
 
 
 def _set_unet(cfg, unet):
-    """stochflow_config_set_unet from a dict (see Model); defaults as the CLI's."""
+    """stochflow_config_set_unet from a dict (see Model); unset keys keep the defaults of
+    stochflow_unet_options_init (the CLI's), attn_mask the lowest level of mult."""
     unknown = set(unet) - set(_UNET_KEYS)
     if unknown:
         raise TypeError("unknown U-Net setting(s) %s; known: %s"
@@ -324,25 +325,26 @@ def _set_unet(cfg, unet):
                          % (STOCHFLOW_UNET_MAX_LEVELS, len(mult)))  # noqa: F405
     attn = unet.get("attn_mask")
     attn = (1 << (len(mult) - 1)) if attn is None else int(attn)
-    _call("stochflow_config_set_unet", cfg, int(unet["channels"]), int(unet["height"]),
-          int(unet["width"]), int(unet.get("base", 32)), len(mult),
-          (ctypes.c_size_t * len(mult))(*mult), int(unet.get("blocks", 1)), attn,
-          int(unet.get("groups", 8)))
+    o = _capi.UnetOptions()
+    _call("stochflow_unet_options_init", ctypes.byref(o), ctypes.sizeof(o))
+    o.channels, o.height, o.width = (int(unet[k]) for k in ("channels", "height", "width"))
+    o.base = int(unet.get("base", o.base))
+    o.n_levels = len(mult)
+    for i in range(STOCHFLOW_UNET_MAX_LEVELS):  # noqa: F405
+        o.mult[i] = mult[i] if i < len(mult) else 0
+    o.blocks = int(unet.get("blocks", o.blocks))
+    o.attn_mask = attn
+    o.groups = int(unet.get("groups", o.groups))
+    _call("stochflow_config_set_unet", cfg, ctypes.byref(o))
 
 
 def _get_unet(cfg):
     """The U-Net settings of a configuration as the dict _set_unet takes."""
-    v = [ctypes.c_size_t() for _ in range(6)]
-    mult = (ctypes.c_size_t * STOCHFLOW_UNET_MAX_LEVELS)()  # noqa: F405
-    attn = ctypes.c_uint32()
-    ch, h, w, base, levels, blocks = v
-    groups = ctypes.c_size_t()
-    _call("stochflow_config_unet", ctypes.byref(ch), ctypes.byref(h), ctypes.byref(w),
-          ctypes.byref(base), ctypes.byref(levels), mult, ctypes.byref(blocks),
-          ctypes.byref(attn), ctypes.byref(groups), cfg)
-    return {"channels": ch.value, "height": h.value, "width": w.value, "base": base.value,
-            "mult": tuple(mult[:levels.value]), "blocks": blocks.value,
-            "attn_mask": attn.value, "groups": groups.value}
+    o = _capi.UnetOptions()
+    _call("stochflow_config_unet", ctypes.byref(o), cfg)
+    return {"channels": o.channels, "height": o.height, "width": o.width, "base": o.base,
+            "mult": tuple(o.mult[:o.n_levels]), "blocks": o.blocks,
+            "attn_mask": o.attn_mask, "groups": o.groups}
 
 
 # ---- model ------------------------------------------------------------------------------
@@ -447,11 +449,13 @@ class Model:
         cfg = ctypes.c_void_p()
         _call("stochflow_model_config", ctypes.byref(cfg), self._h)
         try:
-            n = _lib.stochflow_config_hidden(cfg, None, 0)
-            widths = (ctypes.c_size_t * n)()
-            _lib.stochflow_config_hidden(cfg, widths, n)
-            nf = ctypes.c_size_t()
-            kind = _lib.stochflow_config_time_embedding(cfg, ctypes.byref(nf))
+            n = ctypes.c_size_t()
+            _call("stochflow_config_hidden", ctypes.byref(n), None, 0, cfg)
+            widths = (ctypes.c_size_t * n.value)()
+            _call("stochflow_config_hidden", None, widths, n.value, cfg)
+            kind, nf = ctypes.c_int(), ctypes.c_size_t()
+            _call("stochflow_config_time_embedding", ctypes.byref(kind), ctypes.byref(nf), cfg)
+            kind = kind.value
             name = lambda table, v: next((k for k, x in table.items() if x == v), v)  # noqa
             out = {
                 "dim": _lib.stochflow_config_dim(cfg),
@@ -467,8 +471,8 @@ class Model:
                 out["unet"] = _get_unet(cfg)
             if out["interpolant"] == "fourier":
                 base, modes = ctypes.c_int(), ctypes.c_size_t()
-                _call("stochflow_config_fourier_interpolant", cfg, ctypes.byref(base),
-                      ctypes.byref(modes))
+                _call("stochflow_config_fourier_interpolant", ctypes.byref(base),
+                      ctypes.byref(modes), cfg)
                 out["interp_base"] = name(_INTERPOLANTS, base.value)
                 out["n_modes"] = modes.value
             return out
@@ -496,7 +500,7 @@ class Model:
         _call("stochflow_model_get_param", ctypes.byref(out), self._h, key)
         return out.value
 
-    # -- interpolant and transport (issue 9)
+    # -- interpolant and transport
     @_serialized
     def interpolant_eval(self, t):
         """(a(t), b(t), a'(t), b'(t)) of the model's interpolant."""
@@ -645,7 +649,7 @@ class Model:
         _call("stochflow_model_serialized_size", ctypes.byref(size), self._h)
         buf = ctypes.create_string_buffer(size.value)
         written = ctypes.c_size_t()
-        _call("stochflow_model_save_buffer", ctypes.byref(written), self._h, buf, size.value)
+        _call("stochflow_model_save_buffer", ctypes.byref(written), buf, size.value, self._h)
         return buf.raw[:written.value]
 
     @classmethod
@@ -808,6 +812,15 @@ def random_normal(n, seed=0, stream=0):
     return out
 
 
+def random_uniform(n, seed=0, stream=0):
+    """n float64 draws in [0, 1); element i depends only on (seed, stream, i), and the
+    uniform and normal draws of one (seed, stream) are independent."""
+    out = np.empty(int(n), dtype=np.float64)
+    _call("stochflow_random_uniform", out.ctypes.data_as(_capi.c_double_p), int(n), int(seed),
+          int(stream))
+    return out
+
+
 def png_write(path, pixels):
     """Write uint8 pixels of shape (h, w) (gray), (h, w, 3) (RGB) or (h, w, 4) (RGBA)."""
     p = np.ascontiguousarray(np.asarray(pixels, dtype=np.uint8))
@@ -820,7 +833,7 @@ def png_write(path, pixels):
           p.shape[1], p.shape[0], p.shape[2])
 
 
-# ---- image data (issue 8, doc/images.md) ---------------------------------------------------
+# ---- image data (doc/images.md) ------------------------------------------------------------
 
 
 class _ImageBuffer:

@@ -26,6 +26,26 @@ c_uint8_p = P(ctypes.c_uint8)
 HANDLE = c_void_p
 HANDLE_P = P(c_void_p)
 
+UNET_MAX_LEVELS = 6  # STOCHFLOW_UNET_MAX_LEVELS
+
+
+class UnetOptions(ctypes.Structure):
+    """stochflow_unet_options, field for field (fill with stochflow_unet_options_init)."""
+    _fields_ = [
+        ("size", c_size_t),
+        ("channels", c_size_t),
+        ("height", c_size_t),
+        ("width", c_size_t),
+        ("base", c_size_t),
+        ("n_levels", c_size_t),
+        ("mult", c_size_t * UNET_MAX_LEVELS),
+        ("blocks", c_size_t),
+        ("attn_mask", c_uint32),
+        ("reserved32", c_uint32),
+        ("groups", c_size_t),
+        ("reserved", c_uint64 * 4),
+    ]
+
 # name -> (restype, argtypes), in header order.
 PROTOTYPES = {
     "stochflow_status_string": (c_char_p, [c_int]),
@@ -45,9 +65,9 @@ PROTOTYPES = {
     "stochflow_config_set_interpolant": (c_int, [HANDLE, c_int]),
     "stochflow_config_set_seed": (c_int, [HANDLE, c_uint64]),
     "stochflow_config_dim": (c_size_t, [HANDLE]),
-    "stochflow_config_hidden": (c_size_t, [HANDLE, c_size_t_p, c_size_t]),
+    "stochflow_config_hidden": (c_int, [c_size_t_p, c_size_t_p, c_size_t, HANDLE]),
     "stochflow_config_activation": (c_int, [HANDLE]),
-    "stochflow_config_time_embedding": (c_int, [HANDLE, c_size_t_p]),
+    "stochflow_config_time_embedding": (c_int, [P(c_int), c_size_t_p, HANDLE]),
     "stochflow_config_interpolant": (c_int, [HANDLE]),
     "stochflow_config_seed": (c_uint64, [HANDLE]),
     "stochflow_model_new": (c_int, [HANDLE_P, HANDLE]),
@@ -75,7 +95,7 @@ PROTOTYPES = {
     "stochflow_model_save": (c_int, [HANDLE, c_char_p]),
     "stochflow_model_load": (c_int, [HANDLE_P, c_char_p]),
     "stochflow_model_serialized_size": (c_int, [c_size_t_p, HANDLE]),
-    "stochflow_model_save_buffer": (c_int, [c_size_t_p, HANDLE, c_void_p, c_size_t]),
+    "stochflow_model_save_buffer": (c_int, [c_size_t_p, c_void_p, c_size_t, HANDLE]),
     "stochflow_model_load_buffer": (c_int, [HANDLE_P, c_void_p, c_size_t]),
     "stochflow_solver_new": (c_int, [HANDLE_P]),
     "stochflow_solver_free": (None, [HANDLE]),
@@ -89,9 +109,8 @@ PROTOTYPES = {
                                           c_size_t, c_double]),
     "stochflow_solver_sample": (c_int, [c_float_p, c_float_p, HANDLE, HANDLE, c_size_t,
                                         c_uint64]),
-    # issue 9: learnable interpolants, minibatch couplings
     "stochflow_config_set_fourier_interpolant": (c_int, [HANDLE, c_int, c_size_t]),
-    "stochflow_config_fourier_interpolant": (c_int, [HANDLE, P(c_int), c_size_t_p]),
+    "stochflow_config_fourier_interpolant": (c_int, [P(c_int), c_size_t_p, HANDLE]),
     "stochflow_model_interpolant_coefficients": (c_int, [c_double_p, c_double_p, c_size_t_p,
                                                          HANDLE]),
     "stochflow_model_interpolant_eval": (c_int, [c_double_p, HANDLE, c_double]),
@@ -99,19 +118,18 @@ PROTOTYPES = {
     "stochflow_coupling_assign": (c_int, [c_size_t_p, c_double_p, c_float_p, c_float_p,
                                           c_size_t, c_size_t, c_int, c_double, c_uint64]),
     "stochflow_random_normal": (c_int, [c_float_p, c_size_t, c_uint64, c_uint64]),
+    "stochflow_random_uniform": (c_int, [c_double_p, c_size_t, c_uint64, c_uint64]),
     "stochflow_toy_sample": (c_int, [c_float_p, c_char_p, c_size_t, c_uint64, c_uint64]),
     "stochflow_toy_count": (c_size_t, []),
     "stochflow_toy_name": (c_char_p, [c_size_t]),
     "stochflow_toy_log_density": (c_int, [c_float_p, c_double_p, c_char_p, c_float_p,
                                           c_size_t]),
     "stochflow_png_write": (c_int, [c_char_p, c_uint8_p, c_uint32, c_uint32, c_int]),
-    # issue 8: U-Net configuration, image data, bits/dim
-    "stochflow_config_set_unet": (c_int, [HANDLE, c_size_t, c_size_t, c_size_t, c_size_t,
-                                          c_size_t, c_size_t_p, c_size_t, c_uint32, c_size_t]),
+    # U-Net configuration, image data, bits/dim
+    "stochflow_unet_options_init": (c_int, [P(UnetOptions), c_size_t]),
+    "stochflow_config_set_unet": (c_int, [HANDLE, P(UnetOptions)]),
     "stochflow_config_arch": (c_int, [HANDLE]),
-    "stochflow_config_unet": (c_int, [c_size_t_p, c_size_t_p, c_size_t_p, c_size_t_p,
-                                      c_size_t_p, c_size_t_p, c_size_t_p, P(c_uint32),
-                                      c_size_t_p, HANDLE]),
+    "stochflow_config_unet": (c_int, [P(UnetOptions), HANDLE]),
     "stochflow_images_load": (c_int, [P(c_void_p), c_size_t_p, c_size_t_p, c_size_t_p,
                                       c_size_t_p, c_char_p, c_size_t]),
     "stochflow_images_load_limited": (c_int, [P(c_void_p), c_size_t_p, c_size_t_p,
@@ -345,17 +363,17 @@ def _candidates():
     # Installed by `meson install`: _install_paths.py records the library directory.
     try:
         from . import _install_paths  # generated at install time
-        out.append(("install libdir", os.path.join(_install_paths.LIBDIR, "libstochflow.so.0")))
+        out.append(("install libdir", os.path.join(_install_paths.LIBDIR, "libstochflow.so.1")))
     except ImportError:
         pass
     # Source checkout: bindings/python/stochflow -> <repo>/build/lib (README's build dir).
     repo = os.path.normpath(os.path.join(here, "..", "..", ".."))
     if os.path.exists(os.path.join(repo, "include", "stochflow.h")):
-        out.append(("build tree", os.path.join(repo, "build", "lib", "libstochflow.so.0")))
+        out.append(("build tree", os.path.join(repo, "build", "lib", "libstochflow.so.1")))
     found = ctypes.util.find_library("stochflow")
     if found:
         out.append(("system loader", found))
-    out.append(("system loader", "libstochflow.so.0"))
+    out.append(("system loader", "libstochflow.so.1"))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Image data and U-Net configuration through the Python binding (issue 8): loading
+"""Image data and U-Net configuration through the Python binding: loading
 (IDX raw and gzip, PNG directories), quantization round trips, bits/dim, grids. The
 numerics are tested in C (tests/check_images.c); here the conversions and ownership."""
 import gc

@@ -42,7 +42,7 @@ def test_library_from_env():
 
 
 def test_missing_library_is_import_error():
-    env = dict(os.environ, STOCHFLOW_LIBRARY="/nonexistent/libstochflow.so.0")
+    env = dict(os.environ, STOCHFLOW_LIBRARY="/nonexistent/libstochflow.so.1")
     r = subprocess.run([sys.executable, "-c", "import stochflow"], env=env,
                        capture_output=True, text=True)
     assert r.returncode != 0
@@ -494,6 +494,11 @@ def test_toys_and_random():
     assert lp.shape == (100,) and ent == pytest.approx(np.log(32.0))
     r = sf.random_normal(10, seed=4, stream=1)
     np.testing.assert_array_equal(r[:5], sf.random_normal(5, seed=4, stream=1))
+    u = sf.random_uniform(20000, seed=4, stream=1)
+    assert u.dtype == np.float64 and u.min() >= 0.0 and u.max() < 1.0
+    np.testing.assert_array_equal(u[:5], sf.random_uniform(5, seed=4, stream=1))
+    assert abs(u.mean() - 0.5) < 0.01  # sd of the mean: 0.29 / sqrt(20000) = 0.002
+    assert not np.array_equal(u[:5], sf.random_uniform(5, seed=4, stream=2))
 
 
 def test_png_write(tmp_path):
@@ -506,7 +511,7 @@ def test_png_write(tmp_path):
         sf.png_write(path, np.zeros((4, 5, 2), np.uint8))
 
 
-# ---- issue 9: learnable interpolant, couplings ------------------------------------------------
+# ---- learnable interpolant, couplings ---------------------------------------------------------
 
 
 def test_fourier_interpolant_and_transport():

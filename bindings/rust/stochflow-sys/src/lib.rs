@@ -74,7 +74,7 @@ pub const STOCHFLOW_PARAM_PROBE_DIST: c_int = 302;
 pub const STOCHFLOW_PARAM_THREADS: c_int = 400;
 pub const STOCHFLOW_PARAM_EVAL_WEIGHTS: c_int = 401;
 
-// ---- issue 9: learnable interpolants, minibatch couplings ----
+// ---- learnable interpolant, minibatch couplings ----
 pub const STOCHFLOW_INTERP_FOURIER: c_int = 4;
 pub const STOCHFLOW_COUPLING_INDEPENDENT: c_int = 1;
 pub const STOCHFLOW_COUPLING_OT: c_int = 2;
@@ -89,7 +89,7 @@ pub const STOCHFLOW_STAT_ACCEPTED: c_int = 2;
 pub const STOCHFLOW_STAT_REJECTED: c_int = 3;
 pub const STOCHFLOW_STAT_T: c_int = 4;
 
-// ---- issue 8: image flows ----
+// ---- U-Net ----
 pub const STOCHFLOW_ARCH_MLP: c_int = 1;
 pub const STOCHFLOW_ARCH_UNET: c_int = 2;
 pub const STOCHFLOW_UNET_MAX_LEVELS: usize = 6;
@@ -148,6 +148,23 @@ pub const STOCHFLOW_PARAM_SDE_PATHS: c_int = 607;
 pub const STOCHFLOW_PARAM_SDE_LIK_AVG: c_int = 608;
 pub const STOCHFLOW_SDE_LIK_MEAN: c_int = 1;
 pub const STOCHFLOW_SDE_LIK_LOGMEANEXP: c_int = 2;
+/// `stochflow_unet_options`, field for field; fill with `stochflow_unet_options_init`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct stochflow_unet_options {
+    pub size: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub base: usize,
+    pub n_levels: usize,
+    pub mult: [usize; STOCHFLOW_UNET_MAX_LEVELS],
+    pub blocks: usize,
+    pub attn_mask: u32,
+    pub reserved32: u32,
+    pub groups: usize,
+    pub reserved: [u64; 4],
+}
 
 // ---- opaque handles ----
 #[repr(C)]
@@ -260,14 +277,16 @@ extern "C" {
     pub fn stochflow_config_set_seed(cfg: *mut stochflow_config, seed: u64) -> c_int;
     pub fn stochflow_config_dim(cfg: *const stochflow_config) -> usize;
     pub fn stochflow_config_hidden(
-        cfg: *const stochflow_config,
-        widths_out: *mut usize,
+        n_layers: *mut usize,
+        widths: *mut usize,
         cap: usize,
-    ) -> usize;
+        cfg: *const stochflow_config,
+    ) -> c_int;
     pub fn stochflow_config_activation(cfg: *const stochflow_config) -> c_int;
     pub fn stochflow_config_time_embedding(
-        cfg: *const stochflow_config,
+        kind: *mut c_int,
         n_freq: *mut usize,
+        cfg: *const stochflow_config,
     ) -> c_int;
     pub fn stochflow_config_interpolant(cfg: *const stochflow_config) -> c_int;
     pub fn stochflow_config_seed(cfg: *const stochflow_config) -> u64;
@@ -351,14 +370,14 @@ extern "C" {
         x: *const f32,
         n: usize,
     ) -> c_int;
-    pub fn stochflow_model_save(m: *mut stochflow_model, path: *const c_char) -> c_int;
+    pub fn stochflow_model_save(m: *const stochflow_model, path: *const c_char) -> c_int;
     pub fn stochflow_model_load(out: *mut *mut stochflow_model, path: *const c_char) -> c_int;
     pub fn stochflow_model_serialized_size(size: *mut usize, m: *const stochflow_model) -> c_int;
     pub fn stochflow_model_save_buffer(
         written: *mut usize,
-        m: *const stochflow_model,
         buf: *mut c_void,
         cap: usize,
+        m: *const stochflow_model,
     ) -> c_int;
     pub fn stochflow_model_load_buffer(
         out: *mut *mut stochflow_model,
@@ -399,6 +418,7 @@ extern "C" {
     ) -> c_int;
     pub fn stochflow_solver_integrate_fn(
         dlogp: *mut f32,
+        dlogp_se: *mut f32,
         s: *mut stochflow_solver,
         fn_: stochflow_velocity_fn,
         user: *mut c_void,
@@ -419,6 +439,7 @@ extern "C" {
     ) -> c_int;
     pub fn stochflow_solver_log_prob_fn(
         logp: *mut f32,
+        se: *mut f32,
         s: *mut stochflow_solver,
         fn_: stochflow_velocity_fn,
         user: *mut c_void,
@@ -446,16 +467,16 @@ extern "C" {
         seed: u64,
     ) -> c_int;
 
-    // issue 9: learnable interpolants, minibatch couplings
+    // learnable interpolant, couplings
     pub fn stochflow_config_set_fourier_interpolant(
         cfg: *mut stochflow_config,
         base: c_int,
         n_modes: usize,
     ) -> c_int;
     pub fn stochflow_config_fourier_interpolant(
-        cfg: *const stochflow_config,
         base: *mut c_int,
         n_modes: *mut usize,
+        cfg: *const stochflow_config,
     ) -> c_int;
     pub fn stochflow_model_interpolant_coefficients(
         alpha: *mut f64,
@@ -487,6 +508,7 @@ extern "C" {
 
     // utilities
     pub fn stochflow_random_normal(out: *mut f32, n: usize, seed: u64, stream: u64) -> c_int;
+    pub fn stochflow_random_uniform(out: *mut f64, n: usize, seed: u64, stream: u64) -> c_int;
     pub fn stochflow_toy_sample(
         out: *mut f32,
         name: *const c_char,
@@ -511,30 +533,15 @@ extern "C" {
         channels: c_int,
     ) -> c_int;
 
-    // issue 8: U-Net configuration, image data, bits/dim
+    // U-Net configuration, image data, bits/dim
+    pub fn stochflow_unet_options_init(o: *mut stochflow_unet_options, size: usize) -> c_int;
     pub fn stochflow_config_set_unet(
         cfg: *mut stochflow_config,
-        channels: usize,
-        height: usize,
-        width: usize,
-        base: usize,
-        n_levels: usize,
-        mult: *const usize,
-        blocks: usize,
-        attn_mask: u32,
-        groups: usize,
+        o: *const stochflow_unet_options,
     ) -> c_int;
     pub fn stochflow_config_arch(cfg: *const stochflow_config) -> c_int;
     pub fn stochflow_config_unet(
-        channels: *mut usize,
-        height: *mut usize,
-        width: *mut usize,
-        base: *mut usize,
-        n_levels: *mut usize,
-        mult: *mut usize,
-        blocks: *mut usize,
-        attn_mask: *mut u32,
-        groups: *mut usize,
+        out: *mut stochflow_unet_options,
         cfg: *const stochflow_config,
     ) -> c_int;
     pub fn stochflow_images_load(

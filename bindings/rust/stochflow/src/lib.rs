@@ -383,7 +383,7 @@ impl Config {
     pub fn fourier_interpolant(&self) -> Result<(i32, usize)> {
         let (mut base, mut modes) = (0 as c_int, 0usize);
         // SAFETY: valid handle and out-pointers.
-        check(unsafe { sys::stochflow_config_fourier_interpolant(self.h, &mut base, &mut modes) })?;
+        check(unsafe { sys::stochflow_config_fourier_interpolant(&mut base, &mut modes, self.h) })?;
         Ok((base, modes))
     }
     pub fn dim(&self) -> usize {
@@ -391,10 +391,14 @@ impl Config {
         unsafe { sys::stochflow_config_dim(self.h) }
     }
     pub fn hidden(&self) -> Vec<usize> {
-        // SAFETY: cap 0 with NULL asks for the count; then cap = count values are written.
-        let n = unsafe { sys::stochflow_config_hidden(self.h, ptr::null_mut(), 0) };
+        let mut n = 0usize;
+        // SAFETY: valid handle; cap 0 with NULL asks for the count only.
+        if unsafe { sys::stochflow_config_hidden(&mut n, ptr::null_mut(), 0, self.h) } < 0 {
+            return Vec::new();
+        }
         let mut w = vec![0usize; n];
-        unsafe { sys::stochflow_config_hidden(self.h, w.as_mut_ptr(), n) };
+        // SAFETY: w has room for n widths.
+        unsafe { sys::stochflow_config_hidden(ptr::null_mut(), w.as_mut_ptr(), n, self.h) };
         w
     }
     /// Activation as its C number (STOCHFLOW_ACT_*).
@@ -408,9 +412,9 @@ impl Config {
         unsafe { sys::stochflow_config_interpolant(self.h) }
     }
     pub fn time_embedding(&self) -> TimeEmbedding {
-        let mut f = 0usize;
-        // SAFETY: valid handle and out-pointer.
-        let kind = unsafe { sys::stochflow_config_time_embedding(self.h, &mut f) };
+        let (mut kind, mut f) = (0 as c_int, 0usize);
+        // SAFETY: valid handle and out-pointers (a valid handle cannot fail).
+        unsafe { sys::stochflow_config_time_embedding(&mut kind, &mut f, self.h) };
         if kind == sys::STOCHFLOW_TIME_FOURIER {
             TimeEmbedding::Fourier(f)
         } else {
@@ -424,21 +428,30 @@ impl Config {
     /// Make this a convolutional U-Net over NCHW images (doc/unet.md);
     /// `channels * height * width` must equal the configuration's dimension.
     pub fn set_unet(&mut self, u: &UNet) -> Result<()> {
-        // SAFETY: valid handle; mult.len() values readable (the C side checks the count).
+        let mut o = sys::stochflow_unet_options::default();
+        // SAFETY: o is a valid options struct of the size passed.
         check(unsafe {
-            sys::stochflow_config_set_unet(
-                self.h,
-                u.channels,
-                u.height,
-                u.width,
-                u.base,
+            sys::stochflow_unet_options_init(&mut o, core::mem::size_of_val(&o))
+        })?;
+        if u.mult.is_empty() || u.mult.len() > sys::STOCHFLOW_UNET_MAX_LEVELS {
+            return Err(Error::invalid(format!(
+                "mult has {} entries, expected 1..={}",
                 u.mult.len(),
-                u.mult.as_ptr(),
-                u.blocks,
-                u.attn_mask,
-                u.groups,
-            )
-        })
+                sys::STOCHFLOW_UNET_MAX_LEVELS
+            )));
+        }
+        o.channels = u.channels;
+        o.height = u.height;
+        o.width = u.width;
+        o.base = u.base;
+        o.n_levels = u.mult.len();
+        o.mult = [0; sys::STOCHFLOW_UNET_MAX_LEVELS];
+        o.mult[..u.mult.len()].copy_from_slice(&u.mult);
+        o.blocks = u.blocks;
+        o.attn_mask = u.attn_mask;
+        o.groups = u.groups;
+        // SAFETY: valid handle and options.
+        check(unsafe { sys::stochflow_config_set_unet(self.h, &o) })
     }
     /// The architecture: [`Arch::Mlp`] or [`Arch::UNet`].
     pub fn arch(&self) -> Arch {
@@ -450,26 +463,19 @@ impl Config {
     }
     /// The U-Net settings (an `Invalid` error when this is not a U-Net).
     pub fn unet(&self) -> Result<UNet> {
-        let mut u = UNet::new(0, 0, 0);
-        let mut mult = [0usize; sys::STOCHFLOW_UNET_MAX_LEVELS];
-        let mut levels = 0usize;
-        // SAFETY: valid handle; mult has room for the most levels.
-        check(unsafe {
-            sys::stochflow_config_unet(
-                &mut u.channels,
-                &mut u.height,
-                &mut u.width,
-                &mut u.base,
-                &mut levels,
-                mult.as_mut_ptr(),
-                &mut u.blocks,
-                &mut u.attn_mask,
-                &mut u.groups,
-                self.h,
-            )
-        })?;
-        u.mult = mult[..levels.min(mult.len())].to_vec();
-        Ok(u)
+        let mut o = sys::stochflow_unet_options::default();
+        // SAFETY: valid handle and out-struct.
+        check(unsafe { sys::stochflow_config_unet(&mut o, self.h) })?;
+        Ok(UNet {
+            channels: o.channels,
+            height: o.height,
+            width: o.width,
+            base: o.base,
+            mult: o.mult[..o.n_levels.min(sys::STOCHFLOW_UNET_MAX_LEVELS)].to_vec(),
+            blocks: o.blocks,
+            attn_mask: o.attn_mask,
+            groups: o.groups,
+        })
     }
 }
 
@@ -569,7 +575,7 @@ impl Model {
     }
 
     /// Write a checkpoint atomically.
-    pub fn save<P: AsRef<Path>>(&mut self, path: P) -> Result<()> {
+    pub fn save<P: AsRef<Path>>(&self, path: P) -> Result<()> {
         let p = path_cstring(path.as_ref())?;
         // SAFETY: valid handle and NUL-terminated path.
         check(unsafe { sys::stochflow_model_save(self.h, p.as_ptr()) })
@@ -584,7 +590,7 @@ impl Model {
         let mut written = 0usize;
         // SAFETY: buf has size writable bytes.
         check(unsafe {
-            sys::stochflow_model_save_buffer(&mut written, self.h, buf.as_mut_ptr().cast(), size)
+            sys::stochflow_model_save_buffer(&mut written, buf.as_mut_ptr().cast(), size, self.h)
         })?;
         buf.truncate(written);
         Ok(buf)
@@ -1029,6 +1035,12 @@ pub fn random_normal(out: &mut [f32], seed: u64, stream: u64) -> Result<()> {
     check(unsafe { sys::stochflow_random_normal(out.as_mut_ptr(), out.len(), seed, stream) })
 }
 
+/// Uniform draws in [0, 1) into out; out[i] depends only on (seed, stream, i).
+pub fn random_uniform(out: &mut [f64], seed: u64, stream: u64) -> Result<()> {
+    // SAFETY: out.len() writable doubles.
+    check(unsafe { sys::stochflow_random_uniform(out.as_mut_ptr(), out.len(), seed, stream) })
+}
+
 /// out.len()/2 points of a built-in 2-D toy density (deterministic in name, seed, stream).
 pub fn toy_sample(out: &mut [f32], name: &str, seed: u64, stream: u64) -> Result<()> {
     let n = rows("out", out.len(), 2)?;
@@ -1081,7 +1093,7 @@ pub fn png_write<P: AsRef<Path>>(
     check(unsafe { sys::stochflow_png_write(p.as_ptr(), pixels.as_ptr(), width, height, channels) })
 }
 
-// ---- image data (issue 8, doc/images.md) ----------------------------------------------
+// ---- image data (doc/images.md) -------------------------------------------------------
 
 /// 8-bit images loaded by [`images_load`]: `count x channels x height x width` bytes,
 /// planar (NCHW), owned by the C library and freed on `Drop`.

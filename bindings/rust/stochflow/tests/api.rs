@@ -295,6 +295,14 @@ fn utilities() {
     stochflow::random_normal(&mut r, 4, 1).unwrap();
     stochflow::random_normal(&mut r5, 4, 1).unwrap();
     assert_eq!(&r[..5], &r5[..]);
+    let mut u = vec![0f64; 20000];
+    let mut u5 = vec![0f64; 5];
+    stochflow::random_uniform(&mut u, 4, 1).unwrap();
+    stochflow::random_uniform(&mut u5, 4, 1).unwrap();
+    assert_eq!(&u[..5], &u5[..]);
+    assert!(u.iter().all(|&v| (0.0..1.0).contains(&v)));
+    let mean = u.iter().sum::<f64>() / u.len() as f64;
+    assert!((mean - 0.5).abs() < 0.01, "mean {mean}"); // sd of the mean 0.002
     let (lo, hi, def) = param_bounds(Param::Lr).unwrap();
     assert!(lo <= def && def <= hi);
     let px = vec![0u8; 4 * 3 * 3];

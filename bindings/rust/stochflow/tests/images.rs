@@ -1,4 +1,4 @@
-//! Image data and the U-Net configuration through the Rust binding (issue 8). The
+//! Image data and the U-Net configuration through the Rust binding. The
 //! numerics are tested in C (tests/check_images.c); here ownership, slices and errors.
 use std::io::Write;
 use std::path::PathBuf;
