@@ -674,9 +674,9 @@ static float *net_input(size_t *stride, const void *self, float *ws, size_t rows
 }
 
 static const float *net_forward(const void *self, const float *p, float *ws, size_t rows,
-                                const double *t_rows, double t_all, const float *ctx,
+                                const double *t_rows, double t_all, const stochflow__cond *cond,
                                 int want_deriv, int nt) {
-    (void)ctx; /* conditioning: not read yet (network.h) */
+    (void)cond; /* conditioning: the MLP only (config validation refuses it here) */
     (void)want_deriv; /* the forward arena always keeps every tensor */
     const stochflow__unet *u = self;
     float *tv = ws, *uws = arenas(u, ws, rows);
