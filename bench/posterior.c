@@ -12,8 +12,8 @@
  * log-density (stochflow_solver_log_prob_ctx) and KL(exact || model) is estimated as the
  * mean of log p_exact - log q over those draws.
  *
- * usage: posterior [--dim D] [--steps N] [--batch B] [--width W] [--lr LR]
- *                  [--threads T] [--obs K] [--draws M] [--seed S] */
+ * usage: posterior [--dim D (10)] [--steps N (3000)] [--batch B (512)] [--width W (128)] [--lr LR (2e-3)]
+ *                  [--threads T (1)] [--obs K (5)] [--draws M (500)] [--seed S (1)] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
 #include <stdint.h>
@@ -103,7 +103,7 @@ static void spd_inverse(double *out, const double *L, size_t d) {
     } while (0)
 
 int main(int argc, char **argv) {
-    size_t d = 10, steps = 4000, batch = 512, width = 256, n_obs = 5, draws = 500;
+    size_t d = 10, steps = 3000, batch = 512, width = 128, n_obs = 5, draws = 500;
     double lr = 2e-3;
     int threads = 1;
     uint64_t seed = 1;

@@ -904,3 +904,8 @@ def images_write_grid(path, images, ncols=0):
     a = np.ascontiguousarray(a)
     n, c, h, w = a.shape
     _call("stochflow_images_write_grid", os.fsencode(path), _ptr(a), n, c, h, w, int(ncols))
+
+
+from .conditional import ConditionalFlow  # noqa: E402  (uses Model above)
+
+__all__ += ["ConditionalFlow"]
