@@ -780,7 +780,8 @@ STOCHFLOW_API int stochflow_images_write_grid(const char *path, const float *ima
  * NULL = no label for any row). The plain functions are the twins with NULL, NULL: a
  * model without context behaves exactly as an unconditional one, bit for bit. Context
  * given to a model without context (or labels to one without classes) is
- * STOCHFLOW_E_INVALID. The MLP only; the U-Net refuses conditioning (unsupported).
+ * STOCHFLOW_E_INVALID. Both networks: the MLP takes the conditioning as more inputs, the
+ * U-Net adds a linear map of it to the time embedding of every residual block.
  *
  * Classifier-free guidance: train with STOCHFLOW_PARAM_CTX_DROPOUT = p (each row's
  * conditioning is dropped with probability p: a zero context with a learned null flag,
@@ -799,8 +800,7 @@ STOCHFLOW_API int stochflow_images_write_grid(const char *path, const float *ima
 /**
  * Make cfg a conditional model: n_ctx context floats per row and/or n_classes class
  * labels (either may be 0; both 0 = unconditional, the default).
- * @return 0, STOCHFLOW_E_INVALID (NULL cfg, n_ctx > 65536, n_classes > 2^20),
- *         STOCHFLOW_E_UNSUPPORTED (cfg is a U-Net). @since 0.4
+ * @return 0, STOCHFLOW_E_INVALID (NULL cfg, n_ctx > 65536, n_classes > 2^20). @since 0.4
  */
 STOCHFLOW_API int stochflow_config_set_context(stochflow_config *cfg, size_t n_ctx,
                                                size_t n_classes);

@@ -52,9 +52,6 @@ int stochflow__config_validate(const stochflow_config *c) {
                     "context width %zu out of range 0..%d", c->n_ctx, STOCHFLOW__MAX_CTX);
     RETURN_ERROR_IF(c->n_classes > STOCHFLOW__MAX_CLASSES, STOCHFLOW_E_INVALID,
                     "class count %zu out of range 0..%d", c->n_classes, STOCHFLOW__MAX_CLASSES);
-    RETURN_ERROR_IF(c->arch == STOCHFLOW_ARCH_UNET && (c->n_ctx || c->n_classes),
-                    STOCHFLOW_E_UNSUPPORTED,
-                    "conditioning (context or class labels) is available with the MLP only");
     if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
         RETURN_ERROR_IF(c->interp.base != STOCHFLOW_INTERP_TRIG &&
                             c->interp.base != STOCHFLOW_INTERP_LINEAR,
@@ -216,8 +213,6 @@ STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg, size_t channe
     u.attn_mask = attn_mask;
     memcpy(u.mult, mult, n_levels * sizeof *mult);
     FORWARD_IF_ERROR(stochflow__unet_validate(&u, cfg->dim));
-    RETURN_ERROR_IF(cfg->n_ctx || cfg->n_classes, STOCHFLOW_E_UNSUPPORTED,
-                    "set_unet: conditioning is available with the MLP only");
     cfg->unet = u;
     cfg->arch = STOCHFLOW_ARCH_UNET;
     return 0;
@@ -259,9 +254,6 @@ STOCHFLOW_API int stochflow_config_set_context(stochflow_config *cfg, size_t n_c
     RETURN_ERROR_IF(n_classes > STOCHFLOW__MAX_CLASSES, STOCHFLOW_E_INVALID,
                     "set_context: class count %zu out of range 0..%d", n_classes,
                     STOCHFLOW__MAX_CLASSES);
-    RETURN_ERROR_IF(cfg->arch == STOCHFLOW_ARCH_UNET && (n_ctx || n_classes),
-                    STOCHFLOW_E_UNSUPPORTED,
-                    "set_context: conditioning is available with the MLP only");
     cfg->n_ctx = n_ctx;
     cfg->n_classes = n_classes;
     return 0;

@@ -201,30 +201,45 @@ static void embed_rows(const mlp *m, float *u, const double *t, size_t lo, size_
     for (size_t i = lo; i < hi; ++i) time_embed(u + i * m->n_in + m->d, m, t[i]);
 }
 
-/* The conditioning columns of rows [lo, hi) (layout above); the embedding row each row
- * used into label (read by backward). */
-static void cond_rows(const mlp *m, float *u, float *label, const float *p,
-                      const stochflow__cond *cond, size_t lo, size_t hi) {
-    const size_t c0 = m->d + m->n_time;
-    for (size_t i = lo; i < hi; ++i) {
-        float *uc = u + i * m->n_in + c0;
+size_t stochflow__cond_emb_width(size_t n_classes) { return emb_width(n_classes); }
+
+size_t stochflow__cond_width(size_t n_ctx, size_t n_classes) {
+    return (n_ctx ? n_ctx + 1 : 0) + emb_width(n_classes);
+}
+
+void stochflow__cond_fill(float *u, size_t stride, float *label, const float *emb,
+                          size_t n_ctx, size_t n_classes, const stochflow__cond *cond,
+                          size_t rows) {
+    const size_t n_emb = emb_width(n_classes);
+    for (size_t i = 0; i < rows; ++i) {
+        float *uc = u + i * stride;
         const int drop = cond && cond->drop && cond->drop[i];
-        if (m->n_ctx) {
+        if (n_ctx) {
             const int have = cond && cond->ctx && !drop;
             if (have) {
-                memcpy(uc, cond->ctx + i * m->n_ctx, m->n_ctx * sizeof *uc);
+                memcpy(uc, cond->ctx + i * n_ctx, n_ctx * sizeof *uc);
             } else {
-                memset(uc, 0, m->n_ctx * sizeof *uc);
+                memset(uc, 0, n_ctx * sizeof *uc);
             }
-            uc[m->n_ctx] = have ? 0.0f : 1.0f; /* the null flag */
-            uc += m->n_ctx + 1;
+            uc[n_ctx] = have ? 0.0f : 1.0f; /* the null flag */
+            uc += n_ctx + 1;
         }
-        if (m->n_emb) {
+        if (n_emb) {
             int32_t lab = cond && cond->labels && !drop ? cond->labels[i] : -1;
-            size_t row = lab < 0 ? m->n_classes : (size_t)lab; /* validated by model.c */
-            memcpy(uc, p + m->emb_off + row * m->n_emb, m->n_emb * sizeof *uc);
+            size_t row = lab < 0 ? n_classes : (size_t)lab; /* validated by model.c */
+            memcpy(uc, emb + row * n_emb, n_emb * sizeof *uc);
             label[i] = (float)row;
         }
+    }
+}
+
+void stochflow__cond_emb_grad(float *gemb, const float *g, size_t stride, const float *label,
+                              size_t n_classes, size_t rows) {
+    const size_t n_emb = emb_width(n_classes);
+    for (size_t i = 0; i < rows; ++i) {
+        float *ge = gemb + (size_t)label[i] * n_emb;
+        const float *s = g + i * stride + stride - n_emb;
+        for (size_t k = 0; k < n_emb; ++k) ge[k] += s[k];
     }
 }
 
@@ -248,7 +263,9 @@ static const float *forward(const void *self, const float *p, float *ws, size_t 
         for (size_t i = 0; i < rows; ++i)
             memcpy(A.u + i * m->n_in + m->d, phi, m->n_time * sizeof *phi);
     }
-    if (m->n_cond) cond_rows(m, A.u, A.label, p, cond, 0, rows);
+    if (m->n_cond)
+        stochflow__cond_fill(A.u + m->d + m->n_time, m->n_in, A.label, p + m->emb_off, m->n_ctx,
+                             m->n_classes, cond, rows);
     const float *in = A.u;
     for (size_t l = 0; l < m->n_layers; ++l) {
         const dense *L = &m->layers[l];
@@ -303,15 +320,8 @@ static void backward(const void *self, const float *p, float *ws, size_t rows,
     if (dx)
         for (size_t i = 0; i < rows; ++i)
             memcpy(dx + i * m->d, du + i * m->n_in, m->d * sizeof *dx);
-    if (grads && m->n_emb) {
-        /* dE[row_i] += du_i[embedding columns], rows in order (bitwise whatever nt) */
-        const size_t e0 = m->n_in - m->n_emb;
-        for (size_t i = 0; i < rows; ++i) {
-            float *g = grads + m->emb_off + (size_t)A.label[i] * m->n_emb;
-            const float *s = du + i * m->n_in + e0;
-            for (size_t k = 0; k < m->n_emb; ++k) g[k] += s[k];
-        }
-    }
+    if (grads && m->n_emb) /* rows in order: bitwise whatever nt */
+        stochflow__cond_emb_grad(grads + m->emb_off, du, m->n_in, A.label, m->n_classes, rows);
 }
 
 /* ---- forward-mode tangents -------------------------------------------------------- */

@@ -91,6 +91,21 @@ struct stochflow__network_ops {
                      const float *probes, size_t T, float *quad, int nthreads);
 };
 
+/* The conditioning input of a row (doc/conditional.md), shared by the networks:
+ * [c (n_ctx), null flag (with n_ctx > 0), E[label] (n_emb with n_classes > 0)]. */
+size_t stochflow__cond_emb_width(size_t n_classes);
+size_t stochflow__cond_width(size_t n_ctx, size_t n_classes);
+/* Write rows [0, rows) of the conditioning input, row i at u + i * stride, from cond (NULL:
+ * none) and the embedding table emb [(n_classes + 1) x n_emb]; label[i] receives the
+ * embedding row used (as a float; with n_classes > 0). */
+void stochflow__cond_fill(float *u, size_t stride, float *label, const float *emb,
+                          size_t n_ctx, size_t n_classes, const stochflow__cond *cond,
+                          size_t rows);
+/* The embedding's gradient: gemb[label[i]] += g_i[last n_emb columns of the input], row i
+ * of the input gradient at g + i * stride, rows in order. */
+void stochflow__cond_emb_grad(float *gemb, const float *g, size_t stride, const float *label,
+                              size_t n_classes, size_t rows);
+
 struct stochflow_config;
 /* Build the network a validated configuration describes (MLP or U-Net). */
 int stochflow__network_build(stochflow__network *out, const struct stochflow_config *cfg);
