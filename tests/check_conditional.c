@@ -275,6 +275,20 @@ END_TEST
 
 /* ---- reproducibility and checkpoints ---------------------------------------------- */
 
+/* m through its checkpoint bytes; *has_cond: whether the file has a COND section. */
+static stochflow_model *reload(const stochflow_model *m, int *has_cond) {
+    size_t len;
+    ck_assert_ok(stochflow_model_serialized_size(&len, m));
+    char *buf = malloc(len);
+    ck_assert_ok(stochflow_model_save_buffer(NULL, m, buf, len));
+    *has_cond = 0;
+    for (size_t i = 0; i + 4 <= len; ++i) *has_cond |= memcmp(buf + i, "COND", 4) == 0;
+    stochflow_model *r;
+    ck_assert_ok(stochflow_model_load_buffer(&r, buf, len));
+    free(buf);
+    return r;
+}
+
 static void train(stochflow_model *m, int steps, const float *x, const float *ctx,
                   const int32_t *lab, size_t n) {
     for (int s = 0; s < steps; ++s) {
@@ -297,13 +311,10 @@ START_TEST(threads_and_resume_bitwise) {
     train(a, 3, x, ctx, lab, n);
     train(b, 3, x, ctx, lab, n);
     ck_assert_mem_eq(a->params, b->params, a->n_params * sizeof(float));
-    /* save, load, continue: the same as uninterrupted */
-    size_t len;
-    ck_assert_ok(stochflow_model_serialized_size(&len, a));
-    void *buf = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, a, buf, len));
-    stochflow_model *r;
-    ck_assert_ok(stochflow_model_load_buffer(&r, buf, len));
+    /* save, load, continue: the same as uninterrupted; the file has the COND section */
+    int has_cond;
+    stochflow_model *r = reload(a, &has_cond);
+    ck_assert(has_cond);
     size_t nk, nc;
     ck_assert_ok(stochflow_model_context(&nk, &nc, r));
     ck_assert_uint_eq(nk, k);
@@ -318,11 +329,6 @@ START_TEST(threads_and_resume_bitwise) {
     ck_assert_ok(stochflow_model_velocity_ctx(va, a, 0.7, x, ctx, lab, 10));
     ck_assert_ok(stochflow_model_velocity_ctx(vr, r, 0.7, x, ctx, lab, 10));
     ck_assert_mem_eq(va, vr, sizeof va);
-    /* the conditioning section and the dropout rate are in the file */
-    int has_cond = 0;
-    for (size_t i = 0; i + 4 <= len; ++i) has_cond |= memcmp((char *)buf + i, "COND", 4) == 0;
-    ck_assert(has_cond);
-    free(buf);
     free(x);
     free(ctx);
     free(lab);
@@ -549,15 +555,11 @@ START_TEST(unet_conditioning) {
     ck_assert_ok(stochflow_model_velocity(v3, m, 0.4, x, n));
     ck_assert(memcmp(v1, v2, sizeof v1) != 0);
     ck_assert_mem_eq(v2, v3, sizeof v2);
-    size_t len;
-    ck_assert_ok(stochflow_model_serialized_size(&len, m));
-    void *buf = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(NULL, m, buf, len));
-    stochflow_model *r;
-    ck_assert_ok(stochflow_model_load_buffer(&r, buf, len));
+    int has_cond;
+    stochflow_model *r = reload(m, &has_cond);
+    ck_assert(has_cond);
     ck_assert_ok(stochflow_model_velocity_ctx(v2, r, 0.4, x, ctx, lab, n));
     ck_assert_mem_eq(v1, v2, sizeof v1);
-    free(buf);
     stochflow_model_free(r);
     stochflow_model_free(m);
 }
