@@ -180,6 +180,13 @@ START_TEST(guidance_zero_is_unguided) {
     ck_assert_ok(stochflow_solver_sample_ctx(b, lb, s, m, ctx, lab, n, 3));
     ck_assert_mem_eq(a, b, sizeof a);
     ck_assert_mem_eq(la, lb, sizeof la);
+    /* guided sampling with 3 threads: the same bits as with 1 */
+    float c1[32], c3[32];
+    ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_GUIDANCE, 2.0));
+    ck_assert_ok(stochflow_solver_sample_ctx(c1, NULL, s, m, ctx, lab, n, 3));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 3));
+    ck_assert_ok(stochflow_solver_sample_ctx(c3, NULL, s, m, ctx, lab, n, 3));
+    ck_assert_mem_eq(c1, c3, sizeof c1);
     stochflow_solver_free(s);
     stochflow_model_free(m);
 }

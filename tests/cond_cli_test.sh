@@ -27,6 +27,8 @@ OPTS=(--hidden 64,64 --batch 256 --threads 1 --lr 3e-3)
 run "train with --context-columns 3 --labels 4" "$SF" train --data "$T/all.csv" --context-columns 3 --labels 4 --ctx-dropout 0.2 --steps 600 --out "$T/m.sfm" "${OPTS[@]}"
 run "train with --context FILE --labels FILE" "$SF" train --data "$T/x.npy" --context "$T/c.npy" --labels "$T/lab.npy" --ctx-dropout 0.2 --steps 600 --out "$T/f.sfm" "${OPTS[@]}"
 if cmp -s "$T/m.sfm" "$T/f.sfm"; then ok "columns and files give the same model bit for bit"; else not_ok "columns and files give the same model"; fi
+run "info of a conditional model" "$SF" info --model "$T/m.sfm" --json
+json "info reports the conditioning" "d['n_ctx']==1 and d['n_classes']==2 and abs(d['ctx_dropout']-0.2)<1e-12"
 run "resume a conditional model" "$SF" train --data "$T/all.csv" --context-columns 3 --labels 4 --steps 5 --resume "$T/m.sfm" --out "$T/r.sfm" --batch 256 --threads 1
 
 run "sample given c = 0.5, label 1" "$SF" sample --model "$T/m.sfm" -n 400 --context 0.5 --labels 1 --out "$T/s1.npy" --solver rk4 --steps 20
