@@ -430,6 +430,60 @@ START_TEST(errors) {
 }
 END_TEST
 
+/* A simulator of pairs theta [n x 2], x [n x 2] keyed by (seed, step). */
+static int small_sim(void *user, size_t n, uint64_t seed, uint64_t step, float *theta,
+                     float *x) {
+    (void)user;
+    stochflow_random_normal(theta, 2 * n, seed, 2 * step);
+    stochflow_random_normal(x, 2 * n, seed, 2 * step + 1);
+    for (size_t i = 0; i < 2 * n; ++i) x[i] += theta[i];
+    return 0;
+}
+
+/* Every allocation of a conditional training step (with dropout), a simulator step and a
+ * guided sample failing in turn: NOMEM with a message, the model unchanged, no leak (the
+ * sanitizer build); then the call succeeds once it allocates less than the failure point. */
+START_TEST(out_of_memory_sweep) {
+    float x[32], ctx[32], out[32];
+    normals(x, 32, 40);
+    normals(ctx, 32, 41);
+    const int32_t lab[16] = {0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2, -1};
+    for (int which = 0; which < 3; ++which) {
+        size_t failures = 0;
+        for (uint64_t k = 1; k < 1000; ++k) {
+            stochflow_model *m = make_cond(2, 2, 3, 8, 5);
+            ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_CTX_DROPOUT, 0.3));
+            stochflow_solver *s;
+            ck_assert_ok(stochflow_solver_new(&s));
+            ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_GUIDANCE, 1.0));
+            float *keep = malloc(m->n_params * sizeof *keep);
+            memcpy(keep, m->params, m->n_params * sizeof *keep);
+            double loss;
+            stochflow__alloc_fail_at(k);
+            int rc = which == 0   ? stochflow_model_train_step_ctx(&loss, m, x, ctx, lab, 16,
+                                                                   NULL, NULL)
+                     : which == 1 ? stochflow_model_train_simulator(&loss, m, small_sim, NULL, 16)
+                                  : stochflow_solver_sample_ctx(out, NULL, s, m, ctx, lab, 16, 1);
+            uint64_t used = stochflow__alloc_count();
+            stochflow__alloc_fail_at(0);
+            if (rc == STOCHFLOW_E_NOMEM) {
+                ++failures;
+                ck_assert(stochflow_last_error_message()[0] != '\0');
+                ck_assert_uint_eq(stochflow_model_step(m), 0);
+                ck_assert_mem_eq(keep, m->params, m->n_params * sizeof *keep);
+            } else {
+                ck_assert_ok(rc);
+            }
+            free(keep);
+            stochflow_solver_free(s);
+            stochflow_model_free(m);
+            if (rc == 0 && used < k) break;
+        }
+        ck_assert_uint_gt(failures, 1);
+    }
+}
+END_TEST
+
 /* ---- posterior oracle (loose) ------------------------------------------------------ */
 
 /* theta ~ N(0, I_2), x | theta ~ N(A theta, s^2 I_2) with A = [[1, 0.5], [0, 1]],
@@ -590,6 +644,7 @@ Suite *make_suite(void) {
     suite_add_tcase(s, tg);
     TCase *te = tcase_create("errors");
     tcase_add_test(te, errors);
+    tcase_add_test(te, out_of_memory_sweep);
     suite_add_tcase(s, te);
     return s;
 }
