@@ -817,6 +817,55 @@ impl Model {
         Ok(loss)
     }
 
+    /// One training step of the posterior flow on `n` fresh simulated pairs
+    /// (doc/conditional.md): `sim(seed, step, theta, x)` fills theta (n*d, the flow's
+    /// variable) and x (n*n_ctx, its context) from randomness keyed by (seed, step) and
+    /// returns true, or false to fail the step (`ErrorKind::Callback`, model unchanged).
+    /// A panic inside `sim` is caught and fails the step the same way.
+    pub fn train_simulator<F>(&mut self, n: usize, mut sim: F) -> Result<f64>
+    where
+        F: FnMut(u64, u64, &mut [f32], &mut [f32]) -> bool,
+    {
+        let (k, _) = self.context()?;
+        struct Job<'a> {
+            f: &'a mut dyn FnMut(u64, u64, &mut [f32], &mut [f32]) -> bool,
+            d: usize,
+            k: usize,
+        }
+        unsafe extern "C" fn trampoline(
+            user: *mut std::os::raw::c_void,
+            n: usize,
+            seed: u64,
+            step: u64,
+            theta: *mut f32,
+            x: *mut f32,
+        ) -> c_int {
+            // SAFETY: user is the Job below, alive for the whole call; the library hands
+            // buffers of n*d and n*n_ctx floats.
+            let job = unsafe { &mut *(user as *mut Job<'_>) };
+            let th = unsafe { std::slice::from_raw_parts_mut(theta, n * job.d) };
+            let xs = unsafe { std::slice::from_raw_parts_mut(x, n * job.k) };
+            let f = &mut job.f;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed, step, th, xs))) {
+                Ok(true) => 0,
+                _ => 1,
+            }
+        }
+        let mut job = Job { f: &mut sim, d: self.d, k };
+        let mut loss = 0.0;
+        // SAFETY: the trampoline only runs during this call, on this thread.
+        check(unsafe {
+            sys::stochflow_model_train_simulator(
+                &mut loss,
+                self.h,
+                Some(trampoline),
+                &mut job as *mut Job<'_> as *mut std::os::raw::c_void,
+                n,
+            )
+        })?;
+        Ok(loss)
+    }
+
     /// v(t, x | c) for a batch x (n*d) into v (n*d).
     pub fn velocity_ctx(
         &mut self,

@@ -365,3 +365,29 @@ fn conditional_model() {
     let lp = s.log_prob_ctx(&mut m, &xs, Some(&ctx), Some(&labels), 1.0).unwrap();
     assert!(lp.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn simulator_training() {
+    // theta ~ N(0, 1), x = theta + noise: draws keyed by (seed, step) through the library
+    let mut cfg = Config::new(1).unwrap();
+    cfg.set_hidden(&[16, 16]).unwrap();
+    cfg.set_context(1, 0).unwrap();
+    let mut m = Model::new(&cfg).unwrap();
+    let sim = |seed: u64, step: u64, theta: &mut [f32], x: &mut [f32]| {
+        stochflow::random_normal(theta, seed, 2 * step).unwrap();
+        stochflow::random_normal(x, seed, 2 * step + 1).unwrap();
+        for (xi, ti) in x.iter_mut().zip(theta.iter()) {
+            *xi = *ti + 0.5 * *xi;
+        }
+        true
+    };
+    for _ in 0..3 {
+        assert!(m.train_simulator(32, sim).unwrap().is_finite());
+    }
+    assert_eq!(m.step(), 3);
+    let err = m.train_simulator(32, |_, _, _, _| false).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Callback);
+    let err = m.train_simulator(32, |_, _, _, _| panic!("simulator bug")).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Callback);
+    assert_eq!(m.step(), 3);
+}
