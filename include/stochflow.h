@@ -1563,6 +1563,128 @@ STOCHFLOW_API int stochflow_sde_log_prob(float *logp, float *se, stochflow_sde *
                                          stochflow_model *drift, stochflow_model *score,
                                          const float *x, size_t n, uint64_t seed);
 
+/* ==== Conditional models ================================================================
+ * A conditional model learns v(t, x | c) for a per-row context c: k = n_ctx floats per
+ * row (continuous context), a class label in [0, n_classes), or both
+ * (stochflow_config_set_context). Every entry point that takes data has a _ctx twin
+ * taking, right after the data pointer, ctx [n x n_ctx] floats (one row per point; NULL
+ * = no context for any row) and labels [n] int32 (in [0, n_classes), or -1 = no label;
+ * NULL = no label for any row). The plain functions are the twins with NULL, NULL: a
+ * model without context behaves exactly as an unconditional one, bit for bit. Context
+ * given to a model without context (or labels to one without classes) is
+ * STOCHFLOW_E_INVALID. Both networks: the MLP takes the conditioning as more inputs, the
+ * U-Net adds a linear map of it to the time embedding of every residual block.
+ *
+ * Classifier-free guidance: train with STOCHFLOW_PARAM_CTX_DROPOUT = p (each row's
+ * conditioning is dropped with probability p: a zero context with a learned null flag,
+ * and the learned "no label" embedding), then sample with STOCHFLOW_PARAM_GUIDANCE = w:
+ * v_w = (1 + w) v(t, x | c) - w v(t, x | none). w = 0 (the default) is the conditional
+ * field itself, bit for bit. A log-density computed with w != 0 is the density of the
+ * guided flow, not p(x | c). Posterior estimation: stochflow_model_train_simulator.
+ * Recipe and design: doc/conditional.md.
+ * ====================================================================================== */
+
+#define STOCHFLOW_PARAM_CTX_DROPOUT 126 /**< per-row context dropout probability of
+                                             training, in [0, 1]; default 0 (model) */
+#define STOCHFLOW_PARAM_GUIDANCE 303    /**< guidance scale w in [-1, 1000]; default 0
+                                             (solver; model velocity sources only) */
+
+/**
+ * Make cfg a conditional model: n_ctx context floats per row and/or n_classes class
+ * labels (either may be 0; both 0 = unconditional, the default).
+ * @return 0, STOCHFLOW_E_INVALID (NULL cfg, n_ctx > 65536, n_classes > 2^20). @since 1.0
+ */
+STOCHFLOW_API int stochflow_config_set_context(stochflow_config *cfg, size_t n_ctx,
+                                               size_t n_classes);
+/** The conditioning of cfg (either output may be NULL). @return 0 or STOCHFLOW_E_INVALID
+ *  (NULL cfg). @since 1.0 */
+STOCHFLOW_API int stochflow_config_context(size_t *n_ctx, size_t *n_classes,
+                                           const stochflow_config *cfg);
+/** The conditioning of a model (either output may be NULL). @return 0 or
+ *  STOCHFLOW_E_INVALID (NULL model). @since 1.0 */
+STOCHFLOW_API int stochflow_model_context(size_t *n_ctx, size_t *n_classes,
+                                          const stochflow_model *m);
+
+/**
+ * stochflow_model_train_step with each row's conditioning: x1 [n x d] is drawn jointly
+ * with ctx [n x n_ctx] and/or labels [n] (either NULL). With STOCHFLOW_PARAM_CTX_DROPOUT
+ * p > 0, row i's conditioning is dropped when a uniform draw keyed by (seed, step, row i,
+ * the dropout stream) is below p, so the draws depend on neither the thread count nor
+ * the batch split. Same status codes, plus STOCHFLOW_E_INVALID for a non-finite context,
+ * a label outside -1..n_classes-1, or conditioning the model does not take; the model is
+ * unchanged on failure. @since 1.0
+ */
+STOCHFLOW_API int stochflow_model_train_step_ctx(double *loss, stochflow_model *m,
+                                                 const float *x1, const float *ctx,
+                                                 const int32_t *labels, size_t n,
+                                                 const float *x0, const float *t);
+/** stochflow_model_loss with conditioning (never dropped). @since 1.0 */
+STOCHFLOW_API int stochflow_model_loss_ctx(double *loss, stochflow_model *m, const float *x1,
+                                           const float *ctx, const int32_t *labels, size_t n,
+                                           const float *x0, const float *t);
+/** stochflow_model_compute_gradient with conditioning (dropout as in train_step_ctx).
+ *  @since 1.0 */
+STOCHFLOW_API int stochflow_model_compute_gradient_ctx(double *loss, stochflow_model *m,
+                                                       const float *x1, const float *ctx,
+                                                       const int32_t *labels, size_t n,
+                                                       const float *x0, const float *t);
+/** stochflow_model_velocity given each row's conditioning (unguided). @since 1.0 */
+STOCHFLOW_API int stochflow_model_velocity_ctx(float *v, stochflow_model *m, double t,
+                                               const float *x, const float *ctx,
+                                               const int32_t *labels, size_t n);
+/** stochflow_model_divergence given each row's conditioning (unguided). @since 1.0 */
+STOCHFLOW_API int stochflow_model_divergence_ctx(float *div, float *v, stochflow_model *m,
+                                                 double t, const float *x, const float *ctx,
+                                                 const int32_t *labels, size_t n);
+/** stochflow_model_velocity_vjp given each row's conditioning (unguided). @since 1.0 */
+STOCHFLOW_API int stochflow_model_velocity_vjp_ctx(float *out, stochflow_model *m, double t,
+                                                   const float *x, const float *ctx,
+                                                   const int32_t *labels, const float *u,
+                                                   size_t n);
+
+/**
+ * stochflow_solver_sample given each sample's conditioning (ctx [n x n_ctx], labels [n]),
+ * guided by the solver's STOCHFLOW_PARAM_GUIDANCE (w != 0 needs a conditional model;
+ * each velocity evaluation then costs two network passes). @since 1.0
+ */
+STOCHFLOW_API int stochflow_solver_sample_ctx(float *x, float *logp, stochflow_solver *s,
+                                              stochflow_model *m, const float *ctx,
+                                              const int32_t *labels, size_t n, uint64_t seed);
+/**
+ * stochflow_solver_log_prob of x [n x d] given each row's conditioning: log p(x | c) for
+ * guidance 0; for w != 0 the log-density of the guided flow. @since 1.0
+ */
+STOCHFLOW_API int stochflow_solver_log_prob_ctx(float *logp, float *se, stochflow_solver *s,
+                                                stochflow_model *m, const float *x,
+                                                const float *ctx, const int32_t *labels,
+                                                size_t n, double t);
+/** stochflow_solver_integrate given each row's conditioning (and the guidance). @since 1.0 */
+STOCHFLOW_API int stochflow_solver_integrate_ctx(float *dlogp, float *dlogp_se,
+                                                 stochflow_solver *s, stochflow_model *m,
+                                                 float *x, const float *ctx,
+                                                 const int32_t *labels, size_t n, double t0,
+                                                 double t1);
+
+/**
+ * A simulator for posterior estimation: write n fresh draws theta [n x d] from the prior
+ * and x [n x n_ctx] ~ p(x | theta), from the randomness keyed by (seed, step) (the
+ * model's seed and step: the same call gives the same draws, so training resumes
+ * bit for bit). Return 0, or non-zero to fail the step (STOCHFLOW_E_CALLBACK). Called
+ * from the thread that called stochflow_model_train_simulator.
+ */
+typedef int (*stochflow_simulator_fn)(void *user, size_t n, uint64_t seed, uint64_t step,
+                                      float *theta, float *x);
+/**
+ * One training step of the posterior flow p(theta | x) on n fresh simulated pairs: theta
+ * is the flow's variable (d = the model's dimension), x its context (n_ctx > 0 needed);
+ * then stochflow_solver_sample_ctx / _log_prob_ctx with an observed x give the posterior.
+ * @return as stochflow_model_train_step_ctx, plus STOCHFLOW_E_CALLBACK (simulator
+ *         failed; model unchanged). @since 1.0
+ */
+STOCHFLOW_API int stochflow_model_train_simulator(double *loss, stochflow_model *m,
+                                                  stochflow_simulator_fn fn, void *user,
+                                                  size_t n);
+
 #ifdef __cplusplus
 }
 #endif

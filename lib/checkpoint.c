@@ -34,10 +34,19 @@ typedef struct {
 
 /* ---- HPAR: every model-owned keyed parameter, in the table's order ------------------ */
 
-static uint64_t hpar_count(void) {
+static int conditional(const stochflow_model *m) { return m->cfg.n_ctx || m->cfg.n_classes; }
+
+/* The context dropout rate is stored only for conditional models, so that the files of
+ * unconditional models are byte for byte what they were before conditioning existed. */
+static int hpar_stored(const stochflow_model *m, const stochflow__param_info *p) {
+    return p->owner == STOCHFLOW__OWNER_MODEL &&
+           (p->key != STOCHFLOW_PARAM_CTX_DROPOUT || conditional(m));
+}
+
+static uint64_t hpar_count(const stochflow_model *m) {
     size_t n, count = 0;
     const stochflow__param_info *t = stochflow__param_table(&n);
-    for (size_t i = 0; i < n; ++i) count += t[i].owner == STOCHFLOW__OWNER_MODEL;
+    for (size_t i = 0; i < n; ++i) count += hpar_stored(m, &t[i]);
     return count;
 }
 
@@ -139,16 +148,15 @@ static int stat_read(load_ctx *c, const sect *s) {
     return 0;
 }
 
-static uint64_t hpar_len(const stochflow_model *m) {
-    return 8 + 16 * (hpar_count() + (uint64_t)m->carried.hpar_count);
+static uint64_t hpar_len(const stochflow_model *m) { return 8 + 16 * (hpar_count(m) + (uint64_t)m->carried.hpar_count);
 }
 static void hpar_write(writer *w, const stochflow_model *m) {
     size_t n;
     const stochflow__param_info *t = stochflow__param_table(&n);
-    stochflow__w_u32(w, (uint32_t)(hpar_count() + m->carried.hpar_count));
+    stochflow__w_u32(w, (uint32_t)(hpar_count(m) + m->carried.hpar_count));
     stochflow__w_u32(w, 0);
     for (size_t i = 0; i < n; ++i) {
-        if (t[i].owner != STOCHFLOW__OWNER_MODEL) continue;
+        if (!hpar_stored(m, &t[i])) continue;
         stochflow__w_u32(w, (uint32_t)t[i].key);
         stochflow__w_u32(w, 0);
         /* runtime resources are not model state: the thread count is written as its
@@ -297,6 +305,27 @@ static int intp_read(load_ctx *c, const sect *s) {
     return 0;
 }
 
+/* COND: the conditioning of a conditional model (absent for an unconditional one):
+ * u32 n_ctx, u32 n_classes, u64 reserved (0). */
+static uint64_t cond_len(const stochflow_model *m) {
+    (void)m;
+    return 16;
+}
+static void cond_write(writer *w, const stochflow_model *m) {
+    stochflow__w_u32(w, (uint32_t)m->cfg.n_ctx);
+    stochflow__w_u32(w, (uint32_t)m->cfg.n_classes);
+    stochflow__w_u64(w, 0);
+}
+static int cond_read(load_ctx *c, const sect *s) {
+    RETURN_ERROR_IF(s->len != 16, STOCHFLOW_E_FORMAT, "checkpoint COND section malformed");
+    reader r = {s->at, 16, 0};
+    c->cfg.n_ctx = stochflow__r_u32(&r);
+    c->cfg.n_classes = stochflow__r_u32(&r);
+    RETURN_ERROR_IF(stochflow__r_u64(&r) != 0 || (c->cfg.n_ctx == 0 && c->cfg.n_classes == 0),
+                    STOCHFLOW_E_FORMAT, "checkpoint COND section is inconsistent");
+    return 0;
+}
+
 /* ---- the section table ----------------------------------------------------------------
  * Written in this order. Loading runs, in this order: conf (configuration, before any
  * allocation; called only for present sections unless the row has call_absent), then
@@ -324,6 +353,7 @@ static const section_def sections[] = {
     {"EMAW", 0, 1, emaw_written, wght_len, emaw_write, NULL, NULL, emaw_read},
     {"ADAM", 1, 0, NULL, adam_len, adam_write, NULL, NULL, adam_read},
     {"INTP", 0, 1, intp_written, intp_len, intp_write, intp_conf, NULL, intp_read},
+    {"COND", 0, 0, conditional, cond_len, cond_write, cond_read, NULL, NULL},
 };
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 

@@ -48,6 +48,10 @@ int stochflow__config_validate(const stochflow_config *c) {
         RETURN_ERROR_IF(c->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
                         "the learnable Fourier interpolant is not available with the U-Net");
     }
+    RETURN_ERROR_IF(c->n_ctx > STOCHFLOW__MAX_CTX, STOCHFLOW_E_INVALID,
+                    "context width %zu out of range 0..%d", c->n_ctx, STOCHFLOW__MAX_CTX);
+    RETURN_ERROR_IF(c->n_classes > STOCHFLOW__MAX_CLASSES, STOCHFLOW_E_INVALID,
+                    "class count %zu out of range 0..%d", c->n_classes, STOCHFLOW__MAX_CLASSES);
     if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) { /* learnable interpolant */
         RETURN_ERROR_IF(c->interp.base != STOCHFLOW_INTERP_TRIG &&
                             c->interp.base != STOCHFLOW_INTERP_LINEAR,
@@ -276,5 +280,29 @@ STOCHFLOW_API int stochflow_config_unet(stochflow_unet_options *out,
     o.attn_mask = u->attn_mask;
     o.groups = u->groups;
     *out = o;
+    return 0;
+}
+
+/* ---- conditional models (doc/conditional.md) -------------------------------------- */
+
+STOCHFLOW_API int stochflow_config_set_context(stochflow_config *cfg, size_t n_ctx,
+                                               size_t n_classes) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(n_ctx > STOCHFLOW__MAX_CTX, STOCHFLOW_E_INVALID,
+                    "set_context: context width %zu out of range 0..%d", n_ctx,
+                    STOCHFLOW__MAX_CTX);
+    RETURN_ERROR_IF(n_classes > STOCHFLOW__MAX_CLASSES, STOCHFLOW_E_INVALID,
+                    "set_context: class count %zu out of range 0..%d", n_classes,
+                    STOCHFLOW__MAX_CLASSES);
+    cfg->n_ctx = n_ctx;
+    cfg->n_classes = n_classes;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_context(size_t *n_ctx, size_t *n_classes,
+                                           const stochflow_config *cfg) {
+    CHECK_CFG(cfg);
+    if (n_ctx) *n_ctx = cfg->n_ctx;
+    if (n_classes) *n_classes = cfg->n_classes;
     return 0;
 }

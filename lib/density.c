@@ -324,6 +324,18 @@ static stochflow__vsrc model_src(stochflow_model *m) {
     return src;
 }
 
+/* A model source with each row's conditioning, validated up front (nothing runs on a
+ * bad context). The solver's guidance scale applies to model sources only. */
+static int model_src_ctx(stochflow__vsrc *src, stochflow_model *m, const float *ctx,
+                         const int32_t *labels, size_t n) {
+    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "model is NULL");
+    FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
+    *src = model_src(m);
+    src->ctx = ctx;
+    src->labels = labels;
+    return 0;
+}
+
 static stochflow__vsrc fn_src(stochflow_velocity_fn fn, void *user, size_t d) {
     stochflow__vsrc src;
     memset(&src, 0, sizeof src);
@@ -386,5 +398,34 @@ STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_so
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "sample_fn: velocity callback is NULL");
     STOCHFLOW__ENTER(s, "solver");
     stochflow__vsrc src = fn_src(fn, user, d);
+    return sample_src(x, logp, s, &src, n, seed);
+}
+
+/* ---- conditional models (doc/conditional.md) -------------------------------------- */
+
+STOCHFLOW_API int stochflow_solver_integrate_ctx(float *dlogp, float *dlogp_se,
+                                                 stochflow_solver *s, stochflow_model *m,
+                                                 float *x, const float *ctx,
+                                                 const int32_t *labels, size_t n, double t0,
+                                                 double t1) {
+    stochflow__vsrc src;
+    FORWARD_IF_ERROR(model_src_ctx(&src, m, ctx, labels, n));
+    return stochflow__solver_integrate_src(dlogp, dlogp_se, s, &src, x, n, t0, t1);
+}
+
+STOCHFLOW_API int stochflow_solver_log_prob_ctx(float *logp, float *se, stochflow_solver *s,
+                                                stochflow_model *m, const float *x,
+                                                const float *ctx, const int32_t *labels,
+                                                size_t n, double t) {
+    stochflow__vsrc src;
+    FORWARD_IF_ERROR(model_src_ctx(&src, m, ctx, labels, n));
+    return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
+}
+
+STOCHFLOW_API int stochflow_solver_sample_ctx(float *x, float *logp, stochflow_solver *s,
+                                              stochflow_model *m, const float *ctx,
+                                              const int32_t *labels, size_t n, uint64_t seed) {
+    stochflow__vsrc src;
+    FORWARD_IF_ERROR(model_src_ctx(&src, m, ctx, labels, n));
     return sample_src(x, logp, s, &src, n, seed);
 }

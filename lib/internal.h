@@ -82,6 +82,7 @@ enum {
     STOCHFLOW__STREAM_SAMPLE = 6,    /* stochflow_solver_sample base draws */
     STOCHFLOW__STREAM_PROBE = 7,     /* Hutchinson probes */
     STOCHFLOW__STREAM_COUPLING = 8,  /* Sinkhorn coupling draws */
+    STOCHFLOW__STREAM_CTX_DROP = 9,  /* context dropout of conditional training */
     STOCHFLOW__STREAM_USER = 16,     /* stochflow_random_normal (user stream in the step);
                                         toys.c takes USER + 1..3, images.c USER + 4 */
     STOCHFLOW__STREAM_USER_UNIFORM = 21 /* stochflow_random_uniform (likewise) */

@@ -2,11 +2,18 @@
  * layout, initial weights, forward, backward (parameter gradients and input VJP), and
  * the forward-mode Jacobian trace.
  *
- * Network: input u = [x, phi(t)] (n_in = d + n_time), hidden layers
+ * Network: input u = [x, phi(t), cond] (n_in = d + n_time + n_cond), hidden layers
  *   z_l = a_{l-1} W_l^T + b_l,  a_l = f(z_l)     (l = 1..L, a_0 = u)
  * and a linear output v = a_L W_o^T + b_o. Parameters live in one flat block, layer by
  * layer, each layer as W (out x in, row-major) then b (out). Derivations:
- * doc/gradients.md; the layout: doc/architecture.md. */
+ * doc/gradients.md; the layout: doc/architecture.md.
+ *
+ * Conditioning (doc/conditional.md): cond = [c (n_ctx), null flag (1 when n_ctx > 0),
+ * E[label] (n_emb when n_classes > 0)], absent for an unconditional model, whose layout
+ * and bits are unchanged. A row without context (or whose context training drops) has
+ * c = 0 and flag 1, otherwise flag 0. The label embedding E [(n_classes + 1) x n_emb]
+ * follows the last layer in the block; its row n_classes is the learned "no label"
+ * embedding (label -1, or a dropped label). */
 #include <math.h>
 #include <string.h>
 
@@ -24,7 +31,12 @@ typedef struct {
 typedef struct {
     size_t d;          /* data dimension */
     size_t n_time;     /* time features */
-    size_t n_in;       /* d + n_time */
+    size_t n_in;       /* d + n_time + n_cond */
+    size_t n_ctx;      /* context floats (0: none) */
+    size_t n_classes;  /* labels (0: none) */
+    size_t n_emb;      /* label embedding width (0 without labels) */
+    size_t n_cond;     /* conditioning columns: n_ctx + 1 (with context) + n_emb */
+    size_t emb_off;    /* the label embedding's offset in the parameter block */
     size_t n_freq;     /* Fourier time frequencies (0: raw time only) */
     size_t n_layers;   /* dense layers = n_hidden + 1 */
     size_t max_width;  /* max over hidden widths */
@@ -41,10 +53,19 @@ static size_t time_features(const stochflow_config *c) {
 
 /* Layer geometry and parameter count from a validated config (no allocation).
  * Returns -1 if the count overflows. */
+/* Label embedding width: as many as the embedding has rows (n_classes + 1), at most 32. */
+static size_t emb_width(size_t n_classes) {
+    return n_classes == 0 ? 0 : (n_classes + 1 < 32 ? n_classes + 1 : 32);
+}
+
 static int layout(mlp *m, const stochflow_config *c) {
     m->d = c->dim;
     m->n_time = time_features(c);
-    m->n_in = m->d + m->n_time;
+    m->n_ctx = c->n_ctx;
+    m->n_classes = c->n_classes;
+    m->n_emb = emb_width(c->n_classes);
+    m->n_cond = (m->n_ctx ? m->n_ctx + 1 : 0) + m->n_emb;
+    m->n_in = m->d + m->n_time + m->n_cond;
     m->n_freq = c->n_freq;
     m->activation = c->activation;
     m->n_layers = c->n_hidden + 1;
@@ -59,6 +80,10 @@ static int layout(mlp *m, const stochflow_config *c) {
         if (off + wcount + out < off) return -1;
         off += wcount + out;
         in = out;
+    }
+    m->emb_off = off;
+    if (m->n_emb) { /* bounded by the configuration's limits: no overflow */
+        off += (m->n_classes + 1) * m->n_emb;
     }
     m->n_params = off;
     return 0;
@@ -80,6 +105,13 @@ static void init_weights(const void *self, float *p, uint64_t seed) {
             p[L->b_off + j] = (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
         }
     }
+    /* label embedding: standard normal, row j from (seed, INIT, step = n_layers, row j) */
+    for (size_t j = 0; m->n_emb && j <= m->n_classes; ++j) {
+        stochflow__rng r;
+        stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_INIT, m->n_layers, j);
+        for (size_t k = 0; k < m->n_emb; ++k)
+            p[m->emb_off + j * m->n_emb + k] = (float)stochflow__rng_normal(&r);
+    }
 }
 
 /* ---- workspace -------------------------------------------------------------------- */
@@ -92,11 +124,12 @@ typedef struct {
     float *a[STOCHFLOW__MAX_HIDDEN];        /* [rows x H_l] post-activation */
     float *fd[STOCHFLOW__MAX_HIDDEN];       /* [rows x H_l] f'(z_l) */
     float *out;                             /* [rows x d] */
+    float *label;                           /* [rows] embedding row used (with labels) */
     float *scratch;
 } acts;
 
 static int acts_floats(size_t *out, const mlp *m, size_t rows) {
-    size_t per_row = m->n_in + m->d;
+    size_t per_row = m->n_in + m->d + (m->n_emb ? 1 : 0);
     for (size_t l = 0; l + 1 < m->n_layers; ++l) per_row += 2 * m->layers[l].out;
     if (stochflow__mul_size(out, per_row, rows) != 0) return -1;
     return 0;
@@ -113,6 +146,8 @@ static void carve(acts *A, const mlp *m, float *p, size_t rows) {
     }
     A->out = p;
     p += rows * m->d;
+    A->label = p;
+    if (m->n_emb) p += rows;
     A->scratch = p;
 }
 
@@ -166,13 +201,54 @@ static void embed_rows(const mlp *m, float *u, const double *t, size_t lo, size_
     for (size_t i = lo; i < hi; ++i) time_embed(u + i * m->n_in + m->d, m, t[i]);
 }
 
+size_t stochflow__cond_emb_width(size_t n_classes) { return emb_width(n_classes); }
+
+size_t stochflow__cond_width(size_t n_ctx, size_t n_classes) {
+    return (n_ctx ? n_ctx + 1 : 0) + emb_width(n_classes);
+}
+
+void stochflow__cond_fill(float *u, size_t stride, float *label, const float *emb,
+                          size_t n_ctx, size_t n_classes, const stochflow__cond *cond,
+                          size_t rows) {
+    const size_t n_emb = emb_width(n_classes);
+    for (size_t i = 0; i < rows; ++i) {
+        float *uc = u + i * stride;
+        const int drop = cond && cond->drop && cond->drop[i];
+        if (n_ctx) {
+            const int have = cond && cond->ctx && !drop;
+            if (have) {
+                memcpy(uc, cond->ctx + i * n_ctx, n_ctx * sizeof *uc);
+            } else {
+                memset(uc, 0, n_ctx * sizeof *uc);
+            }
+            uc[n_ctx] = have ? 0.0f : 1.0f; /* the null flag */
+            uc += n_ctx + 1;
+        }
+        if (n_emb) {
+            int32_t lab = cond && cond->labels && !drop ? cond->labels[i] : -1;
+            size_t row = lab < 0 ? n_classes : (size_t)lab; /* validated by model.c */
+            memcpy(uc, emb + row * n_emb, n_emb * sizeof *uc);
+            label[i] = (float)row;
+        }
+    }
+}
+
+void stochflow__cond_emb_grad(float *gemb, const float *g, size_t stride, const float *label,
+                              size_t n_classes, size_t rows) {
+    const size_t n_emb = emb_width(n_classes);
+    for (size_t i = 0; i < rows; ++i) {
+        float *ge = gemb + (size_t)label[i] * n_emb;
+        const float *s = g + i * stride + stride - n_emb;
+        for (size_t k = 0; k < n_emb; ++k) ge[k] += s[k];
+    }
+}
+
 /* Forward pass over rows rows whose inputs A->u are filled; weights p. The activation
  * derivatives f'(z) are stored only when want_deriv (backward and the trace need them;
  * plain velocity evaluations do not). */
 static const float *forward(const void *self, const float *p, float *ws, size_t rows,
-                            const double *t_rows, double t_all, const float *ctx,
+                            const double *t_rows, double t_all, const stochflow__cond *cond,
                             int want_deriv, int nt) {
-    (void)ctx; /* conditioning: not read yet (network.h) */
     const mlp *m = self;
     acts A;
     carve(&A, m, ws, rows);
@@ -187,6 +263,9 @@ static const float *forward(const void *self, const float *p, float *ws, size_t 
         for (size_t i = 0; i < rows; ++i)
             memcpy(A.u + i * m->n_in + m->d, phi, m->n_time * sizeof *phi);
     }
+    if (m->n_cond)
+        stochflow__cond_fill(A.u + m->d + m->n_time, m->n_in, A.label, p + m->emb_off, m->n_ctx,
+                             m->n_classes, cond, rows);
     const float *in = A.u;
     for (size_t l = 0; l < m->n_layers; ++l) {
         const dense *L = &m->layers[l];
@@ -215,7 +294,8 @@ static void backward(const void *self, const float *p, float *ws, size_t rows,
     acts A;
     carve(&A, m, ws, rows);
     float *g1 = A.scratch, *g2 = g1 + rows * H, *part = g2 + rows * H;
-    float *du = dx ? part + STOCHFLOW__BIAS_BLOCKS * H : NULL;
+    /* the input gradient also feeds the label embedding's gradient */
+    float *du = dx || (grads && m->n_emb) ? part + STOCHFLOW__BIAS_BLOCKS * H : NULL;
     const float *dy = dout;
     int db_done = 0; /* layer l's bias gradient was summed in the activation pass */
     for (size_t l = m->n_layers; l-- > 0;) {
@@ -240,6 +320,8 @@ static void backward(const void *self, const float *p, float *ws, size_t rows,
     if (dx)
         for (size_t i = 0; i < rows; ++i)
             memcpy(dx + i * m->d, du + i * m->n_in, m->d * sizeof *dx);
+    if (grads && m->n_emb) /* rows in order: bitwise whatever nt */
+        stochflow__cond_emb_grad(grads + m->emb_off, du, m->n_in, A.label, m->n_classes, rows);
 }
 
 /* ---- forward-mode tangents -------------------------------------------------------- */

@@ -97,6 +97,7 @@ STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
     if (m == NULL) return;
     stochflow__free(m->params);
     stochflow__free(m->ws);
+    stochflow__free(m->drop);
     stochflow__transport_free(&m->tr);
     stochflow__network_free(&m->net);
     stochflow__free(m->carried.sections);
@@ -227,6 +228,43 @@ static int check_batch(const stochflow_model *m, const float *x1, size_t n, cons
     return 0;
 }
 
+int stochflow__model_check_cond(const stochflow_model *m, const float *ctx,
+                                const int32_t *labels, size_t n) {
+    RETURN_ERROR_IF(ctx && m->cfg.n_ctx == 0, STOCHFLOW_E_INVALID,
+                    "context given to a model without context (stochflow_config_set_context)");
+    RETURN_ERROR_IF(labels && m->cfg.n_classes == 0, STOCHFLOW_E_INVALID,
+                    "labels given to a model without classes (stochflow_config_set_context)");
+    if (ctx) FORWARD_IF_ERROR(stochflow__check_finite(ctx, n * m->cfg.n_ctx, "context"));
+    for (size_t i = 0; labels && i < n; ++i)
+        RETURN_ERROR_IF(labels[i] < -1 || (int64_t)labels[i] >= (int64_t)m->cfg.n_classes,
+                        STOCHFLOW_E_INVALID, "label[%zu] = %d outside -1..%zu", i,
+                        (int)labels[i], m->cfg.n_classes - 1);
+    return 0;
+}
+
+/* Context dropout of a training batch (classifier-free guidance): row i's conditioning
+ * is dropped with probability STOCHFLOW_PARAM_CTX_DROPOUT, from (seed, CTX_DROP, step,
+ * row i). NULL (nothing dropped) when the rate is 0 or the model is unconditional. */
+static int draw_drop(const uint8_t **out, stochflow_model *m, size_t n) {
+    *out = NULL;
+    const double p = m->hp.ctx_dropout;
+    if (p <= 0.0 || (m->cfg.n_ctx == 0 && m->cfg.n_classes == 0)) return 0;
+    if (n > m->drop_cap) {
+        uint8_t *b = stochflow__malloc(n);
+        RETURN_ERROR_IF(b == NULL, STOCHFLOW_E_NOMEM, "context dropout: out of memory");
+        stochflow__free(m->drop);
+        m->drop = b;
+        m->drop_cap = n;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        stochflow__rng r;
+        stochflow__rng_init(&r, m->cfg.seed, STOCHFLOW__STREAM_CTX_DROP, m->step, i);
+        m->drop[i] = stochflow__rng_uniform(&r) < p;
+    }
+    *out = m->drop;
+    return 0;
+}
+
 /* Rows [lo, hi) of a training batch: draw t and x0 where not given, write the network
  * input x_t = a x0 + b x1 (rows `stride` floats apart), the time t_rows[i] and the
  * target dI/dt = a' x0 + b' x1. */
@@ -263,11 +301,15 @@ static void assemble_rows(const stochflow_model *m, float *xt, size_t stride, do
 
 /* Loss (and, with want_grad, gradient into m->grads) on one batch. Draws use the
  * training streams (train = 1) or the evaluation streams, keyed by the current step. */
-static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size_t n,
-                     const float *x0, const float *t, int want_grad, int train) {
+static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, const float *ctx,
+                     const int32_t *labels, size_t n, const float *x0, const float *t,
+                     int want_grad, int train) {
     RETURN_ERROR_IF(loss_out == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
     CHECK_MODEL(m);
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
+    FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
+    stochflow__cond cond = {ctx, labels, NULL};
+    if (train) FORWARD_IF_ERROR(draw_drop(&cond.drop, m, n));
     const stochflow__network *net = &m->net;
     const size_t d = m->d;
     const int nt = (int)m->hp.threads;
@@ -305,7 +347,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
 #undef BODY
 
     const float *out =
-        net->ops->forward(net->self, m->params, ws, n, t_rows, 0.0, NULL, 1, nt);
+        net->ops->forward(net->self, m->params, ws, n, t_rows, 0.0, &cond, 1, nt);
 
     /* G = mean |o|^2 - 2 dI.o, and dG/do = 2 (o - dI) / n (overwrites target). */
     double total = 0.0;
@@ -337,14 +379,29 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
 STOCHFLOW_API int stochflow_model_loss(double *loss, stochflow_model *m, const float *x1,
                                        size_t n, const float *x0, const float *t) {
     STOCHFLOW__ENTER(m, "model");
-    return loss_grad(loss, m, x1, n, x0, t, 0, 0);
+    return loss_grad(loss, m, x1, NULL, NULL, n, x0, t, 0, 0);
+}
+
+STOCHFLOW_API int stochflow_model_loss_ctx(double *loss, stochflow_model *m, const float *x1,
+                                           const float *ctx, const int32_t *labels, size_t n,
+                                           const float *x0, const float *t) {
+    STOCHFLOW__ENTER(m, "model");
+    return loss_grad(loss, m, x1, ctx, labels, n, x0, t, 0, 0);
 }
 
 STOCHFLOW_API int stochflow_model_compute_gradient(double *loss, stochflow_model *m,
                                                    const float *x1, size_t n, const float *x0,
                                                    const float *t) {
     STOCHFLOW__ENTER(m, "model");
-    return loss_grad(loss, m, x1, n, x0, t, 1, 1);
+    return loss_grad(loss, m, x1, NULL, NULL, n, x0, t, 1, 1);
+}
+
+STOCHFLOW_API int stochflow_model_compute_gradient_ctx(double *loss, stochflow_model *m,
+                                                       const float *x1, const float *ctx,
+                                                       const int32_t *labels, size_t n,
+                                                       const float *x0, const float *t) {
+    STOCHFLOW__ENTER(m, "model");
+    return loss_grad(loss, m, x1, ctx, labels, n, x0, t, 1, 1);
 }
 
 STOCHFLOW_API int stochflow_model_apply_gradient(stochflow_model *m) {
@@ -358,8 +415,44 @@ STOCHFLOW_API int stochflow_model_apply_gradient(stochflow_model *m) {
 STOCHFLOW_API int stochflow_model_train_step(double *loss, stochflow_model *m, const float *x1,
                                              size_t n, const float *x0, const float *t) {
     STOCHFLOW__ENTER(m, "model");
-    FORWARD_IF_ERROR(loss_grad(loss, m, x1, n, x0, t, 1, 1));
+    return stochflow_model_train_step_ctx(loss, m, x1, NULL, NULL, n, x0, t);
+}
+
+STOCHFLOW_API int stochflow_model_train_step_ctx(double *loss, stochflow_model *m,
+                                                 const float *x1, const float *ctx,
+                                                 const int32_t *labels, size_t n,
+                                                 const float *x0, const float *t) {
+    STOCHFLOW__ENTER(m, "model");
+    FORWARD_IF_ERROR(loss_grad(loss, m, x1, ctx, labels, n, x0, t, 1, 1));
     return stochflow_model_apply_gradient(m);
+}
+
+STOCHFLOW_API int stochflow_model_train_simulator(double *loss, stochflow_model *m,
+                                                  stochflow_simulator_fn fn, void *user,
+                                                  size_t n) {
+    RETURN_ERROR_IF(loss == NULL, STOCHFLOW_E_INVALID, "train_simulator: loss is NULL");
+    CHECK_MODEL(m);
+    STOCHFLOW__ENTER(m, "model");
+    RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "train_simulator: simulator is NULL");
+    RETURN_ERROR_IF(m->cfg.n_ctx == 0, STOCHFLOW_E_INVALID,
+                    "train_simulator: the model has no context (stochflow_config_set_context)");
+    RETURN_ERROR_IF(n == 0 || n > MAX_BATCH, STOCHFLOW_E_INVALID,
+                    "train_simulator: batch size %zu outside 1..%zu", n, MAX_BATCH);
+    float *theta = stochflow__alloc_array(n, m->d * sizeof(float));
+    float *x = stochflow__alloc_array(n, m->cfg.n_ctx * sizeof(float));
+    int rc = 0;
+    if (theta == NULL || x == NULL) {
+        rc = stochflow__error(STOCHFLOW_E_NOMEM, "train_simulator: out of memory");
+    } else {
+        int urc = fn(user, n, m->cfg.seed, m->step, theta, x);
+        if (urc != 0)
+            rc = stochflow__error(STOCHFLOW_E_CALLBACK, "simulator callback returned %d", urc);
+        else
+            rc = stochflow_model_train_step_ctx(loss, m, theta, x, NULL, n, NULL, NULL);
+    }
+    stochflow__free(theta);
+    stochflow__free(x);
+    return rc;
 }
 
 /* ---- evaluation: velocity, divergence, Hutchinson forms, VJP --------------------- */
@@ -386,6 +479,9 @@ typedef struct {
     float *vjp;          /* [n x d] */
     size_t T;            /* tangents per row: d (div), K (probes) or 0 */
     int back;            /* backward needed (VJP) */
+    const float *ctx;    /* [n x n_ctx] context, or NULL (doc/conditional.md) */
+    const int32_t *labels; /* [n] labels, or NULL */
+    size_t n_ctx;
 } eval_job;
 
 /* One block of an evaluation: rows [s, s + block) (fewer for the last block), in ws
@@ -397,10 +493,12 @@ static size_t eval_block(const stochflow__network *net, const float *p, const ev
                          size_t s, size_t block, float *ws, size_t net_f, int nt) {
     const size_t d = net->d;
     const size_t rows = J->n - s < block ? J->n - s : block;
+    const stochflow__cond cond = {J->ctx ? J->ctx + s * J->n_ctx : NULL,
+                                  J->labels ? J->labels + s : NULL, NULL};
     size_t stride;
     float *in = net->ops->input(&stride, net->self, ws, rows);
     for (size_t i = 0; i < rows; ++i) memcpy(in + i * stride, J->x + (s + i) * d, d * sizeof *in);
-    const float *out = net->ops->forward(net->self, p, ws, rows, NULL, J->t, NULL,
+    const float *out = net->ops->forward(net->self, p, ws, rows, NULL, J->t, &cond,
                                          J->T > 0 || J->back, nt);
     if (J->v) memcpy(J->v + s * d, out, rows * d * sizeof *out);
     for (size_t i = 0; i < rows * d; ++i)
@@ -493,41 +591,105 @@ static int eval_run(stochflow_model *m, const eval_job *J) {
 
 int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n, float *v,
                           float *div, const float *probes, size_t K, float *quad) {
+    return stochflow__model_eval_ctx(m, t, x, NULL, NULL, 0.0, n, v, div, probes, K, quad);
+}
+
+/* out = (1 + w) out - w other, element by element (guidance, doc/conditional.md) */
+static void guide(float *out, const float *other, size_t len, double w) {
+    for (size_t i = 0; i < len; ++i)
+        out[i] = (float)((1.0 + w) * (double)out[i] - w * (double)other[i]);
+}
+
+int stochflow__model_eval_ctx(stochflow_model *m, double t, const float *x, const float *ctx,
+                              const int32_t *labels, double w, size_t n, float *v, float *div,
+                              const float *probes, size_t K, float *quad) {
     CHECK_MODEL(m);
     FORWARD_IF_ERROR(check_eval(m, t, x, n));
+    FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
+    RETURN_ERROR_IF(!isfinite(w), STOCHFLOW_E_INVALID, "guidance scale %g is not finite", w);
+    RETURN_ERROR_IF(w != 0.0 && m->cfg.n_ctx == 0 && m->cfg.n_classes == 0,
+                    STOCHFLOW_E_INVALID, "guidance needs a conditional model");
     if (n == 0) return 0;
     RETURN_ERROR_IF(div && probes && quad, STOCHFLOW_E_INVALID,
                     "model_eval: ask for the exact divergence or probes, not both");
     const int hutch = probes && quad;
     eval_job J = {t, x, n, v, div, hutch ? probes : NULL, K, quad, NULL, NULL,
-                  div ? m->d : (hutch ? K : 0), 0};
-    return eval_run(m, &J);
+                  div ? m->d : (hutch ? K : 0), 0, ctx, labels, m->cfg.n_ctx};
+    FORWARD_IF_ERROR(eval_run(m, &J));
+    if (w == 0.0) return 0; /* unguided: exactly the conditional field */
+    /* the same outputs without conditioning, then (1 + w) f(c) - w f(none) */
+    size_t nd = n * m->d, nq = hutch ? n * K : (div ? n : 0); /* sizes checked by eval_run */
+    float *buf = stochflow__alloc_array((v ? nd : 0) + nq + 1, sizeof(float));
+    RETURN_ERROR_IF(buf == NULL, STOCHFLOW_E_NOMEM, "guided evaluation: out of memory");
+    float *v0 = v ? buf : NULL, *q0 = buf + (v ? nd : 0);
+    eval_job U = J;
+    U.v = v0;
+    U.div = div ? q0 : NULL;
+    U.quad = hutch ? q0 : NULL;
+    U.ctx = NULL;
+    U.labels = NULL;
+    int rc = eval_run(m, &U);
+    if (rc == 0) {
+        if (v) guide(v, v0, nd, w);
+        if (div) guide(div, q0, n, w);
+        if (hutch) guide(quad, q0, n * K, w);
+    }
+    stochflow__free(buf);
+    return rc;
 }
 
 STOCHFLOW_API int stochflow_model_velocity(float *v, stochflow_model *m, double t,
                                            const float *x, size_t n) {
+    return stochflow_model_velocity_ctx(v, m, t, x, NULL, NULL, n);
+}
+
+STOCHFLOW_API int stochflow_model_velocity_ctx(float *v, stochflow_model *m, double t,
+                                               const float *x, const float *ctx,
+                                               const int32_t *labels, size_t n) {
     RETURN_ERROR_IF(v == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity: output is NULL");
     STOCHFLOW__ENTER(m, "model");
-    return stochflow__model_eval(m, t, x, n, v, NULL, NULL, 0, NULL);
+    return stochflow__model_eval_ctx(m, t, x, ctx, labels, 0.0, n, v, NULL, NULL, 0, NULL);
 }
 
 STOCHFLOW_API int stochflow_model_divergence(float *div, float *v, stochflow_model *m, double t,
                                              const float *x, size_t n) {
+    return stochflow_model_divergence_ctx(div, v, m, t, x, NULL, NULL, n);
+}
+
+STOCHFLOW_API int stochflow_model_divergence_ctx(float *div, float *v, stochflow_model *m,
+                                                 double t, const float *x, const float *ctx,
+                                                 const int32_t *labels, size_t n) {
     RETURN_ERROR_IF(div == NULL && n > 0, STOCHFLOW_E_INVALID, "divergence: output is NULL");
     STOCHFLOW__ENTER(m, "model");
-    return stochflow__model_eval(m, t, x, n, v, div, NULL, 0, NULL);
+    return stochflow__model_eval_ctx(m, t, x, ctx, labels, 0.0, n, v, div, NULL, 0, NULL);
 }
 
 STOCHFLOW_API int stochflow_model_velocity_vjp(float *out, stochflow_model *m, double t,
                                                const float *x, const float *u, size_t n) {
+    return stochflow_model_velocity_vjp_ctx(out, m, t, x, NULL, NULL, u, n);
+}
+
+STOCHFLOW_API int stochflow_model_velocity_vjp_ctx(float *out, stochflow_model *m, double t,
+                                                   const float *x, const float *ctx,
+                                                   const int32_t *labels, const float *u,
+                                                   size_t n) {
     RETURN_ERROR_IF(out == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity_vjp: output is NULL");
     RETURN_ERROR_IF(u == NULL && n > 0, STOCHFLOW_E_INVALID, "velocity_vjp: u is NULL");
     CHECK_MODEL(m);
     STOCHFLOW__ENTER(m, "model");
     FORWARD_IF_ERROR(check_eval(m, t, x, n));
+    FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
     if (n == 0) return 0;
     FORWARD_IF_ERROR(stochflow__check_finite(u, n * m->d, "cotangent u"));
-    eval_job J = {t, x, n, NULL, NULL, NULL, 0, NULL, u, out, 0, 1};
+    eval_job J = {t, x, n, NULL, NULL, NULL, 0, NULL, u, out, 0, 1, ctx, labels, m->cfg.n_ctx};
     FORWARD_IF_ERROR(eval_run(m, &J));
     return stochflow__check_finite(out, n * m->d, "vector-Jacobian product");
+}
+
+STOCHFLOW_API int stochflow_model_context(size_t *n_ctx, size_t *n_classes,
+                                          const stochflow_model *m) {
+    CHECK_MODEL(m);
+    if (n_ctx) *n_ctx = m->cfg.n_ctx;
+    if (n_classes) *n_classes = m->cfg.n_classes;
+    return 0;
 }

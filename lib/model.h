@@ -14,6 +14,8 @@
 #define STOCHFLOW__MAX_WIDTH 65536
 #define STOCHFLOW__MAX_DIM 65536
 #define STOCHFLOW__MAX_FREQ 64
+#define STOCHFLOW__MAX_CTX 65536      /* context floats per row */
+#define STOCHFLOW__MAX_CLASSES 1048576 /* class labels */
 
 struct stochflow_config {
     size_t dim;
@@ -26,6 +28,8 @@ struct stochflow_config {
     uint64_t seed;
     int arch;         /* STOCHFLOW_ARCH_* */
     stochflow__unet_cfg unet; /* ARCH_UNET only */
+    size_t n_ctx;     /* context floats per row (0: none; doc/conditional.md) */
+    size_t n_classes; /* class labels 0..n_classes-1 (0: none) */
 };
 
 /* What a loaded checkpoint held that this version does not know (unknown sections, with
@@ -45,6 +49,7 @@ typedef struct {
     double threads, eval_weights;
     double interp_lr, coupling, sinkhorn_reg; /* interpolant ascent, couplings */
     double ema_warmup; /* STOCHFLOW_PARAM_EMA_WARMUP (lib/optimizer.c) */
+    double ctx_dropout; /* STOCHFLOW_PARAM_CTX_DROPOUT (doc/conditional.md) */
 } stochflow__hparams;
 
 struct stochflow_model {
@@ -62,6 +67,8 @@ struct stochflow_model {
     stochflow__transport tr; /* coefficient gradient and moments, pairing, path length */
     stochflow__busy busy;    /* lib/busy.h: the thread inside a public call, or 0 */
     stochflow__carried carried; /* lib/checkpoint.c: unknown checkpoint content */
+    uint8_t *drop;           /* [drop_cap] per-row context dropout of a training batch */
+    size_t drop_cap;
 };
 
 /* config.c */
@@ -81,6 +88,17 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
 int stochflow__model_param_count(size_t *count, const stochflow_config *cfg);
 /* Learning rate at the current step, after schedule and warm-up. */
 double stochflow__model_lr(const stochflow_model *m);
+
+/* Conditioning of a batch (doc/conditional.md): validate ctx [n x n_ctx] (finite) and
+ * labels [n] (-1 or in [0, n_classes)) against the model; either may be NULL. */
+int stochflow__model_check_cond(const stochflow_model *m, const float *ctx,
+                                const int32_t *labels, size_t n);
+/* Velocity / divergence / Hutchinson forms (as stochflow__model_eval) given the
+ * conditioning of each row, guided with scale w (0: unguided; otherwise
+ * (1 + w) f(c) - w f(none) for each output f, doc/conditional.md). */
+int stochflow__model_eval_ctx(stochflow_model *m, double t, const float *x, const float *ctx,
+                              const int32_t *labels, double w, size_t n, float *v, float *div,
+                              const float *probes, size_t K, float *quad);
 
 /* optimizer.c: clip + Adam + EMA on m->grads, the Fourier coefficients' ascent on
  * m->tr.grad (when it holds a fresh gradient), step++; model unchanged on failure. */

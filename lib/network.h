@@ -12,9 +12,10 @@
  *
  * Planned extensions have their place here, so that they change the table, not every
  * call site:
- *  - conditioning: `ctx` [rows x n_ctx] per-row context floats, passed to forward; NULL
- *    today (no network reads it yet). Its gradient, if ever wanted, is one more output
- *    of backward beside dx.
+ *  - conditioning: `cond` (below) per-row context floats and class labels, passed to
+ *    forward; NULL for an unconditional model or an unconditional evaluation. The MLP
+ *    reads it (more input columns, doc/conditional.md); the gradient of its label
+ *    embedding is accumulated by backward with the other parameter gradients.
  *  - a second output head (the score of a stochastic interpolant beside the drift):
  *    n_out > 1 heads of d columns each in forward's output [rows x n_out*d]; backward's
  *    dout takes the same shape. n_out is 1 today.
@@ -27,6 +28,18 @@
 #include <stdint.h>
 
 typedef struct stochflow__network_ops stochflow__network_ops;
+
+/* The conditioning of a block of rows (doc/conditional.md): rows [0, rows) of each array.
+ * ctx [rows x n_ctx] context floats (NULL: no context for any row), labels [rows] in
+ * [0, n_classes) or -1 = no label (NULL: no label for any row), drop [rows] (NULL: none)
+ * 1 where training drops the row's conditioning (classifier-free guidance). A dropped or
+ * absent context is a zero vector with the null flag 1; a dropped or absent label is the
+ * learned "no label" embedding. */
+typedef struct {
+    const float *ctx;
+    const int32_t *labels;
+    const uint8_t *drop;
+} stochflow__cond;
 
 /* One network: its operations and its state (layout or compiled program). */
 typedef struct {
@@ -60,10 +73,11 @@ struct stochflow__network_ops {
     /* Where forward reads its inputs x_t: rows of d floats, *stride floats apart. */
     float *(*input)(size_t *stride, const void *self, float *ws, size_t rows);
     /* Forward over the block whose inputs are filled: times t_rows [rows] (per row), or
-     * t_all for every row when t_rows is NULL; ctx: see above (NULL). want_deriv keeps
-     * what backward and tangents need. Returns the output [rows x d] (inside ws). */
+     * t_all for every row when t_rows is NULL; cond: the rows' conditioning (NULL: none).
+     * want_deriv keeps what backward and tangents need. Returns the output [rows x d]
+     * (inside ws). */
     const float *(*forward)(const void *self, const float *p, float *ws, size_t rows,
-                            const double *t_rows, double t_all, const float *ctx,
+                            const double *t_rows, double t_all, const stochflow__cond *cond,
                             int want_deriv, int nthreads);
     /* Backward from dout [rows x d] after forward(want_deriv = 1): grads != NULL:
      * accumulate the parameter gradients; dx != NULL: write the input gradient
@@ -76,6 +90,21 @@ struct stochflow__network_ops {
     void (*tangents)(const void *self, const float *p, float *ws, size_t rows,
                      const float *probes, size_t T, float *quad, int nthreads);
 };
+
+/* The conditioning input of a row (doc/conditional.md), shared by the networks:
+ * [c (n_ctx), null flag (with n_ctx > 0), E[label] (n_emb with n_classes > 0)]. */
+size_t stochflow__cond_emb_width(size_t n_classes);
+size_t stochflow__cond_width(size_t n_ctx, size_t n_classes);
+/* Write rows [0, rows) of the conditioning input, row i at u + i * stride, from cond (NULL:
+ * none) and the embedding table emb [(n_classes + 1) x n_emb]; label[i] receives the
+ * embedding row used (as a float; with n_classes > 0). */
+void stochflow__cond_fill(float *u, size_t stride, float *label, const float *emb,
+                          size_t n_ctx, size_t n_classes, const stochflow__cond *cond,
+                          size_t rows);
+/* The embedding's gradient: gemb[label[i]] += g_i[last n_emb columns of the input], row i
+ * of the input gradient at g + i * stride, rows in order. */
+void stochflow__cond_emb_grad(float *gemb, const float *g, size_t stride, const float *label,
+                              size_t n_classes, size_t rows);
 
 struct stochflow_config;
 /* Build the network a validated configuration describes (MLP or U-Net). */

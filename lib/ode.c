@@ -52,9 +52,10 @@ static int eval(ode_ctx *c, double t, float *kv, float *kl, int want_l) {
     if (t > c->thi) t = c->thi;
     c->s->nfe += 1;
     if (src->model) {
-        rc = stochflow__model_eval(src->model, t, c->xs, n, kv, (kl && !hutch) ? kl : NULL,
-                                   (kl && hutch) ? c->probes : NULL, (kl && hutch) ? K : 0,
-                                   (kl && hutch) ? kl : NULL);
+        rc = stochflow__model_eval_ctx(src->model, t, c->xs, src->ctx, src->labels,
+                                       c->s->guidance, n, kv, (kl && !hutch) ? kl : NULL,
+                                       (kl && hutch) ? c->probes : NULL, (kl && hutch) ? K : 0,
+                                       (kl && hutch) ? kl : NULL);
         if (rc < 0) return rc;
     } else if (src->fn) {
         rc = src->fn(src->user, t, n, d, c->xs, kv, kl);

@@ -44,6 +44,9 @@ static const stochflow__param_info table[] = {
     {STOCHFLOW_PARAM_SINKHORN_REG, "sinkhorn_reg", DBL, 1e-4, 10.0, 0.05, M_(sinkhorn_reg)},
     /* 1 = Keras-style EMA warm-up, 2 = constant decay (lib/optimizer.c) */
     {STOCHFLOW_PARAM_EMA_WARMUP, "ema_warmup", ENUM, 1, 2, 2, M_(ema_warmup)},
+    /* per-row context dropout of conditional training (doc/conditional.md); HPAR holds it
+     * only for conditional models (lib/checkpoint.c) */
+    {STOCHFLOW_PARAM_CTX_DROPOUT, "ctx_dropout", DBL, 0.0, 1.0, 0.0, M_(ctx_dropout)},
 
     /* solver: ODE integration (200s) and log-density (300s) */
     {STOCHFLOW_PARAM_SOLVER, "solver", ENUM, 1, 4, STOCHFLOW_SOLVER_DOPRI5, S_(solver)},
@@ -60,6 +63,8 @@ static const stochflow__param_info table[] = {
     {STOCHFLOW_PARAM_PROBES, "probes", INT, 1, 65536, 1, S_(probes)},
     {STOCHFLOW_PARAM_PROBE_DIST, "probe_dist", ENUM, STOCHFLOW_PROBE_RADEMACHER,
      STOCHFLOW_PROBE_GAUSSIAN, STOCHFLOW_PROBE_RADEMACHER, S_(probe_dist)},
+    /* classifier-free guidance scale w of conditional models (doc/conditional.md) */
+    {STOCHFLOW_PARAM_GUIDANCE, "guidance", DBL, -1.0, 1000.0, 0.0, S_(guidance)},
 };
 
 #define N_ROWS (sizeof table / sizeof table[0])

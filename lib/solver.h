@@ -23,12 +23,15 @@ typedef struct {
     stochflow__probe_fn probe_fn; /* internal field with probe quadratic forms */
     void *user;
     size_t d;
+    const float *ctx;      /* model only: [n x n_ctx] context, or NULL */
+    const int32_t *labels; /* model only: [n] labels, or NULL */
 } stochflow__vsrc;
 
 struct stochflow_solver {
     /* keyed parameters, resolved (never 0) */
     double solver, steps, rtol, atol, h_init, h_min, max_steps, logp_error;
     double trace, probes, probe_dist;
+    double guidance; /* STOCHFLOW_PARAM_GUIDANCE */
     uint64_t seed;
     stochflow_logpdf_fn base_fn;
     void *base_user;

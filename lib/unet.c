@@ -29,7 +29,8 @@ enum {
     OP_ADD,   /* out = in0 + in1                                                    */
     OP_CAT,   /* out = [in0; in1] along channels                                    */
     OP_UP,    /* out = nearest 2x up-sampling of in0                                */
-    OP_ATTN   /* out = attention(q = in0, k = in1, v = in2); aux = probabilities    */
+    OP_ATTN,  /* out = attention(q = in0, k = in1, v = in2); aux = probabilities    */
+    OP_COND   /* out [n x n_cond] = conditioning input; aux [n] = embedding rows used */
 };
 
 typedef struct {
@@ -54,6 +55,8 @@ struct stochflow__unet {
     size_t n_t, n_ops, cap_t, cap_ops;
     size_t per_image;   /* floats of all tensors for one image */
     size_t n_params;
+    size_t n_cond;      /* conditioning input width (0: unconditional) */
+    size_t emb_off;     /* the label embedding's offset in the parameter block */
     int out;            /* output tensor */
     int counting;       /* first pass: count only */
     int overflow;       /* a size overflowed size_t (64-bit: impossible within the limits) */
@@ -235,6 +238,16 @@ static void compile(stochflow__unet *u) {
     op *o = new_op(u, OP_TEMB);
     o->out = te;
     te = unary(u, OP_SILU, dense(u, te, B, 4 * B));
+    if (u->n_cond) {
+        /* conditioning: a linear map of [context, null flag, label embedding] added to
+         * the time embedding, which feeds every residual block (doc/conditional.md) */
+        int cv = new_tensor(u, u->n_cond, 1, 1);
+        int lab = new_tensor(u, 1, 1, 1);
+        op *oc = new_op(u, OP_COND);
+        oc->out = cv;
+        oc->aux = lab;
+        te = binary(u, OP_ADD, te, dense(u, cv, u->n_cond, 4 * B));
+    }
     int temb_act = unary(u, OP_SILU, dense(u, te, 4 * B, 4 * B));
 
     int skips[STOCHFLOW_UNET_MAX_LEVELS * 9 + 2];
@@ -271,6 +284,10 @@ static void compile(stochflow__unet *u) {
     }
     h = unary(u, OP_SILU, groupnorm(u, h));
     u->out = conv(u, h, c->channels, 3, 1, 1);
+    /* the label embedding [(n_classes + 1) x n_emb] ends the block */
+    u->emb_off = u->n_params;
+    u->n_params = ck_add(u, u->n_params,
+                         ck_mul(u, c->n_classes + 1, stochflow__cond_emb_width(c->n_classes)));
 }
 
 int stochflow__unet_validate(const stochflow__unet_cfg *c, size_t dim) {
@@ -333,6 +350,7 @@ int stochflow__unet_build(stochflow__unet **out, size_t *n_params, const stochfl
     stochflow__unet *u = stochflow__calloc(1, sizeof *u);
     RETURN_ERROR_IF(u == NULL, STOCHFLOW_E_NOMEM, "U-Net: out of memory");
     u->cfg = *c;
+    u->n_cond = stochflow__cond_width(c->n_ctx, c->n_classes);
     u->counting = 1;
     compile(u);
     u->cap_t = u->n_t;
@@ -401,6 +419,14 @@ void stochflow__unet_init(const stochflow__unet *u, float *p, uint64_t seed) {
                 o->zero_init ? 0.0f : (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
         }
     }
+    /* label embedding: standard normal, row j from (seed, INIT, step = n_ops, row j) */
+    const size_t n_emb = stochflow__cond_emb_width(u->cfg.n_classes);
+    for (size_t j = 0; n_emb && j <= u->cfg.n_classes; ++j) {
+        stochflow__rng r;
+        stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_INIT, u->n_ops, j);
+        for (size_t k = 0; k < n_emb; ++k)
+            p[u->emb_off + j * n_emb + k] = (float)stochflow__rng_normal(&r);
+    }
 }
 
 /* ---- execution -------------------------------------------------------------------- */
@@ -464,7 +490,8 @@ static void temb_features(float *out, const float *t, size_t n, size_t base) {
 }
 
 const float *stochflow__unet_forward(const stochflow__unet *u, const float *p, const float *x,
-                                     const float *t, size_t n, float *ws, int nt) {
+                                     const float *t, const stochflow__cond *cond, size_t n,
+                                     float *ws, int nt) {
     size_t scratch_at = n * u->per_image;
     float *scratch = ws + scratch_at;
     float *x_in = fwd_of(u, ws, n, 0);
@@ -478,6 +505,10 @@ const float *stochflow__unet_forward(const stochflow__unet *u, const float *p, c
         switch (o->kind) {
         case OP_TEMB:
             temb_features(y, t, n, ty->c);
+            break;
+        case OP_COND:
+            stochflow__cond_fill(y, u->n_cond, fwd_of(u, ws, n, o->aux), p + u->emb_off,
+                                 u->cfg.n_ctx, u->cfg.n_classes, cond, n);
             break;
         case OP_DENSE:
             stochflow__dense_forward(y, a, p + o->w_off, p + o->b_off, n, o->fin, o->fout, nt);
@@ -555,6 +586,11 @@ void stochflow__unet_backward(const stochflow__unet *u, const float *p, const fl
         float *ga = o->in0 >= 0 && (o->in0 != 0 || dx != NULL) ? GRAD(o->in0) : NULL;
         switch (o->kind) {
         case OP_TEMB:
+            break;
+        case OP_COND: /* the label embedding's gradient (rows in order) */
+            if (grads && u->cfg.n_classes)
+                stochflow__cond_emb_grad(grads + u->emb_off, gy, u->n_cond, FWD(o->aux),
+                                         u->cfg.n_classes, n);
             break;
         case OP_DENSE:
             stochflow__dense_backward(ga, 1, grads ? grads + o->w_off : NULL,
@@ -674,14 +710,13 @@ static float *net_input(size_t *stride, const void *self, float *ws, size_t rows
 }
 
 static const float *net_forward(const void *self, const float *p, float *ws, size_t rows,
-                                const double *t_rows, double t_all, const float *ctx,
+                                const double *t_rows, double t_all, const stochflow__cond *cond,
                                 int want_deriv, int nt) {
-    (void)ctx; /* conditioning: not read yet (network.h) */
     (void)want_deriv; /* the forward arena always keeps every tensor */
     const stochflow__unet *u = self;
     float *tv = ws, *uws = arenas(u, ws, rows);
     for (size_t i = 0; i < rows; ++i) tv[i] = (float)(t_rows ? t_rows[i] : t_all);
-    return stochflow__unet_forward(u, p, fwd_of(u, uws, rows, 0), tv, rows, uws, nt);
+    return stochflow__unet_forward(u, p, fwd_of(u, uws, rows, 0), tv, cond, rows, uws, nt);
 }
 
 static void net_backward(const void *self, const float *p, float *ws, size_t rows,
@@ -744,7 +779,10 @@ static const stochflow__network_ops unet_ops = {
 int stochflow__unet_network(stochflow__network *out, const stochflow_config *cfg) {
     stochflow__unet *u = NULL;
     size_t np = 0;
-    FORWARD_IF_ERROR(stochflow__unet_build(&u, &np, &cfg->unet));
+    stochflow__unet_cfg uc = cfg->unet;
+    uc.n_ctx = cfg->n_ctx;
+    uc.n_classes = cfg->n_classes;
+    FORWARD_IF_ERROR(stochflow__unet_build(&u, &np, &uc));
     *out = (stochflow__network){&unet_ops, u, cfg->dim, np};
     return 0;
 }

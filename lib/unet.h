@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "network.h" /* stochflow__cond */
+
 typedef struct stochflow__unet stochflow__unet;
 
 /* Most positions (h * w) of a level with attention: 64x64 (doc/unet.md, Limits). */
@@ -23,6 +25,9 @@ typedef struct {
     size_t base, n_levels, blocks, groups;
     size_t mult[6];                 /* STOCHFLOW_UNET_MAX_LEVELS */
     uint32_t attn_mask;
+    /* conditioning (doc/conditional.md): set from the configuration when the network is
+     * built (stochflow_config.n_ctx / n_classes); 0 in a configuration's copy */
+    size_t n_ctx, n_classes;
 } stochflow__unet_cfg;
 
 /* 0 or INVALID with a message naming the bad value. */
@@ -37,10 +42,12 @@ void stochflow__unet_init(const stochflow__unet *u, float *p, uint64_t seed);
  * passes run with nthreads threads. Returns -1 on overflow. */
 int stochflow__unet_ws_floats(size_t *out, const stochflow__unet *u, size_t n, int backward,
                               int nthreads);
-/* Forward pass of n images x [n x dim] at times t [n]; the output velocity is returned
- * (it lives in ws and stays valid until the next call with the same ws). */
+/* Forward pass of n images x [n x dim] at times t [n] with the conditioning of each image
+ * (NULL: none); the output velocity is returned (it lives in ws and stays valid until the
+ * next call with the same ws). */
 const float *stochflow__unet_forward(const stochflow__unet *u, const float *p, const float *x,
-                                     const float *t, size_t n, float *ws, int nthreads);
+                                     const float *t, const stochflow__cond *cond, size_t n,
+                                     float *ws, int nthreads);
 /* Backward from dout [n x dim] after a forward with the same (p, x, t, n, ws):
  * grads != NULL: accumulate parameter gradients; dx != NULL: write the input gradient
  * [n x dim] (the vector-Jacobian product dout^T dv/dx). */

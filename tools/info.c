@@ -66,6 +66,13 @@ int cmd_info(int argc, char **argv) {
         else printf("time input   raw t\n");
     }
     printf("interpolant  %s\n", interp);
+    size_t n_ctx = 0, n_classes = 0;
+    double drop = 0.0;
+    stochflow_config_context(&n_ctx, &n_classes, c);
+    stochflow_model_get_param(&drop, m, STOCHFLOW_PARAM_CTX_DROPOUT);
+    if (n_ctx || n_classes) /* a conditional model (doc/conditional.md) */
+        printf("conditioning %zu context value(s), %zu classes, context dropout %g\n", n_ctx,
+               n_classes, drop);
     printf("parameters   %zu\n", stochflow_model_num_params(m));
     printf("step         %llu\n", (unsigned long long)stochflow_model_step(m));
     printf("seed         %llu\n", (unsigned long long)stochflow_config_seed(c));
@@ -88,6 +95,11 @@ int cmd_info(int argc, char **argv) {
         for (size_t i = 0; i < 6; ++i) jnum(&j, P[i], pv[i]);
         jnum(&j, "bytes", (double)bytes);
         jstr(&j, "lr_schedule_name", keyword_name(SCHEDULES, (int)pv[1]));
+        if (n_ctx || n_classes) {
+            jint(&j, "n_ctx", n_ctx);
+            jint(&j, "n_classes", n_classes);
+            jnum(&j, "ctx_dropout", drop);
+        }
         jend(&j);
     }
     stochflow_config_free(c);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "context.h"
 #include "images.h"
 
 /* Held-out toy points: a stream at the top of the toy RNG's 2^44 range, which training
@@ -33,6 +34,9 @@ static const optdef LOGP_OPTS[] = {
     {"--bpd", NULL, "image model: bits/dim of dequantized test images (always for images)"},
     {"--n-eval", "N", "image model: test images to evaluate (default 256)"},
     {"--batch", "B", "image model: images per solver call (default 64)"},
+    {"--context", "ROW|FILE", "conditional model: log p(x | c): context of every row, or per row"},
+    {"--labels", "L|FILE", "conditional model: class label of every row, or per row"},
+    {"--guidance", "W", "conditional model: the guided flow's density (not p(x | c))"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -90,6 +94,7 @@ static int logp_points(stochflow_model *m, const opts *o) {
     dataset ds = {0};
     stochflow_solver *s = NULL;
     float *lp = NULL, *se = NULL, *lt = NULL;
+    cond_data cd = {0};
     int ret = CLI_ERR;
     if (dataset_open(&ds, src) != 0) goto out;
     size_t d = stochflow_model_dim(m);
@@ -133,13 +138,20 @@ static int logp_points(stochflow_model *m, const opts *o) {
         cli_fail("logp: out of memory");
         goto out;
     }
+    size_t mk = 0, mc = 0;
+    stochflow_model_context(&mk, &mc, m);
+    if ((rc = cond_points(&cd, o, "logp", n, mk, mc)) != 0 ||
+        (rc = cond_guidance(s, o, "logp")) != 0) {
+        ret = rc;
+        goto out;
+    }
     progress bar;
     progress_start(&bar, "logp", 1.0, "t");
     ode_progress op = {&bar, 1.0, 0.0};
     stochflow_solver_set_progress(s, on_ode_progress, &op);
     double t0 = cli_now();
-    rc = stochflow_solver_log_prob(lp, lo.trace == STOCHFLOW_TRACE_HUTCHINSON ? se : NULL, s, m,
-                                   ds.x, n, 1.0);
+    rc = stochflow_solver_log_prob_ctx(lp, lo.trace == STOCHFLOW_TRACE_HUTCHINSON ? se : NULL, s,
+                                       m, ds.x, cd.ctx, cd.labels, n, 1.0);
     progress_end(&bar);
     double secs = cli_now() - t0, nfe = 0;
     if (rc < 0) {
@@ -196,6 +208,7 @@ out:
     free(lp);
     free(se);
     free(lt);
+    cond_free(&cd);
     dataset_free(&ds);
     stochflow_solver_free(s);
     return ret;
@@ -204,14 +217,14 @@ out:
 /* ---- images (a U-Net model): bits per dimension ------------------------------------------ */
 
 static int logp_images(stochflow_model *m, opts *o) {
-    static const char *const no[] = {"--base"};
+    static const char *const no[] = {"--base", "--context", "--labels", "--guidance"};
     const char *outp = opt(o, "--out");
     logp_opts lo;
     uint64_t n_eval, batch;
     unet_shape u;
     int rc;
     opt_alias(o, "-n", "--n-eval");
-    if ((rc = refuse(o, no, 1, "is not supported for image models")) != 0 ||
+    if ((rc = refuse(o, no, 4, "is not supported for image models")) != 0 ||
         (rc = parse_logp(&lo, o, STOCHFLOW_TRACE_HUTCHINSON)) != 0 ||
         (rc = get_u64(o, "--n-eval", 256, 1, 1u << 30, &n_eval)) != 0 ||
         (rc = get_u64(o, "--batch", 64, 1, 1 << 16, &batch)) != 0)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "context.h"
 #include "images.h"
 
 static const optdef SAMPLE_OPTS[] = {
@@ -27,6 +28,9 @@ static const optdef SAMPLE_OPTS[] = {
     {"--n", "N", "same as -n"},
     {"--cols", "C", "image model: images per row of the --png grid (default ceil(sqrt n))"},
     {"--batch", "B", "image model: images integrated per solver call (default 64)"},
+    {"--context", "ROW|FILE", "conditional model: context of every sample (x,y,...) or per row"},
+    {"--labels", "L|FILE", "conditional model: class label of every sample, or per row"},
+    {"--guidance", "W", "conditional model: guidance (1+W) v(c) - W v(none) (default 0)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -54,6 +58,7 @@ static int sample_points(stochflow_model *m, const opts *o) {
     stochflow_solver *s = NULL;
     float *x = NULL, *lp = NULL, *cat = NULL;
     dataset base_ds = {0};
+    cond_data cd = {0};
     int ret = CLI_ERR;
     if ((rc = set_threads(m, o, default_threads())) != 0) return rc;
     if (base_src && dataset_open(&base_ds, base_src) != 0) goto out;
@@ -62,6 +67,17 @@ static int sample_points(stochflow_model *m, const opts *o) {
     size_t d = stochflow_model_dim(m);
     if (n > CLI_MAX_ELEMENTS / (d + 1)) {
         cli_fail("sample: n = %llu is too large for dimension %zu", (unsigned long long)n, d);
+        goto out;
+    }
+    size_t mk = 0, mc = 0;
+    stochflow_model_context(&mk, &mc, m);
+    if (base_src && (opt(o, "--context") || opt(o, "--labels") || opt(o, "--guidance"))) {
+        ret = cli_usage("sample: --context, --labels and --guidance do not apply with --base");
+        goto out;
+    }
+    if ((rc = cond_points(&cd, o, "sample", (size_t)n, mk, mc)) != 0 ||
+        (rc = cond_guidance(s, o, "sample")) != 0) {
+        ret = rc;
         goto out;
     }
     x = malloc((size_t)n * d * sizeof(float));
@@ -80,7 +96,7 @@ static int sample_points(stochflow_model *m, const opts *o) {
         progress_end(&bar);
         if (rc != 0) goto out; /* printed */
     } else {
-        rc = stochflow_solver_sample(x, lp, s, m, (size_t)n, seed);
+        rc = stochflow_solver_sample_ctx(x, lp, s, m, cd.ctx, cd.labels, (size_t)n, seed);
         progress_end(&bar);
         if (rc < 0) {
             cli_fail_lib(rc, "sampling");
@@ -143,6 +159,7 @@ out:
     free(x);
     free(lp);
     free(cat);
+    cond_free(&cd);
     dataset_free(&base_ds);
     stochflow_solver_free(s);
     return ret;
@@ -151,13 +168,14 @@ out:
 /* ---- images (a U-Net model) --------------------------------------------------------------- */
 
 static int sample_images(stochflow_model *m, const opts *o) {
-    static const char *const no[] = {"--base", "--with-logp"};
+    static const char *const no[] = {"--base", "--with-logp", "--context", "--labels",
+                                     "--guidance"};
     const char *png = opt(o, "--png"), *out = opt(o, "--out");
     uint64_t n, cols, batch, seed;
     solver_opts so;
     unet_shape u;
     int rc;
-    if ((rc = refuse(o, no, 2, "is not supported for image models (see logp --bpd)")) != 0 ||
+    if ((rc = refuse(o, no, 5, "is not supported for image models (see logp --bpd)")) != 0 ||
         (rc = get_u64(o, "-n", 16, 1, 1000000, &n)) != 0 ||
         (rc = get_u64(o, "--cols", 0, 0, 1000000, &cols)) != 0 ||
         (rc = get_u64(o, "--batch", 64, 1, 1 << 16, &batch)) != 0 ||

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "context.h"
 #include "images.h"
 #include "training.h"
 
@@ -54,6 +55,10 @@ static const optdef TRAIN_OPTS[] = {
     {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
     {"--grid-n", "N", "images: samples per grid (default 16)"},
     {"--grid-steps", "K", "images: RK4 steps of the grid samples (default 20)"},
+    {"--context", "FILE", "conditional model: context rows (.npy/.csv, one per --data row)"},
+    {"--context-columns", "LIST", "conditional model: columns of --data (1-based) that are context"},
+    {"--labels", "FILE|COLUMN", "conditional model: integer class labels (-1 = none)"},
+    {"--ctx-dropout", "X", "conditional model: drop a row's conditioning with probability P"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -119,7 +124,8 @@ static int write_grids(void *user, stochflow_model *m, uint64_t step, char *fail
 
 /* Options that only one kind of data takes. */
 static const char *const MLP_ONLY[] = {"--hidden", "--activation", "--time-fourier", "--base",
-                                       "--transport-png"};
+                                       "--transport-png", "--context", "--context-columns",
+                                       "--labels", "--ctx-dropout"};
 static const char *const MLP_ARCH[] = {"--hidden", "--activation", "--interpolant",
                                        "--time-fourier", "--seed"};
 static const char *const UNET_ARCH[] = {"--unet-base", "--unet-mult",   "--unet-blocks",
@@ -132,7 +138,7 @@ static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batc
     const char *resume = opt(o, "--resume");
     uint64_t v;
     int rc;
-    if (img && (rc = refuse(o, MLP_ONLY, 5,
+    if (img && (rc = refuse(o, MLP_ONLY, 9,
                             "does not apply to image data (the U-Net has --unet-* options)")) != 0)
         return rc;
     if (!img && (rc = images_reject_options(o)) != 0) return rc;
@@ -229,6 +235,7 @@ int cmd_train(int argc, char **argv) {
     stochflow_model *m = NULL;
     train_result tr = {0};
     points_batch pb = {0};
+    cond_data cd = {0};
     images_batch ib = {0};
     int ret = 1;
     if (img) {
@@ -237,6 +244,7 @@ int cmd_train(int argc, char **argv) {
         if (dataset_open(&ds, src) != 0) goto out;
         if (base_src && dataset_open(&base_ds, base_src) != 0) goto out;
         if (base_src && base_ds.toy) base_ds.d = 2;
+        if ((rc = cond_train(&cd, &ds, &o)) != 0) goto fail;
         if (base_src && base_ds.d != ds.d) {
             cli_fail("train: --base has %zu columns but --data has %zu", base_ds.d, ds.d);
             goto out;
@@ -262,8 +270,25 @@ int cmd_train(int argc, char **argv) {
             cli_fail_lib(rc, "image training defaults");
             goto out;
         }
-    } else if ((rc = build_mlp(&m, &o, ds.d, "256,256,256", 0)) != 0) {
+    } else if ((rc = build_mlp_cond(&m, &o, ds.d, "256,256,256", 0, cd.k,
+                                    cd.n_classes)) != 0) {
         goto fail;
+    }
+    if (!img) { /* the conditioning of the data matches the model's */
+        size_t mk = 0, mc = 0;
+        stochflow_model_context(&mk, &mc, m);
+        if (mk != cd.k || (cd.labels && cd.n_classes > mc) || (!cd.labels && mc)) {
+            cli_fail("train: the data has %zu context column(s) and %s labels but the model "
+                     "takes %zu context value(s) and %zu classes", cd.k,
+                     cd.labels ? "class" : "no", mk, mc);
+            goto out;
+        }
+        double p;
+        if ((rc = get_double(&o, "--ctx-dropout", -1.0, 0.0, 1.0, &p)) != 0) goto fail;
+        if (p >= 0.0 && (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_CTX_DROPOUT, p)) < 0) {
+            cli_fail_lib(rc, "--ctx-dropout");
+            goto out;
+        }
     }
     if (stochflow_model_dim(m) != d) {
         cli_fail("train: the data has %zu columns but the model has dimension %zu", d,
@@ -300,8 +325,14 @@ int cmd_train(int argc, char **argv) {
     } else {
         pb = (points_batch){.ds = &ds, .base = base_src ? &base_ds : NULL, .b = B, .seed = seed,
                             .x = malloc(B * d * sizeof(float)), .u = malloc(B * sizeof(double)),
-                            .x0 = base_src ? malloc(B * d * sizeof(float)) : NULL};
-        if (pb.x == NULL || pb.u == NULL || (base_src && pb.x0 == NULL)) {
+                            .x0 = base_src ? malloc(B * d * sizeof(float)) : NULL,
+                            .ctx = cd.ctx, .k = cd.k, .labels = cd.labels,
+                            .cb = cd.ctx ? malloc(B * cd.k * sizeof(float)) : NULL,
+                            .lb = cd.labels ? malloc(B * sizeof(int32_t)) : NULL};
+        sp.ctx = pb.cb;
+        sp.labels = pb.lb;
+        if (pb.x == NULL || pb.u == NULL || (base_src && pb.x0 == NULL) ||
+            (cd.ctx && pb.cb == NULL) || (cd.labels && pb.lb == NULL)) {
             cli_fail("train: out of memory for a batch of %zu rows of %zu values", B, d);
             goto out;
         }
@@ -383,6 +414,9 @@ out:
     free(pb.x);
     free(pb.u);
     free(pb.x0);
+    free(pb.cb);
+    free(pb.lb);
+    cond_free(&cd);
     free(ib.x);
     free(ib.u);
     free(ib.pb);

@@ -40,7 +40,8 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
             break;
         }
         double loss;
-        int st = stochflow_model_train_step(&loss, m, x, sp->batch, x0, NULL);
+        int st = stochflow_model_train_step_ctx(&loss, m, x, sp->ctx, sp->labels, sp->batch, x0,
+                                                NULL);
         if (st < 0) {
             progress_end(&bar);
             ret = cli_fail_lib(st, "training step");
@@ -109,9 +110,12 @@ int fill_points(void *user, const float **x, const float **x0, uint64_t step) {
     } else {
         if ((rc = stochflow_random_uniform(p->u, p->b, p->seed, step)) < 0)
             return cli_fail_lib(rc, "minibatch indices");
-        for (size_t i = 0; i < p->b; ++i)
-            memcpy(p->x + i * ds->d, ds->x + uniform_to_index(p->u[i], ds->n) * ds->d,
-                   ds->d * sizeof(float));
+        for (size_t i = 0; i < p->b; ++i) {
+            size_t r = uniform_to_index(p->u[i], ds->n);
+            memcpy(p->x + i * ds->d, ds->x + r * ds->d, ds->d * sizeof(float));
+            if (p->ctx) memcpy(p->cb + i * p->k, p->ctx + r * p->k, p->k * sizeof(float));
+            if (p->labels) p->lb[i] = p->labels[r];
+        }
     }
     if (p->base && cli_base_batch(p->x0, p->u, p->base, p->b, p->seed, step) != 0)
         return CLI_ERR;
@@ -219,6 +223,11 @@ int check_mlp_options(const opts *o) {
 
 int build_mlp(stochflow_model **m, const opts *o, size_t dim, const char *def_hidden,
               int def_fourier) {
+    return build_mlp_cond(m, o, dim, def_hidden, def_fourier, 0, 0);
+}
+
+int build_mlp_cond(stochflow_model **m, const opts *o, size_t dim, const char *def_hidden,
+                   int def_fourier, size_t n_ctx, size_t n_classes) {
     mlp_opts mo;
     int rc = parse_mlp(&mo, o, def_hidden, def_fourier);
     if (rc != 0) return rc;
@@ -234,6 +243,8 @@ int build_mlp(stochflow_model **m, const opts *o, size_t dim, const char *def_hi
         }
     }
     if (rc >= 0) rc = stochflow_config_set_seed(cfg, mo.seed);
+    if (rc >= 0 && (n_ctx || n_classes))
+        rc = stochflow_config_set_context(cfg, n_ctx, n_classes);
     if (rc >= 0 && mo.nfreq > 0)
         rc = stochflow_config_set_time_embedding(cfg, STOCHFLOW_TIME_FOURIER, (size_t)mo.nfreq);
     if (rc >= 0) rc = stochflow_model_new(m, cfg);

@@ -25,6 +25,10 @@ typedef struct {
     step_hook hook;       /* NULL: none */
     void *hook_user;
     int keep_history;     /* keep every loss (the demo's curve); else only the last 100 */
+    /* conditional models: the filler's buffers of each batch's context (batch x n_ctx)
+     * and labels (batch), refilled by fill with the batch; NULL: none */
+    const float *ctx;
+    const int32_t *labels;
 } train_spec;
 
 typedef struct {
@@ -50,6 +54,13 @@ typedef struct {
     uint64_t seed;
     float *x, *x0;
     double *u; /* b uniform draws: row indices */
+    /* conditioning rows of ds (n x k context, n labels; NULL: none), copied with the rows
+     * drawn into cb (b x k) and lb (b) */
+    const float *ctx;
+    size_t k;
+    const int32_t *labels;
+    float *cb;
+    int32_t *lb;
 } points_batch;
 int fill_points(void *user, const float **x, const float **x0, uint64_t step);
 
@@ -65,6 +76,9 @@ int check_train_params(const opts *o);
  * is read: 0 or CLI_USAGE. */
 int build_mlp(stochflow_model **m, const opts *o, size_t dim, const char *def_hidden,
               int def_fourier);
+/* build_mlp of a conditional model: n_ctx context floats and n_classes labels per row. */
+int build_mlp_cond(stochflow_model **m, const opts *o, size_t dim, const char *def_hidden,
+                   int def_fourier, size_t n_ctx, size_t n_classes);
 int check_mlp_options(const opts *o);
 
 #endif

@@ -24,7 +24,8 @@ export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, s
        toy_sample, toy_names, random_normal, random_uniform, version, interpolant_eval,
        interpolant_coefficients, path_length, coupling_assign, unet_settings, images_load,
        images_dequantize, images_to_float, images_quantize, bits_per_dim, images_write_grid,
-       param_key, param_name, param_names, param_bounds
+       param_key, param_name, param_names, param_bounds, context, train_step_ctx!,
+       velocity_ctx, sample_ctx, log_prob_ctx
 
 const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.1")
 
@@ -234,7 +235,8 @@ end
 function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
                interpolant = :trig, seed::Integer = 0, threads = nothing,
                time_embedding = :raw, n_freq::Integer = 0, n_modes::Integer = 0,
-               interp_base = :linear, unet = nothing, tunables...)
+               interp_base = :linear, unet = nothing, n_ctx::Integer = 0,
+               n_classes::Integer = 0, tunables...)
     cfg = Ref{Ptr{Cvoid}}(C_NULL)
     check(ccall((:stochflow_config_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Csize_t),
                 cfg, dim), "stochflow_config_new")
@@ -265,6 +267,11 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
         check(ccall((:stochflow_config_set_seed, libstochflow), Cint, (Ptr{Cvoid}, UInt64),
                     cfg[], seed), "stochflow_config_set_seed")
         unet === nothing || set_unet(cfg[], unet)
+        if n_ctx != 0 || n_classes != 0
+            check(ccall((:stochflow_config_set_context, libstochflow), Cint,
+                        (Ptr{Cvoid}, Csize_t, Csize_t), cfg[], n_ctx, n_classes),
+                  "stochflow_config_set_context")
+        end
         h = Ref{Ptr{Cvoid}}(C_NULL)
         check(ccall((:stochflow_model_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}),
                     h, cfg[]), "stochflow_model_new")
@@ -679,6 +686,90 @@ function images_write_grid(path::AbstractString, images::AbstractArray{<:Real,4}
                 (Cstring, Ptr{Cfloat}, Csize_t, Csize_t, Csize_t, Csize_t, Csize_t),
                 path, a, n, c, h, w, ncols), "stochflow_images_write_grid")
     return nothing
+end
+
+# ---- conditional models (doc/conditional.md) ----------------------------------------
+
+"""(n_ctx, n_classes) of a conditional model; (0, 0) for an unconditional one."""
+function context(m::Model)
+    k = Ref{Csize_t}(0)
+    c = Ref{Csize_t}(0)
+    check(ccall((:stochflow_model_context, libstochflow), Cint,
+                (Ptr{Csize_t}, Ptr{Csize_t}, Ptr{Cvoid}), k, c, m.ptr), "stochflow_model_context")
+    return Int(k[]), Int(c[])
+end
+
+# The context (n_ctx × n, or one column of n_ctx values for every point) and labels (n
+# integers, or one for every point; -1 = none) of n points, as C arrays or nothing.
+function condargs(m::Model, n::Integer, ctx, labels)
+    k, _ = context(m)
+    c = nothing
+    if ctx !== nothing
+        cm = ctx isa AbstractVector ? repeat(reshape(ctx, :, 1), 1, n) : ctx
+        c = points(cm, k, "ctx")
+        size(c, 2) == n || throw(DimensionMismatch("ctx must have size ($k, $n), got $(size(c))"))
+    end
+    l = nothing
+    if labels !== nothing
+        l = labels isa Integer ? fill(Int32(labels), n) : Vector{Int32}(labels)
+        length(l) == n || throw(DimensionMismatch("labels must have length $n, got $(length(l))"))
+    end
+    return c, l
+end
+
+"""One Adam step on a d × n batch given its context (n_ctx × n) and/or labels (n)."""
+function train_step_ctx!(m::Model, x1::AbstractMatrix; ctx = nothing, labels = nothing)
+    x = points(x1, m.dim, "x1")
+    c, l = condargs(m, size(x, 2), ctx, labels)
+    out = Ref{Cdouble}(0)
+    check(ccall((:stochflow_model_train_step_ctx, libstochflow), Cint,
+                (Ptr{Cdouble}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Int32}, Csize_t,
+                 Ptr{Cfloat}, Ptr{Cfloat}),
+                out, m.ptr, x, c === nothing ? C_NULL : c, l === nothing ? C_NULL : l,
+                size(x, 2), C_NULL, C_NULL), "stochflow_model_train_step_ctx")
+    return out[]
+end
+
+"""v(t, x | c) for a d × n batch; returns d × n."""
+function velocity_ctx(m::Model, t::Real, x::AbstractMatrix; ctx = nothing, labels = nothing)
+    xx = points(x, m.dim)
+    c, l = condargs(m, size(xx, 2), ctx, labels)
+    v = similar(xx)
+    check(ccall((:stochflow_model_velocity_ctx, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cvoid}, Cdouble, Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Int32}, Csize_t),
+                v, m.ptr, t, xx, c === nothing ? C_NULL : c, l === nothing ? C_NULL : l,
+                size(xx, 2)), "stochflow_model_velocity_ctx")
+    return v
+end
+
+"""n samples of p(x | c) as d × n (guided by the solver's :guidance)."""
+function sample_ctx(s::Solver, m::Model, n::Integer; ctx = nothing, labels = nothing,
+                    seed::Integer = 0, return_log_prob = false)
+    n >= 1 || throw(ArgumentError("n must be positive, got $n"))
+    c, l = condargs(m, n, ctx, labels)
+    x = Matrix{Float32}(undef, m.dim, n)
+    logp = return_log_prob ? Vector{Float32}(undef, n) : nothing
+    check(ccall((:stochflow_solver_sample_ctx, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Int32},
+                 Csize_t, UInt64),
+                x, logp === nothing ? C_NULL : logp, s.ptr, m.ptr, c === nothing ? C_NULL : c,
+                l === nothing ? C_NULL : l, n, seed), "stochflow_solver_sample_ctx")
+    return return_log_prob ? (x, logp) : x
+end
+
+"""log p(x | c) for each column of x (the guided flow's density with :guidance != 0)."""
+function log_prob_ctx(s::Solver, m::Model, x::AbstractMatrix; ctx = nothing, labels = nothing,
+                      t::Real = 1.0)
+    xx = points(x, m.dim)
+    n = size(xx, 2)
+    c, l = condargs(m, n, ctx, labels)
+    logp = Vector{Float32}(undef, n)
+    check(ccall((:stochflow_solver_log_prob_ctx, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Cfloat},
+                 Ptr{Int32}, Csize_t, Cdouble),
+                logp, C_NULL, s.ptr, m.ptr, xx, c === nothing ? C_NULL : c,
+                l === nothing ? C_NULL : l, n, t), "stochflow_solver_log_prob_ctx")
+    return logp
 end
 
 end # module

@@ -55,3 +55,18 @@ end
     @test unet_settings(m) == (channels = 1, height = 8, width = 8, base = 8, mult = (1, 2),
                                blocks = 1, attn_mask = 2, groups = 4)
 end
+
+@testset "conditional models" begin
+    m = Model(2; hidden = (16, 16), n_ctx = 3, n_classes = 4, seed = 1, ctx_dropout = 0.2)
+    @test context(m) == (3, 4)
+    x = toy_sample("moons", 8; stream = 1)
+    c = Float32.(reshape(0:23, 3, 8)) ./ 10
+    l = Int32[0, 1, 2, 3, -1, 0, 1, 2]
+    @test isfinite(train_step_ctx!(m, x; ctx = c, labels = l))
+    @test velocity_ctx(m, 0.5, x; ctx = c, labels = l) != velocity_ctx(m, 0.5, x)
+    @test velocity_ctx(m, 0.5, x) == velocity(m, 0.5, x)
+    s = Solver(; guidance = 1.0)
+    xs = sample_ctx(s, m, 8; ctx = c[:, 1], labels = 2, seed = 7)
+    @test all(isfinite, log_prob_ctx(s, m, xs; ctx = c[:, 1], labels = 2))
+    @test_throws StochFlowError velocity_ctx(m, 0.5, x; labels = fill(Int32(4), 8))
+end

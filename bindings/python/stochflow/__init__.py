@@ -217,6 +217,33 @@ def _ptr(a):
     return None if a is None else a.ctypes.data_as(_F32P)
 
 
+def _cond(model, ctx, labels, n):
+    """(ctx, labels) of n rows as C arrays (or None) for a conditional call: ctx (n, k) or
+    one row (k,) repeated for every point; labels (n,) int32 or one int (-1 = none)."""
+    if ctx is not None:
+        k = model.context[0]
+        c = np.asarray(ctx, dtype=np.float32)
+        if c.ndim == 1 and k > 0 and c.shape[0] == k:
+            c = np.broadcast_to(c, (n, k))
+        if c.shape != (n, k):
+            raise ValueError("ctx must have shape (%d, %d) or (%d,), got %s"
+                             % (n, k, k, tuple(c.shape)))
+        _check_finite(c.reshape(n, -1) if k else c, "ctx")
+        ctx = np.ascontiguousarray(c)
+    if labels is not None:
+        lab = np.asarray(labels)
+        if lab.ndim == 0:
+            lab = np.full(n, int(lab), dtype=np.int32)
+        if lab.shape != (n,):
+            raise ValueError("labels must have shape (%d,), got %s" % (n, tuple(lab.shape)))
+        labels = np.ascontiguousarray(lab, dtype=np.int32)
+    return ctx, labels
+
+
+def _iptr(a):
+    return None if a is None else a.ctypes.data_as(_capi.c_int32_p)
+
+
 def _enum(value, table, what):
     if isinstance(value, str):
         try:
@@ -373,13 +400,18 @@ class Model:
     lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
     ema_warmup ("on"/"off": decay min(ema_decay, (1 + s)/(10 + s)) at step s, or constant),
     eval_weights ("ema"/"live"), interp_lr, coupling ("independent"/"ot"/"sinkhorn"),
-    sinkhorn_reg. The handle is freed when the object is garbage
+    sinkhorn_reg, ctx_dropout.
+
+    n_ctx, n_classes: a conditional model v(t, x | c) (doc/conditional.md) taking n_ctx
+    context floats per row and/or class labels 0..n_classes-1 (-1 = none). Every data
+    method then takes ctx= (n, n_ctx) (or one row) and labels= (n,) (or one int); leaving
+    both None is the unconditional field v(t, x | none). The handle is freed when the object is garbage
     collected (and not before: arrays from parameters()/gradients() keep it alive).
     """
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", interpolant="trig",
                  seed=0, threads=None, time_embedding="raw", n_freq=0, n_modes=0,
-                 interp_base="linear", unet=None, **tunables):
+                 interp_base="linear", unet=None, n_ctx=0, n_classes=0, **tunables):
         hidden = [int(h) for h in hidden]
         cfg = ctypes.c_void_p()
         _call("stochflow_config_new", ctypes.byref(cfg), int(dim))
@@ -399,6 +431,8 @@ class Model:
             _call("stochflow_config_set_seed", cfg, _seed(seed))
             if unet is not None:
                 _set_unet(cfg, unet)
+            if n_ctx or n_classes:
+                _call("stochflow_config_set_context", cfg, int(n_ctx), int(n_classes))
             handle = ctypes.c_void_p()
             _call("stochflow_model_new", ctypes.byref(handle), cfg)
         finally:
@@ -475,6 +509,10 @@ class Model:
                       ctypes.byref(modes), cfg)
                 out["interp_base"] = name(_INTERPOLANTS, base.value)
                 out["n_modes"] = modes.value
+            k, c = ctypes.c_size_t(), ctypes.c_size_t()
+            _call("stochflow_config_context", ctypes.byref(k), ctypes.byref(c), cfg)
+            if k.value or c.value:
+                out["n_ctx"], out["n_classes"] = k.value, c.value
             return out
         finally:
             _lib.stochflow_config_free(cfg)
@@ -528,8 +566,15 @@ class Model:
         return out.value, count.value
 
     # -- training
+    @property
+    def context(self):
+        """(n_ctx, n_classes) of a conditional model; (0, 0) for an unconditional one."""
+        k, c = ctypes.c_size_t(), ctypes.c_size_t()
+        _call("stochflow_model_context", ctypes.byref(k), ctypes.byref(c), self._h)
+        return k.value, c.value
+
     @_serialized
-    def _batch_call(self, fname, x1, x0, t):
+    def _batch_call(self, fname, x1, x0, t, ctx=None, labels=None):
         x1 = _matrix(x1, self._d, "x1")
         n = x1.shape[0]
         x0 = None if x0 is None else _matrix(x0, self._d, "x0")
@@ -537,21 +582,26 @@ class Model:
             raise ValueError("x0 must have shape (%d, %d), got %s" % (n, self._d, x0.shape))
         t = None if t is None else _vector(t, n, "t")
         loss = ctypes.c_double()
-        _call(fname, ctypes.byref(loss), self._h, _ptr(x1), n, _ptr(x0), _ptr(t))
+        if ctx is None and labels is None:
+            _call(fname, ctypes.byref(loss), self._h, _ptr(x1), n, _ptr(x0), _ptr(t))
+        else:
+            ctx, labels = _cond(self, ctx, labels, n)
+            _call(fname + "_ctx", ctypes.byref(loss), self._h, _ptr(x1), _ptr(ctx),
+                  _iptr(labels), n, _ptr(x0), _ptr(t))
         return loss.value
 
-    def loss(self, x1, x0=None, t=None):
+    def loss(self, x1, x0=None, t=None, ctx=None, labels=None):
         """Interpolant loss of a batch (n, d) without an update. x0 (n, d) and t (n,) are
         drawn by the library when None."""
-        return self._batch_call("stochflow_model_loss", x1, x0, t)
+        return self._batch_call("stochflow_model_loss", x1, x0, t, ctx, labels)
 
-    def train_step(self, x1, x0=None, t=None):
+    def train_step(self, x1, x0=None, t=None, ctx=None, labels=None):
         """One Adam step on the batch x1 (n, d); returns the loss before the update."""
-        return self._batch_call("stochflow_model_train_step", x1, x0, t)
+        return self._batch_call("stochflow_model_train_step", x1, x0, t, ctx, labels)
 
-    def compute_gradient(self, x1, x0=None, t=None):
+    def compute_gradient(self, x1, x0=None, t=None, ctx=None, labels=None):
         """Overwrite gradients() with dLoss/dparams for the batch; returns the loss."""
-        return self._batch_call("stochflow_model_compute_gradient", x1, x0, t)
+        return self._batch_call("stochflow_model_compute_gradient", x1, x0, t, ctx, labels)
 
     @_serialized
     def apply_gradient(self):
@@ -578,56 +628,66 @@ class Model:
 
     # -- evaluation
     @_serialized
-    def velocity(self, t, x, out=None):
-        """v(t, x) for a batch x (n, d) at one time t; returns (n, d)."""
+    def velocity(self, t, x, out=None, ctx=None, labels=None):
+        """v(t, x) (v(t, x | c) given ctx/labels) for a batch x (n, d) at one time t;
+        returns (n, d)."""
         x = _matrix(x, self._d)
         out = _out(out, x.shape)
-        _call("stochflow_model_velocity", _ptr(out), self._h, float(t), _ptr(x), x.shape[0])
+        ctx, labels = _cond(self, ctx, labels, x.shape[0])
+        _call("stochflow_model_velocity_ctx", _ptr(out), self._h, float(t), _ptr(x), _ptr(ctx),
+              _iptr(labels), x.shape[0])
         return out
 
     @_serialized
-    def velocity_vjp(self, t, x, u):
+    def velocity_vjp(self, t, x, u, ctx=None, labels=None):
         """u_i^T dv(t, x_i)/dx_i for each row; returns (n, d)."""
         x = _matrix(x, self._d)
         u = _matrix(u, self._d, "u")
         if u.shape != x.shape:
             raise ValueError("u must have shape %s, got %s" % (x.shape, u.shape))
         out = np.empty(x.shape, dtype=np.float32)
-        _call("stochflow_model_velocity_vjp", _ptr(out), self._h, float(t), _ptr(x), _ptr(u),
-              x.shape[0])
+        ctx, labels = _cond(self, ctx, labels, x.shape[0])
+        _call("stochflow_model_velocity_vjp_ctx", _ptr(out), self._h, float(t), _ptr(x),
+              _ptr(ctx), _iptr(labels), _ptr(u), x.shape[0])
         return out
 
     @_serialized
-    def divergence(self, t, x, return_velocity=False):
+    def divergence(self, t, x, return_velocity=False, ctx=None, labels=None):
         """Exact div v(t, x_i) for each row, shape (n,) (and v when return_velocity)."""
         x = _matrix(x, self._d)
         div = np.empty(x.shape[0], dtype=np.float32)
         v = np.empty(x.shape, dtype=np.float32) if return_velocity else None
-        _call("stochflow_model_divergence", _ptr(div), _ptr(v), self._h, float(t), _ptr(x),
-              x.shape[0])
+        ctx, labels = _cond(self, ctx, labels, x.shape[0])
+        _call("stochflow_model_divergence_ctx", _ptr(div), _ptr(v), self._h, float(t), _ptr(x),
+              _ptr(ctx), _iptr(labels), x.shape[0])
         return (div, v) if return_velocity else div
 
-    def sample(self, n, solver="dopri5", seed=0, return_log_prob=False, out=None, **options):
+    def sample(self, n, solver="dopri5", seed=0, return_log_prob=False, out=None, ctx=None,
+               labels=None, **options):
         """n samples (n, d) from the model: base draws keyed by seed, integrated from t=0
         to 1. options: steps, rtol, atol, h_init, h_min, max_steps, logp_error, trace,
-        probes, probe_dist. With return_log_prob, also log p(x) (n,) from the same pass."""
+        probes, probe_dist, guidance. With return_log_prob, also log p(x) (n,) from the
+        same pass. ctx/labels: samples of p(x | c) (guided with guidance = w)."""
         return Solver(solver=solver, **options).sample(self, n, seed=seed,
                                                        return_log_prob=return_log_prob,
-                                                       out=out)
+                                                       out=out, ctx=ctx, labels=labels)
 
     def log_prob(self, x, trace="exact", probes=1, return_se=False, t=1.0, seed=0,
-                 solver="dopri5", **options):
+                 solver="dopri5", ctx=None, labels=None, **options):
         """log rho_t(x) for each row of x (n, d); t = 1 is the model density of data.
         trace: "exact" or "hutchinson" (probes per point, seed keys the probes). With
-        return_se, also the Hutchinson standard errors (NaN for one probe, 0 exact)."""
+        return_se, also the Hutchinson standard errors (NaN for one probe, 0 exact).
+        ctx/labels: log p(x | c) (with guidance != 0: the guided flow's density)."""
         s = Solver(solver=solver, trace=trace, probes=probes, seed=seed, **options)
-        return s.log_prob(self, x, t=t, return_se=return_se)
+        return s.log_prob(self, x, t=t, return_se=return_se, ctx=ctx, labels=labels)
 
-    def integrate(self, x, t0, t1, solver="dopri5", return_dlogp=False, **options):
+    def integrate(self, x, t0, t1, solver="dopri5", return_dlogp=False, ctx=None,
+                  labels=None, **options):
         """Integrate the rows of x from t0 to t1; returns the end points (a copy) and, with
         return_dlogp, -integral div v dt along each trajectory."""
         return Solver(solver=solver, **options).integrate(self, x, t0, t1,
-                                                          return_dlogp=return_dlogp)
+                                                          return_dlogp=return_dlogp,
+                                                          ctx=ctx, labels=labels)
 
     # -- persistence
     @_serialized
@@ -727,35 +787,39 @@ class Solver:
             out[name] = v.value
         return out
 
-    def sample(self, model, n, seed=0, return_log_prob=False, out=None):
+    def sample(self, model, n, seed=0, return_log_prob=False, out=None, ctx=None, labels=None):
         n = int(n)
         if n < 1:
             raise ValueError("n must be positive, got %d" % n)
         x = _out(out, (n, model.dim))
         logp = np.empty(n, dtype=np.float32) if return_log_prob else None
+        ctx, labels = _cond(model, ctx, labels, n)
         with self._lock, model._lock:
-            _call("stochflow_solver_sample", _ptr(x), _ptr(logp), self._h, model._h, n,
-                  _seed(seed))
+            _call("stochflow_solver_sample_ctx", _ptr(x), _ptr(logp), self._h, model._h, _ptr(ctx),
+                  _iptr(labels), n, _seed(seed))
         return (x, logp) if return_log_prob else x
 
-    def log_prob(self, model, x, t=1.0, return_se=False):
+    def log_prob(self, model, x, t=1.0, return_se=False, ctx=None, labels=None):
         x = _matrix(x, model.dim)
         n = x.shape[0]
         logp = np.empty(n, dtype=np.float32)
         se = np.empty(n, dtype=np.float32) if return_se else None
+        ctx, labels = _cond(model, ctx, labels, n)
         with self._lock, model._lock:
-            _call("stochflow_solver_log_prob", _ptr(logp), _ptr(se), self._h, model._h, _ptr(x),
-                  n, float(t))
+            _call("stochflow_solver_log_prob_ctx", _ptr(logp), _ptr(se), self._h, model._h, _ptr(x),
+                  _ptr(ctx), _iptr(labels), n, float(t))
         return (logp, se) if return_se else logp
 
-    def integrate(self, model, x, t0, t1, return_dlogp=False, return_se=False):
+    def integrate(self, model, x, t0, t1, return_dlogp=False, return_se=False, ctx=None,
+                  labels=None):
         x = np.array(_matrix(x, model.dim), dtype=np.float32, order="C", copy=True)
         n = x.shape[0]
         dlogp = np.empty(n, dtype=np.float32) if (return_dlogp or return_se) else None
         se = np.empty(n, dtype=np.float32) if return_se else None
+        ctx, labels = _cond(model, ctx, labels, n)
         with self._lock, model._lock:
-            _call("stochflow_solver_integrate", _ptr(dlogp), _ptr(se), self._h, model._h,
-                  _ptr(x), n, float(t0), float(t1))
+            _call("stochflow_solver_integrate_ctx", _ptr(dlogp), _ptr(se), self._h, model._h,
+                  _ptr(x), _ptr(ctx), _iptr(labels), n, float(t0), float(t1))
         if return_se:
             return x, dlogp, se
         return (x, dlogp) if return_dlogp else x
@@ -922,3 +986,6 @@ from .training import Trainer, read_npy, read_csv, parse_npy, parse_csv  # noqa:
 
 __all__ += ["Trainer", "read_npy", "read_csv", "parse_npy", "parse_csv"]
 
+from .conditional import ConditionalFlow  # noqa: E402  (uses Model above)
+
+__all__ += ["ConditionalFlow"]

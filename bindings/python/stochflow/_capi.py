@@ -21,6 +21,7 @@ c_float_p = P(ctypes.c_float)
 c_double_p = P(ctypes.c_double)
 c_size_t_p = P(ctypes.c_size_t)
 c_uint8_p = P(ctypes.c_uint8)
+c_int32_p = P(ctypes.c_int32)
 
 # Opaque handles travel as void pointers; callbacks are not bound (see doc/bindings.md).
 HANDLE = c_void_p
@@ -189,6 +190,30 @@ PROTOTYPES = {
     "stochflow_sde_sample": (c_int, [c_float_p, HANDLE, HANDLE, HANDLE, c_size_t, c_uint64]),
     "stochflow_sde_log_prob": (c_int, [c_float_p, c_float_p, HANDLE, HANDLE, HANDLE, c_float_p,
                                        c_size_t, c_uint64]),
+    # conditional models (doc/conditional.md)
+    "stochflow_config_set_context": (c_int, [HANDLE, c_size_t, c_size_t]),
+    "stochflow_config_context": (c_int, [c_size_t_p, c_size_t_p, HANDLE]),
+    "stochflow_model_context": (c_int, [c_size_t_p, c_size_t_p, HANDLE]),
+    "stochflow_model_train_step_ctx": (c_int, [c_double_p, HANDLE, c_float_p, c_float_p,
+                                               c_int32_p, c_size_t, c_float_p, c_float_p]),
+    "stochflow_model_loss_ctx": (c_int, [c_double_p, HANDLE, c_float_p, c_float_p, c_int32_p,
+                                         c_size_t, c_float_p, c_float_p]),
+    "stochflow_model_compute_gradient_ctx": (c_int, [c_double_p, HANDLE, c_float_p, c_float_p,
+                                                     c_int32_p, c_size_t, c_float_p,
+                                                     c_float_p]),
+    "stochflow_model_velocity_ctx": (c_int, [c_float_p, HANDLE, c_double, c_float_p, c_float_p,
+                                             c_int32_p, c_size_t]),
+    "stochflow_model_divergence_ctx": (c_int, [c_float_p, c_float_p, HANDLE, c_double,
+                                               c_float_p, c_float_p, c_int32_p, c_size_t]),
+    "stochflow_model_velocity_vjp_ctx": (c_int, [c_float_p, HANDLE, c_double, c_float_p,
+                                                 c_float_p, c_int32_p, c_float_p, c_size_t]),
+    "stochflow_solver_sample_ctx": (c_int, [c_float_p, c_float_p, HANDLE, HANDLE, c_float_p,
+                                            c_int32_p, c_size_t, c_uint64]),
+    "stochflow_solver_log_prob_ctx": (c_int, [c_float_p, c_float_p, HANDLE, HANDLE, c_float_p,
+                                              c_float_p, c_int32_p, c_size_t, c_double]),
+    "stochflow_solver_integrate_ctx": (c_int, [c_float_p, c_float_p, HANDLE, HANDLE,
+                                               c_float_p, c_float_p, c_int32_p, c_size_t,
+                                               c_double, c_double]),
 }
 
 # void *user, uint64_t step, double loss, double val_nll, double val_se -> int
@@ -209,6 +234,7 @@ NOT_BOUND = (
     "stochflow_sde_set_eps_schedule",
     "stochflow_sde_sample_fn",
     "stochflow_sde_log_prob_fn",
+    "stochflow_model_train_simulator",
 )
 
 # Integer constants of the header (checked against it by bindings/check_symbols.py).
@@ -339,6 +365,8 @@ CONSTANTS = {
     "STOCHFLOW_PARAM_SDE_LIK_AVG": 608,
     "STOCHFLOW_SDE_LIK_MEAN": 1,
     "STOCHFLOW_SDE_LIK_LOGMEANEXP": 2,
+    "STOCHFLOW_PARAM_CTX_DROPOUT": 126,
+    "STOCHFLOW_PARAM_GUIDANCE": 303,
 }
 globals().update(CONSTANTS)
 __all__ = list(CONSTANTS)  # what `from ._capi import *` re-exports

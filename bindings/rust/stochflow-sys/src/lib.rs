@@ -74,6 +74,10 @@ pub const STOCHFLOW_PARAM_PROBE_DIST: c_int = 302;
 pub const STOCHFLOW_PARAM_THREADS: c_int = 400;
 pub const STOCHFLOW_PARAM_EVAL_WEIGHTS: c_int = 401;
 
+// ---- conditional models (doc/conditional.md) ----
+pub const STOCHFLOW_PARAM_CTX_DROPOUT: c_int = 126;
+pub const STOCHFLOW_PARAM_GUIDANCE: c_int = 303;
+
 // ---- learnable interpolant, minibatch couplings ----
 pub const STOCHFLOW_INTERP_FOURIER: c_int = 4;
 pub const STOCHFLOW_COUPLING_INDEPENDENT: c_int = 1;
@@ -241,6 +245,16 @@ pub type stochflow_sde_field_fn = Option<
     ) -> c_int,
 >;
 pub type stochflow_eps_fn = Option<unsafe extern "C" fn(user: *mut c_void, t: f64) -> f64>;
+pub type stochflow_simulator_fn = Option<
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        n: usize,
+        seed: u64,
+        step: u64,
+        theta: *mut f32,
+        x: *mut f32,
+    ) -> c_int,
+>;
 
 extern "C" {
     // errors and versions
@@ -774,5 +788,121 @@ extern "C" {
         x: *const f32,
         n: usize,
         seed: u64,
+    ) -> c_int;
+
+    // conditional models (doc/conditional.md)
+    pub fn stochflow_config_set_context(
+        cfg: *mut stochflow_config,
+        n_ctx: usize,
+        n_classes: usize,
+    ) -> c_int;
+    pub fn stochflow_config_context(
+        n_ctx: *mut usize,
+        n_classes: *mut usize,
+        cfg: *const stochflow_config,
+    ) -> c_int;
+    pub fn stochflow_model_context(
+        n_ctx: *mut usize,
+        n_classes: *mut usize,
+        m: *const stochflow_model,
+    ) -> c_int;
+    pub fn stochflow_model_train_step_ctx(
+        loss: *mut f64,
+        m: *mut stochflow_model,
+        x1: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+        x0: *const f32,
+        t: *const f32,
+    ) -> c_int;
+    pub fn stochflow_model_loss_ctx(
+        loss: *mut f64,
+        m: *mut stochflow_model,
+        x1: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+        x0: *const f32,
+        t: *const f32,
+    ) -> c_int;
+    pub fn stochflow_model_compute_gradient_ctx(
+        loss: *mut f64,
+        m: *mut stochflow_model,
+        x1: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+        x0: *const f32,
+        t: *const f32,
+    ) -> c_int;
+    pub fn stochflow_model_velocity_ctx(
+        v: *mut f32,
+        m: *mut stochflow_model,
+        t: f64,
+        x: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_model_divergence_ctx(
+        div: *mut f32,
+        v: *mut f32,
+        m: *mut stochflow_model,
+        t: f64,
+        x: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_model_velocity_vjp_ctx(
+        out: *mut f32,
+        m: *mut stochflow_model,
+        t: f64,
+        x: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
+        u: *const f32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_solver_sample_ctx(
+        x: *mut f32,
+        logp: *mut f32,
+        s: *mut stochflow_solver,
+        m: *mut stochflow_model,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+    pub fn stochflow_solver_log_prob_ctx(
+        logp: *mut f32,
+        se: *mut f32,
+        s: *mut stochflow_solver,
+        m: *mut stochflow_model,
+        x: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+        t: f64,
+    ) -> c_int;
+    pub fn stochflow_solver_integrate_ctx(
+        dlogp: *mut f32,
+        dlogp_se: *mut f32,
+        s: *mut stochflow_solver,
+        m: *mut stochflow_model,
+        x: *mut f32,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+        t0: f64,
+        t1: f64,
+    ) -> c_int;
+    pub fn stochflow_model_train_simulator(
+        loss: *mut f64,
+        m: *mut stochflow_model,
+        fn_: stochflow_simulator_fn,
+        user: *mut c_void,
+        n: usize,
     ) -> c_int;
 }

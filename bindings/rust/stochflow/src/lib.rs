@@ -268,6 +268,10 @@ impl Param {
     pub const Trace: Param = Param(sys::STOCHFLOW_PARAM_TRACE);
     pub const Probes: Param = Param(sys::STOCHFLOW_PARAM_PROBES);
     pub const ProbeDist: Param = Param(sys::STOCHFLOW_PARAM_PROBE_DIST);
+    /// Conditional models: per-row context dropout of training (doc/conditional.md).
+    pub const CtxDropout: Param = Param(sys::STOCHFLOW_PARAM_CTX_DROPOUT);
+    /// Conditional models: classifier-free guidance scale of the solver.
+    pub const Guidance: Param = Param(sys::STOCHFLOW_PARAM_GUIDANCE);
 
     /// The parameter with this short name ("lr", "beta1", "grad_clip", "solver", "rtol",
     /// ...); `ErrorKind::Unsupported` for an unknown name.
@@ -371,6 +375,19 @@ impl Config {
     pub fn set_seed(&mut self, seed: u64) -> Result<()> {
         // SAFETY: valid handle.
         check(unsafe { sys::stochflow_config_set_seed(self.h, seed) })
+    }
+    /// A conditional model: `n_ctx` context floats per row and/or `n_classes` labels
+    /// (doc/conditional.md).
+    pub fn set_context(&mut self, n_ctx: usize, n_classes: usize) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_config_set_context(self.h, n_ctx, n_classes) })
+    }
+    /// (n_ctx, n_classes) of the configuration.
+    pub fn context(&self) -> Result<(usize, usize)> {
+        let (mut k, mut c) = (0usize, 0usize);
+        // SAFETY: valid handle and out-pointers.
+        check(unsafe { sys::stochflow_config_context(&mut k, &mut c, self.h) })?;
+        Ok((k, c))
     }
     /// The learnable Fourier interpolant: `n_modes` sine modes on top of `base`.
     pub fn set_fourier_interpolant(&mut self, base: Interpolant, n_modes: usize) -> Result<()> {
@@ -754,6 +771,125 @@ impl Model {
         self.view(sys::stochflow_model_gradients)
     }
 
+    /// (n_ctx, n_classes) of a conditional model; (0, 0) for an unconditional one.
+    pub fn context(&self) -> Result<(usize, usize)> {
+        let (mut k, mut c) = (0usize, 0usize);
+        // SAFETY: valid handle and out-pointers.
+        check(unsafe { sys::stochflow_model_context(&mut k, &mut c, self.h) })?;
+        Ok((k, c))
+    }
+
+    /// Pointers to n rows of context (n*n_ctx) and labels (n), lengths checked.
+    fn cond(
+        &self,
+        n: usize,
+        ctx: Option<&[f32]>,
+        labels: Option<&[i32]>,
+    ) -> Result<(*const f32, *const i32)> {
+        let (k, _) = self.context()?;
+        if let Some(c) = ctx {
+            check_len("ctx", c.len(), n * k)?;
+        }
+        if let Some(l) = labels {
+            check_len("labels", l.len(), n)?;
+        }
+        Ok((opt_ptr(ctx), labels.map_or(ptr::null(), |l| l.as_ptr())))
+    }
+
+    /// One Adam step on a batch x1 (n*d) with each row's context (n*n_ctx) and/or labels
+    /// (n; -1 = none); returns the loss before the update.
+    pub fn train_step_ctx(
+        &mut self,
+        x1: &[f32],
+        ctx: Option<&[f32]>,
+        labels: Option<&[i32]>,
+    ) -> Result<f64> {
+        let n = rows("x1", x1.len(), self.d)?;
+        let (c, l) = self.cond(n, ctx, labels)?;
+        let mut loss = 0.0;
+        // SAFETY: lengths checked; NULL x0/t ask the library to draw them.
+        check(unsafe {
+            sys::stochflow_model_train_step_ctx(
+                &mut loss,
+                self.h,
+                x1.as_ptr(),
+                c,
+                l,
+                n,
+                ptr::null(),
+                ptr::null(),
+            )
+        })?;
+        Ok(loss)
+    }
+
+    /// One training step of the posterior flow on `n` fresh simulated pairs
+    /// (doc/conditional.md): `sim(seed, step, theta, x)` fills theta (n*d, the flow's
+    /// variable) and x (n*n_ctx, its context) from randomness keyed by (seed, step) and
+    /// returns true, or false to fail the step (`ErrorKind::Callback`, model unchanged).
+    /// A panic inside `sim` is caught and fails the step the same way.
+    pub fn train_simulator<F>(&mut self, n: usize, mut sim: F) -> Result<f64>
+    where
+        F: FnMut(u64, u64, &mut [f32], &mut [f32]) -> bool,
+    {
+        let (k, _) = self.context()?;
+        struct Job<'a> {
+            f: &'a mut dyn FnMut(u64, u64, &mut [f32], &mut [f32]) -> bool,
+            d: usize,
+            k: usize,
+        }
+        unsafe extern "C" fn trampoline(
+            user: *mut std::os::raw::c_void,
+            n: usize,
+            seed: u64,
+            step: u64,
+            theta: *mut f32,
+            x: *mut f32,
+        ) -> c_int {
+            // SAFETY: user is the Job below, alive for the whole call; the library hands
+            // buffers of n*d and n*n_ctx floats.
+            let job = unsafe { &mut *(user as *mut Job<'_>) };
+            let th = unsafe { std::slice::from_raw_parts_mut(theta, n * job.d) };
+            let xs = unsafe { std::slice::from_raw_parts_mut(x, n * job.k) };
+            let f = &mut job.f;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed, step, th, xs))) {
+                Ok(true) => 0,
+                _ => 1,
+            }
+        }
+        let mut job = Job { f: &mut sim, d: self.d, k };
+        let mut loss = 0.0;
+        // SAFETY: the trampoline only runs during this call, on this thread.
+        check(unsafe {
+            sys::stochflow_model_train_simulator(
+                &mut loss,
+                self.h,
+                Some(trampoline),
+                &mut job as *mut Job<'_> as *mut std::os::raw::c_void,
+                n,
+            )
+        })?;
+        Ok(loss)
+    }
+
+    /// v(t, x | c) for a batch x (n*d) into v (n*d).
+    pub fn velocity_ctx(
+        &mut self,
+        t: f64,
+        x: &[f32],
+        ctx: Option<&[f32]>,
+        labels: Option<&[i32]>,
+        v: &mut [f32],
+    ) -> Result<()> {
+        let n = rows("x", x.len(), self.d)?;
+        check_len("v", v.len(), x.len())?;
+        let (c, l) = self.cond(n, ctx, labels)?;
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_model_velocity_ctx(v.as_mut_ptr(), self.h, t, x.as_ptr(), c, l, n)
+        })
+    }
+
     /// v(t, x) for a batch x (n*d) into v (n*d).
     pub fn velocity(&mut self, t: f64, x: &[f32], v: &mut [f32]) -> Result<()> {
         let n = rows("x", x.len(), self.d)?;
@@ -951,6 +1087,58 @@ impl Solver {
             )
         })?;
         Ok(logp)
+    }
+
+    /// log p(x | c) (the guided flow's density with a guidance scale) for x (n*d) given
+    /// each row's context (n*n_ctx) and/or labels (n).
+    pub fn log_prob_ctx(
+        &mut self,
+        m: &mut Model,
+        x: &[f32],
+        ctx: Option<&[f32]>,
+        labels: Option<&[i32]>,
+        t: f64,
+    ) -> Result<Vec<f32>> {
+        let n = rows("x", x.len(), m.d)?;
+        let (c, l) = m.cond(n, ctx, labels)?;
+        let mut logp = vec![0f32; n];
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_solver_log_prob_ctx(
+                logp.as_mut_ptr(),
+                ptr::null_mut(),
+                self.h,
+                m.h,
+                x.as_ptr(),
+                c,
+                l,
+                n,
+                t,
+            )
+        })?;
+        Ok(logp)
+    }
+
+    /// Samples of p(x | c) (guided by the solver's Guidance) into x (n*d), given each
+    /// sample's context (n*n_ctx) and/or labels (n); logp (n) optional.
+    pub fn sample_ctx(
+        &mut self,
+        m: &mut Model,
+        x: &mut [f32],
+        logp: Option<&mut [f32]>,
+        ctx: Option<&[f32]>,
+        labels: Option<&[i32]>,
+        seed: u64,
+    ) -> Result<()> {
+        let n = rows("x", x.len(), m.d)?;
+        if let Some(a) = &logp {
+            check_len("logp", a.len(), n)?;
+        }
+        let (c, l) = m.cond(n, ctx, labels)?;
+        // SAFETY: lengths checked.
+        check(unsafe {
+            sys::stochflow_solver_sample_ctx(x.as_mut_ptr(), opt_mut(logp), self.h, m.h, c, l, n, seed)
+        })
     }
 
     /// n = x.len() / d samples into x; logp (n) optional; base draws keyed by seed.

@@ -345,3 +345,57 @@ fn fourier_interpolant_and_coupling() {
     assert_eq!(cost, 0.0);
     assert!(coupling_assign(&mut perm[..5], &x0, &x1, 2, Coupling::Ot, 0.0, 0).is_err());
 }
+
+#[test]
+fn conditional_model() {
+    let mut cfg = Config::new(2).unwrap();
+    cfg.set_hidden(&[16, 16]).unwrap();
+    cfg.set_context(3, 4).unwrap();
+    assert_eq!(cfg.context().unwrap(), (3, 4));
+    let mut m = Model::new(&cfg).unwrap();
+    assert_eq!(m.context().unwrap(), (3, 4));
+    m.set_param(Param::CtxDropout, 0.2).unwrap();
+    let x = batch(8, 1);
+    let ctx: Vec<f32> = (0..24).map(|i| (i as f32) * 0.1 - 1.0).collect();
+    let labels: Vec<i32> = vec![0, 1, 2, 3, -1, 0, 1, 2];
+    m.train_step_ctx(&x, Some(&ctx), Some(&labels)).unwrap();
+    let (mut v1, mut v2) = (vec![0f32; 16], vec![0f32; 16]);
+    m.velocity_ctx(0.5, &x, Some(&ctx), Some(&labels), &mut v1).unwrap();
+    m.velocity_ctx(0.5, &x, None, None, &mut v2).unwrap();
+    assert_ne!(v1, v2);
+    // a wrong context length is refused before the call
+    let err = m.velocity_ctx(0.5, &x, Some(&ctx[..5]), None, &mut v1).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Invalid);
+    let mut s = Solver::new().unwrap();
+    s.set_param(Param::Guidance, 1.0).unwrap();
+    let mut xs = vec![0f32; 16];
+    s.sample_ctx(&mut m, &mut xs, None, Some(&ctx), Some(&labels), 7).unwrap();
+    let lp = s.log_prob_ctx(&mut m, &xs, Some(&ctx), Some(&labels), 1.0).unwrap();
+    assert!(lp.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn simulator_training() {
+    // theta ~ N(0, 1), x = theta + noise: draws keyed by (seed, step) through the library
+    let mut cfg = Config::new(1).unwrap();
+    cfg.set_hidden(&[16, 16]).unwrap();
+    cfg.set_context(1, 0).unwrap();
+    let mut m = Model::new(&cfg).unwrap();
+    let sim = |seed: u64, step: u64, theta: &mut [f32], x: &mut [f32]| {
+        stochflow::random_normal(theta, seed, 2 * step).unwrap();
+        stochflow::random_normal(x, seed, 2 * step + 1).unwrap();
+        for (xi, ti) in x.iter_mut().zip(theta.iter()) {
+            *xi = *ti + 0.5 * *xi;
+        }
+        true
+    };
+    for _ in 0..3 {
+        assert!(m.train_simulator(32, sim).unwrap().is_finite());
+    }
+    assert_eq!(m.step(), 3);
+    let err = m.train_simulator(32, |_, _, _, _| false).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Callback);
+    let err = m.train_simulator(32, |_, _, _, _| panic!("simulator bug")).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Callback);
+    assert_eq!(m.step(), 3);
+}
