@@ -34,6 +34,7 @@ typedef struct {
     double threads, eval_weights;
     double interp_lr, coupling, sinkhorn_reg; /* interpolant ascent, couplings */
     double ema_warmup; /* STOCHFLOW_PARAM_EMA_WARMUP (lib/optimizer.c) */
+    double grad_block; /* STOCHFLOW_PARAM_GRAD_BLOCK: rows per gradient block, 0 = off */
 } stochflow__hparams;
 
 struct stochflow_model {

@@ -44,6 +44,8 @@ static const stochflow__param_info table[] = {
     {STOCHFLOW_PARAM_SINKHORN_REG, "sinkhorn_reg", DBL, 1e-4, 10.0, 0.05, M_(sinkhorn_reg)},
     /* 1 = Keras-style EMA warm-up, 2 = constant decay (lib/optimizer.c) */
     {STOCHFLOW_PARAM_EMA_WARMUP, "ema_warmup", ENUM, 1, 2, 2, M_(ema_warmup)},
+    /* rows per gradient block summed along one tree, 0 = off (doc/distributed.md) */
+    {STOCHFLOW_PARAM_GRAD_BLOCK, "grad_block", INT, 1, 268435456, 0, M_(grad_block)},
 
     /* solver: ODE integration (200s) and log-density (300s) */
     {STOCHFLOW_PARAM_SOLVER, "solver", ENUM, 1, 4, STOCHFLOW_SOLVER_DOPRI5, S_(solver)},
