@@ -321,9 +321,10 @@ static int train_main(int argc, char **argv) {
         double blk = 0;
         stochflow_model_get_param(&blk, m, STOCHFLOW_PARAM_GRAD_BLOCK);
         if (blk == 0) {
-            cli_usage("train: under mpirun with %d processes --grad-block B is required (B "
-                      "rows per block; one process with the same B gives the same bits)",
-                      dist_size());
+            if (writer) /* the same on every process: said once */
+                cli_usage("train: under mpirun with %d processes --grad-block B is required (B "
+                          "rows per block; one process with the same B gives the same bits)",
+                          dist_size());
             ret = EXIT_USAGE;
             goto out;
         }

@@ -1,0 +1,121 @@
+#!/bin/bash
+# mpi_test.sh - `mpirun -np N stochflow train` (tools/mpi_driver.c, doc/distributed.md):
+# 1, 2 and 4 processes write the same checkpoints byte for byte; a run of 4 processes
+# resumed on 2 continues as one uninterrupted process; a bad data row or a NaN gradient
+# in one process's share, a checkpoint rank 0 cannot write, and a killed process stop
+# every process with a non-zero exit, the last good checkpoint intact, within a bound.
+# TAP. Usage: mpi_test.sh STOCHFLOW_EXE WITH_MPI(0|1). Skipped (with the reason) when
+# mpirun is absent or the program was built without -Dmpi.
+S=$1
+WITH_MPI=${2:-0}
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "1..0 # SKIP mpirun not found (Debian: apt-get install openmpi-bin libopenmpi-dev)"
+    exit 0
+fi
+if [ "$WITH_MPI" != 1 ]; then
+    echo "1..0 # SKIP stochflow was built without MPI (meson -Dmpi=enabled, needs libopenmpi-dev)"
+    exit 0
+fi
+CLI_TMP_PREFIX=sfmpi
+source "$(dirname "$0")/cli_lib.sh"
+export OMP_NUM_THREADS=1
+MPIRUN=(mpirun --oversubscribe --allow-run-as-root)
+# the toy run every case shares: 64 rows in blocks of 8 (8 blocks: 4, 2 or 1 per process)
+ARGS=(--data moons --batch 64 --hidden 32,32 --grad-block 8 --threads 1)
+
+# mp NP ARGS...: the program on NP processes, 60 s at most; stdout/stderr in $T/out, err
+mp() {
+    local np=$1; shift
+    timeout 60 "${MPIRUN[@]}" -np "$np" "$@" >"$T/out" 2>"$T/err" </dev/null
+}
+
+same() { # NAME FILE1 FILE2
+    if cmp -s "$2" "$3"; then ok "$1"; else not_ok "$1" "$2 and $3 differ or are missing"; fi
+}
+
+# ---- the same bits on 1, 2 and 4 processes --------------------------------------------
+run "one process, --grad-block 8" "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 \
+    --outdir "$T/r1" --json
+for np in 2 4; do
+    if mp "$np" "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 --outdir "$T/r$np" --json
+    then ok "$np processes: exit 0"
+    else not_ok "$np processes: exit 0" "$(head -c 600 "$T/err")"; fi
+    json "$np processes: summary from rank 0 reports ranks" "d['ranks'] == $np and d['model_step'] == 12 and d['grad_block'] == 8"
+    lines=$(grep -c '^saved ' "$T/out")
+    [ "$lines" -eq 1 ] && ok "$np processes: one report (rank 0 only)" ||
+        not_ok "$np processes: one report (rank 0 only)" "$lines 'saved' lines"
+    same "$np processes: model.sfm = one process's, byte for byte" "$T/r1/model.sfm" "$T/r$np/model.sfm"
+    same "$np processes: checkpoint.sfm = one process's" "$T/r1/checkpoint.sfm" "$T/r$np/checkpoint.sfm"
+done
+
+# ---- resume: 6 steps on 4 processes, 6 more on 2 = 12 on one ----------------------------
+mp 4 "$S" train "${ARGS[@]}" --steps 6 --out "$T/half.sfm" && ok "4 processes: 6 steps" ||
+    not_ok "4 processes: 6 steps" "$(head -c 600 "$T/err")"
+mp 2 "$S" train --data moons --batch 64 --threads 1 --resume "$T/half.sfm" --steps 6 \
+    --out "$T/resumed.sfm" --json && ok "resumed on 2 processes" ||
+    not_ok "resumed on 2 processes" "$(head -c 600 "$T/err")"
+same "resumed from 4 processes on 2 = uninterrupted one process" "$T/r1/model.sfm" "$T/resumed.sfm"
+
+# ---- refusals and faults ----------------------------------------------------------------
+# fault NAME PATTERN NP ARGS...: exit non-zero within the bound, PATTERN on stderr (once)
+fault() {
+    local name=$1 pat=$2 np=$3; shift 3
+    local t0=$SECONDS
+    mp "$np" "$@"
+    local rc=$? k
+    k=$(grep -cE -e "$pat" "$T/err")
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$k" -eq 1 ]; then
+        ok "$name: exit $rc in $((SECONDS - t0)) s: $(grep -E -e "$pat" "$T/err" | head -c 160)"
+    else
+        not_ok "$name" "exit $rc, $k lines matching /$pat/" "$(head -c 600 "$T/err")"
+    fi
+}
+fault "no --grad-block under mpirun: a usage error, said once" "grad-block B is required" 2 \
+    "$S" train --data moons --batch 64 --steps 2 --out "$T/x.sfm"
+[ ! -e "$T/x.sfm" ] && ok "usage error: nothing written" || not_ok "usage error: nothing written"
+
+# a bad data row in rank 1's share at model step 8 (checkpoints at 6)
+fault "bad row in rank 1's share stops every process" "rank 1: rows 32\.\.63 at model step 8: .*non-finite" 2 \
+    -x STOCHFLOW_MPI_FAULT=data:1:8 "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 \
+    --outdir "$T/f1"
+mp 1 "$S" train "${ARGS[@]}" --steps 6 --out "$T/six.sfm"
+same "bad row: the step-6 checkpoint is intact" "$T/six.sfm" "$T/f1/checkpoint.sfm"
+
+fault "NaN partial gradient on rank 0 stops every process" "rank 0: partial gradient .* not finite" 4 \
+    -x STOCHFLOW_MPI_FAULT=nan:0:3 "$S" train "${ARGS[@]}" --steps 12 --outdir "$T/f2"
+
+# rank 0 cannot write its checkpoint (a directory stands where the file goes)
+mkdir -p "$T/f3/checkpoint.sfm"
+fault "rank 0's checkpoint fails: every process stops" "rank 0: .*checkpoint\.sfm.*stopped after 6 steps" 2 \
+    "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 --outdir "$T/f3"
+
+# a killed process: mpirun ends the job, non-zero, within a bound
+t0=$SECONDS
+timeout 60 "${MPIRUN[@]}" -np 2 "$S" train "${ARGS[@]}" --steps 100000000 --out "$T/k.sfm" \
+    >"$T/kout" 2>"$T/kerr" </dev/null &
+mpid=$! # timeout's; mpirun is its child, the processes mpirun's children
+kids=()
+for _ in $(seq 100); do
+    mpr=$(pgrep -P "$mpid" | head -n 1)
+    [ -n "$mpr" ] && mapfile -t kids < <(pgrep -P "$mpr")
+    [ "${#kids[@]}" -ge 2 ] && break
+    sleep 0.1
+done
+sleep 1
+if [ "${#kids[@]}" -ge 2 ]; then
+    kill -9 "${kids[1]}"
+    wait "$mpid"
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((SECONDS - t0)) -lt 30 ]; then
+        ok "killed process: job ends, exit $rc, in $((SECONDS - t0)) s"
+    else
+        not_ok "killed process: job ends within 30 s" "exit $rc after $((SECONDS - t0)) s"
+    fi
+else
+    kill "$mpid" 2>/dev/null
+    wait "$mpid"
+    not_ok "killed process" "found ${#kids[@]} processes under mpirun"
+fi
+
+echo "1..$n"
+[ $failed -eq 0 ]
