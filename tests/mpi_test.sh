@@ -48,6 +48,12 @@ for np in 2 4; do
     same "$np processes: checkpoint.sfm = one process's" "$T/r1/checkpoint.sfm" "$T/r$np/checkpoint.sfm"
 done
 
+# 3 processes, 50 rows: 7 blocks, shares of 4 (a power of two), so 2 hold rows
+run "one process, 50 rows" "$S" train "${ARGS[@]}" --batch 50 --steps 4 --out "$T/u1.sfm"
+mp 3 "$S" train "${ARGS[@]}" --batch 50 --steps 4 --out "$T/u3.sfm" && ok "3 processes, 50 rows" ||
+    not_ok "3 processes, 50 rows" "$(head -c 600 "$T/err")"
+same "3 processes, uneven blocks = one process" "$T/u1.sfm" "$T/u3.sfm"
+
 # ---- resume: 6 steps on 4 processes, 6 more on 2 = 12 on one ----------------------------
 mp 4 "$S" train "${ARGS[@]}" --steps 6 --out "$T/half.sfm" && ok "4 processes: 6 steps" ||
     not_ok "4 processes: 6 steps" "$(head -c 600 "$T/err")"
@@ -115,6 +121,18 @@ else
     kill "$mpid" 2>/dev/null
     wait "$mpid"
     not_ok "killed process" "found ${#kids[@]} processes under mpirun"
+fi
+
+# ---- the mpi4py example over the same seam ----------------------------------------------
+HERE=$(cd "$(dirname "$0")" && pwd)
+if $PY -c "import mpi4py" 2>/dev/null; then
+    export PYTHONPATH="$HERE/../bindings/python" STOCHFLOW_LIBRARY="$(dirname "$S")/../lib/libstochflow.so"
+    mp 4 -x PYTHONPATH -x STOCHFLOW_LIBRARY $PY "$HERE/../bindings/python/examples/mpi_train.py"         --steps 5 --check
+    grep -q "same bits as one process: True" "$T/out" &&
+        ok "mpi4py example, 4 processes: same bits as one process" ||
+        not_ok "mpi4py example, 4 processes" "$(head -c 300 "$T/out")" "$(head -c 600 "$T/err")"
+else
+    ok "mpi4py example # SKIP python3 has no mpi4py (Debian: python3-mpi4py)"
 fi
 
 echo "1..$n"
