@@ -12,7 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "common.h"
 #include "mpi_driver.h"
 
 #define TAG_HEAD 71
@@ -171,6 +170,14 @@ static void broadcast(head *h, float *g, size_t np, int lo, int hi) {
 static int finish(const head *h, char *fail, size_t cap) {
     if (h->status == DIST_FAIL) snprintf(fail, cap, "rank %d: %s", h->rank, h->why);
     return h->status;
+}
+
+void dist_tree_allsum(float *g, size_t np, double *loss) {
+    head h = {.status = DIST_OK, .rank = g_rank, .has_sum = 1, .loss = *loss};
+    if (ensure_in(np) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
+    reduce(&h, g, np, 0, g_size);
+    broadcast(&h, g, np, 0, g_size);
+    *loss = h.loss;
 }
 
 int dist_agree(int status, const char *why, char *fail, size_t cap) {

@@ -33,6 +33,9 @@ int dist_size(void);
  * (every process returns it; nothing applied). */
 int dist_step(double *loss, stochflow_model *m, const float *x, size_t n, const float *x0,
               int local, const char *why, char *fail, size_t cap);
+/* The tree sum of every process's g [np] and loss, left on every process: dist_step's
+ * reduction without a model (bench/mpi_reduce_bench.c). */
+void dist_tree_allsum(float *g, size_t np, double *loss);
 /* Agree on a status: every process passes its own (and why for DIST_FAIL); every one
  * gets the largest, with the message of the lowest rank that has it, in fail. */
 int dist_agree(int status, const char *why, char *fail, size_t cap);
