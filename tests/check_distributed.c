@@ -24,13 +24,29 @@ static stochflow_model *new_model(int threads) {
     return m;
 }
 
-static float *batch(size_t n, uint64_t stream) {
-    float *x = malloc(n * D * sizeof *x);
+/* A tiny U-Net on 1 x 8 x 8 images (d = 64), attention at the lower level. */
+static stochflow_model *new_unet(int threads) {
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    const size_t mult[] = {1, 2};
+    ck_assert_ok(stochflow_config_new(&c, 64));
+    ck_assert_ok(stochflow_config_set_unet(c, 1, 8, 8, 8, 2, mult, 1, 2u, 4));
+    ck_assert_ok(stochflow_config_set_seed(c, 12));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, threads));
+    return m;
+}
+
+static float *batch_d(size_t n, size_t d, uint64_t stream) {
+    float *x = malloc(n * d * sizeof *x);
     ck_assert_ptr_nonnull(x);
-    ck_assert_ok(stochflow_random_normal(x, n * D, 5, stream));
-    for (size_t i = 0; i < n * D; ++i) x[i] = 0.5f * x[i] + (i % 2 ? 1.0f : -1.0f);
+    ck_assert_ok(stochflow_random_normal(x, n * d, 5, stream));
+    for (size_t i = 0; i < n * d; ++i) x[i] = 0.5f * x[i] + (i % 2 ? 1.0f : -1.0f);
     return x;
 }
+
+static float *batch(size_t n, uint64_t stream) { return batch_d(n, D, stream); }
 
 /* The gradient and loss numerator of one "process" per range, as a driver holds them. */
 typedef struct {
@@ -51,16 +67,18 @@ static void combine(part *p, size_t lo, size_t hi, size_t np) {
 /* The combined gradient of `size` processes over a batch of n rows into out; the loss. */
 static double split_gradient(float *out, stochflow_model *m, const float *x1, size_t n,
                              size_t size) {
-    size_t np = stochflow_model_num_params(m), active = 0;
+    size_t np = stochflow_model_num_params(m), active = 0, d = stochflow_model_dim(m);
+    double blk;
+    ck_assert_ok(stochflow_model_get_param(&blk, m, STOCHFLOW_PARAM_GRAD_BLOCK));
     part p[8];
     ck_assert_uint_le(size, 8);
     for (size_t r = 0; r < size; ++r) {
         size_t row0, rows;
-        ck_assert_ok(stochflow_grad_share(&row0, &rows, &active, n, B, r, size));
+        ck_assert_ok(stochflow_grad_share(&row0, &rows, &active, n, (size_t)blk, r, size));
         p[r].g = calloc(np, sizeof(float));
         p[r].loss = 0;
         if (rows == 0) continue;
-        ck_assert_ok(stochflow_model_partial_gradient(&p[r].loss, m, x1 + row0 * D, rows, NULL,
+        ck_assert_ok(stochflow_model_partial_gradient(&p[r].loss, m, x1 + row0 * d, rows, NULL,
                                                       NULL, row0, n));
         float *g;
         ck_assert_ok(stochflow_model_gradients(&g, NULL, m));
@@ -100,10 +118,10 @@ START_TEST(tree_and_shares) {
 END_TEST
 
 /* One process = 2 = 3 = 4 processes, bit for bit, at 1 and 2 threads; the loss too. */
-static void check_splits(size_t n) {
-    float *x1 = batch(n, 3);
-    stochflow_model *m = new_model(1);
-    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_BLOCK, B));
+static void check_splits(stochflow_model *(*make)(int), size_t n, size_t block) {
+    stochflow_model *m = make(1);
+    float *x1 = batch_d(n, stochflow_model_dim(m), 3);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_BLOCK, (double)block));
     size_t np = stochflow_model_num_params(m);
     float *g1 = malloc(np * sizeof(float)), *gs = malloc(np * sizeof(float)), *g;
     double loss1, loss_s;
@@ -143,10 +161,15 @@ static void check_splits(size_t n) {
     stochflow_model_free(m);
 }
 
-START_TEST(one_process_equals_split) { check_splits(N); }
+START_TEST(one_process_equals_split) { check_splits(new_model, N, B); }
 END_TEST
 
-START_TEST(uneven_batch_equals_split) { check_splits(50); } /* 7 blocks, last of 2 rows */
+/* 7 blocks, the last of 2 rows */
+START_TEST(uneven_batch_equals_split) { check_splits(new_model, 50, B); }
+END_TEST
+
+/* The U-Net threads its own kernels: 12 images in blocks of 2 (6 blocks) */
+START_TEST(unet_equals_split) { check_splits(new_unet, 12, 2); }
 END_TEST
 
 /* One block (GRAD_BLOCK >= n) is the unblocked gradient, bit for bit. */
@@ -257,6 +280,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, tree_and_shares);
     tcase_add_test(tc, one_process_equals_split);
     tcase_add_test(tc, uneven_batch_equals_split);
+    tcase_add_test(tc, unet_equals_split);
     tcase_add_test(tc, one_block_is_unblocked);
     tcase_add_test(tc, driver_steps_equal_train_step);
     suite_add_tcase(s, tc);

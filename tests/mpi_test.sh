@@ -54,6 +54,19 @@ mp 3 "$S" train "${ARGS[@]}" --batch 50 --steps 4 --out "$T/u3.sfm" && ok "3 pro
     not_ok "3 processes, 50 rows" "$(head -c 600 "$T/err")"
 same "3 processes, uneven blocks = one process" "$T/u1.sfm" "$T/u3.sfm"
 
+# images: a tiny U-Net on 5 8x8 IDX images, batch 8 in blocks of 2 (the dequantization
+# noise is keyed by the position in the whole batch)
+$PY -c "
+import struct
+open('$T/five.idx', 'wb').write(b'\x00\x00\x08\x03' + struct.pack('>III', 5, 8, 8) +
+                               bytes((i * 7) % 256 for i in range(5 * 64)))"
+IMG=(--data "idx:$T/five.idx" --unet-base 8 --unet-mult 1,2 --unet-groups 4 --batch 8
+     --grad-block 2 --threads 1 --steps 3)
+run "one process, tiny U-Net" "$S" train "${IMG[@]}" --out "$T/img1.sfm"
+mp 2 "$S" train "${IMG[@]}" --out "$T/img2.sfm" && ok "2 processes, tiny U-Net" ||
+    not_ok "2 processes, tiny U-Net" "$(head -c 600 "$T/err")"
+same "2 processes, tiny U-Net = one process" "$T/img1.sfm" "$T/img2.sfm"
+
 # ---- resume: 6 steps on 4 processes, 6 more on 2 = 12 on one ----------------------------
 mp 4 "$S" train "${ARGS[@]}" --steps 6 --out "$T/half.sfm" && ok "4 processes: 6 steps" ||
     not_ok "4 processes: 6 steps" "$(head -c 600 "$T/err")"
