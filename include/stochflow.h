@@ -834,7 +834,8 @@ STOCHFLOW_API int stochflow_grad_share(size_t *row0, size_t *rows, size_t *activ
  * blocks (row0 a multiple of B; stochflow_grad_share gives such ranges).
  * @param[out] loss_sum  the range's loss numerator (the batch loss is the tree sum of
  *             the processes' values divided by n_global)
- * With row0 = 0 and n = n_global this is compute_gradient (and records the loss).
+ * With row0 = 0 and n = n_global the gradient is compute_gradient's (GRAD_BLOCK set)
+ * and the mean loss_sum / n_global is recorded as the batch loss.
  * The gradient buffer is untouched on failure.
  * @return 0, STOCHFLOW_E_INVALID (B not set, a range that is not a node, bad batch),
  *         STOCHFLOW_E_UNSUPPORTED (a coupling or the FOURIER interpolant),
