@@ -108,33 +108,42 @@ mkdir -p "$T/f3/checkpoint.sfm"
 fault "rank 0's checkpoint fails: every process stops" "rank 0: .*checkpoint\.sfm.*stopped after 6 steps" 2 \
     "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 --outdir "$T/f3"
 
-# a killed process: mpirun ends the job, non-zero, within a bound
-t0=$SECONDS
-timeout 60 "${MPIRUN[@]}" -np 2 "$S" train "${ARGS[@]}" --steps 100000000 --out "$T/k.sfm" \
-    >"$T/kout" 2>"$T/kerr" </dev/null &
-mpid=$! # timeout's; mpirun is its child, the processes mpirun's children
-kids=()
-for _ in $(seq 100); do
-    mpr=$(pgrep -P "$mpid" | head -n 1)
-    [ -n "$mpr" ] && mapfile -t kids < <(pgrep -P "$mpr")
-    [ "${#kids[@]}" -ge 2 ] && break
-    sleep 0.1
-done
-sleep 1
-if [ "${#kids[@]}" -ge 2 ]; then
-    kill -9 "${kids[1]}"
-    wait "$mpid"
-    rc=$?
-    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((SECONDS - t0)) -lt 30 ]; then
-        ok "killed process: job ends, exit $rc, in $((SECONDS - t0)) s"
-    else
-        not_ok "killed process: job ends within 30 s" "exit $rc after $((SECONDS - t0)) s"
+# stop_rank NAME SIGNAL PATTERN EXTRA...: a long run on 2 processes, SIGNAL sent to rank
+# 1's process once both run; the job must end non-zero within 30 s, PATTERN on stderr
+stop_rank() {
+    local name=$1 sig=$2 pat=$3; shift 3
+    local t0=$SECONDS kids=() mpr rc
+    timeout 60 "${MPIRUN[@]}" -np 2 "$S" train "${ARGS[@]}" --steps 100000000 \
+        --out "$T/k.sfm" "$@" >"$T/kout" 2>"$T/kerr" </dev/null &
+    local tpid=$! # timeout's; mpirun is its child, the processes mpirun's children
+    for _ in $(seq 100); do
+        mpr=$(pgrep -P "$tpid" | head -n 1)
+        [ -n "$mpr" ] && mapfile -t kids < <(pgrep -P "$mpr")
+        [ "${#kids[@]}" -ge 2 ] && break
+        sleep 0.1
+    done
+    sleep 1
+    if [ "${#kids[@]}" -lt 2 ]; then
+        kill "$tpid" 2>/dev/null
+        wait "$tpid"
+        not_ok "$name" "found ${#kids[@]} processes under mpirun"
+        return
     fi
-else
-    kill "$mpid" 2>/dev/null
-    wait "$mpid"
-    not_ok "killed process" "found ${#kids[@]} processes under mpirun"
-fi
+    kill -"$sig" "${kids[1]}"
+    wait "$tpid"
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((SECONDS - t0)) -lt 30 ] &&
+        grep -qE -e "$pat" "$T/kerr"; then
+        ok "$name: exit $rc in $((SECONDS - t0)) s"
+    else
+        not_ok "$name" "exit $rc after $((SECONDS - t0)) s, want /$pat/" "$(head -c 400 "$T/kerr")"
+    fi
+}
+# a killed process: mpirun ends the job
+stop_rank "killed process: the job ends" KILL "exited on signal 9"
+# a process that stops answering (SIGSTOP): the others give up after --mpi-timeout
+stop_rank "stopped process: bounded wait, then abort" STOP "rank 0: no .* from rank 1 within 2 s" \
+    --mpi-timeout 2
 
 # ---- the mpi4py example over the same seam ----------------------------------------------
 HERE=$(cd "$(dirname "$0")" && pwd)
