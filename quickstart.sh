@@ -15,7 +15,8 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(meson ninja-build pkg-config gcc g++ libblis-dev libpng-dev zlib1g-dev check
           python3-numpy python3-pytest python3-torch dataset-fashion-mnist abigail-tools
-          python3-sklearn python3-pandas python3-mesonpy python3-venv python3-pip patchelf)
+          python3-sklearn python3-pandas python3-mesonpy python3-venv python3-pip patchelf
+          openmpi-bin libopenmpi-dev python3-mpi4py)
 
 install_missing() {
     local missing=()

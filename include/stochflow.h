@@ -1685,6 +1685,91 @@ STOCHFLOW_API int stochflow_model_train_simulator(double *loss, stochflow_model 
                                                   stochflow_simulator_fn fn, void *user,
                                                   size_t n);
 
+/* ==================================================================================
+ * Data-parallel training
+ *
+ * The seam an engine (MPI, mpi4py, anything that moves bytes) needs to split one batch
+ * across processes and still get the same bits as one process, whatever the number of
+ * processes or threads (doc/distributed.md). The library itself links no such engine.
+ *
+ * With STOCHFLOW_PARAM_GRAD_BLOCK = B > 0, the rows of a batch of n_global rows are cut
+ * into blocks of B rows (the last one shorter); each block's gradient is computed on its
+ * own and the blocks are summed along ONE fixed binary tree over block indices: the node
+ * [lo, hi) (hi - lo >= 2) is the sum, left + right in float, of [lo, mid) and [mid, hi),
+ * mid = stochflow_grad_tree_split(lo, hi). The loss numerator (sum over rows of
+ * |o|^2 - 2 dI.o, in double) goes along the same tree. stochflow_model_compute_gradient
+ * and stochflow_model_train_step then use that tree too, so one process equals any
+ * number of processes bitwise. A driver on `size` processes:
+ *
+ *     stochflow_grad_share(&row0, &rows, n_global, B, rank, size);
+ *     stochflow_model_partial_gradient(&part, m, x1 + row0 * d, rows, NULL, NULL,
+ *                                      row0, n_global);     (gradient buffer = partial)
+ *     combine the processes' partial gradients and loss sums along the tree over process
+ *     indices [0, active) with the same split rule (process lo adds process mid's sum:
+ *     mine + theirs), send the total back, write it into stochflow_model_gradients(),
+ *     stochflow_model_record_loss(m, total_loss_sum / n_global);
+ *     stochflow_model_apply_gradient(m);
+ *
+ * Refused (STOCHFLOW_E_UNSUPPORTED) with blocks: couplings other than INDEPENDENT (they
+ * pair rows across the whole batch) and the learnable FOURIER interpolant (its
+ * coefficient gradient would need a reduction of its own).
+ * ================================================================================== */
+
+#define STOCHFLOW_PARAM_GRAD_BLOCK 117 /**< rows per gradient block summed along one tree
+                                            (doc/distributed.md); 0 = off (default) */
+
+/**
+ * The split point of the node [lo, hi) of the reduction tree: lo + the largest power of
+ * two strictly below hi - lo. 0 when hi - lo < 2 (a leaf). @since 1.0
+ */
+STOCHFLOW_API size_t stochflow_grad_tree_split(size_t lo, size_t hi);
+
+/**
+ * The rows of a batch that process `rank` of `size` computes so that its partial sum
+ * is one node of the tree: with nb = ceil(n_global / block) blocks, every process gets
+ * S blocks, S the smallest power of two >= ceil(nb / size), process r the blocks
+ * [r S, min((r + 1) S, nb)). Processes past the last block get no rows (*rows = 0); the
+ * others, active = ceil(nb / S) of them, combine along the tree over [0, active).
+ * @param[out] row0    first global row of the share
+ * @param[out] rows    number of rows (0: the process only receives the total)
+ * @param[out] active  number of processes that hold rows (may be NULL)
+ * @return 0, STOCHFLOW_E_INVALID (n_global or block 0, rank >= size). @since 1.0
+ */
+STOCHFLOW_API int stochflow_grad_share(size_t *row0, size_t *rows, size_t *active,
+                                       size_t n_global, size_t block, size_t rank,
+                                       size_t size);
+
+/**
+ * The partial gradient of rows [row0, row0 + n) of a batch of n_global rows, with
+ * STOCHFLOW_PARAM_GRAD_BLOCK = B set: x1 (and x0, t when given) hold only those n rows,
+ * every draw (t, x0) is keyed by the GLOBAL row index as in compute_gradient, and the
+ * loss gradient is scaled by 1 / n_global. The gradient buffer is overwritten with the
+ * tree sum of the range's blocks, which must form one node of the tree over the batch's
+ * blocks (row0 a multiple of B; stochflow_grad_share gives such ranges).
+ * @param[out] loss_sum  the range's loss numerator (the batch loss is the tree sum of
+ *             the processes' values divided by n_global)
+ * With row0 = 0 and n = n_global the gradient is compute_gradient's (GRAD_BLOCK set)
+ * and the mean loss_sum / n_global is recorded as the batch loss.
+ * The gradient buffer is untouched on failure.
+ * @return 0, STOCHFLOW_E_INVALID (B not set, a range that is not a node, bad batch),
+ *         STOCHFLOW_E_UNSUPPORTED (a coupling or the FOURIER interpolant),
+ *         STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM. @since 1.0
+ */
+STOCHFLOW_API int stochflow_model_partial_gradient(double *loss_sum, stochflow_model *m,
+                                                   const float *x1, size_t n,
+                                                   const float *x0, const float *t,
+                                                   size_t row0, size_t n_global);
+
+/**
+ * Record the batch loss of the gradient the next stochflow_model_apply_gradient applies
+ * (the path-length estimate, stochflow_model_path_length). compute_gradient and a
+ * whole-batch partial_gradient record it themselves; a driver that combined partial
+ * sums records total / n_global. @return 0, STOCHFLOW_E_INVALID (NULL model, non-finite
+ * loss). @since 1.0
+ */
+STOCHFLOW_API int stochflow_model_record_loss(stochflow_model *m, double loss);
+
+
 #ifdef __cplusplus
 }
 #endif

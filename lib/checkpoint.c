@@ -36,11 +36,14 @@ typedef struct {
 
 static int conditional(const stochflow_model *m) { return m->cfg.n_ctx || m->cfg.n_classes; }
 
-/* The context dropout rate is stored only for conditional models, so that the files of
- * unconditional models are byte for byte what they were before conditioning existed. */
+/* Model keys in the table's order; a key marked when_set (newer than the original
+ * format) only when it is set away from its default, so that a file using none of the
+ * newer settings is byte for byte what earlier versions wrote. An absent key reads as its
+ * default. */
 static int hpar_stored(const stochflow_model *m, const stochflow__param_info *p) {
-    return p->owner == STOCHFLOW__OWNER_MODEL &&
-           (p->key != STOCHFLOW_PARAM_CTX_DROPOUT || conditional(m));
+    if (p->owner != STOCHFLOW__OWNER_MODEL) return 0;
+    return !p->when_set ||
+           *stochflow__hparams_field((stochflow__hparams *)&m->hp, p->key) != p->def;
 }
 
 static uint64_t hpar_count(const stochflow_model *m) {
@@ -148,7 +151,8 @@ static int stat_read(load_ctx *c, const sect *s) {
     return 0;
 }
 
-static uint64_t hpar_len(const stochflow_model *m) { return 8 + 16 * (hpar_count(m) + (uint64_t)m->carried.hpar_count);
+static uint64_t hpar_len(const stochflow_model *m) {
+    return 8 + 16 * (hpar_count(m) + (uint64_t)m->carried.hpar_count);
 }
 static void hpar_write(writer *w, const stochflow_model *m) {
     size_t n;

@@ -267,10 +267,10 @@ static int draw_drop(const uint8_t **out, stochflow_model *m, size_t n) {
 
 /* Rows [lo, hi) of a training batch: draw t and x0 where not given, write the network
  * input x_t = a x0 + b x1 (rows `stride` floats apart), the time t_rows[i] and the
- * target dI/dt = a' x0 + b' x1. */
+ * target dI/dt = a' x0 + b' x1. Row i's draws are keyed by key0 + i (its global row). */
 static void assemble_rows(const stochflow_model *m, float *xt, size_t stride, double *t_rows,
                           float *target, const float *x1, const float *x0, const float *t,
-                          int train, size_t lo, size_t hi) {
+                          int train, size_t key0, size_t lo, size_t hi) {
     const size_t d = m->d;
     for (size_t i = lo; i < hi; ++i) {
         stochflow__rng rt, rx;
@@ -279,7 +279,7 @@ static void assemble_rows(const stochflow_model *m, float *xt, size_t stride, do
             ti = t[i];
         } else {
             stochflow__rng_init(&rt, m->cfg.seed, train ? STOCHFLOW__STREAM_T : STOCHFLOW__STREAM_EVAL_T,
-                                m->step, i);
+                                m->step, key0 + i);
             ti = stochflow__rng_uniform(&rt);
         }
         t_rows[i] = ti;
@@ -287,7 +287,7 @@ static void assemble_rows(const stochflow_model *m, float *xt, size_t stride, do
         (void)stochflow__interp_eval(&m->cfg.interp, ti, c); /* checked by the caller */
         if (!x0)
             stochflow__rng_init(&rx, m->cfg.seed, train ? STOCHFLOW__STREAM_X0 : STOCHFLOW__STREAM_EVAL_X0,
-                                m->step, i);
+                                m->step, key0 + i);
         float *u = xt + i * stride;
         float *tg = target + i * d;
         const float *x1r = x1 + i * d;
@@ -299,6 +299,10 @@ static void assemble_rows(const stochflow_model *m, float *xt, size_t stride, do
     }
 }
 
+static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model *m,
+                            const float *x1, size_t n, const float *x0, const float *t,
+                            size_t row0, size_t n_global);
+
 /* Loss (and, with want_grad, gradient into m->grads) on one batch. Draws use the
  * training streams (train = 1) or the evaluation streams, keyed by the current step. */
 static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, const float *ctx,
@@ -306,6 +310,8 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
                      int want_grad, int train) {
     RETURN_ERROR_IF(loss_out == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
     CHECK_MODEL(m);
+    if (want_grad && train && m->hp.grad_block > 0) /* blocks along the tree (below) */
+        return blocked_gradient(NULL, loss_out, m, x1, n, x0, t, 0, n);
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
     FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
     stochflow__cond cond = {ctx, labels, NULL};
@@ -342,7 +348,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
     const int ant = ip->kind == STOCHFLOW_INTERP_CUSTOM ? 1 : nt;
     size_t stride;
     float *xt = net->ops->input(&stride, net->self, ws, n);
-#define BODY(lo, hi) assemble_rows(m, xt, stride, t_rows, target, x1, x0, t, train, lo, hi)
+#define BODY(lo, hi) assemble_rows(m, xt, stride, t_rows, target, x1, x0, t, train, 0, lo, hi)
     PARALLEL_RANGES(n, n * (d + 8) * 16, ant, 1, BODY);
 #undef BODY
 
@@ -373,6 +379,215 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
         m->tr.grad_valid = 1;
     }
     if (train) stochflow__transport_record_loss(&m->tr, *loss_out);
+    return 0;
+}
+
+/* ---- the blocked gradient: blocks of rows summed along one tree -----------------------
+ * With STOCHFLOW_PARAM_GRAD_BLOCK = B the rows of a batch of n_global rows are cut into
+ * blocks of B rows; each block is its own forward/backward pass (draws keyed by the
+ * global row, dG/do scaled by 1 / n_global) into a zeroed buffer, and the blocks are
+ * summed along the tree of stochflow_grad_tree_split: node = left + right, in float for
+ * the gradient and in double for the loss numerator. A process holding one node of that
+ * tree (stochflow_grad_share) computes exactly that node's value, so any split of the
+ * batch across processes, combined along the same tree, gives the bits of one process.
+ * doc/distributed.md. */
+
+STOCHFLOW_API size_t stochflow_grad_tree_split(size_t lo, size_t hi) {
+    if (hi <= lo || hi - lo < 2) return 0;
+    size_t p = 1;
+    while (p < (hi - lo) - p) p *= 2; /* largest power of two < hi - lo */
+    return lo + p;
+}
+
+/* 1 when [b0, b1) is a node of the tree over [0, nb). */
+static int tree_node(size_t b0, size_t b1, size_t nb) {
+    size_t lo = 0, hi = nb;
+    for (;;) {
+        if (lo == b0 && hi == b1) return 1;
+        if (hi - lo < 2) return 0;
+        size_t mid = stochflow_grad_tree_split(lo, hi);
+        if (b1 <= mid) hi = mid;
+        else if (b0 >= mid) lo = mid;
+        else return 0;
+    }
+}
+
+STOCHFLOW_API int stochflow_grad_share(size_t *row0, size_t *rows, size_t *active,
+                                       size_t n_global, size_t block, size_t rank,
+                                       size_t size) {
+    RETURN_ERROR_IF(row0 == NULL || rows == NULL, STOCHFLOW_E_INVALID,
+                    "grad_share: row0 or rows is NULL");
+    RETURN_ERROR_IF(n_global == 0 || block == 0 || size == 0 || rank >= size,
+                    STOCHFLOW_E_INVALID,
+                    "grad_share: n_global %zu, block %zu, rank %zu of %zu", n_global, block,
+                    rank, size);
+    const size_t nb = n_global / block + (n_global % block != 0);
+    const size_t per = nb / size + (nb % size != 0);
+    size_t S = 1;
+    while (S < per) S *= 2;
+    const size_t act = nb / S + (nb % S != 0);
+    if (active) *active = act;
+    if (rank >= act) {
+        *row0 = n_global;
+        *rows = 0;
+        return 0;
+    }
+    const size_t b0 = rank * S, b1 = b0 + S < nb ? b0 + S : nb;
+    *row0 = b0 * block;
+    *rows = (b1 * block < n_global ? b1 * block : n_global) - *row0;
+    return 0;
+}
+
+/* What every block of one blocked gradient shares. */
+typedef struct {
+    stochflow_model *m;
+    const float *x1, *x0, *t; /* the caller's rows */
+    size_t n, row0, B, Bw;    /* rows held, their first global row, rows per block,
+                                 rows the workspace was carved for (min(B, n)) */
+    float scale;              /* 2 / n_global */
+    float *head;              /* times [2B floats] then target/dG/do [B x d] */
+    float *net_ws;            /* the network's workspace for B rows */
+    float **buf;              /* one gradient buffer per tree level */
+} block_job;
+
+/* Block b (local index) into g (overwritten); its loss numerator into *sum. */
+static void block_pass(double *sum, const block_job *J, size_t b, float *g) {
+    stochflow_model *m = J->m;
+    const stochflow__network *net = &m->net;
+    const size_t d = m->d, s = b * J->B, rows = J->n - s < J->B ? J->n - s : J->B;
+    const int nt = (int)m->hp.threads;
+    const int ant = m->cfg.interp.kind == STOCHFLOW_INTERP_CUSTOM ? 1 : nt;
+    double *t_rows = (double *)J->head;
+    float *target = J->head + pad16(2 * J->Bw);
+    size_t stride;
+    float *xt = net->ops->input(&stride, net->self, J->net_ws, rows);
+    const float *x1 = J->x1 + s * d, *x0 = J->x0 ? J->x0 + s * d : NULL;
+    const float *t = J->t ? J->t + s : NULL;
+#define BODY(lo, hi) \
+    assemble_rows(m, xt, stride, t_rows, target, x1, x0, t, 1, J->row0 + s, lo, hi)
+    PARALLEL_RANGES(rows, rows * (d + 8) * 16, ant, 1, BODY);
+#undef BODY
+    const float *out =
+        net->ops->forward(net->self, m->params, J->net_ws, rows, t_rows, 0.0, NULL, 1, nt);
+    double total = 0.0;
+    for (size_t i = 0; i < rows * d; ++i) {
+        float o = out[i], tg = target[i];
+        total += (double)o * o - 2.0 * (double)tg * o;
+        target[i] = J->scale * (o - tg);
+    }
+    *sum = total;
+#define BODY(lo, hi) memset(g + (lo), 0, ((hi) - (lo)) * sizeof *g)
+    PARALLEL_RANGES(m->n_params, m->n_params, nt, 16, BODY);
+#undef BODY
+    net->ops->backward(net->self, m->params, J->net_ws, rows, target, g, NULL, nt);
+}
+
+/* The tree node [lo, hi) (local block indices) into g; level: the depth, whose buffer
+ * holds right children. */
+static void tree_pass(double *sum, const block_job *J, size_t lo, size_t hi, float *g,
+                      size_t level) {
+    if (hi - lo == 1) {
+        block_pass(sum, J, lo, g);
+        return;
+    }
+    const size_t mid = stochflow_grad_tree_split(lo, hi);
+    double left, right;
+    tree_pass(&left, J, lo, mid, g, level + 1);
+    float *r = J->buf[level];
+    tree_pass(&right, J, mid, hi, r, level + 1);
+    const size_t np = J->m->n_params;
+    const int nt = (int)J->m->hp.threads;
+#define BODY(a, b)                                  \
+    do {                                            \
+        for (size_t i_ = (a); i_ < (b); ++i_) g[i_] += r[i_]; \
+    } while (0)
+    PARALLEL_RANGES(np, np, nt, 16, BODY);
+#undef BODY
+    *sum = left + right;
+}
+
+/* The tree sum of rows [row0, row0 + n) into m->grads (untouched on failure); the loss
+ * numerator into *loss_sum and, for a whole batch, the mean into *loss_mean (either may
+ * be NULL), recorded for the path-length estimate. */
+static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model *m,
+                            const float *x1, size_t n, const float *x0, const float *t,
+                            size_t row0, size_t n_global) {
+    const size_t B = (size_t)m->hp.grad_block;
+    RETURN_ERROR_IF(B == 0, STOCHFLOW_E_INVALID,
+                    "partial gradient: STOCHFLOW_PARAM_GRAD_BLOCK is not set");
+    RETURN_ERROR_IF((int)m->hp.coupling != STOCHFLOW_COUPLING_INDEPENDENT,
+                    STOCHFLOW_E_UNSUPPORTED,
+                    "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): a coupling pairs rows "
+                    "across the whole batch; only the independent coupling splits");
+    RETURN_ERROR_IF(m->cfg.interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
+                    "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): the learnable Fourier "
+                    "interpolant's coefficient gradient is not reduced across blocks");
+    FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
+    RETURN_ERROR_IF(n_global > MAX_BATCH || row0 > n_global || n > n_global - row0,
+                    STOCHFLOW_E_INVALID, "partial gradient: rows [%zu, %zu) outside a batch of %zu",
+                    row0, row0 + n, n_global);
+    const size_t nb_all = n_global / B + (n_global % B != 0);
+    const size_t b0 = row0 / B, b1 = (row0 + n) / B + ((row0 + n) % B != 0);
+    RETURN_ERROR_IF(row0 % B != 0 || ((row0 + n) % B != 0 && row0 + n != n_global) ||
+                        !tree_node(b0, b1, nb_all),
+                    STOCHFLOW_E_INVALID,
+                    "partial gradient: rows [%zu, %zu) are not one node of the block tree "
+                    "(block %zu, batch %zu; stochflow_grad_share gives such ranges)",
+                    row0, row0 + n, B, n_global);
+    double c0[4];
+    FORWARD_IF_ERROR(stochflow__interp_eval(&m->cfg.interp, 0.5, c0)); /* fails only here */
+    const stochflow__network *net = &m->net;
+    const int nt = (int)m->hp.threads;
+    const size_t nb = b1 - b0, d = m->d, Bn = B < n ? B : n;
+    size_t levels = 0;
+    while (((size_t)1 << levels) < nb) ++levels;
+    /* workspace: times and target for Bn rows, the network's, then levels + 1 gradient
+     * buffers (the root is copied into m->grads only once everything succeeded) */
+    size_t net_f, net_last, bd, np16 = pad16(m->n_params), head, total;
+    const size_t last = n - (nb - 1) * B;
+    RETURN_ERROR_IF(net->ops->ws_floats(&net_f, net->self, Bn, 1, 0, nt) != 0 ||
+                        net->ops->ws_floats(&net_last, net->self, last, 1, 0, nt) != 0 ||
+                        stochflow__mul_size(&bd, Bn, d) != 0 || bd > SIZE_MAX / 4,
+                    STOCHFLOW_E_INVALID, "block of %zu rows is too large", Bn);
+    if (net_last > net_f) net_f = net_last;
+    head = pad16(2 * Bn) + pad16(bd);
+    RETURN_ERROR_IF(np16 > (SIZE_MAX - head - pad16(net_f)) / (levels + 1),
+                    STOCHFLOW_E_INVALID, "gradient tree of %zu levels is too large", levels);
+    total = head + pad16(net_f) + (levels + 1) * np16;
+    FORWARD_IF_ERROR(ensure_ws(m, total));
+    float *bufs[64];
+    for (size_t l = 0; l <= levels; ++l) bufs[l] = m->ws + head + pad16(net_f) + l * np16;
+    block_job J = {m, x1, x0, t, n, row0, B, Bn, 2.0f / (float)n_global, m->ws,
+                   m->ws + head, bufs + 1};
+    double sum;
+    tree_pass(&sum, &J, 0, nb, bufs[0], 0);
+    RETURN_ERROR_IF(!isfinite(sum), STOCHFLOW_E_NONFINITE,
+                    "loss is not finite (%g) at step %llu (rows [%zu, %zu))", sum / (double)n_global,
+                    (unsigned long long)m->step, row0, row0 + n);
+    memcpy(m->grads, bufs[0], m->n_params * sizeof *m->grads);
+    if (loss_sum) *loss_sum = sum;
+    if (row0 == 0 && n == n_global) {
+        const double mean = sum / (double)n_global;
+        if (loss_mean) *loss_mean = mean;
+        stochflow__transport_record_loss(&m->tr, mean);
+    }
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_model_partial_gradient(double *loss_sum, stochflow_model *m,
+                                                   const float *x1, size_t n,
+                                                   const float *x0, const float *t,
+                                                   size_t row0, size_t n_global) {
+    RETURN_ERROR_IF(loss_sum == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
+    CHECK_MODEL(m);
+    return blocked_gradient(loss_sum, NULL, m, x1, n, x0, t, row0, n_global);
+}
+
+STOCHFLOW_API int stochflow_model_record_loss(stochflow_model *m, double loss) {
+    CHECK_MODEL(m);
+    RETURN_ERROR_IF(!isfinite(loss), STOCHFLOW_E_INVALID, "record_loss: loss %g is not finite",
+                    loss);
+    stochflow__transport_record_loss(&m->tr, loss);
     return 0;
 }
 

@@ -49,6 +49,7 @@ typedef struct {
     double threads, eval_weights;
     double interp_lr, coupling, sinkhorn_reg; /* interpolant ascent, couplings */
     double ema_warmup; /* STOCHFLOW_PARAM_EMA_WARMUP (lib/optimizer.c) */
+    double grad_block; /* STOCHFLOW_PARAM_GRAD_BLOCK: rows per gradient block, 0 = off */
     double ctx_dropout; /* STOCHFLOW_PARAM_CTX_DROPOUT (doc/conditional.md) */
 } stochflow__hparams;
 

@@ -9,8 +9,10 @@
 #include "params.h"
 #include "solver.h"
 
-#define M_(field) STOCHFLOW__OWNER_MODEL, offsetof(stochflow__hparams, field)
-#define S_(field) STOCHFLOW__OWNER_SOLVER, offsetof(struct stochflow_solver, field)
+#define M_(field) STOCHFLOW__OWNER_MODEL, offsetof(stochflow__hparams, field), 0
+/* a model key newer than the original checkpoint format: in HPAR only when set */
+#define MW_(field) STOCHFLOW__OWNER_MODEL, offsetof(stochflow__hparams, field), 1
+#define S_(field) STOCHFLOW__OWNER_SOLVER, offsetof(struct stochflow_solver, field), 0
 #define DBL STOCHFLOW__PTYPE_DOUBLE
 #define INT STOCHFLOW__PTYPE_INT
 #define ENUM STOCHFLOW__PTYPE_ENUM
@@ -44,9 +46,10 @@ static const stochflow__param_info table[] = {
     {STOCHFLOW_PARAM_SINKHORN_REG, "sinkhorn_reg", DBL, 1e-4, 10.0, 0.05, M_(sinkhorn_reg)},
     /* 1 = Keras-style EMA warm-up, 2 = constant decay (lib/optimizer.c) */
     {STOCHFLOW_PARAM_EMA_WARMUP, "ema_warmup", ENUM, 1, 2, 2, M_(ema_warmup)},
-    /* per-row context dropout of conditional training (doc/conditional.md); HPAR holds it
-     * only for conditional models (lib/checkpoint.c) */
-    {STOCHFLOW_PARAM_CTX_DROPOUT, "ctx_dropout", DBL, 0.0, 1.0, 0.0, M_(ctx_dropout)},
+    /* rows per gradient block summed along one tree, 0 = off (doc/distributed.md) */
+    {STOCHFLOW_PARAM_GRAD_BLOCK, "grad_block", INT, 1, 268435456, 0, MW_(grad_block)},
+    /* per-row context dropout of conditional training (doc/conditional.md) */
+    {STOCHFLOW_PARAM_CTX_DROPOUT, "ctx_dropout", DBL, 0.0, 1.0, 0.0, MW_(ctx_dropout)},
 
     /* solver: ODE integration (200s) and log-density (300s) */
     {STOCHFLOW_PARAM_SOLVER, "solver", ENUM, 1, 4, STOCHFLOW_SOLVER_DOPRI5, S_(solver)},

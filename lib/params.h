@@ -32,6 +32,10 @@ typedef struct {
     double def;       /* default */
     int owner;        /* STOCHFLOW__OWNER_* */
     size_t offset;    /* of the double field inside the owner's struct */
+    int when_set;     /* model keys: 1 = in the checkpoint's HPAR only when set away from
+                         the default (keys newer than the original format, so that files
+                         using none of them are byte for byte what earlier versions
+                         wrote); 0 = always */
 } stochflow__param_info;
 
 /* Row of key, or NULL. */

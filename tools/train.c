@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "context.h"
 #include "images.h"
+#include "mpi_driver.h"
 #include "training.h"
 
 /* Defaults of a fresh image model (doc/cli.md). */
@@ -59,6 +60,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--context-columns", "LIST", "conditional model: columns of --data (1-based) that are context"},
     {"--labels", "FILE|COLUMN", "conditional model: integer class labels (-1 = none)"},
     {"--ctx-dropout", "X", "conditional model: drop a row's conditioning with probability P"},
+    {"--grad-block", "B", "rows per gradient block summed along a fixed tree (needed under mpirun)"},
+    {"--mpi-timeout", "S", "under mpirun: longest wait for another process, seconds (default 600)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -153,6 +156,8 @@ static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batc
         (rc = get_u64(o, "--checkpoint-every", 0, 0, 1000000000, ck_every)) != 0 ||
         (rc = get_u64(o, "--threads", 1, 1, 256, &v)) != 0 || (rc = check_train_params(o)) != 0)
         return rc;
+    double tmo;
+    if ((rc = get_double(o, "--mpi-timeout", 600, 1, 1e6, &tmo)) != 0) return rc;
     if (img && ((rc = get_u64(o, "--max-images", 0, 0, 1u << 30, maxim)) != 0 ||
                 (rc = get_u64(o, "--sample-every", 0, 0, 1000000000, &g->every)) != 0 ||
                 (rc = get_u64(o, "--grid-n", 16, 1, 1024, &g->n)) != 0 ||
@@ -196,7 +201,11 @@ static void report(const opts *o, const char *out, stochflow_model *m, const tra
     jint(j, "checkpoints", tr->checkpoints);
 }
 
-int cmd_train(int argc, char **argv) {
+/* Under mpirun: whether every process got as far as agreeing on its setup (after that,
+ * failures are agreed step by step), and the timeout of that agreement. */
+static int setup_agreed;
+
+static int train_main(int argc, char **argv) {
     opts o;
     catch_signals();
     int rc = cli_parse(&o, "train", "--data SRC --out MODEL [options]", TRAIN_OPTS,
@@ -224,9 +233,10 @@ int cmd_train(int argc, char **argv) {
     /* (--out may be the --resume checkpoint: it is read whole before anything is written;
      * DIR/checkpoint.sfm too, and its directory is --out's or the created --outdir) */
     const char *inputs[] = {source_file(src), source_file(base_src)};
-    if (opt(&o, "--outdir") && make_dirs(dir) != 0) return 1;
-    if (check_output("train", out, inputs, 2) != 0 ||
-        (tpng && check_output("train", tpng, inputs, 2) != 0))
+    const int writer = dist_rank() == 0; /* under mpirun only rank 0 writes */
+    if (writer && opt(&o, "--outdir") && make_dirs(dir) != 0) return 1;
+    if (writer && (check_output("train", out, inputs, 2) != 0 ||
+                   (tpng && check_output("train", tpng, inputs, 2) != 0)))
         return 1;
 
     /* the data, once */
@@ -339,10 +349,42 @@ int cmd_train(int argc, char **argv) {
         sp.fill = fill_points;
         sp.fill_user = &pb;
     }
+    if (dist_size() > 1) {
+        double blk = 0;
+        stochflow_model_get_param(&blk, m, STOCHFLOW_PARAM_GRAD_BLOCK);
+        if (blk == 0) {
+            if (writer) /* the same on every process: said once */
+                cli_usage("train: under mpirun with %d processes --grad-block B is required (B "
+                          "rows per block; one process with the same B gives the same bits)",
+                          dist_size());
+            ret = EXIT_USAGE;
+            goto out;
+        }
+        char why[512];
+        if (dist_agree(DIST_OK, NULL, why, sizeof why) != DIST_OK) { /* every one set up */
+            setup_agreed = 1;
+            if (writer) cli_fail("train: %s", why);
+            goto out;
+        }
+        setup_agreed = 1;
+    }
     if (train_run(&tr, m, &sp) != 0) goto out;
 
     /* --out is saved whatever stopped the loop, so the steps done are not lost */
-    if ((rc = stochflow_model_save(m, out)) < 0) {
+    rc = writer ? stochflow_model_save(m, out) : 0;
+    if (dist_size() > 1) { /* rank 0's save, agreed by every process */
+        char why[512], msg[512];
+        snprintf(msg, sizeof msg, "%.200s: %.240s (%s)", out, stochflow_last_error_message(),
+                 stochflow_status_string(rc));
+        if (dist_agree(rc < 0 ? DIST_FAIL : DIST_OK, msg, why, sizeof why) != DIST_OK &&
+            !writer)
+            goto out;
+    }
+    if (!writer) { /* the others stop here, as rank 0 reports */
+        ret = tr.fail[0] ? 1 : tr.interrupted ? EXIT_INTERRUPTED : 0;
+        goto out;
+    }
+    if (rc < 0) {
         if (tr.fail[0])
             cli_fail("train: %s; saving %s failed too: %s (%s)", tr.fail, out,
                      stochflow_last_error_message(), stochflow_status_string(rc));
@@ -367,6 +409,12 @@ int cmd_train(int argc, char **argv) {
     }
     json j;
     report(&o, out, m, &tr, step0, batch, &j);
+    if (opt(&o, "--json")) {
+        double blk = 0;
+        stochflow_model_get_param(&blk, m, STOCHFLOW_PARAM_GRAD_BLOCK);
+        jint(&j, "ranks", (uint64_t)dist_size());
+        jint(&j, "grad_block", (uint64_t)blk);
+    }
     if (img) {
         char mult[128], attn[64];
         unet_describe(mult, sizeof mult, attn, sizeof attn, &g.u);
@@ -425,4 +473,19 @@ out:
     dataset_free(&base_ds);
     dataset_free(&ds);
     return ret;
+}
+
+int cmd_train(int argc, char **argv) {
+    /* under mpirun (built with -Dmpi): MPI_Init; only rank 0 prints (doc/distributed.md) */
+    dist_start(argc, argv);
+    if (dist_rank() > 0 && freopen("/dev/null", "w", stdout) == NULL) return 1;
+    int rc = train_main(argc, argv);
+    if (dist_size() > 1 && !setup_agreed) {
+        /* this process stopped before the others heard from it: tell them */
+        char why[512];
+        dist_agree(rc == 0 ? DIST_OK : DIST_FAIL,
+                   "setting up failed (its message above)", why, sizeof why);
+    }
+    dist_finish();
+    return rc;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpi_driver.h"
 #include "training.h"
 
 #define LOSS_WINDOW 100
@@ -29,23 +30,44 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
     progress bar;
     progress_start(&bar, sp->label, (double)sp->steps, "steps");
     double t0 = cli_now();
+    /* under mpirun (tools/mpi_driver.c): each step is split across the processes, rank 0
+     * alone writes and shows progress, and every process agrees after each step */
+    const int ranks = dist_size(), writer = dist_rank() == 0;
+    if (ranks > 1 && (sp->ctx || sp->labels)) {
+        progress_end(&bar);
+        return cli_fail("conditional models cannot be trained under mpirun (the data-parallel "
+                        "step carries no context); train them in one process");
+    }
     for (uint64_t s = 0; s < sp->steps; ++s) {
-        if (stop_requested) {
+        if (stop_requested && ranks == 1) {
             res->interrupted = 1;
             break;
         }
         const float *x = NULL, *x0 = NULL;
-        if (sp->fill(sp->fill_user, &x, &x0, stochflow_model_step(m)) != 0) {
-            ret = CLI_ERR;
-            break;
-        }
         double loss;
-        int st = stochflow_model_train_step_ctx(&loss, m, x, sp->ctx, sp->labels, sp->batch, x0,
-                                                NULL);
-        if (st < 0) {
-            progress_end(&bar);
-            ret = cli_fail_lib(st, "training step");
-            break;
+        if (ranks > 1) {
+            /* a filler's failure travels with the step's sums (its message printed here) */
+            int local = sp->fill(sp->fill_user, &x, &x0, stochflow_model_step(m)) != 0;
+            char why[512];
+            if (dist_step(&loss, m, x, sp->batch, x0, local ? DIST_FAIL : DIST_OK,
+                          "reading the batch failed (its message above)", why,
+                          sizeof why) != DIST_OK) {
+                progress_end(&bar);
+                ret = writer ? cli_fail("training step: %s", why) : CLI_ERR;
+                break;
+            }
+        } else {
+            if (sp->fill(sp->fill_user, &x, &x0, stochflow_model_step(m)) != 0) {
+                ret = CLI_ERR;
+                break;
+            }
+            int st = stochflow_model_train_step_ctx(&loss, m, x, sp->ctx, sp->labels, sp->batch,
+                                                    x0, NULL);
+            if (st < 0) {
+                progress_end(&bar);
+                ret = cli_fail_lib(st, "training step");
+                break;
+            }
         }
         if (sp->keep_history && keep(&res->history, &hcap, s, loss) != 0) {
             progress_end(&bar);
@@ -57,22 +79,37 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
         res->steps_run = s + 1;
         run = isnan(run) ? loss : 0.98 * run + 0.02 * loss;
         uint64_t now = stochflow_model_step(m);
+        int fail_now = 0, stop_now = 0;
         if (sp->checkpoint && sp->checkpoint_every && now % sp->checkpoint_every == 0) {
-            int rc = stochflow_model_save(m, sp->checkpoint);
+            int rc = writer ? stochflow_model_save(m, sp->checkpoint) : 0;
             if (rc < 0) {
                 snprintf(res->fail, sizeof res->fail, "%s: %s (%s)", sp->checkpoint,
                          stochflow_last_error_message(), stochflow_status_string(rc));
-                break;
+                fail_now = 1;
+            } else {
+                ++res->checkpoints;
             }
-            ++res->checkpoints;
         }
-        if (sp->hook) {
+        if (sp->hook && !fail_now && writer) {
             int h = sp->hook(sp->hook_user, m, now, res->fail, sizeof res->fail);
-            if (h == 1) {
-                res->interrupted = 1;
+            if (h == 1) stop_now = 1;
+            else if (h != 0) fail_now = 1;
+        }
+        if (ranks > 1) { /* rank 0's files and everyone's Ctrl-C, agreed by every process */
+            char why[sizeof res->fail];
+            int a = dist_agree(fail_now ? DIST_FAIL : (stop_now || stop_requested) ? DIST_STOP
+                                                                                   : DIST_OK,
+                               res->fail, why, sizeof why);
+            if (a == DIST_FAIL) {
+                snprintf(res->fail, sizeof res->fail, "%s", why);
                 break;
             }
-            if (h != 0) break;
+            stop_now = a == DIST_STOP;
+        }
+        if (fail_now) break;
+        if (stop_now) {
+            res->interrupted = 1;
+            break;
         }
         char extra[64];
         double pl; /* the learnable interpolant's path-length estimate as training goes */
@@ -80,7 +117,7 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
             snprintf(extra, sizeof extra, "loss %.4f path %.3f", run, pl);
         else
             snprintf(extra, sizeof extra, "loss %.4f", run);
-        progress_update(&bar, (double)(s + 1), extra);
+        if (writer) progress_update(&bar, (double)(s + 1), extra);
     }
     progress_end(&bar);
     res->seconds = cli_now() - t0;
@@ -138,6 +175,7 @@ static const struct {
     {"--ema", "ema_decay"},
     {"--clip", "grad_clip"},
     {"--weight-decay", "weight_decay"},
+    {"--grad-block", "grad_block"},
 };
 #define N_TRAIN_PARAMS (sizeof TRAIN_PARAMS / sizeof TRAIN_PARAMS[0])
 

@@ -47,7 +47,7 @@ __all__ = [
     "random_normal", "random_uniform", "png_write", "coupling_assign", "param_bounds", "param_name", "param_key",
     "param_names", "status_string", "__version__",
     "images_load", "images_dequantize", "images_to_float", "images_quantize", "bits_per_dim",
-    "images_write_grid",
+    "images_write_grid", "grad_share", "grad_tree_split",
 ]
 
 # ---- errors ---------------------------------------------------------------------------
@@ -573,14 +573,18 @@ class Model:
         _call("stochflow_model_context", ctypes.byref(k), ctypes.byref(c), self._h)
         return k.value, c.value
 
-    @_serialized
-    def _batch_call(self, fname, x1, x0, t, ctx=None, labels=None):
+    def _batch_args(self, x1, x0, t):
         x1 = _matrix(x1, self._d, "x1")
         n = x1.shape[0]
         x0 = None if x0 is None else _matrix(x0, self._d, "x0")
         if x0 is not None and x0.shape[0] != n:
             raise ValueError("x0 must have shape (%d, %d), got %s" % (n, self._d, x0.shape))
         t = None if t is None else _vector(t, n, "t")
+        return x1, n, x0, t
+
+    @_serialized
+    def _batch_call(self, fname, x1, x0, t, ctx=None, labels=None):
+        x1, n, x0, t = self._batch_args(x1, x0, t)
         loss = ctypes.c_double()
         if ctx is None and labels is None:
             _call(fname, ctypes.byref(loss), self._h, _ptr(x1), n, _ptr(x0), _ptr(t))
@@ -607,6 +611,25 @@ class Model:
     def apply_gradient(self):
         """Apply clipping, Adam and EMA to whatever gradients() holds; step += 1."""
         _call("stochflow_model_apply_gradient", self._h)
+
+    # -- data-parallel training (doc/distributed.md)
+    @_serialized
+    def partial_gradient(self, x1, row0, n_global, x0=None, t=None):
+        """With grad_block set: overwrite gradients() with the tree sum of the blocks of
+        rows [row0, row0 + len(x1)) of a batch of n_global rows (x1 holds only those
+        rows; draws keyed by global row); returns that range's loss numerator. The batch
+        loss is the tree sum of the processes' numerators over n_global."""
+        x1, n, x0, t = self._batch_args(x1, x0, t)
+        out = ctypes.c_double()
+        _call("stochflow_model_partial_gradient", ctypes.byref(out), self._h, _ptr(x1), n,
+              _ptr(x0), _ptr(t), int(row0), int(n_global))
+        return out.value
+
+    @_serialized
+    def record_loss(self, loss):
+        """Record the combined batch loss for the path-length estimate (before
+        apply_gradient, after installing a combined gradient)."""
+        _call("stochflow_model_record_loss", self._h, float(loss))
 
     @_serialized
     def _view(self, fname):
@@ -826,6 +849,20 @@ class Solver:
 
 
 # ---- utilities --------------------------------------------------------------------------
+
+
+def grad_tree_split(lo, hi):
+    """Split point of node [lo, hi) of the reduction tree (0 for a leaf)."""
+    return _lib.stochflow_grad_tree_split(int(lo), int(hi))
+
+
+def grad_share(n_global, block, rank, size):
+    """(row0, rows, active): the rows process `rank` of `size` computes so that its
+    partial sum is one node of the tree, and how many processes hold rows."""
+    row0, rows, active = ctypes.c_size_t(), ctypes.c_size_t(), ctypes.c_size_t()
+    _call("stochflow_grad_share", ctypes.byref(row0), ctypes.byref(rows), ctypes.byref(active),
+          int(n_global), int(block), int(rank), int(size))
+    return row0.value, rows.value, active.value
 
 
 def toy_names():

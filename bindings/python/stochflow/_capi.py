@@ -214,6 +214,13 @@ PROTOTYPES = {
     "stochflow_solver_integrate_ctx": (c_int, [c_float_p, c_float_p, HANDLE, HANDLE,
                                                c_float_p, c_float_p, c_int32_p, c_size_t,
                                                c_double, c_double]),
+    # data-parallel training (doc/distributed.md)
+    "stochflow_grad_tree_split": (c_size_t, [c_size_t, c_size_t]),
+    "stochflow_grad_share": (c_int, [c_size_t_p, c_size_t_p, c_size_t_p, c_size_t, c_size_t,
+                                     c_size_t, c_size_t]),
+    "stochflow_model_partial_gradient": (c_int, [c_double_p, HANDLE, c_float_p, c_size_t,
+                                                 c_float_p, c_float_p, c_size_t, c_size_t]),
+    "stochflow_model_record_loss": (c_int, [HANDLE, c_double]),
 }
 
 # void *user, uint64_t step, double loss, double val_nll, double val_se -> int
@@ -286,6 +293,7 @@ CONSTANTS = {
     "STOCHFLOW_PARAM_LR_TOTAL_STEPS": 111,
     "STOCHFLOW_PARAM_LR_MIN": 112,
     "STOCHFLOW_PARAM_EMA_WARMUP": 116,
+    "STOCHFLOW_PARAM_GRAD_BLOCK": 117,
     "STOCHFLOW_PARAM_SOLVER": 200,
     "STOCHFLOW_PARAM_STEPS": 201,
     "STOCHFLOW_PARAM_RTOL": 202,

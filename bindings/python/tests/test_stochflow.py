@@ -147,7 +147,7 @@ def test_parameter_table_comes_from_the_library():
     with pytest.raises(sf.UnsupportedError):
         sf.param_key("learning_rate")
     with pytest.raises(sf.UnsupportedError):
-        sf.param_name(117)
+        sf.param_name(150)
     with pytest.raises(sf.UnsupportedError):
         sf.param_bounds("nope")
 

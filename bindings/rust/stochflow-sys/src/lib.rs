@@ -60,6 +60,7 @@ pub const STOCHFLOW_PARAM_LR_WARMUP: c_int = 110;
 pub const STOCHFLOW_PARAM_LR_TOTAL_STEPS: c_int = 111;
 pub const STOCHFLOW_PARAM_LR_MIN: c_int = 112;
 pub const STOCHFLOW_PARAM_EMA_WARMUP: c_int = 116;
+pub const STOCHFLOW_PARAM_GRAD_BLOCK: c_int = 117;
 pub const STOCHFLOW_PARAM_SOLVER: c_int = 200;
 pub const STOCHFLOW_PARAM_STEPS: c_int = 201;
 pub const STOCHFLOW_PARAM_RTOL: c_int = 202;
@@ -351,6 +352,28 @@ extern "C" {
         t: *const f32,
     ) -> c_int;
     pub fn stochflow_model_apply_gradient(m: *mut stochflow_model) -> c_int;
+    // data-parallel training (doc/distributed.md)
+    pub fn stochflow_grad_tree_split(lo: usize, hi: usize) -> usize;
+    pub fn stochflow_grad_share(
+        row0: *mut usize,
+        rows: *mut usize,
+        active: *mut usize,
+        n_global: usize,
+        block: usize,
+        rank: usize,
+        size: usize,
+    ) -> c_int;
+    pub fn stochflow_model_partial_gradient(
+        loss_sum: *mut f64,
+        m: *mut stochflow_model,
+        x1: *const f32,
+        n: usize,
+        x0: *const f32,
+        t: *const f32,
+        row0: usize,
+        n_global: usize,
+    ) -> c_int;
+    pub fn stochflow_model_record_loss(m: *mut stochflow_model, loss: f64) -> c_int;
     pub fn stochflow_model_parameters(
         params: *mut *mut f32,
         count: *mut usize,

@@ -255,6 +255,8 @@ impl Param {
     /// EMA warm-up: 1 = decay min(EmaDecay, (1 + s) / (10 + s)) at step s, 2 = constant
     /// (default).
     pub const EmaWarmup: Param = Param(sys::STOCHFLOW_PARAM_EMA_WARMUP);
+    /// Rows per gradient block summed along one fixed tree (doc/distributed.md); 0 = off.
+    pub const GradBlock: Param = Param(sys::STOCHFLOW_PARAM_GRAD_BLOCK);
     pub const Threads: Param = Param(sys::STOCHFLOW_PARAM_THREADS);
     pub const EvalWeights: Param = Param(sys::STOCHFLOW_PARAM_EVAL_WEIGHTS);
     pub const Solver: Param = Param(sys::STOCHFLOW_PARAM_SOLVER);

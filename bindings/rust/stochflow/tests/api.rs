@@ -55,7 +55,7 @@ fn parameter_table_from_the_library() {
         Param::from_name("learning_rate").unwrap_err().kind,
         ErrorKind::Unsupported
     );
-    assert_eq!(Param::from_key(117), None);
+    assert_eq!(Param::from_key(150), None);
     assert_eq!(
         param_bounds(Param::from_key(100).unwrap()).unwrap(),
         param_bounds(Param::Lr).unwrap()

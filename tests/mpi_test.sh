@@ -1,0 +1,161 @@
+#!/bin/bash
+# mpi_test.sh - `mpirun -np N stochflow train` (tools/mpi_driver.c, doc/distributed.md):
+# 1, 2 and 4 processes write the same checkpoints byte for byte; a run of 4 processes
+# resumed on 2 continues as one uninterrupted process; a bad data row or a NaN gradient
+# in one process's share, a checkpoint rank 0 cannot write, and a killed process stop
+# every process with a non-zero exit, the last good checkpoint intact, within a bound.
+# TAP. Usage: mpi_test.sh STOCHFLOW_EXE WITH_MPI(0|1). Skipped (with the reason) when
+# mpirun is absent or the program was built without -Dmpi.
+S=$1
+WITH_MPI=${2:-0}
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "1..0 # SKIP mpirun not found (Debian: apt-get install openmpi-bin libopenmpi-dev)"
+    exit 0
+fi
+if [ "$WITH_MPI" != 1 ]; then
+    echo "1..0 # SKIP stochflow was built without MPI (meson -Dmpi=enabled, needs libopenmpi-dev)"
+    exit 0
+fi
+CLI_TMP_PREFIX=sfmpi
+source "$(dirname "$0")/cli_lib.sh"
+export OMP_NUM_THREADS=1
+MPIRUN=(mpirun --oversubscribe --allow-run-as-root)
+# the toy run every case shares: 64 rows in blocks of 8 (8 blocks: 4, 2 or 1 per process)
+ARGS=(--data moons --batch 64 --hidden 32,32 --grad-block 8 --threads 1)
+
+# mp NP ARGS...: the program on NP processes, 60 s at most; stdout/stderr in $T/out, err
+mp() {
+    local np=$1; shift
+    timeout 60 "${MPIRUN[@]}" -np "$np" "$@" >"$T/out" 2>"$T/err" </dev/null
+}
+
+same() { # NAME FILE1 FILE2
+    if cmp -s "$2" "$3"; then ok "$1"; else not_ok "$1" "$2 and $3 differ or are missing"; fi
+}
+
+# ---- the same bits on 1, 2 and 4 processes --------------------------------------------
+run "one process, --grad-block 8" "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 \
+    --outdir "$T/r1" --json
+for np in 2 4; do
+    if mp "$np" "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 --outdir "$T/r$np" --json
+    then ok "$np processes: exit 0"
+    else not_ok "$np processes: exit 0" "$(head -c 600 "$T/err")"; fi
+    json "$np processes: summary from rank 0 reports ranks" "d['ranks'] == $np and d['model_step'] == 12 and d['grad_block'] == 8"
+    lines=$(grep -c '^saved ' "$T/out")
+    [ "$lines" -eq 1 ] && ok "$np processes: one report (rank 0 only)" ||
+        not_ok "$np processes: one report (rank 0 only)" "$lines 'saved' lines"
+    same "$np processes: model.sfm = one process's, byte for byte" "$T/r1/model.sfm" "$T/r$np/model.sfm"
+    same "$np processes: checkpoint.sfm = one process's" "$T/r1/checkpoint.sfm" "$T/r$np/checkpoint.sfm"
+done
+
+# 3 processes, 50 rows: 7 blocks, shares of 4 (a power of two), so 2 hold rows
+run "one process, 50 rows" "$S" train "${ARGS[@]}" --batch 50 --steps 4 --out "$T/u1.sfm"
+mp 3 "$S" train "${ARGS[@]}" --batch 50 --steps 4 --out "$T/u3.sfm" && ok "3 processes, 50 rows" ||
+    not_ok "3 processes, 50 rows" "$(head -c 600 "$T/err")"
+same "3 processes, uneven blocks = one process" "$T/u1.sfm" "$T/u3.sfm"
+
+# images: a tiny U-Net on 5 8x8 IDX images, batch 8 in blocks of 2 (the dequantization
+# noise is keyed by the position in the whole batch)
+$PY -c "
+import struct
+open('$T/five.idx', 'wb').write(b'\x00\x00\x08\x03' + struct.pack('>III', 5, 8, 8) +
+                               bytes((i * 7) % 256 for i in range(5 * 64)))"
+IMG=(--data "idx:$T/five.idx" --unet-base 8 --unet-mult 1,2 --unet-groups 4 --batch 8
+     --grad-block 2 --threads 1 --steps 3)
+run "one process, tiny U-Net" "$S" train "${IMG[@]}" --out "$T/img1.sfm"
+mp 2 "$S" train "${IMG[@]}" --out "$T/img2.sfm" && ok "2 processes, tiny U-Net" ||
+    not_ok "2 processes, tiny U-Net" "$(head -c 600 "$T/err")"
+same "2 processes, tiny U-Net = one process" "$T/img1.sfm" "$T/img2.sfm"
+
+# ---- resume: 6 steps on 4 processes, 6 more on 2 = 12 on one ----------------------------
+mp 4 "$S" train "${ARGS[@]}" --steps 6 --out "$T/half.sfm" && ok "4 processes: 6 steps" ||
+    not_ok "4 processes: 6 steps" "$(head -c 600 "$T/err")"
+mp 2 "$S" train --data moons --batch 64 --threads 1 --resume "$T/half.sfm" --steps 6 \
+    --out "$T/resumed.sfm" --json && ok "resumed on 2 processes" ||
+    not_ok "resumed on 2 processes" "$(head -c 600 "$T/err")"
+same "resumed from 4 processes on 2 = uninterrupted one process" "$T/r1/model.sfm" "$T/resumed.sfm"
+
+# ---- refusals and faults ----------------------------------------------------------------
+# fault NAME PATTERN NP ARGS...: exit non-zero within the bound, PATTERN on stderr (once)
+fault() {
+    local name=$1 pat=$2 np=$3; shift 3
+    local t0=$SECONDS
+    mp "$np" "$@"
+    local rc=$? k
+    k=$(grep -cE -e "$pat" "$T/err")
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$k" -eq 1 ]; then
+        ok "$name: exit $rc in $((SECONDS - t0)) s: $(grep -E -e "$pat" "$T/err" | head -c 160)"
+    else
+        not_ok "$name" "exit $rc, $k lines matching /$pat/" "$(head -c 600 "$T/err")"
+    fi
+}
+fault "no --grad-block under mpirun: a usage error, said once" "grad-block B is required" 2 \
+    "$S" train --data moons --batch 64 --steps 2 --out "$T/x.sfm"
+[ ! -e "$T/x.sfm" ] && ok "usage error: nothing written" || not_ok "usage error: nothing written"
+
+# a bad data row in rank 1's share at model step 8 (checkpoints at 6)
+fault "bad row in rank 1's share stops every process" "rank 1: rows 32\.\.63 at model step 8: .*non-finite" 2 \
+    -x STOCHFLOW_MPI_FAULT=data:1:8 "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 \
+    --outdir "$T/f1"
+mp 1 "$S" train "${ARGS[@]}" --steps 6 --out "$T/six.sfm"
+same "bad row: the step-6 checkpoint is intact" "$T/six.sfm" "$T/f1/checkpoint.sfm"
+
+fault "NaN partial gradient on rank 0 stops every process" "rank 0: partial gradient .* not finite" 4 \
+    -x STOCHFLOW_MPI_FAULT=nan:0:3 "$S" train "${ARGS[@]}" --steps 12 --outdir "$T/f2"
+
+# rank 0 cannot write its checkpoint (a directory stands where the file goes)
+mkdir -p "$T/f3/checkpoint.sfm"
+fault "rank 0's checkpoint fails: every process stops" "rank 0: .*checkpoint\.sfm.*stopped after 6 steps" 2 \
+    "$S" train "${ARGS[@]}" --steps 12 --checkpoint-every 6 --outdir "$T/f3"
+
+# stop_rank NAME SIGNAL PATTERN EXTRA...: a long run on 2 processes, SIGNAL sent to rank
+# 1's process once both run; the job must end non-zero within 30 s, PATTERN on stderr
+stop_rank() {
+    local name=$1 sig=$2 pat=$3; shift 3
+    local t0=$SECONDS kids=() mpr rc
+    timeout 60 "${MPIRUN[@]}" -np 2 "$S" train "${ARGS[@]}" --steps 100000000 \
+        --out "$T/k.sfm" "$@" >"$T/kout" 2>"$T/kerr" </dev/null &
+    local tpid=$! # timeout's; mpirun is its child, the processes mpirun's children
+    for _ in $(seq 100); do
+        mpr=$(pgrep -P "$tpid" | head -n 1)
+        [ -n "$mpr" ] && mapfile -t kids < <(pgrep -P "$mpr")
+        [ "${#kids[@]}" -ge 2 ] && break
+        sleep 0.1
+    done
+    sleep 1
+    if [ "${#kids[@]}" -lt 2 ]; then
+        kill "$tpid" 2>/dev/null
+        wait "$tpid"
+        not_ok "$name" "found ${#kids[@]} processes under mpirun"
+        return
+    fi
+    kill -"$sig" "${kids[1]}"
+    wait "$tpid"
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((SECONDS - t0)) -lt 30 ] &&
+        grep -qE -e "$pat" "$T/kerr"; then
+        ok "$name: exit $rc in $((SECONDS - t0)) s"
+    else
+        not_ok "$name" "exit $rc after $((SECONDS - t0)) s, want /$pat/" "$(head -c 400 "$T/kerr")"
+    fi
+}
+# a killed process: mpirun ends the job
+stop_rank "killed process: the job ends" KILL "exited on signal 9"
+# a process that stops answering (SIGSTOP): the others give up after --mpi-timeout
+stop_rank "stopped process: bounded wait, then abort" STOP "rank 0: no .* from rank 1 within 2 s" \
+    --mpi-timeout 2
+
+# ---- the mpi4py example over the same seam ----------------------------------------------
+HERE=$(cd "$(dirname "$0")" && pwd)
+if $PY -c "import mpi4py" 2>/dev/null; then
+    export PYTHONPATH="$HERE/../bindings/python" STOCHFLOW_LIBRARY="$(dirname "$S")/../lib/libstochflow.so"
+    mp 4 -x PYTHONPATH -x STOCHFLOW_LIBRARY $PY "$HERE/../bindings/python/examples/mpi_train.py"         --steps 5 --check
+    grep -q "same bits as one process: True" "$T/out" &&
+        ok "mpi4py example, 4 processes: same bits as one process" ||
+        not_ok "mpi4py example, 4 processes" "$(head -c 300 "$T/out")" "$(head -c 600 "$T/err")"
+else
+    ok "mpi4py example # SKIP python3 has no mpi4py (Debian: python3-mpi4py)"
+fi
+
+echo "1..$n"
+[ $failed -eq 0 ]
