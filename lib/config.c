@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "objective.h"
 
 void stochflow__config_defaults(stochflow_config *c, size_t dim) {
     memset(c, 0, sizeof *c);
@@ -48,6 +49,7 @@ int stochflow__config_validate(const stochflow_config *c) {
         RETURN_ERROR_IF(c->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
                         "the learnable Fourier interpolant is not available with the U-Net");
     }
+    FORWARD_IF_ERROR(stochflow__objective_validate(c)); /* lib/objective.c */
     if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
         RETURN_ERROR_IF(c->interp.base != STOCHFLOW_INTERP_TRIG &&
                             c->interp.base != STOCHFLOW_INTERP_LINEAR,

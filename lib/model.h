@@ -15,6 +15,16 @@
 #define STOCHFLOW__MAX_DIM 65536
 #define STOCHFLOW__MAX_FREQ 64
 
+/* The training objective of a model (stochflow_config_set_objective, lib/objective.c):
+ * all zeros is the plain ODE velocity of the deterministic interpolant. */
+typedef struct {
+    int field;        /* STOCHFLOW_FIELD_VELOCITY .. DENOISER; 0 = VELOCITY */
+    int kind;         /* STOCHFLOW_SI_*; 0 = TWO_SIDED */
+    int gamma;        /* STOCHFLOW_GAMMA_ZERO .. SIN2; 0 = ZERO */
+    double scale;     /* BROWNIAN_SCALED only */
+    int flags;        /* STOCHFLOW_OBJECTIVE_* */
+} stochflow__objective;
+
 struct stochflow_config {
     size_t dim;
     size_t n_hidden;
@@ -26,6 +36,7 @@ struct stochflow_config {
     uint64_t seed;
     int arch;         /* STOCHFLOW_ARCH_* */
     stochflow__unet_cfg unet; /* ARCH_UNET only */
+    stochflow__objective obj; /* what the training step regresses (lib/objective.c) */
 };
 
 /* What a loaded checkpoint held that this version does not know (unknown sections, with
