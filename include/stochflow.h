@@ -1234,7 +1234,7 @@ STOCHFLOW_API int stochflow_sde_log_prob(float *logp, float *se, stochflow_sde *
 /** Training times of the SCORE and DRIFT objectives are clamped to
  *  [T_MIN, 1 - T_MIN]: the score target -z/c2 is undefined where c2 = 0 and the drift
  *  target's c2' z is infinite there for the square-root gamma schedules. */
-#define STOCHFLOW_OBJECTIVE_T_MIN 1e-3
+#define STOCHFLOW_OBJECTIVE_T_MIN ((double)1e-3)
 
 /**
  * Set what a model built from cfg learns.

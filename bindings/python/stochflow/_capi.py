@@ -171,7 +171,16 @@ PROTOTYPES = {
     "stochflow_sde_sample": (c_int, [c_float_p, HANDLE, HANDLE, HANDLE, c_size_t, c_uint64]),
     "stochflow_sde_log_prob": (c_int, [c_float_p, c_float_p, HANDLE, HANDLE, HANDLE, c_float_p,
                                        c_size_t, c_uint64]),
+    "stochflow_sde_set_eps_schedule": (c_int, [HANDLE, c_void_p, c_void_p]),
+    # stochastic interpolants: training (doc/sde.md)
+    "stochflow_config_set_objective": (c_int, [HANDLE, c_int, c_int, c_int, c_double, c_int]),
+    "stochflow_config_objective": (c_int, [P(c_int), P(c_int), P(c_int), c_double_p, P(c_int),
+                                           HANDLE]),
+    "stochflow_model_sinterp": (c_int, [HANDLE_P, HANDLE]),
 }
+
+# void *user, double t -> double (stochflow_eps_fn)
+EPS_FN = ctypes.CFUNCTYPE(c_double, c_void_p, c_double)
 
 # void *user, uint64_t step, double loss, double val_nll, double val_se -> int
 TRAIN_PROGRESS_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_uint64, c_double, c_double, c_double)
@@ -188,7 +197,6 @@ NOT_BOUND = (
     "stochflow_solver_sample_fn",
     "stochflow_sinterp_set_schedule",
     "stochflow_sinterp_set_gamma",
-    "stochflow_sde_set_eps_schedule",
     "stochflow_sde_sample_fn",
     "stochflow_sde_log_prob_fn",
 )
@@ -321,6 +329,7 @@ CONSTANTS = {
     "STOCHFLOW_PARAM_SDE_LIK_AVG": 608,
     "STOCHFLOW_SDE_LIK_MEAN": 1,
     "STOCHFLOW_SDE_LIK_LOGMEANEXP": 2,
+    "STOCHFLOW_OBJECTIVE_ANTITHETIC": 1,
 }
 globals().update(CONSTANTS)
 __all__ = list(CONSTANTS)  # what `from ._capi import *` re-exports

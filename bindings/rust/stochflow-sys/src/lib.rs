@@ -148,6 +148,9 @@ pub const STOCHFLOW_PARAM_SDE_PATHS: c_int = 607;
 pub const STOCHFLOW_PARAM_SDE_LIK_AVG: c_int = 608;
 pub const STOCHFLOW_SDE_LIK_MEAN: c_int = 1;
 pub const STOCHFLOW_SDE_LIK_LOGMEANEXP: c_int = 2;
+// stochastic interpolants: training
+pub const STOCHFLOW_OBJECTIVE_ANTITHETIC: c_int = 1;
+pub const STOCHFLOW_OBJECTIVE_T_MIN: f64 = 1e-3;
 
 // ---- opaque handles ----
 #[repr(C)]
@@ -767,5 +770,26 @@ extern "C" {
         x: *const f32,
         n: usize,
         seed: u64,
+    ) -> c_int;
+    // stochastic interpolants: training
+    pub fn stochflow_config_set_objective(
+        cfg: *mut stochflow_config,
+        field: c_int,
+        kind: c_int,
+        gamma: c_int,
+        gamma_scale: f64,
+        flags: c_int,
+    ) -> c_int;
+    pub fn stochflow_config_objective(
+        field: *mut c_int,
+        kind: *mut c_int,
+        gamma: *mut c_int,
+        gamma_scale: *mut f64,
+        flags: *mut c_int,
+        cfg: *const stochflow_config,
+    ) -> c_int;
+    pub fn stochflow_model_sinterp(
+        out: *mut *mut stochflow_sinterp,
+        m: *const stochflow_model,
     ) -> c_int;
 }
