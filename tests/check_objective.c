@@ -126,6 +126,22 @@ START_TEST(loss_matches_sinterp) {
 }
 END_TEST
 
+/* Three training steps of a and b on the same batch: the same losses, then the same
+ * weights (bit for bit). */
+static void train_alike(stochflow_model *a, stochflow_model *b, const float *x1, size_t n) {
+    for (int s = 0; s < 3; ++s) {
+        double la, lb;
+        ck_assert_ok(stochflow_model_train_step(&la, a, x1, n, NULL, NULL));
+        ck_assert_ok(stochflow_model_train_step(&lb, b, x1, n, NULL, NULL));
+        ck_assert(la == lb);
+    }
+    float *pa, *pb;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&pa, &np, a));
+    ck_assert_ok(stochflow_model_parameters(&pb, NULL, b));
+    ck_assert(memcmp(pa, pb, np * sizeof *pa) == 0);
+}
+
 /* The default objective set explicitly is today's training step, bit for bit. */
 START_TEST(plain_objective_unchanged) {
     const size_t d = 2, n = 7;
@@ -134,12 +150,7 @@ START_TEST(plain_objective_unchanged) {
                                    STOCHFLOW_GAMMA_ZERO, 0, 6, 3);
     float x1[14];
     stochflow_random_normal(x1, n * d, 5, 1);
-    for (int s = 0; s < 3; ++s) {
-        double la, lb;
-        ck_assert_ok(stochflow_model_train_step(&la, a, x1, n, NULL, NULL));
-        ck_assert_ok(stochflow_model_train_step(&lb, b, x1, n, NULL, NULL));
-        ck_assert(la == lb);
-    }
+    train_alike(a, b, x1, n);
     size_t sa, sb;
     ck_assert_ok(stochflow_model_serialized_size(&sa, a));
     ck_assert_ok(stochflow_model_serialized_size(&sb, b));
@@ -159,17 +170,7 @@ START_TEST(threads_same_bits) {
     ck_assert_ok(stochflow_model_set_param(b, STOCHFLOW_PARAM_THREADS, 3));
     float *x1 = malloc(n * d * sizeof *x1);
     stochflow_random_normal(x1, n * d, 5, 1);
-    for (int s = 0; s < 3; ++s) {
-        double la, lb;
-        ck_assert_ok(stochflow_model_train_step(&la, a, x1, n, NULL, NULL));
-        ck_assert_ok(stochflow_model_train_step(&lb, b, x1, n, NULL, NULL));
-        ck_assert(la == lb);
-    }
-    float *pa, *pb;
-    size_t np;
-    ck_assert_ok(stochflow_model_parameters(&pa, &np, a));
-    ck_assert_ok(stochflow_model_parameters(&pb, NULL, b));
-    ck_assert(memcmp(pa, pb, np * sizeof *pa) == 0);
+    train_alike(a, b, x1, n);
     free(x1);
     stochflow_model_free(a);
     stochflow_model_free(b);
