@@ -25,6 +25,13 @@ import sys; sys.exit(0 if open('$T/s.sfm','rb').read()==open('$T/s3.sfm','rb').r
 check "the objective is in the checkpoint (SINT), not in a plain model's" "
 import sys; a=open('$T/s.sfm','rb').read(); b=open('$T/v.sfm','rb').read(); sys.exit(0 if b'SINT' in a and b'SINT' not in b else 1)"
 
+run "info of a score model" "$SF" info --model "$T/s.sfm" --json &&
+    json "info names the objective" "d['objective']=='score' and d['gamma']=='brownian' and d['antithetic'] is True"
+run "info of a denoiser with a scaled gamma" "$SF" info --model "$T/e.sfm" --json &&
+    json "info: gamma scale" "d['objective']=='denoiser' and d['gamma_scale']==0.5 and d['antithetic'] is False"
+run "info of a plain model" "$SF" info --model "$T/v.sfm" --json &&
+    json "info: plain model is a velocity without gamma" "d['objective']=='velocity' and d['gamma']=='zero'"
+
 # ---- SDE sampling ----------------------------------------------------------------------
 run "sample --sde with a score model" "$SF" sample --model "$T/d.sfm" --score "$T/s.sfm" --sde 0.5 -n 200 --steps 10 --out "$T/a.npy" --json &&
     json "SDE sample JSON: Heun NFE 2 per step" "d['sampler']=='sde' and d['sde_eps']==0.5 and d['nfe']==20 and d['n']==200"

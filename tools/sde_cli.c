@@ -71,6 +71,26 @@ static double eps_inside(void *user, double t) {
     return t > inner_eps.h / 2 && t < 1.0 - inner_eps.h / 2 ? inner_eps.eps : 0.0;
 }
 
+void cli_objective_info(const stochflow_config *c, json *j) {
+    int field = 0, gamma = 0, flags = 0;
+    double scale = 0;
+    stochflow_config_objective(&field, NULL, &gamma, &scale, &flags, c);
+    const char *g = gamma == STOCHFLOW_GAMMA_BROWNIAN_SCALED ? "brownian"
+                                                             : keyword_name(GAMMAS, gamma);
+    int anti = (flags & STOCHFLOW_OBJECTIVE_ANTITHETIC) != 0;
+    if (j == NULL) {
+        printf("objective    %s, gamma %s", keyword_name(OBJECTIVES, field), g);
+        if (scale > 0) printf(":%g", scale);
+        printf("%s\n", anti ? ", antithetic" : "");
+        return;
+    }
+    jstr(j, "objective", keyword_name(OBJECTIVES, field));
+    jstr(j, "gamma", g);
+    jnum(j, "gamma_scale", scale);
+    jkey(j, "antithetic");
+    jraw(j, "%s", anti ? "true" : "false");
+}
+
 /* The field a model was trained for, and its gamma kind. */
 static int model_objective(const stochflow_model *m, int *gamma) {
     stochflow_config *c = NULL;

@@ -15,4 +15,8 @@ int cli_set_objective(stochflow_config *cfg, const opts *o);
 int cli_sde_setup(stochflow_sde **sde, stochflow_model **score, stochflow_model *m,
                   const opts *o, uint64_t def_steps);
 
+/* The training objective of a model's configuration: one "objective" line on stdout
+ * (j NULL), or the JSON keys objective, gamma, gamma_scale, antithetic. */
+void cli_objective_info(const stochflow_config *c, json *j);
+
 #endif
