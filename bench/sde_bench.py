@@ -15,7 +15,8 @@ Likelihoods of 2000 held-out points: the ODE (RK4 100 steps, exact divergence) o
 b, and the SDE estimate (200 steps, 8 paths, mean of the path values) of b with s and v.
 
 usage: STOCHFLOW_LIBRARY=build/lib/libstochflow.so PYTHONPATH=bindings/python \
-       /usr/bin/python3 bench/sde_bench.py [steps]
+       /usr/bin/python3 bench/sde_bench.py [steps [toy,toy [samples]]]
+("samples": the sample table only, no likelihoods)
 """
 import os
 import sys
@@ -26,7 +27,8 @@ import numpy as np
 import stochflow as sf
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-TOYS = ("8gaussians", "checkerboard")
+TOYS = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("8gaussians", "checkerboard")
+SAMPLES_ONLY = len(sys.argv) > 3 and sys.argv[3] == "samples"
 EPS = (0.1, 0.5, 1.0)
 KS = (10, 50)
 
@@ -73,6 +75,8 @@ def main():
                     name, K, 2 * K, e if e else "-", ce,
                     "%.3f" % off if toy == "checkerboard" else "-"))
         print("\nentropy of %s: %.3f nats (the cross-entropy of exact samples)\n" % (toy, ent))
+        if SAMPLES_ONLY:
+            continue
         held = sf.toy_sample(toy, 2000, seed=11, stream=10 ** 9)
         print("| likelihood of 2000 held-out points | NLL (nats) | se over points | "
               "mean per-point path se |")
