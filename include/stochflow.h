@@ -1770,6 +1770,58 @@ STOCHFLOW_API int stochflow_model_partial_gradient(double *loss_sum, stochflow_m
 STOCHFLOW_API int stochflow_model_record_loss(stochflow_model *m, double loss);
 
 
+/* ===================================================================================
+ * Stochastic interpolants: training
+ * ===================================================================================
+ * A model learns one field of a stochastic interpolant x_t = c0 x0 + c1 x1 + c2 z
+ * (stochflow_sinterp_point): the configuration names the field and the interpolant; the
+ * training step (stochflow_model_train_step, the trainer) then draws t, x0 and the
+ * latent z ~ N(0, I) (its own stream, keyed by seed, step and row) and regresses the
+ * field's target. The interpolant's schedule (a, b) is the configuration's
+ * (stochflow_config_set_interpolant / _set_schedule). Train a drift (or velocity) model
+ * and a score (or denoiser) model and sample with stochflow_sde_sample. doc/sde.md.
+ */
+
+/** Objective flag: antithetic pairs (each row also at x_t- = I - c2 z, the two losses
+ *  averaged; the network sees 2n rows per batch of n). */
+#define STOCHFLOW_OBJECTIVE_ANTITHETIC 1
+/** Training times of the SCORE and DRIFT objectives are clamped to
+ *  [T_MIN, 1 - T_MIN]: the score target -z/c2 is undefined where c2 = 0 and the drift
+ *  target's c2' z is infinite there for the square-root gamma schedules. */
+#define STOCHFLOW_OBJECTIVE_T_MIN ((double)1e-3)
+
+/**
+ * Set what a model built from cfg learns.
+ * @param field  STOCHFLOW_FIELD_VELOCITY (0), _DRIFT, _SCORE or _DENOISER
+ * @param kind   STOCHFLOW_SI_TWO_SIDED (0), _ONE_SIDED (x_t = a z + b x1: the base is the
+ *               latent) or _MIRROR (x_t = x1 + gamma z)
+ * @param gamma  STOCHFLOW_GAMMA_ZERO (0) .. _SIN2 (not CUSTOM); ONE_SIDED ignores it
+ * @param gamma_scale  c of STOCHFLOW_GAMMA_BROWNIAN_SCALED (> 0), ignored otherwise
+ * @param flags  0 or STOCHFLOW_OBJECTIVE_ANTITHETIC
+ * All zeros is the default: the velocity of the deterministic interpolant, the
+ * library's ODE training, bit for bit. SCORE and DENOISER need a noise term (c2 not
+ * identically zero: ONE_SIDED, or a gamma other than ZERO); MIRROR needs a gamma.
+ * A non-default objective is stored in checkpoints (section SINT) and is not available
+ * with the learnable Fourier interpolant (model_new: STOCHFLOW_E_UNSUPPORTED).
+ * @return 0, STOCHFLOW_E_INVALID (config unchanged). @since 0.3
+ */
+STOCHFLOW_API int stochflow_config_set_objective(stochflow_config *cfg, int field, int kind,
+                                                 int gamma, double gamma_scale, int flags);
+/**
+ * The objective of cfg, resolved (defaults written as their constants). Any out-pointer
+ * may be NULL. @return 0, STOCHFLOW_E_INVALID (cfg NULL). @since 0.3
+ */
+STOCHFLOW_API int stochflow_config_objective(int *field, int *kind, int *gamma,
+                                             double *gamma_scale, int *flags,
+                                             const stochflow_config *cfg);
+/**
+ * A new stochastic interpolant equal to the one model m trains on (its schedule, kind
+ * and gamma; a custom schedule's callback is shared), for stochflow_sde_set_interpolant.
+ * Free with stochflow_sinterp_free.
+ * @return 0, STOCHFLOW_E_INVALID (NULLs; Fourier interpolant), STOCHFLOW_E_NOMEM. @since 0.3
+ */
+STOCHFLOW_API int stochflow_model_sinterp(stochflow_sinterp **out, const stochflow_model *m);
+
 #ifdef __cplusplus
 }
 #endif

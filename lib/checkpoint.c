@@ -8,6 +8,7 @@
 
 #include "bytes.h"
 #include "model.h"
+#include "objective.h"
 #include "params.h"
 
 #define MAGIC "STOCHFLW"
@@ -330,6 +331,21 @@ static int cond_read(load_ctx *c, const sect *s) {
     return 0;
 }
 
+/* training objective of a stochastic interpolant: body in lib/objective.c; written only
+ * for a non-default objective, so files of plain models are unchanged */
+static int sint_written(const stochflow_model *m) {
+    return stochflow__objective_section_size(&m->cfg) != 0;
+}
+static uint64_t sint_len(const stochflow_model *m) {
+    return stochflow__objective_section_size(&m->cfg);
+}
+static void sint_write(writer *w, const stochflow_model *m) {
+    stochflow__objective_section_write(w, &m->cfg);
+}
+static int sint_conf(load_ctx *c, const sect *s) {
+    return stochflow__objective_section_read(&c->cfg, s->at, s->len);
+}
+
 /* ---- the section table ----------------------------------------------------------------
  * Written in this order. Loading runs, in this order: conf (configuration, before any
  * allocation; called only for present sections unless the row has call_absent), then
@@ -358,6 +374,7 @@ static const section_def sections[] = {
     {"ADAM", 1, 0, NULL, adam_len, adam_write, NULL, NULL, adam_read},
     {"INTP", 0, 1, intp_written, intp_len, intp_write, intp_conf, NULL, intp_read},
     {"COND", 0, 0, conditional, cond_len, cond_write, cond_read, NULL, NULL},
+    {"SINT", 0, 0, sint_written, sint_len, sint_write, sint_conf, NULL, NULL},
 };
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 

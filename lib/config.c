@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "objective.h"
 
 void stochflow__config_defaults(stochflow_config *c, size_t dim) {
     memset(c, 0, sizeof *c);
@@ -52,6 +53,7 @@ int stochflow__config_validate(const stochflow_config *c) {
                     "context width %zu out of range 0..%d", c->n_ctx, STOCHFLOW__MAX_CTX);
     RETURN_ERROR_IF(c->n_classes > STOCHFLOW__MAX_CLASSES, STOCHFLOW_E_INVALID,
                     "class count %zu out of range 0..%d", c->n_classes, STOCHFLOW__MAX_CLASSES);
+    FORWARD_IF_ERROR(stochflow__objective_validate(c)); /* lib/objective.c */
     if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) { /* learnable interpolant */
         RETURN_ERROR_IF(c->interp.base != STOCHFLOW_INTERP_TRIG &&
                             c->interp.base != STOCHFLOW_INTERP_LINEAR,

@@ -202,7 +202,8 @@ static int row_coef(double c[7], const stochflow_sinterp *si, int field, double 
 }
 
 /* Target y of one component (double): x0 term only where c0 or c0' is used. */
-static double target_of(const double c[7], int field, double x0, double x1, double z, int sign) {
+double stochflow__sinterp_target(const double c[7], int field, double x0, double x1, double z,
+                                 int sign) {
     switch (field) {
     case STOCHFLOW_FIELD_VELOCITY: return c[3] * x0 + c[4] * x1;
     case STOCHFLOW_FIELD_DRIFT: return c[3] * x0 + c[4] * x1 + sign * c[5] * z;
@@ -222,7 +223,7 @@ static int fill_rows(float *xt, float *target, float *grad, const float *o, doub
         for (size_t j = 0; j < d; ++j) {
             size_t q = i * d + j;
             double a0 = x0 ? (double)x0[q] : 0.0;
-            double y = target_of(c, field, a0, x1[q], z[q], sign);
+            double y = stochflow__sinterp_target(c, field, a0, x1[q], z[q], sign);
             if (xt) xt[q] = (float)(c[0] * a0 + c[1] * (double)x1[q] + sign * c[2] * (double)z[q]);
             if (target) target[q] = (float)y;
             if (grad) grad[q] = (float)(g * ((double)o[q] - y));
@@ -268,7 +269,7 @@ STOCHFLOW_API int stochflow_sinterp_loss(double *loss, float *grad, const stochf
             case STOCHFLOW_FIELD_SCORE: li += oq * oq + (2.0 * sign / c[2]) * zq * oq; break;
             case STOCHFLOW_FIELD_DENOISER: li += oq * oq + 2.0 * sign * zq * oq; break;
             default:
-                li += oq * oq - 2.0 * target_of(c, field, a0, x1[q], zq, sign) * oq;
+                li += oq * oq - 2.0 * stochflow__sinterp_target(c, field, a0, x1[q], zq, sign) * oq;
                 break;
             }
         }

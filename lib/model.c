@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "objective.h"
 #include "parallel.h"
 
 /* The blocking policy of every evaluation (velocity, divergence, Hutchinson forms,
@@ -330,15 +331,21 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
             train ? STOCHFLOW__STREAM_X0 : STOCHFLOW__STREAM_EVAL_X0, m->step));
         x0 = pr.x0;
     }
-    /* workspace: the times [n] (doubles), the target then dG/do [n x d], the network's */
+    /* A stochastic-interpolant objective (lib/objective.c) assembles its own rows: nr
+     * network rows (2n with antithetic pairs); the plain velocity has nr = n. */
+    const int plain = stochflow__objective_plain(&m->cfg.obj);
+    struct stochflow_sinterp si;
+    if (!plain) stochflow__objective_sinterp(&si, &m->cfg);
+    const size_t nr = plain ? n : stochflow__objective_rows(&m->cfg.obj, n);
+    /* workspace: the times [nr] (doubles), the target then dG/do [nr x d], the network's */
     size_t net_f, nd, head;
-    RETURN_ERROR_IF(net->ops->ws_floats(&net_f, net->self, n, want_grad, 0, nt) != 0 ||
-                        stochflow__mul_size(&nd, n, d) != 0 || nd > SIZE_MAX / 2 - 4 * n ||
-                        (head = pad16(2 * n) + pad16(nd)) > SIZE_MAX - net_f,
+    RETURN_ERROR_IF(nr < n || net->ops->ws_floats(&net_f, net->self, nr, want_grad, 0, nt) != 0 ||
+                        stochflow__mul_size(&nd, nr, d) != 0 || nd > SIZE_MAX / 2 - 4 * nr ||
+                        (head = pad16(2 * nr) + pad16(nd)) > SIZE_MAX - net_f,
                     STOCHFLOW_E_INVALID, "batch of %zu rows is too large", n);
     FORWARD_IF_ERROR(ensure_ws(m, head + net_f));
-    double *t_rows = pr.t ? pr.t : (double *)m->ws;
-    float *target = m->ws + pad16(2 * n), *ws = m->ws + head;
+    double *t_rows = pr.t && plain ? pr.t : (double *)m->ws;
+    float *target = m->ws + pad16(2 * nr), *ws = m->ws + head;
 
     /* Inputs: rows are independent (draws keyed by row), so they are split across
      * threads, except for a caller's schedule callback, which is only ever called from
@@ -347,23 +354,29 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
     FORWARD_IF_ERROR(stochflow__interp_eval(ip, 0.5, c0)); /* fails only here */
     const int ant = ip->kind == STOCHFLOW_INTERP_CUSTOM ? 1 : nt;
     size_t stride;
-    float *xt = net->ops->input(&stride, net->self, ws, n);
-#define BODY(lo, hi) assemble_rows(m, xt, stride, t_rows, target, x1, x0, t, train, 0, lo, hi)
-    PARALLEL_RANGES(n, n * (d + 8) * 16, ant, 1, BODY);
+    float *xt = net->ops->input(&stride, net->self, ws, nr);
+#define BODY(lo, hi)                                                                         \
+    if (plain)                                                                               \
+        assemble_rows(m, xt, stride, t_rows, target, x1, x0, t, train, 0, lo, hi);           \
+    else                                                                                     \
+        stochflow__objective_assemble(m, &si, xt, stride, t_rows, target, x1, x0, t, train, n, \
+                                      lo, hi)
+    PARALLEL_RANGES(nr, nr * (d + 8) * 16, ant, 1, BODY);
 #undef BODY
 
     const float *out =
-        net->ops->forward(net->self, m->params, ws, n, t_rows, 0.0, &cond, 1, nt);
+        net->ops->forward(net->self, m->params, ws, nr, t_rows, 0.0, &cond, 1, nt);
 
-    /* G = mean |o|^2 - 2 dI.o, and dG/do = 2 (o - dI) / n (overwrites target). */
+    /* G = mean |o|^2 - 2 y.o (y = dI/dt, or the objective's target), and
+     * dG/do = 2 (o - y) / nr (overwrites target). */
     double total = 0.0;
-    const float scale = 2.0f / (float)n;
+    const float scale = 2.0f / (float)nr;
     for (size_t i = 0; i < nd; ++i) {
         float o = out[i], g = target[i];
         total += (double)o * o - 2.0 * (double)g * o;
         target[i] = scale * (o - g);
     }
-    *loss_out = total / (double)n;
+    *loss_out = total / (double)nr;
     RETURN_ERROR_IF(!isfinite(*loss_out), STOCHFLOW_E_NONFINITE,
                     "loss is not finite (%g) at step %llu", *loss_out,
                     (unsigned long long)m->step);
@@ -372,7 +385,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
 #define BODY(lo, hi) memset(m->grads + (lo), 0, ((hi) - (lo)) * sizeof *m->grads)
     PARALLEL_RANGES(m->n_params, m->n_params, nt, 16, BODY);
 #undef BODY
-    net->ops->backward(net->self, m->params, ws, n, target, m->grads, fourier ? pr.du : NULL,
+    net->ops->backward(net->self, m->params, ws, nr, target, m->grads, fourier ? pr.du : NULL,
                        nt);
     if (fourier) {
         stochflow__interp_coef_grad(m->tr.grad, ip, out, pr.du, d, x0, x1, t_rows, n, d);
@@ -522,6 +535,12 @@ static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model
     RETURN_ERROR_IF(m->cfg.interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
                     "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): the learnable Fourier "
                     "interpolant's coefficient gradient is not reduced across blocks");
+    RETURN_ERROR_IF(!stochflow__objective_plain(&m->cfg.obj), STOCHFLOW_E_UNSUPPORTED,
+                    "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): not available for a "
+                    "stochastic-interpolant objective (drift, score or denoiser)");
+    RETURN_ERROR_IF(m->cfg.n_ctx || m->cfg.n_classes, STOCHFLOW_E_UNSUPPORTED,
+                    "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): not available for a "
+                    "conditional model (the blocks carry no context)");
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
     RETURN_ERROR_IF(n_global > MAX_BATCH || row0 > n_global || n > n_global - row0,
                     STOCHFLOW_E_INVALID, "partial gradient: rows [%zu, %zu) outside a batch of %zu",

@@ -17,6 +17,16 @@
 #define STOCHFLOW__MAX_CTX 65536      /* context floats per row */
 #define STOCHFLOW__MAX_CLASSES 1048576 /* class labels */
 
+/* The training objective of a model (stochflow_config_set_objective, lib/objective.c):
+ * all zeros is the plain ODE velocity of the deterministic interpolant. */
+typedef struct {
+    int field;        /* STOCHFLOW_FIELD_VELOCITY .. DENOISER; 0 = VELOCITY */
+    int kind;         /* STOCHFLOW_SI_*; 0 = TWO_SIDED */
+    int gamma;        /* STOCHFLOW_GAMMA_ZERO .. SIN2; 0 = ZERO */
+    double scale;     /* BROWNIAN_SCALED only */
+    int flags;        /* STOCHFLOW_OBJECTIVE_* */
+} stochflow__objective;
+
 struct stochflow_config {
     size_t dim;
     size_t n_hidden;
@@ -30,6 +40,7 @@ struct stochflow_config {
     stochflow__unet_cfg unet; /* ARCH_UNET only */
     size_t n_ctx;     /* context floats per row (0: none; doc/conditional.md) */
     size_t n_classes; /* class labels 0..n_classes-1 (0: none) */
+    stochflow__objective obj; /* what the training step regresses (lib/objective.c) */
 };
 
 /* What a loaded checkpoint held that this version does not know (unknown sections, with

@@ -10,6 +10,8 @@
  * internal.h (which ends at STOCHFLOW__STREAM_COUPLING = 8, user streams from 16). */
 #define STOCHFLOW__STREAM_SDE_NOISE 10 /* forward-SDE increments: (seed, step, row) */
 #define STOCHFLOW__STREAM_SDE_LIK 11   /* likelihood paths: (seed, step, row*P + p) */
+#define STOCHFLOW__STREAM_LATENT 12    /* training latent z: (seed, step, row) */
+#define STOCHFLOW__STREAM_EVAL_LATENT 13 /* loss evaluation latent z: (seed, step, row) */
 
 typedef struct {
     int kind;                   /* STOCHFLOW_GAMMA_* */
@@ -28,5 +30,9 @@ struct stochflow_sinterp {
 int stochflow__gamma_eval(const stochflow__gamma *g, double t, double out[3]);
 /* {c0, c1, c2, c0', c1', c2', c2 c2'} (stochflow_sinterp_eval without the checks). */
 int stochflow__sinterp_eval(const struct stochflow_sinterp *si, double t, double out[7]);
+
+/* Target y of one component for field (gamma.c; c from stochflow__sinterp_eval). */
+double stochflow__sinterp_target(const double c[7], int field, double x0, double x1, double z,
+                                 int sign);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "images.h"
+#include "sde_cli.h"
 
 /* ---- the command ----------------------------------------------------------------------------- */
 
@@ -73,6 +74,7 @@ int cmd_info(int argc, char **argv) {
     if (n_ctx || n_classes) /* a conditional model (doc/conditional.md) */
         printf("conditioning %zu context value(s), %zu classes, context dropout %g\n", n_ctx,
                n_classes, drop);
+    cli_objective_info(c, NULL); /* sde_cli.c */
     printf("parameters   %zu\n", stochflow_model_num_params(m));
     printf("step         %llu\n", (unsigned long long)stochflow_model_step(m));
     printf("seed         %llu\n", (unsigned long long)stochflow_config_seed(c));
@@ -89,6 +91,7 @@ int cmd_info(int argc, char **argv) {
         jstr(&j, "time_embedding", temb == STOCHFLOW_TIME_FOURIER ? "fourier" : "raw");
         jint(&j, "n_freq", temb == STOCHFLOW_TIME_FOURIER ? nfreq : 0);
         jstr(&j, "interpolant", interp);
+        cli_objective_info(c, &j);
         jint(&j, "params", stochflow_model_num_params(m));
         jint(&j, "step", stochflow_model_step(m));
         jint(&j, "seed", stochflow_config_seed(c));

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "context.h"
 #include "images.h"
+#include "sde_cli.h"
 
 /* Held-out toy points: a stream at the top of the toy RNG's 2^44 range, which training
  * (stream = step) never reaches. */
@@ -29,6 +30,9 @@ static const optdef LOGP_OPTS[] = {
     {"--seed", "S", "seed of the Hutchinson probes (default 0); images: also the dequantization"},
     {"--out", "FILE", "also write the per-point log p (.npy or .csv, n x 1; images: logp,bpd n x 2)"},
     {"--base", "SRC", "data-to-data model: SRC's closed-form log-density as the base"},
+    {"--sde", "EPS", "the SDE likelihood estimate of diffusion EPS (Euler-Maruyama, --steps)"},
+    {"--paths", "K", "--sde: paths per point (default 16); se is over the paths"},
+    {"--score", "MODEL", "score (or denoiser) model for --sde (default: from the velocity)"},
     {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
     {"--bpd", NULL, "image model: bits/dim of dequantized test images (always for images)"},
@@ -90,7 +94,12 @@ static int logp_points(stochflow_model *m, const opts *o) {
         return rc;
     const char *inputs[] = {opt(o, "--model"), source_file(src), source_file(opt(o, "--base"))};
     if (outp && check_output("logp", outp, inputs, 3) != 0) return CLI_ERR;
+    if (opt(o, "--sde") && opt(o, "--base"))
+        return cli_usage("logp: --base does not apply with --sde");
     if ((rc = set_threads(m, o, default_threads())) != 0) return rc;
+    stochflow_sde *sde = NULL;
+    stochflow_model *score = NULL;
+    if (opt(o, "--sde") && (rc = cli_sde_setup(&sde, &score, m, o, lo.so.steps)) != 0) return rc;
     dataset ds = {0};
     stochflow_solver *s = NULL;
     float *lp = NULL, *se = NULL, *lt = NULL;
@@ -150,15 +159,31 @@ static int logp_points(stochflow_model *m, const opts *o) {
     ode_progress op = {&bar, 1.0, 0.0};
     stochflow_solver_set_progress(s, on_ode_progress, &op);
     double t0 = cli_now();
-    rc = stochflow_solver_log_prob_ctx(lp, lo.trace == STOCHFLOW_TRACE_HUTCHINSON ? se : NULL, s,
-                                       m, ds.x, cd.ctx, cd.labels, n, 1.0);
+    if (sde && (cd.ctx || cd.labels)) {
+        cli_fail("logp: --sde is not available for a conditional model");
+        progress_end(&bar);
+        goto out;
+    }
+    if (sde)
+        rc = stochflow_sde_log_prob(lp, se, sde, m, score, ds.x, n, lo.seed);
+    else
+        rc = stochflow_solver_log_prob_ctx(lp, lo.trace == STOCHFLOW_TRACE_HUTCHINSON ? se : NULL,
+                                           s, m, ds.x, cd.ctx, cd.labels, n, 1.0);
     progress_end(&bar);
     double secs = cli_now() - t0, nfe = 0;
     if (rc < 0) {
         cli_fail_lib(rc, "log-density");
         goto out;
     }
-    stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
+    if (sde) stochflow_sde_stat(&nfe, sde, STOCHFLOW_STAT_NFE);
+    else stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
+    /* --sde: the mean over points of each point's standard error over its paths */
+    double path_se = NAN;
+    if (sde) {
+        path_se = 0;
+        for (size_t i = 0; i < n; ++i) path_se += se[i];
+        path_se /= (double)n;
+    }
     if (all_finite(lp, n, "point") != 0) goto out;
     double nll, nse;
     nll_stats(&nll, &nse, lp, n);
@@ -177,10 +202,12 @@ static int logp_points(stochflow_model *m, const opts *o) {
         }
     }
     if (outp && matrix_write(outp, lp, n, 1, "logp") != 0) goto out;
-    printf("NLL %.4f +- %.4f nats (mean -log p over %zu %s points; %s trace; %.0f evaluations; "
+    printf("NLL %.4f +- %.4f nats (mean -log p over %zu %s points; %s; %.0f evaluations; "
            "%.2f s)\n",
            nll, nse, n, ds.toy ? "held-out" : "data",
-           lo.trace == STOCHFLOW_TRACE_EXACT ? "exact" : "Hutchinson", nfe, secs);
+           sde ? "SDE paths" : lo.trace == STOCHFLOW_TRACE_EXACT ? "exact trace" : "Hutchinson trace",
+           nfe, secs);
+    if (sde) printf("SDE likelihood: mean per-point standard error over the paths %.4f nats\n", path_se);
     if (isfinite(entropy))
         printf("true entropy %.4f nats; gap NLL - entropy %.4f nats (paired KL estimate %.4f "
                "+- %.4f)\n",
@@ -195,6 +222,8 @@ static int logp_points(stochflow_model *m, const opts *o) {
         jnum(&j, "seconds", secs);
         jstr(&j, "trace", lo.trace == STOCHFLOW_TRACE_EXACT ? "exact" : "hutchinson");
         jstr(&j, "data", src);
+        jstr(&j, "likelihood", sde ? "sde" : "ode");
+        if (sde) jnum(&j, "path_se", path_se);
         if (isfinite(entropy)) {
             jnum(&j, "entropy", entropy);
             jnum(&j, "gap", gap);
@@ -211,20 +240,23 @@ out:
     cond_free(&cd);
     dataset_free(&ds);
     stochflow_solver_free(s);
+    stochflow_sde_free(sde);
+    stochflow_model_free(score);
     return ret;
 }
 
 /* ---- images (a U-Net model): bits per dimension ------------------------------------------ */
 
 static int logp_images(stochflow_model *m, opts *o) {
-    static const char *const no[] = {"--base", "--context", "--labels", "--guidance"};
+    static const char *const no[] = {"--base", "--context", "--labels", "--guidance", "--sde",
+                                     "--score", "--paths"};
     const char *outp = opt(o, "--out");
     logp_opts lo;
     uint64_t n_eval, batch;
     unet_shape u;
     int rc;
     opt_alias(o, "-n", "--n-eval");
-    if ((rc = refuse(o, no, 4, "is not supported for image models")) != 0 ||
+    if ((rc = refuse(o, no, sizeof no / sizeof no[0], "is not supported for image models")) != 0 ||
         (rc = parse_logp(&lo, o, STOCHFLOW_TRACE_HUTCHINSON)) != 0 ||
         (rc = get_u64(o, "--n-eval", 256, 1, 1u << 30, &n_eval)) != 0 ||
         (rc = get_u64(o, "--batch", 64, 1, 1 << 16, &batch)) != 0)

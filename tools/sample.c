@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "context.h"
 #include "images.h"
+#include "sde_cli.h"
 
 static const optdef SAMPLE_OPTS[] = {
     {"--model", "MODEL", "checkpoint"},
@@ -22,6 +23,9 @@ static const optdef SAMPLE_OPTS[] = {
     {"--png", "PICTURE", "also draw a 2-D histogram (first two coordinates); image model: the sample grid"},
     {"--with-logp", NULL, "append log p(x) as the last column"},
     {"--seed", "S", "seed of the base draws (default 0)"},
+    {"--sde", "EPS", "sample with the SDE of diffusion EPS (--steps steps; 0: the probability-flow ODE)"},
+    {"--sde-method", "NAME", "em|heun SDE integrator (default heun)"},
+    {"--score", "MODEL", "score (or denoiser) model for --sde (default: the score from the velocity)"},
     {"--base", "SRC", "data-to-data model: draw x0 from SRC instead of N(0, I)"},
     {"--weights", "NAME", "ema|live: which weights to use (default ema when trained with EMA)"},
     {"--threads", "T", "threads for matrix work"},
@@ -51,16 +55,23 @@ static int sample_points(stochflow_model *m, const opts *o) {
         return cli_usage("sample: --out '%s' must end in .npy or .csv", out);
     if (png && !has_suffix(png, ".png"))
         return cli_usage("sample: --png '%s' must end in .png", png);
+    static const char *const sde_no[] = {"--with-logp", "--base"};
+    if (opt(o, "--sde") && (rc = refuse(o, sde_no, 2, "does not apply with --sde (see logp "
+                                                      "--sde)")) != 0)
+        return rc;
     const char *inputs[] = {opt(o, "--model"), source_file(base_src)};
     if (check_output("sample", out, inputs, 2) != 0 ||
         (png && check_output("sample", png, inputs, 2) != 0))
         return CLI_ERR;
     stochflow_solver *s = NULL;
+    stochflow_sde *sde = NULL;
+    stochflow_model *score = NULL;
     float *x = NULL, *lp = NULL, *cat = NULL;
     dataset base_ds = {0};
     cond_data cd = {0};
     int ret = CLI_ERR;
     if ((rc = set_threads(m, o, default_threads())) != 0) return rc;
+    if (opt(o, "--sde") && (rc = cli_sde_setup(&sde, &score, m, o, so.steps)) != 0) return rc;
     if (base_src && dataset_open(&base_ds, base_src) != 0) goto out;
     if (base_src && base_ds.toy) base_ds.d = 2;
     if (make_solver(&s, &so) != 0) goto out;
@@ -91,7 +102,18 @@ static int sample_points(stochflow_model *m, const opts *o) {
     ode_progress op = {&bar, 0.0, 1.0};
     stochflow_solver_set_progress(s, on_ode_progress, &op);
     double t0 = cli_now();
-    if (base_src) {
+    if (sde && (cd.ctx || cd.labels)) {
+        progress_end(&bar);
+        cli_fail("sample: --sde is not available for a conditional model");
+        goto out;
+    } else if (sde) {
+        rc = stochflow_sde_sample(x, sde, m, score, (size_t)n, seed);
+        progress_end(&bar);
+        if (rc < 0) {
+            cli_fail_lib(rc, "SDE sampling");
+            goto out;
+        }
+    } else if (base_src) {
         rc = cli_sample_from_base(x, lp, s, m, &base_ds, (size_t)n, seed);
         progress_end(&bar);
         if (rc != 0) goto out; /* printed */
@@ -104,7 +126,8 @@ static int sample_points(stochflow_model *m, const opts *o) {
         }
     }
     double secs = cli_now() - t0, nfe = 0;
-    stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
+    if (sde) stochflow_sde_stat(&nfe, sde, STOCHFLOW_STAT_NFE);
+    else stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
     char header[256] = "";
     for (size_t j = 0; j < d && strlen(header) < 200; ++j)
         snprintf(header + strlen(header), sizeof header - strlen(header), "%sx%zu",
@@ -145,6 +168,12 @@ static int sample_points(stochflow_model *m, const opts *o) {
         jint(&j, "d", d);
         jnum(&j, "nfe", nfe);
         jnum(&j, "seconds", secs);
+        jstr(&j, "sampler", sde ? "sde" : "ode");
+        if (sde) {
+            double eps = 0;
+            stochflow_sde_get_param(&eps, sde, STOCHFLOW_PARAM_SDE_EPS);
+            jnum(&j, "sde_eps", eps);
+        }
         jstr(&j, "out", out);
         jstr(&j, "png", png);
         if (with_logp) {
@@ -162,6 +191,8 @@ out:
     cond_free(&cd);
     dataset_free(&base_ds);
     stochflow_solver_free(s);
+    stochflow_sde_free(sde);
+    stochflow_model_free(score);
     return ret;
 }
 
@@ -169,13 +200,14 @@ out:
 
 static int sample_images(stochflow_model *m, const opts *o) {
     static const char *const no[] = {"--base", "--with-logp", "--context", "--labels",
-                                     "--guidance"};
+                                     "--guidance", "--sde", "--score", "--sde-method"};
     const char *png = opt(o, "--png"), *out = opt(o, "--out");
     uint64_t n, cols, batch, seed;
     solver_opts so;
     unet_shape u;
     int rc;
-    if ((rc = refuse(o, no, 5, "is not supported for image models (see logp --bpd)")) != 0 ||
+    if ((rc = refuse(o, no, sizeof no / sizeof no[0],
+                     "is not supported for image models (see logp --bpd)")) != 0 ||
         (rc = get_u64(o, "-n", 16, 1, 1000000, &n)) != 0 ||
         (rc = get_u64(o, "--cols", 0, 0, 1000000, &cols)) != 0 ||
         (rc = get_u64(o, "--batch", 64, 1, 1 << 16, &batch)) != 0 ||

@@ -27,6 +27,10 @@ static const optdef TRAIN_OPTS[] = {
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
     {"--interpolant", "NAME", "trig|linear|fourier:M[:trig] (default trig; fourier: learned)"},
+    {"--objective", "NAME", "velocity|drift|score|denoiser: the field learned (default velocity)"},
+    {"--gamma", "KIND[:C]", "zero|brownian[:C]|quadratic|sin2 latent noise (default brownian "
+                            "for drift/score/denoiser, zero for velocity)"},
+    {"--antithetic", NULL, "antithetic pairs of the latent noise (2 x batch network rows)"},
     {"--time-fourier", "F", "time features (t, sin/cos(k pi t), k=1..F); 0 = raw t"},
     {"--coupling", "NAME", "independent|ot|sinkhorn pairing of x0 and x1 (default independent)"},
     {"--interp-lr", "X", "ascent rate of the fourier coefficients (default 1e-3)"},
@@ -128,9 +132,11 @@ static int write_grids(void *user, stochflow_model *m, uint64_t step, char *fail
 /* Options that only one kind of data takes. */
 static const char *const MLP_ONLY[] = {"--hidden", "--activation", "--time-fourier", "--base",
                                        "--transport-png", "--context", "--context-columns",
-                                       "--labels", "--ctx-dropout"};
-static const char *const MLP_ARCH[] = {"--hidden", "--activation", "--interpolant",
-                                       "--time-fourier", "--seed"};
+                                       "--labels", "--ctx-dropout", "--objective", "--gamma",
+                                       "--antithetic"};
+static const char *const MLP_ARCH[] = {"--hidden",    "--activation", "--interpolant",
+                                       "--time-fourier", "--seed",   "--objective",
+                                       "--gamma",     "--antithetic"};
 static const char *const UNET_ARCH[] = {"--unet-base", "--unet-mult",   "--unet-blocks",
                                         "--unet-attn", "--unet-groups", "--interpolant",
                                         "--seed"};
@@ -141,14 +147,14 @@ static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batc
     const char *resume = opt(o, "--resume");
     uint64_t v;
     int rc;
-    if (img && (rc = refuse(o, MLP_ONLY, 9,
+    if (img && (rc = refuse(o, MLP_ONLY, sizeof MLP_ONLY / sizeof MLP_ONLY[0],
                             "does not apply to image data (the U-Net has --unet-* options)")) != 0)
         return rc;
     if (!img && (rc = images_reject_options(o)) != 0) return rc;
     if (!opt(o, "--out") && !opt(o, "--outdir"))
         return cli_usage("train: --out is required (--out MODEL, or --outdir DIR for "
                          "DIR/model.sfm)");
-    if (resume && (rc = refuse(o, img ? UNET_ARCH : MLP_ARCH, img ? 7 : 5,
+    if (resume && (rc = refuse(o, img ? UNET_ARCH : MLP_ARCH, img ? 7 : 8,
                                "cannot change when resuming (it is in the checkpoint)")) != 0)
         return rc;
     if ((rc = get_u64(o, "--steps", 1000, 0, 1000000000, steps)) != 0 ||

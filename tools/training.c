@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mpi_driver.h"
+#include "sde_cli.h"
 #include "training.h"
 
 #define LOSS_WINDOW 100
@@ -252,8 +253,11 @@ int check_mlp_options(const opts *o) {
     int rc = parse_mlp(&mo, o, "256", 0);
     if (rc != 0) return rc;
     stochflow_config *cfg = NULL;
-    if (opt(o, "--interpolant") && stochflow_config_new(&cfg, 2) >= 0) {
+    if ((opt(o, "--interpolant") || opt(o, "--objective") || opt(o, "--gamma") ||
+         opt(o, "--antithetic")) &&
+        stochflow_config_new(&cfg, 2) >= 0) {
         rc = cli_set_interpolant(cfg, o->cmd, opt(o, "--interpolant"));
+        if (rc == 0) rc = cli_set_objective(cfg, o);
         stochflow_config_free(cfg);
     }
     return rc;
@@ -278,6 +282,13 @@ int build_mlp_cond(stochflow_model **m, const opts *o, size_t dim, const char *d
         if (irc != 0) {
             stochflow_config_free(cfg);
             return irc;
+        }
+    }
+    if (rc >= 0) {
+        int orc = cli_set_objective(cfg, o); /* --objective --gamma --antithetic (train) */
+        if (orc != 0) {
+            stochflow_config_free(cfg);
+            return orc;
         }
     }
     if (rc >= 0) rc = stochflow_config_set_seed(cfg, mo.seed);

@@ -25,7 +25,8 @@ export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, s
        interpolant_coefficients, path_length, coupling_assign, unet_settings, images_load,
        images_dequantize, images_to_float, images_quantize, bits_per_dim, images_write_grid,
        param_key, param_name, param_names, param_bounds, context, train_step_ctx!,
-       velocity_ctx, sample_ctx, log_prob_ctx
+       velocity_ctx, sample_ctx, log_prob_ctx,
+       sample_sde, sde_log_prob
 
 const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.1")
 
@@ -236,7 +237,8 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
                interpolant = :trig, seed::Integer = 0, threads = nothing,
                time_embedding = :raw, n_freq::Integer = 0, n_modes::Integer = 0,
                interp_base = :linear, unet = nothing, n_ctx::Integer = 0,
-               n_classes::Integer = 0, tunables...)
+               n_classes::Integer = 0, objective = nothing, gamma = nothing,
+               antithetic::Bool = false, tunables...)
     cfg = Ref{Ptr{Cvoid}}(C_NULL)
     check(ccall((:stochflow_config_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Csize_t),
                 cfg, dim), "stochflow_config_new")
@@ -271,6 +273,8 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
             check(ccall((:stochflow_config_set_context, libstochflow), Cint,
                         (Ptr{Cvoid}, Csize_t, Csize_t), cfg[], n_ctx, n_classes),
                   "stochflow_config_set_context")
+        if objective !== nothing || gamma !== nothing || antithetic
+            set_objective(cfg[], objective === nothing ? :velocity : objective, gamma, antithetic)
         end
         h = Ref{Ptr{Cvoid}}(C_NULL)
         check(ccall((:stochflow_model_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}),
@@ -770,6 +774,139 @@ function log_prob_ctx(s::Solver, m::Model, x::AbstractMatrix; ctx = nothing, lab
                 logp, C_NULL, s.ptr, m.ptr, xx, c === nothing ? C_NULL : c,
                 l === nothing ? C_NULL : l, n, t), "stochflow_solver_log_prob_ctx")
     return logp
+
+# ---- stochastic interpolants: objectives and SDE sampling (doc/sde.md) -----------------
+
+const OBJECTIVES = Dict(:velocity => 1, :drift => 2, :score => 3, :denoiser => 4)
+const GAMMAS = Dict(:zero => 1, :brownian => 2, :brownian_scaled => 3, :quadratic => 4,
+                    :sin2 => 5)
+
+"""The objective of a new model: field (:velocity, :drift, :score, :denoiser), gamma
+(:zero, :brownian, (:brownian, c), :quadratic, :sin2; nothing = brownian for drift, score
+and denoiser, zero for the velocity), antithetic pairs. Two-sided interpolant."""
+function set_objective(cfg::Ptr{Cvoid}, objective, gamma, antithetic::Bool)
+    field = enumvalue(objective, OBJECTIVES, "objective")
+    g, scale = 1, 0.0
+    if gamma === nothing
+        g = field == 1 ? 1 : 2
+    elseif gamma isa Tuple
+        g, scale = 3, Float64(gamma[2])
+    else
+        g = enumvalue(gamma, GAMMAS, "gamma")
+    end
+    check(ccall((:stochflow_config_set_objective, libstochflow), Cint,
+                (Ptr{Cvoid}, Cint, Cint, Cint, Cdouble, Cint), cfg, field, 1, g, scale,
+                antithetic ? 1 : 0), "stochflow_config_set_objective")
+end
+
+"""(field, gamma) codes a model was trained for."""
+function objective(m::Model)
+    cfg = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:stochflow_model_config, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}),
+                cfg, m.ptr), "stochflow_model_config")
+    f, g = Ref{Cint}(0), Ref{Cint}(0)
+    try
+        check(ccall((:stochflow_config_objective, libstochflow), Cint,
+                    (Ptr{Cint}, Ptr{Cint}, Ptr{Cint}, Ptr{Cdouble}, Ptr{Cint}, Ptr{Cvoid}),
+                    f, C_NULL, g, C_NULL, C_NULL, cfg[]), "stochflow_config_objective")
+    finally
+        ccall((:stochflow_config_free, libstochflow), Cvoid, (Ptr{Cvoid},), cfg[])
+    end
+    return Int(f[]), Int(g[])
+end
+
+# eps on (h/2, 1 - h/2), 0 on the first and last steps; user = [eps, h]
+eps_inside(user::Ptr{Cvoid}, t::Cdouble)::Cdouble =
+    (w = unsafe_wrap(Array, Ptr{Cdouble}(user), 2); w[2] / 2 < t < 1 - w[2] / 2 ? w[1] : 0.0)
+
+# An SDE handle for drift (and score) as the CLI's sample --sde sets it up, with the
+# window array the eps schedule reads (keep it alive while the handle is used).
+function make_sde(drift::Model, score, eps::Real, steps::Integer, method::Symbol,
+                  paths::Integer)
+    fd, gd = objective(drift)
+    fd in (3, 4) && throw(ArgumentError("the drift model was trained for the score"))
+    fs = 5  # STOCHFLOW_FIELD_SCORE_FROM_VELOCITY
+    if score !== nothing
+        fs, _ = objective(score)
+        fs in (3, 4) || throw(ArgumentError("score was not trained for the score or denoiser"))
+    elseif gd != 1 && eps > 0
+        throw(ArgumentError("a model trained with a gamma needs its score model"))
+    end
+    h = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:stochflow_sde_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}},), h),
+          "stochflow_sde_new")
+    window = Float64[eps, 1 / steps]
+    try
+        put(k, v) = check(ccall((:stochflow_sde_set_param, libstochflow), Cint,
+                                (Ptr{Cvoid}, Cint, Cdouble), h[], k, v), "stochflow_sde_set_param")
+        put(600, method === :em ? 1 : 2)
+        put(601, steps)
+        put(602, eps)
+        put(607, paths)
+        put(605, fd == 1 && gd != 1 ? 1 : 2)
+        put(606, fs)
+        if score !== nothing || gd != 1
+            si = Ref{Ptr{Cvoid}}(C_NULL)
+            check(ccall((:stochflow_model_sinterp, libstochflow), Cint,
+                        (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}), si, (score === nothing ? drift : score).ptr),
+                  "stochflow_model_sinterp")
+            rc = ccall((:stochflow_sde_set_interpolant, libstochflow), Cint,
+                       (Ptr{Cvoid}, Ptr{Cvoid}), h[], si[])
+            ccall((:stochflow_sinterp_free, libstochflow), Cvoid, (Ptr{Cvoid},), si[])
+            check(rc, "stochflow_sde_set_interpolant")
+        end
+        if eps > 0 && fs != 3
+            f = @cfunction(eps_inside, Cdouble, (Ptr{Cvoid}, Cdouble))
+            check(ccall((:stochflow_sde_set_eps_schedule, libstochflow), Cint,
+                        (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}), h[], f, pointer(window)),
+                  "stochflow_sde_set_eps_schedule")
+        end
+    catch
+        ccall((:stochflow_sde_free, libstochflow), Cvoid, (Ptr{Cvoid},), h[])
+        rethrow()
+    end
+    return h[], window
+end
+
+"""n samples (dim × n) of the SDE dX = [b + eps s] dt + sqrt(2 eps) dW with drift model
+`m` and score model `score` (nothing: the score from a gamma-free velocity model);
+method :heun or :em. Returns (x, nfe)."""
+function sample_sde(m::Model, n::Integer, eps::Real; score = nothing, steps::Integer = 100,
+                    method::Symbol = :heun, seed::Integer = 0)
+    n >= 1 || throw(ArgumentError("n must be positive, got $n"))
+    h, window = make_sde(m, score, eps, steps, method, 16)
+    x = Matrix{Float32}(undef, m.dim, n)
+    nfe = Ref{Cdouble}(0)
+    try
+        GC.@preserve window check(ccall((:stochflow_sde_sample, libstochflow), Cint,
+                    (Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Csize_t, UInt64),
+                    x, h, m.ptr, score === nothing ? C_NULL : score.ptr, n, seed),
+              "stochflow_sde_sample")
+        check(ccall((:stochflow_sde_stat, libstochflow), Cint, (Ptr{Cdouble}, Ptr{Cvoid}, Cint),
+                    nfe, h, 1), "stochflow_sde_stat")
+    finally
+        ccall((:stochflow_sde_free, libstochflow), Cvoid, (Ptr{Cvoid},), h)
+    end
+    return x, nfe[]
+end
+
+"""The SDE likelihood estimate of each column of x: (logp, se over the paths)."""
+function sde_log_prob(m::Model, x::AbstractMatrix, eps::Real; score = nothing,
+                      paths::Integer = 16, steps::Integer = 100, seed::Integer = 0)
+    xx = points(x, m.dim)
+    n = size(xx, 2)
+    h, window = make_sde(m, score, eps, steps, :em, paths)
+    logp, se = Vector{Float32}(undef, n), Vector{Float32}(undef, n)
+    try
+        GC.@preserve window check(ccall((:stochflow_sde_log_prob, libstochflow), Cint,
+                    (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat},
+                     Csize_t, UInt64),
+                    logp, se, h, m.ptr, score === nothing ? C_NULL : score.ptr, xx, n, seed),
+              "stochflow_sde_log_prob")
+    finally
+        ccall((:stochflow_sde_free, libstochflow), Cvoid, (Ptr{Cvoid},), h)
+    end
+    return logp, se
 end
 
 end # module

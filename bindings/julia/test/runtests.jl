@@ -54,6 +54,18 @@ end
     m = Model(64; unet = (channels = 1, height = 8, width = 8, base = 8, mult = (1, 2), groups = 4))
     @test unet_settings(m) == (channels = 1, height = 8, width = 8, base = 8, mult = (1, 2),
                                blocks = 1, attn_mask = 2, groups = 4)
+    # stochastic interpolants: a drift and a score model, SDE samples and likelihood
+    xs = toy_sample("8gaussians", 128; seed = 2)
+    d = Model(2; hidden = (16, 16), seed = 3, threads = 1, objective = :drift)
+    sc = Model(2; hidden = (16, 16), seed = 3, threads = 1, objective = :score, antithetic = true)
+    for _ in 1:20
+        train_step!(d, xs); train_step!(sc, xs)
+    end
+    xsde, nfe = sample_sde(d, 50, 0.5; score = sc, steps = 10)
+    @test size(xsde) == (2, 50) && all(isfinite, xsde) && nfe == 20
+    lp, se = sde_log_prob(d, xsde[:, 1:10], 0.5; score = sc, paths = 4, steps = 10)
+    @test all(isfinite, lp) && all(se .> 0)
+    @test_throws ArgumentError sample_sde(d, 5, 0.5)
 end
 
 @testset "conditional models" begin

@@ -266,6 +266,88 @@ _PROBES = {"rademacher": STOCHFLOW_PROBE_RADEMACHER,  # noqa: F405
 _SCHEDULES = {"constant": STOCHFLOW_LR_CONSTANT, "step": STOCHFLOW_LR_STEP,  # noqa: F405
               "cosine": STOCHFLOW_LR_COSINE}  # noqa: F405
 _EVAL_WEIGHTS = {"ema": 1, "live": 2}
+_OBJECTIVES = {"velocity": STOCHFLOW_FIELD_VELOCITY, "drift": STOCHFLOW_FIELD_DRIFT,  # noqa
+               "score": STOCHFLOW_FIELD_SCORE, "denoiser": STOCHFLOW_FIELD_DENOISER}  # noqa
+_GAMMAS = {"zero": STOCHFLOW_GAMMA_ZERO, "brownian": STOCHFLOW_GAMMA_BROWNIAN,  # noqa: F405
+           "brownian_scaled": STOCHFLOW_GAMMA_BROWNIAN_SCALED,  # noqa: F405
+           "quadratic": STOCHFLOW_GAMMA_QUADRATIC, "sin2": STOCHFLOW_GAMMA_SIN2}  # noqa
+_SI_KINDS = {"two_sided": STOCHFLOW_SI_TWO_SIDED, "one_sided": STOCHFLOW_SI_ONE_SIDED,  # noqa
+             "mirror": STOCHFLOW_SI_MIRROR}  # noqa: F405
+_SDE_METHODS = {"em": STOCHFLOW_SDE_EULER_MARUYAMA, "heun": STOCHFLOW_SDE_HEUN}  # noqa
+
+
+def _gamma(gamma, field):
+    """gamma as "KIND", "brownian:C", (KIND, scale) or None -> (code, scale). None: the
+    Brownian gamma for drift/score/denoiser, none for the velocity."""
+    if gamma is None:
+        return (STOCHFLOW_GAMMA_ZERO if field == STOCHFLOW_FIELD_VELOCITY  # noqa: F405
+                else STOCHFLOW_GAMMA_BROWNIAN), 0.0  # noqa: F405
+    scale = 0.0
+    if isinstance(gamma, (tuple, list)):
+        gamma, scale = gamma
+    elif isinstance(gamma, str) and ":" in gamma:
+        gamma, scale = gamma.split(":", 1)
+        if gamma.lower() != "brownian":
+            raise ValueError("only the brownian gamma takes a scale, got %r" % (gamma,))
+        gamma = "brownian_scaled"
+    code = _enum(gamma, _GAMMAS, "gamma")
+    if code == STOCHFLOW_GAMMA_BROWNIAN and float(scale) > 0:  # noqa: F405
+        code = STOCHFLOW_GAMMA_BROWNIAN_SCALED  # noqa: F405
+    return code, float(scale)
+
+
+class _SDE:
+    """An SDE sampler handle set up for a drift model and an optional score model, as the
+    CLI's sample --sde / logp --sde (doc/cli.md): the score model's field (score or
+    denoiser) and interpolant; without one, the score from the velocity of a gamma-free
+    model. With a denoiser or the score from the velocity the first and last steps are
+    noise-free (the score is undefined where gamma = 0)."""
+
+    def __init__(self, drift, eps, score_model, method, steps, paths):
+        fd, gd = drift._objective()
+        if fd in (STOCHFLOW_FIELD_SCORE, STOCHFLOW_FIELD_DENOISER):  # noqa: F405
+            raise ValueError("the model was trained for the score or denoiser: sample from "
+                             "the drift (or velocity) model with score_model=this one")
+        fs = None
+        if score_model is not None:
+            fs, _ = score_model._objective()
+            if fs not in (STOCHFLOW_FIELD_SCORE, STOCHFLOW_FIELD_DENOISER):  # noqa: F405
+                raise ValueError("score_model was not trained for the score or the denoiser")
+        elif gd != STOCHFLOW_GAMMA_ZERO and eps > 0:  # noqa: F405
+            raise ValueError("the model was trained with a gamma: pass its score_model (the "
+                             "score from the velocity needs a gamma-free model)")
+        h = ctypes.c_void_p()
+        _call("stochflow_sde_new", ctypes.byref(h))
+        self._h = h
+        self._finalizer = weakref.finalize(self, _lib.stochflow_sde_free, h)
+        self._keep = None
+        put = lambda k, v: _call("stochflow_sde_set_param", h, k, float(v))  # noqa: E731
+        put(STOCHFLOW_PARAM_SDE_METHOD, _enum(method, _SDE_METHODS, "SDE method"))  # noqa
+        put(STOCHFLOW_PARAM_SDE_STEPS, int(steps))  # noqa: F405
+        put(STOCHFLOW_PARAM_SDE_EPS, float(eps))  # noqa: F405
+        put(STOCHFLOW_PARAM_SDE_PATHS, int(paths))  # noqa: F405
+        velocity = fd == STOCHFLOW_FIELD_VELOCITY and gd != STOCHFLOW_GAMMA_ZERO  # noqa
+        put(STOCHFLOW_PARAM_SDE_DRIFT, STOCHFLOW_FIELD_VELOCITY if velocity  # noqa: F405
+            else STOCHFLOW_FIELD_DRIFT)  # noqa: F405
+        put(STOCHFLOW_PARAM_SDE_SCORE, fs if fs else STOCHFLOW_FIELD_SCORE_FROM_VELOCITY)  # noqa
+        owner = score_model if score_model is not None else drift
+        if score_model is not None or gd != STOCHFLOW_GAMMA_ZERO:  # noqa: F405
+            si = ctypes.c_void_p()
+            with owner._lock:
+                _call("stochflow_model_sinterp", ctypes.byref(si), owner._h)
+            try:
+                _call("stochflow_sde_set_interpolant", h, si)
+            finally:
+                _lib.stochflow_sinterp_free(si)
+        if eps > 0 and (fs is None or fs == STOCHFLOW_FIELD_DENOISER):  # noqa: F405
+            lo, e = 0.5 / int(steps), float(eps)
+            self._keep = _capi.EPS_FN(lambda user, t: e if lo < t < 1.0 - lo else 0.0)
+            _call("stochflow_sde_set_eps_schedule", h, self._keep, None)
+
+    def nfe(self):
+        v = ctypes.c_double()
+        _call("stochflow_sde_stat", ctypes.byref(v), self._h, STOCHFLOW_STAT_NFE)  # noqa
+        return int(v.value)
 _EMA_WARMUP = {"on": 1, "off": 2}
 _COUPLINGS = {"independent": STOCHFLOW_COUPLING_INDEPENDENT,  # noqa: F405
               "ot": STOCHFLOW_COUPLING_OT, "sinkhorn": STOCHFLOW_COUPLING_SINKHORN}  # noqa
@@ -387,6 +469,13 @@ class Model:
     interpolant "fourier" is the learnable interpolant (doc/transport.md) with n_modes
     sine modes on top of interp_base ("trig" or "linear").
 
+    objective: None ("velocity", the ODE training) or the field of the stochastic
+    interpolant x_t = a x0 + b x1 + gamma z the model learns (doc/sde.md): "velocity",
+    "drift", "score", "denoiser". gamma: "zero", "brownian", "brownian:C" (or
+    ("brownian", C)), "quadratic", "sin2"; default brownian for drift/score/denoiser.
+    antithetic: antithetic pairs of z. si_kind: "two_sided", "one_sided" (x_t = a z + b x1)
+    or "mirror". Sample with the SDE: drift.sample(n, sde=eps, score_model=score).
+
     unet: None (the MLP velocity field) or a dict making the model a convolutional U-Net
     over NCHW images (doc/unet.md): channels, height, width (required; their product must
     equal dim), base=32, mult=(1, 2, 2), blocks=1, attn_mask=None (attention at the
@@ -411,7 +500,8 @@ class Model:
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", interpolant="trig",
                  seed=0, threads=None, time_embedding="raw", n_freq=0, n_modes=0,
-                 interp_base="linear", unet=None, n_ctx=0, n_classes=0, **tunables):
+                 interp_base="linear", unet=None, n_ctx=0, n_classes=0, objective=None,
+                 gamma=None, antithetic=False, si_kind="two_sided", **tunables):
         hidden = [int(h) for h in hidden]
         cfg = ctypes.c_void_p()
         _call("stochflow_config_new", ctypes.byref(cfg), int(dim))
@@ -429,6 +519,13 @@ class Model:
                 _call("stochflow_config_set_interpolant", cfg,
                       _enum(interpolant, _INTERPOLANTS, "interpolant"))
             _call("stochflow_config_set_seed", cfg, _seed(seed))
+            if objective is not None or gamma is not None or antithetic or \
+                    si_kind != "two_sided":
+                field = _enum(objective or "velocity", _OBJECTIVES, "objective")
+                g, scale = _gamma(gamma, field)
+                _call("stochflow_config_set_objective", cfg, field,
+                      _enum(si_kind, _SI_KINDS, "si_kind"), g, scale,
+                      STOCHFLOW_OBJECTIVE_ANTITHETIC if antithetic else 0)  # noqa: F405
             if unet is not None:
                 _set_unet(cfg, unet)
             if n_ctx or n_classes:
@@ -503,6 +600,18 @@ class Model:
             }
             if _lib.stochflow_config_arch(cfg) == STOCHFLOW_ARCH_UNET:  # noqa: F405
                 out["unet"] = _get_unet(cfg)
+            f, k, g, fl = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+            sc = ctypes.c_double()
+            _call("stochflow_config_objective", ctypes.byref(f), ctypes.byref(k), ctypes.byref(g),
+                  ctypes.byref(sc), ctypes.byref(fl), cfg)
+            if (f.value, k.value, g.value, fl.value) != (STOCHFLOW_FIELD_VELOCITY,  # noqa
+                                                         STOCHFLOW_SI_TWO_SIDED,  # noqa
+                                                         STOCHFLOW_GAMMA_ZERO, 0):  # noqa
+                out["objective"] = name(_OBJECTIVES, f.value)
+                out["gamma"] = (name(_GAMMAS, g.value), sc.value) if sc.value > 0 \
+                    else name(_GAMMAS, g.value)
+                out["antithetic"] = bool(fl.value & STOCHFLOW_OBJECTIVE_ANTITHETIC)  # noqa
+                out["si_kind"] = name(_SI_KINDS, k.value)
             if out["interpolant"] == "fourier":
                 base, modes = ctypes.c_int(), ctypes.c_size_t()
                 _call("stochflow_config_fourier_interpolant", ctypes.byref(base),
@@ -685,12 +794,53 @@ class Model:
               _ptr(ctx), _iptr(labels), x.shape[0])
         return (div, v) if return_velocity else div
 
+    def _objective(self):
+        """(field, gamma code) the model was trained for."""
+        cfg = ctypes.c_void_p()
+        with self._lock:
+            _call("stochflow_model_config", ctypes.byref(cfg), self._h)
+        try:
+            f, g = ctypes.c_int(), ctypes.c_int()
+            _call("stochflow_config_objective", ctypes.byref(f), None, ctypes.byref(g), None,
+                  None, cfg)
+            return f.value, g.value
+        finally:
+            _lib.stochflow_config_free(cfg)
+
     def sample(self, n, solver="dopri5", seed=0, return_log_prob=False, out=None, ctx=None,
-               labels=None, **options):
+               labels=None, sde=None, score_model=None, sde_method="heun", return_nfe=False,
+               **options):
         """n samples (n, d) from the model: base draws keyed by seed, integrated from t=0
         to 1. options: steps, rtol, atol, h_init, h_min, max_steps, logp_error, trace,
         probes, probe_dist, guidance. With return_log_prob, also log p(x) (n,) from the
-        same pass. ctx/labels: samples of p(x | c) (guided with guidance = w)."""
+        same pass. ctx/labels: samples of p(x | c) (guided with guidance = w).
+
+        sde=eps: the SDE dX = [b + eps s] dt + sqrt(2 eps) dW instead (doc/sde.md), this
+        model the drift (or velocity) model, score_model a model trained for the score or
+        the denoiser (None: the score from this gamma-free velocity model), sde_method
+        "heun" or "em", steps (default 100). return_nfe: also the number of evaluation
+        times."""
+        if sde is not None:
+            if ctx is not None or labels is not None:
+                raise ValueError("sde sampling is not available for a conditional model")
+            if return_log_prob:
+                raise ValueError("return_log_prob does not apply with sde (see sde_log_prob)")
+            n = int(n)
+            if n < 1:
+                raise ValueError("n must be positive, got %d" % n)
+            s = _SDE(self, float(sde), score_model, sde_method, options.pop("steps", 100), 16)
+            if options:
+                raise ValueError("options %s do not apply with sde" % sorted(options))
+            x = _out(out, (n, self.dim))
+            with self._lock:
+                if score_model is not None and score_model is not self:
+                    with score_model._lock:
+                        _call("stochflow_sde_sample", _ptr(x), s._h, self._h, score_model._h,
+                              n, _seed(seed))
+                else:
+                    _call("stochflow_sde_sample", _ptr(x), s._h, self._h,
+                          score_model._h if score_model is not None else None, n, _seed(seed))
+            return (x, s.nfe()) if return_nfe else x
         return Solver(solver=solver, **options).sample(self, n, seed=seed,
                                                        return_log_prob=return_log_prob,
                                                        out=out, ctx=ctx, labels=labels)
@@ -703,6 +853,27 @@ class Model:
         ctx/labels: log p(x | c) (with guidance != 0: the guided flow's density)."""
         s = Solver(solver=solver, trace=trace, probes=probes, seed=seed, **options)
         return s.log_prob(self, x, t=t, return_se=return_se, ctx=ctx, labels=labels)
+
+    def sde_log_prob(self, x, eps, score_model=None, paths=16, steps=100, seed=0):
+        """The SDE likelihood estimate of log rho_1(x) for each row of x (doc/sde.md):
+        paths backward Euler-Maruyama paths of diffusion eps per point (keyed by seed),
+        this model the drift, score_model as for sample(sde=...). Returns (logp, se), se
+        the standard error over each point's paths."""
+        x = _matrix(x, self.dim)
+        n = x.shape[0]
+        s = _SDE(self, float(eps), score_model, "em", steps, paths)
+        logp = np.empty(n, dtype=np.float32)
+        se = np.empty(n, dtype=np.float32)
+        with self._lock:
+            sh = score_model._h if score_model is not None else None
+            if score_model is not None and score_model is not self:
+                with score_model._lock:
+                    _call("stochflow_sde_log_prob", _ptr(logp), _ptr(se), s._h, self._h, sh,
+                          _ptr(x), n, _seed(seed))
+            else:
+                _call("stochflow_sde_log_prob", _ptr(logp), _ptr(se), s._h, self._h, sh,
+                      _ptr(x), n, _seed(seed))
+        return logp, se
 
     def integrate(self, x, t0, t1, solver="dopri5", return_dlogp=False, ctx=None,
                   labels=None, **options):

@@ -221,7 +221,16 @@ PROTOTYPES = {
     "stochflow_model_partial_gradient": (c_int, [c_double_p, HANDLE, c_float_p, c_size_t,
                                                  c_float_p, c_float_p, c_size_t, c_size_t]),
     "stochflow_model_record_loss": (c_int, [HANDLE, c_double]),
+    "stochflow_sde_set_eps_schedule": (c_int, [HANDLE, c_void_p, c_void_p]),
+    # stochastic interpolants: training (doc/sde.md)
+    "stochflow_config_set_objective": (c_int, [HANDLE, c_int, c_int, c_int, c_double, c_int]),
+    "stochflow_config_objective": (c_int, [P(c_int), P(c_int), P(c_int), c_double_p, P(c_int),
+                                           HANDLE]),
+    "stochflow_model_sinterp": (c_int, [HANDLE_P, HANDLE]),
 }
+
+# void *user, double t -> double (stochflow_eps_fn)
+EPS_FN = ctypes.CFUNCTYPE(c_double, c_void_p, c_double)
 
 # void *user, uint64_t step, double loss, double val_nll, double val_se -> int
 TRAIN_PROGRESS_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_uint64, c_double, c_double, c_double)
@@ -238,7 +247,6 @@ NOT_BOUND = (
     "stochflow_solver_sample_fn",
     "stochflow_sinterp_set_schedule",
     "stochflow_sinterp_set_gamma",
-    "stochflow_sde_set_eps_schedule",
     "stochflow_sde_sample_fn",
     "stochflow_sde_log_prob_fn",
     "stochflow_model_train_simulator",
@@ -375,6 +383,7 @@ CONSTANTS = {
     "STOCHFLOW_SDE_LIK_LOGMEANEXP": 2,
     "STOCHFLOW_PARAM_CTX_DROPOUT": 126,
     "STOCHFLOW_PARAM_GUIDANCE": 303,
+    "STOCHFLOW_OBJECTIVE_ANTITHETIC": 1,
 }
 globals().update(CONSTANTS)
 __all__ = list(CONSTANTS)  # what `from ._capi import *` re-exports

@@ -170,6 +170,9 @@ pub struct stochflow_unet_options {
     pub groups: usize,
     pub reserved: [u64; 4],
 }
+// stochastic interpolants: training
+pub const STOCHFLOW_OBJECTIVE_ANTITHETIC: c_int = 1;
+pub const STOCHFLOW_OBJECTIVE_T_MIN: f64 = 1e-3;
 
 // ---- opaque handles ----
 #[repr(C)]
@@ -927,5 +930,26 @@ extern "C" {
         fn_: stochflow_simulator_fn,
         user: *mut c_void,
         n: usize,
+    ) -> c_int;
+    // stochastic interpolants: training
+    pub fn stochflow_config_set_objective(
+        cfg: *mut stochflow_config,
+        field: c_int,
+        kind: c_int,
+        gamma: c_int,
+        gamma_scale: f64,
+        flags: c_int,
+    ) -> c_int;
+    pub fn stochflow_config_objective(
+        field: *mut c_int,
+        kind: *mut c_int,
+        gamma: *mut c_int,
+        gamma_scale: *mut f64,
+        flags: *mut c_int,
+        cfg: *const stochflow_config,
+    ) -> c_int;
+    pub fn stochflow_model_sinterp(
+        out: *mut *mut stochflow_sinterp,
+        m: *const stochflow_model,
     ) -> c_int;
 }

@@ -1430,3 +1430,8 @@ mod trainer;
 pub use trainer::{
     parse_csv, parse_npy, read_csv, read_npy, Matrix, StopReason, TrainStats, Trainer, TrainerParam,
 };
+
+// ---- stochastic interpolants: objectives and SDE sampling (doc/sde.md) ---------------
+
+mod sde;
+pub use sde::{Gamma, Objective, Sde};
