@@ -359,7 +359,20 @@ STOCHFLOW_API int stochflow_solver_log_prob(float *logp, float *se, stochflow_so
     STOCHFLOW__ENTER(s, "solver");
     STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src = model_src(m);
-    return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
+    if (m->std_shift == NULL || n == 0 || x == NULL || logp == NULL)
+        return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
+    /* x in the user's units: the density of z = (x - shift) / scale, times |dz/dx| */
+    size_t nd;
+    RETURN_ERROR_IF(stochflow__mul_size(&nd, n, m->d) != 0, STOCHFLOW_E_INVALID,
+                    "log_prob: batch %zu x %zu overflows", n, m->d);
+    float *z = stochflow__alloc_array(nd, sizeof(float));
+    RETURN_ERROR_IF(z == NULL, STOCHFLOW_E_NOMEM, "log_prob: out of memory");
+    stochflow__std_forward(z, m, x, n);
+    int rc = stochflow__solver_log_prob_src(logp, se, s, &src, z, n, t);
+    stochflow__free(z);
+    if (rc < 0) return rc;
+    for (size_t i = 0; i < n; ++i) logp[i] = (float)((double)logp[i] - m->std_logdet);
+    return 0;
 }
 
 STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, stochflow_solver *s,
@@ -377,7 +390,14 @@ STOCHFLOW_API int stochflow_solver_sample(float *x, float *logp, stochflow_solve
     STOCHFLOW__ENTER(s, "solver");
     STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src = model_src(m);
-    return sample_src(x, logp, s, &src, n, seed);
+    FORWARD_IF_ERROR(sample_src(x, logp, s, &src, n, seed));
+    /* samples and their log-density in the user's units (doc/data.md) */
+    if (m->std_shift != NULL && n > 0) {
+        stochflow__std_inverse(x, m, n);
+        if (logp)
+            for (size_t i = 0; i < n; ++i) logp[i] = (float)((double)logp[i] - m->std_logdet);
+    }
+    return 0;
 }
 
 STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_solver *s,

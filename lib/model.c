@@ -101,6 +101,8 @@ STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
     stochflow__network_free(&m->net);
     stochflow__free(m->carried.sections);
     stochflow__free(m->carried.hpar);
+    stochflow__free(m->std_shift); /* std_scale is its second half */
+    stochflow__free(m->std_buf);
     stochflow__free(m);
 }
 
@@ -268,6 +270,8 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, size
     RETURN_ERROR_IF(loss_out == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
     CHECK_MODEL(m);
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
+    /* data in the user's units: mapped to the network's space before x_t is formed */
+    FORWARD_IF_ERROR(stochflow__std_batch(&x1, m, x1, n));
     const stochflow__network *net = &m->net;
     const size_t d = m->d;
     const int nt = (int)m->hp.threads;

@@ -62,6 +62,12 @@ struct stochflow_model {
     stochflow__transport tr; /* coefficient gradient and moments, pairing, path length */
     stochflow__busy busy;    /* lib/busy.h: the thread inside a public call, or 0 */
     stochflow__carried carried; /* lib/checkpoint.c: unknown checkpoint content */
+    /* lib/standardize.c: the affine map z = (x - shift) / scale between the user's units
+     * and the network's space (NULL: none); std_logdet = sum log scale; std_buf holds a
+     * training batch mapped to z (grown on demand). */
+    double *std_shift, *std_scale, std_logdet;
+    float *std_buf;
+    size_t std_buf_floats;
 };
 
 /* config.c */
@@ -81,6 +87,14 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
 int stochflow__model_param_count(size_t *count, const stochflow_config *cfg);
 /* Learning rate at the current step, after schedule and warm-up. */
 double stochflow__model_lr(const stochflow_model *m);
+
+/* standardize.c: z = (x - shift) / scale for n rows (a copy when none is set), and its
+ * inverse in place; the model's training-batch copy of x1 in z (*out = x1 when none). */
+void stochflow__std_forward(float *z, const stochflow_model *m, const float *x, size_t n);
+void stochflow__std_inverse(float *x, const stochflow_model *m, size_t n);
+int stochflow__std_batch(const float **out, stochflow_model *m, const float *x1, size_t n);
+/* Install shift and scale (d each, validated by the caller); 0 or NOMEM, m unchanged. */
+int stochflow__std_install(stochflow_model *m, const double *shift, const double *scale);
 
 /* optimizer.c: clip + Adam + EMA on m->grads, the Fourier coefficients' ascent on
  * m->tr.grad (when it holds a fresh gradient), step++; model unchanged on failure. */
