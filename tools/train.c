@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "images.h"
 #include "training.h"
+#include "validate.h"
 
 /* Defaults of a fresh image model (doc/cli.md). */
 #define IMG_BATCH 64
@@ -54,6 +55,11 @@ static const optdef TRAIN_OPTS[] = {
     {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
     {"--grid-n", "N", "images: samples per grid (default 16)"},
     {"--grid-steps", "K", "images: RK4 steps of the grid samples (default 20)"},
+    {"--val", "FILE|FRACTION", "tables: held-out rows (a file, or a fraction of --data)"},
+    {"--eval-every", "N", "tables: validation NLL every N steps (default ~20 per run)"},
+    {"--patience", "N", "tables: stop after N evaluations without improvement (default 8)"},
+    {"--time", "X", "tables: wall-clock budget in seconds (the LR schedule spans it)"},
+    {"--no-standardize", NULL, "tables: train in the data's units (default: standardized)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -166,14 +172,16 @@ static void periodic_dir(char *dir, size_t cap, const opts *o) {
 }
 
 static void report(const opts *o, const char *out, stochflow_model *m, const train_result *tr,
-                   uint64_t step0, uint64_t batch, json *j) {
+                   uint64_t step0, uint64_t batch, int table, json *j) {
     double sps = tr->seconds > 0 ? (double)tr->steps_run / tr->seconds : 0;
     size_t k = tr->steps_run < 100 ? (size_t)tr->steps_run : 100;
     printf("trained %llu steps (model step %llu -> %llu) on %s in %.2f s (%.2f steps/s)\n",
            (unsigned long long)tr->steps_run, (unsigned long long)step0,
            (unsigned long long)stochflow_model_step(m), opt(o, "--data"), tr->seconds, sps);
-    printf("loss %.5f (mean of the last %zu steps; last %.5f)\n", tr->mean_loss, k,
-           tr->last_loss);
+    /* a table's summary is its held-out NLL (table_report), not a training loss */
+    if (!table)
+        printf("loss %.5f (mean of the last %zu steps; last %.5f)\n", tr->mean_loss, k,
+               tr->last_loss);
     if (!opt(o, "--json")) return;
     jbegin(j);
     jint(j, "steps", tr->steps_run);
@@ -205,6 +213,10 @@ int cmd_train(int argc, char **argv) {
     grid_hook g = {0};
     if ((rc = check_options(&o, img, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
         return cli_exit_code(rc);
+    /* a .npy/.csv table trains through the library's trainer (validate.c) */
+    const int table = !img && source_file(src) != NULL && base_src == NULL;
+    table_opts to;
+    if ((rc = table_check_options(&o, table, &to)) != 0) return cli_exit_code(rc);
 
     /* output locations, before any work: directories exist, no output is an input */
     char dir[4096], out_default[4200], ck_path[4200];
@@ -216,10 +228,10 @@ int cmd_train(int argc, char **argv) {
     const char *out = opt(&o, "--out") ? opt(&o, "--out") : out_default;
     /* (--out may be the --resume checkpoint: it is read whole before anything is written;
      * DIR/checkpoint.sfm too, and its directory is --out's or the created --outdir) */
-    const char *inputs[] = {source_file(src), source_file(base_src)};
+    const char *inputs[] = {source_file(src), source_file(base_src), to.val_file};
     if (opt(&o, "--outdir") && make_dirs(dir) != 0) return 1;
-    if (check_output("train", out, inputs, 2) != 0 ||
-        (tpng && check_output("train", tpng, inputs, 2) != 0))
+    if (check_output("train", out, inputs, 3) != 0 ||
+        (tpng && check_output("train", tpng, inputs, 3) != 0))
         return 1;
 
     /* the data, once */
@@ -227,6 +239,7 @@ int cmd_train(int argc, char **argv) {
     imageset im = {0};
     stochflow_model *m = NULL;
     train_result tr = {0};
+    table_result tab = {0};
     points_batch pb = {0};
     images_batch ib = {0};
     int ret = 1;
@@ -307,7 +320,19 @@ int cmd_train(int argc, char **argv) {
         sp.fill = fill_points;
         sp.fill_user = &pb;
     }
-    if (train_run(&tr, m, &sp) != 0) goto out;
+    if (table) {
+        if (table_train(&tab, m, &ds, &o, &to, steps, B, ck_every, ck_path, resume != NULL) != 0)
+            goto out;
+        /* the same result fields as the loop's (the trainer reports the last loss) */
+        tr.steps_run = tab.steps_run;
+        tr.checkpoints = tab.checkpoints;
+        tr.seconds = tab.seconds;
+        tr.last_loss = tr.mean_loss = tab.last_loss;
+        tr.interrupted = tab.interrupted;
+        snprintf(tr.fail, sizeof tr.fail, "%s", tab.fail);
+    } else if (train_run(&tr, m, &sp) != 0) {
+        goto out;
+    }
 
     /* --out is saved whatever stopped the loop, so the steps done are not lost */
     if ((rc = stochflow_model_save(m, out)) < 0) {
@@ -334,7 +359,8 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     json j;
-    report(&o, out, m, &tr, step0, batch, &j);
+    report(&o, out, m, &tr, step0, batch, table, &j);
+    if (table) table_report(&tab, &j, opt(&o, "--json") != NULL);
     if (img) {
         char mult[128], attn[64];
         unet_describe(mult, sizeof mult, attn, sizeof attn, &g.u);
