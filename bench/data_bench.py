@@ -21,6 +21,7 @@ Usage: /usr/bin/python3 bench/data_bench.py BUILD/tools/stochflow [name ...] [--
 import gzip
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -123,8 +124,12 @@ def main():
                    "--out", d + "/model.sfm", "--json"]
             if threads: cmd += ["--threads", threads]
             t0 = time.time()
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             r = subprocess.run(cmd, capture_output=True, text=True)
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             secs = time.time() - t0
+            cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+            load = os.getloadavg()[0]
             if r.returncode != 0:
                 print(name, "FAILED", r.stderr.strip(), flush=True)
                 continue
@@ -134,12 +139,14 @@ def main():
         k, bw = kde_nll(tr, va)
         row = dict(name=name, n_train=len(tr), n_val=len(va), d=tr.shape[1],
                    flow=js["val_nll"], flow_se=js["val_nll_se"], gauss=g, kde=k, kde_bw=bw,
-                   steps=js["steps"], best=js["best_step"], stop=js["stop"], secs=secs)
+                   steps=js["steps"], best=js["best_step"], stop=js["stop"], secs=secs,
+                   cpu=cpu, load=load)
         rows.append(row)
         print("%-14s n=%5d/%4d d=%3d  flow %9.3f (se %.3f)  gauss %9.3f  kde %9.3f (bw %.2f)  "
-              "steps %5d best %5d stop %-26s %6.1f s"
+              "steps %5d best %5d stop %-26s wall %6.1f s cpu %6.1f s load %.1f"
               % (name, row["n_train"], row["n_val"], row["d"], row["flow"], row["flow_se"],
-                 g, k, bw, row["steps"], row["best"], row["stop"], secs), flush=True)
+                 g, k, bw, row["steps"], row["best"], row["stop"], secs, cpu, load),
+              flush=True)
     print(json.dumps(rows))
 
 

@@ -40,6 +40,8 @@ run "--patience stops early" "$SF" train --data "$T/d.npy" --out "$T/p.sfm" --va
     json "stopped by patience, best weights kept" "d['stop']=='patience (no improvement)' and d['steps']<100000 and d['best_step']<=d['model_step']-5"
 run "--time bounds the run" "$SF" train --data "$T/d.npy" --out "$T/t.sfm" --val 0.25 --time 1 --patience 0 --lr-schedule cosine "${SMALL[@]}" --json &&
     json "stopped by the time budget" "d['stop']=='time budget' and 0.9 < d['seconds'] < 10 and d['steps'] > 0"
+run "--val with --ema (the EMA weights are kept, not a best)" "$SF" train --data "$T/d.npy" --out "$T/e.sfm" --val 0.25 --steps 20 --eval-every 10 --ema 0.9 "${SMALL[@]}" --json &&
+    json "EMA run validated" "math.isfinite(d['val_nll']) and d['steps']==20"
 run "--no-standardize" "$SF" train --data "$T/d.npy" --out "$T/n.sfm" --steps 5 --no-standardize "${SMALL[@]}" --json &&
     json "no map stored" "d['standardized'] is False and d['val_rows']==0"
 run "resume a standardized model" "$SF" train --data "$T/d.npy" --out "$T/r.sfm" --resume "$T/b.sfm" --steps 10 --batch 64 --threads 1 --json &&

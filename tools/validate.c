@@ -138,9 +138,15 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
     /* --time without --steps: the time alone bounds the run */
     uint64_t run_steps = t->seconds > 0 && opt(o, "--steps") == NULL ? 1000000000ull : steps;
     c.total = run_steps;
-    double sched = 0;
+    double sched = 0, ema = 0, evalw = 0;
     if ((rc = stochflow_trainer_new(&tr)) < 0 ||
         (rc = stochflow_model_get_param(&sched, m, STOCHFLOW_PARAM_LR_SCHEDULE)) < 0 ||
+        (rc = stochflow_model_get_param(&ema, m, STOCHFLOW_PARAM_EMA_DECAY)) < 0 ||
+        (rc = stochflow_model_get_param(&evalw, m, STOCHFLOW_PARAM_EVAL_WEIGHTS)) < 0 ||
+        /* the best weights are live weights: with --ema the validation sees the EMA
+         * weights, which are kept as trained (the last), not swapped for a best */
+        (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_KEEP_BEST,
+                                          ema > 0 && evalw == 1 ? 2 : 1)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_BATCH_SIZE, (double)batch)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_MAX_STEPS,
                                           (double)(step0 + run_steps))) < 0 ||
@@ -169,8 +175,7 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
         cli_fail_lib(rc, "--time");
         goto out;
     }
-    progress_start(&c.bar, "train", c.budget > 0 ? (double)run_steps : (double)run_steps,
-                   "steps");
+    progress_start(&c.bar, "train", (double)run_steps, "steps");
     c.t0 = cli_now();
     rc = stochflow_trainer_fit(tr, m, ds->x, ds->n, t->val_file ? vds.x : NULL,
                                t->val_file ? vds.n : 0);
