@@ -42,6 +42,8 @@ run "--time bounds the run" "$SF" train --data "$T/d.npy" --out "$T/t.sfm" --val
     json "stopped by the time budget" "d['stop']=='time budget' and 0.9 < d['seconds'] < 10 and d['steps'] > 0"
 run "--val with --ema (the EMA weights are kept, not a best)" "$SF" train --data "$T/d.npy" --out "$T/e.sfm" --val 0.25 --steps 20 --eval-every 10 --ema 0.9 "${SMALL[@]}" --json &&
     json "EMA run validated" "math.isfinite(d['val_nll']) and d['steps']==20"
+run "--transport-png of a standardized table" "$SF" train --data "$T/d.npy" --out "$T/tp.sfm" --steps 5 --transport-png "$T/tp.png" "${SMALL[@]}"
+[ -s "$T/tp.png" ] && ok "trajectory picture written" || not_ok "trajectory picture written"
 run "--no-standardize" "$SF" train --data "$T/d.npy" --out "$T/n.sfm" --steps 5 --no-standardize "${SMALL[@]}" --json &&
     json "no map stored" "d['standardized'] is False and d['val_rows']==0"
 run "resume a standardized model" "$SF" train --data "$T/d.npy" --out "$T/r.sfm" --resume "$T/b.sfm" --steps 10 --batch 64 --threads 1 --json &&
