@@ -53,6 +53,7 @@ fails "a constant column" "column 2 is constant" "$SF" train --data "$T/const.np
 [ ! -e "$T/c.sfm" ] && ok "nothing saved after the constant column" || not_ok "nothing saved after the constant column"
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 1.5
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0.95
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val bogus
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --patience 3
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0.2 --time 0

@@ -87,11 +87,11 @@ int table_check_options(const opts *o, int table, table_opts *t) {
         char *end = NULL;
         double f = strtod(val, &end);
         if (end != val && *end == '\0') {
-            if (!(f > 0 && f < 1))
-                return cli_usage("train: --val %s: a fraction must be in (0, 1)", val);
+            if (!(f > 0 && f <= 0.9))
+                return cli_usage("train: --val %s: a fraction must be in (0, 0.9]", val);
             t->val_fraction = f;
         } else if (source_file(val) == NULL) {
-            return cli_usage("train: --val %s: a fraction in (0, 1) or a .npy/.csv file", val);
+            return cli_usage("train: --val %s: a fraction in (0, 0.9] or a .npy/.csv file", val);
         } else {
             t->val_file = val;
         }
