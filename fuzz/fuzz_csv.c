@@ -1,4 +1,5 @@
-/* fuzz_csv.c - the CLI's .csv reader (tools/io.c csv_read) on arbitrary bytes.
+/* fuzz_csv.c - the CLI's .csv reading (tools/io.c csv_read, the library's reader) on
+ * arbitrary bytes.
  * Invariants on success: a non-empty rectangular table within the CLI limits, at most
  * one value per two bytes of input (a digit and a separator), all finite. */
 #include <math.h>

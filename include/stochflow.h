@@ -1822,6 +1822,65 @@ STOCHFLOW_API int stochflow_config_objective(int *field, int *kind, int *gamma,
  */
 STOCHFLOW_API int stochflow_model_sinterp(stochflow_sinterp **out, const stochflow_model *m);
 
+/* ================================================================================ */
+/* Standardization: the model's affine map between the user's units and the network's */
+/* space (doc/data.md).                                                              */
+/* ================================================================================ */
+
+/*
+ * A model may hold a per-feature affine map z = (x - shift) / scale, fitted on training
+ * data or set explicitly, kept in its checkpoint. With one set:
+ *   - stochflow_model_train_step / compute_gradient / loss and stochflow_trainer_fit take
+ *     data x1 in the user's units and map it to z before forming x_t (base samples x0,
+ *     when given, are in z: the base is N(0, I) there);
+ *   - stochflow_solver_log_prob(model) takes x in the user's units and returns
+ *     log p_x(x) = log p_z(z) - sum_k log scale_k;
+ *   - stochflow_solver_sample(model) returns x = shift + scale z and log p_x;
+ *   - the network's functions stay in z: stochflow_model_velocity, _divergence,
+ *     _velocity_vjp and stochflow_solver_integrate take and return points in z (use
+ *     stochflow_model_standardize to cross the map).
+ * Without one, every space is the user's and nothing changes (a model saved without one
+ * writes the same bytes as before; files without the STDZ section load without one).
+ */
+
+/** Trainer key (stochflow_trainer_set_param): 1 = fit the map on the training rows
+ * (after the validation split) when the model holds none and has not trained; 2 = use the
+ * model's map as it is (default). @since 0.3 */
+#define STOCHFLOW_TRAINER_STANDARDIZE 511
+
+/**
+ * Fit the map on the rows of x (n x d, n >= 2): shift = column mean, scale = column
+ * standard deviation (divisor n). A constant column is an error naming it (1-based); a
+ * model that has trained (step > 0) refuses, since the map defines the space its weights
+ * were trained in.
+ * @return 0, STOCHFLOW_E_INVALID (NULL, n < 2, a constant column, a trained model),
+ *         STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM; m unchanged on failure. @since 0.3
+ */
+STOCHFLOW_API int stochflow_model_fit_standardization(stochflow_model *m, const float *x,
+                                                      size_t n);
+/**
+ * Set the map explicitly (shift, scale: d values each, copied; scale finite and > 0), or
+ * remove it (both NULL). Refused on a model that has trained (step > 0).
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM; m unchanged on
+ *         failure. @since 0.3
+ */
+STOCHFLOW_API int stochflow_model_set_standardization(stochflow_model *m, const double *shift,
+                                                      const double *scale);
+/**
+ * Read the map into shift and scale (d values each; either may be NULL); without one,
+ * writes the identity (0 and 1).
+ * @return 1 when the model holds a map, 0 when it does not, STOCHFLOW_E_INVALID. @since 0.3
+ */
+STOCHFLOW_API int stochflow_model_standardization(double *shift, double *scale,
+                                                  const stochflow_model *m);
+/**
+ * Map n rows across: inverse = 0: out = (x - shift) / scale (user units to the network's
+ * space), inverse = 1: out = shift + scale x. out may be x. The identity without a map.
+ * @return 0, STOCHFLOW_E_INVALID. @since 0.3
+ */
+STOCHFLOW_API int stochflow_model_standardize(float *out, const stochflow_model *m,
+                                              const float *x, size_t n, int inverse);
+
 #ifdef __cplusplus
 }
 #endif

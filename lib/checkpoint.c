@@ -346,6 +346,39 @@ static int sint_conf(load_ctx *c, const sect *s) {
     return stochflow__objective_section_read(&c->cfg, s->at, s->len);
 }
 
+/* STDZ: the standardization (lib/standardize.c), written only when set: u64 d, then d
+ * f64 shifts and d f64 scales */
+static int stdz_written(const stochflow_model *m) { return m->std_shift != NULL; }
+static uint64_t stdz_len(const stochflow_model *m) { return 8 + 16 * (uint64_t)m->d; }
+static void stdz_write(writer *w, const stochflow_model *m) {
+    stochflow__w_u64(w, m->d);
+    for (size_t k = 0; k < m->d; ++k) stochflow__w_f64(w, m->std_shift[k]);
+    for (size_t k = 0; k < m->d; ++k) stochflow__w_f64(w, m->std_scale[k]);
+}
+static int stdz_check(const load_ctx *c, const sect *s) {
+    RETURN_ERROR_IF(s->len != 8 + 16 * (uint64_t)c->cfg.dim ||
+                        stochflow__le_get64(s->at) != c->cfg.dim,
+                    STOCHFLOW_E_FORMAT,
+                    "checkpoint STDZ section does not hold %zu shifts and scales", c->cfg.dim);
+    return 0;
+}
+static int stdz_read(load_ctx *c, const sect *s) {
+    const size_t d = c->cfg.dim;
+    double *v = stochflow__alloc_array(2 * d, sizeof(double));
+    RETURN_ERROR_IF(v == NULL, STOCHFLOW_E_NOMEM, "load: out of memory");
+    reader r = {s->at, (size_t)s->len, 8};
+    for (size_t k = 0; k < 2 * d; ++k) v[k] = stochflow__r_f64(&r);
+    int rc = 0;
+    for (size_t k = 0; k < d && rc == 0; ++k)
+        if (!isfinite(v[k]) || !isfinite(v[d + k]) || !(v[d + k] > 0.0))
+            rc = stochflow__error(STOCHFLOW_E_FORMAT,
+                                  "checkpoint STDZ: column %zu has shift %g, scale %g", k + 1,
+                                  v[k], v[d + k]);
+    if (rc == 0) rc = stochflow__std_install(c->m, v, v + d);
+    stochflow__free(v);
+    return rc;
+}
+
 /* ---- the section table ----------------------------------------------------------------
  * Written in this order. Loading runs, in this order: conf (configuration, before any
  * allocation; called only for present sections unless the row has call_absent), then
@@ -375,6 +408,7 @@ static const section_def sections[] = {
     {"INTP", 0, 1, intp_written, intp_len, intp_write, intp_conf, NULL, intp_read},
     {"COND", 0, 0, conditional, cond_len, cond_write, cond_read, NULL, NULL},
     {"SINT", 0, 0, sint_written, sint_len, sint_write, sint_conf, NULL, NULL},
+    {"STDZ", 0, 0, stdz_written, stdz_len, stdz_write, NULL, stdz_check, stdz_read},
 };
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 

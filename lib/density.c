@@ -364,6 +364,33 @@ STOCHFLOW_API int stochflow_solver_integrate_fn(float *dlogp, float *dlogp_se, s
     return stochflow__solver_integrate_src(dlogp, dlogp_se, s, &src, x, n, t0, t1);
 }
 
+/* log rho_t of points x in the user's units: with a standardization (doc/data.md), the
+ * density of z = (x - shift) / scale times |dz/dx| = exp(-sum log scale). */
+static int log_prob_user(float *logp, float *se, stochflow_solver *s, stochflow_model *m,
+                         const stochflow__vsrc *src, const float *x, size_t n, double t) {
+    if (m->std_shift == NULL || n == 0 || x == NULL || logp == NULL)
+        return stochflow__solver_log_prob_src(logp, se, s, src, x, n, t);
+    size_t nd;
+    RETURN_ERROR_IF(stochflow__mul_size(&nd, n, m->d) != 0, STOCHFLOW_E_INVALID,
+                    "log_prob: batch %zu x %zu overflows", n, m->d);
+    float *z = stochflow__alloc_array(nd, sizeof(float));
+    RETURN_ERROR_IF(z == NULL, STOCHFLOW_E_NOMEM, "log_prob: out of memory");
+    stochflow__std_forward(z, m, x, n);
+    int rc = stochflow__solver_log_prob_src(logp, se, s, src, z, n, t);
+    stochflow__free(z);
+    if (rc < 0) return rc;
+    for (size_t i = 0; i < n; ++i) logp[i] = (float)((double)logp[i] - m->std_logdet);
+    return 0;
+}
+
+/* Samples (and their log-density) back in the user's units (doc/data.md). */
+static void samples_user(float *x, float *logp, const stochflow_model *m, size_t n) {
+    if (m->std_shift == NULL || n == 0) return;
+    stochflow__std_inverse(x, m, n);
+    if (logp)
+        for (size_t i = 0; i < n; ++i) logp[i] = (float)((double)logp[i] - m->std_logdet);
+}
+
 STOCHFLOW_API int stochflow_solver_log_prob(float *logp, float *se, stochflow_solver *s,
                                             stochflow_model *m, const float *x, size_t n,
                                             double t) {
@@ -371,7 +398,7 @@ STOCHFLOW_API int stochflow_solver_log_prob(float *logp, float *se, stochflow_so
     STOCHFLOW__ENTER(s, "solver");
     STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src = model_src(m);
-    return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
+    return log_prob_user(logp, se, s, m, &src, x, n, t);
 }
 
 STOCHFLOW_API int stochflow_solver_log_prob_fn(float *logp, float *se, stochflow_solver *s,
@@ -389,7 +416,9 @@ STOCHFLOW_API int stochflow_solver_sample(float *x, float *logp, stochflow_solve
     STOCHFLOW__ENTER(s, "solver");
     STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src = model_src(m);
-    return sample_src(x, logp, s, &src, n, seed);
+    FORWARD_IF_ERROR(sample_src(x, logp, s, &src, n, seed));
+    samples_user(x, logp, m, n);
+    return 0;
 }
 
 STOCHFLOW_API int stochflow_solver_sample_fn(float *x, float *logp, stochflow_solver *s,
@@ -408,6 +437,9 @@ STOCHFLOW_API int stochflow_solver_integrate_ctx(float *dlogp, float *dlogp_se,
                                                  float *x, const float *ctx,
                                                  const int32_t *labels, size_t n, double t0,
                                                  double t1) {
+    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "integrate: model is NULL");
+    STOCHFLOW__ENTER(s, "solver");
+    STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src;
     FORWARD_IF_ERROR(model_src_ctx(&src, m, ctx, labels, n));
     return stochflow__solver_integrate_src(dlogp, dlogp_se, s, &src, x, n, t0, t1);
@@ -417,15 +449,23 @@ STOCHFLOW_API int stochflow_solver_log_prob_ctx(float *logp, float *se, stochflo
                                                 stochflow_model *m, const float *x,
                                                 const float *ctx, const int32_t *labels,
                                                 size_t n, double t) {
+    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "log_prob: model is NULL");
+    STOCHFLOW__ENTER(s, "solver");
+    STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src;
     FORWARD_IF_ERROR(model_src_ctx(&src, m, ctx, labels, n));
-    return stochflow__solver_log_prob_src(logp, se, s, &src, x, n, t);
+    return log_prob_user(logp, se, s, m, &src, x, n, t);
 }
 
 STOCHFLOW_API int stochflow_solver_sample_ctx(float *x, float *logp, stochflow_solver *s,
                                               stochflow_model *m, const float *ctx,
                                               const int32_t *labels, size_t n, uint64_t seed) {
+    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_INVALID, "sample: model is NULL");
+    STOCHFLOW__ENTER(s, "solver");
+    STOCHFLOW__ENTER(m, "model");
     stochflow__vsrc src;
     FORWARD_IF_ERROR(model_src_ctx(&src, m, ctx, labels, n));
-    return sample_src(x, logp, s, &src, n, seed);
+    FORWARD_IF_ERROR(sample_src(x, logp, s, &src, n, seed));
+    samples_user(x, logp, m, n);
+    return 0;
 }

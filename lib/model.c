@@ -103,6 +103,8 @@ STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
     stochflow__network_free(&m->net);
     stochflow__free(m->carried.sections);
     stochflow__free(m->carried.hpar);
+    stochflow__free(m->std_shift); /* std_scale is its second half */
+    stochflow__free(m->std_buf);
     stochflow__free(m);
 }
 
@@ -314,6 +316,8 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
     if (want_grad && train && m->hp.grad_block > 0) /* blocks along the tree (below) */
         return blocked_gradient(NULL, loss_out, m, x1, n, x0, t, 0, n);
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
+    /* data in the user's units: mapped to the network's space before x_t is formed */
+    FORWARD_IF_ERROR(stochflow__std_batch(&x1, m, x1, n));
     FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
     stochflow__cond cond = {ctx, labels, NULL};
     if (train) FORWARD_IF_ERROR(draw_drop(&cond.drop, m, n));
@@ -541,6 +545,9 @@ static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model
     RETURN_ERROR_IF(m->cfg.n_ctx || m->cfg.n_classes, STOCHFLOW_E_UNSUPPORTED,
                     "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): not available for a "
                     "conditional model (the blocks carry no context)");
+    RETURN_ERROR_IF(m->std_shift != NULL, STOCHFLOW_E_UNSUPPORTED,
+                    "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): not available for a model "
+                    "holding a standardization yet (map the data before, or train without it)");
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
     RETURN_ERROR_IF(n_global > MAX_BATCH || row0 > n_global || n > n_global - row0,
                     STOCHFLOW_E_INVALID, "partial gradient: rows [%zu, %zu) outside a batch of %zu",

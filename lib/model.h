@@ -81,6 +81,12 @@ struct stochflow_model {
     stochflow__carried carried; /* lib/checkpoint.c: unknown checkpoint content */
     uint8_t *drop;           /* [drop_cap] per-row context dropout of a training batch */
     size_t drop_cap;
+    /* lib/standardize.c: the affine map z = (x - shift) / scale between the user's units
+     * and the network's space (NULL: none); std_logdet = sum log scale; std_buf holds a
+     * training batch mapped to z (grown on demand). */
+    double *std_shift, *std_scale, std_logdet;
+    float *std_buf;
+    size_t std_buf_floats;
 };
 
 /* config.c */
@@ -111,6 +117,13 @@ int stochflow__model_check_cond(const stochflow_model *m, const float *ctx,
 int stochflow__model_eval_ctx(stochflow_model *m, double t, const float *x, const float *ctx,
                               const int32_t *labels, double w, size_t n, float *v, float *div,
                               const float *probes, size_t K, float *quad);
+/* standardize.c: z = (x - shift) / scale for n rows (a copy when none is set), and its
+ * inverse in place; the model's training-batch copy of x1 in z (*out = x1 when none). */
+void stochflow__std_forward(float *z, const stochflow_model *m, const float *x, size_t n);
+void stochflow__std_inverse(float *x, const stochflow_model *m, size_t n);
+int stochflow__std_batch(const float **out, stochflow_model *m, const float *x1, size_t n);
+/* Install shift and scale (d each, validated by the caller); 0 or NOMEM, m unchanged. */
+int stochflow__std_install(stochflow_model *m, const double *shift, const double *scale);
 
 /* optimizer.c: clip + Adam + EMA on m->grads, the Fourier coefficients' ascent on
  * m->tr.grad (when it holds a fresh gradient), step++; model unchanged on failure. */

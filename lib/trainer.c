@@ -38,6 +38,7 @@ static const trainer_param trainer_params[] = {
     {STOCHFLOW_TRAINER_MIN_DELTA, 0, 1e9, 0, 0, "min_delta"},
     {STOCHFLOW_TRAINER_KEEP_BEST, 1, 2, 1, 1, "keep_best"},
     {STOCHFLOW_TRAINER_SET_HORIZON, 1, 2, 1, 1, "set_horizon"},
+    {STOCHFLOW_TRAINER_STANDARDIZE, 1, 2, 2, 1, "standardize"},
 };
 #define N_TRAINER_PARAMS (sizeof trainer_params / sizeof trainer_params[0])
 
@@ -328,11 +329,24 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
             memcpy(b.sub + k * d, val + b.perm[k] * d, d * sizeof(float));
     }
     const double fpc = n_val > 1 ? sqrt((double)(n_val - n_sub) / (double)(n_val - 1)) : 1.0;
+    /* The standardization, fitted on the training rows only (lib/standardize.c): for an
+     * untrained model without one. Fails (a constant column) leaving the model as it was. */
+    int fitted = 0;
+    if (get(tr, STOCHFLOW_TRAINER_STANDARDIZE) == 1 && stochflow_model_step(m) == 0 &&
+        stochflow_model_standardization(NULL, NULL, m) == 0 && n_train >= 2) {
+        int rc = stochflow_model_fit_standardization(m, train, n_train);
+        if (rc < 0) {
+            free_buffers(&b);
+            return rc;
+        }
+        fitted = 1;
+    }
 
     /* From here on the model changes. */
     if (get(tr, STOCHFLOW_TRAINER_SET_HORIZON) == 1) {
         int rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, (double)max_steps);
         if (rc < 0) {
+            if (fitted) stochflow_model_set_standardization(m, NULL, NULL);
             free_buffers(&b);
             return rc;
         }
@@ -430,8 +444,10 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
         stochflow_model_parameters(&p, &cnt, m);
         memcpy(p, tr->rs_w, np * sizeof(float));
     }
-    if (rc < 0 && tr->stat_steps == 0) /* nothing trained: leave the model as it was */
+    if (rc < 0 && tr->stat_steps == 0) { /* nothing trained: leave the model as it was */
         stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, old_horizon);
+        if (fitted) stochflow_model_set_standardization(m, NULL, NULL);
+    }
     if (rc == 0 && n_val > 0)
         rc = mean_nll(&tr->stat_final_nll, &tr->stat_final_se, tr, m, val, n_val, b.logp, 1.0);
     free_buffers(&b);

@@ -218,7 +218,7 @@ import numpy as np
 np.save('$T/bad3d.npy', np.zeros((4,2,2),np.float32)); np.save('$T/bad1d.npy', np.zeros(4,np.float32))
 a=np.zeros((10,2),np.float32); a[3,1]=np.nan; np.save('$T/nan.npy',a)
 b=np.zeros((10,2),np.float64); b[5,0]=np.inf; np.save('$T/inf.npy',b)
-np.save('$T/int.npy', np.zeros((4,2),np.int32)); np.save('$T/fort.npy', np.asfortranarray(np.zeros((4,2),np.float32)))
+np.save('$T/int.npy', np.arange(8,dtype=np.int32).reshape(4,2)%3); np.save('$T/fort.npy', np.asfortranarray(np.arange(8,dtype=np.float32).reshape(4,2)%3))
 np.save('$T/three.npy', np.zeros((10,3),np.float32))
 h=open('$T/nan.npy','rb').read(); open('$T/trunc.npy','wb').write(h[:len(h)-8])
 hdr=b\"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 2), }\"; hdr+=b' '*(118-len(hdr))+b'\n'
@@ -233,19 +233,19 @@ open('$T/text.csv','w').write('x,y\n1,2\nfoo,bar\n')
 m=open('$T/m.sfm','rb').read(); c=bytearray(m); c[len(c)//2]^=0xFF; open('$T/corrupt.sfm','wb').write(bytes(c))
 open('$T/trunc.sfm','wb').write(m[:len(m)//3]); open('$T/junk.sfm','wb').write(b'\0'*64)
 "
-fails "wrong shape: 3-D .npy" "wrong shape" "$SF" train --data "$T/bad3d.npy" --out "$T/x.sfm"
-fails "wrong shape: 1-D .npy" "wrong shape" "$SF" train --data "$T/bad1d.npy" --out "$T/x.sfm"
-fails "wrong shape: ragged .csv" "wrong shape" "$SF" train --data "$T/ragged.csv" --out "$T/x.sfm"
+fails "wrong shape: 3-D .npy" "3-dimensional array" "$SF" train --data "$T/bad3d.npy" --out "$T/x.sfm"
+fails "1-D .npy is one column (of zeros: constant)" "column 1 is constant" "$SF" train --data "$T/bad1d.npy" --out "$T/x.sfm"
+fails "wrong shape: ragged .csv" "row 3 has 1 cells, expected 2" "$SF" train --data "$T/ragged.csv" --out "$T/x.sfm"
 fails "wrong shape: columns vs model" "3 columns but the model has dimension 2" "$SF" logp --model "$T/m.sfm" --data "$T/three.npy"
-fails "NaN in .npy" "NaN value at row 4, column 2" "$SF" train --data "$T/nan.npy" --out "$T/x.sfm"
+fails "NaN in .npy" "row 4, column 2: NaN" "$SF" train --data "$T/nan.npy" --out "$T/x.sfm"
 fails "inf in float64 .npy" "infinite value" "$SF" logp --model "$T/m.sfm" --data "$T/inf.npy"
-fails "NaN in .csv" "NaN value" "$SF" train --data "$T/nan.csv" --out "$T/x.sfm"
+fails "NaN in .csv" "row 3, column 1: 'nan' is not a number" "$SF" train --data "$T/nan.csv" --out "$T/x.sfm"
 fails "text in .csv" "not a number" "$SF" train --data "$T/text.csv" --out "$T/x.sfm"
-fails "int .npy" "dtype" "$SF" train --data "$T/int.npy" --out "$T/x.sfm"
-fails "Fortran .npy" "Fortran" "$SF" train --data "$T/fort.npy" --out "$T/x.sfm"
+run "int .npy is read (integers converted)" "$SF" train --data "$T/int.npy" --out "$T/x.sfm" --steps 1 "${SMALL[@]}"
+run "Fortran-order .npy is read" "$SF" train --data "$T/fort.npy" --out "$T/x.sfm" --steps 1 "${SMALL[@]}"
 fails "truncated .npy" "truncated" "$SF" train --data "$T/trunc.npy" --out "$T/x.sfm"
-fails "hostile shape" "too large|truncated" "$SF" train --data "$T/huge.npy" --out "$T/x.sfm"
-fails "overflowing shape" "too large" "$SF" train --data "$T/ovf.npy" --out "$T/x.sfm"
+fails "hostile shape" "exceeds the limit|truncated" "$SF" train --data "$T/huge.npy" --out "$T/x.sfm"
+fails "overflowing shape" "not a tuple of integers below 2\\^53" "$SF" train --data "$T/ovf.npy" --out "$T/x.sfm"
 fails "hostile header length" "header length" "$SF" train --data "$T/badhdr.npy" --out "$T/x.sfm"
 fails "not a .npy" "bad magic" "$SF" train --data "$T/garbage.npy" --out "$T/x.sfm"
 fails "corrupt model" "sfm" "$SF" info --model "$T/corrupt.sfm"

@@ -13,6 +13,7 @@
 #include "images.h"
 #include "mpi_driver.h"
 #include "training.h"
+#include "validate.h"
 
 /* Defaults of a fresh image model (doc/cli.md). */
 #define IMG_BATCH 64
@@ -55,7 +56,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--unet-mult", "M,M,...", "images: channel multiplier per level (default 1,2,2)"},
     {"--unet-blocks", "N", "images: residual blocks per level (default 1)"},
     {"--unet-attn", "L,L,...", "images: levels with attention (default the lowest; none)"},
-    {"--unet-groups", "G", "images: GroupNorm groups (default 8)"},
+    {"--unet-groups", "G", "images: GroupNorm groups (default 4)"},
     {"--max-images", "N", "images: use the first N images of --data (default all)"},
     {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
     {"--grid-n", "N", "images: samples per grid (default 16)"},
@@ -66,6 +67,11 @@ static const optdef TRAIN_OPTS[] = {
     {"--ctx-dropout", "X", "conditional model: drop a row's conditioning with probability P"},
     {"--grad-block", "B", "rows per gradient block summed along a fixed tree (needed under mpirun)"},
     {"--mpi-timeout", "S", "under mpirun: longest wait for another process, seconds (default 600)"},
+    {"--val", "FILE|FRACTION", "tables: held-out rows (a file, or a fraction of --data)"},
+    {"--eval-every", "N", "tables: validation NLL every N steps (default ~10 per run)"},
+    {"--patience", "N", "tables: stop after N evaluations without improvement (default 4)"},
+    {"--time", "X", "tables: wall-clock budget in seconds (the LR schedule spans it)"},
+    {"--no-standardize", NULL, "tables: train in the data's units (default: standardized)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -184,14 +190,16 @@ static void periodic_dir(char *dir, size_t cap, const opts *o) {
 }
 
 static void report(const opts *o, const char *out, stochflow_model *m, const train_result *tr,
-                   uint64_t step0, uint64_t batch, json *j) {
+                   uint64_t step0, uint64_t batch, int table, json *j) {
     double sps = tr->seconds > 0 ? (double)tr->steps_run / tr->seconds : 0;
     size_t k = tr->steps_run < 100 ? (size_t)tr->steps_run : 100;
     printf("trained %llu steps (model step %llu -> %llu) on %s in %.2f s (%.2f steps/s)\n",
            (unsigned long long)tr->steps_run, (unsigned long long)step0,
            (unsigned long long)stochflow_model_step(m), opt(o, "--data"), tr->seconds, sps);
-    printf("loss %.5f (mean of the last %zu steps; last %.5f)\n", tr->mean_loss, k,
-           tr->last_loss);
+    /* a table's summary is its held-out NLL (table_report), not a training loss */
+    if (!table)
+        printf("loss %.5f (mean of the last %zu steps; last %.5f)\n", tr->mean_loss, k,
+               tr->last_loss);
     if (!opt(o, "--json")) return;
     jbegin(j);
     jint(j, "steps", tr->steps_run);
@@ -227,6 +235,13 @@ static int train_main(int argc, char **argv) {
     grid_hook g = {0};
     if ((rc = check_options(&o, img, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
         return cli_exit_code(rc);
+    /* a .npy/.csv table trains through the library's trainer (validate.c); conditional
+     * training (the trainer carries no context) and mpirun keep the step loop */
+    const int table = !img && source_file(src) != NULL && base_src == NULL &&
+                      !opt(&o, "--context") && !opt(&o, "--context-columns") &&
+                      !opt(&o, "--labels") && dist_size() == 1;
+    table_opts to;
+    if ((rc = table_check_options(&o, table, &to)) != 0) return cli_exit_code(rc);
 
     /* output locations, before any work: directories exist, no output is an input */
     char dir[4096], out_default[4200], ck_path[4200];
@@ -238,11 +253,11 @@ static int train_main(int argc, char **argv) {
     const char *out = opt(&o, "--out") ? opt(&o, "--out") : out_default;
     /* (--out may be the --resume checkpoint: it is read whole before anything is written;
      * DIR/checkpoint.sfm too, and its directory is --out's or the created --outdir) */
-    const char *inputs[] = {source_file(src), source_file(base_src)};
+    const char *inputs[] = {source_file(src), source_file(base_src), to.val_file};
     const int writer = dist_rank() == 0; /* under mpirun only rank 0 writes */
     if (writer && opt(&o, "--outdir") && make_dirs(dir) != 0) return 1;
-    if (writer && (check_output("train", out, inputs, 2) != 0 ||
-                   (tpng && check_output("train", tpng, inputs, 2) != 0)))
+    if (writer && (check_output("train", out, inputs, 3) != 0 ||
+                   (tpng && check_output("train", tpng, inputs, 3) != 0)))
         return 1;
 
     /* the data, once */
@@ -250,6 +265,7 @@ static int train_main(int argc, char **argv) {
     imageset im = {0};
     stochflow_model *m = NULL;
     train_result tr = {0};
+    table_result tab = {0};
     points_batch pb = {0};
     cond_data cd = {0};
     images_batch ib = {0};
@@ -374,7 +390,19 @@ static int train_main(int argc, char **argv) {
         }
         setup_agreed = 1;
     }
-    if (train_run(&tr, m, &sp) != 0) goto out;
+    if (table) {
+        if (table_train(&tab, m, &ds, &o, &to, steps, B, ck_every, ck_path, resume != NULL) != 0)
+            goto out;
+        /* the same result fields as the loop's (the trainer reports the last loss) */
+        tr.steps_run = tab.steps_run;
+        tr.checkpoints = tab.checkpoints;
+        tr.seconds = tab.seconds;
+        tr.last_loss = tr.mean_loss = tab.last_loss;
+        tr.interrupted = tab.interrupted;
+        snprintf(tr.fail, sizeof tr.fail, "%s", tab.fail);
+    } else if (train_run(&tr, m, &sp) != 0) {
+        goto out;
+    }
 
     /* --out is saved whatever stopped the loop, so the steps done are not lost */
     rc = writer ? stochflow_model_save(m, out) : 0;
@@ -414,13 +442,14 @@ static int train_main(int argc, char **argv) {
         goto out;
     }
     json j;
-    report(&o, out, m, &tr, step0, batch, &j);
+    report(&o, out, m, &tr, step0, batch, table, &j);
     if (opt(&o, "--json")) {
         double blk = 0;
         stochflow_model_get_param(&blk, m, STOCHFLOW_PARAM_GRAD_BLOCK);
         jint(&j, "ranks", (uint64_t)dist_size());
         jint(&j, "grad_block", (uint64_t)blk);
     }
+    if (table) table_report(&tab, &j, opt(&o, "--json") != NULL);
     if (img) {
         char mult[128], attn[64];
         unet_describe(mult, sizeof mult, attn, sizeof attn, &g.u);

@@ -190,6 +190,12 @@ int cli_transport_picture(const char *path, stochflow_model *m, const dataset *b
             goto out;
         }
     }
+    /* the flow runs in the model's standardized space (doc/data.md): drawn in the data's
+     * units, beside the target points (the identity for a model without a map) */
+    if ((rc = stochflow_model_standardize(traj, m, traj, (size_t)(K + 1) * n, 1)) < 0) {
+        cli_fail_lib(rc, "mapping the trajectories to the data's units");
+        goto out;
+    }
     /* square range covering the bulk of start, end and target points */
     double lo = INFINITY, hi = -INFINITY;
     double l1, h1;

@@ -647,6 +647,49 @@ class Model:
         _call("stochflow_model_get_param", ctypes.byref(out), self._h, key)
         return out.value
 
+    # -- standardization (doc/data.md): the model's map z = (x - shift) / scale
+    @_serialized
+    def fit_standardization(self, x):
+        """Fit shift = column mean, scale = column standard deviation on the rows of x
+        (before training); a constant column raises InvalidError naming it."""
+        x = _matrix(x, self._d)
+        _call("stochflow_model_fit_standardization", self._h, _ptr(x), x.shape[0])
+
+    @_serialized
+    def set_standardization(self, shift, scale):
+        """Set the map explicitly (d values each, scale > 0), or remove it (None, None)."""
+        if shift is None and scale is None:
+            _call("stochflow_model_set_standardization", self._h, None, None)
+            return
+        sh = np.ascontiguousarray(shift, dtype=np.float64).reshape(-1)
+        sc = np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)
+        if sh.shape != (self._d,) or sc.shape != (self._d,):
+            raise ValueError("shift and scale must have %d values each" % self._d)
+        dp = _capi.c_double_p
+        _call("stochflow_model_set_standardization", self._h, sh.ctypes.data_as(dp),
+              sc.ctypes.data_as(dp))
+
+    @_serialized
+    def standardization(self):
+        """(shift, scale) as float64 arrays, or None when the model holds no map."""
+        sh = np.empty(self._d, dtype=np.float64)
+        sc = np.empty(self._d, dtype=np.float64)
+        dp = _capi.c_double_p
+        rc = _lib.stochflow_model_standardization(sh.ctypes.data_as(dp), sc.ctypes.data_as(dp),
+                                                  self._h)
+        if rc < 0:
+            _call("stochflow_model_standardization", None, None, self._h)  # raises
+        return (sh, sc) if rc == 1 else None
+
+    @_serialized
+    def standardize(self, x, inverse=False):
+        """x mapped into the network's space (x - shift) / scale, or back (inverse)."""
+        x = _matrix(x, self._d)
+        out = np.empty_like(x)
+        _call("stochflow_model_standardize", _ptr(out), self._h, _ptr(x), x.shape[0],
+              1 if inverse else 0)
+        return out
+
     # -- interpolant and transport
     @_serialized
     def interpolant_eval(self, t):

@@ -227,6 +227,10 @@ PROTOTYPES = {
     "stochflow_config_objective": (c_int, [P(c_int), P(c_int), P(c_int), c_double_p, P(c_int),
                                            HANDLE]),
     "stochflow_model_sinterp": (c_int, [HANDLE_P, HANDLE]),
+    "stochflow_model_fit_standardization": (c_int, [HANDLE, c_float_p, c_size_t]),
+    "stochflow_model_set_standardization": (c_int, [HANDLE, c_double_p, c_double_p]),
+    "stochflow_model_standardization": (c_int, [c_double_p, c_double_p, HANDLE]),
+    "stochflow_model_standardize": (c_int, [c_float_p, HANDLE, c_float_p, c_size_t, c_int]),
 }
 
 # void *user, double t -> double (stochflow_eps_fn)
@@ -340,6 +344,7 @@ CONSTANTS = {
     "STOCHFLOW_TRAINER_MIN_DELTA": 508,
     "STOCHFLOW_TRAINER_KEEP_BEST": 509,
     "STOCHFLOW_TRAINER_SET_HORIZON": 510,
+    "STOCHFLOW_TRAINER_STANDARDIZE": 511,
     "STOCHFLOW_TRAINER_STAT_BEST_NLL": 550,
     "STOCHFLOW_TRAINER_STAT_BEST_STEP": 551,
     "STOCHFLOW_TRAINER_STAT_FINAL_NLL": 552,

@@ -42,12 +42,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
       only with val_fraction > 0
       solver, solver_steps: the ODE solver of score_samples, sample and the validation
         ("rk4" with 20 steps by default; "dopri5" ignores solver_steps)
-      standardize: fit on (X - mean) / std and correct the log-density by -sum(log std)
+      standardize: the model's standardization (doc/data.md), fitted by the library on
+        the training rows and stored in the model; log-densities and samples are in X's
+        units (the log-determinant -sum(log std) included); a constant column is an error
       threads: BLIS/OpenMP threads of the model (results do not depend on it)
       random_state: None, an int or a RandomState: weight init, batches, split, base draws
 
     Attributes after fit: model_ (stochflow.Model), n_features_in_, feature_names_in_
-    (pandas input), mean_, scale_, fit_stats_ (the trainer's statistics).
+    (pandas input), mean_, scale_ (the model's map), fit_stats_ (the trainer's statistics).
     """
 
     def __init__(self, hidden=(64, 64), activation="silu", interpolant="trig", lr=2e-3,
@@ -88,10 +90,6 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise ValueError("FlowDensity needs at least 2 samples, got n_samples = %d"
                              % X.shape[0])
         seed = _seed(self.random_state)
-        self.mean_ = X.mean(axis=0) if self.standardize else np.zeros(X.shape[1])
-        scale = X.std(axis=0) if self.standardize else np.ones(X.shape[1])
-        self.scale_ = np.where(scale > 0, scale, 1.0)
-        Z = ((X - self.mean_) / self.scale_).astype(np.float32)
         model = Model(X.shape[1], hidden=tuple(int(h) for h in self.hidden),
                       activation=self.activation, interpolant=self.interpolant, seed=seed,
                       threads=int(self.threads), lr=float(self.lr),
@@ -105,8 +103,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
                           eval_every=int(self.eval_every), patience=int(self.patience),
                           val_fraction=float(self.val_fraction),
                           val_subset=int(self.val_subset), min_delta=float(self.min_delta),
-                          seed=seed, **self._solver_options())
-        trainer.fit(model, Z)
+                          seed=seed, standardize=bool(self.standardize),
+                          **self._solver_options())
+        # the library fits the standardization on the training rows (not the validation
+        # split) and keeps it in the model: log-densities and samples in X's units
+        trainer.fit(model, X.astype(np.float32))
+        std = model.standardization()
+        self.mean_, self.scale_ = std if std is not None else \
+            (np.zeros(X.shape[1]), np.ones(X.shape[1]))
         self.model_ = model
         self.fit_stats_ = trainer.stats
         return self
@@ -115,9 +119,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """Log-density of each row of X under the fitted flow (nats), shape (n_samples,)."""
         check_is_fitted(self, "model_")
         X = self._validate_data(X, dtype=np.float64, reset=False)
-        Z = ((X - self.mean_) / self.scale_).astype(np.float32)
-        logp = Solver(**self._solver_options()).log_prob(self.model_, Z)
-        return logp.astype(np.float64) - np.sum(np.log(self.scale_))
+        logp = Solver(**self._solver_options()).log_prob(self.model_, X.astype(np.float32))
+        return logp.astype(np.float64)
 
     def score(self, X, y=None):
         """Mean log-likelihood of the rows of X (higher is better)."""
@@ -127,9 +130,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """n_samples draws from the fitted flow, shape (n_samples, n_features); the same
         random_state gives the same draws."""
         check_is_fitted(self, "model_")
-        Z = Solver(**self._solver_options()).sample(self.model_, int(n_samples),
+        x = Solver(**self._solver_options()).sample(self.model_, int(n_samples),
                                                     seed=_seed(random_state))
-        return Z.astype(np.float64) * self.scale_ + self.mean_
+        return x.astype(np.float64)
 
     def _more_tags(self):
         # Non-deterministic across BLIS builds is not an issue; fit needs no y.

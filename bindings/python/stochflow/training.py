@@ -23,6 +23,7 @@ TRAINER_PARAMS = {
     "min_delta": _capi.STOCHFLOW_TRAINER_MIN_DELTA,
     "keep_best": _capi.STOCHFLOW_TRAINER_KEEP_BEST,
     "set_horizon": _capi.STOCHFLOW_TRAINER_SET_HORIZON,
+    "standardize": _capi.STOCHFLOW_TRAINER_STANDARDIZE,
 }
 _STATS = {
     "best_nll": _capi.STOCHFLOW_TRAINER_STAT_BEST_NLL,
@@ -50,8 +51,10 @@ class Trainer:
 
     Trainer(batch_size=256, max_steps=1000, max_seconds=0, eval_every=100, patience=0,
             val_fraction=0, val_subset=256, seed=0, min_delta=0, keep_best=True,
-            set_horizon=True, solver="dopri5", **solver_options)
+            set_horizon=True, standardize=False, solver="dopri5", **solver_options)
 
+    standardize=True fits the model's standardization on the training rows (after the
+    validation split) when the model holds none and has not trained (doc/data.md).
     solver and solver_options (steps, rtol, atol, trace, ...) configure the solver of the
     validation log-densities. fit(model, x, x_val=None, progress=None) trains the model;
     progress(step, loss, val_nll, val_se) is called after every step (val_nll is NaN
@@ -75,7 +78,7 @@ class Trainer:
 
     def set_param(self, name, value):
         if name in TRAINER_PARAMS:
-            if name in ("keep_best", "set_horizon"):
+            if name in ("keep_best", "set_horizon", "standardize"):
                 value = _ON_OFF[bool(value)]
             _call("stochflow_trainer_set_param", self._h, TRAINER_PARAMS[name], float(value))
             return

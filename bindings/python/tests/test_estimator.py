@@ -93,3 +93,22 @@ def test_pandas_column_names():
     with pytest.warns(UserWarning, match="valid feature names"), \
             pytest.raises(ValueError, match="features"):
         est.score_samples(np.zeros((3, 3)))
+
+
+def test_standardization_is_the_models_own():
+    # The library fits the map on the training rows only and stores it in the model.
+    X = 5 * moons() + 3
+    est = FlowDensity(val_fraction=0.25, random_state=0, **FAST).fit(X)
+    shift, scale = est.model_.standardization()
+    n_val = est.fit_stats_["val_rows"]
+    assert 0 < n_val < len(X)
+    assert not np.allclose(shift, X.mean(0), rtol=0, atol=1e-9)  # not all the rows
+    np.testing.assert_allclose(est.mean_, shift)
+    # a constant column is an error naming it
+    Xc = X.copy()
+    Xc[:, 1] = 2.0
+    with pytest.raises(Exception, match="column 2 is constant"):
+        FlowDensity(random_state=0, **FAST).fit(Xc)
+    # off: no map in the model
+    off = FlowDensity(standardize=False, random_state=0, **FAST).fit(X)
+    assert off.model_.standardization() is None

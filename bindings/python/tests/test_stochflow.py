@@ -546,3 +546,28 @@ def test_coupling_assign():
     assert list(perm) == list(range(6))
     with pytest.raises(ValueError, match=r"\(5, 2\)"):
         sf.coupling_assign(x0[:5], x1)
+
+
+def test_standardization_in_the_model():
+    # log p in user units = log p of the standardized points - sum log scale, and the map
+    # travels with the model's bytes.
+    shift, scale = np.array([100.0, -2.0]), np.array([10.0, 0.5])
+    a, b = small(), small()  # the same weights
+    assert a.standardization() is None
+    a.set_standardization(shift, scale)
+    got = a.standardization()
+    np.testing.assert_array_equal(got[0], shift)
+    np.testing.assert_array_equal(got[1], scale)
+    x = (shift + scale * np.random.default_rng(0).normal(size=(16, 2))).astype(np.float32)
+    z = a.standardize(x)
+    np.testing.assert_allclose(z, (x - shift) / scale, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(a.standardize(z, inverse=True), x, rtol=1e-6)
+    s = sf.Solver(solver="rk4", steps=4)
+    np.testing.assert_allclose(s.log_prob(a, x), s.log_prob(b, z) - np.log(scale).sum(),
+                               rtol=0, atol=1e-5)
+    c = sf.Model.from_bytes(a.to_bytes())
+    np.testing.assert_array_equal(c.standardization()[1], scale)
+    with pytest.raises(sf.Error, match="column 1 is constant"):
+        b.fit_standardization(np.c_[np.ones(8), np.arange(8.0)])
+    a.set_standardization(None, None)
+    assert a.standardization() is None

@@ -111,6 +111,7 @@ pub const STOCHFLOW_TRAINER_SEED: c_int = 507;
 pub const STOCHFLOW_TRAINER_MIN_DELTA: c_int = 508;
 pub const STOCHFLOW_TRAINER_KEEP_BEST: c_int = 509;
 pub const STOCHFLOW_TRAINER_SET_HORIZON: c_int = 510;
+pub const STOCHFLOW_TRAINER_STANDARDIZE: c_int = 511;
 pub const STOCHFLOW_TRAINER_STAT_BEST_NLL: c_int = 550;
 pub const STOCHFLOW_TRAINER_STAT_BEST_STEP: c_int = 551;
 pub const STOCHFLOW_TRAINER_STAT_FINAL_NLL: c_int = 552;
@@ -692,6 +693,25 @@ extern "C" {
         nval: usize,
     ) -> c_int;
     pub fn stochflow_trainer_state_size(size: *mut usize, tr: *const stochflow_trainer) -> c_int;
+    pub fn stochflow_model_fit_standardization(m: *mut stochflow_model, x: *const f32, n: usize)
+        -> c_int;
+    pub fn stochflow_model_set_standardization(
+        m: *mut stochflow_model,
+        shift: *const f64,
+        scale: *const f64,
+    ) -> c_int;
+    pub fn stochflow_model_standardization(
+        shift: *mut f64,
+        scale: *mut f64,
+        m: *const stochflow_model,
+    ) -> c_int;
+    pub fn stochflow_model_standardize(
+        out: *mut f32,
+        m: *const stochflow_model,
+        x: *const f32,
+        n: usize,
+        inverse: c_int,
+    ) -> c_int;
     pub fn stochflow_trainer_save_state(
         written: *mut usize,
         tr: *const stochflow_trainer,

@@ -687,6 +687,51 @@ impl Model {
         })?;
         Ok((a, b))
     }
+    /// Fit the standardization z = (x - shift) / scale on the rows of x (column mean and
+    /// standard deviation; before training). A constant column is an error naming it.
+    pub fn fit_standardization(&mut self, x: &[f32]) -> Result<()> {
+        let n = rows("x", x.len(), self.d)?;
+        // SAFETY: x holds n * d floats.
+        check(unsafe { sys::stochflow_model_fit_standardization(self.h, x.as_ptr(), n) })
+    }
+    /// Set the standardization (d shifts, d scales > 0), or remove it with None.
+    pub fn set_standardization(&mut self, map: Option<(&[f64], &[f64])>) -> Result<()> {
+        match map {
+            // SAFETY: NULL, NULL removes the map.
+            None => check(unsafe {
+                sys::stochflow_model_set_standardization(self.h, ptr::null(), ptr::null())
+            }),
+            Some((shift, scale)) => {
+                check_len("shift", shift.len(), self.d)?;
+                check_len("scale", scale.len(), self.d)?;
+                // SAFETY: d doubles each.
+                check(unsafe {
+                    sys::stochflow_model_set_standardization(self.h, shift.as_ptr(), scale.as_ptr())
+                })
+            }
+        }
+    }
+    /// The standardization (shift, scale), or None when the model holds none.
+    pub fn standardization(&self) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
+        let (mut shift, mut scale) = (vec![0f64; self.d], vec![0f64; self.d]);
+        // SAFETY: d writable doubles each.
+        let rc = unsafe {
+            sys::stochflow_model_standardization(shift.as_mut_ptr(), scale.as_mut_ptr(), self.h)
+        };
+        check(rc)?;
+        Ok(if rc == 1 { Some((shift, scale)) } else { None })
+    }
+    /// Rows mapped into the network's space, (x - shift) / scale, or back (inverse).
+    pub fn standardize(&self, x: &[f32], inverse: bool) -> Result<Vec<f32>> {
+        let n = rows("x", x.len(), self.d)?;
+        let mut out = vec![0f32; x.len()];
+        // SAFETY: x and out hold n * d floats.
+        check(unsafe {
+            sys::stochflow_model_standardize(out.as_mut_ptr(), self.h, x.as_ptr(), n, inverse as c_int)
+        })?;
+        Ok(out)
+    }
+
     /// (running path-length estimate, number of steps averaged).
     pub fn path_length(&self) -> Result<(f64, u64)> {
         let (mut v, mut c) = (0f64, 0u64);

@@ -24,6 +24,10 @@ pub enum TrainerParam {
     KeepBest = 509,
     /// 1 = set the model's LR_TOTAL_STEPS to MaxSteps (default), 2 = leave it.
     SetHorizon = 510,
+    /// 1 = fit the model's standardization on the training rows when it holds none and
+    /// has not trained (the default of `Trainer::new`), 2 = use the model's as it is
+    /// (doc/data.md).
+    Standardize = 511,
 }
 
 /// Why a fit stopped.
@@ -85,11 +89,16 @@ unsafe extern "C" fn trampoline(
 }
 
 impl Trainer {
+    /// A trainer with the C defaults, except the standardization: on (fitted on the
+    /// training rows and stored in the model; `set_param(TrainerParam::Standardize, 2.0)`
+    /// turns it off).
     pub fn new() -> Result<Trainer> {
         let mut h = ptr::null_mut();
         // SAFETY: valid out-pointer.
         check(unsafe { sys::stochflow_trainer_new(&mut h) })?;
-        Ok(Trainer { h })
+        let mut tr = Trainer { h };
+        tr.set_param(TrainerParam::Standardize, 1.0)?;
+        Ok(tr)
     }
     pub fn set_param(&mut self, p: TrainerParam, value: f64) -> Result<()> {
         // SAFETY: valid handle.

@@ -120,3 +120,19 @@ fn errors_and_readers() {
     let f = parse_npy(&npy, 0).unwrap();
     assert_eq!(f.data, vec![1.0, 3.0, 2.0, 4.0]); // Fortran order read as columns
 }
+
+#[test]
+fn standardization_is_on_and_stored() {
+    let x: Vec<f32> = data().iter().map(|v| 100.0 * v + 7.0).collect();
+    let mut m = model(1.0);
+    let mut tr = trainer(5.0);
+    tr.fit(&mut m, &x, None).unwrap();
+    let (shift, scale) = m.standardization().unwrap().expect("a map");
+    assert!(scale.iter().all(|s| *s > 10.0), "{:?} {:?}", shift, scale);
+    let z = m.standardize(&x[..4], false).unwrap();
+    let back = m.standardize(&z, true).unwrap();
+    for (a, b) in back.iter().zip(&x[..4]) {
+        assert!((a - b).abs() < 1e-3 * b.abs().max(1.0));
+    }
+    assert!(m.set_standardization(None).is_err()); // trained: the map is fixed
+}

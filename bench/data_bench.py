@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Held-out NLL of `stochflow train` with its defaults on real tables and toys, against a
+full-covariance Gaussian and a KDE (bench/DATA.md).
+
+For each table: a seeded 80/20 split (numpy, seed 0) written as train.npy / val.npy, then
+    stochflow train --data train.npy --val val.npy --out model.sfm --json
+with no other option (the CLI's defaults: standardization, early stopping, best weights),
+its held-out NLL (nats per row, exact, in the data's units) read from the JSON summary.
+Baselines on the same split, in the same units:
+  - Gaussian: maximum-likelihood mean and full covariance of the training rows (+1e-9
+    times the mean variance on the diagonal for rank-deficient columns);
+  - KDE: scikit-learn KernelDensity on the standardized rows, bandwidth chosen by 5-fold
+    cross-validation on the training rows, corrected by -sum log scale.
+Tables: scikit-learn's bundled iris, wine, breast_cancer, diabetes, digits (PCA to 10),
+Fashion-MNIST (Debian's dataset-fashion-mnist; 6000 training images, PCA to 16 dims,
+fitted on the training rows), toys moons / checkerboard / rings (4000 rows). A column
+that is constant in a table is dropped first (the flow refuses it: it has no density).
+
+Usage: /usr/bin/python3 bench/data_bench.py BUILD/tools/stochflow [name ...] [--threads T]
+"""
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def tables(names):
+    import sklearn.datasets as sd
+    out = {}
+    if "iris" in names: out["iris"] = sd.load_iris().data
+    if "wine" in names: out["wine"] = sd.load_wine().data
+    if "breast_cancer" in names: out["breast_cancer"] = sd.load_breast_cancer().data
+    if "diabetes" in names: out["diabetes"] = sd.load_diabetes(scaled=False).data
+    if "digits_pca10" in names:
+        out["digits_pca10"] = ("pca", sd.load_digits().data.astype(np.float64), 10)
+    if "fmnist_pca16" in names:
+        with gzip.open("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") as f:
+            raw = f.read()
+        x = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 784)[:7500] / 255.0
+        out["fmnist_pca16"] = ("pca", x, 16)
+    return out
+
+
+def toy(sf, name, n):
+    """n rows of a built-in toy, drawn by the library (Python binding, the build's .so)."""
+    lib = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(sf))), "lib",
+                       "libstochflow.so")
+    os.environ.setdefault("STOCHFLOW_LIBRARY", lib)
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bindings", "python"))
+    import stochflow
+    return np.asarray(stochflow.toy_sample(name, n, seed=7), dtype=np.float64)
+
+
+def split(x, seed=0):
+    rng = np.random.default_rng(seed)
+    p = rng.permutation(len(x))
+    nv = int(round(0.2 * len(x)))
+    return x[p[nv:]], x[p[:nv]]
+
+
+def pca(train, val, k):
+    mu = train.mean(0)
+    _, _, vt = np.linalg.svd(train - mu, full_matrices=False)
+    w = vt[:k].T
+    return (train - mu) @ w, (val - mu) @ w
+
+
+def gaussian_nll(train, val):
+    mu = train.mean(0)
+    c = np.cov(train, rowvar=False, bias=True).reshape(train.shape[1], train.shape[1])
+    c += 1e-9 * np.trace(c) / len(c) * np.eye(len(c))
+    sign, logdet = np.linalg.slogdet(c)
+    e = val - mu
+    q = np.einsum("ij,jk,ik->i", e, np.linalg.inv(c), e)
+    return float(np.mean(0.5 * (q + logdet + len(c) * np.log(2 * np.pi))))
+
+
+def kde_nll(train, val):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.neighbors import KernelDensity
+    mu, sd = train.mean(0), train.std(0)
+    zt, zv = (train - mu) / sd, (val - mu) / sd
+    g = GridSearchCV(KernelDensity(), {"bandwidth": np.logspace(-1.5, 0.5, 15)}, cv=5)
+    g.fit(zt)
+    return float(-np.mean(g.best_estimator_.score_samples(zv)) + np.sum(np.log(sd))), \
+        float(g.best_params_["bandwidth"])
+
+
+def main():
+    args = sys.argv[1:]
+    sf = args.pop(0)
+    threads = None
+    if "--threads" in args:
+        i = args.index("--threads")
+        threads = args[i + 1]
+        del args[i:i + 2]
+    names = args or ["iris", "wine", "breast_cancer", "diabetes", "digits_pca10",
+                     "fmnist_pca16", "moons", "checkerboard", "rings"]
+    data = tables(names)
+    rows = []
+    for name in names:
+        if name in data:
+            x = data[name]
+        else:
+            x = toy(sf, name, 4000)
+        if isinstance(x, tuple):
+            _, full, k = x
+            tr, va = split(full)
+            tr, va = pca(tr, va, k)
+        else:
+            x = np.asarray(x, np.float64)
+            x = x[:, x.std(0) > 0]
+            tr, va = split(x)
+        with tempfile.TemporaryDirectory() as d:
+            np.save(d + "/train.npy", tr.astype(np.float32))
+            np.save(d + "/val.npy", va.astype(np.float32))
+            cmd = [sf, "train", "--data", d + "/train.npy", "--val", d + "/val.npy",
+                   "--out", d + "/model.sfm", "--json"]
+            if threads: cmd += ["--threads", threads]
+            t0 = time.time()
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            secs = time.time() - t0
+            cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+            load = os.getloadavg()[0]
+            if r.returncode != 0:
+                print(name, "FAILED", r.stderr.strip(), flush=True)
+                continue
+            js = json.loads(r.stdout.strip().splitlines()[-1])
+        # the evaluation in float32: compare in the same float64 units
+        g = gaussian_nll(tr, va)
+        k, bw = kde_nll(tr, va)
+        row = dict(name=name, n_train=len(tr), n_val=len(va), d=tr.shape[1],
+                   flow=js["val_nll"], flow_se=js["val_nll_se"], gauss=g, kde=k, kde_bw=bw,
+                   steps=js["steps"], best=js["best_step"], stop=js["stop"], secs=secs,
+                   cpu=cpu, load=load)
+        rows.append(row)
+        print("%-14s n=%5d/%4d d=%3d  flow %9.3f (se %.3f)  gauss %9.3f  kde %9.3f (bw %.2f)  "
+              "steps %5d best %5d stop %-26s wall %6.1f s cpu %6.1f s load %.1f"
+              % (name, row["n_train"], row["n_val"], row["d"], row["flow"], row["flow_se"],
+                 g, k, bw, row["steps"], row["best"], row["stop"], secs, cpu, load),
+              flush=True)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+#!/bin/bash
+# cli_val_test.sh - `stochflow train` on tables through the library's trainer: --val
+# FILE|FRACTION, --eval-every, --patience, --time, the summary's held-out NLL, the
+# standardization stored in the model (doc/cli.md). Output is TAP.
+set -u
+SF=${1:?usage: cli_val_test.sh PATH/TO/stochflow}
+CLI_TMP_PREFIX=sfval
+. "$(dirname "$0")/cli_lib.sh"
+
+SMALL=(--hidden 16,16 --batch 64 --threads 1)
+# a table in large units: columns of scale 1000 and 0.01 around 5000 and -3
+$PY -c "
+import numpy as np
+r=np.random.default_rng(0); z=r.normal(size=(240,2))
+x=np.c_[5000+1000*z[:,0], -3+0.01*(z[:,1]+0.5*z[:,0]**2)].astype(np.float32)
+np.save('$T/d.npy', x[:200]); np.save('$T/v.npy', x[200:])
+c=x.copy(); c[:,1]=7; np.save('$T/const.npy', c)
+open('$T/three.csv','w').write('a,b,c\n1,2,3\n4,5,6\n')"
+
+run "train --val 0.25" "$SF" train --data "$T/d.npy" --out "$T/a.sfm" --val 0.25 --steps 60 --eval-every 20 "${SMALL[@]}" --json &&
+    json "JSON: held-out rows, NLL, standardized" "d['val_rows']==50 and d['train_rows']==150 and math.isfinite(d['val_nll']) and d['val_nll_se']>0 and d['standardized'] is True and d['stop']=='step budget' and d['best_step'] in (20,40,60)"
+grep -q "^validation NLL .* nats per row (held out: 50 rows" "$T/out" && ok "summary names the held-out NLL" || not_ok "summary names the held-out NLL" "$(head -5 "$T/out")"
+grep -q "^loss " "$T/out" && not_ok "no training loss in a table's summary" || ok "no training loss in a table's summary"
+# the NLL is in the data's units: log(1000 * 0.01) aside, a unit-scale fit would be ~ 2.8
+# nats; the columns' scales put it near 2.8 + log(1000) + log(0.01) = 5.1
+json "NLL in the data's units" "3.5 < d['val_nll'] < 9"
+
+run "train --val FILE" "$SF" train --data "$T/d.npy" --out "$T/b.sfm" --val "$T/v.npy" --steps 40 --eval-every 20 "${SMALL[@]}" --json &&
+    json "JSON: the file's rows validate" "d['val_rows']==40 and d['train_rows']==200"
+VNLL=$(tail -n 1 "$T/out" | $PY -c 'import json,sys; print(json.loads(sys.stdin.read())["val_nll"])')
+run "logp of the validation file" "$SF" logp --model "$T/b.sfm" --data "$T/v.npy" --json &&
+    json "logp (data's units) agrees with the summary's NLL" "abs(d['nll'] - $VNLL) < 0.02"
+run "sample in the data's units" "$SF" sample --model "$T/b.sfm" -n 400 --out "$T/s.npy" --solver rk4 --steps 10
+check "samples have the data's location and scale" "
+import numpy as np; s=np.load('$T/s.npy'); x=np.load('$T/d.npy')
+assert abs(s[:,0].mean()-x[:,0].mean()) < 400 and 300 < s[:,0].std() < 3000, (s.mean(0), s.std(0))
+assert abs(s[:,1].mean()-x[:,1].mean()) < 0.05, (s.mean(0), s.std(0))"
+
+run "--patience stops early" "$SF" train --data "$T/d.npy" --out "$T/p.sfm" --val 0.25 --steps 100000 --eval-every 5 --patience 1 "${SMALL[@]}" --json &&
+    json "stopped by patience, best weights kept" "d['stop']=='patience (no improvement)' and d['steps']<100000 and d['best_step']<=d['model_step']-5"
+run "--time bounds the run" "$SF" train --data "$T/d.npy" --out "$T/t.sfm" --val 0.25 --time 1 --patience 0 --lr-schedule cosine "${SMALL[@]}" --json &&
+    json "stopped by the time budget" "d['stop']=='time budget' and 0.9 < d['seconds'] < 10 and d['steps'] > 0"
+run "--val with --ema (the EMA weights are kept, not a best)" "$SF" train --data "$T/d.npy" --out "$T/e.sfm" --val 0.25 --steps 20 --eval-every 10 --ema 0.9 "${SMALL[@]}" --json &&
+    json "EMA run validated" "math.isfinite(d['val_nll']) and d['steps']==20"
+run "--transport-png of a standardized table" "$SF" train --data "$T/d.npy" --out "$T/tp.sfm" --steps 5 --transport-png "$T/tp.png" "${SMALL[@]}"
+[ -s "$T/tp.png" ] && ok "trajectory picture written" || not_ok "trajectory picture written"
+run "--no-standardize" "$SF" train --data "$T/d.npy" --out "$T/n.sfm" --steps 5 --no-standardize "${SMALL[@]}" --json &&
+    json "no map stored" "d['standardized'] is False and d['val_rows']==0"
+run "resume a standardized model" "$SF" train --data "$T/d.npy" --out "$T/r.sfm" --resume "$T/b.sfm" --steps 10 --batch 64 --threads 1 --json &&
+    json "resumed: the map carried" "d['model_step']==50 and d['standardized'] is True"
+
+fails "a constant column" "column 2 is constant" "$SF" train --data "$T/const.npy" --out "$T/c.sfm" --steps 5 "${SMALL[@]}"
+[ ! -e "$T/c.sfm" ] && ok "nothing saved after the constant column" || not_ok "nothing saved after the constant column"
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 1.5
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0.95
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val bogus
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --patience 3
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0.2 --time 0
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --val 0.2
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --no-standardize
+fails "--val file with other columns" "--val .* has 3 columns but --data has 2" "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val "$T/three.csv" --steps 1 "${SMALL[@]}"
+
+echo "1..$n"
+[ $failed -eq 0 ]

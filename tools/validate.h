@@ -1,0 +1,37 @@
+/* validate.h - `stochflow train` on a table (.npy/.csv) through the library's trainer:
+ * validation, early stopping, time budget, standardization (validate.c, doc/cli.md). */
+#ifndef STOCHFLOW_TOOLS_VALIDATE_H
+#define STOCHFLOW_TOOLS_VALIDATE_H
+
+#include "common.h"
+
+typedef struct {
+    double val_fraction;  /* --val FRACTION, or 0 */
+    const char *val_file; /* --val FILE, or NULL */
+    uint64_t eval_every;  /* 0: the default */
+    uint64_t patience;    /* evaluations without improvement (with a validation set) */
+    double seconds;       /* --time, or 0 */
+    int standardize;      /* 1 unless --no-standardize */
+} table_opts;
+
+typedef struct {
+    uint64_t steps_run, checkpoints, best_step;
+    double seconds, last_loss, val_nll, val_se;
+    size_t n_train, n_val;
+    const char *stop;
+    int interrupted, standardized;
+    char fail[6144]; /* a periodic checkpoint failed: "PATH: why" (training stopped) */
+} table_result;
+
+/* The table options' values, before any work (table: the data is a .npy/.csv file; for
+ * other data these options are refused): 0 or CLI_USAGE. */
+int table_check_options(const opts *o, int table, table_opts *t);
+/* Train m on ds with the trainer: 0 when the run ended (budget, patience, interrupted,
+ * or a periodic checkpoint failed: see res; the caller saves m), CLI_ERR (printed). */
+int table_train(table_result *res, stochflow_model *m, const dataset *ds, const opts *o,
+                const table_opts *t, uint64_t steps, size_t batch, uint64_t ck_every,
+                const char *ck_path, int resumed);
+/* The summary lines (and JSON keys when want_json). */
+void table_report(const table_result *r, json *j, int want_json);
+
+#endif
