@@ -28,4 +28,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * rewritten on each call), for the CLI readers that take a path. NULL on failure. */
 const char *fuzz_file(const uint8_t *data, size_t size);
 
+/* Load the image source src three ways (everything; max_count 1; max_values limit) and
+ * check what every load must satisfy: a failure is FORMAT (or NOMEM) with a message,
+ * NULL pixels and zero sizes; a success is non-empty, C in {1, 3}, every byte readable;
+ * when everything loads, max_count 1 loads its first image byte for byte, and the limit
+ * fails exactly when an image has more than `limit` values, else gives the same bytes.
+ * Returns 1 with the count and the bytes per image when everything loaded, else 0.
+ * (fuzz_images.c, for fuzz_idx and fuzz_pngdir.) */
+int fuzz_images_check(const char *src, size_t limit, size_t *count, size_t *per_image);
+
 #endif

@@ -725,6 +725,18 @@ STOCHFLOW_API int stochflow_config_unet(size_t *channels, size_t *height, size_t
 STOCHFLOW_API int stochflow_images_load(uint8_t **pixels, size_t *count, size_t *channels,
                                         size_t *height, size_t *width, const char *source,
                                         size_t max_count);
+/**
+ * stochflow_images_load with a caller's limit on the size of one image: an image of more
+ * than max_values values (channels x height x width; 0 = no limit) is STOCHFLOW_E_FORMAT,
+ * found from the headers (the IDX header; the IHDR of every PNG file of the directory)
+ * before any pixel is decoded or any buffer proportional to the data is allocated. So
+ * the result is at most min(max_count, N) x max_values bytes (doc/images.md).
+ * @since 0.3
+ */
+STOCHFLOW_API int stochflow_images_load_limited(uint8_t **pixels, size_t *count,
+                                                size_t *channels, size_t *height,
+                                                size_t *width, const char *source,
+                                                size_t max_count, size_t max_values);
 /** Free what stochflow_images_load returned; NULL is a no-op. @since 0.2 */
 STOCHFLOW_API void stochflow_images_free(uint8_t *pixels);
 /**

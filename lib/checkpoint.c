@@ -50,7 +50,7 @@ static void conf_write(writer *w, const stochflow_model *m) {
     stochflow__w_u32(w, (uint32_t)c->activation);
     stochflow__w_u32(w, (uint32_t)c->time_kind);
     stochflow__w_u32(w, (uint32_t)c->n_freq);
-    stochflow__w_u32(w, (uint32_t)c->interpolant);
+    stochflow__w_u32(w, (uint32_t)c->interp.kind);
     stochflow__w_u64(w, c->seed);
     for (size_t i = 0; i < c->n_hidden; ++i) stochflow__w_u32(w, (uint32_t)c->hidden[i]);
 }
@@ -63,7 +63,7 @@ static int conf_read(load_ctx *c, const sect *s) {
     cfg->activation = (int)stochflow__r_u32(&r);
     cfg->time_kind = (int)stochflow__r_u32(&r);
     cfg->n_freq = stochflow__r_u32(&r);
-    cfg->interpolant = (int)stochflow__r_u32(&r);
+    cfg->interp.kind = (int)stochflow__r_u32(&r);
     cfg->seed = stochflow__r_u64(&r);
     RETURN_ERROR_IF(nh < 1 || nh > STOCHFLOW__MAX_HIDDEN || s->len != 32 + 4 * (uint64_t)nh,
                     STOCHFLOW_E_FORMAT, "checkpoint CONF section is inconsistent");
@@ -234,22 +234,22 @@ static int adam_read(load_ctx *c, const sect *s) {
 
 /* learned interpolant: body written and read by lib/transport.c */
 static int intp_written(const stochflow_model *m) {
-    return m->cfg.interpolant == STOCHFLOW_INTERP_FOURIER;
+    return m->cfg.interp.kind == STOCHFLOW_INTERP_FOURIER;
 }
-static uint64_t intp_len(const stochflow_model *m) { return stochflow__transport_section_size(m); }
+static uint64_t intp_len(const stochflow_model *m) { return stochflow__transport_section_size(&m->cfg.interp); }
 static void intp_write(writer *w, const stochflow_model *m) {
-    if (w->p) stochflow__transport_section_write(w->p + w->len, m);
-    w->len += stochflow__transport_section_size(m);
+    if (w->p) stochflow__transport_section_write(w->p + w->len, &m->tr, &m->cfg.interp);
+    w->len += stochflow__transport_section_size(&m->cfg.interp);
 }
 static int intp_conf(load_ctx *c, const sect *s) {
-    if (c->cfg.interpolant != STOCHFLOW_INTERP_FOURIER) return 0;
+    if (c->cfg.interp.kind != STOCHFLOW_INTERP_FOURIER) return 0;
     RETURN_ERROR_IF(s->at == NULL, STOCHFLOW_E_FORMAT,
                     "checkpoint of a Fourier interpolant lacks its INTP section");
-    return stochflow__transport_section_conf(&c->cfg, s->at, s->len);
+    return stochflow__transport_section_conf(&c->cfg.interp, s->at, s->len);
 }
 static int intp_read(load_ctx *c, const sect *s) {
-    if (c->cfg.interpolant != STOCHFLOW_INTERP_FOURIER) return 0;
-    return stochflow__transport_section_read(c->m, s->at, s->len);
+    if (c->cfg.interp.kind != STOCHFLOW_INTERP_FOURIER) return 0;
+    return stochflow__transport_section_read(&c->m->tr, &c->m->cfg.interp, s->at, s->len);
 }
 
 /* ---- the section table ----------------------------------------------------------------

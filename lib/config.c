@@ -11,7 +11,7 @@ void stochflow__config_defaults(stochflow_config *c, size_t dim) {
     c->activation = STOCHFLOW_ACT_SILU;
     c->time_kind = STOCHFLOW_TIME_RAW;
     c->n_freq = 0;
-    c->interpolant = STOCHFLOW_INTERP_TRIG;
+    c->interp.kind = STOCHFLOW_INTERP_TRIG;
     c->seed = 0;
     c->arch = STOCHFLOW_ARCH_MLP;
 }
@@ -38,23 +38,24 @@ int stochflow__config_validate(const stochflow_config *c) {
      * time-feature buffer (found by fuzz/fuzz_checkpoint.c) */
     RETURN_ERROR_IF(c->time_kind == STOCHFLOW_TIME_RAW && c->n_freq != 0, STOCHFLOW_E_INVALID,
                     "raw time embedding with %zu Fourier frequencies", c->n_freq);
-    RETURN_ERROR_IF(c->interpolant < STOCHFLOW_INTERP_TRIG ||
-                        c->interpolant > STOCHFLOW_INTERP_FOURIER,
-                    STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interpolant);
+    RETURN_ERROR_IF(c->interp.kind < STOCHFLOW_INTERP_TRIG ||
+                        c->interp.kind > STOCHFLOW_INTERP_FOURIER,
+                    STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interp.kind);
     RETURN_ERROR_IF(c->arch != STOCHFLOW_ARCH_MLP && c->arch != STOCHFLOW_ARCH_UNET,
                     STOCHFLOW_E_INVALID, "unknown architecture %d", c->arch);
     if (c->arch == STOCHFLOW_ARCH_UNET) { /* issue 8 */
         FORWARD_IF_ERROR(stochflow__unet_validate(&c->unet, c->dim));
-        RETURN_ERROR_IF(c->interpolant == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
+        RETURN_ERROR_IF(c->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
                         "the learnable Fourier interpolant is not available with the U-Net");
     }
-    if (c->interpolant == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
-        RETURN_ERROR_IF(c->interp_base != STOCHFLOW_INTERP_TRIG &&
-                            c->interp_base != STOCHFLOW_INTERP_LINEAR,
+    if (c->interp.kind == STOCHFLOW_INTERP_FOURIER) { /* issue 9 */
+        RETURN_ERROR_IF(c->interp.base != STOCHFLOW_INTERP_TRIG &&
+                            c->interp.base != STOCHFLOW_INTERP_LINEAR,
                         STOCHFLOW_E_INVALID, "Fourier interpolant: unknown base schedule %d",
-                        c->interp_base);
-        RETURN_ERROR_IF(c->n_modes < 1 || c->n_modes > STOCHFLOW__MAX_MODES, STOCHFLOW_E_INVALID,
-                        "Fourier interpolant: %zu modes, expected 1..%d", c->n_modes,
+                        c->interp.base);
+        RETURN_ERROR_IF(c->interp.n_modes < 1 || c->interp.n_modes > STOCHFLOW__MAX_MODES,
+                        STOCHFLOW_E_INVALID,
+                        "Fourier interpolant: %zu modes, expected 1..%d", c->interp.n_modes,
                         STOCHFLOW__MAX_MODES);
     }
     return 0;
@@ -124,9 +125,7 @@ STOCHFLOW_API int stochflow_config_set_interpolant(stochflow_config *cfg, int ki
                     "learnable interpolant");
     RETURN_ERROR_IF(kind != STOCHFLOW_INTERP_TRIG && kind != STOCHFLOW_INTERP_LINEAR,
                     STOCHFLOW_E_INVALID, "set_interpolant: unknown interpolant %d", kind);
-    cfg->interpolant = kind;
-    cfg->schedule = NULL;
-    cfg->schedule_user = NULL;
+    cfg->interp = (stochflow__interp){.kind = kind};
     return 0;
 }
 
@@ -136,9 +135,7 @@ STOCHFLOW_API int stochflow_config_set_schedule(stochflow_config *cfg, stochflow
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "set_schedule: callback is NULL");
     stochflow__interp ip = {.kind = STOCHFLOW_INTERP_CUSTOM, .fn = fn, .user = user};
     FORWARD_IF_ERROR(stochflow__interp_check(&ip));
-    cfg->interpolant = STOCHFLOW_INTERP_CUSTOM;
-    cfg->schedule = fn;
-    cfg->schedule_user = user;
+    cfg->interp = ip;
     return 0;
 }
 
@@ -179,7 +176,7 @@ STOCHFLOW_API int stochflow_config_time_embedding(const stochflow_config *cfg, s
 
 STOCHFLOW_API int stochflow_config_interpolant(const stochflow_config *cfg) {
     if (cfg == NULL) return null_config("config_interpolant");
-    return cfg->interpolant;
+    return cfg->interp.kind;
 }
 
 STOCHFLOW_API uint64_t stochflow_config_seed(const stochflow_config *cfg) {
@@ -198,7 +195,7 @@ STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg, size_t channe
     RETURN_ERROR_IF(mult == NULL, STOCHFLOW_E_INVALID, "set_unet: mult is NULL");
     RETURN_ERROR_IF(n_levels < 1 || n_levels > STOCHFLOW_UNET_MAX_LEVELS, STOCHFLOW_E_INVALID,
                     "set_unet: %zu levels, expected 1..%d", n_levels, STOCHFLOW_UNET_MAX_LEVELS);
-    RETURN_ERROR_IF(cfg->interpolant == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
+    RETURN_ERROR_IF(cfg->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
                     "set_unet: the learnable Fourier interpolant is not available with the U-Net");
     stochflow__unet_cfg u;
     memset(&u, 0, sizeof u);

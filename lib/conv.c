@@ -1,4 +1,4 @@
-/* conv.c - image layers of the U-Net (issue 8): 2-D convolution, GroupNorm, nearest 2x
+/* conv.c - image layers of the U-Net: 2-D convolution, GroupNorm, nearest 2x
  * up-sampling and single-head self-attention, each with a naive reference.
  * Contracts: lib/conv.h. Derivations: doc/gradients.md ("Image layers").
  *

@@ -1,4 +1,4 @@
-/* conv.h - forward/backward pairs of the image layers used by the U-Net (issue 8):
+/* conv.h - forward/backward pairs of the image layers used by the U-Net:
  * 2-D convolution, GroupNorm, nearest 2x up-sampling and single-head self-attention.
  *
  * Conventions as in layers.h: outputs first, then inputs, then sizes. Tensors are NCHW

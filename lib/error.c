@@ -19,7 +19,6 @@ int stochflow__error(int status, const char *fmt, ...) {
     return status;
 }
 
-void stochflow__error_clear(void) { last_message[0] = '\0'; }
 
 STOCHFLOW_API const char *stochflow_last_error_message(void) { return last_message; }
 
@@ -52,9 +51,8 @@ STOCHFLOW_API int stochflow_version_number(void) { return STOCHFLOW_VERSION_NUMB
 
 int stochflow__check_finite(const float *x, size_t n, const char *what) {
     for (size_t i = 0; i < n; ++i) {
-        /* x - x is 0 for finite x and NaN for NaN/Inf; cheap and -ffast-math-proof enough. */
         float v = x[i];
-        if (!(v - v == 0.0f))
+        if (!stochflow__finitef(v))
             return stochflow__error(STOCHFLOW_E_NONFINITE,
                                     "%s contains a non-finite value at index %zu (%g)", what, i,
                                     (double)v);

@@ -11,6 +11,15 @@
 
 #include "stochflow.h"
 
+/* ---- constants and checks used everywhere ---------------------------------------- */
+
+#define STOCHFLOW__PI 3.14159265358979323846
+#define STOCHFLOW__HALF_PI (0.5 * STOCHFLOW__PI) /* exact: halving a double */
+
+/* 1 when v is finite, 0 for NaN or +-Inf: v - v is 0 for finite v and NaN otherwise.
+ * Branch-free, so loops that test every element still vectorize. */
+static inline int stochflow__finitef(float v) { return v - v == 0.0f; }
+
 /* ---- errors (error.c) ------------------------------------------------------------ */
 
 /* Record a formatted message for this thread and return status (always < 0). */
@@ -19,8 +28,6 @@ int stochflow__error(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/* Clear the thread's message (optional; successful calls need not do it). */
-void stochflow__error_clear(void);
 /* For value getters (the value is the return, not a status): record
  * "<fn>: <what> is NULL" as an INVALID message and return 0, never a valid value of theirs
  * (doc/errors.md). */
@@ -74,7 +81,7 @@ enum {
     STOCHFLOW__STREAM_EVAL_T = 5,    /* loss evaluation times */
     STOCHFLOW__STREAM_SAMPLE = 6,    /* stochflow_solver_sample base draws */
     STOCHFLOW__STREAM_PROBE = 7,     /* Hutchinson probes */
-    STOCHFLOW__STREAM_COUPLING = 8,  /* Sinkhorn coupling draws (issue 9) */
+    STOCHFLOW__STREAM_COUPLING = 8,  /* Sinkhorn coupling draws */
     STOCHFLOW__STREAM_USER = 16      /* stochflow_random_normal streams start here */
 };
 
@@ -98,10 +105,15 @@ double stochflow__rng_normal(stochflow__rng *r);
 
 /* C[m x n] = alpha * op(A) op(B) + beta * C, row-major with leading dimensions.
  * op(A) is m x k: A is m x k (lda >= k) or, with ta, k x m (lda >= m). Likewise B.
- * Validates every size before calling BLIS; nthreads via a per-call runtime object. */
-void stochflow__sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
-                      const float *a, size_t lda, const float *b, size_t ldb, float beta,
-                      float *c, size_t ldc, int nthreads);
+ * nthreads via a per-call runtime object. Checks its own arguments before calling BLIS
+ * (which would abort() on bad ones): sizes and leading dimensions within BLIS's signed
+ * range, each leading dimension at least a stored row, no NULL operand when there is
+ * work. Returns 0, or STOCHFLOW_E_INVALID with a message and C untouched. Callers pass
+ * sizes from validated layouts, so the check is a guard, not their validation; it costs
+ * a few comparisons per call. */
+int stochflow__sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                     const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                     float *c, size_t ldc, int nthreads);
 /* Naive reference (double accumulation) with the same contract, for tests. */
 void stochflow__sgemm_naive(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
                             const float *a, size_t lda, const float *b, size_t ldb,
@@ -109,14 +121,17 @@ void stochflow__sgemm_naive(int ta, int tb, size_t m, size_t n, size_t k, float 
 
 /* ---- interpolants (interpolant.c) ------------------------------------------------ */
 
-#define STOCHFLOW__MAX_MODES 64  /* Fourier interpolant modes (issue 9) */
+#define STOCHFLOW__MAX_MODES 64  /* Fourier interpolant modes */
 
+/* The interpolant, stored once: in the configuration (stochflow_config.interp), and so
+ * in the model's copy of it (m->cfg.interp), which is the live one. */
 typedef struct {
     int kind;                    /* STOCHFLOW_INTERP_* */
     stochflow_schedule_fn fn;    /* CUSTOM only */
     void *user;
-    /* FOURIER only (issue 9, lib/transport.c): base schedule (TRIG or LINEAR), M modes,
-     * coef[0..M) = alpha (added to a), coef[M..2M) = beta (added to b). */
+    /* FOURIER only: base schedule (TRIG or LINEAR), M modes, coef[0..M) = alpha (added
+     * to a), coef[M..2M) = beta (added to b). The coefficients are learned: zero in a
+     * new model, set by the optimizer's ascent step and by checkpoints. */
     int base;
     size_t n_modes;
     double coef[2 * STOCHFLOW__MAX_MODES];
@@ -126,6 +141,12 @@ typedef struct {
 int stochflow__interp_eval(const stochflow__interp *ip, double t, double out[4]);
 /* Check the boundary values of a schedule (to 1e-6); error message on failure. */
 int stochflow__interp_check(const stochflow__interp *ip);
+/* FOURIER: the gradient of the batch loss G with respect to (alpha, beta) into grad
+ * [2 M], given the network output o [n x d], the loss's input gradient du (row stride
+ * du_stride, x_t in the first d columns), the paired x0, x1 [n x d] and the times t. */
+void stochflow__interp_coef_grad(double *grad, const stochflow__interp *ip, const float *o,
+                                 const float *du, size_t du_stride, const float *x0,
+                                 const float *x1, const double *t, size_t n, size_t d);
 
 /* ---- model internals used by the solver (model.c) ------------------------------- */
 
@@ -140,7 +161,6 @@ int stochflow__interp_check(const stochflow__interp *ip);
  */
 int stochflow__model_eval(stochflow_model *m, double t, const float *x, size_t n, float *v,
                           float *div, const float *probes, size_t K, float *quad);
-int stochflow__model_threads(const stochflow_model *m);
 
 /* ---- files (fileio.c) ----------------------------------------------------------- */
 

@@ -1,9 +1,11 @@
-/* model.h - the model handle's layout, shared by model.c, optimizer.c, checkpoint.c
- * and config.c. Private to the library. */
+/* model.h - the configuration and the model handle's layout, shared by model.c,
+ * optimizer.c, interpolant.c, transport.c, coupling.c, checkpoint.c and config.c.
+ * Private to the library. The network behind the handle: network.h. */
 #ifndef STOCHFLOW_MODEL_H
 #define STOCHFLOW_MODEL_H
 
 #include "internal.h"
+#include "network.h"
 #include "transport.h"
 #include "unet.h"
 
@@ -19,40 +21,25 @@ struct stochflow_config {
     int activation;   /* STOCHFLOW_ACT_* (resolved, never 0) */
     int time_kind;    /* STOCHFLOW_TIME_* */
     size_t n_freq;    /* FOURIER only */
-    int interpolant;  /* STOCHFLOW_INTERP_* */
-    stochflow_schedule_fn schedule;
-    void *schedule_user;
+    stochflow__interp interp; /* kind, schedule, Fourier base/modes/coefficients */
     uint64_t seed;
-    int interp_base;  /* FOURIER only (issue 9): STOCHFLOW_INTERP_TRIG or _LINEAR */
-    size_t n_modes;   /* FOURIER only: M in 1..STOCHFLOW__MAX_MODES */
-    int arch;         /* STOCHFLOW_ARCH_* (issue 8) */
+    int arch;         /* STOCHFLOW_ARCH_* */
     stochflow__unet_cfg unet; /* ARCH_UNET only */
 };
-
-/* A dense layer y = x W^T + b; W is out x in (row-major), both inside the flat block. */
-typedef struct {
-    size_t in, out;
-    size_t w_off, b_off;
-} stochflow__dense;
 
 /* Optimizer and runtime settings (keyed parameters). */
 typedef struct {
     double lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
     double lr_schedule, lr_decay_every, lr_decay_factor, lr_warmup, lr_total_steps, lr_min;
     double threads, eval_weights;
-    double interp_lr, coupling, sinkhorn_reg; /* issue 9 (lib/transport.c) */
+    double interp_lr, coupling, sinkhorn_reg; /* interpolant ascent, couplings */
     double ema_warmup; /* STOCHFLOW_PARAM_EMA_WARMUP (lib/optimizer.c) */
 } stochflow__hparams;
 
 struct stochflow_model {
-    stochflow_config cfg;
-    stochflow__interp interp;
+    stochflow_config cfg; /* cfg.interp is the model's live interpolant */
     size_t d;          /* data dimension */
-    size_t n_time;     /* time features */
-    size_t n_in;       /* d + n_time */
-    size_t n_layers;   /* dense layers = n_hidden + 1 */
-    size_t max_width;  /* max over hidden widths */
-    stochflow__dense layers[STOCHFLOW__MAX_HIDDEN + 1];
+    stochflow__network net; /* MLP or U-Net (network.h) */
     size_t n_params;
     float *params, *grads, *ema, *adam_m, *adam_v; /* n_params each */
     int ema_valid;     /* ema holds a copy (set on the first update with EMA on) */
@@ -61,8 +48,7 @@ struct stochflow_model {
     /* Workspace, grown on demand and reused (no allocation per step). */
     float *ws;
     size_t ws_floats;
-    stochflow__transport tr; /* issue 9: learned interpolant state, couplings */
-    stochflow__unet *unet;   /* issue 8: the compiled U-Net (ARCH_UNET), else NULL */
+    stochflow__transport tr; /* coefficient gradient and moments, pairing, path length */
 };
 
 /* config.c */
@@ -83,7 +69,8 @@ int stochflow__model_param_count(size_t *count, const stochflow_config *cfg);
 /* Learning rate at the current step, after schedule and warm-up. */
 double stochflow__model_lr(const stochflow_model *m);
 
-/* optimizer.c: clip + Adam + EMA + step++ on m->grads; model unchanged on failure. */
+/* optimizer.c: clip + Adam + EMA on m->grads, the Fourier coefficients' ascent on
+ * m->tr.grad (when it holds a fresh gradient), step++; model unchanged on failure. */
 int stochflow__optimizer_apply(stochflow_model *m);
 
 #endif

@@ -35,7 +35,7 @@ typedef struct {
 /* First index of a non-finite value in a[0..len), or len. */
 static size_t first_nonfinite(const float *a, size_t len) {
     for (size_t i = 0; i < len; ++i)
-        if (!(a[i] - a[i] == 0.0f)) return i;
+        if (!stochflow__finitef(a[i])) return i;
     return len;
 }
 

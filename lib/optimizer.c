@@ -1,12 +1,14 @@
 /* optimizer.c - Adam (bias-corrected, decoupled weight decay), gradient clipping,
- * learning-rate schedules and the EMA of the weights. One flat loop over the
- * contiguous parameter block. */
+ * learning-rate schedules and the EMA of the weights: one flat loop over the
+ * contiguous parameter block. The same Adam (one set of step coefficients, one moment
+ * update) also takes the ascent step of the learnable interpolant's coefficients
+ * (double, no clipping or weight decay, sign reversed: the interpolant maximizes the
+ * loss the network minimizes). */
 #include <math.h>
 
 #include "model.h"
 #include "parallel.h"
 
-#define PI 3.14159265358979323846
 
 double stochflow__model_lr(const stochflow_model *m) {
     const stochflow__hparams *hp = &m->hp;
@@ -17,7 +19,7 @@ double stochflow__model_lr(const stochflow_model *m) {
         break;
     case STOCHFLOW_LR_COSINE: {
         double frac = step >= hp->lr_total_steps ? 1.0 : step / hp->lr_total_steps;
-        lr = hp->lr_min + 0.5 * (hp->lr - hp->lr_min) * (1.0 + cos(PI * frac));
+        lr = hp->lr_min + 0.5 * (hp->lr - hp->lr_min) * (1.0 + cos(STOCHFLOW__PI * frac));
         break;
     }
     default: break;
@@ -30,7 +32,7 @@ double stochflow__model_lr(const stochflow_model *m) {
 SIMD_CLONES
 static int any_nonfinite(const float *g, size_t lo, size_t hi) {
     int bad = 0;
-    for (size_t i = lo; i < hi; ++i) bad |= !(g[i] - g[i] == 0.0f);
+    for (size_t i = lo; i < hi; ++i) bad |= !stochflow__finitef(g[i]);
     return bad;
 }
 
@@ -46,6 +48,28 @@ static double sq_norm(const float *g, size_t n) {
     return s;
 }
 
+/* The coefficients of Adam step t (counting from 1), in double: both updates below are
+ * written with them, the float one rounding each once. */
+typedef struct {
+    double b1, b2, c1, c2; /* beta1, beta2, 1 - beta1, 1 - beta2 */
+    double bc1, bc2;       /* bias corrections 1 - beta^t */
+    double eps;
+} adam_step;
+
+static adam_step adam_step_at(const stochflow__hparams *hp, double t) {
+    return (adam_step){hp->beta1, hp->beta2, 1.0 - hp->beta1, 1.0 - hp->beta2,
+                       1.0 - pow(hp->beta1, t), 1.0 - pow(hp->beta2, t), hp->eps};
+}
+
+/* The moment update shared by both forms: m = b1 m + c1 g, v = b2 v + c2 g^2. */
+#define ADAM_MOMENTS(c, g_, m_old, v_old, m_new, v_new)  \
+    do {                                                 \
+        m_new = (c).b1 * (m_old) + (c).c1 * (g_);        \
+        v_new = (c).b2 * (v_old) + (c).c2 * (g_) * (g_); \
+    } while (0)
+
+/* The float weight block's step: adam_step rounded to float, plus the clipping factor
+ * fs, the learning rate and the decoupled weight decay. */
 typedef struct {
     float fs, b1, b2, c1, c2, inv_bc1, inv_bc2, lr, eps, wd;
 } adam_coef;
@@ -54,8 +78,7 @@ typedef struct {
 #define ADAM_ELEMENT(c, gi_, m_old, v_old, p_old, m_new, v_new, p_new)                       \
     do {                                                                                     \
         float g_ = (gi_) * (c).fs;                                                           \
-        m_new = (c).b1 * (m_old) + (c).c1 * g_;                                              \
-        v_new = (c).b2 * (v_old) + (c).c2 * g_ * g_;                                         \
+        ADAM_MOMENTS(c, g_, m_old, v_old, m_new, v_new);                                     \
         p_new = (p_old) - (c).lr * ((m_new * (c).inv_bc1) / (sqrtf(v_new * (c).inv_bc2) + (c).eps)) - \
                 (c).wd * (p_old);                                                            \
     } while (0)
@@ -70,7 +93,7 @@ static int adam_any_nonfinite(const float *p, const float *mm, const float *vv, 
     for (size_t i = lo; i < hi; ++i) {
         float mi, vi, pi;
         ADAM_ELEMENT(c, g[i], mm[i], vv[i], p[i], mi, vi, pi);
-        bad |= !(mi - mi == 0.0f && vi - vi == 0.0f && pi - pi == 0.0f);
+        bad |= !(stochflow__finitef(mi) && stochflow__finitef(vi) && stochflow__finitef(pi));
     }
     return bad;
 }
@@ -82,7 +105,7 @@ static size_t adam_first_nonfinite(const float *p, const float *mm, const float 
     for (size_t i = 0; i < n; ++i) {
         float mi, vi, pi;
         ADAM_ELEMENT(c, g[i], mm[i], vv[i], p[i], mi, vi, pi);
-        if (!(mi - mi == 0.0f && vi - vi == 0.0f && pi - pi == 0.0f)) return i;
+        if (!(stochflow__finitef(mi) && stochflow__finitef(vi) && stochflow__finitef(pi))) return i;
     }
     return n;
 }
@@ -102,7 +125,7 @@ static void adam_update(float *p, float *mm, float *vv, const float *g, size_t l
 /* The error for a gradient with a NaN or Inf (the first one's index). */
 static int gradient_error(const stochflow_model *m, const float *g, size_t n) {
     size_t i = 0;
-    while (i < n && g[i] - g[i] == 0.0f) ++i;
+    while (i < n && stochflow__finitef(g[i])) ++i;
     return stochflow__error(STOCHFLOW_E_NONFINITE,
                             "gradient is not finite at parameter %zu (step %llu); "
                             "model unchanged", i, (unsigned long long)m->step);
@@ -111,12 +134,34 @@ static int gradient_error(const stochflow_model *m, const float *g, size_t n) {
 /* 0 when every gradient value is finite, else gradient_error's status. */
 static int gradient_check_serial(const stochflow_model *m, const float *g, size_t n) {
     for (size_t i = 0; i < n; ++i)
-        if (!(g[i] - g[i] == 0.0f)) return gradient_error(m, g, n);
+        if (!stochflow__finitef(g[i])) return gradient_error(m, g, n);
     return 0;
+}
+
+/* The learnable interpolant's coefficients: one Adam ASCENT step (the interpolant
+ * maximizes min_v G, the shortest path), at the network's schedule scaled to
+ * interp_lr: lr_interp * (lr(step) / lr). In double, dividing by the bias corrections. */
+static void coef_ascent(stochflow__interp *ip, stochflow__transport *tr,
+                        const stochflow__hparams *hp, const adam_step *as, double lr_now) {
+    const double lr = hp->interp_lr * (lr_now / hp->lr);
+    for (size_t k = 0; k < 2 * ip->n_modes; ++k) {
+        double mk, vk;
+        ADAM_MOMENTS(*as, tr->grad[k], tr->adam_m[k], tr->adam_v[k], mk, vk);
+        tr->adam_m[k] = mk;
+        tr->adam_v[k] = vk;
+        ip->coef[k] += lr * (mk / as->bc1) / (sqrt(vk / as->bc2) + as->eps);
+    }
 }
 
 int stochflow__optimizer_apply(stochflow_model *m) {
     const size_t n = m->n_params;
+    stochflow__interp *ip = &m->cfg.interp;
+    const int ascent = ip->kind == STOCHFLOW_INTERP_FOURIER && m->tr.grad_valid;
+    if (ascent)
+        for (size_t k = 0; k < 2 * ip->n_modes; ++k)
+            RETURN_ERROR_IF(!isfinite(m->tr.grad[k]), STOCHFLOW_E_NONFINITE,
+                            "interpolant coefficient gradient is not finite (step %llu); "
+                            "model unchanged", (unsigned long long)m->step);
     float *p = m->params, *g = m->grads, *mm = m->adam_m, *vv = m->adam_v;
     /* Check everything before touching the state: a failure leaves the model as it was.
      * A non-finite gradient makes the update non-finite, so one vectorized pass
@@ -141,21 +186,21 @@ int stochflow__optimizer_apply(stochflow_model *m) {
         double norm = sqrt(sq_norm(g, n));
         if (norm > hp->grad_clip) scale = hp->grad_clip / norm;
     }
-    const double t = (double)m->step + 1.0;
+    const adam_step as = adam_step_at(hp, (double)m->step + 1.0);
     const double lr = stochflow__model_lr(m);
     adam_coef c;
     c.fs = (float)scale;
-    c.b1 = (float)hp->beta1;
-    c.b2 = (float)hp->beta2;
-    c.c1 = (float)(1.0 - hp->beta1);
-    c.c2 = (float)(1.0 - hp->beta2);
-    c.inv_bc1 = (float)(1.0 / (1.0 - pow(hp->beta1, t)));
-    c.inv_bc2 = (float)(1.0 / (1.0 - pow(hp->beta2, t)));
+    c.b1 = (float)as.b1;
+    c.b2 = (float)as.b2;
+    c.c1 = (float)as.c1;
+    c.c2 = (float)as.c2;
+    c.inv_bc1 = (float)(1.0 / as.bc1);
+    c.inv_bc2 = (float)(1.0 / as.bc2);
     c.lr = (float)lr;
-    c.eps = (float)hp->eps;
+    c.eps = (float)as.eps;
     c.wd = (float)(lr * hp->weight_decay);
     /* Refuse an update that would not be finite: the model stays at its last finite
-     * state (issue 7; tests/check_reliability.c). */
+     * state (tests/check_reliability.c). */
     bad = 0;
 #define BODY(lo, hi)                                             \
     do {                                                         \
@@ -203,6 +248,7 @@ int stochflow__optimizer_apply(stochflow_model *m) {
             for (size_t i = 0; i < n; ++i) m->ema[i] = a * m->ema[i] + b * p[i];
         }
     }
+    if (ascent) coef_ascent(ip, &m->tr, hp, &as, lr);
     m->step++;
     return 0;
 }

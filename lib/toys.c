@@ -28,7 +28,6 @@
 #define TOY_STREAM_NOISE (STOCHFLOW__STREAM_USER + 2)
 #define TOY_STREAM_PERM (STOCHFLOW__STREAM_USER + 3)
 
-#define TOY_PI 3.14159265358979323846
 
 static const char *const toy_names[] = {
     "swissroll", "circles", "rings", "moons", "8gaussians",
@@ -85,7 +84,7 @@ static void add_noise(float *p, size_t n, double sd, uint64_t seed, uint64_t str
  * excluded), written to p[0 .. 2k). */
 static void circle(float *p, size_t k, double rad) {
     for (size_t i = 0; i < k; ++i) {
-        double a = 2.0 * TOY_PI * (double)i / (double)k;
+        double a = 2.0 * STOCHFLOW__PI * (double)i / (double)k;
         p[2 * i] = (float)(rad * cos(a));
         p[2 * i + 1] = (float)(rad * sin(a));
     }
@@ -93,7 +92,7 @@ static void circle(float *p, size_t k, double rad) {
 
 /* numpy.linspace(0, pi, k)[i] (both endpoints included; k = 1 gives 0). */
 static double linspace_pi(size_t i, size_t k) {
-    return k > 1 ? TOY_PI * (double)i / (double)(k - 1) : 0.0;
+    return k > 1 ? STOCHFLOW__PI * (double)i / (double)(k - 1) : 0.0;
 }
 
 /* A float strictly below the (exactly representable) upper cell bound hi: the double
@@ -141,7 +140,7 @@ static void gen_swissroll(float *out, size_t n, uint64_t seed, uint64_t stream) 
     for (size_t i = 0; i < n; ++i) {
         stochflow__rng r;
         stochflow__rng_init(&r, seed, TOY_STREAM_ROW, stream, i);
-        double t = 1.5 * TOY_PI * (1.0 + 2.0 * stochflow__rng_uniform(&r));
+        double t = 1.5 * STOCHFLOW__PI * (1.0 + 2.0 * stochflow__rng_uniform(&r));
         double e0 = stochflow__rng_normal(&r), e1 = stochflow__rng_normal(&r);
         out[2 * i] = (float)((t * cos(t) + e0) / 5.0);
         out[2 * i + 1] = (float)((t * sin(t) + e1) / 5.0);
@@ -154,7 +153,7 @@ static void gen_2spirals(float *out, size_t n, uint64_t seed, uint64_t stream) {
         double sign = (i % 2) ? -1.0 : 1.0;
         stochflow__rng r;
         stochflow__rng_init(&r, seed, TOY_STREAM_ROW, stream, j); /* shared by the pair */
-        double rad = sqrt(stochflow__rng_uniform(&r)) * 3.0 * TOY_PI;
+        double rad = sqrt(stochflow__rng_uniform(&r)) * 3.0 * STOCHFLOW__PI;
         double dx = -cos(rad) * rad + 0.5 * stochflow__rng_uniform(&r);
         double dy = sin(rad) * rad + 0.5 * stochflow__rng_uniform(&r);
         stochflow__rng q;
@@ -223,7 +222,7 @@ static void gen_pinwheel_rows(float *buf, size_t per_class, uint64_t seed, uint6
         stochflow__rng_init(&r, seed, TOY_STREAM_ROW, stream, i);
         double f0 = 0.3 * stochflow__rng_normal(&r) + 1.0;
         double f1 = 0.1 * stochflow__rng_normal(&r);
-        double ang = 2.0 * TOY_PI * (double)k / 5.0 + 0.25 * exp(f0);
+        double ang = 2.0 * STOCHFLOW__PI * (double)k / 5.0 + 0.25 * exp(f0);
         double c = cos(ang), s = sin(ang);
         buf[2 * i] = (float)(2.0 * (f0 * c + f1 * s));
         buf[2 * i + 1] = (float)(2.0 * (-f0 * s + f1 * c));
@@ -289,7 +288,7 @@ static double log_8gaussians(double x, double y) {
     }
     double s = 0.0;
     for (int k = 0; k < 8; ++k) s += exp(e[k] - mx);
-    return mx + log(s) - log(8.0) - log(2.0 * TOY_PI * var);
+    return mx + log(s) - log(8.0) - log(2.0 * STOCHFLOW__PI * var);
 }
 
 /*

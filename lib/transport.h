@@ -1,8 +1,12 @@
-/* transport.h - optimizing the transport (issue 9): the learnable Fourier interpolant
- * (coefficients, their gradient and the ascent step of the max-min game), minibatch
- * couplings of x0 and x1 (exact optimal assignment, Sinkhorn), and the running
- * path-length estimate. Private to the library; public API in stochflow.h (issue 9
- * section); description in doc/transport.md. */
+/* transport.h - the state of optimizing the transport, kept beside the network in the
+ * model handle: the Fourier coefficients' gradient and ascent moments, the batch
+ * pairing (x0 materialized and re-paired with x1 by a coupling), and the running
+ * path-length estimate; the checkpoint section "INTP". Private to the library;
+ * description in doc/transport.md.
+ *
+ * This header knows nothing of the model handle: model.h includes it, never the
+ * reverse. The interpolant itself lives in lib/interpolant.c, the couplings in
+ * lib/coupling.c, the coefficients' Adam step in lib/optimizer.c. */
 #ifndef STOCHFLOW_TRANSPORT_H
 #define STOCHFLOW_TRANSPORT_H
 
@@ -11,9 +15,6 @@
 
 #include "internal.h"
 
-/* Learned state of the transport, embedded by value in the model handle. The Fourier
- * coefficients themselves live in the model's stochflow__interp (interp.coef), so that
- * stochflow__interp_eval sees them. */
 typedef struct {
     double grad[2 * STOCHFLOW__MAX_MODES];   /* dG/d(alpha, beta) of the last batch */
     double adam_m[2 * STOCHFLOW__MAX_MODES]; /* Adam moments of the ascent */
@@ -28,62 +29,40 @@ typedef struct {
     size_t ws_bytes;
 } stochflow__transport;
 
-struct stochflow_model;
-
-/* {a, b, a', b'} of a FOURIER interpolant at t. */
-void stochflow__fourier_eval(const stochflow__interp *ip, double t, double out[4]);
-
-/* Whether loss_grad must materialize x0 and record times (Fourier interpolant or a
- * non-independent coupling). */
-int stochflow__transport_active(const struct stochflow_model *m);
+/* The batch of one loss evaluation once x0 is final. */
+typedef struct {
+    const float *x0; /* [n x d] the paired base samples, or NULL: drawn row by row */
+    double *t;       /* [n] where the times are recorded, or NULL */
+    float *du;       /* [n x n_in] room for the loss's input gradient, or NULL */
+} stochflow__pairing;
 
 /*
- * Prepare a batch: x0 (caller rows, or drawn from the model's stream with the same keys
- * as model.c uses: (seed, X0 or EVAL_X0, step, row)) copied into the transport
- * workspace and re-paired with the rows of x1 according to the coupling mode.
- * *x0_out points into the workspace; *t_save receives n doubles where loss_grad records
- * the times; *dx_out receives n * n_in floats for the input gradient.
+ * Pair a batch: x0 (the caller's rows, or drawn with the keys (seed, x0_stream, step,
+ * row) that the row-by-row draws use) copied into tr's workspace and re-paired with the
+ * rows of x1 by coupling mode (stochflow__coupling_pair). Writes out->x0 (into the
+ * workspace), out->t (n doubles) and out->du (n * n_in floats).
  */
-int stochflow__transport_prepare(struct stochflow_model *m, const float *x1, size_t n,
-                                 const float *x0, int train, const float **x0_out,
-                                 double **t_save, float **dx_out);
-
-/*
- * Gradient of the batch loss with respect to the Fourier coefficients, given the
- * network output o [n x d], the input gradient du [n x n_in] of the loss (backward()
- * with upstream 2 (o - dI) / n), the (coupled) x0 and x1 and the times. Stores it in
- * m->tr.grad and sets grad_valid.
- */
-void stochflow__transport_coef_grad(struct stochflow_model *m, const float *o, const float *du,
-                                    const float *x0, const float *x1, const double *t,
-                                    size_t n);
+int stochflow__transport_pair(stochflow__pairing *out, stochflow__transport *tr,
+                              const float *x1, const float *x0, size_t n, size_t d, size_t n_in,
+                              int mode, double reg, uint64_t seed, uint32_t x0_stream,
+                              uint64_t step);
 
 /* Record the loss of a training batch (for the path-length estimate). */
-void stochflow__transport_record_loss(struct stochflow_model *m, double loss);
+void stochflow__transport_record_loss(stochflow__transport *tr, double loss);
+/* After a successful update: fold the recorded loss into the path-length estimate and
+ * mark the coefficient gradient as used. */
+void stochflow__transport_step_done(stochflow__transport *tr);
 
-/*
- * The update half of a training step: check the coefficient gradient, apply the
- * network's optimizer (stochflow__optimizer_apply), then one Adam ascent step on the
- * Fourier coefficients, and fold the batch loss into the path-length estimate.
- * Nothing changes on failure.
- */
-int stochflow__transport_apply(struct stochflow_model *m);
-
-void stochflow__transport_free(struct stochflow_model *m);
+void stochflow__transport_free(stochflow__transport *tr);
 
 /* Checkpoint section "INTP" (doc/checkpoint-format.md). */
-size_t stochflow__transport_section_size(const struct stochflow_model *m);
-void stochflow__transport_section_write(uint8_t *dst, const struct stochflow_model *m);
-/* Read the base schedule and mode count into cfg (before validation). */
-int stochflow__transport_section_conf(struct stochflow_config *cfg, const uint8_t *p,
-                                      uint64_t len);
-/* Read coefficients, ascent moments and the path-length estimate into m. */
-int stochflow__transport_section_read(struct stochflow_model *m, const uint8_t *p, uint64_t len);
-
-/* Exact assignment: perm[i] = column assigned to row i, minimizing sum_i C[i, perm[i]]
- * for an n x n cost (row-major, double). Work arrays passed in: 3 n doubles, 4 n
- * size_t's, 2 n chars. */
-void stochflow__assign_exact(size_t *perm, const double *cost, size_t n, double *dwork,
-                             size_t *iwork, char *flags);
+size_t stochflow__transport_section_size(const stochflow__interp *ip);
+void stochflow__transport_section_write(uint8_t *dst, const stochflow__transport *tr,
+                                        const stochflow__interp *ip);
+/* Read the base schedule and mode count into ip (before validation). */
+int stochflow__transport_section_conf(stochflow__interp *ip, const uint8_t *p, uint64_t len);
+/* Read coefficients (into ip), ascent moments and the path-length estimate (into tr). */
+int stochflow__transport_section_read(stochflow__transport *tr, stochflow__interp *ip,
+                                      const uint8_t *p, uint64_t len);
 
 #endif

@@ -1,4 +1,4 @@
-/* unet.c - the U-Net velocity field (issue 8), compiled into a tape of image layers.
+/* unet.c - the U-Net velocity field, compiled into a tape of image layers.
  *
  * Compilation (build) turns a configuration into tensors (a shape per image) and
  * operations that read and write them by index; parameters are laid out in one flat
@@ -14,6 +14,8 @@
 #include "conv.h"
 #include "internal.h"
 #include "layers.h"
+#include "model.h"
+#include "network.h"
 #include "parallel.h"
 #include "unet.h"
 
@@ -145,7 +147,7 @@ static int unary(stochflow__unet *u, int kind, int x) {
         h = T(u, x)->h;
         w = T(u, x)->w;
     }
-    int y = new_tensor(u, kind == OP_UP ? c : c, kind == OP_UP ? 2 * h : h,
+    int y = new_tensor(u, c, kind == OP_UP ? 2 * h : h,
                        kind == OP_UP ? 2 * w : w);
     op *o = new_op(u, kind);
     o->in0 = x;
@@ -444,7 +446,6 @@ int stochflow__unet_ws_floats(size_t *out, const stochflow__unet *u, size_t n, i
     return 0;
 }
 
-#define PI 3.14159265358979323846
 
 /* ws layout: [forward arena | scratch | gradient arena] */
 static float *fwd_of(const stochflow__unet *u, float *ws, size_t n, int id) {
@@ -466,7 +467,8 @@ const float *stochflow__unet_forward(const stochflow__unet *u, const float *p, c
                                      const float *t, size_t n, float *ws, int nt) {
     size_t scratch_at = n * u->per_image;
     float *scratch = ws + scratch_at;
-    memcpy(fwd_of(u, ws, n, 0), x, n * T(u, 0)->size * sizeof *x);
+    float *x_in = fwd_of(u, ws, n, 0);
+    if (x != x_in) memcpy(x_in, x, n * T(u, 0)->size * sizeof *x);
     for (size_t i = 0; i < u->n_ops; ++i) {
         const op *o = &u->ops[i];
         float *y = fwd_of(u, ws, n, o->out);
@@ -623,4 +625,126 @@ void stochflow__unet_backward(const stochflow__unet *u, const float *p, const fl
     if (dx) memcpy(dx, GRAD(0), n * T(u, 0)->size * sizeof *dx);
 #undef GRAD
 #undef FWD
+}
+
+/* ---- the network interface (network.h) --------------------------------------------
+ * A block's workspace: the times [rows] (as floats, padded to 16), two image buffers
+ * [rows x dim] for the tangents (a cotangent and its VJP), then the U-Net's arenas. The
+ * U-Net takes each tangent as one more backward pass over the block (reverse mode:
+ * e . J e = (J^T e) . e), and its kernels thread internally. */
+
+static int head_floats(size_t *out, const stochflow__unet *u, size_t rows) {
+    size_t img;
+    if (stochflow__mul_size(&img, rows, 2 * T(u, 0)->size) != 0 || rows > SIZE_MAX / 2) return -1;
+    size_t h = (rows + 15) / 16 * 16;
+    if (h > SIZE_MAX - img - 16) return -1;
+    *out = (h + img + 15) / 16 * 16;
+    return 0;
+}
+
+static int net_ws_floats(size_t *out, const void *self, size_t rows, int backward, size_t T,
+                         int nthreads) {
+    const stochflow__unet *u = self;
+    size_t head, uf;
+    if (head_floats(&head, u, rows) != 0 ||
+        stochflow__unet_ws_floats(&uf, u, rows, backward || T > 0, nthreads) != 0 ||
+        uf > SIZE_MAX - head)
+        return -1;
+    *out = head + uf;
+    return 0;
+}
+
+/* The budget counts an image's arenas and scratch (forward and backward). */
+static size_t net_row_floats(const void *self, int nthreads) {
+    size_t f = 0;
+    (void)stochflow__unet_ws_floats(&f, self, 1, 1, nthreads);
+    return f;
+}
+
+static float *arenas(const stochflow__unet *u, float *ws, size_t rows) {
+    size_t head = 0;
+    (void)head_floats(&head, u, rows); /* cannot fail: ws was sized with it */
+    return ws + head;
+}
+
+static float *net_input(size_t *stride, const void *self, float *ws, size_t rows) {
+    const stochflow__unet *u = self;
+    *stride = T(u, 0)->size;
+    return fwd_of(u, arenas(u, ws, rows), rows, 0);
+}
+
+static const float *net_forward(const void *self, const float *p, float *ws, size_t rows,
+                                const double *t_rows, double t_all, const float *ctx,
+                                int want_deriv, int nt) {
+    (void)ctx; /* conditioning: not read yet (network.h) */
+    (void)want_deriv; /* the forward arena always keeps every tensor */
+    const stochflow__unet *u = self;
+    float *tv = ws, *uws = arenas(u, ws, rows);
+    for (size_t i = 0; i < rows; ++i) tv[i] = (float)(t_rows ? t_rows[i] : t_all);
+    return stochflow__unet_forward(u, p, fwd_of(u, uws, rows, 0), tv, rows, uws, nt);
+}
+
+static void net_backward(const void *self, const float *p, float *ws, size_t rows,
+                         const float *dout, float *grads, float *dx, int nt) {
+    const stochflow__unet *u = self;
+    stochflow__unet_backward(u, p, dout, rows, arenas(u, ws, rows), grads, dx, nt);
+}
+
+static void net_tangents(const void *self, const float *p, float *ws, size_t rows,
+                         const float *probes, size_t K, float *quad, int nt) {
+    const stochflow__unet *u = self;
+    const size_t d = T(u, 0)->size;
+    float *cb = ws + (rows + 15) / 16 * 16, *dx = cb + rows * d, *uws = arenas(u, ws, rows);
+    if (probes == NULL) {
+        /* the diagonal: one backward pass per unit cotangent e_j */
+        memset(cb, 0, rows * d * sizeof *cb);
+        for (size_t j = 0; j < d; ++j) {
+            for (size_t i = 0; i < rows; ++i) cb[i * d + j] = 1.0f;
+            stochflow__unet_backward(u, p, cb, rows, uws, NULL, dx, nt);
+            for (size_t i = 0; i < rows; ++i) {
+                quad[i * d + j] = dx[i * d + j];
+                cb[i * d + j] = 0.0f;
+            }
+        }
+        return;
+    }
+    for (size_t k = 0; k < K; ++k) {
+        for (size_t i = 0; i < rows; ++i)
+            memcpy(cb + i * d, probes + (i * K + k) * d, d * sizeof *cb);
+        stochflow__unet_backward(u, p, cb, rows, uws, NULL, dx, nt);
+        for (size_t i = 0; i < rows; ++i) {
+            double acc = 0.0;
+            for (size_t j = 0; j < d; ++j) acc += (double)cb[i * d + j] * dx[i * d + j];
+            quad[i * K + k] = (float)acc;
+        }
+    }
+}
+
+static void net_destroy(void *self) { stochflow__unet_free(self); }
+
+static void net_init(const void *self, float *p, uint64_t seed) {
+    stochflow__unet_init(self, p, seed);
+}
+
+static const stochflow__network_ops unet_ops = {
+    .name = "unet",
+    .tangents_as_rows = 0,
+    .row_parallel = 0,
+    .max_block_rows = 64, /* an image's workspace is large: blocks of at most 64 */
+    .row_floats = net_row_floats,
+    .destroy = net_destroy,
+    .init = net_init,
+    .ws_floats = net_ws_floats,
+    .input = net_input,
+    .forward = net_forward,
+    .backward = net_backward,
+    .tangents = net_tangents,
+};
+
+int stochflow__unet_network(stochflow__network *out, const stochflow_config *cfg) {
+    stochflow__unet *u = NULL;
+    size_t np = 0;
+    FORWARD_IF_ERROR(stochflow__unet_build(&u, &np, &cfg->unet));
+    *out = (stochflow__network){&unet_ops, u, cfg->dim, np};
+    return 0;
 }

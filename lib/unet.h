@@ -1,4 +1,4 @@
-/* unet.h - the U-Net velocity field (issue 8): a fixed program of image layers
+/* unet.h - the U-Net velocity field: a fixed program of image layers
  * (lib/conv.h) executed forward and, in reverse, backward. Private to the library.
  *
  * The network is compiled once per model into a list of tensors (shapes per image) and

@@ -6,10 +6,13 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <png.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -613,9 +616,9 @@ START_TEST(test_png_hostile) {
     expect_msg("claims 30000 x 30000");
 
     /* a 4000 x 4000 first image (16 MB, compressed to kilobytes) followed by 40 files
-     * named *.png that are not PNGs: the output grows with the images decoded, so this
-     * is FORMAT naming the second file under the address-space limit, not NOMEM from
-     * one 41 x 16 MB = 656 MB allocation up front */
+     * named *.png that are not PNGs: every header is read before the result (41 x 16 MB
+     * = 656 MB) is allocated, so this is FORMAT naming the second file under the
+     * address-space limit, not NOMEM */
     const uint32_t side = 4000;
     uint8_t *zero = calloc((size_t)side * side, 1);
     ck_assert_ptr_nonnull(zero);
@@ -632,7 +635,7 @@ START_TEST(test_png_hostile) {
     as_restore(limited);
     ck_assert_int_eq(rc, STOCHFLOW_E_FORMAT);
     expect_msg("a001.png is not a PNG");
-    /* and a real directory of several images still loads (growth 1, 2, 4, 5) */
+    /* and a real directory of several images still loads */
     uint8_t g5[5][6];
     for (int k = 0; k < 5; ++k) {
         for (int i = 0; i < 6; ++i) g5[k][i] = (uint8_t)(k * 50 + i);
@@ -727,6 +730,399 @@ START_TEST(test_load_args) {
         else ck_assert_int_eq(rc, 0);
         if (rc == 0) stochflow_images_free(px);
     }
+}
+END_TEST
+
+/* ---- hostile PNG and IDX bytes: memory bounded from the headers ------------------- */
+
+/* A PNG written byte by byte: chunk = length (as given, so it can lie), type, data, CRC
+ * over type + data (zlib's crc32). Appends to a growing buffer. */
+typedef struct {
+    uint8_t *b;
+    size_t n, cap;
+} bytes;
+
+static void put(bytes *o, const void *p, size_t n) {
+    if (o->n + n > o->cap) {
+        o->cap = 2 * (o->n + n) + 64;
+        o->b = realloc(o->b, o->cap);
+        ck_assert_ptr_nonnull(o->b);
+    }
+    memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+
+static void put_u32(bytes *o, uint32_t v) {
+    uint8_t be[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    put(o, be, 4);
+}
+
+static void put_chunk(bytes *o, const char *type, const uint8_t *d, size_t n, uint32_t len) {
+    put_u32(o, len);
+    uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)type, 4);
+    if (n) crc = (uint32_t)crc32(crc, d, (uInt)n);
+    put(o, type, 4);
+    if (n) put(o, d, n);
+    put_u32(o, crc);
+}
+
+/* Signature and IHDR (w, h, depth, colour type, not interlaced). */
+static void put_head(bytes *o, uint32_t w, uint32_t h, int depth, int ctype) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    put(o, sig, 8);
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
+                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h,
+                        (uint8_t)depth,     (uint8_t)ctype,     0, 0, 0};
+    put_chunk(o, "IHDR", ihdr, 13, 13);
+}
+
+/* IDAT of h rows of rowbytes zero bytes (filter byte 0 each), deflated at level 9. */
+static void put_zero_idat(bytes *o, size_t rowbytes, uint32_t h) {
+    uint8_t *row = calloc(rowbytes + 1, 1);
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    ck_assert_int_eq(deflateInit(&zs, 9), Z_OK);
+    bytes z = {0};
+    uint8_t out[65536];
+    for (uint32_t y = 0; y <= h; ++y) {
+        zs.next_in = row;
+        zs.avail_in = y < h ? (uInt)(rowbytes + 1) : 0;
+        int flush = y < h ? Z_NO_FLUSH : Z_FINISH, ret;
+        do {
+            zs.next_out = out;
+            zs.avail_out = sizeof out;
+            ret = deflate(&zs, flush);
+            put(&z, out, sizeof out - zs.avail_out);
+        } while (zs.avail_out == 0 || (flush == Z_FINISH && ret != Z_STREAM_END));
+    }
+    deflateEnd(&zs);
+    put_chunk(o, "IDAT", z.b, z.n, (uint32_t)z.n);
+    free(z.b);
+    free(row);
+}
+
+static void save(const char *sub, const char *name, const bytes *o) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/%s/%s", dir, sub, name);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(o->b, 1, o->n, f), o->n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Run one load in a forked child (so that its peak memory is its own): status, seconds,
+ * growth of the peak resident size (getrusage ru_maxrss) during the call, message.
+ * as_cap_mb > 0 also caps the child's address space at its size + that much, so that a
+ * regression costs the machine at most that (it then shows as NOMEM or a libpng
+ * failure instead of a large resident size). */
+typedef struct {
+    int rc;
+    double secs;
+    long grow_kb;
+    size_t cnt;
+    char msg[400];
+} probe;
+
+static probe load_in_child(const char *src, size_t max_count, size_t max_values,
+                           size_t as_cap_mb) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        probe p;
+        memset(&p, 0, sizeof p);
+#ifndef UNDER_SANITIZER
+        if (as_cap_mb) {
+            struct rlimit lim;
+            size_t as = address_space();
+            lim.rlim_cur = lim.rlim_max = (rlim_t)(as + (as_cap_mb << 20));
+            setrlimit(RLIMIT_AS, &lim);
+        }
+#else
+        (void)as_cap_mb;
+#endif
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
+        uint8_t *px = NULL;
+        size_t c = 0, h = 0, w = 0;
+        double t0 = now_s();
+        p.rc = stochflow_images_load_limited(&px, &p.cnt, &c, &h, &w, src, max_count,
+                                             max_values);
+        p.secs = now_s() - t0;
+        getrusage(RUSAGE_SELF, &r1);
+        p.grow_kb = r1.ru_maxrss - r0.ru_maxrss;
+        snprintf(p.msg, sizeof p.msg, "%s", p.rc ? stochflow_last_error_message() : "");
+        stochflow_images_free(px);
+        (void)!write(fds[1], &p, sizeof p);
+        _exit(0);
+    }
+    close(fds[1]);
+    probe p;
+    memset(&p, 0, sizeof p);
+    ssize_t k = read(fds[0], &p, sizeof p);
+    close(fds[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    ck_assert_msg(k == (ssize_t)sizeof p && WIFEXITED(st), "the loading child died (%d)", st);
+    return p;
+}
+
+/* Loading directory sub (max_count, in a child with as_cap_mb) is FORMAT with a message
+ * containing needle, within a second, and the peak resident size grows by < max_mb. */
+static void expect_cheap_format(const char *sub, size_t max_count, size_t as_cap_mb,
+                                const char *needle, long max_mb) {
+    char src[600];
+    snprintf(src, sizeof src, "%s", pngsrc(sub));
+    probe p = load_in_child(src, max_count, 0, as_cap_mb);
+    ck_assert_msg(p.rc == STOCHFLOW_E_FORMAT, "%s: rc %d (%s)", sub, p.rc, p.msg);
+    ck_assert_msg(strstr(p.msg, needle), "message \"%s\" lacks \"%s\"", p.msg, needle);
+    ck_assert_msg(p.grow_kb < max_mb * 1024, "%s: peak memory grew by %ld KB", sub, p.grow_kb);
+    ck_assert_msg(p.secs < 1.0, "%s: took %.2f s", sub, p.secs);
+}
+
+/* A 190-byte PNG whose tEXt chunk claims 2^31 - 1 bytes: libpng used to allocate that
+ * much for it (2 GiB resident, 10 s) before finding the file short. Now the ancillary
+ * chunks the loader has no use for are skipped without being stored, and libpng's
+ * per-chunk allocation limit is set. */
+START_TEST(test_png_huge_chunk) {
+    bytes o = {0};
+    put_head(&o, 8, 8, 8, PNG_COLOR_TYPE_GRAY);
+    put_u32(&o, 0x7FFFFFFFu);
+    put(&o, "tEXtComment\0hello", 17);
+    uint8_t pad[100] = {0};
+    put(&o, pad, sizeof pad);
+    save("text", "a.png", &o);
+    o.n = 0;
+    /* the same claim in a zTXt, an iCCP and an unknown ancillary chunk */
+    const char *types[3] = {"zTXt", "iCCP", "quIt"};
+    for (int k = 0; k < 3; ++k) {
+        o.n = 0;
+        put_head(&o, 8, 8, 8, PNG_COLOR_TYPE_GRAY);
+        put_u32(&o, 0x7FFFFFFFu);
+        put(&o, types[k], 4);
+        put(&o, "name\0\0xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 40);
+        char nm[16];
+        snprintf(nm, sizeof nm, "%c.png", 'b' + k);
+        save("text", nm, &o);
+    }
+    free(o.b);
+    expect_cheap_format("text", 0, 0, "a.png: truncated file", 64);
+    /* each of the other three alone (max_count 1 after removing a.png) */
+    char path[600];
+    for (int k = 0; k < 3; ++k) {
+        snprintf(path, sizeof path, "%s/text/%c.png", dir, 'a' + k);
+        ck_assert_int_eq(unlink(path), 0);
+        expect_cheap_format("text", 1, 0, "truncated file", 64);
+    }
+}
+END_TEST
+
+/* Expansion counts: a 48.7 KB 1-bit palette PNG of 20000 x 20000 pixels (50 MB of rows,
+ * within deflate's ratio for its size) expands to 1.2 GB of RGB; it used to load with
+ * 2.3 GB resident. The bound is on the bytes the loader allocates (decoded pixels), so
+ * it is FORMAT from the header. Likewise 100 files of 566 bytes, 2000 x 2000 1-bit gray
+ * each (4 MB decoded per file, 400 MB in all): rejected at the first header. */
+START_TEST(test_png_expansion_bomb) {
+    bytes o = {0};
+    put_head(&o, 20000, 20000, 1, PNG_COLOR_TYPE_PALETTE);
+    const uint8_t pal[6] = {0, 0, 0, 255, 255, 255};
+    put_chunk(&o, "PLTE", pal, 6, 6);
+    put_zero_idat(&o, (20000 + 7) / 8, 20000);
+    put_chunk(&o, "IEND", NULL, 0, 0);
+    ck_assert_uint_lt(o.n, 60000);
+    save("pal", "a.png", &o);
+    expect_cheap_format("pal", 0, 1024, "claims 20000 x 20000", 64);
+
+    o.n = 0;
+    put_head(&o, 2000, 2000, 1, PNG_COLOR_TYPE_GRAY);
+    put_zero_idat(&o, 250, 2000);
+    put_chunk(&o, "IEND", NULL, 0, 0);
+    ck_assert_uint_lt(o.n, 1000);
+    for (int k = 0; k < 100; ++k) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "%03d.png", k);
+        save("hundred", nm, &o);
+    }
+    free(o.b);
+    expect_cheap_format("hundred", 0, 1024, "000.png claims 2000 x 2000", 32);
+}
+END_TEST
+
+/* Flip the bits of one byte of a file: at offset `at`, or -at bytes before its end. */
+static void corrupt_byte(const char *path, long at) {
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, at, at < 0 ? SEEK_END : SEEK_SET), 0);
+    int c = fgetc(f);
+    ck_assert_int_ne(c, EOF);
+    ck_assert_int_eq(fseek(f, -1, SEEK_CUR), 0);
+    fputc(c ^ 0xFF, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Every header of a directory is read before any file is decoded: a size mismatch in
+ * the third file is found before the second file's corrupt pixel data, and the caller's
+ * limit on values per image stops a directory of images too large for it before any
+ * pixel is decoded or any buffer of the result is allocated. */
+START_TEST(test_png_headers_first) {
+    LOCALS;
+    uint8_t g[64];
+    for (int i = 0; i < 64; ++i) g[i] = (uint8_t)(3 * i);
+    write_png("hf", "a.png", 8, 8, PNG_COLOR_TYPE_GRAY, 8, g, NULL, 0, NULL, 0, 0);
+    write_png("hf", "b.png", 8, 8, PNG_COLOR_TYPE_GRAY, 8, g, NULL, 0, NULL, 0, 0);
+    write_png("hf", "c.png", 8, 7, PNG_COLOR_TYPE_GRAY, 8, g, NULL, 0, NULL, 0, 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/hf/b.png", dir);
+    corrupt_byte(p, -20); /* IDAT data / CRC: only decoding finds it */
+    ck_assert_status(LOAD(pngsrc("hf"), 0), STOCHFLOW_E_FORMAT);
+    expect_msg("c.png is 8 x 7");
+    ck_assert_status(LOAD(pngsrc("hf"), 2), STOCHFLOW_E_FORMAT); /* c.png not wanted */
+    expect_msg("b.png");
+    expect_msg("libpng");
+    ck_assert_ok(LOAD(pngsrc("hf"), 1));
+    ck_assert(memcmp(px, g, 64) == 0);
+    stochflow_images_free(px);
+    px = NULL;
+
+    /* 300 x 300 gray (90,000 values) with pseudo-random pixels, so no bomb. A caller
+     * allowing 65,536 values per image gets FORMAT naming the limit from the header,
+     * not the corrupt pixel data of the same file that decoding would report. */
+    const uint32_t side = 300;
+    uint8_t *noise = malloc((size_t)side * side);
+    uint32_t s = 12345;
+    for (size_t i = 0; i < (size_t)side * side; ++i) {
+        s = s * 1103515245u + 12345u;
+        noise[i] = (uint8_t)(s >> 24);
+    }
+    write_png("lim", "a.png", side, side, PNG_COLOR_TYPE_GRAY, 8, noise, NULL, 0, NULL, 0, 0);
+    write_png("lim", "b.png", side, side, PNG_COLOR_TYPE_GRAY, 8, noise, NULL, 0, NULL, 0, 0);
+    snprintf(p, sizeof p, "%s/lim/a.png", dir);
+    corrupt_byte(p, 2000); /* inside the IDAT data */
+    int rc = stochflow_images_load_limited(&px, &cnt, &ch, &hh, &ww, pngsrc("lim"), 0, 65536);
+    ck_assert_int_eq(rc, STOCHFLOW_E_FORMAT);
+    expect_msg("a.png");
+    expect_msg("90000 values");
+    expect_msg("65536");
+    ck_assert_ptr_null(px);
+    ck_assert_uint_eq(cnt + ch + hh + ww, 0);
+    /* without the limit, decoding finds the damage */
+    ck_assert_status(stochflow_images_load_limited(&px, &cnt, &ch, &hh, &ww, pngsrc("lim"), 0,
+                                                   0),
+                     STOCHFLOW_E_FORMAT);
+    expect_msg("a.png: libpng");
+    /* a limit the images fit (and 0, no limit) loads them */
+    snprintf(p, sizeof p, "%s/lim/a.png", dir);
+    ck_assert_int_eq(unlink(p), 0);
+    ck_assert_ok(stochflow_images_load_limited(&px, &cnt, &ch, &hh, &ww, pngsrc("lim"), 0,
+                                               90000));
+    ck_assert_uint_eq(cnt, 1);
+    ck_assert(memcmp(px, noise, (size_t)side * side) == 0);
+    stochflow_images_free(px);
+    free(noise);
+}
+END_TEST
+
+/* IDX: trailing bytes that are not gzip data after a gzip stream (zlib's gzread ignores
+ * them silently), data continuing past the header's size in a stream whose size is not
+ * known up front (a FIFO), and the caller's limit checked before allocation. */
+START_TEST(test_idx_trailing) {
+    LOCALS;
+    uint32_t dims[3] = {4, 2, 2};
+    uint8_t h[20];
+    size_t nh = idx_header(h, 0x08, 3, dims);
+    uint8_t *data = pattern(16, 3);
+    const char *src = write_file("g.gz", 1, h, nh, data, 16);
+    char path[600];
+    snprintf(path, sizeof path, "%s", src + 4);
+    ck_assert_ok(LOAD(src, 0));
+    stochflow_images_free(px);
+    px = NULL;
+    FILE *f = fopen(path, "ab");
+    fputs("garbage", f);
+    fclose(f);
+    ck_assert_status(LOAD(src, 0), STOCHFLOW_E_FORMAT);
+    expect_msg("7 bytes after the gzip data");
+    ck_assert_ptr_null(px);
+    /* with max_count below N the rest (and what follows it) is not read */
+    ck_assert_ok(LOAD(src, 3));
+    stochflow_images_free(px);
+    px = NULL;
+    /* a second gzip member is gzip data: read, and its bytes are data too many */
+    src = write_file("g2.gz", 1, h, nh, data, 16);
+    snprintf(path, sizeof path, "%s", src + 4);
+    gzFile gz = gzopen(path, "ab");
+    gzwrite(gz, data, 3);
+    gzclose(gz);
+    ck_assert_status(LOAD(src, 0), STOCHFLOW_E_FORMAT);
+    expect_msg("data continues");
+    /* two members splitting the data exactly: fine */
+    src = write_file("g3.gz", 1, h, nh, data, 10);
+    snprintf(path, sizeof path, "%s", src + 4);
+    gz = gzopen(path, "ab");
+    gzwrite(gz, data + 10, 6);
+    gzclose(gz);
+    ck_assert_ok(LOAD(src, 0));
+    ck_assert(memcmp(px, data, 16) == 0);
+    stochflow_images_free(px);
+    px = NULL;
+
+    /* raw and gzip data through a FIFO (no size to check up front): 3 bytes too many */
+    for (int gzmode = 0; gzmode <= 1; ++gzmode) {
+        uint8_t more[19];
+        memcpy(more, data, 16);
+        memset(more + 16, 1, 3);
+        src = write_file("fifo-src", gzmode, h, nh, more, 19);
+        snprintf(path, sizeof path, "%s", src + 4);
+        f = fopen(path, "rb");
+        uint8_t bytes_in[512];
+        size_t nb = fread(bytes_in, 1, sizeof bytes_in, f);
+        fclose(f);
+        char fifo[600];
+        snprintf(fifo, sizeof fifo, "%s/fifo%d", dir, gzmode);
+        ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            signal(SIGPIPE, SIG_IGN);
+            int fd = open(fifo, O_WRONLY);
+            if (fd >= 0) {
+                (void)!write(fd, bytes_in, nb);
+                close(fd);
+            }
+            _exit(0);
+        }
+        char fsrc[620];
+        snprintf(fsrc, sizeof fsrc, "idx:%s", fifo);
+        int rc = LOAD(fsrc, 0);
+        int st;
+        waitpid(pid, &st, 0);
+        ck_assert_msg(rc == STOCHFLOW_E_FORMAT, "%s FIFO: rc %d", gzmode ? "gzip" : "raw", rc);
+        expect_msg("data continues");
+        ck_assert_ptr_null(px);
+    }
+
+    /* the caller's limit on values per image, from the header, before allocating */
+    uint32_t big[3] = {2, 1000, 1000};
+    nh = idx_header(h, 0x08, 3, big);
+    for (int gzmode = 0; gzmode <= 1; ++gzmode) {
+        src = write_file(gzmode ? "l.gz" : "l.idx", gzmode, h, nh, data, 16);
+        uint64_t a0 = stochflow__alloc_count();
+        int rc = stochflow_images_load_limited(&px, &cnt, &ch, &hh, &ww, src, 0, 65536);
+        ck_assert_int_eq(rc, STOCHFLOW_E_FORMAT);
+        ck_assert_msg(stochflow__alloc_count() - a0 <= 3, "%llu allocations",
+                      (unsigned long long)(stochflow__alloc_count() - a0));
+        expect_msg("1000000 values");
+        expect_msg("65536");
+    }
+    /* within the limit: the normal checks apply (here: truncated) */
+    ck_assert_status(stochflow_images_load_limited(&px, &cnt, &ch, &hh, &ww, src, 0, 1000000),
+                     STOCHFLOW_E_FORMAT);
+    expect_msg("truncated");
+    free(data);
 }
 END_TEST
 
@@ -955,6 +1351,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, test_idx_rgb);
     tcase_add_test(tc, test_idx_malformed);
     tcase_add_test(tc, test_idx_hostile);
+    tcase_add_test(tc, test_idx_trailing);
     tcase_add_test(tc, test_fashion_mnist);
     suite_add_tcase(s, tc);
     tc = tcase_create("pngdir");
@@ -964,6 +1361,9 @@ Suite *make_suite(void) {
     tcase_add_test(tc, test_png_errors);
     tcase_add_test(tc, test_png_hostile);
     tcase_add_test(tc, test_png_links);
+    tcase_add_test(tc, test_png_huge_chunk);
+    tcase_add_test(tc, test_png_expansion_bomb);
+    tcase_add_test(tc, test_png_headers_first);
     tcase_add_test(tc, test_load_args);
     suite_add_tcase(s, tc);
     tc = tcase_create("core");

@@ -126,6 +126,36 @@ START_TEST(gemm_fast_vs_naive) {
 }
 END_TEST
 
+/* stochflow__sgemm checks its arguments (BLIS would abort on them): a leading
+ * dimension shorter than a stored row, a NULL operand, a size beyond BLIS's signed
+ * range give STOCHFLOW_E_INVALID and leave C untouched; empty products are fine. */
+START_TEST(gemm_rejects_bad_arguments) {
+    float a[12], b[12], c[12], keep[12];
+    fill(a, 12, 1); fill(b, 12, 2); fill(c, 12, 3);
+    memcpy(keep, c, sizeof c);
+    /* 3x4 = (3x2)(2x4): lda 2, ldb 4, ldc 4 are the tight values */
+    ck_assert_int_eq(stochflow__sgemm(0, 0, 3, 4, 2, 1.0f, a, 2, b, 4, 0.0f, c, 4, 1), 0);
+    memcpy(c, keep, sizeof c);
+    ck_assert_int_eq(stochflow__sgemm(0, 0, 3, 4, 2, 1.0f, a, 1, b, 4, 0.0f, c, 4, 1),
+                     STOCHFLOW_E_INVALID); /* lda < k */
+    ck_assert_int_eq(stochflow__sgemm(1, 0, 3, 4, 2, 1.0f, a, 2, b, 4, 0.0f, c, 4, 1),
+                     STOCHFLOW_E_INVALID); /* transposed A: lda < m */
+    ck_assert_int_eq(stochflow__sgemm(0, 1, 3, 4, 2, 1.0f, a, 2, b, 1, 0.0f, c, 4, 1),
+                     STOCHFLOW_E_INVALID); /* transposed B: ldb < k */
+    ck_assert_int_eq(stochflow__sgemm(0, 0, 3, 4, 2, 1.0f, a, 2, b, 4, 0.0f, c, 3, 1),
+                     STOCHFLOW_E_INVALID); /* ldc < n */
+    ck_assert_int_eq(stochflow__sgemm(0, 0, 3, 4, 2, 1.0f, NULL, 2, b, 4, 0.0f, c, 4, 1),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_int_eq(stochflow__sgemm(0, 0, 3, 4, 2, 1.0f, a, 2, b, 4, 0.0f, NULL, 4, 1),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_int_eq(stochflow__sgemm(0, 0, 3, (size_t)1 << 63, 2, 1.0f, a, 2, b,
+                                      (size_t)1 << 63, 0.0f, c, (size_t)1 << 63, 1),
+                     STOCHFLOW_E_INVALID); /* beyond dim_t */
+    ck_assert(memcmp(c, keep, sizeof c) == 0);
+    ck_assert_int_eq(stochflow__sgemm(0, 0, 0, 4, 2, 1.0f, NULL, 0, NULL, 0, 0.0f, NULL, 0, 1), 0);
+}
+END_TEST
+
 /* The library's own loops split work by rows/columns, never across a sum: 1, 2 and 3
  * threads give bitwise identical results, on shapes large enough to be split. */
 START_TEST(simd_paths_bitwise) {
@@ -277,6 +307,7 @@ Suite *make_suite(void) {
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, dense_fast_vs_naive);
     tcase_add_test(tc, gemm_fast_vs_naive);
+    tcase_add_test(tc, gemm_rejects_bad_arguments);
     tcase_add_test(tc, threads_bitwise);
     tcase_add_test(tc, simd_paths_bitwise);
     tcase_add_test(tc, fused_layers_match_unfused);

@@ -29,9 +29,9 @@ static void normals(float *x, size_t n, uint64_t stream) { stochflow_random_norm
 /* Install arbitrary coefficients (tests only: through the internal layout). */
 static void set_coefs(stochflow_model *m, uint64_t stream, double scale) {
     float r[2 * STOCHFLOW__MAX_MODES];
-    size_t M = m->interp.n_modes;
+    size_t M = m->cfg.interp.n_modes;
     normals(r, 2 * M, stream);
-    for (size_t k = 0; k < 2 * M; ++k) m->interp.coef[k] = scale * r[k] / (double)(k % M + 1);
+    for (size_t k = 0; k < 2 * M; ++k) m->cfg.interp.coef[k] = scale * r[k] / (double)(k % M + 1);
 }
 
 /* ---- the schedule ------------------------------------------------------------------ */
@@ -142,12 +142,12 @@ static void check_coef_gradient(int act, int base, int coupling, size_t d) {
     memcpy(g, m->tr.grad, 2 * M * sizeof *g);
     const double eps = 1e-3;
     for (size_t k = 0; k < 2 * M; ++k) {
-        double keep = m->interp.coef[k], lp, lm;
-        m->interp.coef[k] = keep + eps;
+        double keep = m->cfg.interp.coef[k], lp, lm;
+        m->cfg.interp.coef[k] = keep + eps;
         ck_assert_ok(stochflow_model_loss(&lp, m, x1, n, x0, t));
-        m->interp.coef[k] = keep - eps;
+        m->cfg.interp.coef[k] = keep - eps;
         ck_assert_ok(stochflow_model_loss(&lm, m, x1, n, x0, t));
-        m->interp.coef[k] = keep;
+        m->cfg.interp.coef[k] = keep;
         double fd = (lp - lm) / (2 * eps);
         ck_assert_msg(fabs(g[k] - fd) <= 1e-3 + 1e-2 * fabs(fd),
                       "act %d base %d coupling %d d %zu: %s_%zu analytic %g vs fd %g", act,
@@ -231,7 +231,7 @@ START_TEST(split_step_equals_train_step) {
         ck_assert(la == lb);
     }
     ck_assert(memcmp(a->params, b->params, a->n_params * sizeof(float)) == 0);
-    ck_assert(memcmp(a->interp.coef, b->interp.coef, 6 * sizeof(double)) == 0);
+    ck_assert(memcmp(a->cfg.interp.coef, b->cfg.interp.coef, 6 * sizeof(double)) == 0);
     /* the ascent moved the coefficients away from 0 */
     double al[3];
     ck_assert_ok(stochflow_model_interpolant_coefficients(al, NULL, NULL, a));
@@ -272,13 +272,13 @@ START_TEST(checkpoint_roundtrip) {
     ck_assert(v == 3e-3);
     ck_assert_ok(stochflow_model_get_param(&v, b, STOCHFLOW_PARAM_COUPLING));
     ck_assert(v == STOCHFLOW_COUPLING_SINKHORN);
-    ck_assert(memcmp(a->interp.coef, b->interp.coef, 12 * sizeof(double)) == 0);
+    ck_assert(memcmp(a->cfg.interp.coef, b->cfg.interp.coef, 12 * sizeof(double)) == 0);
     ck_assert(memcmp(a->tr.adam_m, b->tr.adam_m, 12 * sizeof(double)) == 0);
     ck_assert(memcmp(a->tr.adam_v, b->tr.adam_v, 12 * sizeof(double)) == 0);
     train(a, 10, 64, 15);
     train(b, 10, 64, 15);
     ck_assert(memcmp(a->params, b->params, a->n_params * sizeof(float)) == 0);
-    ck_assert(memcmp(a->interp.coef, b->interp.coef, 12 * sizeof(double)) == 0);
+    ck_assert(memcmp(a->cfg.interp.coef, b->cfg.interp.coef, 12 * sizeof(double)) == 0);
     double pa, pb;
     uint64_t ca, cbn;
     ck_assert_ok(stochflow_model_path_length(&pa, &ca, a));
@@ -292,7 +292,7 @@ START_TEST(checkpoint_roundtrip) {
     stochflow_model *c = NULL;
     ck_assert_ok(stochflow_model_save(a, path));
     ck_assert_ok(stochflow_model_load(&c, path));
-    ck_assert(memcmp(a->interp.coef, c->interp.coef, 12 * sizeof(double)) == 0);
+    ck_assert(memcmp(a->cfg.interp.coef, c->cfg.interp.coef, 12 * sizeof(double)) == 0);
     unlink(path);
     /* a Fourier checkpoint without its INTP section is refused (tag renamed, CRC fixed) */
     uint8_t *q = buf;

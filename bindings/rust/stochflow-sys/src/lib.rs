@@ -453,6 +453,16 @@ extern "C" {
         source: *const c_char,
         max_count: usize,
     ) -> c_int;
+    pub fn stochflow_images_load_limited(
+        pixels: *mut *mut u8,
+        count: *mut usize,
+        channels: *mut usize,
+        height: *mut usize,
+        width: *mut usize,
+        source: *const c_char,
+        max_count: usize,
+        max_values: usize,
+    ) -> c_int;
     pub fn stochflow_images_free(pixels: *mut u8);
     pub fn stochflow_images_dequantize(
         out: *mut f32,
