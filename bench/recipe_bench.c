@@ -45,6 +45,8 @@
  *   --eval-n N          points for the KL (default 2000 for d <= 8, 1000 to d = 21,
  *                       500 above)
  *   --rtol X            dopri5 rtol = atol for the log-density (1e-5)
+ *   --rtols a,b,...     after the last evaluation, evaluate again at these tolerances
+ *                       (the tolerance an accurate KL needs; lines tagged TAG@rtol)
  *   --threads T         (1)
  *   --tag NAME          label printed on each line
  *
@@ -263,7 +265,7 @@ static void target_logpdf(double *lp, const target *tg, const float *x, size_t n
 /* ---- options ---------------------------------------------------------------------- */
 
 typedef struct {
-    const char *target, *tag, *sched, *tdist, *coupling, *interp, *evals;
+    const char *target, *tag, *sched, *tdist, *coupling, *interp, *evals, *rtols;
     size_t steps, batch, width, depth, warmup, eval_n, time_fourier;
     double lr, lr_min, ema, clip, rtol;
     int ema_warmup, antithetic, threads;
@@ -310,6 +312,7 @@ static void parse(options *o, int argc, char **argv) {
         else if (IS("--seed")) o->seed = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--eval-n")) o->eval_n = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--rtol")) o->rtol = atof(arg(argc, argv, &i));
+        else if (IS("--rtols")) o->rtols = arg(argc, argv, &i);
         else if (IS("--threads")) o->threads = atoi(arg(argc, argv, &i));
         else if (IS("--tag")) o->tag = arg(argc, argv, &i);
         else {
@@ -348,6 +351,28 @@ static const float *draw_t(float *t, const options *o, size_t n, uint64_t step) 
     }
     fprintf(stderr, "unknown --tdist %s\n", o->tdist);
     exit(2);
+}
+
+/* KL(p || model) on the fixed points xe (log p in lp), printed as one line. */
+static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, const char *tag,
+                     const float *xe, const double *lp, float *lq, size_t d, size_t done,
+                     double train_cpu, double run_loss) {
+    double e0 = cpu_seconds(), nfe = 0;
+    CHECK(stochflow_solver_log_prob(lq, NULL, s, m, xe, o->eval_n, 1.0));
+    stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
+    double sum = 0, sum2 = 0;
+    for (size_t i = 0; i < o->eval_n; ++i) {
+        double v = lp[i] - (double)lq[i];
+        sum += v;
+        sum2 += v * v;
+    }
+    double kl = sum / (double)o->eval_n;
+    double var = (sum2 / (double)o->eval_n - kl * kl) * (double)o->eval_n / (double)(o->eval_n - 1);
+    printf("tag=%s target=%s d=%zu seed=%llu step=%zu cpu=%.2f kl=%.5f se=%.5f nfe=%.0f "
+           "eval_cpu=%.1f loss=%.5f\n",
+           tag, o->target, d, (unsigned long long)o->seed, done, train_cpu, kl,
+           sqrt(var > 0 ? var / (double)o->eval_n : 0), nfe, cpu_seconds() - e0, run_loss);
+    fflush(stdout);
 }
 
 /* ---- main ------------------------------------------------------------------------- */
@@ -451,22 +476,17 @@ int main(int argc, char **argv) {
         int eval_now = done == o.steps;
         for (size_t q = 0; q < n_at; ++q) eval_now |= at[q] == done;
         if (!eval_now) continue;
-        double e0 = cpu_seconds(), nfe = 0;
-        CHECK(stochflow_solver_log_prob(lq, NULL, s, m, xe, o.eval_n, 1.0));
-        stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
-        double sum = 0, sum2 = 0;
-        for (size_t i = 0; i < o.eval_n; ++i) {
-            double v = lp[i] - (double)lq[i];
-            sum += v;
-            sum2 += v * v;
+        evaluate(s, m, &o, o.tag, xe, lp, lq, d, done, train_cpu, run_loss);
+        for (const char *p = done == o.steps ? o.rtols : NULL; p && *p;) {
+            char *end, tag[96];
+            double r = strtod(p, &end);
+            snprintf(tag, sizeof tag, "%s@%g", o.tag, r);
+            CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_RTOL, r));
+            CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_ATOL, r));
+            evaluate(s, m, &o, tag, xe, lp, lq, d, done, train_cpu, run_loss);
+            if (*end != ',') break;
+            p = end + 1;
         }
-        double kl = sum / (double)o.eval_n;
-        double var = (sum2 / (double)o.eval_n - kl * kl) * (double)o.eval_n / (double)(o.eval_n - 1);
-        printf("tag=%s target=%s d=%zu seed=%llu step=%zu cpu=%.2f kl=%.5f se=%.5f nfe=%.0f "
-               "eval_cpu=%.1f loss=%.5f\n",
-               o.tag, o.target, d, (unsigned long long)o.seed, done, train_cpu, kl,
-               sqrt(var > 0 ? var / (double)o.eval_n : 0), nfe, cpu_seconds() - e0, run_loss);
-        fflush(stdout);
     }
     free(x1);
     free(x0);
