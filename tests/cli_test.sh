@@ -18,13 +18,25 @@ for c in train sample logp info demo; do run "$c --help" "$SF" $c --help; done
 # ---- train on a toy, resume bit-for-bit ------------------------------------------------
 run "train toy" "$SF" train --data checkerboard --out "$T/m.sfm" --steps 30 "${SMALL[@]}" --json &&
     json "train JSON keys" "d['steps']==30 and all(k in d for k in ('steps','loss','seconds','steps_per_second')) and d['seconds']>0 and d['steps_per_second']>0 and $FINITE"
-run "train 15 steps" "$SF" train --data checkerboard --out "$T/half.sfm" --steps 15 "${SMALL[@]}"
+# (splitting a run with --steps: a constant schedule, since the default cosine spans the
+# --steps of the run that created the model)
+run "train 30 steps, constant lr" "$SF" train --data checkerboard --out "$T/m30.sfm" --steps 30 "${SMALL[@]}" --lr-schedule constant
+run "train 15 steps" "$SF" train --data checkerboard --out "$T/half.sfm" --steps 15 "${SMALL[@]}" --lr-schedule constant
 run "resume 15 more" "$SF" train --data checkerboard --out "$T/resumed.sfm" --resume "$T/half.sfm" --steps 15 --batch 64 --threads 1 --json &&
     json "resume reaches step 30" "d['model_step']==30 and d['steps']==15"
-run "sample from 30-step model" "$SF" sample --model "$T/m.sfm" -n 64 --out "$T/a.npy" --solver rk4 --steps 8
+run "sample from 30-step model" "$SF" sample --model "$T/m30.sfm" -n 64 --out "$T/a.npy" --solver rk4 --steps 8
 run "sample from resumed model" "$SF" sample --model "$T/resumed.sfm" -n 64 --out "$T/b.npy" --solver rk4 --steps 8
 if cmp -s "$T/a.npy" "$T/b.npy"; then ok "resume continues bit-for-bit (identical samples)"; else not_ok "resume continues bit-for-bit"; fi
 fails "resume cannot change the architecture" "cannot change" "$SF" train --data checkerboard --out "$T/x.sfm" --resume "$T/half.sfm" --hidden 8
+
+# the default recipe of a new MLP model (doc/training-recipe.md): lr 2e-3 on a cosine
+# schedule over --steps; options override it; a resumed model keeps its saved schedule
+run "default recipe" "$SF" info --model "$T/m.sfm" --json &&
+    json "default lr 2e-3, cosine" "d['lr']==2e-3 and d['lr_schedule_name']=='cosine'"
+run "recipe overridden" "$SF" train --data checkerboard --out "$T/cst.sfm" --steps 5 "${SMALL[@]}" --lr 1e-3 --lr-schedule constant &&
+    "$SF" info --model "$T/cst.sfm" --json >"$T/out" && json "override: lr 1e-3 constant" "d['lr']==1e-3 and d['lr_schedule_name']=='constant'"
+run "resume keeps the schedule" "$SF" train --data checkerboard --out "$T/cst2.sfm" --resume "$T/cst.sfm" --steps 5 --threads 1 &&
+    "$SF" info --model "$T/cst2.sfm" --json >"$T/out" && json "resumed: lr 1e-3 constant" "d['lr']==1e-3 and d['lr_schedule_name']=='constant' and d['step']==10"
 
 # ---- progress bar only on a terminal (stderr was checked empty above) -------------------
 if command -v script >/dev/null 2>&1; then

@@ -24,7 +24,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
     {"--out", "MODEL", "checkpoint to write (default DIR/model.sfm with --outdir)"},
     {"--steps", "N", "optimizer steps to run (default 1000; with --resume: more steps)"},
-    {"--batch", "B", "batch size (default 512; images 64)"},
+    {"--batch", "B", "batch size (default 256; images 64)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
     {"--interpolant", "NAME", "trig|linear|fourier:M[:trig] (default trig; fourier: learned)"},
@@ -37,8 +37,9 @@ static const optdef TRAIN_OPTS[] = {
     {"--interp-lr", "X", "ascent rate of the fourier coefficients (default 1e-3)"},
     {"--base", "SRC", "base samples x0 (toy or file) instead of N(0, I): data-to-data"},
     {"--transport-png", "PICTURE", "draw trajectories from base to target (first 2 coords)"},
-    {"--lr", "X", "Adam learning rate (default 1e-3; new image models 2e-4)"},
-    {"--lr-schedule", "NAME", "constant|step|cosine (cosine spans --steps)"},
+    {"--lr", "X", "Adam (peak) learning rate (default 2e-3; new image models 2e-4)"},
+    {"--lr-schedule", "NAME", "constant|step|cosine (cosine spans --steps; default cosine to 0, "
+                              "images constant)"},
     {"--lr-decay-every", "N", "step schedule period"},
     {"--lr-decay-factor", "X", "step schedule factor"},
     {"--lr-min", "X", "cosine floor"},
@@ -164,7 +165,7 @@ static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batc
                                "cannot change when resuming (it is in the checkpoint)")) != 0)
         return rc;
     if ((rc = get_u64(o, "--steps", 1000, 0, 1000000000, steps)) != 0 ||
-        (rc = get_u64(o, "--batch", img ? IMG_BATCH : 512, 1, img ? 1 << 16 : 1 << 22, batch)) ||
+        (rc = get_u64(o, "--batch", img ? IMG_BATCH : RECIPE_BATCH, 1, img ? 1 << 16 : 1 << 22, batch)) ||
         (rc = get_u64(o, "--checkpoint-every", 0, 0, 1000000000, ck_every)) != 0 ||
         (rc = get_u64(o, "--threads", 1, 1, 256, &v)) != 0 || (rc = check_train_params(o)) != 0)
         return rc;
@@ -303,7 +304,8 @@ static int train_main(int argc, char **argv) {
             goto out;
         }
     } else if ((rc = build_mlp_cond(&m, &o, ds.d, "256,256,256", 0, cd.k,
-                                    cd.n_classes)) != 0) {
+                                    cd.n_classes)) != 0 ||
+               (rc = apply_recipe(m, steps)) != 0) {
         goto fail;
     }
     if (!img) { /* the conditioning of the data matches the model's */

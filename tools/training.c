@@ -196,6 +196,16 @@ int check_train_params(const opts *o) {
     return check_coupling(o);
 }
 
+int apply_recipe(stochflow_model *m, uint64_t steps) {
+    int rc;
+    if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, RECIPE_LR)) < 0 ||
+        (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_SCHEDULE, STOCHFLOW_LR_COSINE)) < 0 ||
+        (steps > 0 &&
+         (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, (double)steps)) < 0))
+        return cli_fail_lib(rc, "training recipe");
+    return 0;
+}
+
 int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t steps) {
     int rc;
     if ((rc = check_train_params(o)) != 0) return rc;
@@ -222,6 +232,11 @@ int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t st
         if (sch == STOCHFLOW_LR_COSINE && fresh &&
             (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, (double)steps)) < 0)
             return cli_fail_lib(rc, "--lr-schedule cosine");
+        /* another schedule has no horizon: the recipe's is dropped (0 = the default), so
+         * that a constant-schedule model does not depend on the --steps it was made with */
+        if (sch != STOCHFLOW_LR_COSINE && fresh &&
+            (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, 0)) < 0)
+            return cli_fail_lib(rc, "--lr-schedule");
     }
     return 0;
 }

@@ -64,6 +64,17 @@ typedef struct {
 } points_batch;
 int fill_points(void *user, const float **x, const float **x0, uint64_t step);
 
+/* The training recipe of a new MLP model (doc/training-recipe.md, measured in
+ * bench/RECIPE.md): Adam at peak learning rate RECIPE_LR on a cosine schedule that decays
+ * to 0 over exactly the run's steps, batch RECIPE_BATCH. `train` applies it to every new
+ * MLP model before the user's optimizer options (which override it); a resumed model
+ * keeps the schedule in its checkpoint. */
+#define RECIPE_LR 2e-3
+#define RECIPE_BATCH 256
+/* Set the recipe's optimizer settings on a new model trained for `steps` steps: 0 or
+ * CLI_ERR (printed). */
+int apply_recipe(stochflow_model *m, uint64_t steps);
+
 /* The optimizer options of train/demo (only those given are applied): 0, CLI_USAGE or
  * CLI_ERR. fresh: a new model (a cosine schedule then spans `steps`). */
 int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t steps);
