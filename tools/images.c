@@ -305,8 +305,7 @@ int grid_fits(const char *cmd, const char *what, size_t n, size_t cols, size_t h
 
 static int cancel_only(void *user, double t) {
     (void)user;
-    (void)t;
-    return stop_requested ? 1 : 0;
+    return solve_cancels(stop_requested, t, 1.0); /* grids sample 0 -> 1 */
 }
 
 int grid_write(const char *path, stochflow_model *m, const unet_shape *u, size_t n,
@@ -336,7 +335,7 @@ int on_chunk_progress(void *user, double t) {
     chunk_progress *p = user;
     double span = p->t1 - p->t0, f = span != 0 ? (t - p->t0) / span : 1.0;
     progress_update(p->bar, p->done + p->chunk * f, p->extra[0] ? p->extra : NULL);
-    return stop_requested ? 1 : 0;
+    return solve_cancels(stop_requested, t, p->t1);
 }
 
 uint64_t mix64(uint64_t x) {
