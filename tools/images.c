@@ -80,7 +80,10 @@ int images_open(imageset *im, const char *cmd, const char *src, int test, size_t
         return cli_fail("%s: pngdir: '%s' is not a directory", cmd, path);
     if (!dir && !S_ISREG(st.st_mode))
         return cli_fail("%s: idx: '%s' is not a regular file", cmd, path);
-    int rc = stochflow_images_load(&im->px, &im->n, &im->c, &im->h, &im->w, im->source, max);
+    /* The per-image limit goes to the library, which checks it from the headers (IDX
+     * header, every PNG's IHDR) before decoding anything. */
+    int rc = stochflow_images_load_limited(&im->px, &im->n, &im->c, &im->h, &im->w,
+                                           im->source, max, CLI_MAX_DIM);
     if (rc < 0)
         return cli_fail("%s: cannot load images from '%s': %s (%s)", cmd, path,
                         stochflow_last_error_message(), stochflow_status_string(rc));
