@@ -151,9 +151,19 @@ STOCHFLOW_API int stochflow_version_number(void);
  */
 #define STOCHFLOW_COUPLING_INDEPENDENT 1 /**< rows paired as given (default; the paper) */
 #define STOCHFLOW_COUPLING_OT 2          /**< exact minibatch OT: x0 rows permuted to
-                                              minimize sum |x0 - x1|^2 (assignment) */
+                                              minimize sum |x0 - x1|^2 (assignment);
+                                              batches of at most
+                                              STOCHFLOW_COUPLING_OT_MAX_N rows */
 #define STOCHFLOW_COUPLING_SINKHORN 3    /**< x0 row for each x1 row drawn from the
                                               entropic OT plan (Sinkhorn) of the batch */
+/**
+ * Most rows the exact assignment (STOCHFLOW_COUPLING_OT) takes: its cost is cubic in the
+ * batch (about 0.4 s at 1024 rows, 3 s at 2048, minutes at 4096, measured on one core), so a
+ * larger batch is refused with STOCHFLOW_E_INVALID by stochflow_coupling_assign and by
+ * the training calls (loss, gradient, step) before any work; use
+ * STOCHFLOW_COUPLING_SINKHORN (up to 65536 rows) for larger batches. @since 1.0
+ */
+#define STOCHFLOW_COUPLING_OT_MAX_N 2048
 
 /** ODE solvers (STOCHFLOW_PARAM_SOLVER). */
 #define STOCHFLOW_SOLVER_EULER 1
@@ -757,7 +767,9 @@ STOCHFLOW_API int stochflow_model_interpolant_eval(double out[4], const stochflo
  * Minibatch coupling as used in training (STOCHFLOW_PARAM_COUPLING), for n points x0
  * and n points x1 (n x d each): perm[i] = index of the x0 row paired with x1 row i.
  *   OT:          a permutation minimizing sum_i |x0[perm[i]] - x1[i]|^2 (exact, shortest
- *                augmenting paths with potentials, O(n^3) worst case; n <= 65536)
+ *                augmenting paths with potentials, O(n^3) worst case;
+ *                n <= STOCHFLOW_COUPLING_OT_MAX_N = 2048, larger n is STOCHFLOW_E_INVALID:
+ *                use SINKHORN, n <= 65536)
  *   SINKHORN:    perm[i] drawn from the entropic plan's column i (keyed by seed and i),
  *                regularization reg times the mean cost (reg <= 0: 0.05); not a
  *                permutation in general

@@ -255,6 +255,18 @@ static int sinkhorn_scaled(size_t *perm, double *C, size_t n, double eps, double
     return 0;
 }
 
+int stochflow__coupling_check_n(size_t n, int mode, const char *who) {
+    if (mode == STOCHFLOW_COUPLING_INDEPENDENT) return 0;
+    RETURN_ERROR_IF(mode == STOCHFLOW_COUPLING_OT && n > STOCHFLOW_COUPLING_OT_MAX_N,
+                    STOCHFLOW_E_INVALID,
+                    "%s: the exact OT coupling takes at most %d rows (its cost is cubic in the "
+                    "batch), got %zu; use STOCHFLOW_COUPLING_SINKHORN or a smaller batch",
+                    who, STOCHFLOW_COUPLING_OT_MAX_N, n);
+    RETURN_ERROR_IF(n > STOCHFLOW__MAX_COUPLING_N, STOCHFLOW_E_INVALID,
+                    "%s: batch of %zu rows exceeds %zu", who, n, STOCHFLOW__MAX_COUPLING_N);
+    return 0;
+}
+
 int stochflow__coupling_pair(size_t *perm, const float *x0, const float *x1, size_t n, size_t d,
                              int mode, double reg, uint64_t seed, uint64_t step, void *work) {
     if (mode == STOCHFLOW_COUPLING_INDEPENDENT) {
@@ -287,6 +299,7 @@ STOCHFLOW_API int stochflow_coupling_assign(size_t *perm, double *cost, const fl
     if (mode == 0) mode = STOCHFLOW_COUPLING_INDEPENDENT;
     RETURN_ERROR_IF(mode < STOCHFLOW_COUPLING_INDEPENDENT || mode > STOCHFLOW_COUPLING_SINKHORN,
                     STOCHFLOW_E_INVALID, "coupling_assign: unknown mode %d", mode);
+    FORWARD_IF_ERROR(stochflow__coupling_check_n(n, mode, "coupling_assign"));
     if (!(reg > 0)) reg = 0.05;
     FORWARD_IF_ERROR(stochflow__check_finite(x0, n * d, "coupling x0"));
     FORWARD_IF_ERROR(stochflow__check_finite(x1, n * d, "coupling x1"));

@@ -10,6 +10,11 @@
 /* Most rows a coupled batch may have (the cost matrix is n x n doubles). */
 #define STOCHFLOW__MAX_COUPLING_N ((size_t)1 << 16)
 
+/* 0 when a batch of n rows may be coupled with mode, else STOCHFLOW_E_INVALID with a
+ * message (who names the caller): the exact assignment (OT) is cubic in n and takes at
+ * most STOCHFLOW_COUPLING_OT_MAX_N rows; every mode at most STOCHFLOW__MAX_COUPLING_N. */
+int stochflow__coupling_check_n(size_t n, int mode, const char *who);
+
 /* Bytes of work memory stochflow__coupling_pair needs for n rows (mode other than
  * INDEPENDENT); -1 on overflow. */
 int stochflow__coupling_bytes(size_t *out, size_t n);

@@ -31,9 +31,9 @@ int stochflow__transport_pair(stochflow__pairing *pr, stochflow__transport *tr,
                         stochflow__mul_size(&b_perm, n, sizeof(size_t)) != 0,
                     STOCHFLOW_E_INVALID, "batch of %zu rows is too large", n);
     if (mode != STOCHFLOW_COUPLING_INDEPENDENT) {
-        RETURN_ERROR_IF(n > STOCHFLOW__MAX_COUPLING_N || stochflow__coupling_bytes(&b_cpl, n) != 0,
-                        STOCHFLOW_E_INVALID, "coupling: batch of %zu rows exceeds %zu", n,
-                        STOCHFLOW__MAX_COUPLING_N);
+        FORWARD_IF_ERROR(stochflow__coupling_check_n(n, mode, "coupling"));
+        RETURN_ERROR_IF(stochflow__coupling_bytes(&b_cpl, n) != 0, STOCHFLOW_E_INVALID,
+                        "coupling: batch of %zu rows is too large", n);
     }
     size_t total = align64(b_x0) + align64(b_t) + align64(b_du) + align64(b_perm) + b_cpl;
     RETURN_ERROR_IF(total < b_x0, STOCHFLOW_E_INVALID, "batch of %zu rows is too large", n);

@@ -519,6 +519,61 @@ START_TEST(coupling_errors) {
 }
 END_TEST
 
+/* The exact assignment is cubic in the batch: above STOCHFLOW_COUPLING_OT_MAX_N rows it
+ * is refused with INVALID (pointing at Sinkhorn) before any work, by coupling_assign and
+ * by the training calls, which leave the model byte-identical. (Before the limit, 2049
+ * rows ran the assignment: seconds to minutes per step.) */
+static void *model_bytes(size_t *size, const stochflow_model *m) {
+    size_t written;
+    ck_assert_ok(stochflow_model_serialized_size(size, m));
+    void *buf = malloc(*size);
+    ck_assert_ok(stochflow_model_save_buffer(&written, buf, *size, m));
+    ck_assert_uint_eq(written, *size);
+    return buf;
+}
+
+START_TEST(ot_batch_limit) {
+    const size_t n = STOCHFLOW_COUPLING_OT_MAX_N + 1, d = 2, widths[] = {8};
+    ck_assert_uint_eq(STOCHFLOW_COUPLING_OT_MAX_N, 2048);
+    float *x0 = malloc(n * d * sizeof *x0), *x1 = malloc(n * d * sizeof *x1);
+    size_t *perm = malloc(n * sizeof *perm);
+    normals(x0, n * d, 11);
+    normals(x1, n * d, 12);
+    for (size_t i = 0; i < n; ++i) perm[i] = 7;
+    ck_assert_status(stochflow_coupling_assign(perm, NULL, x0, x1, n, d, STOCHFLOW_COUPLING_OT,
+                                               0, 0),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_msg(strstr(stochflow_last_error_message(), "SINKHORN") != NULL &&
+                      strstr(stochflow_last_error_message(), "2048") != NULL,
+                  "%s", stochflow_last_error_message());
+    for (size_t i = 0; i < n; ++i) ck_assert_uint_eq(perm[i], 7);
+    /* the training calls, from the model's coupling parameter */
+    stochflow_model *m =
+        fourier_model(d, 1, widths, STOCHFLOW_ACT_SILU, STOCHFLOW_INTERP_LINEAR, 2, 2, 5);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_COUPLING_OT));
+    size_t size0, size1;
+    void *before = model_bytes(&size0, m);
+    double loss = -1;
+    ck_assert_status(stochflow_model_train_step(&loss, m, x1, n, NULL, NULL), STOCHFLOW_E_INVALID);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "SINKHORN"));
+    ck_assert_status(stochflow_model_train_step(&loss, m, x1, n, x0, NULL), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_model_loss(&loss, m, x1, n, NULL, NULL), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_model_compute_gradient(&loss, m, x1, n, NULL, NULL),
+                     STOCHFLOW_E_INVALID);
+    void *after = model_bytes(&size1, m);
+    ck_assert_uint_eq(size0, size1);
+    ck_assert(memcmp(before, after, size0) == 0);
+    free(after);
+    /* a batch within the limit trains */
+    ck_assert_ok(stochflow_model_train_step(&loss, m, x1, 64, NULL, NULL));
+    free(before);
+    stochflow_model_free(m);
+    free(perm);
+    free(x0);
+    free(x1);
+}
+END_TEST
+
 /* ---- the max-min game on a Gaussian: path length -> W2^2 ----------------------------- */
 
 /* Base N(0, I), target N(MU, I) in 2-D: W2^2 = |MU|^2 = 4. Path length of a schedule
@@ -645,6 +700,7 @@ Suite *make_suite(void) {
     TCase *te = tcase_create("errors");
     tcase_add_test(te, config_and_params);
     tcase_add_test(te, coupling_errors);
+    tcase_add_test(te, ot_batch_limit);
     suite_add_tcase(s, te);
     TCase *tl = tcase_create("learning");
     tcase_set_timeout(tl, 120);

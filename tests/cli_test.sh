@@ -193,6 +193,11 @@ usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --ema 2
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --weight-decay 2   # the library's bound: [0, 1]
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --coupling bogus
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --interp-lr 0
+# exact OT above its batch limit (2048, cubic cost): refused before any work, pointing at
+# Sinkhorn (before the limit: more than 30 s per step at batch 6000, so timeout would end it)
+usage_fails timeout 20 "$SF" train --data checkerboard --out "$T/x.sfm" --coupling ot --batch 6000
+grep -q "at most 2048 rows.*--coupling sinkhorn" "$T/err" && ok "--coupling ot refusal names the limit and sinkhorn" ||
+    not_ok "--coupling ot refusal names the limit and sinkhorn" "" "$(head -c 300 "$T/err")"
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --seed " -1"
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --seed " 1"
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --seed +1

@@ -43,6 +43,13 @@ os.makedirs(os.path.join(T, 'empty'))
 open(os.path.join(T, 'bad.idx'), 'wb').write(b'this is not an IDX file at all')
 # a valid IDX header promising 100 images of 8 x 8 but holding only 3
 open(os.path.join(T, 'short.idx'), 'wb').write(b'\x00\x00\x08\x03' + struct.pack('>III', 100, 8, 8) + bytes(3 * 64))
+# a 300 x 300 PNG (90000 values, over the CLI's 65536) whose pixel data is corrupt: the
+# limit must be found from the header, before any decoding
+os.makedirs(os.path.join(T, 'big'))
+open(os.path.join(T, 'big', 'a.png'), 'wb').write(b'\x89PNG\r\n\x1a\n' +
+    struct.pack('>I', 13) + b'IHDR' + struct.pack('>IIBBBBB', 300, 300, 8, 0, 0, 0, 0) +
+    struct.pack('>I', zlib.crc32(b'IHDR' + struct.pack('>IIBBBBB', 300, 300, 8, 0, 0, 0, 0)) & 0xffffffff) +
+    struct.pack('>I', 200) + b'IDAT' + bytes((i * 37 + 11) % 256 for i in range(200)) + b'\0\0\0\0')
 # a good IDX file of 5 images 8 x 8
 open(os.path.join(T, 'good.idx'), 'wb').write(b'\x00\x00\x08\x03' + struct.pack('>III', 5, 8, 8) + bytes((i * 7) % 256 for i in range(5 * 64)))
 EOF
@@ -136,6 +143,7 @@ fails "nonexistent idx" "cannot open image data.*nope.gz" "$SF" train --data "id
 fails "malformed idx" "not an IDX file" "$SF" train --data "idx:$T/bad.idx" --out "$T/x.sfm" "${TINY[@]}"
 fails "truncated idx" "bad.*short.idx|short.idx|truncated|short" "$SF" train --data "idx:$T/short.idx" --out "$T/x.sfm" "${TINY[@]}"
 fails "pngdir with mixed sizes" "size|mixed|differ" "$SF" train --data "pngdir:$T/mixed" --out "$T/x.sfm" "${TINY[@]}"
+fails "image limit from the PNG header, before decoding" "90000 values exceed the caller's limit of 65536" "$SF" train --data "pngdir:$T/big" --out "$T/x.sfm" "${TINY[@]}"
 fails "empty pngdir" "no .png|no images" "$SF" train --data "pngdir:$T/empty" --out "$T/x.sfm"
 fails "pngdir on a file" "not a directory" "$SF" train --data "pngdir:$T/bad.idx" --out "$T/x.sfm"
 fails "image size vs checkpoint (logp)" "1x16x16.*expects 1x8x8" "$SF" logp --model "$T/run/model.sfm" --data "pngdir:$T/png16" --n-eval 2

@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "stochflow.h"
+#include "stop.h"
 
 /* ---- errors, exit codes, time (common.c) ----------------------------------------- */
 
@@ -226,7 +227,8 @@ void progress_update(progress *p, double done, const char *extra);
 /* Erase the bar (the final result is printed by the caller). */
 void progress_end(progress *p);
 
-/* Solver progress over [t0, t1] (returns non-zero to cancel on a stop request). */
+/* Solver progress over [t0, t1] (returns non-zero to cancel on a stop request, except at
+ * t1: solve_cancels in stop.h). */
 typedef struct {
     progress *bar;
     double t0, t1;

@@ -80,7 +80,10 @@ int images_open(imageset *im, const char *cmd, const char *src, int test, size_t
         return cli_fail("%s: pngdir: '%s' is not a directory", cmd, path);
     if (!dir && !S_ISREG(st.st_mode))
         return cli_fail("%s: idx: '%s' is not a regular file", cmd, path);
-    int rc = stochflow_images_load(&im->px, &im->n, &im->c, &im->h, &im->w, im->source, max);
+    /* The per-image limit goes to the library, which checks it from the headers (IDX
+     * header, every PNG's IHDR) before decoding anything. */
+    int rc = stochflow_images_load_limited(&im->px, &im->n, &im->c, &im->h, &im->w,
+                                           im->source, max, CLI_MAX_DIM);
     if (rc < 0)
         return cli_fail("%s: cannot load images from '%s': %s (%s)", cmd, path,
                         stochflow_last_error_message(), stochflow_status_string(rc));
@@ -305,8 +308,7 @@ int grid_fits(const char *cmd, const char *what, size_t n, size_t cols, size_t h
 
 static int cancel_only(void *user, double t) {
     (void)user;
-    (void)t;
-    return stop_requested ? 1 : 0;
+    return solve_cancels(stop_requested, t, 1.0); /* grids sample 0 -> 1 */
 }
 
 int grid_write(const char *path, stochflow_model *m, const unet_shape *u, size_t n,
@@ -336,7 +338,7 @@ int on_chunk_progress(void *user, double t) {
     chunk_progress *p = user;
     double span = p->t1 - p->t0, f = span != 0 ? (t - p->t0) / span : 1.0;
     progress_update(p->bar, p->done + p->chunk * f, p->extra[0] ? p->extra : NULL);
-    return stop_requested ? 1 : 0;
+    return solve_cancels(stop_requested, t, p->t1);
 }
 
 uint64_t mix64(uint64_t x) {

@@ -175,6 +175,7 @@ static int logp_points(stochflow_model *m, const opts *o) {
         cli_fail_lib(rc, "log-density");
         goto out;
     }
+    solve_finished_despite_stop(0, stop_requested, "logp");
     if (sde) stochflow_sde_stat(&nfe, sde, STOCHFLOW_STAT_NFE);
     else stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
     /* --sde: the mean over points of each point's standard error over its paths */
@@ -324,6 +325,7 @@ static int logp_images(stochflow_model *m, opts *o) {
         cli_fail_lib(rc, "log-density");
         goto out;
     }
+    solve_finished_despite_stop(0, stop_requested, "logp");
     if (all_finite(lp, n, "image") != 0) goto out;
     /* bits/dim per image, then the mean and its standard error over images */
     int hutch = lo.trace == STOCHFLOW_TRACE_HUTCHINSON;

@@ -70,5 +70,5 @@ int on_ode_progress(void *user, double t) {
     ode_progress *p = user;
     double span = p->t1 - p->t0;
     progress_update(p->bar, span != 0 ? (t - p->t0) / span : 1.0, NULL);
-    return stop_requested ? 1 : 0; /* Ctrl-C cancels the solve */
+    return solve_cancels(stop_requested, t, p->t1); /* Ctrl-C cancels an unfinished solve */
 }

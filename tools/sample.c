@@ -125,6 +125,7 @@ static int sample_points(stochflow_model *m, const opts *o) {
             goto out;
         }
     }
+    solve_finished_despite_stop(0, stop_requested, "sample");
     double secs = cli_now() - t0, nfe = 0;
     if (sde) stochflow_sde_stat(&nfe, sde, STOCHFLOW_STAT_NFE);
     else stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
@@ -267,6 +268,7 @@ static int sample_images(stochflow_model *m, const opts *o) {
         nfe += f;
     }
     progress_end(&bar);
+    solve_finished_despite_stop(0, stop_requested, "sample");
     double secs = cli_now() - t0;
     if (png && (rc = stochflow_images_write_grid(png, x, (size_t)n, u.c, u.h, u.w,
                                                  (size_t)cols)) < 0) {

@@ -48,6 +48,15 @@ int check_coupling(const opts *o) {
     int mode, rc;
     if ((rc = get_keyword(o, "--coupling", COUPLINGS, STOCHFLOW_COUPLING_INDEPENDENT, &mode)) != 0)
         return rc;
+    /* the exact assignment is cubic in the batch: refuse it before any work (a resumed
+     * model that already holds OT gets the library's refusal at its first step) */
+    uint64_t batch;
+    if (mode == STOCHFLOW_COUPLING_OT && opt(o, "--batch") &&
+        get_u64(o, "--batch", 0, 1, UINT64_MAX, &batch) == 0 &&
+        batch > STOCHFLOW_COUPLING_OT_MAX_N)
+        return cli_usage("%s: --coupling ot takes batches of at most %d rows (exact assignment, "
+                         "cubic cost), got --batch %llu; use --coupling sinkhorn",
+                         o->cmd, STOCHFLOW_COUPLING_OT_MAX_N, (unsigned long long)batch);
     const char *s = opt(o, "--interp-lr");
     double v;
     if (s && (get_double(o, "--interp-lr", 0, 0, 10, &v) != 0 || !(v > 0)))

@@ -1209,7 +1209,12 @@ def images_quantize(x):
 
 def bits_per_dim(logp, dim):
     """Bits per dimension of log-densities (nats) of dequantized data in [-1, 1]^dim:
-    -logp / (dim ln 2) + 7. A scalar for a scalar logp, else a float64 array."""
+    -logp / (dim ln 2) + 7. A scalar for a scalar logp, else a float64 array. dim must be an
+    integer >= 1 (ValueError otherwise: the C size would wrap)."""
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+        raise ValueError("bits_per_dim: dim must be an integer >= 1, got %r" % (dim,))
+    if dim < 1:
+        raise ValueError("bits_per_dim: dim must be >= 1, got %d" % dim)
     if np.ndim(logp) == 0:
         return _lib.stochflow_bits_per_dim(float(logp), int(dim))
     a = np.asarray(logp, dtype=np.float64)

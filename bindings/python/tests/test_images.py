@@ -103,7 +103,14 @@ def test_bits_per_dim():
         assert sf.bits_per_dim(d * math.log(128), d) == pytest.approx(0.0, abs=1e-12)
     v = sf.bits_per_dim(np.array([-784 * math.log(2), 0.0]), 784)
     np.testing.assert_allclose(v, [8.0, 7.0], atol=1e-12)
-    assert math.isnan(sf.bits_per_dim(-1.0, 0))
+    # dim < 1 is refused: the C size_t would wrap (-1 gave 7.0, 0 gave NaN)
+    for bad in (0, -1, -784, np.int64(-1)):
+        with pytest.raises(ValueError):
+            sf.bits_per_dim(-1.0, bad)
+        with pytest.raises(ValueError):
+            sf.bits_per_dim(np.zeros(2), bad)
+    with pytest.raises(ValueError):
+        sf.bits_per_dim(-1.0, 2.5)
 
 
 def test_write_grid_and_read_back(tmp_path):

@@ -84,6 +84,7 @@ pub const STOCHFLOW_INTERP_FOURIER: c_int = 4;
 pub const STOCHFLOW_COUPLING_INDEPENDENT: c_int = 1;
 pub const STOCHFLOW_COUPLING_OT: c_int = 2;
 pub const STOCHFLOW_COUPLING_SINKHORN: c_int = 3;
+pub const STOCHFLOW_COUPLING_OT_MAX_N: c_int = 2048;
 pub const STOCHFLOW_PARAM_INTERP_LR: c_int = 113;
 pub const STOCHFLOW_PARAM_COUPLING: c_int = 114;
 pub const STOCHFLOW_PARAM_SINKHORN_REG: c_int = 115;
