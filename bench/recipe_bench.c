@@ -62,26 +62,11 @@
 #include <time.h>
 
 #include "stochflow.h"
+#include "bench_util.h"
 
 #define PI 3.14159265358979323846
 #define MAXK 8
 #define EVAL_SEED 987654321ULL
-
-#define CHECK(expr)                                                                      \
-    do {                                                                                 \
-        int rc__ = (expr);                                                               \
-        if (rc__ < 0) {                                                                  \
-            fprintf(stderr, "%s: %s (%s)\n", #expr, stochflow_last_error_message(),      \
-                    stochflow_status_string(rc__));                                      \
-            exit(1);                                                                     \
-        }                                                                                \
-    } while (0)
-
-static double cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- a small counter-based generator for the bench's own draws (splitmix64) ---- */
 

@@ -27,26 +27,11 @@
 #include <time.h>
 
 #include "stochflow.h"
+#include "bench_util.h"
 
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-#define CHECK(expr)                                                                      \
-    do {                                                                                 \
-        int rc__ = (expr);                                                               \
-        if (rc__ < 0) {                                                                  \
-            fprintf(stderr, "%s: %s (%s)\n", #expr, stochflow_last_error_message(),      \
-                    stochflow_status_string(rc__));                                      \
-            exit(1);                                                                     \
-        }                                                                                \
-    } while (0)
-
-static double cpu(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -62,12 +47,12 @@ static int assign_timing(void) {
         double ci, co, cs;
         CHECK(stochflow_coupling_assign(perm, &ci, x0, x1, n, 2, STOCHFLOW_COUPLING_INDEPENDENT,
                                         0, 0));
-        double t0 = cpu();
+        double t0 = cpu_seconds();
         CHECK(stochflow_coupling_assign(perm, &co, x0, x1, n, 2, STOCHFLOW_COUPLING_OT, 0, 0));
-        double t1 = cpu();
+        double t1 = cpu_seconds();
         CHECK(stochflow_coupling_assign(perm, &cs, x0, x1, n, 2, STOCHFLOW_COUPLING_SINKHORN,
                                         0.05, 0));
-        double t2 = cpu();
+        double t2 = cpu_seconds();
         printf("n=%zu ot_s=%.4f sinkhorn_s=%.4f cost_indep=%.4f cost_ot=%.4f cost_sinkhorn=%.4f\n",
                n, t1 - t0, t2 - t1, ci, co, cs);
         free(x0);
