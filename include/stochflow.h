@@ -1307,6 +1307,61 @@ STOCHFLOW_API int stochflow_trainer_save_state(size_t *written, const stochflow_
                                                void *buf, size_t cap);
 STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void *buf,
                                                size_t len);
+
+/** Trainer key: rows per validation solve. The scheduled and the final validation NLL
+ * are computed in solves of VAL_BLOCK rows (the last one shorter); 0 = every row in one
+ * solve (default). dopri5 takes one step size per solve, so a row's log-density depends
+ * on the rows solved with it: the solves are what processes share under
+ * stochflow_trainer_set_parallel, and the same VAL_BLOCK gives the same bits on any
+ * number of processes. @since 1.1 */
+#define STOCHFLOW_TRAINER_VAL_BLOCK 512
+
+/**
+ * Data-parallel fitting (doc/distributed.md): the callbacks that carry the trainer across
+ * processes. Every process calls stochflow_trainer_fit on its own model (the same model,
+ * parameters and trainer parameters everywhere); each callback is then called on every
+ * process at the same point, in the same order, so it may communicate.
+ * The model must have STOCHFLOW_PARAM_GRAD_BLOCK set.
+ */
+typedef struct stochflow_trainer_parallel {
+    size_t rank, size; /**< this process and the number of processes */
+    /** One optimizer step on a batch of n rows, of which this process holds rows
+     * [row0, row0 + rows) (stochflow_grad_share; rows may be 0) in x, in the data's
+     * units. status: 0, or negative when this process could not read its rows. The
+     * callback computes stochflow_model_partial_gradient of its rows, combines the
+     * processes' sums along stochflow_grad_tree_split, installs the total, records the
+     * loss and applies it, and sets *loss to the batch loss; it returns 0 on every
+     * process, or non-zero on every process (nothing applied). Required. */
+    int (*step)(void *user, int status, double *loss, stochflow_model *m, const float *x,
+                size_t rows, size_t row0, size_t n);
+    /** Share values: v has n entries of which this process filled [lo, hi) (the ranges
+     * of the processes do not overlap and cover [0, n)); on return every process holds
+     * all n, bit for bit. status: 0, or this process's negative status (its entries are
+     * not valid). Returns 0 on every process, or non-zero on every process when any
+     * process passed a failure. Required. */
+    int (*share)(void *user, int status, double *v, size_t n, size_t lo, size_t hi);
+    /** The largest of the processes' flags (>= 0), the same on every process; negative
+     * on failure. Used to stop together (the wall-clock budget, the progress callback's
+     * stop). Required. */
+    int (*agree)(void *user, int flag);
+    /** Optional: fill dst (k x d) with the rows idx[0..k) of the data (from_val = 0: the
+     * x of the fit) or of the validation rows (from_val = 1); 0 on success. With it,
+     * stochflow_trainer_fit accepts x = NULL (n rows) and xval = NULL (nval rows), and
+     * asks only for the rows this process uses: its share of each batch and of the
+     * validation solves (process 0 also reads the training rows once when it fits the
+     * standardization). */
+    int (*rows)(void *user, float *dst, const size_t *idx, size_t k, int from_val);
+} stochflow_trainer_parallel;
+/**
+ * Make the next fits data-parallel with these callbacks (copied; user is passed to
+ * them); NULL returns to one process. The result of a fit (weights, validation numbers,
+ * best step, stop) is the same on every process and, with the same GRAD_BLOCK and
+ * VAL_BLOCK, bit for bit that of one process fitting alone (the wall-clock budget
+ * aside). @return 0, STOCHFLOW_E_INVALID. @since 1.1
+ */
+STOCHFLOW_API int stochflow_trainer_set_parallel(stochflow_trainer *tr,
+                                                 const stochflow_trainer_parallel *p,
+                                                 void *user);
 /* Stochastic interpolants and SDE sampling (doc/sde.md).                           */
 /* ================================================================================ */
 

@@ -545,10 +545,10 @@ static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model
     RETURN_ERROR_IF(m->cfg.n_ctx || m->cfg.n_classes, STOCHFLOW_E_UNSUPPORTED,
                     "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): not available for a "
                     "conditional model (the blocks carry no context)");
-    RETURN_ERROR_IF(m->std_shift != NULL, STOCHFLOW_E_UNSUPPORTED,
-                    "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): not available for a model "
-                    "holding a standardization yet (map the data before, or train without it)");
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
+    /* a standardization maps each row on its own: the rows held, mapped to the network's
+     * space, are the same bits as those rows of the whole batch mapped */
+    FORWARD_IF_ERROR(stochflow__std_batch(&x1, m, x1, n));
     RETURN_ERROR_IF(n_global > MAX_BATCH || row0 > n_global || n > n_global - row0,
                     STOCHFLOW_E_INVALID, "partial gradient: rows [%zu, %zu) outside a batch of %zu",
                     row0, row0 + n, n_global);

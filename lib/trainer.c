@@ -39,6 +39,7 @@ static const trainer_param trainer_params[] = {
     {STOCHFLOW_TRAINER_KEEP_BEST, 1, 2, 1, 1, "keep_best"},
     {STOCHFLOW_TRAINER_SET_HORIZON, 1, 2, 1, 1, "set_horizon"},
     {STOCHFLOW_TRAINER_STANDARDIZE, 1, 2, 2, 1, "standardize"},
+    {STOCHFLOW_TRAINER_VAL_BLOCK, 1, 1 << 24, 0, 1, "val_block"},
 };
 #define N_TRAINER_PARAMS (sizeof trainer_params / sizeof trainer_params[0])
 
@@ -60,6 +61,9 @@ struct stochflow_trainer {
     double rs_best, rs_best_step;
     size_t rs_np;  /* weights in rs_w (0: none kept) */
     float *rs_w;   /* best live weights, when KEEP_BEST */
+    int par_on;    /* data-parallel (stochflow_trainer_set_parallel) */
+    stochflow_trainer_parallel par;
+    void *par_user;
 };
 
 static int param_index(int key) {
@@ -191,15 +195,77 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Mean negative log-likelihood of rows x (n x d) and its standard error (sample
- * standard deviation / sqrt n, times the finite-population factor fpc). */
-static int mean_nll(double *mean, double *se, stochflow_trainer *tr, stochflow_model *m,
-                    const float *x, size_t n, float *logp, double fpc) {
-    FORWARD_IF_ERROR(stochflow_solver_log_prob(logp, NULL, tr->solver, m, x, n, 1.0));
+/* Where the rows come from: the caller's matrices, or (data-parallel, x NULL) the rows
+ * callback. Training row i (in the training order) is row tidx[i] of x (i without a
+ * split); validation row k is row vidx[k] of x (a split) or row k of xval. */
+typedef struct {
+    const stochflow_trainer *tr;
+    const float *x, *xval;
+    const size_t *tidx, *vidx;
+    size_t d;
+    size_t *scratch; /* row indices for the callback */
+} rowsrc;
+
+/* dst = the training (val = 0) or validation (val = 1) rows sel[0..k). */
+static int fetch(const rowsrc *S, float *dst, const size_t *sel, size_t k, int val) {
+    const size_t d = S->d;
+    const int from_xval = val && S->vidx == NULL;
+    const float *src = from_xval ? S->xval : S->x;
+    const size_t *map = val ? S->vidx : S->tidx;
+    if (src != NULL) {
+        for (size_t j = 0; j < k; ++j) {
+            size_t r = map ? map[sel[j]] : sel[j];
+            memcpy(dst + j * d, src + r * d, d * sizeof(float));
+        }
+        return 0;
+    }
+    for (size_t j = 0; j < k; ++j) S->scratch[j] = map ? map[sel[j]] : sel[j];
+    int urc = S->tr->par.rows(S->tr->par_user, dst, S->scratch, k, from_xval);
+    RETURN_ERROR_IF(urc != 0, STOCHFLOW_E_CALLBACK,
+                    "trainer_fit: the rows callback returned %d for %zu %s rows", urc, k,
+                    from_xval ? "validation" : "data");
+    return 0;
+}
+
+/* -log p of the validation rows sel[0..k) into nll [k], in solves of VAL_BLOCK rows (all
+ * k in one when 0): dopri5 takes one step size per solve, so the solves are the unit that
+ * decides the bits. With processes, each solves a contiguous share of the solves and the
+ * values are shared (the share callback), identical everywhere. buf holds a solve's
+ * rows, logp its values. */
+static int val_terms(double *nll, stochflow_trainer *tr, stochflow_model *m, const rowsrc *S,
+                     const size_t *sel, size_t k, float *buf, float *logp) {
+    size_t V = (size_t)tr->value[param_index(STOCHFLOW_TRAINER_VAL_BLOCK)];
+    if (V == 0 || V > k) V = k;
+    const size_t nc = k / V + (k % V != 0);
+    size_t c0 = 0, c1 = nc;
+    if (tr->par_on) {
+        c0 = tr->par.rank * nc / tr->par.size;
+        c1 = (tr->par.rank + 1) * nc / tr->par.size;
+    }
+    int rc = 0;
+    for (size_t c = c0; c < c1 && rc == 0; ++c) {
+        const size_t lo = c * V, hi = lo + V < k ? lo + V : k;
+        rc = fetch(S, buf, sel + lo, hi - lo, 1);
+        if (rc == 0) rc = stochflow_solver_log_prob(logp, NULL, tr->solver, m, buf, hi - lo, 1.0);
+        for (size_t i = lo; rc == 0 && i < hi; ++i) nll[i] = -(double)logp[i - lo];
+    }
+    if (!tr->par_on) return rc;
+    const size_t lo = c0 * V < k ? c0 * V : k, hi = c1 * V < k ? c1 * V : k;
+    int src = tr->par.share(tr->par_user, rc, nll, k, lo, hi);
+    if (rc < 0) return rc;
+    RETURN_ERROR_IF(src != 0, STOCHFLOW_E_CALLBACK,
+                    "trainer_fit: the validation of another process failed (share callback "
+                    "returned %d)", src);
+    return 0;
+}
+
+/* Mean of the per-row terms nll [n] and its standard error (sample standard deviation /
+ * sqrt n, times the finite-population factor fpc). */
+static int nll_stats(double *mean, double *se, const double *nll, size_t n, double fpc) {
     double s = 0, s2 = 0;
-    for (size_t i = 0; i < n; ++i) s += -(double)logp[i];
+    for (size_t i = 0; i < n; ++i) s += nll[i];
     double mu = s / (double)n;
-    for (size_t i = 0; i < n; ++i) s2 += (-(double)logp[i] - mu) * (-(double)logp[i] - mu);
+    for (size_t i = 0; i < n; ++i) s2 += (nll[i] - mu) * (nll[i] - mu);
     RETURN_ERROR_IF(!isfinite(mu), STOCHFLOW_E_NONFINITE,
                     "trainer: the validation log-likelihood is not finite");
     *mean = mu;
@@ -208,46 +274,146 @@ static int mean_nll(double *mean, double *se, stochflow_trainer *tr, stochflow_m
 }
 
 typedef struct {
-    float *train, *val, *sub, *batch, *logp, *best; /* best: a new rs_w, or NULL */
-    size_t *perm;
+    float *vbuf, *batch, *logp, *best; /* best: a new rs_w, or NULL */
+    double *nll;
+    size_t *perm, *tidx, *vidx, *sub, *all, *scratch;
     unsigned char *mask;
 } buffers;
 
 static void free_buffers(buffers *b) {
-    stochflow__free(b->train);
-    stochflow__free(b->val);
-    stochflow__free(b->sub);
+    stochflow__free(b->vbuf);
     stochflow__free(b->batch);
     stochflow__free(b->logp);
     stochflow__free(b->best);
+    stochflow__free(b->nll);
     stochflow__free(b->perm);
+    stochflow__free(b->tidx);
+    stochflow__free(b->vidx);
+    stochflow__free(b->sub);
+    stochflow__free(b->all);
+    stochflow__free(b->scratch);
     stochflow__free(b->mask);
+}
+
+STOCHFLOW_API int stochflow_trainer_set_parallel(stochflow_trainer *tr,
+                                                 const stochflow_trainer_parallel *p,
+                                                 void *user) {
+    RETURN_ERROR_IF(tr == NULL, STOCHFLOW_E_INVALID, "trainer_set_parallel: trainer is NULL");
+    if (p == NULL) {
+        tr->par_on = 0;
+        memset(&tr->par, 0, sizeof tr->par);
+        tr->par_user = NULL;
+        return 0;
+    }
+    RETURN_ERROR_IF(p->size == 0 || p->rank >= p->size, STOCHFLOW_E_INVALID,
+                    "trainer_set_parallel: rank %zu of %zu", p->rank, p->size);
+    RETURN_ERROR_IF(p->step == NULL || p->share == NULL || p->agree == NULL,
+                    STOCHFLOW_E_INVALID,
+                    "trainer_set_parallel: step, share and agree callbacks are required");
+    tr->par = *p;
+    tr->par_user = user;
+    tr->par_on = 1;
+    return 0;
+}
+
+/* The standardization fitted on the training rows [n_train] (fetched whole), by one
+ * process when there are several (rank 0) and shared: every process installs the same
+ * map. *fitted = 1 once this process installed one. */
+static int fit_standardization(int *fitted, stochflow_trainer *tr, stochflow_model *m,
+                               const rowsrc *S, size_t n_train) {
+    const size_t d = S->d;
+    *fitted = 0;
+    int rc = 0;
+    double *v = NULL;
+    float *rows = NULL;
+    size_t *sel = NULL;
+    const int fits = !tr->par_on || tr->par.rank == 0;
+    if (tr->par_on) {
+        v = stochflow__alloc_array(2 * d, sizeof(double));
+        if (v == NULL) rc = stochflow__error(STOCHFLOW_E_NOMEM, "trainer_fit: out of memory");
+    }
+    if (rc == 0 && fits) {
+        if (S->x != NULL && S->tidx == NULL) { /* the caller's rows, in place */
+            rc = stochflow_model_fit_standardization(m, S->x, n_train);
+        } else {
+            rows = stochflow__alloc_array(n_train * d, sizeof(float));
+            sel = stochflow__alloc_array(n_train, sizeof(size_t));
+            if (rows == NULL || sel == NULL) {
+                rc = stochflow__error(STOCHFLOW_E_NOMEM,
+                                      "trainer_fit: out of memory for the %zu training rows "
+                                      "the standardization is fitted on", n_train);
+            } else {
+                for (size_t i = 0; i < n_train; ++i) sel[i] = i;
+                rowsrc S2 = *S;
+                S2.scratch = sel; /* in place: scratch[j] = map(sel[j]) reads sel[j] first */
+                rc = fetch(&S2, rows, sel, n_train, 0);
+                if (rc == 0) rc = stochflow_model_fit_standardization(m, rows, n_train);
+            }
+        }
+        if (rc == 0) *fitted = 1;
+        if (rc == 0 && v) rc = stochflow_model_standardization(v, v + d, m);
+        if (rc > 0) rc = 0; /* standardization() returns 1 when a map is held */
+    }
+    if (tr->par_on && v) {
+        int src = tr->par.share(tr->par_user, rc, v, 2 * d, 0, fits ? 2 * d : 0);
+        if (rc == 0 && src != 0)
+            rc = stochflow__error(STOCHFLOW_E_CALLBACK,
+                                  "trainer_fit: the standardization of process 0 failed (share "
+                                  "callback returned %d)", src);
+        if (rc == 0 && !fits) {
+            rc = stochflow_model_set_standardization(m, v, v + d);
+            if (rc == 0) *fitted = 1;
+        }
+    }
+    if (rc < 0 && *fitted) {
+        stochflow_model_set_standardization(m, NULL, NULL);
+        *fitted = 0;
+    }
+    stochflow__free(v);
+    stochflow__free(rows);
+    stochflow__free(sel);
+    return rc;
+}
+
+/* Every process's flag, agreed (the largest); the flag itself with one process. */
+static int agreed(stochflow_trainer *tr, int flag) {
+    return tr->par_on ? tr->par.agree(tr->par_user, flag) : flag;
 }
 
 STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *m,
                                         const float *x, size_t n, const float *xval,
                                         size_t nval) {
     RETURN_ERROR_IF(tr == NULL || m == NULL, STOCHFLOW_E_INVALID, "trainer_fit: NULL handle");
-    RETURN_ERROR_IF(x == NULL || n == 0, STOCHFLOW_E_INVALID, "trainer_fit: no training data");
-    RETURN_ERROR_IF(xval == NULL && nval > 0, STOCHFLOW_E_INVALID,
+    const int by_rows = tr->par_on && tr->par.rows != NULL && x == NULL;
+    RETURN_ERROR_IF((x == NULL && !by_rows) || n == 0, STOCHFLOW_E_INVALID,
+                    "trainer_fit: no training data");
+    RETURN_ERROR_IF(xval == NULL && nval > 0 && !by_rows, STOCHFLOW_E_INVALID,
                     "trainer_fit: xval is NULL with nval = %zu", nval);
     const size_t d = stochflow_model_dim(m);
     size_t total;
     RETURN_ERROR_IF(stochflow__mul_size(&total, n, d) != 0, STOCHFLOW_E_INVALID,
                     "trainer_fit: n x d overflows");
-    for (size_t i = 0; i < n * d; ++i)
+    double gblock = 0;
+    FORWARD_IF_ERROR(stochflow_model_get_param(&gblock, m, STOCHFLOW_PARAM_GRAD_BLOCK));
+    RETURN_ERROR_IF(tr->par_on && gblock == 0, STOCHFLOW_E_INVALID,
+                    "trainer_fit: data-parallel training needs STOCHFLOW_PARAM_GRAD_BLOCK set "
+                    "on the model (the blocks the processes share)");
+    /* (the rows callback's rows are checked where they are used: the gradient and the
+     * solver refuse non-finite rows) */
+    for (size_t i = 0; x && i < n * d; ++i)
         RETURN_ERROR_IF(!isfinite(x[i]), STOCHFLOW_E_NONFINITE,
                         "trainer_fit: training row %zu, column %zu is not finite", i / d + 1,
                         i % d + 1);
-    for (size_t i = 0; i < nval * d; ++i)
+    for (size_t i = 0; xval && i < nval * d; ++i)
         RETURN_ERROR_IF(!isfinite(xval[i]), STOCHFLOW_E_NONFINITE,
                         "trainer_fit: validation row %zu, column %zu is not finite", i / d + 1,
                         i % d + 1);
+    const int have_val = xval != NULL || (by_rows && nval > 0);
     const double frac = get(tr, STOCHFLOW_TRAINER_VAL_FRACTION);
-    RETURN_ERROR_IF(xval != NULL && frac > 0, STOCHFLOW_E_INVALID,
+    RETURN_ERROR_IF(have_val && frac > 0, STOCHFLOW_E_INVALID,
                     "trainer_fit: both a validation matrix and a validation fraction given");
-    size_t n_val = xval ? nval : (size_t)floor(frac * (double)n + 0.5);
-    size_t n_train = xval ? n : n - n_val;
+    size_t n_val = have_val ? nval : (size_t)floor(frac * (double)n + 0.5);
+    size_t n_train = have_val ? n : n - n_val;
     RETURN_ERROR_IF(n_train == 0 || (frac > 0 && n_val == 0), STOCHFLOW_E_INVALID,
                     "trainer_fit: validation fraction %g of %zu rows leaves an empty split",
                     frac, n);
@@ -280,16 +446,23 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     const double min_delta = get(tr, STOCHFLOW_TRAINER_MIN_DELTA);
     size_t n_sub = (size_t)get(tr, STOCHFLOW_TRAINER_VAL_SUBSET);
     if (n_sub > n_val) n_sub = n_val;
+    size_t vb = (size_t)get(tr, STOCHFLOW_TRAINER_VAL_BLOCK);
+    if (vb == 0 || vb > n_val) vb = n_val; /* the largest solve */
 
     /* Everything that can fail for lack of memory, before the model is touched. */
     buffers b;
     memset(&b, 0, sizeof b);
     size_t np = stochflow_model_num_params(m);
     size_t nperm = n > n_val ? n : n_val;
+    const size_t most = bs > vb ? bs : vb; /* rows fetched at once */
     b.perm = stochflow__alloc_array(nperm, sizeof(size_t));
     b.batch = stochflow__alloc_array(bs * d, sizeof(float));
-    b.logp = stochflow__alloc_array(n_val ? n_val : 1, sizeof(float));
-    b.sub = stochflow__alloc_array(n_sub ? n_sub * d : 1, sizeof(float));
+    b.vbuf = stochflow__alloc_array(vb ? vb * d : 1, sizeof(float));
+    b.logp = stochflow__alloc_array(vb ? vb : 1, sizeof(float));
+    b.nll = stochflow__alloc_array(n_val ? n_val : 1, sizeof(double));
+    b.sub = stochflow__alloc_array(n_sub ? n_sub : 1, sizeof(size_t));
+    b.all = stochflow__alloc_array(n_val ? n_val : 1, sizeof(size_t));
+    b.scratch = by_rows ? stochflow__alloc_array(most, sizeof(size_t)) : NULL;
     /* Continue the early-stopping state of an earlier call (or of a loaded state) when
      * it belongs to this model's current step; a fresh best-weights buffer is needed
      * only when none of the right size is kept. */
@@ -297,36 +470,38 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
                      (tr->rs_np == np || tr->rs_np == 0);
     const int need_w = keep_best && !(cont && tr->rs_np == np);
     b.best = need_w ? stochflow__calloc(np, sizeof(float)) : NULL; /* zeros until a best */
-    if (!xval) {
-        b.train = stochflow__alloc_array(n_train * d, sizeof(float));
-        b.val = stochflow__alloc_array(n_val ? n_val * d : 1, sizeof(float));
+    if (!have_val) {
+        b.tidx = stochflow__alloc_array(n_train, sizeof(size_t));
+        b.vidx = stochflow__alloc_array(n_val ? n_val : 1, sizeof(size_t));
         b.mask = stochflow__malloc(n);
     }
-    if (b.perm == NULL || b.batch == NULL || b.logp == NULL || b.sub == NULL ||
-        (need_w && b.best == NULL) || (!xval && (b.train == NULL || b.val == NULL || b.mask == NULL))) {
+    if (b.perm == NULL || b.batch == NULL || b.vbuf == NULL || b.logp == NULL ||
+        b.nll == NULL || b.sub == NULL || b.all == NULL || (by_rows && b.scratch == NULL) ||
+        (need_w && b.best == NULL) ||
+        (!have_val && (b.tidx == NULL || b.vidx == NULL || b.mask == NULL))) {
         free_buffers(&b);
         return stochflow__error(STOCHFLOW_E_NOMEM, "trainer_fit: out of memory");
     }
+    rowsrc S = {tr, x, xval, NULL, NULL, d, b.scratch};
     /* Split: a seeded permutation's first n_val rows validate, the others (in their
      * original order) train. */
-    const float *train = x, *val = xval;
-    if (!xval) {
+    if (!have_val) {
         permutation(b.perm, n, seed, TRAINER_STREAM_SPLIT, 0);
-        for (size_t k = 0; k < n_val; ++k) memcpy(b.val + k * d, x + b.perm[k] * d, d * sizeof(float));
+        memcpy(b.vidx, b.perm, n_val * sizeof(size_t));
         /* the training rows keep their original order */
         memset(b.mask, 0, n);
         for (size_t k = 0; k < n_val; ++k) b.mask[b.perm[k]] = 1;
         size_t nr = 0;
         for (size_t i = 0; i < n; ++i)
-            if (!b.mask[i]) memcpy(b.train + nr++ * d, x + i * d, d * sizeof(float));
-        train = b.train;
-        val = b.val;
+            if (!b.mask[i]) b.tidx[nr++] = i;
+        S.tidx = b.tidx;
+        S.vidx = b.vidx;
     }
     /* The fixed evaluation subset: the first n_sub rows of a seeded permutation. */
     if (n_val > 0) {
         permutation(b.perm, n_val, seed, TRAINER_STREAM_SPLIT, 1);
-        for (size_t k = 0; k < n_sub; ++k)
-            memcpy(b.sub + k * d, val + b.perm[k] * d, d * sizeof(float));
+        memcpy(b.sub, b.perm, n_sub * sizeof(size_t));
+        for (size_t k = 0; k < n_val; ++k) b.all[k] = k;
     }
     const double fpc = n_val > 1 ? sqrt((double)(n_val - n_sub) / (double)(n_val - 1)) : 1.0;
     /* The standardization, fitted on the training rows only (lib/standardize.c): for an
@@ -334,12 +509,11 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     int fitted = 0;
     if (get(tr, STOCHFLOW_TRAINER_STANDARDIZE) == 1 && stochflow_model_step(m) == 0 &&
         stochflow_model_standardization(NULL, NULL, m) == 0 && n_train >= 2) {
-        int rc = stochflow_model_fit_standardization(m, train, n_train);
+        int rc = fit_standardization(&fitted, tr, m, &S, n_train);
         if (rc < 0) {
             free_buffers(&b);
             return rc;
         }
-        fitted = 1;
     }
 
     /* From here on the model changes. */
@@ -385,7 +559,14 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
             tr->stat_stop = STOCHFLOW_TRAINER_STOP_STEPS;
             break;
         }
-        if (max_seconds > 0 && now_seconds() - t_start >= max_seconds) {
+        /* the clock is each process's own: the processes agree on stopping */
+        int late = agreed(tr, max_seconds > 0 && now_seconds() - t_start >= max_seconds);
+        if (late != 0) {
+            if (late < 0) {
+                rc = stochflow__error(STOCHFLOW_E_CALLBACK,
+                                      "trainer_fit: the agree callback returned %d", late);
+                break;
+            }
             tr->stat_stop = STOCHFLOW_TRAINER_STOP_TIME;
             break;
         }
@@ -396,16 +577,29 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
             cached_epoch = epoch;
         }
         size_t lo = j * bs, hi = lo + bs < n_train ? lo + bs : n_train;
-        for (size_t k = lo; k < hi; ++k)
-            memcpy(b.batch + (k - lo) * d, train + b.perm[k] * d, d * sizeof(float));
         double loss;
-        rc = stochflow_model_train_step(&loss, m, b.batch, hi - lo, NULL, NULL);
+        if (tr->par_on) { /* this process's share of the batch; the callback combines */
+            size_t row0 = 0, rows = 0;
+            int st = stochflow_grad_share(&row0, &rows, NULL, hi - lo, (size_t)gblock,
+                                          tr->par.rank, tr->par.size);
+            if (st == 0 && rows > 0) st = fetch(&S, b.batch, b.perm + lo + row0, rows, 0);
+            int urc = tr->par.step(tr->par_user, st, &loss, m, b.batch, rows, row0, hi - lo);
+            if (st < 0) rc = st;
+            else if (urc != 0)
+                rc = stochflow__error(STOCHFLOW_E_CALLBACK,
+                                      "trainer_fit: the step callback returned %d at model "
+                                      "step %llu", urc, (unsigned long long)s);
+        } else {
+            rc = fetch(&S, b.batch, b.perm + lo, hi - lo, 0);
+            if (rc == 0) rc = stochflow_model_train_step(&loss, m, b.batch, hi - lo, NULL, NULL);
+        }
         if (rc < 0) break;
         tr->stat_last_loss = loss;
         tr->stat_steps += 1;
         double vn = NAN, vse = NAN;
         if (n_val > 0 && (s + 1) % eval_every == 0) {
-            rc = mean_nll(&vn, &vse, tr, m, b.sub, n_sub, b.logp, fpc);
+            rc = val_terms(b.nll, tr, m, &S, b.sub, n_sub, b.vbuf, b.logp);
+            if (rc == 0) rc = nll_stats(&vn, &vse, b.nll, n_sub, fpc);
             if (rc < 0) break;
             tr->stat_evals += 1;
             if (!tr->rs_have_best || vn < tr->rs_best - min_delta) { /* first: always */
@@ -425,7 +619,7 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
                 ++tr->rs_since;
             }
         }
-        if (tr->fn != NULL && tr->fn(tr->user, s + 1, loss, vn, vse) != 0) {
+        if (agreed(tr, tr->fn != NULL && tr->fn(tr->user, s + 1, loss, vn, vse) != 0) != 0) {
             tr->stat_stop = STOCHFLOW_TRAINER_STOP_CANCELLED;
             rc = stochflow__error(STOCHFLOW_E_CANCELLED,
                                   "trainer_fit: cancelled by the progress callback at step %llu",
@@ -448,8 +642,10 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
         stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, old_horizon);
         if (fitted) stochflow_model_set_standardization(m, NULL, NULL);
     }
-    if (rc == 0 && n_val > 0)
-        rc = mean_nll(&tr->stat_final_nll, &tr->stat_final_se, tr, m, val, n_val, b.logp, 1.0);
+    if (rc == 0 && n_val > 0) {
+        rc = val_terms(b.nll, tr, m, &S, b.all, n_val, b.vbuf, b.logp);
+        if (rc == 0) rc = nll_stats(&tr->stat_final_nll, &tr->stat_final_se, b.nll, n_val, 1.0);
+    }
     free_buffers(&b);
     return rc;
 }

@@ -73,6 +73,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--patience", "N", "tables: stop after N evaluations without improvement (default 4)"},
     {"--time", "X", "tables: wall-clock budget in seconds (the LR schedule spans it)"},
     {"--no-standardize", NULL, "tables: train in the data's units (default: standardized)"},
+    {"--val-block", "R", "tables: rows per validation solve (default all in one; split across "
+                         "processes under mpirun)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 
@@ -236,11 +238,12 @@ static int train_main(int argc, char **argv) {
     grid_hook g = {0};
     if ((rc = check_options(&o, img, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
         return cli_exit_code(rc);
-    /* a .npy/.csv table trains through the library's trainer (validate.c); conditional
-     * training (the trainer carries no context) and mpirun keep the step loop */
+    /* a .npy/.csv table trains through the library's trainer (validate.c), under mpirun
+     * too (the trainer's data-parallel callbacks, doc/distributed.md); conditional
+     * training (the trainer carries no context) keeps the step loop */
     const int table = !img && source_file(src) != NULL && base_src == NULL &&
                       !opt(&o, "--context") && !opt(&o, "--context-columns") &&
-                      !opt(&o, "--labels") && dist_size() == 1;
+                      !opt(&o, "--labels");
     table_opts to;
     if ((rc = table_check_options(&o, table, &to)) != 0) return cli_exit_code(rc);
 
@@ -270,9 +273,16 @@ static int train_main(int argc, char **argv) {
     points_batch pb = {0};
     cond_data cd = {0};
     images_batch ib = {0};
-    int ret = 1;
+    /* under mpirun a .npy table is read by rows: each process reads only those it uses */
+    dist_table rows = {.fd = -1};
+    int by_rows = 0, ret = 1;
     if (img) {
         if (images_open(&im, "train", src, 0, (size_t)maxim) != 0) goto out;
+    } else if (table && dist_size() > 1 && !tpng && (by_rows = dist_table_open(&rows, src)) != 0) {
+        if (by_rows < 0) goto out;
+        ds.n = rows.n;
+        ds.d = rows.d;
+        snprintf(ds.name, sizeof ds.name, "%s", src);
     } else {
         if (dataset_open(&ds, src) != 0) goto out;
         if (base_src && dataset_open(&base_ds, base_src) != 0) goto out;
@@ -393,7 +403,8 @@ static int train_main(int argc, char **argv) {
         setup_agreed = 1;
     }
     if (table) {
-        if (table_train(&tab, m, &ds, &o, &to, steps, B, ck_every, ck_path, resume != NULL) != 0)
+        if (table_train(&tab, m, &ds, &o, &to, steps, B, ck_every, ck_path, resume != NULL,
+                        by_rows ? &rows : NULL) != 0)
             goto out;
         /* the same result fields as the loop's (the trainer reports the last loss) */
         tr.steps_run = tab.steps_run;
@@ -509,6 +520,7 @@ out:
     images_close(&im);
     dataset_free(&base_ds);
     dataset_free(&ds);
+    dist_table_close(&rows);
     return ret;
 }
 

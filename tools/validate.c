@@ -31,11 +31,12 @@ typedef struct {
 static int on_step(void *user, uint64_t step, double loss, double val, double se) {
     (void)se;
     fit_ctx *c = user;
-    if (stop_requested) {
+    if (stop_requested) { /* under mpirun the trainer stops every process (agreed) */
         c->interrupted = 1;
         return 1;
     }
-    if (c->ck_every && step % c->ck_every == 0) {
+    const int writer = dist_rank() == 0; /* under mpirun only rank 0 writes and shows */
+    if (writer && c->ck_every && step % c->ck_every == 0) {
         int rc = stochflow_model_save(c->m, c->ck_path);
         if (rc < 0) {
             snprintf(c->fail, sizeof c->fail, "%s: %s (%s)", c->ck_path,
@@ -52,7 +53,11 @@ static int on_step(void *user, uint64_t step, double loss, double val, double se
         double horizon = (double)c->step0 + rate * c->budget;
         if (horizon < (double)step + 1) horizon = (double)step + 1;
         if (horizon > 1e12) horizon = 1e12;
-        stochflow_model_set_param(c->m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, floor(horizon));
+        horizon = floor(horizon);
+        char why[512];
+        if (dist_size() > 1) /* rank 0's clock: the same schedule in every process */
+            dist_share(&horizon, 1, 0, writer, DIST_OK, NULL, why, sizeof why);
+        stochflow_model_set_param(c->m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, horizon);
     }
     c->run = isnan(c->run) ? loss : 0.98 * c->run + 0.02 * loss;
     if (!isnan(val)) c->last_val = val;
@@ -61,7 +66,7 @@ static int on_step(void *user, uint64_t step, double loss, double val, double se
     else snprintf(extra, sizeof extra, "loss %.4f val NLL %.4f", c->run, c->last_val);
     double done = c->budget > 0 ? elapsed / c->budget * (double)c->total
                                 : (double)(step - c->step0);
-    progress_update(&c->bar, done, extra);
+    if (writer) progress_update(&c->bar, done, extra);
     return 0;
 }
 
@@ -77,12 +82,12 @@ static const char *stop_name(double code) {
 
 int table_check_options(const opts *o, int table, table_opts *t) {
     static const char *const TABLE_ONLY[] = {"--val", "--eval-every", "--patience", "--time",
-                                             "--no-standardize"};
+                                             "--no-standardize", "--val-block"};
     int rc;
     memset(t, 0, sizeof *t);
     if (!table)
         return refuse(o, TABLE_ONLY, sizeof TABLE_ONLY / sizeof TABLE_ONLY[0],
-                      "applies to unconditional .npy/.csv data in one process only");
+                      "applies to unconditional .npy/.csv data only");
     const char *val = opt(o, "--val");
     if (val) {
         char *end = NULL;
@@ -97,10 +102,13 @@ int table_check_options(const opts *o, int table, table_opts *t) {
             t->val_file = val;
         }
     }
-    if (val == NULL && (opt(o, "--patience") || opt(o, "--eval-every")))
+    if (val == NULL && (opt(o, "--patience") || opt(o, "--eval-every") || opt(o, "--val-block")))
         return cli_usage("train: %s needs a validation set (--val FILE|FRACTION)",
-                         opt(o, "--patience") ? "--patience" : "--eval-every");
+                         opt(o, "--patience")     ? "--patience"
+                         : opt(o, "--eval-every") ? "--eval-every"
+                                                  : "--val-block");
     if ((rc = get_u64(o, "--eval-every", 0, 1, 1000000000, &t->eval_every)) != 0 ||
+        (rc = get_u64(o, "--val-block", 0, 1, 1 << 24, &t->val_block)) != 0 ||
         (rc = get_u64(o, "--patience", DEFAULT_PATIENCE, 0, 1000000000, &t->patience)) != 0 ||
         (rc = get_double(o, "--time", 0, 1e-3, 1e9, &t->seconds)) != 0)
         return rc;
@@ -122,13 +130,25 @@ static uint64_t default_eval_every(uint64_t steps, size_t n_train, size_t batch)
 
 int table_train(table_result *res, stochflow_model *m, const dataset *ds, const opts *o,
                 const table_opts *t, uint64_t steps, size_t batch, uint64_t ck_every,
-                const char *ck_path, int resumed) {
+                const char *ck_path, int resumed, dist_table *rows) {
     memset(res, 0, sizeof *res);
     dataset vds = {0};
+    /* under mpirun with the data read by rows: the validation file too (positioned
+     * reads when it is a plain .npy, else held whole and handed out by rows) */
+    dist_table vt = {.fd = -1};
     stochflow_trainer *tr = NULL;
-    int rc, ret = CLI_ERR;
+    int rc, ret = CLI_ERR, lazy_val = 0;
+    const int writer = dist_rank() == 0;
     if (t->val_file) {
-        if (dataset_open(&vds, t->val_file) != 0) return CLI_ERR;
+        if (rows && (lazy_val = dist_table_open(&vt, t->val_file)) < 0) return CLI_ERR;
+        if (lazy_val) {
+            vds.n = vt.n;
+            vds.d = vt.d;
+        } else if (dataset_open(&vds, t->val_file) != 0) {
+            return CLI_ERR;
+        } else if (rows) {
+            vt = (dist_table){.fd = -1, .n = vds.n, .d = vds.d, .mem = vds.x, .path = t->val_file};
+        }
         if (vds.toy || vds.d != ds->d) {
             cli_fail("train: --val %s has %zu columns but --data has %zu", t->val_file,
                      vds.toy ? (size_t)2 : vds.d, ds->d);
@@ -167,6 +187,10 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
                                           n_val ? (double)t->patience : 0)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_STANDARDIZE,
                                           t->standardize ? 1 : 2)) < 0 ||
+        (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_VAL_BLOCK,
+                                          (double)t->val_block)) < 0 ||
+        /* under mpirun: the steps, validation solves and stops split across processes */
+        (rc = dist_trainer(tr, rows, rows && t->val_file ? &vt : NULL)) < 0 ||
         /* a resumed model keeps its schedule's horizon; a fresh one spans this run */
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_SET_HORIZON,
                                           resumed || t->seconds > 0 ? 2 : 1)) < 0 ||
@@ -186,8 +210,8 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
     }
     progress_start(&c.bar, "train", (double)run_steps, "steps");
     c.t0 = cli_now();
-    rc = stochflow_trainer_fit(tr, m, ds->x, ds->n, t->val_file ? vds.x : NULL,
-                               t->val_file ? vds.n : 0);
+    rc = stochflow_trainer_fit(tr, m, rows ? NULL : ds->x, ds->n,
+                               t->val_file && !rows ? vds.x : NULL, t->val_file ? vds.n : 0);
     progress_end(&c.bar);
     res->seconds = cli_now() - c.t0;
     res->checkpoints = c.checkpoints;
@@ -208,13 +232,22 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
     res->standardized = stochflow_model_standardization(NULL, NULL, m) == 1;
     if (rc == STOCHFLOW_E_CANCELLED && (c.interrupted || c.fail[0])) {
         ret = 0; /* the caller saves the model and reports */
+    } else if (rc == STOCHFLOW_E_CANCELLED && dist_size() > 1) {
+        res->interrupted = 1; /* another process stopped (rank 0 says why) */
+        ret = 0;
+    } else if (rc < 0 && dist_size() > 1) { /* every process failed: rank 0 says it once */
+        if (writer)
+            cli_fail("training: %s", dist_failure()[0] ? dist_failure()
+                                                       : stochflow_last_error_message());
     } else if (rc < 0) {
         cli_fail_lib(rc, "training"); /* as a failing step of the toy loop: nothing saved */
     } else {
         ret = 0;
     }
+    dist_report_reads(rows, rows && t->val_file ? &vt : NULL);
 out:
     stochflow_trainer_free(tr);
+    dist_table_close(&vt);
     dataset_free(&vds);
     return ret;
 }

@@ -4,6 +4,7 @@
 #define STOCHFLOW_TOOLS_VALIDATE_H
 
 #include "common.h"
+#include "mpi_driver.h"
 
 typedef struct {
     double val_fraction;  /* --val FRACTION, or 0 */
@@ -12,6 +13,7 @@ typedef struct {
     uint64_t patience;    /* evaluations without improvement (with a validation set) */
     double seconds;       /* --time, or 0 */
     int standardize;      /* 1 unless --no-standardize */
+    uint64_t val_block;   /* --val-block: rows per validation solve (0: all in one) */
 } table_opts;
 
 typedef struct {
@@ -26,11 +28,12 @@ typedef struct {
 /* The table options' values, before any work (table: the data is a .npy/.csv file; for
  * other data these options are refused): 0 or CLI_USAGE. */
 int table_check_options(const opts *o, int table, table_opts *t);
-/* Train m on ds with the trainer: 0 when the run ended (budget, patience, interrupted,
+/* Train m on ds with the trainer (under mpirun, rows: the data read by positioned reads,
+ * ds->x then NULL; NULL when ds->x holds it): 0 when the run ended (budget, patience, interrupted,
  * or a periodic checkpoint failed: see res; the caller saves m), CLI_ERR (printed). */
 int table_train(table_result *res, stochflow_model *m, const dataset *ds, const opts *o,
                 const table_opts *t, uint64_t steps, size_t batch, uint64_t ck_every,
-                const char *ck_path, int resumed);
+                const char *ck_path, int resumed, dist_table *rows);
 /* The summary lines (and JSON keys when want_json). */
 void table_report(const table_result *r, json *j, int want_json);
 

@@ -254,6 +254,7 @@ NOT_BOUND = (
     "stochflow_sde_sample_fn",
     "stochflow_sde_log_prob_fn",
     "stochflow_model_train_simulator",
+    "stochflow_trainer_set_parallel",  # collective callbacks: an MPI engine's (doc/distributed.md)
 )
 
 # Integer constants of the header (checked against it by bindings/check_symbols.py).
@@ -346,6 +347,7 @@ CONSTANTS = {
     "STOCHFLOW_TRAINER_KEEP_BEST": 509,
     "STOCHFLOW_TRAINER_SET_HORIZON": 510,
     "STOCHFLOW_TRAINER_STANDARDIZE": 511,
+    "STOCHFLOW_TRAINER_VAL_BLOCK": 512,
     "STOCHFLOW_TRAINER_STAT_BEST_NLL": 550,
     "STOCHFLOW_TRAINER_STAT_BEST_STEP": 551,
     "STOCHFLOW_TRAINER_STAT_FINAL_NLL": 552,

@@ -24,6 +24,7 @@ TRAINER_PARAMS = {
     "keep_best": _capi.STOCHFLOW_TRAINER_KEEP_BEST,
     "set_horizon": _capi.STOCHFLOW_TRAINER_SET_HORIZON,
     "standardize": _capi.STOCHFLOW_TRAINER_STANDARDIZE,
+    "val_block": _capi.STOCHFLOW_TRAINER_VAL_BLOCK,
 }
 _STATS = {
     "best_nll": _capi.STOCHFLOW_TRAINER_STAT_BEST_NLL,

@@ -113,6 +113,7 @@ pub const STOCHFLOW_TRAINER_MIN_DELTA: c_int = 508;
 pub const STOCHFLOW_TRAINER_KEEP_BEST: c_int = 509;
 pub const STOCHFLOW_TRAINER_SET_HORIZON: c_int = 510;
 pub const STOCHFLOW_TRAINER_STANDARDIZE: c_int = 511;
+pub const STOCHFLOW_TRAINER_VAL_BLOCK: c_int = 512;
 pub const STOCHFLOW_TRAINER_STAT_BEST_NLL: c_int = 550;
 pub const STOCHFLOW_TRAINER_STAT_BEST_STEP: c_int = 551;
 pub const STOCHFLOW_TRAINER_STAT_FINAL_NLL: c_int = 552;
@@ -974,3 +975,8 @@ extern "C" {
         m: *const stochflow_model,
     ) -> c_int;
 }
+
+/// Header functions deliberately not bound (checked by bindings/check_symbols.py):
+/// stochflow_trainer_set_parallel takes collective callbacks, an MPI engine's
+/// (doc/distributed.md).
+pub const NOT_BOUND: &[&str] = &["stochflow_trainer_set_parallel"];
