@@ -91,6 +91,97 @@ fault() {
         not_ok "$name" "exit $rc, $k lines matching /$pat/" "$(head -c 600 "$T/err")"
     fi
 }
+# ---- tables: the library's trainer with validation split across processes ---------------
+# two Gaussian blobs (1000 rows), a validation file (100 rows), a large file (20000 rows)
+# for counting reads, a CSV copy, and a file with a NaN row
+$PY -c "
+import numpy as np
+r = np.random.default_rng(7)
+x = np.concatenate([r.normal(size=(600, 2)) * [1, 3] + [5, -2], r.normal(size=(400, 2))])
+np.save('$T/tab.npy', x.astype(np.float32))
+np.save('$T/tab64.npy', x)  # float64: converted row by row
+np.savetxt('$T/tab.csv', x.astype(np.float32), delimiter=',')
+np.save('$T/val.npy', (2 * r.normal(size=(100, 2))).astype(np.float32))
+np.save('$T/big.npy', r.normal(size=(20000, 2)).astype(np.float32))
+bad = r.normal(size=(64, 2)).astype(np.float32); bad[5, 1] = np.nan
+np.save('$T/bad.npy', bad)"
+# early stopping after 20 steps (patience 2, evaluations every 5, best at step 10), the
+# best weights installed, checkpoints at 10 and 20, standardized (the default)
+TAB=(--batch 64 --hidden 16,16 --grad-block 16 --threads 1 --steps 200 --eval-every 5
+     --patience 2 --lr 0.02 --checkpoint-every 10 --json)
+# tab NAME NP OUTDIR ARGS...: one table run (NP = 1: without mpirun), its JSON in OUTDIR.json
+tab() {
+    local name=$1 np=$2 dir=$3; shift 3
+    if [ "$np" = 1 ]; then "$S" train "${TAB[@]}" --outdir "$dir" "$@" >"$T/out" 2>"$T/err" </dev/null
+    else mp "$np" "$S" train "${TAB[@]}" --outdir "$dir" "$@"; fi
+    local rc=$?
+    tail -n 1 "$T/out" >"$dir.json"
+    if [ $rc -eq 0 ]; then ok "$name: exit 0"; else not_ok "$name: exit 0" "$(head -c 600 "$T/err")"; fi
+}
+# same_json NAME A.json B.json: the same validation numbers, best step and stop, bit for bit
+same_json() {
+    check "$1" "
+import json
+a, b = (json.load(open(f)) for f in ('$2', '$3'))
+keys = ('val_nll', 'val_nll_se', 'best_step', 'stop', 'model_step', 'train_rows', 'val_rows',
+        'standardized', 'last_loss')
+diff = [(k, a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k) or k not in a]
+assert not diff, diff
+assert a['stop'].startswith('patience') and a['best_step'] < a['model_step'], a"
+}
+for v in "0.2" "$T/val.npy"; do
+    tag=$([ "$v" = 0.2 ] && echo frac || echo file)
+    tab "table --val $tag, one process" 1 "$T/t1$tag" --data "$T/tab.npy" --val "$v" --val-block 16
+    for np in 2 4; do
+        tab "table --val $tag, $np processes" "$np" "$T/t$np$tag" --data "$T/tab.npy" --val "$v" \
+            --val-block 16
+        same_json "table --val $tag, $np processes: validation NLL, best step, early stop = one process's" \
+            "$T/t1$tag.json" "$T/t$np$tag.json"
+        same "table --val $tag, $np processes: best model = one process's, byte for byte" \
+            "$T/t1$tag/model.sfm" "$T/t$np$tag/model.sfm"
+        same "table --val $tag, $np processes: checkpoint = one process's" \
+            "$T/t1$tag/checkpoint.sfm" "$T/t$np$tag/checkpoint.sfm"
+    done
+done
+# without --val-block rank 0 solves the validation alone: still the same bits; CSV (read
+# whole by every process) on 3 processes; float64 .npy (read by rows, converted)
+tab "table, no --val-block, 2 processes" 2 "$T/t2nb" --data "$T/tab.npy" --val 0.2
+tab "table, no --val-block, one process" 1 "$T/t1nb" --data "$T/tab.npy" --val 0.2
+same "table, no --val-block: 2 processes = one" "$T/t1nb/model.sfm" "$T/t2nb/model.sfm"
+tab "table .csv, 3 processes" 3 "$T/t3csv" --data "$T/tab.csv" --val 0.2 --val-block 16
+same_json "table .csv on 3 processes = .npy on one" "$T/t1frac.json" "$T/t3csv.json"
+same "table .csv on 3 processes: best model = .npy on one" "$T/t1frac/model.sfm" "$T/t3csv/model.sfm"
+tab "table float64 .npy, 2 processes" 2 "$T/t2f8" --data "$T/tab64.npy" --val 0.2 --val-block 16
+tab "table float64 .npy, one process" 1 "$T/t1f8" --data "$T/tab64.npy" --val 0.2 --val-block 16
+same "table float64 .npy: 2 processes = one" "$T/t1f8/model.sfm" "$T/t2f8/model.sfm"
+
+# each process reads only its rows: 3 steps of 64 rows in blocks of 16 on 2 processes
+# read 3 x 32 rows each; 4 evaluations (3 scheduled, the final) of the 100 validation
+# rows in 7 solves of 16: rank 0 solves 3 (48 rows), rank 1 4 (52 rows)
+READS=(--data "$T/big.npy" --batch 64 --hidden 16,16 --grad-block 16 --threads 1 --steps 3
+       --eval-every 1 --val "$T/val.npy" --val-block 16 --out "$T/reads.sfm")
+mp 2 -x STOCHFLOW_MPI_READS=1 "$S" train "${READS[@]}" --no-standardize
+for want in "rank 0 read 96 data rows and 192 validation rows" \
+    "rank 1 read 96 data rows and 208 validation rows"; do
+    grep -q "$want" "$T/err" && ok "reads by rows, 20000-row file: $want" ||
+        not_ok "reads by rows: $want" "$(grep 'read' "$T/err" | head -c 400)"
+done
+# with the standardization rank 0 reads the training rows once more to fit it
+mp 2 -x STOCHFLOW_MPI_READS=1 "$S" train "${READS[@]}"
+grep -q "rank 0 read 20096 data rows" "$T/err" && grep -q "rank 1 read 96 data rows" "$T/err" &&
+    ok "standardized: rank 0 fits on all 20000 rows, rank 1 still reads 96" ||
+    not_ok "standardized reads" "$(grep 'read' "$T/err" | head -c 400)"
+# a NaN row that no process checked at load: the process whose share holds it fails the
+# step, every process stops, rank 0 says so once
+fault "table: a NaN row in one process's share stops every process" \
+    "training: rank [0-9]: rows [0-9]+\.\.[0-9]+ at model step 0: .*non-finite" 2 \
+    "$S" train "${TAB[@]}" --data "$T/bad.npy" --val-block 16 --val 0.25 --no-standardize \
+    --outdir "$T/tbad"
+# (standardized, rank 0 meets it first, fitting the map on every training row)
+fault "table: a NaN row met by rank 0's standardization fit" \
+    "training: rank 0: fit_standardization: .*non-finite" 2 \
+    "$S" train "${TAB[@]}" --data "$T/bad.npy" --val-block 16 --val 0.25 --outdir "$T/tbad"
+
 fault "no --grad-block under mpirun: a usage error, said once" "grad-block B is required" 2 \
     "$S" train --data moons --batch 64 --steps 2 --out "$T/x.sfm"
 [ ! -e "$T/x.sfm" ] && ok "usage error: nothing written" || not_ok "usage error: nothing written"
