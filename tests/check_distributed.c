@@ -2,7 +2,11 @@
  * STOCHFLOW_PARAM_GRAD_BLOCK set, the gradient of one process equals, bit for bit, the
  * partial gradients of 2, 3 or 4 row ranges (stochflow_grad_share) combined along the
  * tree of stochflow_grad_tree_split, at 1 and 2 threads; one block equals the unblocked
- * gradient; what cannot be split is refused. */
+ * gradient; what cannot be split is refused; the trainer's data-parallel callbacks
+ * (stochflow_trainer_set_parallel) on two threads equal one process's fit. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
 #include <string.h>
 
 #include "harness.h"
@@ -274,6 +278,199 @@ START_TEST(refusals) {
 }
 END_TEST
 
+/* ---- the trainer across "processes": two threads, each with its own model ------------- */
+/* The callbacks of stochflow_trainer_set_parallel over shared memory and a barrier: each
+ * thread computes its share; sums are left + right as the tree over two ranks says. */
+typedef struct {
+    pthread_barrier_t bar;
+    size_t np, d;
+    float *g[2];
+    double loss[2], *v[2];
+    int status[2], flag[2];
+    size_t lo[2], hi[2];
+    const float *x; /* the data the rows callback hands out */
+    size_t reads[2];
+} world;
+
+typedef struct {
+    world *w;
+    int rank, rc;
+    stochflow_model *m;
+    stochflow_trainer *tr;
+    const float *x;
+    size_t n;
+} proc;
+
+static int par_step(void *user, int status, double *loss, stochflow_model *m, const float *x,
+                    size_t rows, size_t row0, size_t n) {
+    proc *p = user;
+    world *w = p->w;
+    double sum = 0;
+    int st = status;
+    float *g;
+    stochflow_model_gradients(&g, NULL, m);
+    if (st == 0 && rows > 0)
+        st = stochflow_model_partial_gradient(&sum, m, x, rows, NULL, NULL, row0, n);
+    w->g[p->rank] = rows > 0 && st == 0 ? g : NULL;
+    w->loss[p->rank] = sum;
+    w->status[p->rank] = st;
+    pthread_barrier_wait(&w->bar);
+    int fail = w->status[0] < 0 || w->status[1] < 0;
+    float *tot = malloc(w->np * sizeof *tot);
+    double l = w->loss[0] + (w->g[1] ? w->loss[1] : 0.0);
+    for (size_t i = 0; !fail && i < w->np; ++i)
+        tot[i] = w->g[1] ? w->g[0][i] + w->g[1][i] : w->g[0][i];
+    pthread_barrier_wait(&w->bar); /* everyone has read both buffers */
+    if (!fail) memcpy(g, tot, w->np * sizeof *g);
+    free(tot);
+    if (fail) return -1;
+    *loss = l / (double)n;
+    if (stochflow_model_record_loss(m, *loss) < 0 || stochflow_model_apply_gradient(m) < 0)
+        return -1;
+    return 0;
+}
+
+static int par_share(void *user, int status, double *v, size_t n, size_t lo, size_t hi) {
+    proc *p = user;
+    world *w = p->w;
+    (void)n;
+    w->v[p->rank] = v;
+    w->lo[p->rank] = lo;
+    w->hi[p->rank] = hi;
+    w->status[p->rank] = status;
+    pthread_barrier_wait(&w->bar);
+    int o = 1 - p->rank;
+    if (w->status[0] == 0 && w->status[1] == 0)
+        memcpy(v + w->lo[o], w->v[o] + w->lo[o], (w->hi[o] - w->lo[o]) * sizeof *v);
+    pthread_barrier_wait(&w->bar);
+    return w->status[0] < 0 || w->status[1] < 0 ? -1 : 0;
+}
+
+static int par_agree(void *user, int flag) {
+    proc *p = user;
+    world *w = p->w;
+    w->flag[p->rank] = flag;
+    pthread_barrier_wait(&w->bar);
+    int f = w->flag[0] > w->flag[1] ? w->flag[0] : w->flag[1];
+    pthread_barrier_wait(&w->bar);
+    return f;
+}
+
+static int par_rows(void *user, float *dst, const size_t *idx, size_t k, int from_val) {
+    proc *p = user;
+    if (from_val) return -1; /* a fraction split: every row comes from the data */
+    for (size_t j = 0; j < k; ++j)
+        memcpy(dst + j * p->w->d, p->w->x + idx[j] * p->w->d, p->w->d * sizeof *dst);
+    p->w->reads[p->rank] += k;
+    return 0;
+}
+
+static stochflow_trainer *table_trainer(void) {
+    stochflow_trainer *tr = NULL;
+    ck_assert_ok(stochflow_trainer_new(&tr));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_BATCH_SIZE, 64));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_MAX_STEPS, 400));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_EVAL_EVERY, 5));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_PATIENCE, 2));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_VAL_FRACTION, 0.2));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_VAL_SUBSET, 100));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_VAL_BLOCK, 16));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_STANDARDIZE, 1));
+    return tr;
+}
+
+static stochflow_model *table_model(void) {
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    const size_t hidden[] = {16, 16};
+    ck_assert_ok(stochflow_config_new(&c, D));
+    ck_assert_ok(stochflow_config_set_hidden(c, 2, hidden));
+    ck_assert_ok(stochflow_config_set_seed(c, 3));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 1));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_BLOCK, 16));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 0.02));
+    return m;
+}
+
+static void *run_proc(void *arg) {
+    proc *p = arg;
+    p->rc = stochflow_trainer_fit(p->tr, p->m, p->x, p->n, NULL, 0);
+    return NULL;
+}
+
+/* Two processes (threads) fitting with the parallel callbacks = one process fitting alone,
+ * bit for bit: weights (the best, installed), the standardization, the validation numbers,
+ * the best step and the early stop; the rows callback asked only for a process's rows. */
+START_TEST(trainer_parallel_equals_one_process) {
+    const size_t n = 1000;
+    float *x = batch(n, 21);
+    for (size_t i = 0; i < n; ++i) x[i * D + 1] = 3.0f * x[i * D + 1] + 7.0f; /* map fitted */
+    stochflow_model *one = table_model();
+    stochflow_trainer *t1 = table_trainer();
+    ck_assert_ok(stochflow_trainer_fit(t1, one, x, n, NULL, 0));
+    world w = {.np = stochflow_model_num_params(one), .d = D, .x = x};
+    pthread_barrier_init(&w.bar, NULL, 2);
+    proc p[2];
+    pthread_t th[2];
+    for (int r = 0; r < 2; ++r) {
+        p[r] = (proc){.w = &w, .rank = r, .m = table_model(), .tr = table_trainer(), .n = n,
+                      /* rank 0 holds the rows, rank 1 reads by the callback */
+                      .x = r == 0 ? x : NULL};
+        stochflow_trainer_parallel cb = {.rank = (size_t)r, .size = 2, .step = par_step,
+                                         .share = par_share, .agree = par_agree,
+                                         .rows = par_rows};
+        ck_assert_ok(stochflow_trainer_set_parallel(p[r].tr, &cb, &p[r]));
+    }
+    for (int r = 0; r < 2; ++r) pthread_create(&th[r], NULL, run_proc, &p[r]);
+    for (int r = 0; r < 2; ++r) pthread_join(th[r], NULL);
+    pthread_barrier_destroy(&w.bar);
+    const int keys[] = {STOCHFLOW_TRAINER_STAT_FINAL_NLL, STOCHFLOW_TRAINER_STAT_FINAL_SE,
+                        STOCHFLOW_TRAINER_STAT_BEST_NLL,  STOCHFLOW_TRAINER_STAT_BEST_STEP,
+                        STOCHFLOW_TRAINER_STAT_STOP,      STOCHFLOW_TRAINER_STAT_STEPS,
+                        STOCHFLOW_TRAINER_STAT_LAST_LOSS};
+    double a, b, stop, best, steps;
+    ck_assert_ok(stochflow_trainer_stat(&stop, t1, STOCHFLOW_TRAINER_STAT_STOP));
+    ck_assert_ok(stochflow_trainer_stat(&best, t1, STOCHFLOW_TRAINER_STAT_BEST_STEP));
+    ck_assert_ok(stochflow_trainer_stat(&steps, t1, STOCHFLOW_TRAINER_STAT_STEPS));
+    ck_assert_msg(stop == STOCHFLOW_TRAINER_STOP_PATIENCE && best < steps,
+                  "the run should stop early with an earlier best (stop %g, best %g of %g)",
+                  stop, best, steps);
+    float *pa, *pb;
+    double sa[2 * D], sb[2 * D];
+    ck_assert_ok(stochflow_model_parameters(&pa, NULL, one));
+    ck_assert_int_eq(stochflow_model_standardization(sa, sa + D, one), 1);
+    for (int r = 0; r < 2; ++r) {
+        ck_assert_msg(p[r].rc == 0, "rank %d: fit returned %d", r, p[r].rc);
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; ++k) {
+            ck_assert_ok(stochflow_trainer_stat(&a, t1, keys[k]));
+            ck_assert_ok(stochflow_trainer_stat(&b, p[r].tr, keys[k]));
+            ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "rank %d: stat %d %.17g != %.17g", r,
+                          keys[k], b, a);
+        }
+        ck_assert_ok(stochflow_model_parameters(&pb, NULL, p[r].m));
+        ck_assert_msg(memcmp(pa, pb, w.np * sizeof(float)) == 0, "rank %d: weights differ", r);
+        ck_assert_int_eq(stochflow_model_standardization(sb, sb + D, p[r].m), 1);
+        ck_assert_msg(memcmp(sa, sb, sizeof sa) == 0, "rank %d: standardization differs", r);
+    }
+    /* rank 1 read its half of each batch and its validation solves, not the data */
+    ck_assert_uint_eq(w.reads[0], 0);
+    ck_assert_msg(w.reads[1] > 0 && w.reads[1] < (size_t)steps * 32 + 200 * 10,
+                  "rank 1 read %zu rows", w.reads[1]);
+    /* without GRAD_BLOCK the processes have no blocks to share */
+    ck_assert_ok(stochflow_model_set_param(p[1].m, STOCHFLOW_PARAM_GRAD_BLOCK, 0));
+    ck_assert_status(stochflow_trainer_fit(p[1].tr, p[1].m, x, n, NULL, 0), STOCHFLOW_E_INVALID);
+    for (int r = 0; r < 2; ++r) {
+        stochflow_model_free(p[r].m);
+        stochflow_trainer_free(p[r].tr);
+    }
+    stochflow_model_free(one);
+    stochflow_trainer_free(t1);
+    free(x);
+}
+END_TEST
+
 Suite *make_suite(void) {
     Suite *s = suite_create("distributed");
     TCase *tc = tcase_create("core");
@@ -283,6 +480,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, unet_equals_split);
     tcase_add_test(tc, one_block_is_unblocked);
     tcase_add_test(tc, driver_steps_equal_train_step);
+    tcase_add_test(tc, trainer_parallel_equals_one_process);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("errors");
     tcase_add_test(te, refusals);
