@@ -1340,9 +1340,10 @@ typedef struct stochflow_trainer_parallel {
      * not valid). Returns 0 on every process, or non-zero on every process when any
      * process passed a failure. Required. */
     int (*share)(void *user, int status, double *v, size_t n, size_t lo, size_t hi);
-    /** The largest of the processes' flags (>= 0), the same on every process; negative
-     * on failure. Used to stop together (the wall-clock budget, the progress callback's
-     * stop). Required. */
+    /** The largest of the processes' flags (0, 1 or 2), the same on every process;
+     * negative on failure. Called once before the first step and once after every step,
+     * to stop together (1: the wall-clock budget, 2: the progress callback's stop).
+     * Required. */
     int (*agree)(void *user, int flag);
     /** Optional: fill dst (k x d) with the rows idx[0..k) of the data (from_val = 0: the
      * x of the fit) or of the validation rows (from_val = 1); 0 on success. With it,

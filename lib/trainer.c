@@ -552,15 +552,18 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     tr->stat_val_rows = (double)n_val;
     const double t_start = now_seconds();
     uint64_t cached_epoch = UINT64_MAX;
-    int rc = 0;
+    int rc = 0, first = 1, late_agreed = 0;
     for (;;) {
         uint64_t s = stochflow_model_step(m);
         if (s >= max_steps) {
             tr->stat_stop = STOCHFLOW_TRAINER_STOP_STEPS;
             break;
         }
-        /* the clock is each process's own: the processes agree on stopping */
-        int late = agreed(tr, max_seconds > 0 && now_seconds() - t_start >= max_seconds);
+        /* the clock is each process's own: the processes agree on stopping (with the
+         * progress callback's stop, after the previous step; before the first, here) */
+        int late = max_seconds > 0 && now_seconds() - t_start >= max_seconds;
+        if (tr->par_on) late = first ? agreed(tr, late) : late_agreed;
+        first = 0;
         if (late != 0) {
             if (late < 0) {
                 rc = stochflow__error(STOCHFLOW_E_CALLBACK,
@@ -619,7 +622,18 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
                 ++tr->rs_since;
             }
         }
-        if (agreed(tr, tr->fn != NULL && tr->fn(tr->user, s + 1, loss, vn, vse) != 0) != 0) {
+        int stop = tr->fn != NULL && tr->fn(tr->user, s + 1, loss, vn, vse) != 0;
+        if (tr->par_on) { /* one agreement per step: 2 = someone stops, 1 = out of time */
+            int f = agreed(tr, stop ? 2 : max_seconds > 0 && now_seconds() - t_start >= max_seconds);
+            if (f < 0) {
+                rc = stochflow__error(STOCHFLOW_E_CALLBACK,
+                                      "trainer_fit: the agree callback returned %d", f);
+                break;
+            }
+            stop = f == 2;
+            late_agreed = f == 1;
+        }
+        if (stop) {
             tr->stat_stop = STOCHFLOW_TRAINER_STOP_CANCELLED;
             rc = stochflow__error(STOCHFLOW_E_CANCELLED,
                                   "trainer_fit: cancelled by the progress callback at step %llu",

@@ -177,6 +177,11 @@ fault "table: a NaN row in one process's share stops every process" \
     "training: rank [0-9]: rows [0-9]+\.\.[0-9]+ at model step 0: .*non-finite" 2 \
     "$S" train "${TAB[@]}" --data "$T/bad.npy" --val-block 16 --val 0.25 --no-standardize \
     --outdir "$T/tbad"
+# rank 0 cannot write its checkpoint: the trainer stops every process after that step
+mkdir -p "$T/tck/checkpoint.sfm"
+fault "table: rank 0's checkpoint fails: every process stops" \
+    "checkpoint\.sfm.*stopped after 10 steps" 2 \
+    "$S" train "${TAB[@]}" --data "$T/tab.npy" --val 0.2 --val-block 16 --outdir "$T/tck"
 # (standardized, rank 0 meets it first, fitting the map on every training row)
 fault "table: a NaN row met by rank 0's standardization fit" \
     "training: rank 0: fit_standardization: .*non-finite" 2 \

@@ -471,7 +471,9 @@ static int cb_share(void *user, int status, double *v, size_t n, size_t lo, size
 static int cb_agree(void *user, int flag) {
     (void)user;
     char why[MSG_CAP + 64];
-    return dist_agree(flag ? DIST_STOP : DIST_OK, NULL, why, sizeof why) == DIST_STOP;
+    if (flag < 0 || flag > 2) return -1;
+    /* the flags 0, 1, 2 ride on the statuses DIST_OK, DIST_STOP, DIST_FAIL: the largest */
+    return dist_agree(flag, NULL, why, sizeof why);
 }
 
 static int cb_rows(void *user, float *dst, const size_t *idx, size_t k, int from_val) {

@@ -233,8 +233,7 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
     if (rc == STOCHFLOW_E_CANCELLED && (c.interrupted || c.fail[0])) {
         ret = 0; /* the caller saves the model and reports */
     } else if (rc == STOCHFLOW_E_CANCELLED && dist_size() > 1) {
-        res->interrupted = 1; /* another process stopped (rank 0 says why) */
-        ret = 0;
+        ret = 0; /* another process stopped: why is agreed below */
     } else if (rc < 0 && dist_size() > 1) { /* every process failed: rank 0 says it once */
         if (writer)
             cli_fail("training: %s", dist_failure()[0] ? dist_failure()
@@ -243,6 +242,15 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
         cli_fail_lib(rc, "training"); /* as a failing step of the toy loop: nothing saved */
     } else {
         ret = 0;
+    }
+    if (rc == STOCHFLOW_E_CANCELLED && dist_size() > 1) {
+        /* every process learns why the run stopped (rank 0's checkpoint, a Ctrl-C), so
+         * that every one saves, reports and exits alike */
+        char why[sizeof res->fail];
+        int a = dist_agree(c.fail[0] ? DIST_FAIL : c.interrupted ? DIST_STOP : DIST_OK, c.fail,
+                           why, sizeof why);
+        if (a == DIST_FAIL) snprintf(res->fail, sizeof res->fail, "%s", writer ? c.fail : why);
+        res->interrupted = a == DIST_STOP;
     }
     dist_report_reads(rows, rows && t->val_file ? &vt : NULL);
 out:
