@@ -4,6 +4,9 @@
 # resumed on 2 continues as one uninterrupted process; a bad data row or a NaN gradient
 # in one process's share, a checkpoint rank 0 cannot write, and a killed process stop
 # every process with a non-zero exit, the last good checkpoint intact, within a bound.
+# Tables through the trainer: validation (a fraction, a file) on 1, 2 and 4 processes
+# gives the same numbers, early stop and files; resume 4 -> 2; --time; the rows each
+# process reads, counted; a NaN row and a failing checkpoint stop every process.
 # TAP. Usage: mpi_test.sh STOCHFLOW_EXE WITH_MPI(0|1). Skipped (with the reason) when
 # mpirun is absent or the program was built without -Dmpi.
 S=$1
@@ -154,6 +157,25 @@ same "table .csv on 3 processes: best model = .npy on one" "$T/t1frac/model.sfm"
 tab "table float64 .npy, 2 processes" 2 "$T/t2f8" --data "$T/tab64.npy" --val 0.2 --val-block 16
 tab "table float64 .npy, one process" 1 "$T/t1f8" --data "$T/tab64.npy" --val 0.2 --val-block 16
 same "table float64 .npy: 2 processes = one" "$T/t1f8/model.sfm" "$T/t2f8/model.sfm"
+
+# resume: 10 steps on 4 processes, 10 more on 2 = the same split run in one process
+RES=(--data "$T/tab.npy" --batch 64 --grad-block 16 --threads 1 --val 0.2 --val-block 16
+     --eval-every 5)
+run "table: 10 steps, one process" "$S" train "${RES[@]}" --hidden 16,16 \
+    --lr-schedule constant --steps 10 --out "$T/ra1.sfm"
+run "table: resumed for 10, one process" "$S" train "${RES[@]}" --resume "$T/ra1.sfm" \
+    --steps 10 --out "$T/rb1.sfm"
+mp 4 "$S" train "${RES[@]}" --hidden 16,16 --lr-schedule constant --steps 10 \
+    --out "$T/ra4.sfm" && ok "table: 10 steps, 4 processes" ||
+    not_ok "table: 10 steps, 4 processes" "$(head -c 600 "$T/err")"
+mp 2 "$S" train "${RES[@]}" --resume "$T/ra4.sfm" --steps 10 --out "$T/rb2.sfm" &&
+    ok "table: resumed on 2 processes" || not_ok "table: resumed on 2 processes" "$(head -c 600 "$T/err")"
+same "table: 4 processes then 2 = one process, byte for byte" "$T/rb1.sfm" "$T/rb2.sfm"
+# --time: each process's clock, one agreed stop
+mp 2 "$S" train "${RES[@]}" --hidden 16,16 --patience 0 --time 1 --out "$T/time.sfm" --json &&
+    json "table --time 1 on 2 processes: stopped together by the time budget" \
+        "d['stop'] == 'time budget' and d['ranks'] == 2" ||
+    not_ok "table --time 1 on 2 processes" "$(head -c 600 "$T/err")"
 
 # each process reads only its rows: 3 steps of 64 rows in blocks of 16 on 2 processes
 # read 3 x 32 rows each; 4 evaluations (3 scheduled, the final) of the 100 validation

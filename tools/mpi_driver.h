@@ -7,7 +7,10 @@
  * (stochflow_grad_share), and the shares are combined along the library's tree with
  * point-to-point messages that carry a status beside the sums, so a failure anywhere
  * stops every process after the step; the total goes back down the tree and every
- * process applies it. Only rank 0 writes files and prints. */
+ * process applies it. Only rank 0 writes files and prints. Tables train through the
+ * library's trainer instead, with this driver as its data-parallel callbacks
+ * (dist_trainer): the trainer hands each process its share of the batch and of the
+ * validation solves, and a .npy table is read by rows (dist_table). */
 #ifndef STOCHFLOW_TOOLS_MPI_DRIVER_H
 #define STOCHFLOW_TOOLS_MPI_DRIVER_H
 
