@@ -38,7 +38,7 @@ static const trainer_param trainer_params[] = {
     {STOCHFLOW_TRAINER_MIN_DELTA, 0, 1e9, 0, 0, "min_delta"},
     {STOCHFLOW_TRAINER_KEEP_BEST, 1, 2, 1, 1, "keep_best"},
     {STOCHFLOW_TRAINER_SET_HORIZON, 1, 2, 1, 1, "set_horizon"},
-    {STOCHFLOW_TRAINER_STANDARDIZE, 1, 2, 2, 1, "standardize"},
+    {STOCHFLOW_TRAINER_STANDARDIZE, 1, 3, 2, 1, "standardize"}, /* 3: whiten */
 };
 #define N_TRAINER_PARAMS (sizeof trainer_params / sizeof trainer_params[0])
 
@@ -330,11 +330,14 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     }
     const double fpc = n_val > 1 ? sqrt((double)(n_val - n_sub) / (double)(n_val - 1)) : 1.0;
     /* The standardization, fitted on the training rows only (lib/standardize.c): for an
-     * untrained model without one. Fails (a constant column) leaving the model as it was. */
+     * untrained model without one; per column (1) or whitening (3). Fails (a constant or
+     * collinear column) leaving the model as it was. */
     int fitted = 0;
-    if (get(tr, STOCHFLOW_TRAINER_STANDARDIZE) == 1 && stochflow_model_step(m) == 0 &&
+    const int stdz = (int)get(tr, STOCHFLOW_TRAINER_STANDARDIZE);
+    if (stdz != 2 && stochflow_model_step(m) == 0 &&
         stochflow_model_standardization(NULL, NULL, m) == 0 && n_train >= 2) {
-        int rc = stochflow_model_fit_standardization(m, train, n_train);
+        int rc = stdz == 3 ? stochflow_model_fit_whitening(m, train, n_train)
+                           : stochflow_model_fit_standardization(m, train, n_train);
         if (rc < 0) {
             free_buffers(&b);
             return rc;

@@ -72,7 +72,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--eval-every", "N", "tables: validation NLL every N steps (default ~10 per run)"},
     {"--patience", "N", "tables: stop after N evaluations without improvement (default 4)"},
     {"--time", "X", "tables: wall-clock budget in seconds (the LR schedule spans it)"},
-    {"--no-standardize", NULL, "tables: train in the data's units (default: standardized)"},
+    {"--standardize", "MODE", "tables: diag (per column, default), whiten (full covariance) or none"},
+    {"--no-standardize", NULL, "tables: train in the data's units (= --standardize none)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 

@@ -5,13 +5,15 @@
 
 #include "common.h"
 
+enum { TABLE_STD_NONE = 0, TABLE_STD_DIAG = 1, TABLE_STD_WHITEN = 2 };
+
 typedef struct {
     double val_fraction;  /* --val FRACTION, or 0 */
     const char *val_file; /* --val FILE, or NULL */
     uint64_t eval_every;  /* 0: the default */
     uint64_t patience;    /* evaluations without improvement (with a validation set) */
     double seconds;       /* --time, or 0 */
-    int standardize;      /* 1 unless --no-standardize */
+    int standardize;      /* TABLE_STD_*: --standardize diag (default), whiten, none */
 } table_opts;
 
 typedef struct {
@@ -19,7 +21,7 @@ typedef struct {
     double seconds, last_loss, val_nll, val_se;
     size_t n_train, n_val;
     const char *stop;
-    int interrupted, standardized;
+    int interrupted, standardized; /* standardized: TABLE_STD_* of the model */
     char fail[6144]; /* a periodic checkpoint failed: "PATH: why" (training stopped) */
 } table_result;
 
