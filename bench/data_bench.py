@@ -17,7 +17,7 @@ fitted on the training rows), toys moons / checkerboard / rings (4000 rows). A c
 that is constant in a table is dropped first (the flow refuses it: it has no density).
 
 Usage: /usr/bin/python3 bench/data_bench.py BUILD/tools/stochflow [name ...] [--threads T]
-           [--standardize diag|whiten|none] [--steps N] [--eval-every N]
+           [--standardize diag|whiten|none] [--steps N] [--eval-every N] [--patience N]
 (the options after the names are passed to every `stochflow train` run: the defaults are
 what it measures when none is given)
 """
@@ -120,7 +120,7 @@ def main():
     args = sys.argv[1:]
     sf = args.pop(0)
     passed = []  # options given to every `stochflow train` run
-    for o in ("--threads", "--standardize", "--steps", "--eval-every"):
+    for o in ("--threads", "--standardize", "--steps", "--eval-every", "--patience"):
         if o in args:
             i = args.index(o)
             passed += [o, args[i + 1]]

@@ -75,14 +75,37 @@ static const char *stop_name(double code) {
     }
 }
 
-int table_check_options(const opts *o, int table, table_opts *t) {
-    static const char *const TABLE_ONLY[] = {"--val", "--eval-every", "--patience", "--time",
-                                             "--no-standardize", "--standardize"};
+/* --standardize MODE / --no-standardize into t->standardize: 0 or CLI_USAGE. */
+static int standardize_option(const opts *o, table_opts *t) {
+    const char *mode = opt(o, "--standardize");
+    t->standardize = TABLE_STD_DIAG;
+    if (mode != NULL) {
+        if (strcmp(mode, "diag") == 0) t->standardize = TABLE_STD_DIAG;
+        else if (strcmp(mode, "whiten") == 0) t->standardize = TABLE_STD_WHITEN;
+        else if (strcmp(mode, "none") == 0) t->standardize = TABLE_STD_NONE;
+        else return cli_usage("train: --standardize %s: diag, whiten or none", mode);
+    }
+    if (opt(o, "--no-standardize")) {
+        if (mode != NULL && t->standardize != TABLE_STD_NONE)
+            return cli_usage("train: --no-standardize and --standardize %s disagree", mode);
+        t->standardize = TABLE_STD_NONE;
+    }
+    return 0;
+}
+
+int table_check_options(const opts *o, int table, int cond_table, table_opts *t) {
+    static const char *const TABLE_ONLY[] = {"--val", "--eval-every", "--patience", "--time"};
+    static const char *const STD_OPTS[] = {"--no-standardize", "--standardize"};
     int rc;
     memset(t, 0, sizeof *t);
-    if (!table)
-        return refuse(o, TABLE_ONLY, sizeof TABLE_ONLY / sizeof TABLE_ONLY[0],
-                      "applies to unconditional .npy/.csv data in one process only");
+    if (!table) {
+        if ((rc = refuse(o, TABLE_ONLY, sizeof TABLE_ONLY / sizeof TABLE_ONLY[0],
+                         "applies to unconditional .npy/.csv data in one process only")) != 0)
+            return rc;
+        if (!cond_table)
+            return refuse(o, STD_OPTS, 2, "applies to .npy/.csv data in one process only");
+        return standardize_option(o, t);
+    }
     const char *val = opt(o, "--val");
     if (val) {
         char *end = NULL;
@@ -104,18 +127,19 @@ int table_check_options(const opts *o, int table, table_opts *t) {
         (rc = get_u64(o, "--patience", DEFAULT_PATIENCE, 0, 1000000000, &t->patience)) != 0 ||
         (rc = get_double(o, "--time", 0, 1e-3, 1e9, &t->seconds)) != 0)
         return rc;
-    const char *mode = opt(o, "--standardize");
-    t->standardize = TABLE_STD_DIAG;
-    if (mode != NULL) {
-        if (strcmp(mode, "diag") == 0) t->standardize = TABLE_STD_DIAG;
-        else if (strcmp(mode, "whiten") == 0) t->standardize = TABLE_STD_WHITEN;
-        else if (strcmp(mode, "none") == 0) t->standardize = TABLE_STD_NONE;
-        else return cli_usage("train: --standardize %s: diag, whiten or none", mode);
-    }
-    if (opt(o, "--no-standardize")) {
-        if (mode != NULL && t->standardize != TABLE_STD_NONE)
-            return cli_usage("train: --no-standardize and --standardize %s disagree", mode);
-        t->standardize = TABLE_STD_NONE;
+    return standardize_option(o, t);
+}
+
+int cond_table_standardize(stochflow_model *m, const table_opts *t, const float *x,
+                           const float *ctx, size_t n) {
+    int rc = 0;
+    if (t->standardize == TABLE_STD_WHITEN) rc = stochflow_model_fit_whitening(m, x, n);
+    else if (t->standardize == TABLE_STD_DIAG) rc = stochflow_model_fit_standardization(m, x, n);
+    if (rc == 0 && ctx != NULL && t->standardize != TABLE_STD_NONE)
+        rc = stochflow_model_fit_context_standardization(m, ctx, n);
+    if (rc < 0) {
+        cli_fail_lib(rc, "standardization");
+        return CLI_ERR;
     }
     return 0;
 }

@@ -26,8 +26,14 @@ typedef struct {
 } table_result;
 
 /* The table options' values, before any work (table: the data is a .npy/.csv file; for
- * other data these options are refused): 0 or CLI_USAGE. */
-int table_check_options(const opts *o, int table, table_opts *t);
+ * other data these options are refused, except --standardize and --no-standardize for a
+ * conditional model on a .npy/.csv file in one process, cond_table): 0 or CLI_USAGE. */
+int table_check_options(const opts *o, int table, int cond_table, table_opts *t);
+/* A new conditional model trained from a table (cond_table above) in the step loop: fit
+ * the data map of t->standardize on the rows x (n x d) and, unless it is none, the
+ * context map on ctx (n x n_ctx; NULL: labels only). 0, or CLI_ERR (printed). */
+int cond_table_standardize(stochflow_model *m, const table_opts *t, const float *x,
+                           const float *ctx, size_t n);
 /* Train m on ds with the trainer: 0 when the run ended (budget, patience, interrupted,
  * or a periodic checkpoint failed: see res; the caller saves m), CLI_ERR (printed). */
 int table_train(table_result *res, stochflow_model *m, const dataset *ds, const opts *o,
