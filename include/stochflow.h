@@ -1881,14 +1881,17 @@ STOCHFLOW_API int stochflow_model_set_standardization(stochflow_model *m, const 
                                                       const double *scale);
 /**
  * Read the map into shift and scale (d values each; either may be NULL); without one,
- * writes the identity (0 and 1).
- * @return 1 when the model holds a map, 0 when it does not, STOCHFLOW_E_INVALID. @since 0.3
+ * writes the identity (0 and 1). For a whitening map (below) these are its column means
+ * and standard deviations; stochflow_model_whitening reads its factor.
+ * @return 1 when the model holds a map (per-column or whitening), 0 when it does not,
+ *         STOCHFLOW_E_INVALID. @since 0.3
  */
 STOCHFLOW_API int stochflow_model_standardization(double *shift, double *scale,
                                                   const stochflow_model *m);
 /**
  * Map n rows across: inverse = 0: out = (x - shift) / scale (user units to the network's
- * space), inverse = 1: out = shift + scale x. out may be x. The identity without a map.
+ * space), inverse = 1: out = shift + scale x; with whitening out = L^{-1} ((x - shift) /
+ * scale) and out = shift + scale (L x). out may be x. The identity without a map.
  * @return 0, STOCHFLOW_E_INVALID. @since 0.3
  */
 STOCHFLOW_API int stochflow_model_standardize(float *out, const stochflow_model *m,
