@@ -13,10 +13,15 @@ Baselines on the same split, in the same units:
     cross-validation on the training rows, corrected by -sum log scale.
 Tables: scikit-learn's bundled iris, wine, breast_cancer, diabetes, digits (PCA to 10),
 Fashion-MNIST (Debian's dataset-fashion-mnist; 6000 training images, PCA to 16 dims,
-fitted on the training rows), toys moons / checkerboard / rings (4000 rows). A column
+fitted on the training rows), toys moons / checkerboard / rings (4000 rows), and
+zone_cities: longitude and latitude of the 418 cities of tzdata's zone.tab, the issue's
+table, split 335 / 83 as there (not in the default list). A column
 that is constant in a table is dropped first (the flow refuses it: it has no density).
 
 Usage: /usr/bin/python3 bench/data_bench.py BUILD/tools/stochflow [name ...] [--threads T]
+           [--standardize diag|whiten|none] [--steps N] [--eval-every N] [--patience N]
+(the options after the names are passed to every `stochflow train` run: the defaults are
+what it measures when none is given)
 """
 import gzip
 import json
@@ -44,7 +49,28 @@ def tables(names):
             raw = f.read()
         x = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 784)[:7500] / 255.0
         out["fmnist_pca16"] = ("pca", x, 16)
+    if "zone_cities" in names: out["zone_cities"] = ("split83", zone_cities())
     return out
+
+
+def zone_cities(path="/usr/share/zoneinfo/zone.tab"):
+    """Longitude and latitude (degrees) of the 418 principal cities of the time zones in
+    tzdata's zone.tab (ISO 6709 +-DDMM[SS]+-DDDMM[SS])."""
+    def deg(t):
+        sign = -1.0 if t[0] == "-" else 1.0
+        t = t[1:]
+        w = 2 if len(t) in (4, 6) else 3  # degrees: 2 digits for latitude, 3 for longitude
+        d, m, sec = int(t[:w]), int(t[w:w + 2]), int(t[w + 2:] or 0)
+        return sign * (d + m / 60.0 + sec / 3600.0)
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            c = line.split("\t")[1]
+            i = max(c.rfind("+"), c.rfind("-"))
+            rows.append((deg(c[i:]), deg(c[:i])))  # (longitude, latitude)
+    return np.array(rows)
 
 
 def toy(sf, name, n):
@@ -57,10 +83,10 @@ def toy(sf, name, n):
     return np.asarray(stochflow.toy_sample(name, n, seed=7), dtype=np.float64)
 
 
-def split(x, seed=0):
+def split(x, seed=0, nv=None):
     rng = np.random.default_rng(seed)
     p = rng.permutation(len(x))
-    nv = int(round(0.2 * len(x)))
+    nv = int(round(0.2 * len(x))) if nv is None else nv
     return x[p[nv:]], x[p[:nv]]
 
 
@@ -95,11 +121,12 @@ def kde_nll(train, val):
 def main():
     args = sys.argv[1:]
     sf = args.pop(0)
-    threads = None
-    if "--threads" in args:
-        i = args.index("--threads")
-        threads = args[i + 1]
-        del args[i:i + 2]
+    passed = []  # options given to every `stochflow train` run
+    for o in ("--threads", "--standardize", "--steps", "--eval-every", "--patience"):
+        if o in args:
+            i = args.index(o)
+            passed += [o, args[i + 1]]
+            del args[i:i + 2]
     names = args or ["iris", "wine", "breast_cancer", "diabetes", "digits_pca10",
                      "fmnist_pca16", "moons", "checkerboard", "rings"]
     data = tables(names)
@@ -109,7 +136,9 @@ def main():
             x = data[name]
         else:
             x = toy(sf, name, 4000)
-        if isinstance(x, tuple):
+        if isinstance(x, tuple) and x[0] == "split83":  # the issue's 335 / 83 split
+            tr, va = split(x[1], nv=83)
+        elif isinstance(x, tuple):
             _, full, k = x
             tr, va = split(full)
             tr, va = pca(tr, va, k)
@@ -122,7 +151,7 @@ def main():
             np.save(d + "/val.npy", va.astype(np.float32))
             cmd = [sf, "train", "--data", d + "/train.npy", "--val", d + "/val.npy",
                    "--out", d + "/model.sfm", "--json"]
-            if threads: cmd += ["--threads", threads]
+            cmd += passed
             t0 = time.time()
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             r = subprocess.run(cmd, capture_output=True, text=True)
@@ -140,7 +169,8 @@ def main():
         row = dict(name=name, n_train=len(tr), n_val=len(va), d=tr.shape[1],
                    flow=js["val_nll"], flow_se=js["val_nll_se"], gauss=g, kde=k, kde_bw=bw,
                    steps=js["steps"], best=js["best_step"], stop=js["stop"], secs=secs,
-                   cpu=cpu, load=load)
+                   cpu=cpu, load=load, options=" ".join(passed),
+                   standardization=js.get("standardization"))
         rows.append(row)
         print("%-14s n=%5d/%4d d=%3d  flow %9.3f (se %.3f)  gauss %9.3f  kde %9.3f (bw %.2f)  "
               "steps %5d best %5d stop %-26s wall %6.1f s cpu %6.1f s load %.1f"

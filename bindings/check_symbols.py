@@ -5,7 +5,8 @@ For each function the Python (ctypes table), Rust (-sys extern block) and Julia 
 sites) bindings use, the header must declare it with the same number of arguments and
 the same argument and return kinds (int32, size_t, uint64, double, pointer, ...). The
 Python and Rust bindings must also cover every header function (or list it as
-deliberately unbound), and their integer constants must equal the header's #defines.
+deliberately unbound), and their integer constants must equal the header's #defines, as
+must the Julia file's trainer keys (TRAINER_PARAMS, TRAINER_STATS).
 
 Usage: check_symbols.py <source root>     (exit 0 = consistent, 1 = mismatch)
 Run by `meson test bindings-symbols`. Needs nothing but the standard library.
@@ -183,6 +184,23 @@ def julia_view(root):
     return calls
 
 
+def julia_trainer_constants(root):
+    """The Julia file's trainer keys (Dict entries `:name => value` of TRAINER_PARAMS and
+    TRAINER_STATS) as the header names they stand for, STOCHFLOW_TRAINER_NAME and
+    STOCHFLOW_TRAINER_STAT_NAME."""
+    path = os.path.join(root, "bindings", "julia", "src", "StochFlow.jl")
+    text = re.sub(r"#[^\n]*", " ", open(path, encoding="utf-8").read())
+    out = {}
+    for table, prefix in (("TRAINER_PARAMS", "STOCHFLOW_TRAINER_"),
+                          ("TRAINER_STATS", "STOCHFLOW_TRAINER_STAT_")):
+        m = re.search(r"const %s = Dict\((.*?)\)" % table, text, flags=re.S)
+        if m is None:
+            continue
+        for name, value in re.findall(r":(\w+)\s*=>\s*(-?\d+)", m.group(1)):
+            out[prefix + name.upper()] = int(value)
+    return out
+
+
 def merge_lp64(sig):
     return (sig[0].replace("usize", "u64"), [k.replace("usize", "u64") for k in sig[1]])
 
@@ -229,6 +247,10 @@ def main():
     for name, sigs in jl.items():
         for sig in sigs:
             compare("julia", name, sig)
+    for name, value in julia_trainer_constants(root).items():
+        if defines.get(name) != value:
+            errors.append("julia: constant %s = %d, the header says %s"
+                          % (name, value, defines.get(name)))
     for e in errors:
         print("MISMATCH", e)
     print("header: %d functions, %d constants; checked python %d, rust %d, julia %d functions"

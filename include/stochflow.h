@@ -1911,9 +1911,10 @@ STOCHFLOW_API int stochflow_model_sinterp(stochflow_sinterp **out, const stochfl
  * writes the same bytes as before; files without the STDZ section load without one).
  */
 
-/** Trainer key (stochflow_trainer_set_param): 1 = fit the map on the training rows
- * (after the validation split) when the model holds none and has not trained; 2 = use the
- * model's map as it is (default). @since 0.3 */
+/** Trainer key (stochflow_trainer_set_param): 1 = fit the per-column map on the training
+ * rows (after the validation split) when the model holds none and has not trained; 2 =
+ * use the model's map as it is (default); 3 = fit a whitening map instead of the
+ * per-column one (stochflow_model_fit_whitening; 3 since 1.1). @since 0.3 */
 #define STOCHFLOW_TRAINER_STANDARDIZE 511
 
 /**
@@ -1936,18 +1937,95 @@ STOCHFLOW_API int stochflow_model_set_standardization(stochflow_model *m, const 
                                                       const double *scale);
 /**
  * Read the map into shift and scale (d values each; either may be NULL); without one,
- * writes the identity (0 and 1).
- * @return 1 when the model holds a map, 0 when it does not, STOCHFLOW_E_INVALID. @since 0.3
+ * writes the identity (0 and 1). For a whitening map (below) these are its column means
+ * and standard deviations; stochflow_model_whitening reads its factor.
+ * @return 1 when the model holds a map (per-column or whitening), 0 when it does not,
+ *         STOCHFLOW_E_INVALID. @since 0.3
  */
 STOCHFLOW_API int stochflow_model_standardization(double *shift, double *scale,
                                                   const stochflow_model *m);
 /**
  * Map n rows across: inverse = 0: out = (x - shift) / scale (user units to the network's
- * space), inverse = 1: out = shift + scale x. out may be x. The identity without a map.
+ * space), inverse = 1: out = shift + scale x; with whitening out = L^{-1} ((x - shift) /
+ * scale) and out = shift + scale (L x). out may be x. The identity without a map.
  * @return 0, STOCHFLOW_E_INVALID. @since 0.3
  */
 STOCHFLOW_API int stochflow_model_standardize(float *out, const stochflow_model *m,
                                               const float *x, size_t n, int inverse);
+
+/*
+ * Whitening: the map z = L^{-1} ((x - shift) / scale) with L lower-triangular (d x d,
+ * row-major, positive diagonal), fitted as the Cholesky factor of the correlation matrix
+ * of the training rows, so that z has identity covariance on them. Everything said above
+ * of the per-column map holds with the Jacobian dz/dx = L^{-1} diag(1/scale):
+ *   log p_x(x) = log p_z(z) - sum_k log scale_k - sum_k log L_kk;
+ *   samples x = shift + scale * (L z);
+ *   a velocity v_z of the network's space is v_x = diag(scale) L v_z in the user's units
+ *   (and x = shift + scale * (L z) maps the points). stochflow_model_standardize crosses it.
+ * Limited to d <= 1024 (the factor is d x d doubles in the model and its checkpoint).
+ */
+
+/**
+ * Fit a whitening map on the rows of x (n x d, n >= 2): shift = column mean, scale =
+ * column standard deviation (divisor n), L = Cholesky factor of the correlation matrix.
+ * A constant column is an error naming it; a column that is (nearly) a linear combination
+ * of earlier ones (residual standard deviation below 1e-4 of its own) is
+ * STOCHFLOW_E_INVALID naming it and those columns. Refused on a trained model.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM; m unchanged on
+ *         failure. @since 1.1
+ */
+STOCHFLOW_API int stochflow_model_fit_whitening(stochflow_model *m, const float *x, size_t n);
+/**
+ * Set a whitening map explicitly: shift, scale (d values each, scale > 0) and chol (d x d,
+ * row-major, lower-triangular: entries above the diagonal must be 0, the diagonal > 0).
+ * Copied. Remove it with stochflow_model_set_standardization(m, NULL, NULL).
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM; m unchanged on
+ *         failure. @since 1.1
+ */
+STOCHFLOW_API int stochflow_model_set_whitening(stochflow_model *m, const double *shift,
+                                                const double *scale, const double *chol);
+/**
+ * Read the whitening factor into chol (d x d, row-major; may be NULL); the identity when
+ * the model holds none (a per-column map or no map: stochflow_model_standardization reads
+ * shift and scale in either case).
+ * @return 1 when the model holds a whitening map, 0 when not, STOCHFLOW_E_INVALID.
+ * @since 1.1
+ */
+STOCHFLOW_API int stochflow_model_whitening(double *chol, const stochflow_model *m);
+
+/*
+ * A conditional model (stochflow_config_set_context, n_ctx > 0) may hold a per-column map
+ * of its context columns, c' = (c - shift) / scale, applied wherever a context enters the
+ * network: every _ctx entry point (training, loss, gradient, velocity, divergence, VJP,
+ * integration, log-density, sampling) takes the context in the user's units. Labels are
+ * not mapped. log p(x | c) needs no Jacobian term for it: the context is conditioned on,
+ * not modelled, so the map only reparametrizes the network's input. Saved in the
+ * checkpoint's STDZ section.
+ */
+
+/**
+ * Fit the context map on n >= 2 context rows (n x n_ctx): column mean and standard
+ * deviation (divisor n); a constant context column is an error naming it. Refused on a
+ * model without context columns or one that has trained.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM; m unchanged on
+ *         failure. @since 1.1
+ */
+STOCHFLOW_API int stochflow_model_fit_context_standardization(stochflow_model *m,
+                                                              const float *ctx, size_t n);
+/**
+ * Set the context map explicitly (n_ctx shifts and scales, scale > 0), or remove it (both
+ * NULL). Refused on a trained model.
+ * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM. @since 1.1
+ */
+STOCHFLOW_API int stochflow_model_set_context_standardization(stochflow_model *m,
+                                                              const double *shift,
+                                                              const double *scale);
+/**
+ * Read the context map (n_ctx values each; either may be NULL; the identity without one).
+ * @return 1 when the model holds one, 0 when not, STOCHFLOW_E_INVALID. @since 1.1
+ */
+STOCHFLOW_API int stochflow_model_context_standardization(double *shift, double *scale,
+                                                          const stochflow_model *m);
 
 #ifdef __cplusplus
 }

@@ -347,34 +347,109 @@ static int sint_conf(load_ctx *c, const sect *s) {
 }
 
 /* STDZ: the standardization (lib/standardize.c), written only when set: u64 d, then d
- * f64 shifts and d f64 scales */
-static int stdz_written(const stochflow_model *m) { return m->std_shift != NULL; }
-static uint64_t stdz_len(const stochflow_model *m) { return 8 + 16 * (uint64_t)m->d; }
+ * f64 shifts and d f64 scales (the original form, still written for a per-column map
+ * alone). With whitening or a context map, an extension follows: u32 flags (1: the
+ * whitening factor, 2: the context map, 4: no per-column data map, its shifts 0 and
+ * scales 1 ignored), u32 n_ctx (0 without a context map), then with flag 1 the lower
+ * triangle of the factor row by row (d (d + 1) / 2 f64), with flag 2 n_ctx f64 context
+ * shifts and n_ctx f64 context scales. A reader older than the extension refuses such a
+ * section (its length), rather than load a model whose map it would apply wrongly. */
+#define STDZ_CHOL 1u
+#define STDZ_CTX 2u
+#define STDZ_NO_DATA 4u
+static uint32_t stdz_flags(const stochflow_model *m) {
+    return (m->std_chol ? STDZ_CHOL : 0u) | (m->ctx_shift ? STDZ_CTX : 0u) |
+           (m->std_shift ? 0u : STDZ_NO_DATA);
+}
+static uint64_t stdz_body_len(uint64_t d, uint32_t flags, uint64_t n_ctx) {
+    if (flags == 0) return 8 + 16 * d;
+    return 8 + 16 * d + 8 + ((flags & STDZ_CHOL) ? 4 * d * (d + 1) : 0) +
+           ((flags & STDZ_CTX) ? 16 * n_ctx : 0);
+}
+static int stdz_written(const stochflow_model *m) {
+    return m->std_shift != NULL || m->ctx_shift != NULL;
+}
+static uint64_t stdz_len(const stochflow_model *m) {
+    return stdz_body_len(m->d, stdz_flags(m), m->cfg.n_ctx);
+}
 static void stdz_write(writer *w, const stochflow_model *m) {
-    stochflow__w_u64(w, m->d);
-    for (size_t k = 0; k < m->d; ++k) stochflow__w_f64(w, m->std_shift[k]);
-    for (size_t k = 0; k < m->d; ++k) stochflow__w_f64(w, m->std_scale[k]);
+    const size_t d = m->d;
+    const uint32_t flags = stdz_flags(m);
+    stochflow__w_u64(w, d);
+    for (size_t k = 0; k < d; ++k) stochflow__w_f64(w, m->std_shift ? m->std_shift[k] : 0.0);
+    for (size_t k = 0; k < d; ++k) stochflow__w_f64(w, m->std_shift ? m->std_scale[k] : 1.0);
+    if (flags == 0) return;
+    stochflow__w_u32(w, flags);
+    stochflow__w_u32(w, (flags & STDZ_CTX) ? (uint32_t)m->cfg.n_ctx : 0u);
+    if (flags & STDZ_CHOL)
+        for (size_t k = 0; k < d; ++k)
+            for (size_t j = 0; j <= k; ++j) stochflow__w_f64(w, m->std_chol[k * d + j]);
+    if (flags & STDZ_CTX) {
+        for (size_t k = 0; k < m->cfg.n_ctx; ++k) stochflow__w_f64(w, m->ctx_shift[k]);
+        for (size_t k = 0; k < m->cfg.n_ctx; ++k) stochflow__w_f64(w, m->ctx_scale[k]);
+    }
 }
 static int stdz_check(const load_ctx *c, const sect *s) {
-    RETURN_ERROR_IF(s->len != 8 + 16 * (uint64_t)c->cfg.dim ||
-                        stochflow__le_get64(s->at) != c->cfg.dim,
-                    STOCHFLOW_E_FORMAT,
+    const uint64_t d = c->cfg.dim, base = 8 + 16 * d;
+    RETURN_ERROR_IF(s->len < base || stochflow__le_get64(s->at) != d, STOCHFLOW_E_FORMAT,
                     "checkpoint STDZ section does not hold %zu shifts and scales", c->cfg.dim);
+    if (s->len == base) return 0;
+    RETURN_ERROR_IF(s->len < base + 8, STOCHFLOW_E_FORMAT,
+                    "checkpoint STDZ section: %llu bytes after the shifts and scales, not an "
+                    "extension",
+                    (unsigned long long)(s->len - base));
+    const uint32_t flags = stochflow__le_get32(s->at + base);
+    const uint32_t n_ctx = stochflow__le_get32(s->at + base + 4);
+    RETURN_ERROR_IF(flags == 0 || (flags & ~(STDZ_CHOL | STDZ_CTX | STDZ_NO_DATA)) != 0 ||
+                        ((flags & STDZ_NO_DATA) && (flags & STDZ_CHOL)) ||
+                        flags == STDZ_NO_DATA,
+                    STOCHFLOW_E_FORMAT, "checkpoint STDZ section: unknown flags %u", flags);
+    RETURN_ERROR_IF((flags & STDZ_CTX) ? n_ctx != c->cfg.n_ctx || n_ctx == 0 : n_ctx != 0,
+                    STOCHFLOW_E_FORMAT,
+                    "checkpoint STDZ section: a context map of %u columns for a model with %zu",
+                    n_ctx, c->cfg.n_ctx);
+    RETURN_ERROR_IF((flags & STDZ_CHOL) && d > 1024, STOCHFLOW_E_FORMAT,
+                    "checkpoint STDZ section: whitening of %zu columns (at most 1024)",
+                    c->cfg.dim);
+    RETURN_ERROR_IF(s->len != stdz_body_len(d, flags, n_ctx), STOCHFLOW_E_FORMAT,
+                    "checkpoint STDZ section: length %llu does not match its flags %u",
+                    (unsigned long long)s->len, flags);
     return 0;
 }
 static int stdz_read(load_ctx *c, const sect *s) {
-    const size_t d = c->cfg.dim;
-    double *v = stochflow__alloc_array(2 * d, sizeof(double));
+    const size_t d = c->cfg.dim, nc = c->cfg.n_ctx;
+    const uint32_t flags = s->len == 8 + 16 * (uint64_t)d
+                               ? 0u
+                               : stochflow__le_get32(s->at + 8 + 16 * (uint64_t)d);
+    const size_t nchol = (flags & STDZ_CHOL) ? d * d : 0, nctx = (flags & STDZ_CTX) ? 2 * nc : 0;
+    double *v = stochflow__calloc(2 * d + nchol + nctx, sizeof(double));
     RETURN_ERROR_IF(v == NULL, STOCHFLOW_E_NOMEM, "load: out of memory");
+    double *L = nchol ? v + 2 * d : NULL, *cv = v + 2 * d + nchol;
     reader r = {s->at, (size_t)s->len, 8};
     for (size_t k = 0; k < 2 * d; ++k) v[k] = stochflow__r_f64(&r);
+    r.pos += flags ? 8 : 0;
+    for (size_t k = 0; L && k < d; ++k)
+        for (size_t j = 0; j <= k; ++j) L[k * d + j] = stochflow__r_f64(&r);
+    for (size_t k = 0; k < nctx; ++k) cv[k] = stochflow__r_f64(&r);
     int rc = 0;
-    for (size_t k = 0; k < d && rc == 0; ++k)
+    for (size_t k = 0; k < d && rc == 0 && !(flags & STDZ_NO_DATA); ++k)
         if (!isfinite(v[k]) || !isfinite(v[d + k]) || !(v[d + k] > 0.0))
             rc = stochflow__error(STOCHFLOW_E_FORMAT,
                                   "checkpoint STDZ: column %zu has shift %g, scale %g", k + 1,
                                   v[k], v[d + k]);
-    if (rc == 0) rc = stochflow__std_install(c->m, v, v + d);
+    for (size_t k = 0; k < d && L && rc == 0; ++k)
+        for (size_t j = 0; j <= k && rc == 0; ++j)
+            if (!isfinite(L[k * d + j]) || (j == k && !(L[k * d + k] > 0.0)))
+                rc = stochflow__error(STOCHFLOW_E_FORMAT,
+                                      "checkpoint STDZ: whitening factor [%zu][%zu] is %g", k, j,
+                                      L[k * d + j]);
+    for (size_t k = 0; k < nc && nctx && rc == 0; ++k)
+        if (!isfinite(cv[k]) || !isfinite(cv[nc + k]) || !(cv[nc + k] > 0.0))
+            rc = stochflow__error(STOCHFLOW_E_FORMAT,
+                                  "checkpoint STDZ: context column %zu has shift %g, scale %g",
+                                  k + 1, cv[k], cv[nc + k]);
+    if (rc == 0 && !(flags & STDZ_NO_DATA)) rc = stochflow__std_install(c->m, v, v + d, L);
+    if (rc == 0 && nctx) rc = stochflow__std_ctx_install(c->m, cv, cv + nc);
     stochflow__free(v);
     return rc;
 }

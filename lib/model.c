@@ -105,6 +105,9 @@ STOCHFLOW_API void stochflow_model_free(stochflow_model *m) {
     stochflow__free(m->carried.hpar);
     stochflow__free(m->std_shift); /* std_scale is its second half */
     stochflow__free(m->std_buf);
+    stochflow__free(m->std_chol);
+    stochflow__free(m->ctx_shift); /* ctx_scale is its second half */
+    stochflow__free(m->ctx_buf);
     stochflow__free(m);
 }
 
@@ -319,6 +322,7 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
     /* data in the user's units: mapped to the network's space before x_t is formed */
     FORWARD_IF_ERROR(stochflow__std_batch(&x1, m, x1, n));
     FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
+    FORWARD_IF_ERROR(stochflow__std_ctx(&ctx, m, ctx, n)); /* context in the user's units */
     stochflow__cond cond = {ctx, labels, NULL};
     if (train) FORWARD_IF_ERROR(draw_drop(&cond.drop, m, n));
     const stochflow__network *net = &m->net;
@@ -847,6 +851,7 @@ int stochflow__model_eval_ctx(stochflow_model *m, double t, const float *x, cons
     CHECK_MODEL(m);
     FORWARD_IF_ERROR(check_eval(m, t, x, n));
     FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
+    FORWARD_IF_ERROR(stochflow__std_ctx(&ctx, m, ctx, n)); /* context in the user's units */
     RETURN_ERROR_IF(!isfinite(w), STOCHFLOW_E_INVALID, "guidance scale %g is not finite", w);
     RETURN_ERROR_IF(w != 0.0 && m->cfg.n_ctx == 0 && m->cfg.n_classes == 0,
                     STOCHFLOW_E_INVALID, "guidance needs a conditional model");
@@ -920,6 +925,7 @@ STOCHFLOW_API int stochflow_model_velocity_vjp_ctx(float *out, stochflow_model *
     STOCHFLOW__ENTER(m, "model");
     FORWARD_IF_ERROR(check_eval(m, t, x, n));
     FORWARD_IF_ERROR(stochflow__model_check_cond(m, ctx, labels, n));
+    FORWARD_IF_ERROR(stochflow__std_ctx(&ctx, m, ctx, n)); /* context in the user's units */
     if (n == 0) return 0;
     FORWARD_IF_ERROR(stochflow__check_finite(u, n * m->d, "cotangent u"));
     eval_job J = {t, x, n, NULL, NULL, NULL, 0, NULL, u, out, 0, 1, ctx, labels, m->cfg.n_ctx};

@@ -87,6 +87,15 @@ struct stochflow_model {
     double *std_shift, *std_scale, std_logdet;
     float *std_buf;
     size_t std_buf_floats;
+    /* Whitening (NULL: the diagonal map only): the lower-triangular factor L (d x d,
+     * row-major, positive diagonal) of the correlation of the scaled data, so that
+     * z = L^{-1} ((x - shift) / scale); std_logdet then also holds sum log L_kk. */
+    double *std_chol;
+    /* The context map c' = (c - ctx_shift) / ctx_scale (n_ctx each, one allocation; NULL:
+     * none), applied wherever a context enters the network; ctx_buf holds a mapped batch. */
+    double *ctx_shift, *ctx_scale;
+    float *ctx_buf;
+    size_t ctx_buf_floats;
 };
 
 /* config.c */
@@ -122,8 +131,15 @@ int stochflow__model_eval_ctx(stochflow_model *m, double t, const float *x, cons
 void stochflow__std_forward(float *z, const stochflow_model *m, const float *x, size_t n);
 void stochflow__std_inverse(float *x, const stochflow_model *m, size_t n);
 int stochflow__std_batch(const float **out, stochflow_model *m, const float *x1, size_t n);
-/* Install shift and scale (d each, validated by the caller); 0 or NOMEM, m unchanged. */
-int stochflow__std_install(stochflow_model *m, const double *shift, const double *scale);
+/* Install shift and scale (d each) and, when chol is not NULL, the whitening factor
+ * (d x d, lower triangle used), all validated by the caller; 0 or NOMEM, m unchanged. */
+int stochflow__std_install(stochflow_model *m, const double *shift, const double *scale,
+                           const double *chol);
+/* Install the context map (n_ctx shifts and scales, validated); 0 or NOMEM. */
+int stochflow__std_ctx_install(stochflow_model *m, const double *shift, const double *scale);
+/* The context rows ctx (n x n_ctx) mapped by the model's context map into its buffer
+ * (*out = ctx when the model holds none, or ctx is NULL). */
+int stochflow__std_ctx(const float **out, stochflow_model *m, const float *ctx, size_t n);
 
 /* optimizer.c: clip + Adam + EMA on m->grads, the Fourier coefficients' ascent on
  * m->tr.grad (when it holds a fresh gradient), step++; model unchanged on failure. */

@@ -38,7 +38,7 @@ static const trainer_param trainer_params[] = {
     {STOCHFLOW_TRAINER_MIN_DELTA, 0, 1e9, 0, 0, "min_delta"},
     {STOCHFLOW_TRAINER_KEEP_BEST, 1, 2, 1, 1, "keep_best"},
     {STOCHFLOW_TRAINER_SET_HORIZON, 1, 2, 1, 1, "set_horizon"},
-    {STOCHFLOW_TRAINER_STANDARDIZE, 1, 2, 2, 1, "standardize"},
+    {STOCHFLOW_TRAINER_STANDARDIZE, 1, 3, 2, 1, "standardize"}, /* 3: whiten */
     {STOCHFLOW_TRAINER_VAL_BLOCK, 1, 1 << 24, 0, 1, "val_block"},
 };
 #define N_TRAINER_PARAMS (sizeof trainer_params / sizeof trainer_params[0])
@@ -320,7 +320,7 @@ STOCHFLOW_API int stochflow_trainer_set_parallel(stochflow_trainer *tr,
  * process when there are several (rank 0) and shared: every process installs the same
  * map. *fitted = 1 once this process installed one. */
 static int fit_standardization(int *fitted, stochflow_trainer *tr, stochflow_model *m,
-                               const rowsrc *S, size_t n_train) {
+                               const rowsrc *S, size_t n_train, int whiten) {
     const size_t d = S->d;
     *fitted = 0;
     int rc = 0;
@@ -328,13 +328,16 @@ static int fit_standardization(int *fitted, stochflow_trainer *tr, stochflow_mod
     float *rows = NULL;
     size_t *sel = NULL;
     const int fits = !tr->par_on || tr->par.rank == 0;
+    /* shared under set_parallel: shift, scale and (whitening) the d x d factor */
+    const size_t nv = whiten ? 2 * d + d * d : 2 * d;
     if (tr->par_on) {
-        v = stochflow__alloc_array(2 * d, sizeof(double));
+        v = stochflow__alloc_array(nv, sizeof(double));
         if (v == NULL) rc = stochflow__error(STOCHFLOW_E_NOMEM, "trainer_fit: out of memory");
     }
     if (rc == 0 && fits) {
         if (S->x != NULL && S->tidx == NULL) { /* the caller's rows, in place */
-            rc = stochflow_model_fit_standardization(m, S->x, n_train);
+            rc = whiten ? stochflow_model_fit_whitening(m, S->x, n_train)
+                        : stochflow_model_fit_standardization(m, S->x, n_train);
         } else {
             rows = stochflow__alloc_array(n_train * d, sizeof(float));
             sel = stochflow__alloc_array(n_train, sizeof(size_t));
@@ -347,21 +350,25 @@ static int fit_standardization(int *fitted, stochflow_trainer *tr, stochflow_mod
                 rowsrc S2 = *S;
                 S2.scratch = sel; /* in place: scratch[j] = map(sel[j]) reads sel[j] first */
                 rc = fetch(&S2, rows, sel, n_train, 0);
-                if (rc == 0) rc = stochflow_model_fit_standardization(m, rows, n_train);
+                if (rc == 0)
+                    rc = whiten ? stochflow_model_fit_whitening(m, rows, n_train)
+                                : stochflow_model_fit_standardization(m, rows, n_train);
             }
         }
         if (rc == 0) *fitted = 1;
         if (rc == 0 && v) rc = stochflow_model_standardization(v, v + d, m);
-        if (rc > 0) rc = 0; /* standardization() returns 1 when a map is held */
+        if (rc > 0 && whiten) rc = stochflow_model_whitening(v + 2 * d, m);
+        if (rc > 0) rc = 0; /* standardization() and whitening() return 1 when held */
     }
     if (tr->par_on && v) {
-        int src = tr->par.share(tr->par_user, rc, v, 2 * d, 0, fits ? 2 * d : 0);
+        int src = tr->par.share(tr->par_user, rc, v, nv, 0, fits ? nv : 0);
         if (rc == 0 && src != 0)
             rc = stochflow__error(STOCHFLOW_E_CALLBACK,
                                   "trainer_fit: the standardization of process 0 failed (share "
                                   "callback returned %d)", src);
         if (rc == 0 && !fits) {
-            rc = stochflow_model_set_standardization(m, v, v + d);
+            rc = whiten ? stochflow_model_set_whitening(m, v, v + d, v + 2 * d)
+                        : stochflow_model_set_standardization(m, v, v + d);
             if (rc == 0) *fitted = 1;
         }
     }
@@ -505,11 +512,13 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     }
     const double fpc = n_val > 1 ? sqrt((double)(n_val - n_sub) / (double)(n_val - 1)) : 1.0;
     /* The standardization, fitted on the training rows only (lib/standardize.c): for an
-     * untrained model without one. Fails (a constant column) leaving the model as it was. */
+     * untrained model without one; per column (1) or whitening (3). Fails (a constant or
+     * collinear column) leaving the model as it was. */
     int fitted = 0;
-    if (get(tr, STOCHFLOW_TRAINER_STANDARDIZE) == 1 && stochflow_model_step(m) == 0 &&
+    const int stdz = (int)get(tr, STOCHFLOW_TRAINER_STANDARDIZE);
+    if (stdz != 2 && stochflow_model_step(m) == 0 &&
         stochflow_model_standardization(NULL, NULL, m) == 0 && n_train >= 2) {
-        int rc = fit_standardization(&fitted, tr, m, &S, n_train);
+        int rc = fit_standardization(&fitted, tr, m, &S, n_train, stdz == 3);
         if (rc < 0) {
             free_buffers(&b);
             return rc;

@@ -48,6 +48,49 @@ json "conditional NLL is finite and well below the unconditional spread" "math.i
 run "logp with the wrong labels" "$SF" logp --model "$T/m.sfm" --data "$T/x.npy" --context "$T/c.npy" --labels 0 --json
 json "the wrong label is much less likely" "d['nll'] > 5"
 
+# The data and context maps (doc/data.md): fitted on the training rows by default and
+# stored in the model's STDZ section (flag 2: a context map of n_ctx = 1 columns, whose
+# shift and scale are the context's mean and standard deviation); --standardize none
+# stores none. The context in other units (100 c + 5) then trains to the same density.
+$PY - "$T" <<'PYEOF'
+import sys, numpy as np
+T = sys.argv[1]
+np.save(T + "/c100.npy", (100 * np.load(T + "/c.npy") + 5).astype(np.float32))
+PYEOF
+stdz() { # the STDZ section of checkpoint $1: "none", or "flags n_ctx ctx_shift ctx_scale"
+    $PY - "$1" <<'PYEOF'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+p = 24
+while p < len(b) - 4:
+    tag, _, n = struct.unpack_from("<4sIQ", b, p)
+    if tag == b"STDZ":
+        d = struct.unpack_from("<Q", b, p + 16)[0]
+        q = p + 16 + 8 + 16 * d
+        if n == 8 + 16 * d:
+            print("0 0"); sys.exit()
+        flags, k = struct.unpack_from("<II", b, q)
+        sh, sc = struct.unpack_from("<dd", b, q + 8 + (4 * d * (d + 1) if flags & 1 else 0))
+        print(flags, k, sh, sc); sys.exit()
+    p += 16 + n
+print("none")
+PYEOF
+}
+run "train with the context in other units" "$SF" train --data "$T/x.npy" --context "$T/c100.npy" --labels "$T/lab.npy" --ctx-dropout 0.2 --steps 600 --out "$T/f100.sfm" "${OPTS[@]}"
+check "the model holds the context map: the context's mean and standard deviation" "
+import numpy as np
+c = np.load('$T/c100.npy').astype(np.float64)[:, 0]
+flags, k, sh, sc = '$(stdz "$T/f100.sfm")'.split()
+assert int(flags) == 2 and int(k) == 1, (flags, k)
+assert abs(float(sh) - c.mean()) < 1e-9 * abs(c.mean()) and abs(float(sc) - c.std()) < 1e-9 * c.std(), (sh, sc)"
+run "logp of it" "$SF" logp --model "$T/f100.sfm" --data "$T/x.npy" --context "$T/c100.npy" --labels "$T/lab.npy" --json
+NLL100=$(tail -n 1 "$T/out" | $PY -c "import json,sys; print(json.loads(sys.stdin.read())['nll'])")
+run "logp of the model in the original units" "$SF" logp --model "$T/f.sfm" --data "$T/x.npy" --context "$T/c.npy" --labels "$T/lab.npy" --json
+json "the same NLL whatever the context's units (within 0.05 nats)" "abs(d['nll'] - $NLL100) < 0.05"
+run "train without the maps" "$SF" train --data "$T/x.npy" --context "$T/c100.npy" --labels "$T/lab.npy" --steps 2 --standardize none --out "$T/n100.sfm" "${OPTS[@]}"
+if [ "$(stdz "$T/n100.sfm")" = none ]; then ok "--standardize none stores no map"; else not_ok "--standardize none stores no map" "$(stdz "$T/n100.sfm")"; fi
+fails "--standardize for a toy" "applies to" "$SF" train --data moons --standardize whiten --steps 1 --out "$T/bad.sfm"
+
 # ---- bad input ---------------------------------------------------------------------------
 run "train an unconditional model" "$SF" train --data "$T/x.npy" --steps 2 --out "$T/u.sfm" "${OPTS[@]}"
 fails "context for an unconditional model" "no context" "$SF" sample --model "$T/u.sfm" -n 4 --context 1 --out "$T/bad.npy"

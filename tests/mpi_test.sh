@@ -157,6 +157,16 @@ same "table .csv on 3 processes: best model = .npy on one" "$T/t1frac/model.sfm"
 tab "table float64 .npy, 2 processes" 2 "$T/t2f8" --data "$T/tab64.npy" --val 0.2 --val-block 16
 tab "table float64 .npy, one process" 1 "$T/t1f8" --data "$T/tab64.npy" --val 0.2 --val-block 16
 same "table float64 .npy: 2 processes = one" "$T/t1f8/model.sfm" "$T/t2f8/model.sfm"
+# whitening: rank 0 fits the full map and shares shift, scale and the factor
+tab "table --standardize whiten, 2 processes" 2 "$T/t2w" --data "$T/tab.npy" --val 0.2 \
+    --val-block 16 --standardize whiten
+tab "table --standardize whiten, one process" 1 "$T/t1w" --data "$T/tab.npy" --val 0.2 \
+    --val-block 16 --standardize whiten
+same_json "table whitened on 2 processes: validation numbers = one process's" "$T/t1w.json" \
+    "$T/t2w.json"
+same "table whitened: 2 processes = one, byte for byte" "$T/t1w/model.sfm" "$T/t2w/model.sfm"
+check "table whitened: the model holds a whitening map" "
+import json; j = json.load(open('$T/t2w.json')); assert j['standardization'] == 'whiten', j"
 
 # resume: 10 steps on 4 processes, 10 more on 2 = the same split run in one process
 RES=(--data "$T/tab.npy" --batch 64 --grad-block 16 --threads 1 --val 0.2 --val-block 16
@@ -206,7 +216,7 @@ fault "table: rank 0's checkpoint fails: every process stops" \
     "$S" train "${TAB[@]}" --data "$T/tab.npy" --val 0.2 --val-block 16 --outdir "$T/tck"
 # (standardized, rank 0 meets it first, fitting the map on every training row)
 fault "table: a NaN row met by rank 0's standardization fit" \
-    "training: rank 0: fit_standardization: .*non-finite" 2 \
+    "training: rank 0: fit_standardization.*non-finite" 2 \
     "$S" train "${TAB[@]}" --data "$T/bad.npy" --val-block 16 --val 0.25 --outdir "$T/tbad"
 
 fault "no --grad-block under mpirun: a usage error, said once" "grad-block B is required" 2 \

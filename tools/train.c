@@ -72,7 +72,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--eval-every", "N", "tables: validation NLL every N steps (default ~10 per run)"},
     {"--patience", "N", "tables: stop after N evaluations without improvement (default 4)"},
     {"--time", "X", "tables: wall-clock budget in seconds (the LR schedule spans it)"},
-    {"--no-standardize", NULL, "tables: train in the data's units (default: standardized)"},
+    {"--standardize", "MODE", "tables: diag (per column, default), whiten (full covariance) or none"},
+    {"--no-standardize", NULL, "tables: train in the data's units (= --standardize none)"},
     {"--val-block", "R", "tables: rows per validation solve (default all in one; split across "
                          "processes under mpirun)"},
     {"--json", NULL, "print a JSON summary as the last line"},
@@ -244,8 +245,11 @@ static int train_main(int argc, char **argv) {
     const int table = !img && source_file(src) != NULL && base_src == NULL &&
                       !opt(&o, "--context") && !opt(&o, "--context-columns") &&
                       !opt(&o, "--labels");
+    /* a conditional model on a table: the step loop, with the data and context maps */
+    const int cond_table = !img && source_file(src) != NULL && base_src == NULL && !table &&
+                           dist_size() == 1;
     table_opts to;
-    if ((rc = table_check_options(&o, table, &to)) != 0) return cli_exit_code(rc);
+    if ((rc = table_check_options(&o, table, cond_table, &to)) != 0) return cli_exit_code(rc);
 
     /* output locations, before any work: directories exist, no output is an input */
     char dir[4096], out_default[4200], ck_path[4200];
@@ -339,6 +343,9 @@ static int train_main(int argc, char **argv) {
                  stochflow_model_dim(m));
         goto out;
     }
+    /* a new conditional model: x and its context in their units, as tables (doc/data.md) */
+    if (cond_table && !resume && cond_table_standardize(m, &to, ds.x, cd.ctx, ds.n) != 0)
+        goto out;
     if ((rc = set_threads(m, &o, default_threads())) != 0 ||
         (rc = apply_train_params(m, &o, !resume, steps)) != 0)
         goto fail;

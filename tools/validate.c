@@ -2,8 +2,8 @@
  * (stochflow_trainer_fit, doc/training.md) with a held-out validation set (--val FILE or
  * FRACTION), scheduled validation (--eval-every), early stopping (--patience) that keeps
  * the best-evaluated weights, a wall-clock budget (--time) the learning-rate schedule
- * spans, and the model's standardization fitted on the training rows (on by default,
- * --no-standardize). Public API of <stochflow.h> only. See doc/cli.md. */
+ * spans, and the model's standardization fitted on the training rows (per column by default,
+ * --standardize diag|whiten|none). Public API of <stochflow.h> only. See doc/cli.md. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,14 +80,39 @@ static const char *stop_name(double code) {
     }
 }
 
-int table_check_options(const opts *o, int table, table_opts *t) {
+/* --standardize MODE / --no-standardize into t->standardize: 0 or CLI_USAGE. */
+static int standardize_option(const opts *o, table_opts *t) {
+    const char *mode = opt(o, "--standardize");
+    t->standardize = TABLE_STD_DIAG;
+    if (mode != NULL) {
+        if (strcmp(mode, "diag") == 0) t->standardize = TABLE_STD_DIAG;
+        else if (strcmp(mode, "whiten") == 0) t->standardize = TABLE_STD_WHITEN;
+        else if (strcmp(mode, "none") == 0) t->standardize = TABLE_STD_NONE;
+        else return cli_usage("train: --standardize %s: diag, whiten or none", mode);
+    }
+    if (opt(o, "--no-standardize")) {
+        if (mode != NULL && t->standardize != TABLE_STD_NONE)
+            return cli_usage("train: --no-standardize and --standardize %s disagree", mode);
+        t->standardize = TABLE_STD_NONE;
+    }
+    return 0;
+}
+
+int table_check_options(const opts *o, int table, int cond_table, table_opts *t) {
     static const char *const TABLE_ONLY[] = {"--val", "--eval-every", "--patience", "--time",
-                                             "--no-standardize", "--val-block"};
+                                             "--val-block"};
+    static const char *const STD_OPTS[] = {"--no-standardize", "--standardize"};
     int rc;
     memset(t, 0, sizeof *t);
-    if (!table)
-        return refuse(o, TABLE_ONLY, sizeof TABLE_ONLY / sizeof TABLE_ONLY[0],
-                      "applies to unconditional .npy/.csv data only");
+    if (!table) {
+        if ((rc = refuse(o, TABLE_ONLY, sizeof TABLE_ONLY / sizeof TABLE_ONLY[0],
+                         "applies to unconditional .npy/.csv data only")) != 0)
+            return rc;
+        if (!cond_table)
+            return refuse(o, STD_OPTS, 2,
+                          "applies to .npy/.csv data only (a conditional model: in one process)");
+        return standardize_option(o, t);
+    }
     const char *val = opt(o, "--val");
     if (val) {
         char *end = NULL;
@@ -112,7 +137,20 @@ int table_check_options(const opts *o, int table, table_opts *t) {
         (rc = get_u64(o, "--patience", DEFAULT_PATIENCE, 0, 1000000000, &t->patience)) != 0 ||
         (rc = get_double(o, "--time", 0, 1e-3, 1e9, &t->seconds)) != 0)
         return rc;
-    t->standardize = opt(o, "--no-standardize") == NULL;
+    return standardize_option(o, t);
+}
+
+int cond_table_standardize(stochflow_model *m, const table_opts *t, const float *x,
+                           const float *ctx, size_t n) {
+    int rc = 0;
+    if (t->standardize == TABLE_STD_WHITEN) rc = stochflow_model_fit_whitening(m, x, n);
+    else if (t->standardize == TABLE_STD_DIAG) rc = stochflow_model_fit_standardization(m, x, n);
+    if (rc == 0 && ctx != NULL && t->standardize != TABLE_STD_NONE)
+        rc = stochflow_model_fit_context_standardization(m, ctx, n);
+    if (rc < 0) {
+        cli_fail_lib(rc, "standardization");
+        return CLI_ERR;
+    }
     return 0;
 }
 
@@ -186,7 +224,9 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_PATIENCE,
                                           n_val ? (double)t->patience : 0)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_STANDARDIZE,
-                                          t->standardize ? 1 : 2)) < 0 ||
+                                          t->standardize == TABLE_STD_WHITEN ? 3
+                                          : t->standardize == TABLE_STD_DIAG ? 1
+                                                                             : 2)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_VAL_BLOCK,
                                           (double)t->val_block)) < 0 ||
         /* under mpirun: the steps, validation solves and stops split across processes */
@@ -229,7 +269,10 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
     res->stop = stop_name(v);
     res->n_train = n_train;
     res->n_val = n_val;
-    res->standardized = stochflow_model_standardization(NULL, NULL, m) == 1;
+    res->standardized = stochflow_model_standardization(NULL, NULL, m) == 1
+                            ? (stochflow_model_whitening(NULL, m) == 1 ? TABLE_STD_WHITEN
+                                                                       : TABLE_STD_DIAG)
+                            : TABLE_STD_NONE;
     if (rc == STOCHFLOW_E_CANCELLED && (c.interrupted || c.fail[0])) {
         ret = 0; /* the caller saves the model and reports */
     } else if (rc == STOCHFLOW_E_CANCELLED && dist_size() > 1) {
@@ -269,9 +312,13 @@ void table_report(const table_result *r, json *j, int want_json) {
         printf("no validation set (--val FILE|FRACTION holds rows out); stopped by the %s\n",
                r->stop);
     printf("standardization: %s\n",
-           r->standardized ? "per-column mean and standard deviation of the training rows, "
-                             "stored in the model (log-densities and samples in the data's units)"
-                           : "none (the data's units)");
+           r->standardized == TABLE_STD_WHITEN
+               ? "whitening (mean and Cholesky factor of the covariance of the training rows), "
+                 "stored in the model (log-densities and samples in the data's units)"
+           : r->standardized == TABLE_STD_DIAG
+               ? "per-column mean and standard deviation of the training rows, "
+                 "stored in the model (log-densities and samples in the data's units)"
+               : "none (the data's units)");
     if (!want_json) return;
     jint(j, "train_rows", r->n_train);
     jint(j, "val_rows", r->n_val);
@@ -281,5 +328,8 @@ void table_report(const table_result *r, json *j, int want_json) {
         jint(j, "best_step", r->best_step);
     }
     jstr(j, "stop", r->stop);
-    jbool(j, "standardized", r->standardized);
+    jbool(j, "standardized", r->standardized != TABLE_STD_NONE);
+    jstr(j, "standardization", r->standardized == TABLE_STD_WHITEN ? "whiten"
+                               : r->standardized == TABLE_STD_DIAG ? "diag"
+                                                                   : "none");
 }

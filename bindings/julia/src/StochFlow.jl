@@ -26,7 +26,11 @@ export Model, Solver, StochFlowError, train_step!, loss, velocity, divergence, s
        images_dequantize, images_to_float, images_quantize, bits_per_dim, images_write_grid,
        param_key, param_name, param_names, param_bounds, context, train_step_ctx!,
        velocity_ctx, sample_ctx, log_prob_ctx,
-       sample_sde, sde_log_prob
+       sample_sde, sde_log_prob,
+       Trainer, fit!, stats, state_bytes, load_state!, read_npy, read_csv, parse_npy,
+       parse_csv, fit_standardization!, fit_whitening!, set_standardization!,
+       set_whitening!, standardization, whitening, standardize,
+       fit_context_standardization!, set_context_standardization!, context_standardization
 
 const libstochflow = get(ENV, "STOCHFLOW_LIBRARY", "libstochflow.so.1")
 
@@ -907,6 +911,336 @@ function sde_log_prob(m::Model, x::AbstractMatrix, eps::Real; score = nothing,
         ccall((:stochflow_sde_free, libstochflow), Cvoid, (Ptr{Cvoid},), h)
     end
     return logp, se
+end
+
+# ---- your data: readers, standardization, the C trainer (doc/data.md, doc/training.md) --
+
+# Table of an n × d float32 matrix the library allocated: a d × n Matrix{Float32} (the
+# same memory order), copied, the library's buffer freed.
+function take_matrix(fn::AbstractString, call)
+    ptr = Ref{Ptr{Cfloat}}(C_NULL)
+    n, d = Ref{Csize_t}(0), Ref{Csize_t}(0)
+    check(call(ptr, n, d), fn)
+    try
+        return copy(unsafe_wrap(Matrix{Float32}, ptr[], (Int(d[]), Int(n[]))))
+    finally
+        ccall((:stochflow_data_free, libstochflow), Cvoid, (Ptr{Cfloat},), ptr[])
+    end
+end
+
+"""A .npy file as a d × n Matrix{Float32} (one row of the file per column), by the
+library's strict reader; 0 bounds mean 2^30 bytes and 2^28 values."""
+read_npy(path::AbstractString; max_bytes::Integer = 0, max_values::Integer = 0) =
+    take_matrix("stochflow_data_read_npy", (p, n, d) ->
+        ccall((:stochflow_data_read_npy, libstochflow), Cint,
+              (Ptr{Ptr{Cfloat}}, Ptr{Csize_t}, Ptr{Csize_t}, Cstring, Csize_t, Csize_t),
+              p, n, d, path, max_bytes, max_values))
+
+"""A .csv file as a d × n Matrix{Float32}, by the library's strict reader."""
+read_csv(path::AbstractString; max_bytes::Integer = 0, max_values::Integer = 0) =
+    take_matrix("stochflow_data_read_csv", (p, n, d) ->
+        ccall((:stochflow_data_read_csv, libstochflow), Cint,
+              (Ptr{Ptr{Cfloat}}, Ptr{Csize_t}, Ptr{Csize_t}, Cstring, Csize_t, Csize_t),
+              p, n, d, path, max_bytes, max_values))
+
+"""As read_npy, from bytes."""
+parse_npy(data::AbstractVector{UInt8}; max_values::Integer = 0) =
+    take_matrix("stochflow_data_parse_npy", (p, n, d) ->
+        ccall((:stochflow_data_parse_npy, libstochflow), Cint,
+              (Ptr{Ptr{Cfloat}}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{UInt8}, Csize_t, Csize_t),
+              p, n, d, Vector{UInt8}(data), length(data), max_values))
+
+"""As read_csv, from bytes or a String."""
+parse_csv(data; max_values::Integer = 0) =
+    let b = Vector{UInt8}(codeunits(data isa AbstractString ? String(data) : String(copy(data))))
+        take_matrix("stochflow_data_parse_csv", (p, n, d) ->
+            ccall((:stochflow_data_parse_csv, libstochflow), Cint,
+                  (Ptr{Ptr{Cfloat}}, Ptr{Csize_t}, Ptr{Csize_t}, Ptr{UInt8}, Csize_t, Csize_t),
+                  p, n, d, b, length(b), max_values))
+    end
+
+"""Fit the per-column map z = (x - shift) / scale on the columns (points) of x, before
+training; a constant coordinate is an error naming it."""
+function fit_standardization!(m::Model, x::AbstractMatrix)
+    xx = points(x, m.dim)
+    check(ccall((:stochflow_model_fit_standardization, libstochflow), Cint,
+                (Ptr{Cvoid}, Ptr{Cfloat}, Csize_t), m.ptr, xx, size(xx, 2)),
+          "stochflow_model_fit_standardization")
+    return m
+end
+
+"""Fit a whitening map z = L⁻¹((x - mean) ./ std), L the Cholesky factor of the
+correlation matrix; collinear coordinates are an error naming them."""
+function fit_whitening!(m::Model, x::AbstractMatrix)
+    xx = points(x, m.dim)
+    check(ccall((:stochflow_model_fit_whitening, libstochflow), Cint,
+                (Ptr{Cvoid}, Ptr{Cfloat}, Csize_t), m.ptr, xx, size(xx, 2)),
+          "stochflow_model_fit_whitening")
+    return m
+end
+
+"""Set the per-column map (d shifts, d scales > 0), or remove any map with nothing."""
+function set_standardization!(m::Model, shift, scale)
+    if shift === nothing && scale === nothing
+        sh = sc = C_NULL
+    else
+        sh, sc = Vector{Float64}(shift), Vector{Float64}(scale)
+        length(sh) == m.dim && length(sc) == m.dim ||
+            throw(DimensionMismatch("shift and scale must have $(m.dim) values each"))
+    end
+    check(ccall((:stochflow_model_set_standardization, libstochflow), Cint,
+                (Ptr{Cvoid}, Ptr{Cdouble}, Ptr{Cdouble}), m.ptr, sh, sc),
+          "stochflow_model_set_standardization")
+    return m
+end
+
+"""Set a whitening map: shift, scale (d values) and the lower-triangular d × d factor L."""
+function set_whitening!(m::Model, shift, scale, L::AbstractMatrix)
+    d = m.dim
+    sh, sc = Vector{Float64}(shift), Vector{Float64}(scale)
+    length(sh) == d && length(sc) == d && size(L) == (d, d) ||
+        throw(DimensionMismatch("shift and scale need $d values, L size ($d, $d)"))
+    rowmajor = Matrix{Float64}(permutedims(L))  # the C side reads L row by row
+    check(ccall((:stochflow_model_set_whitening, libstochflow), Cint,
+                (Ptr{Cvoid}, Ptr{Cdouble}, Ptr{Cdouble}, Ptr{Cdouble}), m.ptr, sh, sc, rowmajor),
+          "stochflow_model_set_whitening")
+    return m
+end
+
+"""(shift, scale) of the model's map, or nothing when it holds none."""
+function standardization(m::Model)
+    sh, sc = Vector{Float64}(undef, m.dim), Vector{Float64}(undef, m.dim)
+    rc = ccall((:stochflow_model_standardization, libstochflow), Cint,
+               (Ptr{Cdouble}, Ptr{Cdouble}, Ptr{Cvoid}), sh, sc, m.ptr)
+    check(rc, "stochflow_model_standardization")
+    return rc == 1 ? (sh, sc) : nothing
+end
+
+"""The whitening factor L (d × d, lower-triangular), or nothing when the model holds none."""
+function whitening(m::Model)
+    buf = Matrix{Float64}(undef, m.dim, m.dim)
+    rc = ccall((:stochflow_model_whitening, libstochflow), Cint, (Ptr{Cdouble}, Ptr{Cvoid}),
+               buf, m.ptr)
+    check(rc, "stochflow_model_whitening")
+    return rc == 1 ? permutedims(buf) : nothing  # row-major in C
+end
+
+"""Points mapped into the network's space (whitened when the model holds a whitening
+map), or back with inverse = true; d × n in, d × n out."""
+function standardize(m::Model, x::AbstractMatrix; inverse::Bool = false)
+    xx = points(x, m.dim)
+    out = similar(xx)
+    check(ccall((:stochflow_model_standardize, libstochflow), Cint,
+                (Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cfloat}, Csize_t, Cint),
+                out, m.ptr, xx, size(xx, 2), inverse ? 1 : 0), "stochflow_model_standardize")
+    return out
+end
+
+"""Fit the context map c' = (c - shift) / scale of a conditional model on its context
+(n_ctx × n); every _ctx call then takes contexts in these units."""
+function fit_context_standardization!(m::Model, ctx::AbstractMatrix)
+    k, _ = context(m)
+    c = points(ctx, k, "ctx")
+    check(ccall((:stochflow_model_fit_context_standardization, libstochflow), Cint,
+                (Ptr{Cvoid}, Ptr{Cfloat}, Csize_t), m.ptr, c, size(c, 2)),
+          "stochflow_model_fit_context_standardization")
+    return m
+end
+
+"""Set the context map (n_ctx shifts and scales), or remove it with nothing."""
+function set_context_standardization!(m::Model, shift, scale)
+    k, _ = context(m)
+    if shift === nothing && scale === nothing
+        sh = sc = C_NULL
+    else
+        sh, sc = Vector{Float64}(shift), Vector{Float64}(scale)
+        length(sh) == k && length(sc) == k ||
+            throw(DimensionMismatch("shift and scale must have $k values each"))
+    end
+    check(ccall((:stochflow_model_set_context_standardization, libstochflow), Cint,
+                (Ptr{Cvoid}, Ptr{Cdouble}, Ptr{Cdouble}), m.ptr, sh, sc),
+          "stochflow_model_set_context_standardization")
+    return m
+end
+
+"""(shift, scale) of the context map, or nothing."""
+function context_standardization(m::Model)
+    k, _ = context(m)
+    sh, sc = Vector{Float64}(undef, k), Vector{Float64}(undef, k)
+    rc = ccall((:stochflow_model_context_standardization, libstochflow), Cint,
+               (Ptr{Cdouble}, Ptr{Cdouble}, Ptr{Cvoid}), sh, sc, m.ptr)
+    check(rc, "stochflow_model_context_standardization")
+    return rc == 1 ? (sh, sc) : nothing
+end
+
+const TRAINER_PARAMS = Dict(
+    :batch_size => 500, :max_steps => 501, :max_seconds => 502, :eval_every => 503,
+    :patience => 504, :val_fraction => 505, :val_subset => 506, :seed => 507,
+    :min_delta => 508, :keep_best => 509, :set_horizon => 510, :standardize => 511)
+const TRAINER_STATS = Dict(
+    :best_nll => 550, :best_step => 551, :final_nll => 552, :final_se => 553, :steps => 554,
+    :evals => 555, :stop => 556, :last_loss => 557, :train_rows => 558, :val_rows => 559)
+const TRAINER_STOPS = Dict(0 => nothing, 1 => :steps, 2 => :time, 3 => :patience,
+                           4 => :cancelled)
+# STANDARDIZE: 1 per column, 2 the model's map as it is, 3 whitening
+const STANDARDIZE_MODES = Dict(:diag => 1, :none => 2, :whiten => 3)
+
+"""
+    Trainer(; solver=:dopri5, params...)
+
+The C trainer (doc/training.md): batch_size, max_steps, max_seconds, eval_every,
+patience, val_fraction, val_subset, seed, min_delta, keep_best, set_horizon, standardize
+(true or :diag, :whiten, false or :none; default false: the model's map as it is), and
+the validation solver's options (steps, rtol, atol, ...; `solver_max_steps` for the
+solver's max_steps). `fit!(tr, m, x; x_val, progress)` trains; `stats(tr)` reads the
+statistics of the last fit. As Python's stochflow.Trainer.
+"""
+mutable struct Trainer
+    ptr::Ptr{Cvoid}
+    solver::Ptr{Cvoid}
+    function Trainer(; solver = :dopri5, params...)
+        h = Ref{Ptr{Cvoid}}(C_NULL)
+        check(ccall((:stochflow_trainer_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}},), h),
+              "stochflow_trainer_new")
+        s = Ref{Ptr{Cvoid}}(C_NULL)
+        check(ccall((:stochflow_trainer_solver, libstochflow), Cint,
+                    (Ptr{Ptr{Cvoid}}, Ptr{Cvoid}), s, h[]), "stochflow_trainer_solver")
+        tr = new(h[], s[])
+        finalizer(tr) do tr
+            ccall((:stochflow_trainer_free, libstochflow), Cvoid, (Ptr{Cvoid},), tr.ptr)
+            tr.ptr = C_NULL
+        end
+        set_param!(tr, :solver, solver)
+        for (name, value) in params
+            value === nothing || set_param!(tr, name, value)
+        end
+        return tr
+    end
+end
+
+function trainer_value(name::Symbol, value)
+    if name === :standardize
+        value isa Bool && return value ? 1 : 2
+        haskey(STANDARDIZE_MODES, Symbol(value)) ||
+            throw(ArgumentError("standardize = $value: true, false, :diag, :whiten or :none"))
+        return STANDARDIZE_MODES[Symbol(value)]
+    end
+    name in (:keep_best, :set_horizon) && value isa Bool && return value ? 1 : 2
+    return value
+end
+
+function set_param!(tr::Trainer, name::Symbol, value)
+    if haskey(TRAINER_PARAMS, name)
+        check(ccall((:stochflow_trainer_set_param, libstochflow), Cint,
+                    (Ptr{Cvoid}, Cint, Cdouble), tr.ptr, TRAINER_PARAMS[name],
+                    trainer_value(name, value)), "stochflow_trainer_set_param")
+        return tr
+    end
+    sname = name === :solver_max_steps ? :max_steps : name
+    key, values = paramkey(sname, "trainer or solver")
+    v = values === nothing ? value : enumvalue(value, values, String(sname))
+    check(ccall((:stochflow_solver_set_param, libstochflow), Cint, (Ptr{Cvoid}, Cint, Cdouble),
+                tr.solver, key, v), "stochflow_solver_set_param")
+    return tr
+end
+
+function get_param(tr::Trainer, name::Symbol)
+    out = Ref{Cdouble}(0)
+    if haskey(TRAINER_PARAMS, name)
+        check(ccall((:stochflow_trainer_get_param, libstochflow), Cint,
+                    (Ptr{Cdouble}, Ptr{Cvoid}, Cint), out, tr.ptr, TRAINER_PARAMS[name]),
+              "stochflow_trainer_get_param")
+    else
+        key, _ = paramkey(name === :solver_max_steps ? :max_steps : name, "trainer or solver")
+        check(ccall((:stochflow_solver_get_param, libstochflow), Cint,
+                    (Ptr{Cdouble}, Ptr{Cvoid}, Cint), out, tr.solver, key),
+              "stochflow_solver_get_param")
+    end
+    return out[]
+end
+
+# The C progress callback: user is the Ref holding (function, exception slot).
+function progress_trampoline(user::Ptr{Cvoid}, step::UInt64, loss::Cdouble, val::Cdouble,
+                             se::Cdouble)::Cint
+    st = unsafe_pointer_to_objref(user)::Base.RefValue{Any}
+    try
+        return st[][1](Int(step), loss, val, se) === true ? Cint(1) : Cint(0)
+    catch err
+        st[] = (st[][1], err)
+        return Cint(1)
+    end
+end
+
+"""
+    fit!(tr, m, x; x_val=nothing, progress=nothing)
+
+Train m on the points (columns) of x, validating on x_val or on the trainer's
+val_fraction; progress(step, loss, val_nll, val_se) after every step may return true to
+stop (a :cancelled StochFlowError). Returns tr.
+"""
+function fit!(tr::Trainer, m::Model, x::AbstractMatrix; x_val = nothing, progress = nothing)
+    xx = points(x, m.dim)
+    xv = x_val === nothing ? nothing : points(x_val, m.dim, "x_val")
+    state = Ref{Any}((progress, nothing))
+    cb = progress === nothing ? C_NULL :
+         @cfunction(progress_trampoline, Cint, (Ptr{Cvoid}, UInt64, Cdouble, Cdouble, Cdouble))
+    GC.@preserve state begin
+        check(ccall((:stochflow_trainer_set_progress, libstochflow), Cint,
+                    (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}), tr.ptr, cb,
+                    progress === nothing ? C_NULL : pointer_from_objref(state)),
+              "stochflow_trainer_set_progress")
+        try
+            rc = ccall((:stochflow_trainer_fit, libstochflow), Cint,
+                       (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Csize_t, Ptr{Cfloat}, Csize_t),
+                       tr.ptr, m.ptr, xx, size(xx, 2), xv === nothing ? C_NULL : xv,
+                       xv === nothing ? 0 : size(xv, 2))
+            state[][2] === nothing || throw(state[][2])
+            check(rc, "stochflow_trainer_fit")
+        finally
+            ccall((:stochflow_trainer_set_progress, libstochflow), Cint,
+                  (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}), tr.ptr, C_NULL, C_NULL)
+        end
+    end
+    return tr
+end
+
+"""Statistics of the last fit: best_nll, best_step, final_nll, final_se, steps, evals,
+stop (:steps, :time, :patience, :cancelled), last_loss, train_rows, val_rows."""
+function stats(tr::Trainer)
+    out = Dict{Symbol,Any}()
+    v = Ref{Cdouble}(0)
+    for (name, key) in TRAINER_STATS
+        check(ccall((:stochflow_trainer_stat, libstochflow), Cint,
+                    (Ptr{Cdouble}, Ptr{Cvoid}, Cint), v, tr.ptr, key), "stochflow_trainer_stat")
+        out[name] = v[]
+    end
+    out[:stop] = get(TRAINER_STOPS, Int(out[:stop]), Int(out[:stop]))
+    for k in (:best_step, :steps, :evals, :train_rows, :val_rows)
+        out[k] = Int(out[k])
+    end
+    return out
+end
+
+"""The early-stopping state as bytes (resume with load_state!)."""
+function state_bytes(tr::Trainer)
+    size = Ref{Csize_t}(0)
+    check(ccall((:stochflow_trainer_state_size, libstochflow), Cint,
+                (Ptr{Csize_t}, Ptr{Cvoid}), size, tr.ptr), "stochflow_trainer_state_size")
+    buf = Vector{UInt8}(undef, size[])
+    written = Ref{Csize_t}(0)
+    check(ccall((:stochflow_trainer_save_state, libstochflow), Cint,
+                (Ptr{Csize_t}, Ptr{Cvoid}, Ptr{UInt8}, Csize_t), written, tr.ptr, buf, size[]),
+          "stochflow_trainer_save_state")
+    return resize!(buf, written[])
+end
+
+"""Install a state from state_bytes; nothing forgets the current one."""
+function load_state!(tr::Trainer, data)
+    buf = data === nothing ? C_NULL : Vector{UInt8}(data)
+    check(ccall((:stochflow_trainer_load_state, libstochflow), Cint,
+                (Ptr{Cvoid}, Ptr{UInt8}, Csize_t), tr.ptr, buf,
+                data === nothing ? 0 : length(buf)), "stochflow_trainer_load_state")
+    return tr
 end
 
 end # module

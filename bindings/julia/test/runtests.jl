@@ -82,3 +82,44 @@ end
     @test all(isfinite, log_prob_ctx(s, m, xs; ctx = c[:, 1], labels = 2))
     @test_throws StochFlowError velocity_ctx(m, 0.5, x; labels = fill(Int32(4), 8))
 end
+
+# The fit surface over the C trainer, as bindings/python/tests/test_training.py,
+# test_estimator.py and bindings/rust/stochflow/tests/trainer.rs check it.
+@testset "fit and standardization" begin
+    base = toy_sample("moons", 200; seed = 1)
+    x = vcat(100 .* base[1:1, :] .+ 7, 100 .* base[1:1, :] .+ 20 .* base[2:2, :])
+    m = Model(2; hidden = (16, 16), seed = 2, threads = 1, lr = 3e-3)
+    tr = Trainer(; solver = :rk4, steps = 4, batch_size = 32, max_steps = 5,
+                 standardize = :whiten, val_fraction = 0.25, eval_every = 1)
+    calls = Ref(0)
+    fit!(tr, m, x; progress = (step, loss, val, se) -> (calls[] += 1; false))
+    st = stats(tr)
+    @test st[:steps] == 5 && calls[] == 5 && st[:stop] == :steps && st[:val_rows] == 50
+    L = whitening(m)
+    @test L !== nothing && L[1, 2] == 0 && L[2, 1] > 0.5
+    shift, scale = standardization(m)
+    u = (x[:, 1] .- shift) ./ scale
+    @test isapprox(standardize(m, x[:, 1:1])[:, 1], L \ u; atol = 1e-5)
+    @test isapprox(standardize(m, standardize(m, x[:, 1:3]); inverse = true), x[:, 1:3];
+                   rtol = 1e-5)
+    # collinear coordinates: an error naming them, the model untouched
+    dup = vcat(base[1:1, :], 2 .* base[1:1, :])
+    m2 = Model(2; hidden = (16,), seed = 2)
+    e = try fit!(Trainer(; standardize = :whiten, max_steps = 2), m2, dup); nothing catch err; err end
+    @test e isa StochFlowError && e.kind == :invalid && occursin("column 2", e.message)
+    @test standardization(m2) === nothing
+    @test_throws ArgumentError Trainer(; standardize = :zca)
+    # the context map of a conditional model: the same field as the mapped context
+    a = Model(2; hidden = (16,), seed = 4, n_ctx = 1)
+    b = Model(2; hidden = (16,), seed = 4, n_ctx = 1)
+    c = reshape(Float32[300 + 5 * (i % 17) for i in 1:200], 1, :)
+    fit_context_standardization!(a, c)
+    sh, sc = context_standardization(a)
+    cz = Float32.((c .- sh[1]) ./ sc[1])
+    @test velocity_ctx(a, 0.3, base; ctx = c) == velocity_ctx(b, 0.3, base; ctx = cz)
+    # readers: d × n, one row of the file per column
+    t = parse_csv("a,b\n1,2\n3,4\n")
+    @test t == Float32[1 3; 2 4]
+    @test state_bytes(tr) isa Vector{UInt8}
+end
+

@@ -682,8 +682,84 @@ class Model:
         return (sh, sc) if rc == 1 else None
 
     @_serialized
+    def fit_whitening(self, x):
+        """Fit a whitening map on the rows of x: z = L^-1 ((x - mean) / std), L the
+        Cholesky factor of the correlation matrix; a constant column, or one that is a
+        linear combination of earlier ones, raises InvalidError naming the columns."""
+        x = _matrix(x, self._d)
+        _call("stochflow_model_fit_whitening", self._h, _ptr(x), x.shape[0])
+
+    @_serialized
+    def set_whitening(self, shift, scale, chol):
+        """Set a whitening map explicitly: shift, scale (d values), chol (d x d,
+        lower-triangular, positive diagonal). Remove it with set_standardization(None,
+        None)."""
+        d = self._d
+        sh = np.ascontiguousarray(shift, dtype=np.float64).reshape(-1)
+        sc = np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)
+        L = np.ascontiguousarray(chol, dtype=np.float64)
+        if sh.shape != (d,) or sc.shape != (d,) or L.shape != (d, d):
+            raise ValueError("shift and scale must have %d values each, chol shape (%d, %d)"
+                             % (d, d, d))
+        dp = _capi.c_double_p
+        _call("stochflow_model_set_whitening", self._h, sh.ctypes.data_as(dp),
+              sc.ctypes.data_as(dp), L.ctypes.data_as(dp))
+
+    @_serialized
+    def whitening(self):
+        """The whitening factor L (d x d float64), or None when the model holds none (a
+        per-column map or no map; standardization() gives shift and scale)."""
+        L = np.empty((self._d, self._d), dtype=np.float64)
+        rc = _lib.stochflow_model_whitening(L.ctypes.data_as(_capi.c_double_p), self._h)
+        if rc < 0:
+            _call("stochflow_model_whitening", None, self._h)  # raises
+        return L if rc == 1 else None
+
+    # -- the context map of a conditional model: c' = (c - shift) / scale
+    def _n_ctx(self):
+        n_ctx = ctypes.c_size_t()
+        _call("stochflow_model_context", ctypes.byref(n_ctx), None, self._h)
+        return n_ctx.value
+
+    @_serialized
+    def fit_context_standardization(self, ctx):
+        """Fit the context map (column mean and standard deviation) on context rows
+        (n, n_ctx); every _ctx call then takes contexts in these units."""
+        c = _matrix(ctx, self._n_ctx(), "ctx")
+        _call("stochflow_model_fit_context_standardization", self._h, _ptr(c), c.shape[0])
+
+    @_serialized
+    def set_context_standardization(self, shift, scale):
+        """Set the context map (n_ctx values each), or remove it (None, None)."""
+        if shift is None and scale is None:
+            _call("stochflow_model_set_context_standardization", self._h, None, None)
+            return
+        k = self._n_ctx()
+        sh = np.ascontiguousarray(shift, dtype=np.float64).reshape(-1)
+        sc = np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)
+        if sh.shape != (k,) or sc.shape != (k,):
+            raise ValueError("shift and scale must have %d values each" % k)
+        dp = _capi.c_double_p
+        _call("stochflow_model_set_context_standardization", self._h, sh.ctypes.data_as(dp),
+              sc.ctypes.data_as(dp))
+
+    @_serialized
+    def context_standardization(self):
+        """(shift, scale) of the context map as float64 arrays, or None."""
+        k = self._n_ctx()
+        sh = np.empty(k, dtype=np.float64)
+        sc = np.empty(k, dtype=np.float64)
+        dp = _capi.c_double_p
+        rc = _lib.stochflow_model_context_standardization(sh.ctypes.data_as(dp),
+                                                          sc.ctypes.data_as(dp), self._h)
+        if rc < 0:
+            _call("stochflow_model_context_standardization", None, None, self._h)  # raises
+        return (sh, sc) if rc == 1 else None
+
+    @_serialized
     def standardize(self, x, inverse=False):
-        """x mapped into the network's space (x - shift) / scale, or back (inverse)."""
+        """x mapped into the network's space ((x - shift) / scale, whitened when the model
+        holds a whitening map), or back (inverse)."""
         x = _matrix(x, self._d)
         out = np.empty_like(x)
         _call("stochflow_model_standardize", _ptr(out), self._h, _ptr(x), x.shape[0],

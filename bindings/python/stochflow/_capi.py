@@ -231,6 +231,12 @@ PROTOTYPES = {
     "stochflow_model_set_standardization": (c_int, [HANDLE, c_double_p, c_double_p]),
     "stochflow_model_standardization": (c_int, [c_double_p, c_double_p, HANDLE]),
     "stochflow_model_standardize": (c_int, [c_float_p, HANDLE, c_float_p, c_size_t, c_int]),
+    "stochflow_model_fit_whitening": (c_int, [HANDLE, c_float_p, c_size_t]),
+    "stochflow_model_set_whitening": (c_int, [HANDLE, c_double_p, c_double_p, c_double_p]),
+    "stochflow_model_whitening": (c_int, [c_double_p, HANDLE]),
+    "stochflow_model_fit_context_standardization": (c_int, [HANDLE, c_float_p, c_size_t]),
+    "stochflow_model_set_context_standardization": (c_int, [HANDLE, c_double_p, c_double_p]),
+    "stochflow_model_context_standardization": (c_int, [c_double_p, c_double_p, HANDLE]),
 }
 
 # void *user, double t -> double (stochflow_eps_fn)

@@ -44,12 +44,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
         ("rk4" with 20 steps by default; "dopri5" ignores solver_steps)
       standardize: the model's standardization (doc/data.md), fitted by the library on
         the training rows and stored in the model; log-densities and samples are in X's
-        units (the log-determinant -sum(log std) included); a constant column is an error
+        units (the log-determinant -sum(log std) included); a constant column is an error.
+        True or "diag": per column; "whiten": whitening (the mean and the Cholesky factor
+        of the covariance; collinear columns are an error naming them); False or "none"
       threads: BLIS/OpenMP threads of the model (results do not depend on it)
       random_state: None, an int or a RandomState: weight init, batches, split, base draws
 
     Attributes after fit: model_ (stochflow.Model), n_features_in_, feature_names_in_
-    (pandas input), mean_, scale_ (the model's map), fit_stats_ (the trainer's statistics).
+    (pandas input), mean_, scale_ (the model's map), whitening_ (its d x d factor L with
+    standardize="whiten", else None), fit_stats_ (the trainer's statistics).
     """
 
     def __init__(self, hidden=(64, 64), activation="silu", interpolant="trig", lr=2e-3,
@@ -103,7 +106,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
                           eval_every=int(self.eval_every), patience=int(self.patience),
                           val_fraction=float(self.val_fraction),
                           val_subset=int(self.val_subset), min_delta=float(self.min_delta),
-                          seed=seed, standardize=bool(self.standardize),
+                          seed=seed, standardize=self.standardize,
                           **self._solver_options())
         # the library fits the standardization on the training rows (not the validation
         # split) and keeps it in the model: log-densities and samples in X's units
@@ -111,6 +114,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         std = model.standardization()
         self.mean_, self.scale_ = std if std is not None else \
             (np.zeros(X.shape[1]), np.ones(X.shape[1]))
+        self.whitening_ = model.whitening()
         self.model_ = model
         self.fit_stats_ = trainer.stats
         return self

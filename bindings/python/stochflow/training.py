@@ -40,6 +40,18 @@ _STATS = {
 }
 _STOP = {0: None, 1: "steps", 2: "time", 3: "patience", 4: "cancelled"}
 _ON_OFF = {True: 1, False: 2}
+# the trainer's STANDARDIZE values: 1 per column, 2 the model's map as it is, 3 whitening
+_STANDARDIZE = {"diag": 1, "none": 2, "whiten": 3}
+
+
+def _standardize_code(value):
+    """True/"diag", False/"none" or "whiten" as the trainer key's value."""
+    if isinstance(value, str):
+        if value not in _STANDARDIZE:
+            raise ValueError("standardize = %r: True, False, 'diag', 'whiten' or 'none'"
+                             % value)
+        return _STANDARDIZE[value]
+    return _ON_OFF[bool(value)]
 
 
 def _solver_name(name):
@@ -54,8 +66,10 @@ class Trainer:
             val_fraction=0, val_subset=256, seed=0, min_delta=0, keep_best=True,
             set_horizon=True, standardize=False, solver="dopri5", **solver_options)
 
-    standardize=True fits the model's standardization on the training rows (after the
-    validation split) when the model holds none and has not trained (doc/data.md).
+    standardize=True (or "diag") fits the model's per-column standardization on the
+    training rows (after the validation split) when the model holds none and has not
+    trained, "whiten" a whitening map instead, False or "none" leaves the model's map as
+    it is (doc/data.md).
     solver and solver_options (steps, rtol, atol, trace, ...) configure the solver of the
     validation log-densities. fit(model, x, x_val=None, progress=None) trains the model;
     progress(step, loss, val_nll, val_se) is called after every step (val_nll is NaN
@@ -79,7 +93,9 @@ class Trainer:
 
     def set_param(self, name, value):
         if name in TRAINER_PARAMS:
-            if name in ("keep_best", "set_horizon", "standardize"):
+            if name == "standardize":
+                value = _standardize_code(value)
+            elif name in ("keep_best", "set_horizon"):
                 value = _ON_OFF[bool(value)]
             _call("stochflow_trainer_set_param", self._h, TRAINER_PARAMS[name], float(value))
             return

@@ -112,3 +112,48 @@ def test_standardization_is_the_models_own():
     # off: no map in the model
     off = FlowDensity(standardize=False, random_state=0, **FAST).fit(X)
     assert off.model_.standardization() is None
+
+
+def test_whitening_is_a_change_of_variables():
+    # standardize="whiten": log p in X's units equals the flow's log-density of the
+    # whitened rows minus log|det| of the map, sum(log std) + sum(log diag(L)), by hand.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 3)) @ np.array([[2.0, 0, 0], [1.5, 0.3, 0], [0, 1, 4]]).T + 7
+    est = FlowDensity(standardize="whiten", random_state=0, **FAST).fit(X)
+    L = est.whitening_
+    assert L is not None and L.shape == (3, 3) and np.all(np.triu(L, 1) == 0)
+    Z = np.linalg.solve(L, ((X[:20] - est.mean_) / est.scale_).T).T
+    np.testing.assert_allclose(est.model_.standardize(X[:20]), Z, rtol=0, atol=1e-5)
+    plain = sf.Model(3, hidden=(16,))
+    plain.parameters()[:] = est.model_.parameters()
+    solver = sf.Solver(solver="rk4", steps=4)
+    logdet = np.sum(np.log(est.scale_)) + np.sum(np.log(np.diag(L)))
+    np.testing.assert_allclose(est.score_samples(X[:20]),
+                               solver.log_prob(plain, Z.astype(np.float32)) - logdet,
+                               rtol=0, atol=1e-4)
+    assert FlowDensity(standardize="diag", random_state=0, **FAST).fit(X).whitening_ is None
+    # collinear columns: an error naming them
+    Xc = X.copy()
+    Xc[:, 2] = X[:, 0] - 2 * X[:, 1]
+    with pytest.raises(Exception, match="column 3 is .nearly. a linear combination of "
+                                        "columns 1, 2"):
+        FlowDensity(standardize="whiten", random_state=0, **FAST).fit(Xc)
+    with pytest.raises(ValueError, match="standardize"):
+        FlowDensity(standardize="zca", random_state=0, **FAST).fit(X)
+
+
+def test_context_map_of_a_conditional_model():
+    # every _ctx call takes the context in its own units; same numbers as the mapped
+    # context given to a model without the map (no Jacobian in log p(x | c))
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64, 2)).astype(np.float32)
+    c = (rng.normal(size=(64, 1)) * 30 + 500).astype(np.float32)
+    a = sf.Model(2, hidden=(16,), n_ctx=1, seed=3)
+    b = sf.Model(2, hidden=(16,), n_ctx=1, seed=3)
+    a.fit_context_standardization(c)
+    shift, scale = a.context_standardization()
+    assert b.context_standardization() is None
+    cz = ((c.astype(np.float64) - shift) / scale).astype(np.float32)
+    np.testing.assert_array_equal(a.velocity(0.3, x, ctx=c), b.velocity(0.3, x, ctx=cz))
+    solver = sf.Solver(solver="rk4", steps=4)
+    np.testing.assert_array_equal(solver.log_prob(a, x, ctx=c), solver.log_prob(b, x, ctx=cz))

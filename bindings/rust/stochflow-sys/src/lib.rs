@@ -714,6 +714,29 @@ extern "C" {
         n: usize,
         inverse: c_int,
     ) -> c_int;
+    pub fn stochflow_model_fit_whitening(m: *mut stochflow_model, x: *const f32, n: usize) -> c_int;
+    pub fn stochflow_model_set_whitening(
+        m: *mut stochflow_model,
+        shift: *const f64,
+        scale: *const f64,
+        chol: *const f64,
+    ) -> c_int;
+    pub fn stochflow_model_whitening(chol: *mut f64, m: *const stochflow_model) -> c_int;
+    pub fn stochflow_model_fit_context_standardization(
+        m: *mut stochflow_model,
+        ctx: *const f32,
+        n: usize,
+    ) -> c_int;
+    pub fn stochflow_model_set_context_standardization(
+        m: *mut stochflow_model,
+        shift: *const f64,
+        scale: *const f64,
+    ) -> c_int;
+    pub fn stochflow_model_context_standardization(
+        shift: *mut f64,
+        scale: *mut f64,
+        m: *const stochflow_model,
+    ) -> c_int;
     pub fn stochflow_trainer_save_state(
         written: *mut usize,
         tr: *const stochflow_trainer,

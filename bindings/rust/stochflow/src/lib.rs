@@ -721,7 +721,69 @@ impl Model {
         check(rc)?;
         Ok(if rc == 1 { Some((shift, scale)) } else { None })
     }
-    /// Rows mapped into the network's space, (x - shift) / scale, or back (inverse).
+    /// Fit a whitening map on the rows of x: z = L^-1 ((x - mean) / std), L the Cholesky
+    /// factor of the correlation matrix (before training). A constant column, or one that
+    /// is a linear combination of earlier ones, is an error naming the columns.
+    pub fn fit_whitening(&mut self, x: &[f32]) -> Result<()> {
+        let n = rows("x", x.len(), self.d)?;
+        // SAFETY: x holds n * d floats.
+        check(unsafe { sys::stochflow_model_fit_whitening(self.h, x.as_ptr(), n) })
+    }
+    /// Set a whitening map: d shifts, d scales > 0, and chol (d * d, row-major,
+    /// lower-triangular, positive diagonal). Remove it with `set_standardization(None)`.
+    pub fn set_whitening(&mut self, shift: &[f64], scale: &[f64], chol: &[f64]) -> Result<()> {
+        check_len("shift", shift.len(), self.d)?;
+        check_len("scale", scale.len(), self.d)?;
+        check_len("chol", chol.len(), self.d * self.d)?;
+        // SAFETY: d, d and d * d doubles.
+        check(unsafe {
+            sys::stochflow_model_set_whitening(self.h, shift.as_ptr(), scale.as_ptr(), chol.as_ptr())
+        })
+    }
+    /// The whitening factor L (d * d, row-major), or None when the model holds none (a
+    /// per-column map or none: `standardization` gives shift and scale).
+    pub fn whitening(&self) -> Result<Option<Vec<f64>>> {
+        let mut l = vec![0f64; self.d * self.d];
+        // SAFETY: d * d writable doubles.
+        let rc = unsafe { sys::stochflow_model_whitening(l.as_mut_ptr(), self.h) };
+        check(rc)?;
+        Ok(if rc == 1 { Some(l) } else { None })
+    }
+    /// Fit the context map c' = (c - shift) / scale of a conditional model on context
+    /// rows (n * n_ctx): every _ctx call then takes contexts in these units.
+    pub fn fit_context_standardization(&mut self, ctx: &[f32]) -> Result<()> {
+        let (k, _) = self.context()?;
+        let n = rows("ctx", ctx.len(), k.max(1))?;
+        // SAFETY: ctx holds n * n_ctx floats.
+        check(unsafe { sys::stochflow_model_fit_context_standardization(self.h, ctx.as_ptr(), n) })
+    }
+    /// Set the context map (n_ctx shifts, n_ctx scales > 0), or remove it with None.
+    pub fn set_context_standardization(&mut self, map: Option<(&[f64], &[f64])>) -> Result<()> {
+        let (k, _) = self.context()?;
+        let (sh, sc) = match map {
+            None => (ptr::null(), ptr::null()),
+            Some((shift, scale)) => {
+                check_len("shift", shift.len(), k)?;
+                check_len("scale", scale.len(), k)?;
+                (shift.as_ptr(), scale.as_ptr())
+            }
+        };
+        // SAFETY: NULL, NULL, or n_ctx doubles each.
+        check(unsafe { sys::stochflow_model_set_context_standardization(self.h, sh, sc) })
+    }
+    /// The context map (shift, scale), or None when the model holds none.
+    pub fn context_standardization(&self) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
+        let (k, _) = self.context()?;
+        let (mut shift, mut scale) = (vec![0f64; k], vec![0f64; k]);
+        // SAFETY: n_ctx writable doubles each.
+        let rc = unsafe {
+            sys::stochflow_model_context_standardization(shift.as_mut_ptr(), scale.as_mut_ptr(), self.h)
+        };
+        check(rc)?;
+        Ok(if rc == 1 { Some((shift, scale)) } else { None })
+    }
+    /// Rows mapped into the network's space, (x - shift) / scale (whitened when the model
+    /// holds a whitening map), or back (inverse).
     pub fn standardize(&self, x: &[f32], inverse: bool) -> Result<Vec<f32>> {
         let n = rows("x", x.len(), self.d)?;
         let mut out = vec![0f32; x.len()];
@@ -1473,7 +1535,8 @@ pub fn images_write_grid<P: AsRef<Path>>(
 
 mod trainer;
 pub use trainer::{
-    parse_csv, parse_npy, read_csv, read_npy, Matrix, StopReason, TrainStats, Trainer, TrainerParam,
+    parse_csv, parse_npy, read_csv, read_npy, Matrix, Standardize, StopReason, TrainStats, Trainer,
+    TrainerParam,
 };
 
 // ---- stochastic interpolants: objectives and SDE sampling (doc/sde.md) ---------------

@@ -24,10 +24,21 @@ pub enum TrainerParam {
     KeepBest = 509,
     /// 1 = set the model's LR_TOTAL_STEPS to MaxSteps (default), 2 = leave it.
     SetHorizon = 510,
-    /// 1 = fit the model's standardization on the training rows when it holds none and
-    /// has not trained (the default of `Trainer::new`), 2 = use the model's as it is
-    /// (doc/data.md).
+    /// 1 = fit the model's per-column standardization on the training rows when it holds
+    /// none and has not trained (the default of `Trainer::new`), 2 = use the model's as it
+    /// is, 3 = fit a whitening map instead (doc/data.md); see `Trainer::set_standardize`.
     Standardize = 511,
+}
+
+/// What the trainer fits on the training rows of a model without a map (doc/data.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standardize {
+    /// Per column: mean and standard deviation (the default of `Trainer::new`).
+    Diag = 1,
+    /// Nothing: the model's map (or none) is used as it is.
+    None = 2,
+    /// Whitening: mean and the Cholesky factor of the covariance.
+    Whiten = 3,
 }
 
 /// Why a fit stopped.
@@ -130,6 +141,10 @@ impl Trainer {
         let s = self.solver()?;
         // SAFETY: s lives as long as the trainer.
         check(unsafe { sys::stochflow_solver_set_param(s, p.key(), value) })
+    }
+    /// What the trainer fits on the training rows (`TrainerParam::Standardize`).
+    pub fn set_standardize(&mut self, s: Standardize) -> Result<()> {
+        self.set_param(TrainerParam::Standardize, s as i32 as f64)
     }
     /// The validation solver and its step count (fixed-step solvers).
     pub fn set_solver(&mut self, kind: SolverKind, steps: usize) -> Result<()> {

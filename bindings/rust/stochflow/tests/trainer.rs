@@ -1,8 +1,8 @@
 //! The fit surface over the C trainer and the data readers: statistics, the callback,
 //! same bits after a cancel + checkpoint + resume, errors that name the cell.
 use stochflow::{
-    parse_csv, parse_npy, toy_sample, Config, ErrorKind, Model, Param, SolverKind, StopReason,
-    Trainer, TrainerParam,
+    parse_csv, parse_npy, toy_sample, Config, ErrorKind, Model, Param, SolverKind, Standardize,
+    StopReason, Trainer, TrainerParam,
 };
 
 fn model(threads: f64) -> Model {
@@ -135,4 +135,60 @@ fn standardization_is_on_and_stored() {
         assert!((a - b).abs() < 1e-3 * b.abs().max(1.0));
     }
     assert!(m.set_standardization(None).is_err()); // trained: the map is fixed
+}
+
+#[test]
+fn whitening_through_the_trainer() {
+    // correlated columns: x2 = x1 + small noise, in large units
+    let base = data();
+    let x: Vec<f32> = base
+        .chunks(2)
+        .flat_map(|r| [100.0 * r[0] + 7.0, 100.0 * r[0] + 20.0 * r[1]])
+        .collect();
+    let mut m = model(1.0);
+    let mut tr = trainer(5.0);
+    tr.set_standardize(Standardize::Whiten).unwrap();
+    tr.fit(&mut m, &x, None).unwrap();
+    let l = m.whitening().unwrap().expect("a whitening map");
+    assert_eq!(l[1], 0.0); // lower-triangular
+    assert!(l[2] > 0.5, "{:?}", l); // the correlation is in the factor
+    let (shift, scale) = m.standardization().unwrap().expect("a map");
+    // z by hand: u = (x - shift) / scale, z = L^-1 u
+    let u: Vec<f64> = (0..2).map(|k| (x[k] as f64 - shift[k]) / scale[k]).collect();
+    let z0 = u[0] / l[0];
+    let z1 = (u[1] - l[2] * z0) / l[3];
+    let z = m.standardize(&x[..2], false).unwrap();
+    assert!((z[0] as f64 - z0).abs() < 1e-5 && (z[1] as f64 - z1).abs() < 1e-5, "{:?}", z);
+    // a collinear column is an error naming it; the model is left as it was
+    let dup: Vec<f32> = base.chunks(2).flat_map(|r| [r[0], 2.0 * r[0]]).collect();
+    let mut m2 = model(1.0);
+    let e = tr.fit(&mut m2, &dup, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid);
+    assert!(e.message.contains("column 2"), "{}", e.message);
+    assert!(m2.standardization().unwrap().is_none());
+    assert!(m.set_whitening(&shift, &scale, &l).is_err()); // trained: the map is fixed
+}
+
+#[test]
+fn context_map_of_a_conditional_model() {
+    let mk = || {
+        let mut cfg = Config::new(2).unwrap();
+        cfg.set_hidden(&[16]).unwrap();
+        cfg.set_seed(4).unwrap();
+        cfg.set_context(1, 0).unwrap();
+        Model::new(&cfg).unwrap()
+    };
+    let (mut a, mut b) = (mk(), mk());
+    let x = data();
+    let c: Vec<f32> = (0..200).map(|i| 300.0 + 5.0 * (i % 17) as f32).collect();
+    a.fit_context_standardization(&c).unwrap();
+    assert!(b.context_standardization().unwrap().is_none());
+    let (shift, scale) = a.context_standardization().unwrap().expect("a map");
+    let cz: Vec<f32> = c.iter().map(|v| ((*v as f64 - shift[0]) / scale[0]) as f32).collect();
+    let (mut va, mut vb) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+    a.velocity_ctx(0.3, &x, Some(&c), None, &mut va).unwrap();
+    b.velocity_ctx(0.3, &x, Some(&cz), None, &mut vb).unwrap();
+    assert_eq!(va, vb);
+    a.set_context_standardization(None).unwrap();
+    assert!(a.context_standardization().unwrap().is_none());
 }
