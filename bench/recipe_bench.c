@@ -51,7 +51,9 @@
  *   --tag NAME          label printed on each line
  *
  * Output: one line per evaluation, key=value:
- *   tag target d seed step cpu kl se nfe eval_cpu loss
+ *   tag target d seed step cpu kl se nfe eval_cpu loss gnorm
+ * (loss and gnorm: exponential moving averages, decay 0.99, of the training loss and of
+ * the L2 norm of the raw gradient before any clipping; gnorm is what --clip compares to.)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -341,7 +343,7 @@ static const float *draw_t(float *t, const options *o, size_t n, uint64_t step) 
 /* KL(p || model) on the fixed points xe (log p in lp), printed as one line. */
 static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, const char *tag,
                      const float *xe, const double *lp, float *lq, size_t d, size_t done,
-                     double train_cpu, double run_loss) {
+                     double train_cpu, double run_loss, double run_gnorm) {
     double e0 = cpu_seconds(), nfe = 0;
     CHECK(stochflow_solver_log_prob(lq, NULL, s, m, xe, o->eval_n, 1.0));
     stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
@@ -354,9 +356,10 @@ static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, 
     double kl = sum / (double)o->eval_n;
     double var = (sum2 / (double)o->eval_n - kl * kl) * (double)o->eval_n / (double)(o->eval_n - 1);
     printf("tag=%s target=%s d=%zu seed=%llu step=%zu cpu=%.2f kl=%.5f se=%.5f nfe=%.0f "
-           "eval_cpu=%.1f loss=%.5f\n",
+           "eval_cpu=%.1f loss=%.5f gnorm=%.4g\n",
            tag, o->target, d, (unsigned long long)o->seed, done, train_cpu, kl,
-           sqrt(var > 0 ? var / (double)o->eval_n : 0), nfe, cpu_seconds() - e0, run_loss);
+           sqrt(var > 0 ? var / (double)o->eval_n : 0), nfe, cpu_seconds() - e0, run_loss,
+           run_gnorm);
     fflush(stdout);
 }
 
@@ -423,7 +426,10 @@ int main(int argc, char **argv) {
 
     float *x1 = malloc(B * d * sizeof(float)), *x0 = malloc(B * d * sizeof(float));
     float *tb = malloc(B * sizeof(float));
-    double train_cpu = 0, loss = NAN, run_loss = NAN;
+    double train_cpu = 0, loss = NAN, run_loss = NAN, run_gnorm = NAN;
+    float *grads;
+    size_t n_params;
+    CHECK(stochflow_model_gradients(&grads, &n_params, m));
     size_t at[256], n_at = 0; /* --evals */
     for (const char *p = o.evals; p && *p && n_at < 256;) {
         char *end;
@@ -457,18 +463,21 @@ int main(int argc, char **argv) {
         CHECK(stochflow_model_train_step(&loss, m, x1, B, x0p, tp));
         train_cpu += cpu_seconds() - c0;
         run_loss = isnan(run_loss) ? loss : 0.99 * run_loss + 0.01 * loss;
+        double g2 = 0; /* the raw gradient of this step (clipping scales the update only) */
+        for (size_t i = 0; i < n_params; ++i) g2 += (double)grads[i] * grads[i];
+        run_gnorm = isnan(run_gnorm) ? sqrt(g2) : 0.99 * run_gnorm + 0.01 * sqrt(g2);
         size_t done = step + 1;
         int eval_now = done == o.steps;
         for (size_t q = 0; q < n_at; ++q) eval_now |= at[q] == done;
         if (!eval_now) continue;
-        evaluate(s, m, &o, o.tag, xe, lp, lq, d, done, train_cpu, run_loss);
+        evaluate(s, m, &o, o.tag, xe, lp, lq, d, done, train_cpu, run_loss, run_gnorm);
         for (const char *p = done == o.steps ? o.rtols : NULL; p && *p;) {
             char *end, tag[96];
             double r = strtod(p, &end);
             snprintf(tag, sizeof tag, "%s@%g", o.tag, r);
             CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_RTOL, r));
             CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_ATOL, r));
-            evaluate(s, m, &o, tag, xe, lp, lq, d, done, train_cpu, run_loss);
+            evaluate(s, m, &o, tag, xe, lp, lq, d, done, train_cpu, run_loss, run_gnorm);
             if (*end != ',') break;
             p = end + 1;
         }
