@@ -70,7 +70,7 @@ PYEOF
 IMG=(--unet-base 8 --unet-mult 1,2 --unet-groups 4 --unet-attn none --batch 4 --threads 1)
 run "train a tiny U-Net" "$SF" train --data "idx:$T/img.idx" --out "$T/u.sfm" --steps 3 "${IMG[@]}"
 run "sample --sde, image model: grid and npy" "$SF" sample --model "$T/u.sfm" --sde 0.5 -n 5 --steps 6 --png "$T/u.png" --out "$T/u.npy" --threads 1 --json &&
-    json "image SDE JSON: Heun NFE 2 per step" "d['solver']=='SDE' and d['nfe']==12 and d['n']==5 and d['png'].endswith('u.png')"
+    json "image SDE JSON: Heun NFE 2 per step" "d['solver']=='SDE' and d['sde_eps']==0.5 and d['nfe']==12 and d['n']==5 and d['png'].endswith('u.png')"
 check "image SDE samples: 5 x 64 finite, a PNG grid" "
 import numpy as np; x=np.load('$T/u.npy'); assert x.shape==(5,64) and np.isfinite(x).all()
 assert open('$T/u.png','rb').read(8)==b'\x89PNG\r\n\x1a\n'"

@@ -298,6 +298,11 @@ static int sample_images(stochflow_model *m, const opts *o) {
         jint(&j, "width", u.w);
         jint(&j, "cols", grid_cols((size_t)n, (size_t)cols)); /* the grid's columns */
         jstr(&j, "solver", how);
+        if (sde) {
+            double eps = 0;
+            stochflow_sde_get_param(&eps, sde, STOCHFLOW_PARAM_SDE_EPS);
+            jnum(&j, "sde_eps", eps);
+        }
         jnum(&j, "nfe", nfe);
         jnum(&j, "seconds", secs);
         jstr(&j, "png", png);
