@@ -8,7 +8,8 @@ Through the Python binding (the library's _ctx calls), one JSON line per result:
       written to D/<spec>.npy (n x 784 in [-1, 1]) and D/<spec>.json (NFE, CPU s).
       A spec is ode-rk4, ode-heun, ode-euler (the ODE), or em:EPS / heun:EPS (the SDE
       with the score from the velocity); the steps are chosen so that every sampler
-      makes --nfe network evaluations (RK4 4 per step, Heun 2, Euler and EM 1).
+      makes --nfe network evaluations (RK4 4 per step, Heun 2, Euler and EM 1);
+      em:EPS:T / heun:EPS:T stop the noise at t = T (STOCHFLOW_PARAM_SDE_T_END).
   sde_images.py frechet --dir D --classifier CLS.pt [--n 500]
       per D/*.npy: the Frechet distance in the features of bench/fmnist_classifier.py
       against the 10 000 test images and the accuracy of the generated classes; plus
@@ -52,7 +53,8 @@ def cmd_sample(a):
     labels = (np.arange(a.n) % 10).astype(np.int32) if a.labels == "balanced" else \
         np.full(a.n, -1, dtype=np.int32)
     for spec in a.specs.split(","):
-        kind, _, eps = spec.partition(":")
+        kind, _, rest = spec.partition(":")
+        eps, _, t_end = rest.partition(":")
         steps = a.nfe // PER_STEP[kind]
         t0, c0 = time.time(), time.process_time()
         if kind.startswith("ode-"):
@@ -61,12 +63,14 @@ def cmd_sample(a):
             nfe = a.nfe
         else:
             x, nfe = m.sample(a.n, sde=float(eps), sde_method=kind, steps=steps, seed=a.seed,
-                              labels=labels, guidance=a.guidance, return_nfe=True)
+                              labels=labels, guidance=a.guidance, return_nfe=True,
+                              sde_t_end=float(t_end or 1.0))
         rec = {"spec": spec, "n": a.n, "steps": steps, "nfe": nfe, "labels": a.labels,
                "guidance": a.guidance, "seed": a.seed, "cpu_s": time.process_time() - c0,
                "wall_s": time.time() - t0, "finite": bool(np.isfinite(x).all())}
-        np.save(os.path.join(a.out_dir, spec.replace(":", "_") + ".npy"), x)
-        with open(os.path.join(a.out_dir, spec.replace(":", "_") + ".json"), "w") as f:
+        name = spec.replace(":", "_") + ("_seed%d" % a.seed if a.seed else "")
+        np.save(os.path.join(a.out_dir, name + ".npy"), x)
+        with open(os.path.join(a.out_dir, name + ".json"), "w") as f:
             json.dump(rec, f)
         print(json.dumps(rec), flush=True)
 
@@ -87,8 +91,9 @@ def cmd_frechet(a):
         if os.path.exists(path[:-4] + ".json"):
             with open(path[:-4] + ".json") as f:
                 meta = json.load(f)
-        rec = {"spec": meta.get("spec", os.path.basename(path)), "n": len(x),
-               "nfe": meta.get("nfe"), "frechet": fc.frechet(fc.features(net, x), ref)}
+        rec = {"spec": meta.get("spec", os.path.basename(path)), "seed": meta.get("seed"),
+               "n": len(x), "nfe": meta.get("nfe"),
+               "frechet": fc.frechet(fc.features(net, x), ref)}
         if meta.get("labels") == "balanced":
             pred = fc.predict(net, fc.to_unit(x))
             rec["accuracy"] = float((pred == np.arange(len(x)) % 10).mean())

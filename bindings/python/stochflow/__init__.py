@@ -305,7 +305,7 @@ class _SDE:
     conditional model; trace: the likelihood's divergences ("exact" or "hutchinson")."""
 
     def __init__(self, drift, eps, score_model, method, steps, paths, guidance=0.0,
-                 trace="exact"):
+                 trace="exact", t_end=1.0):
         fd, gd = drift._objective()
         if fd in (STOCHFLOW_FIELD_SCORE, STOCHFLOW_FIELD_DENOISER):  # noqa: F405
             raise ValueError("the model was trained for the score or denoiser: sample from "
@@ -330,6 +330,7 @@ class _SDE:
         put(STOCHFLOW_PARAM_SDE_PATHS, int(paths))  # noqa: F405
         put(STOCHFLOW_PARAM_SDE_GUIDANCE, float(guidance))  # noqa: F405
         put(STOCHFLOW_PARAM_SDE_TRACE, _enum(trace, _TRACES, "trace"))  # noqa: F405
+        put(STOCHFLOW_PARAM_SDE_T_END, float(t_end))  # noqa: F405
         velocity = fd == STOCHFLOW_FIELD_VELOCITY and gd != STOCHFLOW_GAMMA_ZERO  # noqa
         put(STOCHFLOW_PARAM_SDE_DRIFT, STOCHFLOW_FIELD_VELOCITY if velocity  # noqa: F405
             else STOCHFLOW_FIELD_DRIFT)  # noqa: F405
@@ -865,7 +866,8 @@ class Model:
         sde=eps: the SDE dX = [b + eps s] dt + sqrt(2 eps) dW instead (doc/sde.md), this
         model the drift (or velocity) model, score_model a model trained for the score or
         the denoiser (None: the score from this gamma-free velocity model), sde_method
-        "heun" or "em", steps (default 100), ctx/labels and guidance as for the ODE.
+        "heun" or "em", steps (default 100), ctx/labels and guidance as for the ODE,
+        sde_t_end: no noise (and no score) from that time on (default 1).
         return_nfe: also the number of evaluation times."""
         if sde is not None:
             if return_log_prob:
@@ -874,7 +876,7 @@ class Model:
             if n < 1:
                 raise ValueError("n must be positive, got %d" % n)
             s = _SDE(self, float(sde), score_model, sde_method, options.pop("steps", 100), 16,
-                     options.pop("guidance", 0.0))
+                     options.pop("guidance", 0.0), t_end=options.pop("sde_t_end", 1.0))
             if options:
                 raise ValueError("options %s do not apply with sde" % sorted(options))
             x = _out(out, (n, self.dim))

@@ -64,6 +64,9 @@ def test_sde_zero_is_heun_ode_and_score_from_velocity():
     assert (a == b).all()
     c = v.sample(64, sde=0.5, steps=10, seed=2)
     assert np.isfinite(c).all() and not (c == a).all()
+    # sde_t_end: noise only before it (t_end 0.05 leaves only the noise-free first step)
+    assert (v.sample(64, sde=0.5, steps=10, seed=2, sde_t_end=0.05) == a).all()
+    assert not (v.sample(64, sde=0.5, steps=10, seed=2, sde_t_end=0.5) == c).all()
     lp, se = v.sde_log_prob(c[:10], 0.2, paths=2, steps=10)
     assert np.isfinite(lp).all()
 
