@@ -1539,6 +1539,16 @@ STOCHFLOW_API int stochflow_score_from_velocity(float *s, float *div_s, const fl
 #define STOCHFLOW_PARAM_SDE_PATHS 607   /**< likelihood paths per point; default 16 */
 #define STOCHFLOW_PARAM_SDE_LIK_AVG 608 /**< how the paths of a point are combined:
                                              STOCHFLOW_SDE_LIK_*; default MEAN */
+#define STOCHFLOW_PARAM_SDE_GUIDANCE 609 /**< guidance scale w in [-1, 1000] of a
+                                              conditional model (as the solver's
+                                              STOCHFLOW_PARAM_GUIDANCE): every network
+                                              output and divergence f becomes (1 + w) f(c)
+                                              - w f(none); default 0 (unguided) @since 1.1 */
+#define STOCHFLOW_PARAM_SDE_TRACE 610   /**< divergences of the model-form likelihood:
+                                             STOCHFLOW_TRACE_EXACT (default) or
+                                             _HUTCHINSON (one Rademacher probe per path,
+                                             fixed along it; for large d, e.g. images)
+                                             @since 1.1 */
 
 /** Path averages of the SDE likelihood (STOCHFLOW_PARAM_SDE_LIK_AVG), see
  *  stochflow_sde_log_prob_fn. */
@@ -1626,10 +1636,36 @@ STOCHFLOW_API int stochflow_sde_log_prob_fn(float *logp, float *se, stochflow_sd
                                             stochflow_sde_field_fn fn, void *user, size_t d,
                                             const float *x, size_t n, uint64_t seed);
 /** As stochflow_sde_log_prob_fn with networks (as stochflow_sde_sample; exact
- *  divergences). @since 1.0 */
+ *  divergences, or Hutchinson ones with STOCHFLOW_PARAM_SDE_TRACE). @since 1.0 */
 STOCHFLOW_API int stochflow_sde_log_prob(float *logp, float *se, stochflow_sde *s,
                                          stochflow_model *drift, stochflow_model *score,
                                          const float *x, size_t n, uint64_t seed);
+/**
+ * stochflow_sde_sample for conditional models: ctx [n x n_ctx] and labels [n] (-1: no
+ * label), either NULL, as in stochflow_solver_sample_ctx; they are given to the drift
+ * and to the score model (each must accept them). With STOCHFLOW_PARAM_SDE_GUIDANCE
+ * w != 0 every network output is (1 + w) f(c) - w f(none): with eps = 0 the samples
+ * are bit for bit those of stochflow_solver_sample_ctx with the same guidance (EULER /
+ * HEUN, the same steps). The guided score is the score of the tilted marginals
+ * rho_t(x | c)^(1+w) rho_t(x)^(-w) (unnormalized), which are not the marginals of the
+ * guided drift: with eps > 0 the guided SDE samples a law that depends on eps
+ * (doc/sde.md). w = 0 and no conditioning give the bits of stochflow_sde_sample.
+ * @return as stochflow_sde_sample, plus STOCHFLOW_E_INVALID for bad conditioning or
+ *         guidance without a conditional model, STOCHFLOW_E_BUSY. @since 1.1
+ */
+STOCHFLOW_API int stochflow_sde_sample_ctx(float *x, stochflow_sde *s, stochflow_model *drift,
+                                           stochflow_model *score, const float *ctx,
+                                           const int32_t *labels, size_t n, uint64_t seed);
+/**
+ * stochflow_sde_log_prob for conditional models (ctx, labels and guidance as in
+ * stochflow_sde_sample_ctx; the paths of point i take point i's conditioning). With
+ * guidance the estimate refers to the guided SDE's own time-1 density, not p(x | c).
+ * @return as stochflow_sde_sample_ctx. @since 1.1
+ */
+STOCHFLOW_API int stochflow_sde_log_prob_ctx(float *logp, float *se, stochflow_sde *s,
+                                             stochflow_model *drift, stochflow_model *score,
+                                             const float *x, const float *ctx,
+                                             const int32_t *labels, size_t n, uint64_t seed);
 
 /* ==== Conditional models ================================================================
  * A conditional model learns v(t, x | c) for a per-row context c: k = n_ctx floats per

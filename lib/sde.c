@@ -12,13 +12,15 @@
 #include <math.h>
 #include <string.h>
 
+#include "busy.h"
+#include "model.h"
 #include "sde.h"
 
 #define LN_2PI 1.8378770664093454835606594728112
 
 struct stochflow_sde {
     /* keyed parameters, resolved (never 0) */
-    double method, steps, eps, t_end, denoise, drift, score, paths, lik_avg;
+    double method, steps, eps, t_end, denoise, drift, score, paths, lik_avg, guidance, trace;
     stochflow_eps_fn eps_fn;
     void *eps_user;
     int has_si;
@@ -49,6 +51,9 @@ static const sde_param PARAMS[] = {
      STOCHFLOW_FIELD_SCORE, 1, FIELD(score)},
     {STOCHFLOW_PARAM_SDE_PATHS, 1, 1e6, 16, 1, FIELD(paths)},
     {STOCHFLOW_PARAM_SDE_LIK_AVG, 1, 2, 1, 1, FIELD(lik_avg)},
+    {STOCHFLOW_PARAM_SDE_GUIDANCE, -1, 1000, 0, 0, FIELD(guidance)},
+    {STOCHFLOW_PARAM_SDE_TRACE, STOCHFLOW_TRACE_EXACT, STOCHFLOW_TRACE_HUTCHINSON,
+     STOCHFLOW_TRACE_EXACT, 1, FIELD(trace)},
 };
 #define N_PARAMS (sizeof PARAMS / sizeof PARAMS[0])
 
@@ -174,7 +179,36 @@ typedef struct {
     stochflow_model *drift, *score;
     size_t rows; /* capacity of the buffers */
     float *v, *dv, *e, *de; /* [rows x d], [rows], [rows x d], [rows] */
+    /* conditioning of the rows (NULL: none), guidance scale, and for the Hutchinson
+     * likelihood one probe per row [rows x d] (NULL: exact divergences) */
+    const float *ctx;
+    const int32_t *labels;
+    double w;
+    const float *probes;
+    float *own_ctx, *own_probes; /* allocations behind ctx and probes, or NULL */
+    int32_t *own_labels;
 } model_ctx;
+
+static void model_ctx_free(model_ctx *c) {
+    stochflow__free(c->v);
+    stochflow__free(c->e);
+    stochflow__free(c->dv);
+    stochflow__free(c->de);
+    stochflow__free(c->own_ctx);
+    stochflow__free(c->own_labels);
+    stochflow__free(c->own_probes);
+}
+
+/* One network's field v [n x d] (or NULL) and divergence div [n] (or NULL) at t: guided
+ * with the sampler's scale, given the rows' conditioning; with probes, div is the
+ * Hutchinson estimate p . (dv/dx) p of the row's probe (one per row). */
+static int net_eval(const model_ctx *c, stochflow_model *m, double t, const float *x, size_t n,
+                    float *v, float *div) {
+    if (c->probes && div)
+        return stochflow__model_eval_ctx(m, t, x, c->ctx, c->labels, c->w, n, v, NULL, c->probes,
+                                         1, div);
+    return stochflow__model_eval_ctx(m, t, x, c->ctx, c->labels, c->w, n, v, div, NULL, 0, NULL);
+}
 
 /* The model form as a stochflow_sde_field_fn. */
 static int model_field(void *user, double t, size_t n, size_t d, const float *x, float *b,
@@ -192,20 +226,17 @@ static int model_field(void *user, double t, size_t n, size_t d, const float *x,
     int need_s = s != NULL || (kind_b == STOCHFLOW_FIELD_VELOCITY && gg != 0.0);
     int need_ds = need_s && (ds != NULL || (db != NULL && kind_b == STOCHFLOW_FIELD_VELOCITY));
     /* drift (or velocity) network */
-    FORWARD_IF_ERROR(stochflow__model_eval(c->drift, t, x, n, c->v, db ? c->dv : NULL, NULL, 0,
-                                           NULL));
+    FORWARD_IF_ERROR(net_eval(c, c->drift, t, x, n, c->v, db ? c->dv : NULL));
     if (need_s) {
         if (kind_s == STOCHFLOW_FIELD_SCORE_FROM_VELOCITY) {
             double ab[4];
             FORWARD_IF_ERROR(stochflow_model_interpolant_eval(ab, c->drift, t));
             if (need_ds && !db)
-                FORWARD_IF_ERROR(stochflow__model_eval(c->drift, t, x, n, NULL, c->dv, NULL,
-                                                       0, NULL));
+                FORWARD_IF_ERROR(net_eval(c, c->drift, t, x, n, NULL, c->dv));
             FORWARD_IF_ERROR(stochflow_score_from_velocity(c->e, need_ds ? c->de : NULL, x, c->v,
                                                            need_ds ? c->dv : NULL, n, d, ab));
         } else {
-            FORWARD_IF_ERROR(stochflow__model_eval(c->score, t, x, n, c->e,
-                                                   need_ds ? c->de : NULL, NULL, 0, NULL));
+            FORWARD_IF_ERROR(net_eval(c, c->score, t, x, n, c->e, need_ds ? c->de : NULL));
             if (kind_s == STOCHFLOW_FIELD_DENOISER) {
                 RETURN_ERROR_IF(!(g != 0.0), STOCHFLOW_E_NONFINITE,
                                 "sde: score eta / gamma undefined where gamma = 0 (t = %.17g); "
@@ -228,8 +259,12 @@ static int model_field(void *user, double t, size_t n, size_t d, const float *x,
     return 0;
 }
 
+/* The model form for rows = n * P rows (P = 1 for sampling, the paths per point for the
+ * likelihood): row r carries the conditioning of point r / P. Validates the models, the
+ * conditioning of the n points against each model, and the guidance. */
 static int model_ctx_init(model_ctx *c, stochflow_sde *s, stochflow_model *drift,
-                          stochflow_model *score, size_t rows, size_t *d) {
+                          stochflow_model *score, const float *ctx, const int32_t *labels,
+                          size_t n, size_t P, size_t *d) {
     memset(c, 0, sizeof *c);
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_INVALID, "sde: sde is NULL");
     RETURN_ERROR_IF(drift == NULL, STOCHFLOW_E_INVALID, "sde: drift model is NULL");
@@ -245,32 +280,77 @@ static int model_ctx_init(model_ctx *c, stochflow_sde *s, stochflow_model *drift
     RETURN_ERROR_IF(score && stochflow_model_dim(score) != *d, STOCHFLOW_E_INVALID,
                     "sde: drift and score models have dimensions %zu and %zu", *d,
                     stochflow_model_dim(score));
-    size_t nd;
-    RETURN_ERROR_IF(stochflow__mul_size(&nd, rows, *d) != 0, STOCHFLOW_E_INVALID,
-                    "sde: batch %zu x %zu overflows", rows, *d);
+    FORWARD_IF_ERROR(stochflow__model_check_cond(drift, ctx, labels, n));
+    if (score) FORWARD_IF_ERROR(stochflow__model_check_cond(score, ctx, labels, n));
+    size_t kd = 0, kc = 0;
+    stochflow_model_context(&kd, &kc, drift);
+    RETURN_ERROR_IF(s->guidance != 0.0 && kd == 0 && kc == 0, STOCHFLOW_E_INVALID,
+                    "sde: guidance %g needs a conditional drift model", s->guidance);
+    if (score) {
+        stochflow_model_context(&kd, &kc, score);
+        RETURN_ERROR_IF(s->guidance != 0.0 && kd == 0 && kc == 0, STOCHFLOW_E_INVALID,
+                        "sde: guidance %g needs a conditional score model", s->guidance);
+    }
+    stochflow_model_context(&kd, NULL, drift);
+    size_t rows, nd, nk = 0;
+    RETURN_ERROR_IF(stochflow__mul_size(&rows, n, P) != 0 ||
+                        stochflow__mul_size(&nd, rows, *d) != 0 ||
+                        (ctx && stochflow__mul_size(&nk, rows, kd) != 0),
+                    STOCHFLOW_E_INVALID, "sde: batch %zu x %zu x %zu overflows", n, P, *d);
     c->s = s;
     c->drift = drift;
     c->score = score;
     c->rows = rows;
+    c->w = s->guidance;
+    c->ctx = ctx;
+    c->labels = labels;
     if (rows == 0) return 0;
     c->v = stochflow__alloc_array(nd, sizeof(float));
     c->e = stochflow__calloc(nd, sizeof(float));
     c->dv = stochflow__alloc_array(rows, sizeof(float));
     c->de = stochflow__calloc(rows, sizeof(float));
-    if (!c->v || !c->e || !c->dv || !c->de) {
-        stochflow__free(c->v), stochflow__free(c->e), stochflow__free(c->dv),
-            stochflow__free(c->de);
+    int bad = !c->v || !c->e || !c->dv || !c->de;
+    /* the likelihood's rows: point i's conditioning repeated on its P paths */
+    float *rctx = NULL;
+    int32_t *rlab = NULL;
+    if (!bad && P > 1 && ctx) {
+        rctx = stochflow__alloc_array(nk, sizeof(float));
+        if (rctx)
+            for (size_t r = 0; r < rows; ++r) memcpy(rctx + r * kd, ctx + (r / P) * kd, kd * sizeof *ctx);
+        c->ctx = rctx;
+        bad = rctx == NULL;
+    }
+    if (!bad && P > 1 && labels) {
+        rlab = stochflow__alloc_array(rows, sizeof(int32_t));
+        if (rlab)
+            for (size_t r = 0; r < rows; ++r) rlab[r] = labels[r / P];
+        c->labels = rlab;
+        bad = rlab == NULL;
+    }
+    c->own_ctx = rctx;
+    c->own_labels = rlab;
+    if (bad) {
+        model_ctx_free(c);
         memset(c, 0, sizeof *c);
         return stochflow__error(STOCHFLOW_E_NOMEM, "sde: out of memory");
     }
     return 0;
 }
 
-static void model_ctx_free(model_ctx *c) {
-    stochflow__free(c->v);
-    stochflow__free(c->e);
-    stochflow__free(c->dv);
-    stochflow__free(c->de);
+/* One Hutchinson probe per likelihood row r (Rademacher), keyed by (seed, the SDE probe
+ * stream, r) and fixed along the path. */
+static int model_ctx_probes(model_ctx *c, size_t d, uint64_t seed) {
+    size_t nd = c->rows * d; /* checked in model_ctx_init */
+    float *p = stochflow__alloc_array(nd ? nd : 1, sizeof(float));
+    RETURN_ERROR_IF(p == NULL, STOCHFLOW_E_NOMEM, "sde_log_prob: out of memory for probes");
+    for (size_t r = 0; r < c->rows; ++r) {
+        stochflow__rng g;
+        stochflow__rng_init(&g, seed, STOCHFLOW__STREAM_SDE_PROBE, 0, r);
+        for (size_t j = 0; j < d; ++j) p[r * d + j] = (stochflow__rng_u32(&g) & 1u) ? 1.0f : -1.0f;
+    }
+    c->own_probes = p;
+    c->probes = p;
+    return 0;
 }
 
 /* ---- integrators -------------------------------------------------------------------- */
@@ -507,9 +587,17 @@ STOCHFLOW_API int stochflow_sde_sample_fn(float *x, stochflow_sde *s, stochflow_
 
 STOCHFLOW_API int stochflow_sde_sample(float *x, stochflow_sde *s, stochflow_model *drift,
                                        stochflow_model *score, size_t n, uint64_t seed) {
+    return stochflow_sde_sample_ctx(x, s, drift, score, NULL, NULL, n, seed);
+}
+
+STOCHFLOW_API int stochflow_sde_sample_ctx(float *x, stochflow_sde *s, stochflow_model *drift,
+                                           stochflow_model *score, const float *ctx,
+                                           const int32_t *labels, size_t n, uint64_t seed) {
+    STOCHFLOW__ENTER(drift, "model");
+    STOCHFLOW__ENTER(score, "model");
     model_ctx c;
     size_t d = 0;
-    FORWARD_IF_ERROR(model_ctx_init(&c, s, drift, score, n, &d));
+    FORWARD_IF_ERROR(model_ctx_init(&c, s, drift, score, ctx, labels, n, 1, &d));
     int rc = check_common(s, d, n, x);
     if (rc == 0 && n > 0) rc = forward(x, s, model_field, &c, d, n, seed);
     model_ctx_free(&c);
@@ -526,6 +614,9 @@ STOCHFLOW_API int stochflow_sde_log_prob_fn(float *logp, float *se, stochflow_sd
                                             const float *x, size_t n, uint64_t seed) {
     FORWARD_IF_ERROR(check_common(s, d, n, x));
     RETURN_ERROR_IF(fn == NULL, STOCHFLOW_E_INVALID, "sde_log_prob_fn: field callback is NULL");
+    RETURN_ERROR_IF((int)s->trace == STOCHFLOW_TRACE_HUTCHINSON, STOCHFLOW_E_UNSUPPORTED,
+                    "sde_log_prob_fn: the callback gives exact divergences; "
+                    "STOCHFLOW_PARAM_SDE_TRACE = HUTCHINSON applies to models");
     FORWARD_IF_ERROR(check_points(x, n, d, logp));
     if (n == 0) return 0;
     return likelihood(logp, se, s, fn, user, d, x, n, seed);
@@ -534,15 +625,23 @@ STOCHFLOW_API int stochflow_sde_log_prob_fn(float *logp, float *se, stochflow_sd
 STOCHFLOW_API int stochflow_sde_log_prob(float *logp, float *se, stochflow_sde *s,
                                          stochflow_model *drift, stochflow_model *score,
                                          const float *x, size_t n, uint64_t seed) {
+    return stochflow_sde_log_prob_ctx(logp, se, s, drift, score, x, NULL, NULL, n, seed);
+}
+
+STOCHFLOW_API int stochflow_sde_log_prob_ctx(float *logp, float *se, stochflow_sde *s,
+                                             stochflow_model *drift, stochflow_model *score,
+                                             const float *x, const float *ctx,
+                                             const int32_t *labels, size_t n, uint64_t seed) {
     RETURN_ERROR_IF(s == NULL, STOCHFLOW_E_INVALID, "sde: sde is NULL");
-    size_t R;
-    RETURN_ERROR_IF(stochflow__mul_size(&R, n, (size_t)s->paths) != 0, STOCHFLOW_E_INVALID,
-                    "sde_log_prob: %zu points x paths overflows", n);
+    STOCHFLOW__ENTER(drift, "model");
+    STOCHFLOW__ENTER(score, "model");
     model_ctx c;
     size_t d = 0;
-    FORWARD_IF_ERROR(model_ctx_init(&c, s, drift, score, R, &d));
+    FORWARD_IF_ERROR(model_ctx_init(&c, s, drift, score, ctx, labels, n, (size_t)s->paths, &d));
     int rc = check_common(s, d, n, x);
     if (rc == 0) rc = check_points(x, n, d, logp);
+    if (rc == 0 && n > 0 && (int)s->trace == STOCHFLOW_TRACE_HUTCHINSON)
+        rc = model_ctx_probes(&c, d, seed);
     if (rc == 0 && n > 0) rc = likelihood(logp, se, s, model_field, &c, d, x, n, seed);
     model_ctx_free(&c);
     return rc;

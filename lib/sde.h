@@ -7,11 +7,12 @@
 #include "internal.h"
 
 /* Random streams of the SDE code. They must stay distinct from the enum in
- * internal.h (which ends at STOCHFLOW__STREAM_COUPLING = 8, user streams from 16). */
+ * internal.h (which ends at STOCHFLOW__STREAM_CTX_DROP = 9, user streams from 16). */
 #define STOCHFLOW__STREAM_SDE_NOISE 10 /* forward-SDE increments: (seed, step, row) */
 #define STOCHFLOW__STREAM_SDE_LIK 11   /* likelihood paths: (seed, step, row*P + p) */
 #define STOCHFLOW__STREAM_LATENT 12    /* training latent z: (seed, step, row) */
 #define STOCHFLOW__STREAM_EVAL_LATENT 13 /* loss evaluation latent z: (seed, step, row) */
+#define STOCHFLOW__STREAM_SDE_PROBE 14 /* likelihood Hutchinson probes: (seed, 0, row*P + p) */
 
 typedef struct {
     int kind;                   /* STOCHFLOW_GAMMA_* */

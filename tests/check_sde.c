@@ -4,7 +4,9 @@
  * rho_t against Monte Carlo draws of x_t), regression targets (signs and minimizers),
  * loss gradients by finite differences, weak orders of Euler-Maruyama and Heun, eps = 0
  * against the ODE sampler bit for bit, thread-count and batch-split independence, the
- * score recovered from a velocity, and the SDE likelihood on a Gaussian case. */
+ * score recovered from a velocity, the SDE likelihood on a Gaussian case, and the
+ * sampler and likelihood with a U-Net and with conditional models (the _ctx twins,
+ * guidance, Hutchinson divergences). */
 #include <string.h>
 
 #include "gmix_oracle.h"
@@ -908,6 +910,252 @@ START_TEST(model_form_combinations) {
 }
 END_TEST
 
+/* ---- U-Net and conditional models --------------------------------------------------- */
+
+/* A tiny U-Net on 1 x 4 x 4 images (base 4, one level; n_ctx / classes 0 for none),
+ * after a few large Adam steps on random images so that its zero-initialised output
+ * layers carry signal. */
+static stochflow_model *tiny_unet(size_t k, size_t classes, uint64_t seed) {
+    stochflow_config *c;
+    stochflow_model *m;
+    const size_t mult[1] = {1};
+    ck_assert_ok(stochflow_config_new(&c, 16));
+    ck_assert_ok(set_unet_shape(c, 1, 4, 4, 4, 1, mult, 1, 0, 2));
+    if (k || classes) ck_assert_ok(stochflow_config_set_context(c, k, classes));
+    ck_assert_ok(stochflow_config_set_seed(c, seed));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 3e-2));
+    float x1[32 * 16];
+    double loss;
+    for (uint64_t step = 0; step < 6; ++step) {
+        ck_assert_ok(stochflow_random_normal(x1, 32 * 16, seed, 40 + step));
+        ck_assert_ok(stochflow_model_train_step(&loss, m, x1, 32, NULL, NULL));
+    }
+    return m;
+}
+
+/* The field written out with the public model calls: v (guided by hand, as
+ * doc/conditional.md's (1 + w) v(c) - w v(none)), and the score from the velocity by
+ * the formula s = (b' x - b v) / (a (a' b - a b')) of doc/sde.md, computed here. */
+typedef struct {
+    stochflow_model *m;
+    const float *ctx;
+    const int32_t *labels;
+    double w;
+    size_t P; /* rows per point (the likelihood's paths) */
+    size_t checked; /* score values compared with stochflow_score_from_velocity */
+} vfield;
+
+static void guided(float *out, const float *other, size_t len, double w) {
+    for (size_t i = 0; i < len; ++i)
+        out[i] = (float)((1.0 + w) * (double)out[i] - w * (double)other[i]);
+}
+
+static int vfield_fn(void *user, double t, size_t n, size_t d, const float *x, float *b,
+                     float *s, float *db, float *ds) {
+    vfield *f = user;
+    size_t kc = 0;
+    stochflow_model_context(&kc, NULL, f->m);
+    float *ctx = f->ctx ? malloc(n * kc * 4 + 4) : NULL;
+    int32_t *lab = f->labels ? malloc(n * 4) : NULL;
+    for (size_t r = 0; r < n; ++r) {
+        if (ctx) memcpy(ctx + r * kc, f->ctx + (r / f->P) * kc, kc * 4);
+        if (lab) lab[r] = f->labels[r / f->P];
+    }
+    float *v0 = malloc(n * d * 4), *dv0 = malloc(n * 4), *dv = malloc(n * 4);
+    if (db || ds)
+        ck_assert_ok(stochflow_model_divergence_ctx(dv, b, f->m, t, x, ctx, lab, n));
+    else
+        ck_assert_ok(stochflow_model_velocity_ctx(b, f->m, t, x, ctx, lab, n));
+    if (f->w != 0.0) {
+        if (db || ds) {
+            ck_assert_ok(stochflow_model_divergence(dv0, v0, f->m, t, x, n));
+            guided(dv, dv0, n, f->w);
+        } else {
+            ck_assert_ok(stochflow_model_velocity(v0, f->m, t, x, n));
+        }
+        guided(b, v0, n * d, f->w);
+    }
+    if (db) memcpy(db, dv, n * 4);
+    if (s) {
+        double ab[4];
+        ck_assert_ok(stochflow_model_interpolant_eval(ab, f->m, t));
+        double den = ab[0] * (ab[2] * ab[1] - ab[0] * ab[3]);
+        for (size_t q = 0; q < n * d; ++q)
+            s[q] = (float)((ab[3] * (double)x[q] - ab[1] * (double)b[q]) / den);
+        if (ds)
+            for (size_t i = 0; i < n; ++i)
+                ds[i] = (float)((ab[3] * (double)d - ab[1] * (double)dv[i]) / den);
+        /* a few pixels against the library's score_from_velocity, and finite */
+        float s3[3];
+        ck_assert_ok(stochflow_score_from_velocity(s3, NULL, x, b, NULL, 1, 3, ab));
+        for (int j = 0; j < 3; ++j) {
+            ck_assert(isfinite(s[j]));
+            ck_assert_float_eq_tol(s3[j], s[j], 1e-5f * (1.0f + fabsf(s[j])));
+            f->checked++;
+        }
+    }
+    free(ctx), free(lab), free(v0), free(dv0), free(dv);
+    return 0;
+}
+
+static float max_abs_diff(const float *a, const float *b, size_t len) {
+    float m = 0;
+    for (size_t i = 0; i < len; ++i) m = fmaxf(m, fabsf(a[i] - b[i]));
+    return m;
+}
+
+/* The SDE sampler and likelihood with a U-Net: eps = 0 is the ODE sampler's bits, the
+ * same bits on 1 and 2 threads, the score from the velocity matches the formula, and the
+ * Hutchinson likelihood averages to the exact one. */
+START_TEST(unet_model_form) {
+    stochflow_model *m = tiny_unet(0, 0, 5);
+    const size_t n = 12, d = 16;
+    float a[12 * 16], b[12 * 16], c[12 * 16];
+    for (int method = 1; method <= 2; ++method) {
+        stochflow_sde *s = new_sde(method, 8, 0.0);
+        stochflow_solver *ode = NULL;
+        ck_assert_ok(stochflow_solver_new(&ode));
+        ck_assert_ok(stochflow_solver_set_param(ode, STOCHFLOW_PARAM_SOLVER, method));
+        ck_assert_ok(stochflow_solver_set_param(ode, STOCHFLOW_PARAM_STEPS, 8));
+        ck_assert_ok(stochflow_sde_sample(a, s, m, NULL, n, 3));
+        ck_assert_ok(stochflow_solver_sample(b, NULL, ode, m, n, 3));
+        ck_assert_mem_eq(a, b, sizeof a);
+        stochflow_solver_free(ode);
+        /* eps > 0, score from the velocity: 1 and 2 threads give the same bits */
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_EPS, 0.5));
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_T_END, 0.9));
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_SCORE,
+                                             STOCHFLOW_FIELD_SCORE_FROM_VELOCITY));
+        ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 1));
+        ck_assert_ok(stochflow_sde_sample(a, s, m, NULL, n, 3));
+        ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 2));
+        ck_assert_ok(stochflow_sde_sample(c, s, m, NULL, n, 3));
+        ck_assert_mem_eq(a, c, sizeof a);
+        ck_assert(memcmp(a, b, sizeof a) != 0);
+        /* against the field written out (formula in the test; float rounding apart) */
+        vfield f = {m, NULL, NULL, 0.0, 1, 0};
+        ck_assert_ok(stochflow_sde_sample_fn(c, s, vfield_fn, &f, d, n, 3));
+        ck_assert(f.checked > 0);
+        ck_assert_float_lt(max_abs_diff(a, c, n * d), 1e-3f);
+        /* likelihood: thread-invariant, finite, and equal to the written-out field's */
+        float l1[3], l2[3], e1[3], l3[3];
+        ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 4));
+        ck_assert_ok(stochflow_sde_log_prob(l1, e1, s, m, NULL, b, 3, 7));
+        ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 1));
+        ck_assert_ok(stochflow_sde_log_prob(l2, NULL, s, m, NULL, b, 3, 7));
+        ck_assert_mem_eq(l1, l2, sizeof l1);
+        f.P = 4;
+        ck_assert_ok(stochflow_sde_log_prob_fn(l3, NULL, s, vfield_fn, &f, d, b, 3, 7));
+        for (int i = 0; i < 3; ++i) {
+            ck_assert(isfinite(l1[i]) && e1[i] > 0);
+            ck_assert_float_eq_tol(l1[i], l3[i], 1e-3f * (1.0f + fabsf(l1[i])));
+        }
+        stochflow_sde_free(s);
+    }
+    /* Hutchinson divergences (one probe per path): unbiased for the exact trace. With
+     * eps = 0 the paths differ only by their probes: the mean over 400 paths agrees with
+     * the exact value within 4 standard errors, and the spread is not zero. */
+    stochflow_sde *s = new_sde(STOCHFLOW_SDE_EULER_MARUYAMA, 10, 0.0);
+    float ex[2], hu[2], hse[2], ese[2];
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 2));
+    ck_assert_ok(stochflow_sde_log_prob(ex, ese, s, m, NULL, b, 2, 1));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_TRACE, STOCHFLOW_TRACE_HUTCHINSON));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 400));
+    ck_assert_ok(stochflow_sde_log_prob(hu, hse, s, m, NULL, b, 2, 1));
+    for (int i = 0; i < 2; ++i) {
+        ck_assert_float_eq(ese[i], 0.0f);
+        ck_assert(hse[i] > 0);
+        ck_assert_msg(fabsf(hu[i] - ex[i]) < 4 * hse[i], "Hutchinson %g +- %g, exact %g", hu[i],
+                      hse[i], ex[i]);
+    }
+    /* the callback form has exact divergences only */
+    ck_assert_status(stochflow_sde_log_prob_fn(hu, NULL, s, vfield_fn, NULL, d, b, 1, 1),
+                     STOCHFLOW_E_UNSUPPORTED);
+    stochflow_sde_free(s);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* The _ctx twins on a conditional U-Net: w = 0 and no conditioning give the plain bits;
+ * eps = 0 with labels and guidance is the guided ODE sampler bit for bit; eps > 0 and
+ * the likelihood equal the field written out with the public _ctx calls and the
+ * guidance by hand (each likelihood path takes its point's label); errors. */
+START_TEST(conditional_twins) {
+    const size_t k = 2, classes = 3, n = 6, d = 16;
+    stochflow_model *m = tiny_unet(k, classes, 6), *plain = tiny_unet(0, 0, 5);
+    float ctx[6 * 2];
+    ck_assert_ok(stochflow_random_normal(ctx, n * k, 4, 0));
+    const int32_t labels[6] = {0, 1, 2, -1, 1, 0};
+    float a[6 * 16], b[6 * 16], c[6 * 16];
+    stochflow_sde *s = new_sde(STOCHFLOW_SDE_HEUN, 6, 0.4);
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_SCORE,
+                                         STOCHFLOW_FIELD_SCORE_FROM_VELOCITY));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_T_END, 0.9));
+    /* plain == twin with NULL conditioning (an unconditional and a conditional model) */
+    ck_assert_ok(stochflow_sde_sample(a, s, plain, NULL, n, 2));
+    ck_assert_ok(stochflow_sde_sample_ctx(b, s, plain, NULL, NULL, NULL, n, 2));
+    ck_assert_mem_eq(a, b, sizeof a);
+    ck_assert_ok(stochflow_sde_sample(a, s, m, NULL, n, 2));
+    ck_assert_ok(stochflow_sde_sample_ctx(b, s, m, NULL, NULL, NULL, n, 2));
+    ck_assert_mem_eq(a, b, sizeof a);
+    ck_assert_ok(stochflow_sde_sample_ctx(c, s, m, NULL, ctx, labels, n, 2));
+    ck_assert(memcmp(a, c, sizeof a) != 0); /* the conditioning reaches the field */
+    /* eps = 0, guided: the solver's guided samples */
+    const double w = 1.5;
+    for (int method = 1; method <= 2; ++method) {
+        stochflow_sde *z = new_sde(method, 6, 0.0);
+        ck_assert_ok(stochflow_sde_set_param(z, STOCHFLOW_PARAM_SDE_GUIDANCE, w));
+        stochflow_solver *ode = NULL;
+        ck_assert_ok(stochflow_solver_new(&ode));
+        ck_assert_ok(stochflow_solver_set_param(ode, STOCHFLOW_PARAM_SOLVER, method));
+        ck_assert_ok(stochflow_solver_set_param(ode, STOCHFLOW_PARAM_STEPS, 6));
+        ck_assert_ok(stochflow_solver_set_param(ode, STOCHFLOW_PARAM_GUIDANCE, w));
+        ck_assert_ok(stochflow_sde_sample_ctx(a, z, m, NULL, ctx, labels, n, 9));
+        ck_assert_ok(stochflow_solver_sample_ctx(b, NULL, ode, m, ctx, labels, n, 9));
+        ck_assert_mem_eq(a, b, sizeof a);
+        stochflow_solver_free(ode);
+        stochflow_sde_free(z);
+    }
+    /* eps > 0, guided, against the field by hand; 1 and 2 threads */
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_GUIDANCE, w));
+    vfield f = {m, ctx, labels, w, 1, 0};
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 2));
+    ck_assert_ok(stochflow_sde_sample_ctx(a, s, m, NULL, ctx, labels, n, 2));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 1));
+    ck_assert_ok(stochflow_sde_sample_ctx(b, s, m, NULL, ctx, labels, n, 2));
+    ck_assert_mem_eq(a, b, sizeof a);
+    ck_assert_ok(stochflow_sde_sample_fn(c, s, vfield_fn, &f, d, n, 2));
+    ck_assert_float_lt(max_abs_diff(a, c, n * d), 1e-3f);
+    float l1[6], l2[6], e1[6];
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 3));
+    ck_assert_ok(stochflow_sde_log_prob_ctx(l1, e1, s, m, NULL, a, ctx, labels, n, 5));
+    f.P = 3;
+    ck_assert_ok(stochflow_sde_log_prob_fn(l2, NULL, s, vfield_fn, &f, d, a, n, 5));
+    for (size_t i = 0; i < n; ++i) {
+        ck_assert(isfinite(l1[i]) && e1[i] > 0);
+        ck_assert_float_eq_tol(l1[i], l2[i], 1e-3f * (1.0f + fabsf(l1[i])));
+    }
+    /* errors: nothing runs */
+    const int32_t bad[6] = {0, 3, 0, 0, 0, 0};
+    ck_assert_status(stochflow_sde_sample_ctx(a, s, m, NULL, ctx, bad, n, 2), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_sde_log_prob_ctx(l1, NULL, s, m, NULL, a, ctx, bad, n, 5),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_sde_sample_ctx(a, s, plain, NULL, NULL, labels, n, 2),
+                     STOCHFLOW_E_INVALID); /* labels to a model without classes */
+    ck_assert_status(stochflow_sde_sample(a, s, plain, NULL, n, 2),
+                     STOCHFLOW_E_INVALID); /* guidance on an unconditional model */
+    ck_assert_status(stochflow_sde_sample_ctx(a, s, m, plain, ctx, labels, n, 2),
+                     STOCHFLOW_E_INVALID); /* a score model given with SCORE_FROM_VELOCITY */
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_GUIDANCE, 0));
+    ck_assert_ok(stochflow_sde_sample(a, s, plain, NULL, n, 2));
+    stochflow_sde_free(s);
+    stochflow_model_free(m);
+    stochflow_model_free(plain);
+}
+END_TEST
+
 static double eps_but_last(void *user, double t) { /* 20 steps: the last starts at 0.95 */
     (void)user;
     return t < 0.949 ? 0.7 : 0.0;
@@ -948,7 +1196,7 @@ START_TEST(params_and_errors) {
     ck_assert_double_eq(v, STOCHFLOW_SDE_HEUN);
     ck_assert_ok(stochflow_sde_get_param(&v, s, STOCHFLOW_PARAM_SDE_EPS));
     ck_assert_double_eq(v, 0);
-    for (int key = STOCHFLOW_PARAM_SDE_METHOD; key <= STOCHFLOW_PARAM_SDE_LIK_AVG; ++key) {
+    for (int key = STOCHFLOW_PARAM_SDE_METHOD; key <= STOCHFLOW_PARAM_SDE_TRACE; ++key) {
         ck_assert_ok(stochflow_sde_param_bounds(&lo, &hi, &def, key));
         ck_assert(lo <= def && def <= hi);
         ck_assert_status(stochflow_sde_set_param(s, key, hi + 1), STOCHFLOW_E_INVALID);
@@ -997,6 +1245,8 @@ Suite *make_suite(void) {
     tcase_add_test(core, model_form);
     tcase_add_test(core, model_form_combinations);
     tcase_add_test(core, denoise_last_step);
+    tcase_add_test(core, unet_model_form);
+    tcase_add_test(core, conditional_twins);
     suite_add_tcase(s, core);
     TCase *grads = tcase_create("gradients");
     tcase_add_test(grads, loss_gradients);

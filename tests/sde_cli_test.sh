@@ -1,7 +1,8 @@
 #!/bin/bash
 # sde_cli_test.sh - end-to-end tests of the stochastic-interpolant options of the
 # stochflow program (run by meson: `meson test sde-cli`): train --objective/--gamma/
-# --antithetic, sample --sde/--sde-method/--score, logp --sde/--paths, their JSON and
+# --antithetic, sample --sde/--sde-method/--score, logp --sde/--paths, for MLP and U-Net
+# (image) models and for conditional models (--labels, --guidance), their JSON and
 # their bad input. usage: sde_cli_test.sh PATH/TO/stochflow. Output is TAP.
 set -u
 SF=${1:?usage: sde_cli_test.sh PATH/TO/stochflow}
@@ -54,6 +55,69 @@ run "logp --sde --paths" "$SF" logp --model "$T/d.sfm" --score "$T/s.sfm" --sde 
     json "SDE logp JSON" "d['likelihood']=='sde' and d['path_se']>0 and d['nfe']>0 and $FINITE"
 run "logp --sde from the velocity" "$SF" logp --model "$T/v.sfm" --sde 0.2 --paths 2 --steps 10 --data 8gaussians -n 20 --json &&
     json "SDE logp (velocity) finite" "$FINITE"
+
+# ---- image (U-Net) models --------------------------------------------------------------
+$PY - "$T" <<'PYEOF'
+import struct, sys
+# 8 IDX images 8 x 8 with a bright square at varying places
+px = bytearray(8 * 64)
+for i in range(8):
+    for y in range(8):
+        for x in range(8):
+            px[i * 64 + y * 8 + x] = 230 if abs(y - i % 4 - 2) < 2 and abs(x - i // 2) < 3 else 20
+open(sys.argv[1] + "/img.idx", "wb").write(b"\x00\x00\x08\x03" + struct.pack(">III", 8, 8, 8) + bytes(px))
+PYEOF
+IMG=(--unet-base 8 --unet-mult 1,2 --unet-groups 4 --unet-attn none --batch 4 --threads 1)
+run "train a tiny U-Net" "$SF" train --data "idx:$T/img.idx" --out "$T/u.sfm" --steps 3 "${IMG[@]}"
+run "sample --sde, image model: grid and npy" "$SF" sample --model "$T/u.sfm" --sde 0.5 -n 5 --steps 6 --png "$T/u.png" --out "$T/u.npy" --threads 1 --json &&
+    json "image SDE JSON: Heun NFE 2 per step" "d['solver']=='SDE' and d['sde_eps']==0.5 and d['nfe']==12 and d['n']==5 and d['png'].endswith('u.png')"
+check "image SDE samples: 5 x 64 finite, a PNG grid" "
+import numpy as np; x=np.load('$T/u.npy'); assert x.shape==(5,64) and np.isfinite(x).all()
+assert open('$T/u.png','rb').read(8)==b'\x89PNG\r\n\x1a\n'"
+run "sample --sde, image model, --batch 2 and 2 threads" "$SF" sample --model "$T/u.sfm" --sde 0.5 -n 5 --steps 6 --out "$T/u2.npy" --batch 2 --threads 2
+check "image SDE samples depend neither on --batch nor on the threads" "
+import numpy as np; assert (np.load('$T/u.npy')==np.load('$T/u2.npy')).all()"
+run "sample --sde em, image model" "$SF" sample --model "$T/u.sfm" --sde 1 --sde-method em -n 3 --steps 5 --out "$T/u3.npy" --json &&
+    json "image Euler-Maruyama NFE" "d['nfe']==5"
+run "logp --sde, image model (Hutchinson)" "$SF" logp --model "$T/u.sfm" --data "idx:$T/img.idx" --sde 0.5 --paths 3 --steps 6 --n-eval 4 --batch 3 --threads 1 --json &&
+    json "image SDE logp JSON" "d['likelihood']=='sde' and d['trace']=='hutchinson' and d['paths']==3 and d['path_se_bpd']>0 and d['n']==4 and $FINITE"
+run "logp --sde 0, exact trace" "$SF" logp --model "$T/u.sfm" --data "idx:$T/img.idx" --sde 0 --paths 1 --trace exact --steps 8 --n-eval 2 --json
+cp "$T/out" "$T/sde0.json"
+run "logp, Euler ODE, exact trace" "$SF" logp --model "$T/u.sfm" --data "idx:$T/img.idx" --solver euler --trace exact --steps 8 --n-eval 2 --json
+check "image logp --sde 0 is the Euler ODE log-density (same grid)" "
+import json; a=json.loads(open('$T/sde0.json').read().strip().splitlines()[-1]); b=json.loads(open('$T/out').read().strip().splitlines()[-1])
+assert abs(a['bpd']-b['bpd'])<1e-4, (a['bpd'], b['bpd'])"
+
+# ---- conditional models ----------------------------------------------------------------
+$PY - "$T" <<'PYEOF'
+import sys, numpy as np
+r = np.random.default_rng(5)
+lab = r.integers(0, 2, 2000)
+x = np.stack([3.0 * (2 * lab - 1), np.zeros(2000)], 1) + 0.4 * r.standard_normal((2000, 2))
+np.save(sys.argv[1] + "/cx.npy", x.astype(np.float32))
+np.save(sys.argv[1] + "/clab.npy", lab[:, None].astype(np.float32))
+np.save(sys.argv[1] + "/cx40.npy", x[:40].astype(np.float32))
+np.save(sys.argv[1] + "/clab40.npy", lab[:40, None].astype(np.float32))
+PYEOF
+run "train a conditional model" "$SF" train --data "$T/cx.npy" --labels "$T/clab.npy" --ctx-dropout 0.2 --out "$T/cm.sfm" "${SMALL[@]}" --steps 150 --lr 3e-3
+run "sample --sde 0, label 1, guidance 2" "$SF" sample --model "$T/cm.sfm" --sde 0 --labels 1 --guidance 2 -n 100 --steps 10 --out "$T/cg.npy"
+run "sample heun, label 1, guidance 2" "$SF" sample --model "$T/cm.sfm" --solver heun --labels 1 --guidance 2 -n 100 --steps 10 --out "$T/ch.npy"
+check "guided --sde 0 is the guided Heun ODE bit for bit" "
+import numpy as np; assert (np.load('$T/cg.npy')==np.load('$T/ch.npy')).all()"
+run "sample --sde 0.5, label 1" "$SF" sample --model "$T/cm.sfm" --sde 0.5 --labels 1 -n 300 --steps 20 --out "$T/c1.npy"
+run "sample --sde 0.5, label 0, --guidance 0" "$SF" sample --model "$T/cm.sfm" --sde 0.5 --labels 0 --guidance 0 -n 300 --steps 20 --out "$T/c0.npy"
+check "SDE samples follow the label (x1 near +3 for label 1, -3 for label 0)" "
+import numpy as np; a=np.load('$T/c1.npy')[:,0]; b=np.load('$T/c0.npy')[:,0]
+assert a.mean()>1.5 and b.mean()<-1.5, (a.mean(), b.mean())"
+run "logp --sde with per-row labels" "$SF" logp --model "$T/cm.sfm" --data "$T/cx40.npy" --labels "$T/clab40.npy" --sde 0.3 --paths 2 --steps 10 --json &&
+    json "conditional SDE logp finite" "d['likelihood']=='sde' and $FINITE"
+cp "$T/out" "$T/right.json"
+run "logp --sde with the wrong labels" "$SF" logp --model "$T/cm.sfm" --data "$T/cx40.npy" --labels 0 --sde 0.3 --paths 2 --steps 10 --json
+check "the true labels give the higher SDE likelihood" "
+import json; a=json.loads(open('$T/right.json').read().strip().splitlines()[-1]); b=json.loads(open('$T/out').read().strip().splitlines()[-1])
+assert a['nll'] < b['nll'] - 0.5, (a['nll'], b['nll'])"
+fails "--sde label out of range" "outside|label" "$SF" sample --model "$T/cm.sfm" --sde 0.5 --labels 2 -n 4 --out "$T/x.npy"
+fails "--sde guidance on an unconditional model" "guidance" "$SF" sample --model "$T/v.sfm" --sde 0.5 --guidance 1 -n 4 --out "$T/x.npy"
 
 # ---- bad input -------------------------------------------------------------------------
 fails "a score model as --model" "score model" "$SF" sample --model "$T/s.sfm" --sde 0.5 -n 5 --out "$T/x.npy"

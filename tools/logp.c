@@ -99,7 +99,9 @@ static int logp_points(stochflow_model *m, const opts *o) {
     if ((rc = set_threads(m, o, default_threads())) != 0) return rc;
     stochflow_sde *sde = NULL;
     stochflow_model *score = NULL;
-    if (opt(o, "--sde") && (rc = cli_sde_setup(&sde, &score, m, o, lo.so.steps)) != 0) return rc;
+    if (opt(o, "--sde") &&
+        (rc = cli_sde_setup(&sde, &score, m, o, lo.so.steps, STOCHFLOW_TRACE_EXACT)) != 0)
+        return rc;
     dataset ds = {0};
     stochflow_solver *s = NULL;
     float *lp = NULL, *se = NULL, *lt = NULL;
@@ -159,13 +161,9 @@ static int logp_points(stochflow_model *m, const opts *o) {
     ode_progress op = {&bar, 1.0, 0.0};
     stochflow_solver_set_progress(s, on_ode_progress, &op);
     double t0 = cli_now();
-    if (sde && (cd.ctx || cd.labels)) {
-        cli_fail("logp: --sde is not available for a conditional model");
-        progress_end(&bar);
-        goto out;
-    }
     if (sde)
-        rc = stochflow_sde_log_prob(lp, se, sde, m, score, ds.x, n, lo.seed);
+        rc = stochflow_sde_log_prob_ctx(lp, se, sde, m, score, ds.x, cd.ctx, cd.labels, n,
+                                        lo.seed);
     else
         rc = stochflow_solver_log_prob_ctx(lp, lo.trace == STOCHFLOW_TRACE_HUTCHINSON ? se : NULL,
                                            s, m, ds.x, cd.ctx, cd.labels, n, 1.0);
@@ -249,8 +247,7 @@ out:
 /* ---- images (a U-Net model): bits per dimension ------------------------------------------ */
 
 static int logp_images(stochflow_model *m, opts *o) {
-    static const char *const no[] = {"--base", "--context", "--labels", "--guidance", "--sde",
-                                     "--score", "--paths"};
+    static const char *const no[] = {"--base", "--context", "--labels", "--guidance"};
     const char *outp = opt(o, "--out");
     logp_opts lo;
     uint64_t n_eval, batch;
@@ -273,10 +270,16 @@ static int logp_images(stochflow_model *m, opts *o) {
     if (outp && check_output("logp", outp, inputs, 2) != 0) return CLI_ERR;
     if ((rc = set_threads(m, o, default_threads())) != 0) return rc;
     stochflow_solver *s = NULL;
+    stochflow_sde *sde = NULL;
+    stochflow_model *score = NULL;
     imageset im = {0};
     float *x = NULL, *lp = NULL, *se = NULL, *res = NULL;
     int ret = CLI_ERR;
     double nfe = 0;
+    if (opt(o, "--sde") &&
+        (ret = cli_sde_setup(&sde, &score, m, o, lo.so.steps, STOCHFLOW_TRACE_HUTCHINSON)) != 0)
+        goto out;
+    ret = CLI_ERR;
     if (images_open(&im, "logp", src, 1, (size_t)n_eval) != 0 ||
         unet_check_images(&u, &im, "logp", opt(o, "--model")) != 0)
         goto out;
@@ -310,10 +313,15 @@ static int logp_images(stochflow_model *m, opts *o) {
         cp.chunk = (double)cnt;
         /* Hutchinson probes are keyed by (solver seed, row): a new seed per chunk */
         if ((rc = stochflow_solver_set_seed(s, mix64(lo.seed + c))) < 0) break;
-        rc = stochflow_solver_log_prob(lp + off, se + off, s, m, x + off * d, cnt, 1.0);
+        if (sde) /* the SDE's paths and probes: keyed by the same per-chunk seed */
+            rc = stochflow_sde_log_prob_ctx(lp + off, se + off, sde, m, score, x + off * d, NULL,
+                                            NULL, cnt, mix64(lo.seed + c));
+        else
+            rc = stochflow_solver_log_prob(lp + off, se + off, s, m, x + off * d, cnt, 1.0);
         if (rc < 0) break;
         double f = 0;
-        stochflow_solver_stat(&f, s, STOCHFLOW_STAT_NFE);
+        if (sde) stochflow_sde_stat(&f, sde, STOCHFLOW_STAT_NFE);
+        else stochflow_solver_stat(&f, s, STOCHFLOW_STAT_NFE);
         nfe += f;
         double sum = 0;
         for (size_t i = 0; i < off + cnt; ++i) sum += stochflow_bits_per_dim(lp[i], d);
@@ -335,10 +343,10 @@ static int logp_images(stochflow_model *m, opts *o) {
     for (size_t i = 0; i < n; ++i) {
         double e = stochflow_bits_per_dim(lp[i], d) - bpd;
         sb2 += e * e;
-        if (hutch && lo.probes > 1) mse += se[i] / ((double)d * 0.6931471805599453);
+        if ((hutch && lo.probes > 1) || sde) mse += se[i] / ((double)d * 0.6931471805599453);
     }
     double bpd_se = n > 1 ? sqrt(sb2 / (double)(n - 1) / (double)n) : NAN;
-    double probe_se = hutch && lo.probes > 1 ? mse / (double)n : NAN;
+    double probe_se = (hutch && lo.probes > 1) || sde ? mse / (double)n : NAN;
     double nll, nll_se;
     nll_stats(&nll, &nll_se, lp, n);
     if (outp) {
@@ -354,7 +362,13 @@ static int logp_images(stochflow_model *m, opts *o) {
         if (matrix_write(outp, res, n, 2, "logp,bpd") != 0) goto out;
     }
     char how[160];
-    if (lo.so.kind == STOCHFLOW_SOLVER_DOPRI5)
+    double eps = 0, paths = 0;
+    if (sde) {
+        stochflow_sde_get_param(&eps, sde, STOCHFLOW_PARAM_SDE_EPS);
+        stochflow_sde_get_param(&paths, sde, STOCHFLOW_PARAM_SDE_PATHS);
+        snprintf(how, sizeof how, "SDE likelihood eps %g, Euler-Maruyama %llu steps, %g paths "
+                 "per image", eps, (unsigned long long)lo.so.steps, paths);
+    } else if (lo.so.kind == STOCHFLOW_SOLVER_DOPRI5)
         snprintf(how, sizeof how, "dopri5 rtol %g atol %g", lo.so.rtol, lo.so.atol);
     else
         snprintf(how, sizeof how, "%s %llu steps", keyword_name(SOLVERS, lo.so.kind),
@@ -370,11 +384,13 @@ static int logp_images(stochflow_model *m, opts *o) {
                bpd, src, im.c, im.h, im.w);
         printf("NLL %.2f nats; %s trace", nll, hutch ? "Hutchinson" : "exact");
     }
-    if (hutch) printf(" (%llu probe(s))", (unsigned long long)lo.probes);
+    if (hutch) printf(" (%llu probe(s)%s)", sde ? 1ull : (unsigned long long)lo.probes,
+                      sde ? " per path" : "");
     printf(", %s, dequantization seed %llu, %.0f evaluations, %.2f s\n", how,
            (unsigned long long)lo.seed, nfe, secs);
     if (isfinite(probe_se))
-        printf("Hutchinson noise: mean per-image standard error %.4f bits/dim\n", probe_se);
+        printf("%s: mean per-image standard error %.4f bits/dim\n",
+               sde ? "SDE paths" : "Hutchinson noise", probe_se);
     if (outp) printf("wrote %s (logp, bpd per image)\n", outp);
     if (opt(o, "--json")) {
         json j;
@@ -385,8 +401,13 @@ static int logp_images(stochflow_model *m, opts *o) {
         jnum(&j, "nll", nll);
         jnum(&j, "se", nll_se);
         jstr(&j, "trace", hutch ? "hutchinson" : "exact");
-        jint(&j, "probes", hutch ? lo.probes : 0);
-        jstr(&j, "solver", keyword_name(SOLVERS, lo.so.kind));
+        jint(&j, "probes", hutch ? (sde ? 1 : lo.probes) : 0);
+        jstr(&j, "likelihood", sde ? "sde" : "ode");
+        if (sde) {
+            jnum(&j, "sde_eps", eps);
+            jnum(&j, "paths", paths);
+        }
+        jstr(&j, "solver", sde ? "em" : keyword_name(SOLVERS, lo.so.kind));
         jnum(&j, "rtol", lo.so.rtol);
         jnum(&j, "atol", lo.so.atol);
         jint(&j, "dequant_seed", lo.seed);
@@ -396,7 +417,7 @@ static int logp_images(stochflow_model *m, opts *o) {
         jint(&j, "channels", im.c);
         jint(&j, "height", im.h);
         jint(&j, "width", im.w);
-        if (isfinite(probe_se)) jnum(&j, "probe_se_bpd", probe_se);
+        if (isfinite(probe_se)) jnum(&j, sde ? "path_se_bpd" : "probe_se_bpd", probe_se);
         jend(&j);
     }
     ret = 0;
@@ -407,6 +428,8 @@ out:
     free(res);
     images_close(&im);
     stochflow_solver_free(s);
+    stochflow_sde_free(sde);
+    stochflow_model_free(score);
     return ret;
 }
 

@@ -71,7 +71,9 @@ static int sample_points(stochflow_model *m, const opts *o) {
     cond_data cd = {0};
     int ret = CLI_ERR;
     if ((rc = set_threads(m, o, default_threads())) != 0) return rc;
-    if (opt(o, "--sde") && (rc = cli_sde_setup(&sde, &score, m, o, so.steps)) != 0) return rc;
+    if (opt(o, "--sde") &&
+        (rc = cli_sde_setup(&sde, &score, m, o, so.steps, STOCHFLOW_TRACE_EXACT)) != 0)
+        return rc;
     if (base_src && dataset_open(&base_ds, base_src) != 0) goto out;
     if (base_src && base_ds.toy) base_ds.d = 2;
     if (make_solver(&s, &so) != 0) goto out;
@@ -102,12 +104,8 @@ static int sample_points(stochflow_model *m, const opts *o) {
     ode_progress op = {&bar, 0.0, 1.0};
     stochflow_solver_set_progress(s, on_ode_progress, &op);
     double t0 = cli_now();
-    if (sde && (cd.ctx || cd.labels)) {
-        progress_end(&bar);
-        cli_fail("sample: --sde is not available for a conditional model");
-        goto out;
-    } else if (sde) {
-        rc = stochflow_sde_sample(x, sde, m, score, (size_t)n, seed);
+    if (sde) {
+        rc = stochflow_sde_sample_ctx(x, sde, m, score, cd.ctx, cd.labels, (size_t)n, seed);
         progress_end(&bar);
         if (rc < 0) {
             cli_fail_lib(rc, "SDE sampling");
@@ -201,7 +199,7 @@ out:
 
 static int sample_images(stochflow_model *m, const opts *o) {
     static const char *const no[] = {"--base", "--with-logp", "--context", "--labels",
-                                     "--guidance", "--sde", "--score", "--sde-method"};
+                                     "--guidance"};
     const char *png = opt(o, "--png"), *out = opt(o, "--out");
     uint64_t n, cols, batch, seed;
     solver_opts so;
@@ -235,6 +233,8 @@ static int sample_images(stochflow_model *m, const opts *o) {
         return cli_fail("sample: n = %llu images of %zu values is too many",
                         (unsigned long long)n, d);
     stochflow_solver *s = NULL;
+    stochflow_sde *sde = NULL;
+    stochflow_model *score = NULL;
     float *x = malloc((size_t)n * d * sizeof(float));
     double nfe = 0;
     int ret = CLI_ERR;
@@ -242,6 +242,9 @@ static int sample_images(stochflow_model *m, const opts *o) {
         cli_fail("sample: out of memory for %llu images", (unsigned long long)n);
         goto out;
     }
+    if (opt(o, "--sde") &&
+        (ret = cli_sde_setup(&sde, &score, m, o, so.steps, STOCHFLOW_TRACE_EXACT)) != 0)
+        goto out;
     if (make_solver(&s, &so) != 0) goto out;
     /* base draws x0 ~ N(0, I): image i's noise depends only on (seed, i), not on --batch */
     if ((rc = stochflow_random_normal(x, (size_t)n * d, seed, IMG_SAMPLE_STREAM)) < 0) {
@@ -253,7 +256,12 @@ static int sample_images(stochflow_model *m, const opts *o) {
     chunk_progress cp = {.bar = &bar, .t0 = 0.0, .t1 = 1.0};
     stochflow_solver_set_progress(s, on_chunk_progress, &cp);
     double t0 = cli_now();
-    for (size_t off = 0; off < n; off += (size_t)batch) {
+    /* --sde: all images in one call (image i's noise keyed by (seed, i), not by --batch) */
+    if (sde && (ret = cli_sde_sample(x, &nfe, sde, m, score, NULL, NULL, (size_t)n, seed)) != 0) {
+        progress_end(&bar);
+        goto out;
+    }
+    for (size_t off = 0; off < n && !sde; off += (size_t)batch) {
         size_t cnt = n - off < batch ? (size_t)n - off : (size_t)batch;
         cp.done = (double)off;
         cp.chunk = (double)cnt;
@@ -276,8 +284,9 @@ static int sample_images(stochflow_model *m, const opts *o) {
         goto out;
     }
     if (out && matrix_write(out, x, (size_t)n, d, NULL) != 0) goto out;
+    const char *how = sde ? "SDE" : keyword_name(SOLVERS, so.kind);
     printf("sampled %llu images %zux%zux%zu in %.2f s (%s, %.0f velocity evaluations)\n",
-           (unsigned long long)n, u.c, u.h, u.w, secs, keyword_name(SOLVERS, so.kind), nfe);
+           (unsigned long long)n, u.c, u.h, u.w, secs, how, nfe);
     printf("wrote %s%s%s\n", png ? png : "", png && out ? " and " : "", out ? out : "");
     if (opt(o, "--json")) {
         json j;
@@ -288,7 +297,12 @@ static int sample_images(stochflow_model *m, const opts *o) {
         jint(&j, "height", u.h);
         jint(&j, "width", u.w);
         jint(&j, "cols", grid_cols((size_t)n, (size_t)cols)); /* the grid's columns */
-        jstr(&j, "solver", keyword_name(SOLVERS, so.kind));
+        jstr(&j, "solver", how);
+        if (sde) {
+            double eps = 0;
+            stochflow_sde_get_param(&eps, sde, STOCHFLOW_PARAM_SDE_EPS);
+            jnum(&j, "sde_eps", eps);
+        }
         jnum(&j, "nfe", nfe);
         jnum(&j, "seconds", secs);
         jstr(&j, "png", png);
@@ -299,6 +313,8 @@ static int sample_images(stochflow_model *m, const opts *o) {
 out:
     free(x);
     stochflow_solver_free(s);
+    stochflow_sde_free(sde);
+    stochflow_model_free(score);
     return ret;
 }
 

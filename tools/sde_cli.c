@@ -103,16 +103,18 @@ static int model_objective(const stochflow_model *m, int *gamma) {
 }
 
 int cli_sde_setup(stochflow_sde **sde, stochflow_model **score, stochflow_model *m,
-                  const opts *o, uint64_t def_steps) {
-    double eps;
+                  const opts *o, uint64_t def_steps, int def_trace) {
+    double eps, w;
     uint64_t steps, paths;
-    int method, rc;
+    int method, trace, rc;
     *sde = NULL;
     *score = NULL;
     if ((rc = get_double(o, "--sde", 0.0, 0.0, 1e6, &eps)) != 0 ||
         (rc = get_keyword(o, "--sde-method", SDE_METHODS, STOCHFLOW_SDE_HEUN, &method)) != 0 ||
         (rc = get_u64(o, "--steps", def_steps, 1, 100000000, &steps)) != 0 ||
-        (rc = get_u64(o, "--paths", 16, 1, 65536, &paths)) != 0)
+        (rc = get_u64(o, "--paths", 16, 1, 65536, &paths)) != 0 ||
+        (rc = get_double(o, "--guidance", 0.0, -1.0, 1000.0, &w)) != 0 ||
+        (rc = get_keyword(o, "--trace", TRACES, def_trace, &trace)) != 0)
         return rc;
     int gd, gs = 0;
     int fd = model_objective(m, &gd), fs = 0;
@@ -146,6 +148,10 @@ int cli_sde_setup(stochflow_sde **sde, stochflow_model **score, stochflow_model 
     if (lrc >= 0) lrc = stochflow_sde_set_param(*sde, STOCHFLOW_PARAM_SDE_STEPS, (double)steps);
     if (lrc >= 0 && eps > 0) lrc = stochflow_sde_set_param(*sde, STOCHFLOW_PARAM_SDE_EPS, eps);
     if (lrc >= 0) lrc = stochflow_sde_set_param(*sde, STOCHFLOW_PARAM_SDE_PATHS, (double)paths);
+    /* a conditional model's guidance (checked against the model by the library) and the
+     * likelihood's divergences (Hutchinson for images) */
+    if (lrc >= 0) lrc = stochflow_sde_set_param(*sde, STOCHFLOW_PARAM_SDE_GUIDANCE, w);
+    if (lrc >= 0) lrc = stochflow_sde_set_param(*sde, STOCHFLOW_PARAM_SDE_TRACE, trace);
     /* what the drift model outputs: the drift b, or a velocity (b = v - c2 c2' s, which
      * is v itself for a gamma-free model) */
     int drift_kind = fd == STOCHFLOW_FIELD_VELOCITY && gd != STOCHFLOW_GAMMA_ZERO
@@ -174,4 +180,13 @@ fail:
     *sde = NULL;
     *score = NULL;
     return rc;
+}
+
+int cli_sde_sample(float *x, double *nfe, stochflow_sde *sde, stochflow_model *m,
+                   stochflow_model *score, const float *ctx, const int32_t *labels, size_t n,
+                   uint64_t seed) {
+    int rc = stochflow_sde_sample_ctx(x, sde, m, score, ctx, labels, n, seed);
+    if (rc < 0) return cli_fail_lib(rc, "SDE sampling");
+    stochflow_sde_stat(nfe, sde, STOCHFLOW_STAT_NFE);
+    return 0;
 }

@@ -826,7 +826,7 @@ eps_inside(user::Ptr{Cvoid}, t::Cdouble)::Cdouble =
 # An SDE handle for drift (and score) as the CLI's sample --sde sets it up, with the
 # window array the eps schedule reads (keep it alive while the handle is used).
 function make_sde(drift::Model, score, eps::Real, steps::Integer, method::Symbol,
-                  paths::Integer)
+                  paths::Integer, guidance::Real = 0.0, trace::Symbol = :exact)
     fd, gd = objective(drift)
     fd in (3, 4) && throw(ArgumentError("the drift model was trained for the score"))
     fs = 5  # STOCHFLOW_FIELD_SCORE_FROM_VELOCITY
@@ -849,6 +849,8 @@ function make_sde(drift::Model, score, eps::Real, steps::Integer, method::Symbol
         put(607, paths)
         put(605, fd == 1 && gd != 1 ? 1 : 2)
         put(606, fs)
+        put(609, guidance)                       # STOCHFLOW_PARAM_SDE_GUIDANCE
+        put(610, trace === :hutchinson ? 2 : 1)  # STOCHFLOW_PARAM_SDE_TRACE
         if score !== nothing || gd != 1
             si = Ref{Ptr{Cvoid}}(C_NULL)
             check(ccall((:stochflow_model_sinterp, libstochflow), Cint,
@@ -874,18 +876,23 @@ end
 
 """n samples (dim × n) of the SDE dX = [b + eps s] dt + sqrt(2 eps) dW with drift model
 `m` and score model `score` (nothing: the score from a gamma-free velocity model);
-method :heun or :em. Returns (x, nfe)."""
+method :heun or :em; ctx/labels (as sample_ctx) and guidance w of a conditional model.
+Returns (x, nfe)."""
 function sample_sde(m::Model, n::Integer, eps::Real; score = nothing, steps::Integer = 100,
-                    method::Symbol = :heun, seed::Integer = 0)
+                    method::Symbol = :heun, seed::Integer = 0, ctx = nothing,
+                    labels = nothing, guidance::Real = 0.0)
     n >= 1 || throw(ArgumentError("n must be positive, got $n"))
-    h, window = make_sde(m, score, eps, steps, method, 16)
+    c, l = condargs(m, n, ctx, labels)
+    h, window = make_sde(m, score, eps, steps, method, 16, guidance)
     x = Matrix{Float32}(undef, m.dim, n)
     nfe = Ref{Cdouble}(0)
     try
-        GC.@preserve window check(ccall((:stochflow_sde_sample, libstochflow), Cint,
-                    (Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Csize_t, UInt64),
-                    x, h, m.ptr, score === nothing ? C_NULL : score.ptr, n, seed),
-              "stochflow_sde_sample")
+        GC.@preserve window check(ccall((:stochflow_sde_sample_ctx, libstochflow), Cint,
+                    (Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Int32},
+                     Csize_t, UInt64),
+                    x, h, m.ptr, score === nothing ? C_NULL : score.ptr,
+                    c === nothing ? C_NULL : c, l === nothing ? C_NULL : l, n, seed),
+              "stochflow_sde_sample_ctx")
         check(ccall((:stochflow_sde_stat, libstochflow), Cint, (Ptr{Cdouble}, Ptr{Cvoid}, Cint),
                     nfe, h, 1), "stochflow_sde_stat")
     finally
@@ -894,19 +901,24 @@ function sample_sde(m::Model, n::Integer, eps::Real; score = nothing, steps::Int
     return x, nfe[]
 end
 
-"""The SDE likelihood estimate of each column of x: (logp, se over the paths)."""
+"""The SDE likelihood estimate of each column of x: (logp, se over the paths); ctx/labels
+and guidance as sample_sde, trace :exact or :hutchinson (one probe per path, for images)."""
 function sde_log_prob(m::Model, x::AbstractMatrix, eps::Real; score = nothing,
-                      paths::Integer = 16, steps::Integer = 100, seed::Integer = 0)
+                      paths::Integer = 16, steps::Integer = 100, seed::Integer = 0,
+                      ctx = nothing, labels = nothing, guidance::Real = 0.0,
+                      trace::Symbol = :exact)
     xx = points(x, m.dim)
     n = size(xx, 2)
-    h, window = make_sde(m, score, eps, steps, :em, paths)
+    c, l = condargs(m, n, ctx, labels)
+    h, window = make_sde(m, score, eps, steps, :em, paths, guidance, trace)
     logp, se = Vector{Float32}(undef, n), Vector{Float32}(undef, n)
     try
-        GC.@preserve window check(ccall((:stochflow_sde_log_prob, libstochflow), Cint,
+        GC.@preserve window check(ccall((:stochflow_sde_log_prob_ctx, libstochflow), Cint,
                     (Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat},
-                     Csize_t, UInt64),
-                    logp, se, h, m.ptr, score === nothing ? C_NULL : score.ptr, xx, n, seed),
-              "stochflow_sde_log_prob")
+                     Ptr{Cfloat}, Ptr{Int32}, Csize_t, UInt64),
+                    logp, se, h, m.ptr, score === nothing ? C_NULL : score.ptr, xx,
+                    c === nothing ? C_NULL : c, l === nothing ? C_NULL : l, n, seed),
+              "stochflow_sde_log_prob_ctx")
     finally
         ccall((:stochflow_sde_free, libstochflow), Cvoid, (Ptr{Cvoid},), h)
     end

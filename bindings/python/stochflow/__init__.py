@@ -301,9 +301,11 @@ class _SDE:
     CLI's sample --sde / logp --sde (doc/cli.md): the score model's field (score or
     denoiser) and interpolant; without one, the score from the velocity of a gamma-free
     model. With a denoiser or the score from the velocity the first and last steps are
-    noise-free (the score is undefined where gamma = 0)."""
+    noise-free (the score is undefined where gamma = 0). guidance: the scale w of a
+    conditional model; trace: the likelihood's divergences ("exact" or "hutchinson")."""
 
-    def __init__(self, drift, eps, score_model, method, steps, paths):
+    def __init__(self, drift, eps, score_model, method, steps, paths, guidance=0.0,
+                 trace="exact", t_end=1.0):
         fd, gd = drift._objective()
         if fd in (STOCHFLOW_FIELD_SCORE, STOCHFLOW_FIELD_DENOISER):  # noqa: F405
             raise ValueError("the model was trained for the score or denoiser: sample from "
@@ -326,6 +328,9 @@ class _SDE:
         put(STOCHFLOW_PARAM_SDE_STEPS, int(steps))  # noqa: F405
         put(STOCHFLOW_PARAM_SDE_EPS, float(eps))  # noqa: F405
         put(STOCHFLOW_PARAM_SDE_PATHS, int(paths))  # noqa: F405
+        put(STOCHFLOW_PARAM_SDE_GUIDANCE, float(guidance))  # noqa: F405
+        put(STOCHFLOW_PARAM_SDE_TRACE, _enum(trace, _TRACES, "trace"))  # noqa: F405
+        put(STOCHFLOW_PARAM_SDE_T_END, float(t_end))  # noqa: F405
         velocity = fd == STOCHFLOW_FIELD_VELOCITY and gd != STOCHFLOW_GAMMA_ZERO  # noqa
         put(STOCHFLOW_PARAM_SDE_DRIFT, STOCHFLOW_FIELD_VELOCITY if velocity  # noqa: F405
             else STOCHFLOW_FIELD_DRIFT)  # noqa: F405
@@ -937,28 +942,30 @@ class Model:
         sde=eps: the SDE dX = [b + eps s] dt + sqrt(2 eps) dW instead (doc/sde.md), this
         model the drift (or velocity) model, score_model a model trained for the score or
         the denoiser (None: the score from this gamma-free velocity model), sde_method
-        "heun" or "em", steps (default 100). return_nfe: also the number of evaluation
-        times."""
+        "heun" or "em", steps (default 100), ctx/labels and guidance as for the ODE,
+        sde_t_end: no noise (and no score) from that time on (default 1).
+        return_nfe: also the number of evaluation times."""
         if sde is not None:
-            if ctx is not None or labels is not None:
-                raise ValueError("sde sampling is not available for a conditional model")
             if return_log_prob:
                 raise ValueError("return_log_prob does not apply with sde (see sde_log_prob)")
             n = int(n)
             if n < 1:
                 raise ValueError("n must be positive, got %d" % n)
-            s = _SDE(self, float(sde), score_model, sde_method, options.pop("steps", 100), 16)
+            s = _SDE(self, float(sde), score_model, sde_method, options.pop("steps", 100), 16,
+                     options.pop("guidance", 0.0), t_end=options.pop("sde_t_end", 1.0))
             if options:
                 raise ValueError("options %s do not apply with sde" % sorted(options))
             x = _out(out, (n, self.dim))
+            c, lab = _cond(self, ctx, labels, n)
+            sh = score_model._h if score_model is not None else None
             with self._lock:
                 if score_model is not None and score_model is not self:
                     with score_model._lock:
-                        _call("stochflow_sde_sample", _ptr(x), s._h, self._h, score_model._h,
-                              n, _seed(seed))
+                        _call("stochflow_sde_sample_ctx", _ptr(x), s._h, self._h, sh, _ptr(c),
+                              _iptr(lab), n, _seed(seed))
                 else:
-                    _call("stochflow_sde_sample", _ptr(x), s._h, self._h,
-                          score_model._h if score_model is not None else None, n, _seed(seed))
+                    _call("stochflow_sde_sample_ctx", _ptr(x), s._h, self._h, sh, _ptr(c),
+                          _iptr(lab), n, _seed(seed))
             return (x, s.nfe()) if return_nfe else x
         return Solver(solver=solver, **options).sample(self, n, seed=seed,
                                                        return_log_prob=return_log_prob,
@@ -973,25 +980,29 @@ class Model:
         s = Solver(solver=solver, trace=trace, probes=probes, seed=seed, **options)
         return s.log_prob(self, x, t=t, return_se=return_se, ctx=ctx, labels=labels)
 
-    def sde_log_prob(self, x, eps, score_model=None, paths=16, steps=100, seed=0):
+    def sde_log_prob(self, x, eps, score_model=None, paths=16, steps=100, seed=0, ctx=None,
+                     labels=None, guidance=0.0, trace="exact"):
         """The SDE likelihood estimate of log rho_1(x) for each row of x (doc/sde.md):
         paths backward Euler-Maruyama paths of diffusion eps per point (keyed by seed),
-        this model the drift, score_model as for sample(sde=...). Returns (logp, se), se
-        the standard error over each point's paths."""
+        this model the drift, score_model as for sample(sde=...); ctx/labels: given each
+        point's conditioning, guidance w: of the guided SDE; trace "hutchinson": one
+        probe per path (for images). Returns (logp, se), se the standard error over each
+        point's paths."""
         x = _matrix(x, self.dim)
         n = x.shape[0]
-        s = _SDE(self, float(eps), score_model, "em", steps, paths)
+        s = _SDE(self, float(eps), score_model, "em", steps, paths, guidance, trace)
         logp = np.empty(n, dtype=np.float32)
         se = np.empty(n, dtype=np.float32)
+        c, lab = _cond(self, ctx, labels, n)
+        sh = score_model._h if score_model is not None else None
         with self._lock:
-            sh = score_model._h if score_model is not None else None
             if score_model is not None and score_model is not self:
                 with score_model._lock:
-                    _call("stochflow_sde_log_prob", _ptr(logp), _ptr(se), s._h, self._h, sh,
-                          _ptr(x), n, _seed(seed))
+                    _call("stochflow_sde_log_prob_ctx", _ptr(logp), _ptr(se), s._h, self._h,
+                          sh, _ptr(x), _ptr(c), _iptr(lab), n, _seed(seed))
             else:
-                _call("stochflow_sde_log_prob", _ptr(logp), _ptr(se), s._h, self._h, sh,
-                      _ptr(x), n, _seed(seed))
+                _call("stochflow_sde_log_prob_ctx", _ptr(logp), _ptr(se), s._h, self._h, sh,
+                      _ptr(x), _ptr(c), _iptr(lab), n, _seed(seed))
         return logp, se
 
     def integrate(self, x, t0, t1, solver="dopri5", return_dlogp=False, ctx=None,

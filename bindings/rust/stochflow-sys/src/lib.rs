@@ -154,6 +154,8 @@ pub const STOCHFLOW_PARAM_SDE_DRIFT: c_int = 605;
 pub const STOCHFLOW_PARAM_SDE_SCORE: c_int = 606;
 pub const STOCHFLOW_PARAM_SDE_PATHS: c_int = 607;
 pub const STOCHFLOW_PARAM_SDE_LIK_AVG: c_int = 608;
+pub const STOCHFLOW_PARAM_SDE_GUIDANCE: c_int = 609;
+pub const STOCHFLOW_PARAM_SDE_TRACE: c_int = 610;
 pub const STOCHFLOW_SDE_LIK_MEAN: c_int = 1;
 pub const STOCHFLOW_SDE_LIK_LOGMEANEXP: c_int = 2;
 /// `stochflow_unet_options`, field for field; fill with `stochflow_unet_options_init`.
@@ -857,6 +859,28 @@ extern "C" {
         drift: *mut stochflow_model,
         score: *mut stochflow_model,
         x: *const f32,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+    pub fn stochflow_sde_sample_ctx(
+        x: *mut f32,
+        s: *mut stochflow_sde,
+        drift: *mut stochflow_model,
+        score: *mut stochflow_model,
+        ctx: *const f32,
+        labels: *const i32,
+        n: usize,
+        seed: u64,
+    ) -> c_int;
+    pub fn stochflow_sde_log_prob_ctx(
+        logp: *mut f32,
+        se: *mut f32,
+        s: *mut stochflow_sde,
+        drift: *mut stochflow_model,
+        score: *mut stochflow_model,
+        x: *const f32,
+        ctx: *const f32,
+        labels: *const i32,
         n: usize,
         seed: u64,
     ) -> c_int;

@@ -176,6 +176,21 @@ impl Sde {
         Ok(s)
     }
 
+    /// Guidance scale w of a conditional model (STOCHFLOW_PARAM_SDE_GUIDANCE): every
+    /// network output becomes (1 + w) f(c) - w f(none); 0 is unguided.
+    pub fn set_guidance(&mut self, w: f64) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_sde_set_param(self.h, sys::STOCHFLOW_PARAM_SDE_GUIDANCE, w) })
+    }
+
+    /// Hutchinson divergences in the likelihood (one probe per path; for images) instead
+    /// of exact ones (STOCHFLOW_PARAM_SDE_TRACE).
+    pub fn set_hutchinson(&mut self, on: bool) -> Result<()> {
+        let v = if on { sys::STOCHFLOW_TRACE_HUTCHINSON } else { sys::STOCHFLOW_TRACE_EXACT };
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_sde_set_param(self.h, sys::STOCHFLOW_PARAM_SDE_TRACE, v as f64) })
+    }
+
     /// n = x.len() / d samples from N(0, I) at t = 0 to t = 1, keyed by seed.
     pub fn sample(
         &mut self,
@@ -184,10 +199,25 @@ impl Sde {
         score: Option<&mut Model>,
         seed: u64,
     ) -> Result<()> {
+        self.sample_ctx(x, drift, score, None, None, seed)
+    }
+
+    /// `sample` for a conditional model: each row's context (n*n_ctx) and/or label (n;
+    /// -1 = none), given to the drift and the score model.
+    pub fn sample_ctx(
+        &mut self,
+        x: &mut [f32],
+        drift: &mut Model,
+        score: Option<&mut Model>,
+        ctx: Option<&[f32]>,
+        labels: Option<&[i32]>,
+        seed: u64,
+    ) -> Result<()> {
         let n = rows("x", x.len(), drift.d)?;
+        let (c, l) = drift.cond(n, ctx, labels)?;
         let sh = score.map_or(ptr::null_mut(), |m| m.h);
         // SAFETY: lengths checked, handles valid.
-        check(unsafe { sys::stochflow_sde_sample(x.as_mut_ptr(), self.h, drift.h, sh, n, seed) })
+        check(unsafe { sys::stochflow_sde_sample_ctx(x.as_mut_ptr(), self.h, drift.h, sh, c, l, n, seed) })
     }
 
     /// The SDE likelihood estimate of each row of x and its standard error over paths.
@@ -198,18 +228,34 @@ impl Sde {
         score: Option<&mut Model>,
         seed: u64,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.log_prob_ctx(x, drift, score, None, None, seed)
+    }
+
+    /// `log_prob` given each row's conditioning (as `sample_ctx`).
+    pub fn log_prob_ctx(
+        &mut self,
+        x: &[f32],
+        drift: &mut Model,
+        score: Option<&mut Model>,
+        ctx: Option<&[f32]>,
+        labels: Option<&[i32]>,
+        seed: u64,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let n = rows("x", x.len(), drift.d)?;
+        let (c, l) = drift.cond(n, ctx, labels)?;
         let (mut lp, mut se) = (vec![0f32; n], vec![0f32; n]);
         let sh = score.map_or(ptr::null_mut(), |m| m.h);
         // SAFETY: lengths checked, handles valid.
         check(unsafe {
-            sys::stochflow_sde_log_prob(
+            sys::stochflow_sde_log_prob_ctx(
                 lp.as_mut_ptr(),
                 se.as_mut_ptr(),
                 self.h,
                 drift.h,
                 sh,
                 x.as_ptr(),
+                c,
+                l,
                 n,
                 seed,
             )

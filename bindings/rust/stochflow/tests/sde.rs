@@ -1,7 +1,7 @@
 //! The stochastic-interpolant surface of the Rust binding: objectives in the
 //! configuration and the checkpoint, SDE sampling and likelihood with a drift and a
 //! score model, the ODE limit, refusals.
-use stochflow::{toy_sample, Config, Gamma, Model, Objective, Sde, Solver, SolverKind};
+use stochflow::{toy_sample, Config, Gamma, Model, Objective, Param, Sde, Solver, SolverKind};
 
 fn trained(obj: Option<(Objective, Gamma, bool)>, steps: u64) -> Model {
     let mut cfg = Config::new(2).unwrap();
@@ -56,4 +56,39 @@ fn sde_zero_is_the_heun_ode() {
     let mut b = vec![0f32; 32 * 2];
     solver.sample(&mut v, &mut b, None, 2).unwrap();
     assert_eq!(a, b);
+}
+
+#[test]
+fn sde_conditional_guided() {
+    let mut cfg = Config::new(2).unwrap();
+    cfg.set_hidden(&[16, 16]).unwrap();
+    cfg.set_context(0, 3).unwrap();
+    let mut m = Model::new(&cfg).unwrap();
+    m.set_param(Param::CtxDropout, 0.2).unwrap();
+    let mut x = vec![0f32; 64 * 2];
+    let labels: Vec<i32> = (0..64).map(|i| (i % 4) as i32 - 1).collect();
+    for s in 0..20 {
+        toy_sample(&mut x, "8gaussians", 1, s).unwrap();
+        m.train_step_ctx(&x, None, Some(&labels)).unwrap();
+    }
+    let lab: Vec<i32> = (0..32).map(|i| (i % 3) as i32).collect();
+    // eps = 0, guided: the guided Heun ODE bit for bit
+    let mut s = Sde::new(&m, None, 0.0, 10, true, 2).unwrap();
+    s.set_guidance(1.5).unwrap();
+    let (mut a, mut b) = (vec![0f32; 32 * 2], vec![0f32; 32 * 2]);
+    s.sample_ctx(&mut a, &mut m, None, None, Some(&lab), 2).unwrap();
+    let mut solver = Solver::new().unwrap();
+    solver.set_solver(SolverKind::Heun, 10).unwrap();
+    solver.set_param(Param::Guidance, 1.5).unwrap();
+    solver.sample_ctx(&mut m, &mut b, None, None, Some(&lab), 2).unwrap();
+    assert_eq!(a, b);
+    // eps > 0 and the likelihood with Hutchinson divergences
+    let mut s = Sde::new(&m, None, 0.5, 10, true, 3).unwrap();
+    s.set_guidance(1.5).unwrap();
+    s.set_hutchinson(true).unwrap();
+    s.sample_ctx(&mut a, &mut m, None, None, Some(&lab), 2).unwrap();
+    assert!(a.iter().all(|v| v.is_finite()) && a != b);
+    let (lp, se) = s.log_prob_ctx(&a[..8], &mut m, None, None, Some(&lab[..4]), 1).unwrap();
+    assert!(lp.iter().all(|v| v.is_finite()) && se.iter().all(|v| *v > 0.0));
+    assert!(s.sample_ctx(&mut a, &mut m, None, None, Some(&lab[..3]), 2).is_err()); // length
 }
