@@ -577,6 +577,25 @@ static int check_common(stochflow_sde *s, size_t d, size_t n, const void *buf) {
     return 0;
 }
 
+/* The drift model's data map (doc/data.md) holds for the SDE: samples come back in the
+ * user's units and log-densities are of x, not of the network's z. A score model must
+ * hold the same map (or none when the drift has none). */
+static int same_map(const stochflow_model *drift, const stochflow_model *score) {
+    if (score == NULL) return 0;
+    const size_t d = drift->d;
+    int same = (drift->std_shift == NULL) == (score->std_shift == NULL) &&
+               (drift->std_chol == NULL) == (score->std_chol == NULL);
+    if (same && drift->std_shift)
+        same = memcmp(drift->std_shift, score->std_shift, d * sizeof(double)) == 0 &&
+               memcmp(drift->std_scale, score->std_scale, d * sizeof(double)) == 0 &&
+               (drift->std_chol == NULL ||
+                memcmp(drift->std_chol, score->std_chol, d * d * sizeof(double)) == 0);
+    RETURN_ERROR_IF(!same, STOCHFLOW_E_INVALID,
+                    "sde: the drift and score models hold different standardizations "
+                    "(doc/data.md); fit both on the same data map");
+    return 0;
+}
+
 STOCHFLOW_API int stochflow_sde_sample_fn(float *x, stochflow_sde *s, stochflow_sde_field_fn fn,
                                           void *user, size_t d, size_t n, uint64_t seed) {
     FORWARD_IF_ERROR(check_common(s, d, n, x));
@@ -599,7 +618,9 @@ STOCHFLOW_API int stochflow_sde_sample_ctx(float *x, stochflow_sde *s, stochflow
     size_t d = 0;
     FORWARD_IF_ERROR(model_ctx_init(&c, s, drift, score, ctx, labels, n, 1, &d));
     int rc = check_common(s, d, n, x);
+    if (rc == 0) rc = same_map(drift, score);
     if (rc == 0 && n > 0) rc = forward(x, s, model_field, &c, d, n, seed);
+    if (rc == 0 && n > 0) stochflow__std_inverse(x, drift, n); /* the user's units */
     model_ctx_free(&c);
     return rc;
 }
@@ -640,9 +661,20 @@ STOCHFLOW_API int stochflow_sde_log_prob_ctx(float *logp, float *se, stochflow_s
     FORWARD_IF_ERROR(model_ctx_init(&c, s, drift, score, ctx, labels, n, (size_t)s->paths, &d));
     int rc = check_common(s, d, n, x);
     if (rc == 0) rc = check_points(x, n, d, logp);
+    if (rc == 0) rc = same_map(drift, score);
     if (rc == 0 && n > 0 && (int)s->trace == STOCHFLOW_TRACE_HUTCHINSON)
         rc = model_ctx_probes(&c, d, seed);
-    if (rc == 0 && n > 0) rc = likelihood(logp, se, s, model_field, &c, d, x, n, seed);
+    /* with a data map: the density of z = map(x) times |dz/dx| = exp(-std_logdet) */
+    float *z = NULL;
+    if (rc == 0 && n > 0 && drift->std_shift) {
+        z = stochflow__alloc_array(n * d, sizeof(float));
+        if (z == NULL) rc = stochflow__error(STOCHFLOW_E_NOMEM, "sde_log_prob: out of memory");
+        else stochflow__std_forward(z, drift, x, n);
+    }
+    if (rc == 0 && n > 0) rc = likelihood(logp, se, s, model_field, &c, d, z ? z : x, n, seed);
+    if (rc == 0 && z)
+        for (size_t i = 0; i < n; ++i) logp[i] = (float)((double)logp[i] - drift->std_logdet);
+    stochflow__free(z);
     model_ctx_free(&c);
     return rc;
 }

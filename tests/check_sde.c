@@ -1163,6 +1163,64 @@ static double eps_but_last(void *user, double t) { /* 20 steps: the last starts 
 
 /* DENOISE: the last forward step without noise, as an eps schedule that vanishes on it
  * (Euler-Maruyama, whose step uses eps at its start only) */
+/* A model holding a data map (doc/data.md): the SDE samples and its likelihood are in the
+ * user's units, as the ODE solver's, i.e. the unmapped model's samples mapped back by hand
+ * and its log-density at z = (x - shift) / scale minus sum log scale; a score model with
+ * another map is refused. Untrained models of one seed have the same weights. */
+static stochflow_model *untrained_model(const double *shift, const double *scale) {
+    stochflow_config *cfg = NULL;
+    stochflow_model *m = NULL;
+    size_t w[2] = {32, 32};
+    ck_assert_ok(stochflow_config_new(&cfg, 2));
+    ck_assert_ok(stochflow_config_set_hidden(cfg, 2, w));
+    ck_assert_ok(stochflow_config_set_seed(cfg, 5));
+    ck_assert_ok(stochflow_model_new(&m, cfg));
+    stochflow_config_free(cfg);
+    if (shift) ck_assert_ok(stochflow_model_set_standardization(m, shift, scale));
+    return m;
+}
+
+START_TEST(standardized_model) {
+    const double shift[2] = {3.0, -2.0}, scale[2] = {2.0, 0.25};
+    stochflow_model *plain = untrained_model(NULL, NULL), *mapped = untrained_model(shift, scale);
+    stochflow_sde *s = new_sde(2, 20, 0.5);
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_SCORE,
+                                         STOCHFLOW_FIELD_SCORE_FROM_VELOCITY));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_T_END, 0.9));
+    enum { N = 64 };
+    float z[N * 2], x[N * 2];
+    ck_assert_ok(stochflow_sde_sample(z, s, plain, NULL, N, 4));
+    ck_assert_ok(stochflow_sde_sample(x, s, mapped, NULL, N, 4));
+    double spread = 0;
+    for (int q = 0; q < N * 2; ++q) {
+        double want = shift[q % 2] + scale[q % 2] * (double)z[q];
+        ck_assert_double_eq_tol(x[q], want, 1e-5 * (1 + fabs(want)));
+        spread += fabs((double)x[q] - (double)z[q]);
+    }
+    ck_assert(spread > N); /* the map is not the identity on these points */
+    /* log p(x) = log p_z((x - shift) / scale) - sum log scale */
+    float lpx[8], lpz[8], zz[8 * 2];
+    for (int q = 0; q < 8 * 2; ++q)
+        zz[q] = (float)(((double)x[q] - shift[q % 2]) / scale[q % 2]);
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 3));
+    ck_assert_ok(stochflow_sde_log_prob(lpx, NULL, s, mapped, NULL, x, 8, 2));
+    ck_assert_ok(stochflow_sde_log_prob(lpz, NULL, s, plain, NULL, zz, 8, 2));
+    const double logdet = log(2.0) + log(0.25);
+    for (int i = 0; i < 8; ++i)
+        ck_assert_double_eq_tol(lpx[i], (double)lpz[i] - logdet, 1e-4 * (1 + fabs(lpx[i])));
+    /* a score model with another map (here: none) is refused, nothing written */
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_SCORE, STOCHFLOW_FIELD_SCORE));
+    float keep[N * 2];
+    memcpy(keep, x, sizeof keep);
+    ck_assert_status(stochflow_sde_sample(x, s, mapped, plain, N, 4), STOCHFLOW_E_INVALID);
+    ck_assert_mem_eq(keep, x, sizeof keep);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "standardization"));
+    stochflow_sde_free(s);
+    stochflow_model_free(plain);
+    stochflow_model_free(mapped);
+}
+END_TEST
+
 START_TEST(denoise_last_step) {
     stochflow_sinterp *si = new_si(0, STOCHFLOW_INTERP_TRIG, STOCHFLOW_GAMMA_BROWNIAN, 0);
     orc o;
@@ -1247,6 +1305,7 @@ Suite *make_suite(void) {
     tcase_add_test(core, denoise_last_step);
     tcase_add_test(core, unet_model_form);
     tcase_add_test(core, conditional_twins);
+    tcase_add_test(core, standardized_model);
     suite_add_tcase(s, core);
     TCase *grads = tcase_create("gradients");
     tcase_add_test(grads, loss_gradients);
