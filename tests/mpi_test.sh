@@ -146,11 +146,14 @@ for v in "0.2" "$T/val.npy"; do
             "$T/t1$tag/checkpoint.sfm" "$T/t$np$tag/checkpoint.sfm"
     done
 done
-# without --val-block rank 0 solves the validation alone: still the same bits; CSV (read
-# whole by every process) on 3 processes; float64 .npy (read by rows, converted)
-tab "table, no --val-block, 2 processes" 2 "$T/t2nb" --data "$T/tab.npy" --val 0.2
-tab "table, no --val-block, one process" 1 "$T/t1nb" --data "$T/tab.npy" --val 0.2
-same "table, no --val-block: 2 processes = one" "$T/t1nb/model.sfm" "$T/t2nb/model.sfm"
+# the default --val-block (256: the 300 validation rows are 2 solves, one per process):
+# the same bits; CSV (read whole by every process) on 3 processes; float64 .npy (read by
+# rows, converted)
+tab "table, default --val-block, 2 processes" 2 "$T/t2nb" --data "$T/tab.npy" --val 0.3
+tab "table, default --val-block, one process" 1 "$T/t1nb" --data "$T/tab.npy" --val 0.3
+same_json "table, default --val-block: 2 processes = one (validation numbers)" "$T/t1nb.json" \
+    "$T/t2nb.json"
+same "table, default --val-block: 2 processes = one" "$T/t1nb/model.sfm" "$T/t2nb/model.sfm"
 tab "table .csv, 3 processes" 3 "$T/t3csv" --data "$T/tab.csv" --val 0.2 --val-block 16
 same_json "table .csv on 3 processes = .npy on one" "$T/t1frac.json" "$T/t3csv.json"
 same "table .csv on 3 processes: best model = .npy on one" "$T/t1frac/model.sfm" "$T/t3csv/model.sfm"

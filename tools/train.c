@@ -74,8 +74,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--time", "X", "tables: wall-clock budget in seconds (the LR schedule spans it)"},
     {"--standardize", "MODE", "tables: diag (per column, default), whiten (full covariance) or none"},
     {"--no-standardize", NULL, "tables: train in the data's units (= --standardize none)"},
-    {"--val-block", "R", "tables: rows per validation solve (default all in one; split across "
-                         "processes under mpirun)"},
+    {"--val-block", "R", "tables: rows per validation solve (default 256; the solves are split "
+                         "across processes under mpirun)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
 

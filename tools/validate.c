@@ -12,6 +12,9 @@
 
 /* Defaults with a validation set (doc/cli.md, measured in bench/DATA.md). */
 #define DEFAULT_PATIENCE 4
+/* Rows per validation solve: the unit that processes share under mpirun (doc/
+ * distributed.md), the same by default on any number of processes. */
+#define DEFAULT_VAL_BLOCK 256
 /* The validation solver's dopri5 tolerances: the NLL's error stays far below its standard
  * error over the held-out rows (~0.1 nats), at ~1.6x fewer steps than the 1e-5 default. */
 #define VAL_TOL 1e-4
@@ -133,7 +136,7 @@ int table_check_options(const opts *o, int table, int cond_table, table_opts *t)
                          : opt(o, "--eval-every") ? "--eval-every"
                                                   : "--val-block");
     if ((rc = get_u64(o, "--eval-every", 0, 1, 1000000000, &t->eval_every)) != 0 ||
-        (rc = get_u64(o, "--val-block", 0, 1, 1 << 24, &t->val_block)) != 0 ||
+        (rc = get_u64(o, "--val-block", DEFAULT_VAL_BLOCK, 1, 1 << 24, &t->val_block)) != 0 ||
         (rc = get_u64(o, "--patience", DEFAULT_PATIENCE, 0, 1000000000, &t->patience)) != 0 ||
         (rc = get_double(o, "--time", 0, 1e-3, 1e9, &t->seconds)) != 0)
         return rc;
