@@ -45,17 +45,26 @@ run "--val with --ema (the EMA weights are kept, not a best)" "$SF" train --data
 run "--transport-png of a standardized table" "$SF" train --data "$T/d.npy" --out "$T/tp.sfm" --steps 5 --transport-png "$T/tp.png" "${SMALL[@]}"
 [ -s "$T/tp.png" ] && ok "trajectory picture written" || not_ok "trajectory picture written"
 run "--no-standardize" "$SF" train --data "$T/d.npy" --out "$T/n.sfm" --steps 5 --no-standardize "${SMALL[@]}" --json &&
-    json "no map stored" "d['standardized'] is False and d['val_rows']==0"
+    json "no map stored; without --val 10% of the rows held out" "d['standardized'] is False and d['val_rows']==20 and d['train_rows']==180"
+# no --steps: the table default, up to 10000 steps, stopped by patience on the rows the
+# CLI held out, the best weights kept
+run "defaults: no option" "$SF" train --data "$T/d.npy" --out "$T/def.sfm" "${SMALL[@]}" --json &&
+    json "defaults: 10% held out, the run ends by patience within 10000 steps, best kept" "d['val_rows']==20 and d['stop'].startswith('patience') and d['model_step']<10000 and 0<d['best_step']<d['model_step'] and math.isfinite(d['val_nll'])"
+run "--val 0: no validation set" "$SF" train --data "$T/d.npy" --out "$T/nv.sfm" --val 0 --steps 7 "${SMALL[@]}" --json &&
+    json "--val 0: all rows trained, the whole budget" "d['val_rows']==0 and d['train_rows']==200 and d['model_step']==7"
+$PY -c "
+import numpy as np; np.save('$T/tiny.npy', np.random.default_rng(1).normal(size=(12, 2)).astype(np.float32))"
+run "a table under 20 rows" "$SF" train --data "$T/tiny.npy" --out "$T/tiny.sfm" --steps 5 "${SMALL[@]}" --json &&
+    json "under 20 rows: nothing held out by default" "d['val_rows']==0 and d['train_rows']==12"
 run "resume a standardized model" "$SF" train --data "$T/d.npy" --out "$T/r.sfm" --resume "$T/b.sfm" --steps 10 --batch 64 --threads 1 --json &&
     json "resumed: the map carried" "d['model_step']==50 and d['standardized'] is True"
 
 fails "a constant column" "column 2 is constant" "$SF" train --data "$T/const.npy" --out "$T/c.sfm" --steps 5 "${SMALL[@]}"
 [ ! -e "$T/c.sfm" ] && ok "nothing saved after the constant column" || not_ok "nothing saved after the constant column"
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 1.5
-usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0.95
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val bogus
-usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --patience 3
+usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0 --patience 3
 usage_fails "$SF" train --data "$T/d.npy" --out "$T/x.sfm" --val 0.2 --time 0
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --val 0.2
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --no-standardize

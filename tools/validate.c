@@ -10,8 +10,16 @@
 
 #include "validate.h"
 
-/* Defaults with a validation set (doc/cli.md, measured in bench/DATA.md). */
-#define DEFAULT_PATIENCE 4
+/* Defaults for a table (doc/cli.md, measured in bench/DATA.md): without --val the CLI
+ * holds out a fraction of the rows itself (tables of at least AUTO_VAL_MIN_ROWS rows),
+ * trains up to DEFAULT_TABLE_STEPS steps (the schedule spans them), evaluates about every
+ * 1/100 of the budget and stops after DEFAULT_PATIENCE evaluations without improvement,
+ * keeping the best weights: small tables stop once they overfit, larger ones use the
+ * budget. */
+#define DEFAULT_VAL_FRACTION 0.1
+#define AUTO_VAL_MIN_ROWS 20
+#define DEFAULT_TABLE_STEPS 10000
+#define DEFAULT_PATIENCE 20
 /* Rows per validation solve: the unit that processes share under mpirun (doc/
  * distributed.md), the same by default on any number of processes. */
 #define DEFAULT_VAL_BLOCK 256
@@ -121,17 +129,23 @@ int table_check_options(const opts *o, int table, int cond_table, table_opts *t)
         char *end = NULL;
         double f = strtod(val, &end);
         if (end != val && *end == '\0') {
-            if (!(f > 0 && f <= 0.9))
-                return cli_usage("train: --val %s: a fraction must be in (0, 0.9]", val);
+            if (!(f >= 0 && f <= 0.9))
+                return cli_usage("train: --val %s: a fraction must be in [0, 0.9] (0: none)",
+                                 val);
             t->val_fraction = f;
+            t->no_val = f == 0;
         } else if (source_file(val) == NULL) {
             return cli_usage("train: --val %s: a fraction in (0, 0.9] or a .npy/.csv file", val);
         } else {
             t->val_file = val;
         }
     }
-    if (val == NULL && (opt(o, "--patience") || opt(o, "--eval-every") || opt(o, "--val-block")))
-        return cli_usage("train: %s needs a validation set (--val FILE|FRACTION)",
+    if (val == NULL) { /* held out by the CLI (table_train: when the table is large enough) */
+        t->val_fraction = DEFAULT_VAL_FRACTION;
+        t->auto_val = 1;
+    }
+    if (t->no_val && (opt(o, "--patience") || opt(o, "--eval-every") || opt(o, "--val-block")))
+        return cli_usage("train: %s needs a validation set (--val FILE|FRACTION, not 0)",
                          opt(o, "--patience")     ? "--patience"
                          : opt(o, "--eval-every") ? "--eval-every"
                                                   : "--val-block");
@@ -157,11 +171,12 @@ int cond_table_standardize(stochflow_model *m, const table_opts *t, const float 
     return 0;
 }
 
-/* Default evaluation period: about 10 evaluations over the step budget (each is an exact
- * NLL solve, the main cost of a run on a small table), at least one per epoch's worth of
+/* Default evaluation period: about 100 evaluations over the step budget (each is an exact
+ * NLL solve, the main cost of a run on a small table; with the patience above a run
+ * waits out 1/5 of its budget without improvement), at least one per epoch's worth of
  * steps when epochs are long, between 10 and 200 steps. */
 static uint64_t default_eval_every(uint64_t steps, size_t n_train, size_t batch) {
-    uint64_t e = steps / 10;
+    uint64_t e = steps / 100;
     uint64_t epoch = (n_train + batch - 1) / batch;
     if (e < epoch) e = epoch;
     if (e < 10) e = 10;
@@ -196,13 +211,17 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
             goto out;
         }
     }
-    size_t n_val = t->val_file ? vds.n : (size_t)floor(t->val_fraction * (double)ds->n + 0.5);
+    /* too few rows to hold out from: no validation, the whole budget */
+    const double val_fraction = t->auto_val && ds->n < AUTO_VAL_MIN_ROWS ? 0 : t->val_fraction;
+    size_t n_val = t->val_file ? vds.n : (size_t)floor(val_fraction * (double)ds->n + 0.5);
     size_t n_train = t->val_file ? ds->n : ds->n - n_val;
     uint64_t step0 = stochflow_model_step(m);
     fit_ctx c = {.m = m, .budget = t->seconds, .run = NAN, .last_val = NAN, .step0 = step0,
                  .ck_every = ck_every, .ck_path = ck_path};
-    /* --time without --steps: the time alone bounds the run */
-    uint64_t run_steps = t->seconds > 0 && opt(o, "--steps") == NULL ? 1000000000ull : steps;
+    /* --time without --steps: the time alone bounds the run; neither: the table default */
+    uint64_t run_steps = opt(o, "--steps") != NULL ? steps
+                         : t->seconds > 0          ? 1000000000ull
+                                                   : DEFAULT_TABLE_STEPS;
     c.total = run_steps;
     double sched = 0, ema = 0, evalw = 0;
     stochflow_solver *vs = NULL;
@@ -219,7 +238,7 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
                                           (double)(step0 + run_steps))) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_MAX_SECONDS, t->seconds)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_VAL_FRACTION,
-                                          t->val_file ? 0 : t->val_fraction)) < 0 ||
+                                          t->val_file ? 0 : val_fraction)) < 0 ||
         (rc = stochflow_trainer_set_param(
              tr, STOCHFLOW_TRAINER_EVAL_EVERY,
              (double)(t->eval_every ? t->eval_every

@@ -9,7 +9,9 @@
 enum { TABLE_STD_NONE = 0, TABLE_STD_DIAG = 1, TABLE_STD_WHITEN = 2 };
 
 typedef struct {
-    double val_fraction;  /* --val FRACTION, or 0 */
+    double val_fraction;  /* --val FRACTION, the default fraction without --val, or 0 */
+    int auto_val;         /* no --val: the CLI holds out val_fraction (tables large enough) */
+    int no_val;           /* --val 0: no validation set */
     const char *val_file; /* --val FILE, or NULL */
     uint64_t eval_every;  /* 0: the default */
     uint64_t patience;    /* evaluations without improvement (with a validation set) */
