@@ -145,6 +145,22 @@ done:
     return rc;
 }
 
+int cond_read_labels(int32_t **labels, size_t *n_classes, const char *cmd, const char *path,
+                     size_t n) {
+    *labels = NULL;
+    *n_classes = 0;
+    if (!has_suffix(path, ".npy") && !has_suffix(path, ".csv"))
+        return cli_usage("%s: --labels '%s': image labels are 'dataset' or a .npy/.csv file", cmd,
+                         path);
+    dataset t = {0};
+    int rc = read_table(&t, cmd, "--labels", path, n, 1);
+    if (rc == 0) rc = to_labels(labels, t.x, n, 1, cmd, "--labels");
+    dataset_free(&t);
+    for (size_t i = 0; rc == 0 && i < n; ++i)
+        if ((size_t)((*labels)[i] + 1) > *n_classes) *n_classes = (size_t)(*labels)[i] + 1;
+    return rc;
+}
+
 int cond_points(cond_data *c, const opts *o, const char *cmd, size_t n, size_t k,
                 size_t n_classes) {
     memset(c, 0, sizeof *c);
