@@ -150,7 +150,10 @@ fails "--labels all for an unconditional image model" "no classes" "$SF" sample 
 fails "--guidance for an unconditional image model" "needs a conditional model" "$SF" sample --model "$T/iu.sfm" --guidance 1 -n 2 --out "$T/bad.npy"
 fails "--cols with --labels all" "cols does not apply" "$SF" sample --model "$T/ic.sfm" --labels all --cols 3 -n 2 --png "$T/bad.png"
 fails "--labels dataset for an unconditional image model" "no classes" "$SF" logp --model "$T/iu.sfm" "${LOPTS[@]}" --labels dataset
-fails "--labels dataset for points" "dataset" "$SF" logp --model "$T/m.sfm" --data "$T/x.npy" --context "$T/c.npy" --labels dataset
+fails "--labels all for points" "'all' is for image models" "$SF" sample --model "$T/m.sfm" -n 4 --context 0.5 --labels all --out "$T/bad.npy"
+printf 'not a label file at all' >"$T/nolab/tiny-labels-idx1-ubyte"
+fails "a label file that is not IDX" "not an IDX label file" "$SF" train --data "idx:$T/nolab/tiny-images-idx3-ubyte" --labels dataset --steps 1 --out "$T/bad.sfm"
+fails "--labels dataset for points" "'dataset' is for image data" "$SF" logp --model "$T/m.sfm" --data "$T/x.npy" --context "$T/c.npy" --labels dataset
 
 echo "1..$n"
 [ $failed -eq 0 ]

@@ -212,6 +212,13 @@ int cond_points(cond_data *c, const opts *o, const char *cmd, size_t n, size_t k
                 goto done;
             }
             for (size_t i = 0; i < n; ++i) c->labels[i] = (int32_t)v;
+        } else if (!has_suffix(lab, ".npy") && !has_suffix(lab, ".csv")) {
+            rc = cli_usage("%s: --labels '%s' is neither a label in -1..%zu nor a .npy/.csv file "
+                           "(%s)", cmd, lab, n_classes - 1,
+                           strcmp(lab, "all") == 0 ? "'all' is for image models' sample"
+                           : strcmp(lab, "dataset") == 0 ? "'dataset' is for image data"
+                                                         : "one integer per row");
+            goto done;
         } else {
             dataset t = {0};
             if ((rc = read_table(&t, cmd, "--labels", lab, n, 1)) != 0) goto done;

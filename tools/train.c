@@ -262,6 +262,9 @@ static int train_main(int argc, char **argv) {
         if ((rc = table_check_options(&ot, 0, &to)) != 0 ||
             (rc = get_double(&o, "--time", 0, 1e-3, 1e9, &img_seconds)) != 0)
             return cli_exit_code(rc);
+        if (img_seconds > 0 && dist_size() > 1) /* each process would stop at its own step */
+            return cli_exit_code(cli_usage("train: --time does not apply under mpirun (use "
+                                           "--steps)"));
         if (img_seconds > 0 && !opt(&o, "--steps")) steps = 1000000000; /* the time alone */
     } else if ((rc = table_check_options(&o, table, &to)) != 0) {
         return cli_exit_code(rc);
