@@ -59,7 +59,7 @@ typedef struct {
     const char *help;
 } optdef;
 
-#define MAX_OPTS 48
+#define MAX_OPTS 64
 
 typedef struct {
     const char *cmd;

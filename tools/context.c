@@ -145,6 +145,22 @@ done:
     return rc;
 }
 
+int cond_read_labels(int32_t **labels, size_t *n_classes, const char *cmd, const char *path,
+                     size_t n) {
+    *labels = NULL;
+    *n_classes = 0;
+    if (!has_suffix(path, ".npy") && !has_suffix(path, ".csv"))
+        return cli_usage("%s: --labels '%s': image labels are 'dataset' or a .npy/.csv file", cmd,
+                         path);
+    dataset t = {0};
+    int rc = read_table(&t, cmd, "--labels", path, n, 1);
+    if (rc == 0) rc = to_labels(labels, t.x, n, 1, cmd, "--labels");
+    dataset_free(&t);
+    for (size_t i = 0; rc == 0 && i < n; ++i)
+        if ((size_t)((*labels)[i] + 1) > *n_classes) *n_classes = (size_t)(*labels)[i] + 1;
+    return rc;
+}
+
 int cond_points(cond_data *c, const opts *o, const char *cmd, size_t n, size_t k,
                 size_t n_classes) {
     memset(c, 0, sizeof *c);
@@ -196,6 +212,13 @@ int cond_points(cond_data *c, const opts *o, const char *cmd, size_t n, size_t k
                 goto done;
             }
             for (size_t i = 0; i < n; ++i) c->labels[i] = (int32_t)v;
+        } else if (!has_suffix(lab, ".npy") && !has_suffix(lab, ".csv")) {
+            rc = cli_usage("%s: --labels '%s' is neither a label in -1..%zu nor a .npy/.csv file "
+                           "(%s)", cmd, lab, n_classes - 1,
+                           strcmp(lab, "all") == 0 ? "'all' is for image models' sample"
+                           : strcmp(lab, "dataset") == 0 ? "'dataset' is for image data"
+                                                         : "one integer per row");
+            goto done;
         } else {
             dataset t = {0};
             if ((rc = read_table(&t, cmd, "--labels", lab, n, 1)) != 0) goto done;

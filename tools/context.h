@@ -24,6 +24,10 @@ int cond_train(cond_data *c, dataset *ds, const opts *o);
 int cond_points(cond_data *c, const opts *o, const char *cmd, size_t n, size_t k,
                 size_t n_classes);
 void cond_free(cond_data *c);
+/* Labels of n images from a .npy/.csv file of n rows of one integer column (-1..2^20-1),
+ * and the largest + 1 in *n_classes. 0, CLI_USAGE or CLI_ERR (printed). */
+int cond_read_labels(int32_t **labels, size_t *n_classes, const char *cmd, const char *path,
+                     size_t n);
 /* --guidance W (classifier-free guidance scale, default 0) onto the solver. */
 int cond_guidance(stochflow_solver *s, const opts *o, const char *cmd);
 

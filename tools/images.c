@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include "images.h"
 
@@ -167,7 +168,8 @@ int unet_parse(unet_opts *uo, const opts *o) {
     return rc;
 }
 
-int unet_build(stochflow_model **m, const opts *o, const unet_opts *uo, const imageset *im) {
+int unet_build(stochflow_model **m, const opts *o, const unet_opts *uo, const imageset *im,
+               size_t n_classes) {
     size_t f = (size_t)1 << (uo->levels - 1);
     if (im->h % f != 0 || im->w % f != 0)
         return cli_fail("%s: %zu U-Net levels need height and width divisible by %zu, but the "
@@ -194,9 +196,85 @@ int unet_build(stochflow_model **m, const opts *o, const unet_opts *uo, const im
         return CLI_ERR;
     }
     if (rc >= 0) rc = stochflow_config_set_seed(cfg, uo->seed);
+    if (rc >= 0 && n_classes > 0) rc = stochflow_config_set_context(cfg, 0, n_classes);
     if (rc >= 0) rc = stochflow_model_new(m, cfg);
     stochflow_config_free(cfg);
     return rc < 0 ? cli_fail_lib(rc, "train: U-Net model") : 0;
+}
+
+/* ---- labels ------------------------------------------------------------------------------ */
+
+/* The label file's name from the image file's: the last "images" of the file name becomes
+ * "labels" and the "idx3" after it "idx1". 0, or -1 when the name has neither. */
+static int label_path(char *buf, size_t cap, const char *img) {
+    const char *base = strrchr(img, '/') ? strrchr(img, '/') + 1 : img;
+    const char *p = NULL, *q;
+    for (q = strstr(base, "images"); q; q = strstr(q + 1, "images")) p = q;
+    if (p == NULL || strstr(p, "idx3") == NULL || strlen(img) >= cap) return -1;
+    snprintf(buf, cap, "%s", img);
+    char *b = buf + (p - img);
+    memcpy(b, "labels", 6);
+    memcpy(strstr(b, "idx3"), "idx1", 4);
+    return 0;
+}
+
+static uint32_t be32(const unsigned char *b) {
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+int images_dataset_labels(int32_t **labels, size_t *n_classes, const imageset *im,
+                          const char *cmd) {
+    *labels = NULL;
+    *n_classes = 0;
+    if (starts_with(im->source, "pngdir:"))
+        return cli_fail("%s: --labels dataset: a pngdir: source has no labels of its own; give "
+                        "--labels FILE (.npy/.csv, one integer per image in file-name order)",
+                        cmd);
+    const char *img = strchr(im->source, ':') + 1;
+    char path[sizeof im->source];
+    if (label_path(path, sizeof path, img) != 0)
+        return cli_fail("%s: --labels dataset: cannot name the label file of '%s' (expected "
+                        "NAME-images-idx3-ubyte[.gz] beside NAME-labels-idx1-ubyte[.gz]); give "
+                        "--labels FILE", cmd, img);
+    gzFile f = gzopen(path, "rb"); /* raw files are read as they are */
+    if (f == NULL)
+        return cli_fail("%s: --labels dataset: cannot open the label file '%s' of '%s'", cmd,
+                        path, img);
+    unsigned char h[8];
+    uint8_t *b = NULL;
+    int32_t *l = NULL;
+    int ret = CLI_ERR;
+    if (gzread(f, h, 8) != 8 || h[0] != 0 || h[1] != 0 || h[2] != 0x08 || h[3] != 1) {
+        cli_fail("%s: '%s' is not an IDX label file (unsigned bytes, one dimension)", cmd, path);
+        goto out;
+    }
+    size_t nl = be32(h + 4);
+    if (nl < im->n) {
+        cli_fail("%s: '%s' has %zu labels for %zu images", cmd, path, nl, im->n);
+        goto out;
+    }
+    b = malloc(im->n ? im->n : 1);
+    l = malloc((im->n ? im->n : 1) * sizeof *l);
+    if (b == NULL || l == NULL) {
+        cli_fail("%s: out of memory for %zu labels", cmd, im->n);
+        goto out;
+    }
+    if (gzread(f, b, (unsigned)im->n) != (int)im->n) {
+        cli_fail("%s: '%s' is truncated (the header says %zu labels)", cmd, path, nl);
+        goto out;
+    }
+    for (size_t i = 0; i < im->n; ++i) {
+        l[i] = b[i];
+        if ((size_t)b[i] + 1 > *n_classes) *n_classes = (size_t)b[i] + 1;
+    }
+    *labels = l;
+    l = NULL;
+    ret = 0;
+out:
+    gzclose(f);
+    free(b);
+    free(l);
+    return ret;
 }
 
 /* ---- shapes --------------------------------------------------------------------------- */
@@ -312,7 +390,8 @@ static int cancel_only(void *user, double t) {
 }
 
 int grid_write(const char *path, stochflow_model *m, const unet_shape *u, size_t n,
-               uint64_t steps, uint64_t seed, size_t cols, const char **what) {
+               const int32_t *labels, uint64_t steps, uint64_t seed, size_t cols,
+               const char **what) {
     stochflow_solver *s = NULL;
     float *x = malloc(n * u->c * u->h * u->w * sizeof(float));
     int rc;
@@ -322,7 +401,7 @@ int grid_write(const char *path, stochflow_model *m, const unet_shape *u, size_t
         (rc = stochflow_solver_set_param(s, STOCHFLOW_PARAM_SOLVER, STOCHFLOW_SOLVER_RK4)) < 0 ||
         (rc = stochflow_solver_set_param(s, STOCHFLOW_PARAM_STEPS, (double)steps)) < 0 ||
         (rc = stochflow_solver_set_progress(s, cancel_only, NULL)) < 0 ||
-        (rc = stochflow_solver_sample(x, NULL, s, m, n, seed)) < 0)
+        (rc = stochflow_solver_sample_ctx(x, NULL, s, m, NULL, labels, n, seed)) < 0)
         goto out;
     *what = path;
     rc = stochflow_images_write_grid(path, x, n, u->c, u->h, u->w, cols);

@@ -56,17 +56,29 @@ typedef struct {
     uint32_t attn;
 } unet_opts;
 int unet_parse(unet_opts *uo, const opts *o);
-/* A new U-Net model for images of im's shape: 0 or CLI_ERR. */
-int unet_build(stochflow_model **m, const opts *o, const unet_opts *uo, const imageset *im);
+/* A new U-Net model for images of im's shape, class-conditional when n_classes > 0:
+ * 0 or CLI_ERR. */
+int unet_build(stochflow_model **m, const opts *o, const unet_opts *uo, const imageset *im,
+               size_t n_classes);
+
+/* The class labels of the images of im, for `--labels dataset`: the IDX label file next to
+ * an idx: image file (NAME-images-idx3-ubyte[.gz] -> NAME-labels-idx1-ubyte[.gz]; raw or
+ * gzip), the first im->n labels of it. A pngdir: source has no labels of its own (give a
+ * .npy/.csv file). *labels (im->n values in 0..255, caller frees) and *n_classes (largest
+ * + 1). 0 or CLI_ERR (printed). */
+int images_dataset_labels(int32_t **labels, size_t *n_classes, const imageset *im,
+                          const char *cmd);
 
 /* The grid's columns (cols, or ceil(sqrt n) when 0), and whether the grid of n images of
  * h x w fits in 10^6 pixels a side (0, or CLI_ERR naming `what` to change). */
 size_t grid_cols(size_t n, size_t cols);
 int grid_fits(const char *cmd, const char *what, size_t n, size_t cols, size_t h, size_t w);
-/* A PNG grid of n samples (RK4, `steps` steps, base draws keyed by seed). 0 or a
+/* A PNG grid of n samples (RK4, `steps` steps, base draws keyed by seed), sample i of
+ * class labels[i] when labels is not NULL (a conditional model, guidance 0). 0 or a
  * negative status (nothing printed; *what names the failing part). */
 int grid_write(const char *path, stochflow_model *m, const unet_shape *u, size_t n,
-               uint64_t steps, uint64_t seed, size_t cols, const char **what);
+               const int32_t *labels, uint64_t steps, uint64_t seed, size_t cols,
+               const char **what);
 
 /* Progress of a chunked solve: images done before this chunk + chunk x fraction of t. */
 typedef struct {

@@ -39,7 +39,8 @@ static const optdef LOGP_OPTS[] = {
     {"--n-eval", "N", "image model: test images to evaluate (default 256)"},
     {"--batch", "B", "image model: images per solver call (default 64)"},
     {"--context", "ROW|FILE", "conditional model: log p(x | c): context of every row, or per row"},
-    {"--labels", "L|FILE", "conditional model: class label of every row, or per row"},
+    {"--labels", "L|FILE", "conditional model: class label of every row, or per row; image "
+                           "model: 'dataset' = the images' own labels"},
     {"--guidance", "W", "conditional model: the guided flow's density (not p(x | c))"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
@@ -246,8 +247,34 @@ out:
 
 /* ---- images (a U-Net model): bits per dimension ------------------------------------------ */
 
+/* The conditioning of the im->n images: --labels dataset (the images' own labels: the IDX
+ * label file beside them) or as for points (cond_points: L, FILE, --context). --guidance
+ * needs a conditional model. 0, CLI_USAGE or CLI_ERR (printed). */
+static int image_conditioning(cond_data *cd, const imageset *im, stochflow_model *m,
+                              const opts *o) {
+    size_t mk = 0, mc = 0, nc = 0;
+    stochflow_model_context(&mk, &mc, m);
+    const char *lab = opt(o, "--labels");
+    if (opt(o, "--guidance") && mk == 0 && mc == 0)
+        return cli_usage("logp: --guidance needs a conditional model (train it with --labels "
+                         "and --ctx-dropout)");
+    if (!lab || strcmp(lab, "dataset") != 0) return cond_points(cd, o, "logp", im->n, mk, mc);
+    if (mc == 0)
+        return cli_usage("logp: --labels dataset given but the model has no classes (train it "
+                         "with --labels)");
+    opts lo = *o; /* the context, if any, through cond_points; the labels here */
+    for (size_t k = 0; k < lo.n; ++k)
+        if (strcmp(lo.defs[k].name, "--labels") == 0) lo.val[k] = NULL;
+    int rc = cond_points(cd, &lo, "logp", im->n, mk, mc);
+    if (rc == 0 && (rc = images_dataset_labels(&cd->labels, &nc, im, "logp")) == 0 && nc > mc)
+        rc = cli_fail("logp: the labels of %s reach class %zu but the model has %zu classes",
+                      im->source, nc - 1, mc);
+    if (rc != 0) cond_free(cd);
+    return rc;
+}
+
 static int logp_images(stochflow_model *m, opts *o) {
-    static const char *const no[] = {"--base", "--context", "--labels", "--guidance"};
+    static const char *const no[] = {"--base"};
     const char *outp = opt(o, "--out");
     logp_opts lo;
     uint64_t n_eval, batch;
@@ -273,6 +300,7 @@ static int logp_images(stochflow_model *m, opts *o) {
     stochflow_sde *sde = NULL;
     stochflow_model *score = NULL;
     imageset im = {0};
+    cond_data cd = {0};
     float *x = NULL, *lp = NULL, *se = NULL, *res = NULL;
     int ret = CLI_ERR;
     double nfe = 0;
@@ -290,6 +318,11 @@ static int logp_images(stochflow_model *m, opts *o) {
     }
     size_t n = im.n, d = im.d;
     if (logp_solver(&s, &lo) != 0) goto out;
+    if ((rc = image_conditioning(&cd, &im, m, o)) != 0 ||
+        (rc = cond_guidance(s, o, "logp")) != 0) {
+        ret = rc;
+        goto out;
+    }
     x = malloc(n * d * sizeof(float));
     lp = malloc(n * sizeof(float));
     se = malloc(n * sizeof(float));
@@ -314,10 +347,14 @@ static int logp_images(stochflow_model *m, opts *o) {
         /* Hutchinson probes are keyed by (solver seed, row): a new seed per chunk */
         if ((rc = stochflow_solver_set_seed(s, mix64(lo.seed + c))) < 0) break;
         if (sde) /* the SDE's paths and probes: keyed by the same per-chunk seed */
-            rc = stochflow_sde_log_prob_ctx(lp + off, se + off, sde, m, score, x + off * d, NULL,
-                                            NULL, cnt, mix64(lo.seed + c));
+            rc = stochflow_sde_log_prob_ctx(lp + off, se + off, sde, m, score, x + off * d,
+                                            cd.ctx ? cd.ctx + off * cd.k : NULL,
+                                            cd.labels ? cd.labels + off : NULL, cnt,
+                                            mix64(lo.seed + c));
         else
-            rc = stochflow_solver_log_prob(lp + off, se + off, s, m, x + off * d, cnt, 1.0);
+            rc = stochflow_solver_log_prob_ctx(lp + off, se + off, s, m, x + off * d,
+                                               cd.ctx ? cd.ctx + off * cd.k : NULL,
+                                               cd.labels ? cd.labels + off : NULL, cnt, 1.0);
         if (rc < 0) break;
         double f = 0;
         if (sde) stochflow_sde_stat(&f, sde, STOCHFLOW_STAT_NFE);
@@ -391,6 +428,17 @@ static int logp_images(stochflow_model *m, opts *o) {
     if (isfinite(probe_se))
         printf("%s: mean per-image standard error %.4f bits/dim\n",
                sde ? "SDE paths" : "Hutchinson noise", probe_se);
+    double w = 0;
+    stochflow_solver_get_param(&w, s, STOCHFLOW_PARAM_GUIDANCE);
+    size_t mk = 0, mc = 0;
+    stochflow_model_context(&mk, &mc, m);
+    if (cd.labels && w == 0)
+        printf("conditional: log p(x | class) given --labels %s\n", opt(o, "--labels"));
+    else if (cd.labels)
+        printf("guided (w = %g): the guided flow's density given --labels %s, not p(x | class)\n",
+               w, opt(o, "--labels"));
+    else if (mc > 0 || mk > 0)
+        printf("conditional model without conditioning: its unconditional density (label -1)\n");
     if (outp) printf("wrote %s (logp, bpd per image)\n", outp);
     if (opt(o, "--json")) {
         json j;
@@ -418,6 +466,8 @@ static int logp_images(stochflow_model *m, opts *o) {
         jint(&j, "height", im.h);
         jint(&j, "width", im.w);
         if (isfinite(probe_se)) jnum(&j, sde ? "path_se_bpd" : "probe_se_bpd", probe_se);
+        jstr(&j, "labels", opt(o, "--labels"));
+        jnum(&j, "guidance", w);
         jend(&j);
     }
     ret = 0;
@@ -426,6 +476,7 @@ out:
     free(lp);
     free(se);
     free(res);
+    cond_free(&cd);
     images_close(&im);
     stochflow_solver_free(s);
     stochflow_sde_free(sde);

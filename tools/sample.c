@@ -33,7 +33,8 @@ static const optdef SAMPLE_OPTS[] = {
     {"--cols", "C", "image model: images per row of the --png grid (default ceil(sqrt n))"},
     {"--batch", "B", "image model: images integrated per solver call (default 64)"},
     {"--context", "ROW|FILE", "conditional model: context of every sample (x,y,...) or per row"},
-    {"--labels", "L|FILE", "conditional model: class label of every sample, or per row"},
+    {"--labels", "L|FILE", "conditional model: class label of every sample, or per row; image "
+                           "model: 'all' = -n samples of every class, one grid row per class"},
     {"--guidance", "W", "conditional model: guidance (1+W) v(c) - W v(none) (default 0)"},
     {"--json", NULL, "print a JSON summary as the last line"},
 };
@@ -197,9 +198,45 @@ out:
 
 /* ---- images (a U-Net model) --------------------------------------------------------------- */
 
+/* The labels (and context) of the *n images of a conditional U-Net: --labels all makes *n
+ * images of every class (class-major, so the grid has one row per class: *cols = *n) and
+ * sets *per_class; otherwise as for points (cond_points). --guidance needs a conditional
+ * model. 0, CLI_USAGE or CLI_ERR (printed). */
+static int image_conditioning(cond_data *cd, uint64_t *n, uint64_t *cols, size_t *per_class,
+                              stochflow_model *m, const opts *o) {
+    size_t mk = 0, mc = 0;
+    stochflow_model_context(&mk, &mc, m);
+    const char *lab = opt(o, "--labels");
+    if (opt(o, "--guidance") && mk == 0 && mc == 0)
+        return cli_usage("sample: --guidance needs a conditional model (train it with --labels "
+                         "and --ctx-dropout)");
+    if (!lab || strcmp(lab, "all") != 0) return cond_points(cd, o, "sample", (size_t)*n, mk, mc);
+    if (mc == 0)
+        return cli_usage("sample: --labels all given but the model has no classes (train it "
+                         "with --labels)");
+    if (opt(o, "--cols")) return cli_usage("sample: --cols does not apply with --labels all "
+                                           "(one row of -n images per class)");
+    if (*n > 1000000 / mc)
+        return cli_usage("sample: -n %llu images of each of %zu classes is too many",
+                         (unsigned long long)*n, mc);
+    opts lo = *o; /* the context, if any, through cond_points; the labels here */
+    for (size_t k = 0; k < lo.n; ++k)
+        if (strcmp(lo.defs[k].name, "--labels") == 0) lo.val[k] = NULL;
+    int rc = cond_points(cd, &lo, "sample", (size_t)*n * mc, mk, mc);
+    if (rc != 0) return rc;
+    if ((cd->labels = malloc((size_t)*n * mc * sizeof(int32_t))) == NULL) {
+        cond_free(cd);
+        return cli_fail("sample: out of memory for the labels");
+    }
+    for (size_t i = 0; i < (size_t)*n * mc; ++i) cd->labels[i] = (int32_t)(i / *n);
+    *per_class = (size_t)*n;
+    *cols = *n;
+    *n *= mc;
+    return 0;
+}
+
 static int sample_images(stochflow_model *m, const opts *o) {
-    static const char *const no[] = {"--base", "--with-logp", "--context", "--labels",
-                                     "--guidance"};
+    static const char *const no[] = {"--base", "--with-logp"};
     const char *png = opt(o, "--png"), *out = opt(o, "--out");
     uint64_t n, cols, batch, seed;
     solver_opts so;
@@ -223,29 +260,38 @@ static int sample_images(stochflow_model *m, const opts *o) {
         (rc = set_threads(m, o, default_threads())) != 0)
         return rc;
     const char *inputs[] = {opt(o, "--model")};
-    if (png && (grid_fits("sample", "use fewer images or another --cols", (size_t)n,
-                          (size_t)cols, u.h, u.w) != 0 ||
-                check_output("sample", png, inputs, 1) != 0))
-        return CLI_ERR;
-    if (out && check_output("sample", out, inputs, 1) != 0) return CLI_ERR;
     size_t d = stochflow_model_dim(m);
-    if (n > CLI_MAX_ELEMENTS / d)
-        return cli_fail("sample: n = %llu images of %zu values is too many",
-                        (unsigned long long)n, d);
     stochflow_solver *s = NULL;
     stochflow_sde *sde = NULL;
     stochflow_model *score = NULL;
-    float *x = malloc((size_t)n * d * sizeof(float));
+    float *x = NULL;
     double nfe = 0;
     int ret = CLI_ERR;
-    if (x == NULL) {
+    cond_data cd = {0};
+    size_t per_class = 0;
+    if ((rc = image_conditioning(&cd, &n, &cols, &per_class, m, o)) != 0) return rc;
+    if (png && (grid_fits("sample", "use fewer images or another --cols", (size_t)n,
+                          (size_t)cols, u.h, u.w) != 0 ||
+                check_output("sample", png, inputs, 1) != 0))
+        goto out;
+    if (out && check_output("sample", out, inputs, 1) != 0) goto out;
+    if (n > CLI_MAX_ELEMENTS / d) {
+        cli_fail("sample: n = %llu images of %zu values is too many", (unsigned long long)n, d);
+        goto out;
+    }
+    if ((x = malloc((size_t)n * d * sizeof(float))) == NULL) {
         cli_fail("sample: out of memory for %llu images", (unsigned long long)n);
         goto out;
     }
     if (opt(o, "--sde") &&
         (ret = cli_sde_setup(&sde, &score, m, o, so.steps, STOCHFLOW_TRACE_EXACT)) != 0)
         goto out;
+    ret = CLI_ERR;
     if (make_solver(&s, &so) != 0) goto out;
+    if ((rc = cond_guidance(s, o, "sample")) != 0) {
+        ret = rc;
+        goto out;
+    }
     /* base draws x0 ~ N(0, I): image i's noise depends only on (seed, i), not on --batch */
     if ((rc = stochflow_random_normal(x, (size_t)n * d, seed, IMG_SAMPLE_STREAM)) < 0) {
         cli_fail_lib(rc, "base draws");
@@ -257,15 +303,19 @@ static int sample_images(stochflow_model *m, const opts *o) {
     stochflow_solver_set_progress(s, on_chunk_progress, &cp);
     double t0 = cli_now();
     /* --sde: all images in one call (image i's noise keyed by (seed, i), not by --batch) */
-    if (sde && (ret = cli_sde_sample(x, &nfe, sde, m, score, NULL, NULL, (size_t)n, seed)) != 0) {
+    if (sde && (rc = cli_sde_sample(x, &nfe, sde, m, score, cd.ctx, cd.labels, (size_t)n,
+                                    seed)) != 0) {
         progress_end(&bar);
+        ret = rc;
         goto out;
     }
     for (size_t off = 0; off < n && !sde; off += (size_t)batch) {
         size_t cnt = n - off < batch ? (size_t)n - off : (size_t)batch;
         cp.done = (double)off;
         cp.chunk = (double)cnt;
-        rc = stochflow_solver_integrate(NULL, NULL, s, m, x + off * d, cnt, 0.0, 1.0);
+        rc = stochflow_solver_integrate_ctx(NULL, NULL, s, m, x + off * d,
+                                            cd.ctx ? cd.ctx + off * cd.k : NULL,
+                                            cd.labels ? cd.labels + off : NULL, cnt, 0.0, 1.0);
         if (rc < 0) {
             progress_end(&bar);
             cli_fail_lib(rc, "sampling");
@@ -284,9 +334,16 @@ static int sample_images(stochflow_model *m, const opts *o) {
         goto out;
     }
     if (out && matrix_write(out, x, (size_t)n, d, NULL) != 0) goto out;
+    double w = 0;
+    stochflow_solver_get_param(&w, s, STOCHFLOW_PARAM_GUIDANCE);
     const char *how = sde ? "SDE" : keyword_name(SOLVERS, so.kind);
     printf("sampled %llu images %zux%zux%zu in %.2f s (%s, %.0f velocity evaluations)\n",
            (unsigned long long)n, u.c, u.h, u.w, secs, how, nfe);
+    if (per_class)
+        printf("%zu images of each of %zu classes (image i has class i / %zu; grid row k: "
+               "class k), guidance %g\n", per_class, (size_t)n / per_class, per_class, w);
+    else if (opt(o, "--labels"))
+        printf("class labels %s, guidance %g\n", opt(o, "--labels"), w);
     printf("wrote %s%s%s\n", png ? png : "", png && out ? " and " : "", out ? out : "");
     if (opt(o, "--json")) {
         json j;
@@ -307,11 +364,15 @@ static int sample_images(stochflow_model *m, const opts *o) {
         jnum(&j, "seconds", secs);
         jstr(&j, "png", png);
         jstr(&j, "out", out);
+        jstr(&j, "labels", opt(o, "--labels"));
+        if (per_class) jint(&j, "per_class", per_class);
+        jnum(&j, "guidance", w);
         jend(&j);
     }
     ret = 0;
 out:
     free(x);
+    cond_free(&cd);
     stochflow_solver_free(s);
     stochflow_sde_free(sde);
     stochflow_model_free(score);

@@ -60,18 +60,19 @@ static const optdef TRAIN_OPTS[] = {
     {"--unet-groups", "G", "images: GroupNorm groups (default 4)"},
     {"--max-images", "N", "images: use the first N images of --data (default all)"},
     {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
-    {"--grid-n", "N", "images: samples per grid (default 16)"},
+    {"--grid-n", "N", "images: samples per grid (default 16; with --labels: per class, default 8)"},
     {"--grid-steps", "K", "images: RK4 steps of the grid samples (default 20)"},
     {"--context", "FILE", "conditional model: context rows (.npy/.csv, one per --data row)"},
     {"--context-columns", "LIST", "conditional model: columns of --data (1-based) that are context"},
-    {"--labels", "FILE|COLUMN", "conditional model: integer class labels (-1 = none)"},
+    {"--labels", "FILE|COLUMN", "conditional model: integer class labels (-1 = none); images: "
+                                "'dataset' (the data's own labels) or a .npy/.csv file"},
     {"--ctx-dropout", "X", "conditional model: drop a row's conditioning with probability P"},
     {"--grad-block", "B", "rows per gradient block summed along a fixed tree (needed under mpirun)"},
     {"--mpi-timeout", "S", "under mpirun: longest wait for another process, seconds (default 600)"},
     {"--val", "FILE|FRACTION", "tables: held-out rows (a file, or a fraction of --data; default 0.1, 0: none)"},
     {"--eval-every", "N", "tables: validation NLL every N steps (default ~100 per run)"},
     {"--patience", "N", "tables: stop after N evaluations without improvement (default 20)"},
-    {"--time", "X", "tables: wall-clock budget in seconds (the LR schedule spans it)"},
+    {"--time", "X", "tables, images: wall-clock budget in seconds (the LR schedule spans it)"},
     {"--standardize", "MODE", "tables: diag (per column, default), whiten (full covariance) or none"},
     {"--no-standardize", NULL, "tables: train in the data's units (= --standardize none)"},
     {"--val-block", "R", "tables: rows per validation solve (default 256; the solves are split "
@@ -90,6 +91,8 @@ typedef struct {
     float *x;
     double *u; /* row indices */
     uint8_t *pb;
+    const int32_t *labels; /* im->n class labels, or NULL; the batch's in lb */
+    int32_t *lb;
 } images_batch;
 
 static int fill_images(void *user, const float **x, const float **x0, uint64_t step) {
@@ -102,8 +105,11 @@ static int fill_images(void *user, const float **x, const float **x0, uint64_t s
                         (unsigned long long)step);
     if ((rc = stochflow_random_uniform(p->u, p->b, p->seed, IMG_INDEX_STREAM + step)) < 0)
         return cli_fail_lib(rc, "minibatch indices");
-    for (size_t i = 0; i < p->b; ++i)
-        memcpy(p->pb + i * d, im->px + uniform_to_index(p->u[i], im->n) * d, d);
+    for (size_t i = 0; i < p->b; ++i) {
+        size_t r = uniform_to_index(p->u[i], im->n);
+        memcpy(p->pb + i * d, im->px + r * d, d);
+        if (p->labels) p->lb[i] = p->labels[r];
+    }
     if ((rc = stochflow_images_dequantize(p->x, p->pb, p->b * d, p->seed, step)) < 0)
         return cli_fail_lib(rc, "dequantization");
     *x = p->x;
@@ -111,11 +117,14 @@ static int fill_images(void *user, const float **x, const float **x0, uint64_t s
     return 0;
 }
 
-/* Image sample grids every --sample-every model steps. */
+/* Image sample grids every --sample-every model steps; a class-conditional model's grid
+ * has one row of n images per class (labels: n_classes x n, row-major). */
 typedef struct {
     uint64_t every, n, steps, seed, written;
     const char *dir;
     unet_shape u;
+    size_t n_classes;
+    int32_t *labels;
     char last[4200];
 } grid_hook;
 
@@ -125,7 +134,9 @@ static int write_grids(void *user, stochflow_model *m, uint64_t step, char *fail
     char path[sizeof g->last];
     const char *what = "";
     snprintf(path, sizeof path, "%s/samples-%07llu.png", g->dir, (unsigned long long)step);
-    int rc = grid_write(path, m, &g->u, (size_t)g->n, g->steps, g->seed, 0, &what);
+    size_t rows = g->n_classes ? g->n_classes : 1;
+    int rc = grid_write(path, m, &g->u, rows * (size_t)g->n, g->labels, g->steps, g->seed,
+                        g->n_classes ? (size_t)g->n : 0, &what);
     if (rc == STOCHFLOW_E_CANCELLED && stop_requested) return 1; /* as a signal between steps */
     if (rc < 0) {
         snprintf(fail, cap, "%s: %s (%s)", what, stochflow_last_error_message(),
@@ -142,8 +153,7 @@ static int write_grids(void *user, stochflow_model *m, uint64_t step, char *fail
 /* Options that only one kind of data takes. */
 static const char *const MLP_ONLY[] = {"--hidden", "--activation", "--time-fourier", "--base",
                                        "--transport-png", "--context", "--context-columns",
-                                       "--labels", "--ctx-dropout", "--objective", "--gamma",
-                                       "--antithetic"};
+                                       "--objective", "--gamma", "--antithetic"};
 static const char *const MLP_ARCH[] = {"--hidden",    "--activation", "--interpolant",
                                        "--time-fourier", "--seed",   "--objective",
                                        "--gamma",     "--antithetic"};
@@ -174,9 +184,11 @@ static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batc
         return rc;
     double tmo;
     if ((rc = get_double(o, "--mpi-timeout", 600, 1, 1e6, &tmo)) != 0) return rc;
+    if (img && opt(o, "--ctx-dropout") && !opt(o, "--labels"))
+        return cli_usage("train: --ctx-dropout needs --labels (a class-conditional image model)");
     if (img && ((rc = get_u64(o, "--max-images", 0, 0, 1u << 30, maxim)) != 0 ||
                 (rc = get_u64(o, "--sample-every", 0, 0, 1000000000, &g->every)) != 0 ||
-                (rc = get_u64(o, "--grid-n", 16, 1, 1024, &g->n)) != 0 ||
+                (rc = get_u64(o, "--grid-n", opt(o, "--labels") ? 8 : 16, 1, 1024, &g->n)) != 0 ||
                 (rc = get_u64(o, "--grid-steps", 20, 1, 100000, &g->steps)) != 0))
         return rc;
     if (!resume) return img ? unet_parse(uo, o) : check_mlp_options(o);
@@ -249,7 +261,21 @@ static int train_main(int argc, char **argv) {
     const int cond_table = !img && source_file(src) != NULL && base_src == NULL && !table &&
                            dist_size() == 1;
     table_opts to;
-    if ((rc = table_check_options(&o, table, cond_table, &to)) != 0) return cli_exit_code(rc);
+    double img_seconds = 0; /* images: --time, the training loop's budget */
+    if (img) {
+        opts ot = o; /* the tables' check without --time, which images take too */
+        for (size_t k = 0; k < ot.n; ++k)
+            if (strcmp(ot.defs[k].name, "--time") == 0) ot.val[k] = NULL;
+        if ((rc = table_check_options(&ot, 0, 0, &to)) != 0 ||
+            (rc = get_double(&o, "--time", 0, 1e-3, 1e9, &img_seconds)) != 0)
+            return cli_exit_code(rc);
+        if (img_seconds > 0 && dist_size() > 1) /* each process would stop at its own step */
+            return cli_exit_code(cli_usage("train: --time does not apply under mpirun (use "
+                                           "--steps)"));
+        if (img_seconds > 0 && !opt(&o, "--steps")) steps = 1000000000; /* the time alone */
+    } else if ((rc = table_check_options(&o, table, cond_table, &to)) != 0) {
+        return cli_exit_code(rc);
+    }
 
     /* output locations, before any work: directories exist, no output is an input */
     char dir[4096], out_default[4200], ck_path[4200];
@@ -282,6 +308,18 @@ static int train_main(int argc, char **argv) {
     int by_rows = 0, ret = 1;
     if (img) {
         if (images_open(&im, "train", src, 0, (size_t)maxim) != 0) goto out;
+        const char *lab = opt(&o, "--labels");
+        if (lab && strcmp(lab, "dataset") == 0 &&
+            images_dataset_labels(&cd.labels, &cd.n_classes, &im, "train") != 0)
+            goto out;
+        if (lab && strcmp(lab, "dataset") != 0 &&
+            (rc = cond_read_labels(&cd.labels, &cd.n_classes, "train", lab, im.n)) != 0)
+            goto fail;
+        if (cd.labels && cd.n_classes < 2) {
+            cli_fail("train: --labels %s: %zu class(es) in the labels, a conditional model "
+                     "needs at least 2", lab, cd.n_classes);
+            goto out;
+        }
     } else if (table && dist_size() > 1 && !tpng && (by_rows = dist_table_open(&rows, src)) != 0) {
         if (by_rows < 0) goto out;
         ds.n = rows.n;
@@ -306,7 +344,7 @@ static int train_main(int argc, char **argv) {
                     unet_check_images(&g.u, &im, "train", resume) != 0))
             goto out;
     } else if (img) {
-        if ((rc = unet_build(&m, &o, &uo, &im)) != 0 ||
+        if ((rc = unet_build(&m, &o, &uo, &im, cd.n_classes)) != 0 ||
             (rc = unet_model_shape(&g.u, m, "train", "the model")) != 0)
             goto fail;
         if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, IMG_LR)) < 0 ||
@@ -322,7 +360,7 @@ static int train_main(int argc, char **argv) {
                (rc = apply_recipe(m, steps)) != 0) {
         goto fail;
     }
-    if (!img) { /* the conditioning of the data matches the model's */
+    { /* the conditioning of the data matches the model's */
         size_t mk = 0, mc = 0;
         stochflow_model_context(&mk, &mc, m);
         if (mk != cd.k || (cd.labels && cd.n_classes > mc) || (!cd.labels && mc)) {
@@ -349,18 +387,36 @@ static int train_main(int argc, char **argv) {
     if ((rc = set_threads(m, &o, default_threads())) != 0 ||
         (rc = apply_train_params(m, &o, !resume, steps)) != 0)
         goto fail;
-    if (img && g.every && grid_fits("train", "use a smaller --grid-n", (size_t)g.n, 0, im.h,
-                                    im.w) != 0)
+    stochflow_model_context(NULL, &g.n_classes, m);
+    if (img && g.every && grid_fits("train", "use a smaller --grid-n",
+                                    (g.n_classes ? g.n_classes : 1) * (size_t)g.n,
+                                    g.n_classes ? (size_t)g.n : 0, im.h, im.w) != 0)
         goto out;
+    if (img && g.every && g.n_classes) { /* grid row k: class k */
+        if ((g.labels = malloc(g.n_classes * (size_t)g.n * sizeof(int32_t))) == NULL) {
+            cli_fail("train: out of memory for the grid labels");
+            goto out;
+        }
+        for (size_t i = 0; i < g.n_classes * (size_t)g.n; ++i) g.labels[i] = (int32_t)(i / g.n);
+    }
 
     uint64_t seed = model_seed(m), step0 = stochflow_model_step(m);
     size_t B = (size_t)batch;
     train_spec sp = {.steps = steps, .batch = B, .label = "train",
-                     .checkpoint = ck_every ? ck_path : NULL, .checkpoint_every = ck_every};
+                     .checkpoint = ck_every ? ck_path : NULL, .checkpoint_every = ck_every,
+                     .seconds = img_seconds};
     if (img) {
         ib = (images_batch){.im = &im, .b = B, .seed = seed, .x = malloc(B * d * sizeof(float)),
-                            .u = malloc(B * sizeof(double)), .pb = malloc(B * d)};
-        if (ib.x == NULL || ib.u == NULL || ib.pb == NULL) {
+                            .u = malloc(B * sizeof(double)), .pb = malloc(B * d),
+                            .labels = cd.labels,
+                            .lb = cd.labels ? malloc(B * sizeof(int32_t)) : NULL};
+        sp.labels = ib.lb;
+        if (img_seconds > 0) { /* a fresh cosine schedule spans the budget */
+            double sched = 0;
+            stochflow_model_get_param(&sched, m, STOCHFLOW_PARAM_LR_SCHEDULE);
+            sp.time_schedule = !resume && (int)sched == STOCHFLOW_LR_COSINE;
+        }
+        if (ib.x == NULL || ib.u == NULL || ib.pb == NULL || (cd.labels && ib.lb == NULL)) {
             cli_fail("train: out of memory for a batch of %zu images", B);
             goto out;
         }
@@ -372,6 +428,9 @@ static int train_main(int argc, char **argv) {
         sp.hook_user = &g;
         printf("train: U-Net on %zu images %zux%zux%zu from %s (%zu parameters, batch %zu)\n",
                im.n, im.c, im.h, im.w, src, stochflow_model_num_params(m), B);
+        if (cd.labels)
+            printf("train: class-conditional on %zu classes (labels: %s)\n", g.n_classes,
+                   opt(&o, "--labels"));
         fflush(stdout);
     } else {
         pb = (points_batch){.ds = &ds, .base = base_src ? &base_ds : NULL, .b = B, .seed = seed,
@@ -523,6 +582,8 @@ out:
     free(ib.x);
     free(ib.u);
     free(ib.pb);
+    free(ib.lb);
+    free(g.labels);
     stochflow_model_free(m);
     images_close(&im);
     dataset_free(&base_ds);

@@ -29,8 +29,10 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
     size_t hcap = 0;
     int show_path = cli_is_fourier(m), ret = 0;
     progress bar;
-    progress_start(&bar, sp->label, (double)sp->steps, "steps");
+    if (sp->seconds > 0) progress_start(&bar, sp->label, sp->seconds, "s");
+    else progress_start(&bar, sp->label, (double)sp->steps, "steps");
     double t0 = cli_now();
+    const uint64_t step0 = stochflow_model_step(m);
     /* under mpirun (tools/mpi_driver.c): each step is split across the processes, rank 0
      * alone writes and shows progress, and every process agrees after each step */
     const int ranks = dist_size(), writer = dist_rank() == 0;
@@ -43,6 +45,14 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
         if (stop_requested && ranks == 1) {
             res->interrupted = 1;
             break;
+        }
+        double elapsed = cli_now() - t0;
+        if (sp->seconds > 0 && elapsed >= sp->seconds) break; /* the time budget */
+        if (sp->seconds > 0 && sp->time_schedule && s % 10 == 0 && s > 0) {
+            double horizon = (double)step0 + (double)s / elapsed * sp->seconds;
+            if (horizon < (double)(step0 + s) + 1) horizon = (double)(step0 + s) + 1;
+            if (horizon > 1e12) horizon = 1e12;
+            stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, floor(horizon));
         }
         const float *x = NULL, *x0 = NULL;
         double loss;
@@ -118,7 +128,8 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
             snprintf(extra, sizeof extra, "loss %.4f path %.3f", run, pl);
         else
             snprintf(extra, sizeof extra, "loss %.4f", run);
-        if (writer) progress_update(&bar, (double)(s + 1), extra);
+        if (writer)
+            progress_update(&bar, sp->seconds > 0 ? cli_now() - t0 : (double)(s + 1), extra);
     }
     progress_end(&bar);
     res->seconds = cli_now() - t0;

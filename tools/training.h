@@ -29,6 +29,12 @@ typedef struct {
      * and labels (batch), refilled by fill with the batch; NULL: none */
     const float *ctx;
     const int32_t *labels;
+    /* wall-clock budget in seconds (0: none): the loop stops after the step that spends
+     * it; with time_schedule the model's LR_TOTAL_STEPS follows the steps the budget will
+     * allow at the rate so far (re-estimated every 10 steps), so a cosine schedule spans
+     * the budget */
+    double seconds;
+    int time_schedule;
 } train_spec;
 
 typedef struct {
