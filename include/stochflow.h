@@ -1358,11 +1358,14 @@ typedef struct stochflow_trainer_parallel {
  * them); NULL returns to one process. The result of a fit (weights, validation numbers,
  * best step, stop) is the same on every process and, with the same GRAD_BLOCK and
  * VAL_BLOCK, bit for bit that of one process fitting alone (the wall-clock budget
- * aside). @return 0, STOCHFLOW_E_INVALID. @since 1.1
+ * aside). A fit's first callback is a share of one value carrying each process's check
+ * of its own rows (non-finite x or xval), so a process holding rows and one reading them
+ * through `rows` fail together. @return 0, STOCHFLOW_E_INVALID. @since 1.1
  */
 STOCHFLOW_API int stochflow_trainer_set_parallel(stochflow_trainer *tr,
                                                  const stochflow_trainer_parallel *p,
                                                  void *user);
+
 /* Stochastic interpolants and SDE sampling (doc/sde.md).                           */
 /* ================================================================================ */
 
@@ -1643,7 +1646,8 @@ STOCHFLOW_API int stochflow_sde_log_prob(float *logp, float *se, stochflow_sde *
 /**
  * stochflow_sde_sample for conditional models: ctx [n x n_ctx] and labels [n] (-1: no
  * label), either NULL, as in stochflow_solver_sample_ctx; they are given to the drift
- * and to the score model (each must accept them). With STOCHFLOW_PARAM_SDE_GUIDANCE
+ * and to the score model (each must accept them, and both must take the same context
+ * width n_ctx: STOCHFLOW_E_INVALID otherwise). With STOCHFLOW_PARAM_SDE_GUIDANCE
  * w != 0 every network output is (1 + w) f(c) - w f(none): with eps = 0 the samples
  * are bit for bit those of stochflow_solver_sample_ctx with the same guidance (EULER /
  * HEUN, the same steps). The guided score is the score of the tilted marginals

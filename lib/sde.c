@@ -281,7 +281,16 @@ static int model_ctx_init(model_ctx *c, stochflow_sde *s, stochflow_model *drift
                     "sde: drift and score models have dimensions %zu and %zu", *d,
                     stochflow_model_dim(score));
     FORWARD_IF_ERROR(stochflow__model_check_cond(drift, ctx, labels, n));
-    if (score) FORWARD_IF_ERROR(stochflow__model_check_cond(score, ctx, labels, n));
+    if (score) {
+        /* one context matrix feeds both networks: the same row width */
+        size_t kd_drift = 0, kd_score = 0;
+        stochflow_model_context(&kd_drift, NULL, drift);
+        stochflow_model_context(&kd_score, NULL, score);
+        RETURN_ERROR_IF(kd_drift != kd_score, STOCHFLOW_E_INVALID,
+                        "sde: the drift model takes %zu context value(s) per row, the score "
+                        "model %zu; they must take the same context", kd_drift, kd_score);
+        FORWARD_IF_ERROR(stochflow__model_check_cond(score, ctx, labels, n));
+    }
     size_t kd = 0, kc = 0;
     stochflow_model_context(&kd, &kc, drift);
     RETURN_ERROR_IF(s->guidance != 0.0 && kd == 0 && kc == 0, STOCHFLOW_E_INVALID,

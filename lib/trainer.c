@@ -328,7 +328,11 @@ static int fit_standardization(int *fitted, stochflow_trainer *tr, stochflow_mod
     float *rows = NULL;
     size_t *sel = NULL;
     const int fits = !tr->par_on || tr->par.rank == 0;
-    /* shared under set_parallel: shift, scale and (whitening) the d x d factor */
+    /* shared under set_parallel: shift, scale and (whitening) the d x d factor; the
+     * whitening's dimension limit (lib/standardize.c) checked before that allocation */
+    RETURN_ERROR_IF(whiten && d > 1024, STOCHFLOW_E_INVALID,
+                    "trainer_fit: whitening is limited to 1024 columns, the data has %zu "
+                    "(use the per-column standardization)", d);
     const size_t nv = whiten ? 2 * d + d * d : 2 * d;
     if (tr->par_on) {
         v = stochflow__alloc_array(nv, sizeof(double));
@@ -407,14 +411,29 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
                     "on the model (the blocks the processes share)");
     /* (the rows callback's rows are checked where they are used: the gradient and the
      * solver refuse non-finite rows) */
-    for (size_t i = 0; x && i < n * d; ++i)
-        RETURN_ERROR_IF(!isfinite(x[i]), STOCHFLOW_E_NONFINITE,
-                        "trainer_fit: training row %zu, column %zu is not finite", i / d + 1,
-                        i % d + 1);
-    for (size_t i = 0; xval && i < nval * d; ++i)
-        RETURN_ERROR_IF(!isfinite(xval[i]), STOCHFLOW_E_NONFINITE,
-                        "trainer_fit: validation row %zu, column %zu is not finite", i / d + 1,
-                        i % d + 1);
+    int rc_in = 0;
+    for (size_t i = 0; x && i < n * d && rc_in == 0; ++i)
+        if (!isfinite(x[i]))
+            rc_in = stochflow__error(STOCHFLOW_E_NONFINITE,
+                                     "trainer_fit: training row %zu, column %zu is not finite",
+                                     i / d + 1, i % d + 1);
+    for (size_t i = 0; xval && i < nval * d && rc_in == 0; ++i)
+        if (!isfinite(xval[i]))
+            rc_in = stochflow__error(STOCHFLOW_E_NONFINITE,
+                                     "trainer_fit: validation row %zu, column %zu is not finite",
+                                     i / d + 1, i % d + 1);
+    /* Across processes the check is shared (one value, filled by process 0): processes
+     * that hold rows and processes that read them through the callback fail together
+     * instead of some waiting in a later call. */
+    if (tr->par_on) {
+        double flag = 0.0;
+        int src = tr->par.share(tr->par_user, rc_in, &flag, 1, 0, tr->par.rank == 0 ? 1 : 0);
+        if (rc_in == 0 && src != 0)
+            rc_in = stochflow__error(STOCHFLOW_E_CALLBACK,
+                                     "trainer_fit: another process refused its rows (share "
+                                     "callback returned %d)", src);
+    }
+    if (rc_in < 0) return rc_in;
     const int have_val = xval != NULL || (by_rows && nval > 0);
     const double frac = get(tr, STOCHFLOW_TRAINER_VAL_FRACTION);
     RETURN_ERROR_IF(have_val && frac > 0, STOCHFLOW_E_INVALID,

@@ -425,7 +425,6 @@ START_TEST(trainer_parallel_equals_one_process) {
     }
     for (int r = 0; r < 2; ++r) pthread_create(&th[r], NULL, run_proc, &p[r]);
     for (int r = 0; r < 2; ++r) pthread_join(th[r], NULL);
-    pthread_barrier_destroy(&w.bar);
     const int keys[] = {STOCHFLOW_TRAINER_STAT_FINAL_NLL, STOCHFLOW_TRAINER_STAT_FINAL_SE,
                         STOCHFLOW_TRAINER_STAT_BEST_NLL,  STOCHFLOW_TRAINER_STAT_BEST_STEP,
                         STOCHFLOW_TRAINER_STAT_STOP,      STOCHFLOW_TRAINER_STAT_STEPS,
@@ -458,9 +457,18 @@ START_TEST(trainer_parallel_equals_one_process) {
     ck_assert_uint_eq(w.reads[0], 0);
     ck_assert_msg(w.reads[1] > 0 && w.reads[1] < (size_t)steps * 32 + 200 * 10,
                   "rank 1 read %zu rows", w.reads[1]);
+    /* a non-finite row that only rank 0 sees (rank 1 reads through the callback): both
+     * fail, neither waits for the other in a later call */
+    x[7 * D + 1] = NAN;
+    for (int r = 0; r < 2; ++r) pthread_create(&th[r], NULL, run_proc, &p[r]);
+    for (int r = 0; r < 2; ++r) pthread_join(th[r], NULL);
+    ck_assert_int_eq(p[0].rc, STOCHFLOW_E_NONFINITE);
+    ck_assert_int_eq(p[1].rc, STOCHFLOW_E_CALLBACK);
+    x[7 * D + 1] = 0.0f;
     /* without GRAD_BLOCK the processes have no blocks to share */
     ck_assert_ok(stochflow_model_set_param(p[1].m, STOCHFLOW_PARAM_GRAD_BLOCK, 0));
     ck_assert_status(stochflow_trainer_fit(p[1].tr, p[1].m, x, n, NULL, 0), STOCHFLOW_E_INVALID);
+    pthread_barrier_destroy(&w.bar);
     for (int r = 0; r < 2; ++r) {
         stochflow_model_free(p[r].m);
         stochflow_trainer_free(p[r].tr);

@@ -1221,6 +1221,43 @@ START_TEST(standardized_model) {
 }
 END_TEST
 
+/* One context matrix feeds the drift and the score model: they must take the same
+ * context width (a wider score model would read past each row). */
+static stochflow_model *ctx_model(size_t k) {
+    stochflow_config *cfg = NULL;
+    stochflow_model *m = NULL;
+    size_t w[1] = {16};
+    ck_assert_ok(stochflow_config_new(&cfg, 2));
+    ck_assert_ok(stochflow_config_set_hidden(cfg, 1, w));
+    ck_assert_ok(stochflow_config_set_context(cfg, k, 0));
+    ck_assert_ok(stochflow_model_new(&m, cfg));
+    stochflow_config_free(cfg);
+    return m;
+}
+
+START_TEST(context_widths_must_agree) {
+    stochflow_model *drift = ctx_model(2), *score = ctx_model(3), *same = ctx_model(2);
+    stochflow_sde *s = new_sde(1, 4, 0.5);
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_DRIFT, STOCHFLOW_FIELD_DRIFT));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_SCORE, STOCHFLOW_FIELD_SCORE));
+    ck_assert_ok(stochflow_sde_set_param(s, STOCHFLOW_PARAM_SDE_PATHS, 4));
+    enum { N = 6 };
+    float x[N * 2] = {0}, lp[N], ctx[N * 3];
+    for (int i = 0; i < N * 3; ++i) ctx[i] = 0.1f * (float)i;
+    ck_assert_status(stochflow_sde_sample_ctx(x, s, drift, score, ctx, NULL, N, 1),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "same context"));
+    ck_assert_status(stochflow_sde_log_prob_ctx(lp, NULL, s, drift, score, x, ctx, NULL, N, 1),
+                     STOCHFLOW_E_INVALID);
+    ck_assert_ok(stochflow_sde_sample_ctx(x, s, drift, same, ctx, NULL, N, 1));
+    ck_assert_ok(stochflow_sde_log_prob_ctx(lp, NULL, s, drift, same, x, ctx, NULL, N, 1));
+    stochflow_sde_free(s);
+    stochflow_model_free(drift);
+    stochflow_model_free(score);
+    stochflow_model_free(same);
+}
+END_TEST
+
 START_TEST(denoise_last_step) {
     stochflow_sinterp *si = new_si(0, STOCHFLOW_INTERP_TRIG, STOCHFLOW_GAMMA_BROWNIAN, 0);
     orc o;
@@ -1306,6 +1343,7 @@ Suite *make_suite(void) {
     tcase_add_test(core, unet_model_form);
     tcase_add_test(core, conditional_twins);
     tcase_add_test(core, standardized_model);
+    tcase_add_test(core, context_widths_must_agree);
     suite_add_tcase(s, core);
     TCase *grads = tcase_create("gradients");
     tcase_add_test(grads, loss_gradients);
