@@ -20,6 +20,10 @@
  * Branch-free, so loops that test every element still vectorize. */
 static inline int stochflow__finitef(float v) { return v - v == 0.0f; }
 
+/* Largest dimension that may be whitened (lib/standardize.c): the factor is d x d doubles
+ * in the model and its checkpoint, and the fit costs n d^2. */
+#define STOCHFLOW__MAX_WHITEN_DIM 1024
+
 /* ---- errors (error.c) ------------------------------------------------------------ */
 
 /* Record a formatted message for this thread and return status (always < 0). */

@@ -13,10 +13,6 @@
 
 #include "model.h"
 
-/* Largest dimension that may be whitened: the factor is d x d doubles in the model and
- * its checkpoint, and the fit costs n d^2. */
-#define MAX_WHITEN_DIM 1024
-
 void stochflow__std_forward(float *z, const stochflow_model *m, const float *x, size_t n) {
     const size_t d = m->d;
     if (m->std_shift == NULL) {
@@ -106,7 +102,7 @@ int stochflow__std_install(stochflow_model *m, const double *shift, const double
     RETURN_ERROR_IF(p == NULL, STOCHFLOW_E_NOMEM, "standardization: out of memory");
     double *L = NULL;
     if (chol) {
-        L = stochflow__calloc(d * d, sizeof(double)); /* d <= MAX_WHITEN_DIM */
+        L = stochflow__calloc(d * d, sizeof(double)); /* d <= STOCHFLOW__MAX_WHITEN_DIM */
         if (L == NULL) {
             stochflow__free(p);
             return stochflow__error(STOCHFLOW_E_NOMEM, "whitening: out of memory");
@@ -311,10 +307,10 @@ static int check_chol(const double *chol, size_t d, const char *fn) {
 }
 
 static int check_whiten_dim(const stochflow_model *m, const char *fn) {
-    RETURN_ERROR_IF(m->d > MAX_WHITEN_DIM, STOCHFLOW_E_INVALID,
+    RETURN_ERROR_IF(m->d > STOCHFLOW__MAX_WHITEN_DIM, STOCHFLOW_E_INVALID,
                     "%s: dimension %zu; whitening is limited to %d columns (use the "
                     "per-column standardization)",
-                    fn, m->d, MAX_WHITEN_DIM);
+                    fn, m->d, STOCHFLOW__MAX_WHITEN_DIM);
     return 0;
 }
 

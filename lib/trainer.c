@@ -330,9 +330,9 @@ static int fit_standardization(int *fitted, stochflow_trainer *tr, stochflow_mod
     const int fits = !tr->par_on || tr->par.rank == 0;
     /* shared under set_parallel: shift, scale and (whitening) the d x d factor; the
      * whitening's dimension limit (lib/standardize.c) checked before that allocation */
-    RETURN_ERROR_IF(whiten && d > 1024, STOCHFLOW_E_INVALID,
-                    "trainer_fit: whitening is limited to 1024 columns, the data has %zu "
-                    "(use the per-column standardization)", d);
+    RETURN_ERROR_IF(whiten && d > STOCHFLOW__MAX_WHITEN_DIM, STOCHFLOW_E_INVALID,
+                    "trainer_fit: whitening is limited to %d columns, the data has %zu (use "
+                    "the per-column standardization)", STOCHFLOW__MAX_WHITEN_DIM, d);
     const size_t nv = whiten ? 2 * d + d * d : 2 * d;
     if (tr->par_on) {
         v = stochflow__alloc_array(nv, sizeof(double));
