@@ -1281,9 +1281,11 @@ STOCHFLOW_API int stochflow_trainer_stat(double *out, const stochflow_trainer *t
  * step, a solver error, the callback's stop) leaves the model at the last completed step
  * (a valid resume point) with the last weights, not the best; the early-stopping
  * state is kept in the trainer (stochflow_trainer_save_state).
+ * With EMA on (and EVAL_WEIGHTS = 1) the validation evaluates the EMA weights: those are
+ * the best weights kept, and they are installed into the EMA copy, the live weights
+ * staying the last step's.
  * @return 0, STOCHFLOW_E_INVALID, STOCHFLOW_E_NONFINITE, STOCHFLOW_E_NOMEM,
- *         STOCHFLOW_E_CANCELLED, STOCHFLOW_E_UNSUPPORTED (KEEP_BEST with EMA evaluation
- *         weights), or a solver status. @since 1.0
+ *         STOCHFLOW_E_CANCELLED, or a solver status. @since 1.0
  */
 STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *m,
                                         const float *x, size_t n, const float *xval,

@@ -207,7 +207,7 @@ static int ensure_ws(stochflow_model *m, size_t floats) {
 
 static size_t pad16(size_t floats) { return (floats + 15) / 16 * 16; }
 
-static const float *eval_weights(const stochflow_model *m) {
+float *stochflow__model_eval_weights(stochflow_model *m) {
     if (m->hp.eval_weights == 1 && m->hp.ema_decay > 0 && m->ema_valid) return m->ema;
     return m->params;
 }
@@ -802,7 +802,7 @@ static int eval_run(stochflow_model *m, const eval_job *J) {
     per_block = pad16(net_f + q_f);
     RETURN_ERROR_IF(per_block > SIZE_MAX / (size_t)outer, STOCHFLOW_E_INVALID, "batch too large");
     FORWARD_IF_ERROR(ensure_ws(m, per_block * (size_t)outer));
-    const float *p = eval_weights(m);
+    const float *p = stochflow__model_eval_weights(m);
     size_t bad = SIZE_MAX; /* first non-finite velocity element, over all blocks */
     if (outer > 1) {
 #ifdef _OPENMP

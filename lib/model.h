@@ -115,6 +115,9 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
 int stochflow__model_param_count(size_t *count, const stochflow_config *cfg);
 /* Learning rate at the current step, after schedule and warm-up. */
 double stochflow__model_lr(const stochflow_model *m);
+/* The weights the model evaluates with: the EMA copy when EMA is on, EVAL_WEIGHTS is 1
+ * and the copy has been started, else the live weights (n_params floats). */
+float *stochflow__model_eval_weights(stochflow_model *m);
 
 /* Conditioning of a batch (doc/conditional.md): validate ctx [n x n_ctx] (finite) and
  * labels [n] (-1 or in [0, n_classes)) against the model; either may be NULL. */

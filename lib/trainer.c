@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "model.h"
 
 /* ---- keyed parameters of the trainer handle (500s) -------------------------------- */
 /* One block, to be folded into the library's parameter table (params.c) later.
@@ -444,15 +445,6 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
                     "trainer_fit: validation fraction %g of %zu rows leaves an empty split",
                     frac, n);
     const int keep_best = get(tr, STOCHFLOW_TRAINER_KEEP_BEST) == 1 && n_val > 0;
-    double ema = 0;
-    FORWARD_IF_ERROR(stochflow_model_get_param(&ema, m, STOCHFLOW_PARAM_EMA_DECAY));
-    double evalw = 1;
-    FORWARD_IF_ERROR(stochflow_model_get_param(&evalw, m, STOCHFLOW_PARAM_EVAL_WEIGHTS));
-    RETURN_ERROR_IF(keep_best && ema > 0 && evalw == 1, STOCHFLOW_E_UNSUPPORTED,
-                    "trainer_fit: keeping the best weights restores the live weights, but "
-                    "with EMA on the validation uses the EMA weights; set "
-                    "STOCHFLOW_TRAINER_KEEP_BEST to 2 or STOCHFLOW_PARAM_EVAL_WEIGHTS to 2");
-
     double old_horizon = 0;
     FORWARD_IF_ERROR(stochflow_model_get_param(&old_horizon, m, STOCHFLOW_PARAM_LR_TOTAL_STEPS));
     uint64_t seed = (uint64_t)get(tr, STOCHFLOW_TRAINER_SEED);
@@ -638,12 +630,7 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
                 tr->rs_best_step = (double)(s + 1);
                 tr->stat_best_nll = vn;
                 tr->stat_best_step = (double)(s + 1);
-                if (keep_best) {
-                    float *p;
-                    size_t cnt;
-                    stochflow_model_parameters(&p, &cnt, m);
-                    memcpy(tr->rs_w, p, np * sizeof(float));
-                }
+                if (keep_best) memcpy(tr->rs_w, stochflow__model_eval_weights(m), np * sizeof(float));
                 tr->rs_have_best = 1;
                 tr->rs_since = 0;
             } else {
@@ -674,12 +661,8 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
         }
     }
     tr->rs_step = stochflow_model_step(m);
-    if (rc == 0 && keep_best && tr->rs_have_best) {
-        float *p;
-        size_t cnt;
-        stochflow_model_parameters(&p, &cnt, m);
-        memcpy(p, tr->rs_w, np * sizeof(float));
-    }
+    if (rc == 0 && keep_best && tr->rs_have_best)
+        memcpy(stochflow__model_eval_weights(m), tr->rs_w, np * sizeof(float));
     if (rc < 0 && tr->stat_steps == 0) { /* nothing trained: leave the model as it was */
         stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, old_horizon);
         if (fitted) stochflow_model_set_standardization(m, NULL, NULL);

@@ -199,6 +199,43 @@ START_TEST(best_weights_and_exact_final) {
 }
 END_TEST
 
+/* With EMA on, the validation evaluates the EMA weights: the best kept and installed are
+ * those, into the EMA copy; the live weights stay the last step's. */
+START_TEST(best_ema_weights_are_installed) {
+    make_data();
+    /* validation rows 1.6 times wider than the data: their NLL is best early on */
+    float wide[40 * DIM];
+    for (int i = 0; i < 40 * DIM; ++i) wide[i] = 1.6f * vdata[i];
+    stochflow_model *m = small_model(1);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 2e-2));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.8));
+    stochflow_trainer *tr = small_trainer(16, 60);
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_EVAL_EVERY, 5));
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_VAL_SUBSET, 1000));
+    ck_assert_ok(stochflow_trainer_fit(tr, m, data, NROWS, wide, 40));
+    double best, best_step, final;
+    ck_assert_ok(stochflow_trainer_stat(&best, tr, STOCHFLOW_TRAINER_STAT_BEST_NLL));
+    ck_assert_ok(stochflow_trainer_stat(&best_step, tr, STOCHFLOW_TRAINER_STAT_BEST_STEP));
+    ck_assert_ok(stochflow_trainer_stat(&final, tr, STOCHFLOW_TRAINER_STAT_FINAL_NLL));
+    ck_assert(best_step < 60); /* the best is not the last, so installing it shows */
+    ck_assert_double_eq_tol(final, best, 1e-9);
+    stochflow_solver *s;
+    ck_assert_ok(stochflow_trainer_solver(&s, tr));
+    float logp[40];
+    double ema_nll = 0, live_nll = 0;
+    ck_assert_ok(stochflow_solver_log_prob(logp, NULL, s, m, wide, 40, 1.0));
+    for (int i = 0; i < 40; ++i) ema_nll -= logp[i] / 40.0;
+    ck_assert_double_eq_tol(ema_nll, best, 1e-6);
+    /* the live weights were not replaced: they are the last step's, not the best EMA */
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EVAL_WEIGHTS, 2));
+    ck_assert_ok(stochflow_solver_log_prob(logp, NULL, s, m, wide, 40, 1.0));
+    for (int i = 0; i < 40; ++i) live_nll -= logp[i] / 40.0;
+    ck_assert(fabs(live_nll - best) > 1e-4);
+    stochflow_trainer_free(tr);
+    stochflow_model_free(m);
+}
+END_TEST
+
 static double seen_se;
 static int record_se(void *user, uint64_t step, double loss, double val, double se) {
     (void)user;
@@ -256,10 +293,7 @@ START_TEST(failures_change_nothing) {
     bad[7] = NAN;
     ck_assert_status(stochflow_trainer_fit(tr, m, bad, NROWS, NULL, 0), STOCHFLOW_E_NONFINITE);
     ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "row 4, column 2"));
-    /* keeping the best weights while EMA weights are evaluated */
     ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.99));
-    ck_assert_status(stochflow_trainer_fit(tr, m, data, NROWS, vdata, 40),
-                     STOCHFLOW_E_UNSUPPORTED);
     /* out of memory at each allocation of the fit */
     for (uint64_t k = 1; k <= 8; ++k) {
         stochflow__alloc_fail_at(k);
@@ -432,6 +466,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, batches_follow_the_documented_keying);
     tcase_add_test(tc, threads_and_resume_are_bitwise);
     tcase_add_test(tc, best_weights_and_exact_final);
+    tcase_add_test(tc, best_ema_weights_are_installed);
     tcase_add_test(tc, patience_subset_and_time);
     tcase_add_test(tc, subset_estimate_is_unbiased);
     tcase_add_test(tc, early_stopping_state_resumes);

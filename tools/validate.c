@@ -223,16 +223,10 @@ int table_train(table_result *res, stochflow_model *m, const dataset *ds, const 
                          : t->seconds > 0          ? 1000000000ull
                                                    : DEFAULT_TABLE_STEPS;
     c.total = run_steps;
-    double sched = 0, ema = 0, evalw = 0;
+    double sched = 0;
     stochflow_solver *vs = NULL;
     if ((rc = stochflow_trainer_new(&tr)) < 0 ||
         (rc = stochflow_model_get_param(&sched, m, STOCHFLOW_PARAM_LR_SCHEDULE)) < 0 ||
-        (rc = stochflow_model_get_param(&ema, m, STOCHFLOW_PARAM_EMA_DECAY)) < 0 ||
-        (rc = stochflow_model_get_param(&evalw, m, STOCHFLOW_PARAM_EVAL_WEIGHTS)) < 0 ||
-        /* the best weights are live weights: with --ema the validation sees the EMA
-         * weights, which are kept as trained (the last), not swapped for a best */
-        (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_KEEP_BEST,
-                                          ema > 0 && evalw == 1 ? 2 : 1)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_BATCH_SIZE, (double)batch)) < 0 ||
         (rc = stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_MAX_STEPS,
                                           (double)(step0 + run_steps))) < 0 ||
