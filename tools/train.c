@@ -23,7 +23,7 @@
 static const optdef TRAIN_OPTS[] = {
     {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
     {"--out", "MODEL", "checkpoint to write (default DIR/model.sfm with --outdir)"},
-    {"--steps", "N", "optimizer steps to run (default 1000, a table 10000 with early stopping; with --resume: more steps)"},
+    {"--steps", "N", "optimizer steps to run (default 1000, a table 30000 with early stopping; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 256; images 64)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
@@ -44,7 +44,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--lr-decay-factor", "X", "step schedule factor"},
     {"--lr-min", "X", "cosine floor"},
     {"--warmup", "N", "linear warm-up steps"},
-    {"--ema", "X", "EMA decay of the weights (0 = off)"},
+    {"--ema", "X", "EMA decay of the weights (0 = off; default off, a new table model 0.999 with warm-up)"},
     {"--ema-warmup", NULL, "EMA decay min(X, (1+s)/(10+s)) at step s (on with --ema for images)"},
     {"--clip", "X", "gradient norm clip (0 = off; new image models 1)"},
     {"--weight-decay", "X", "decoupled weight decay"},
@@ -71,7 +71,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--mpi-timeout", "S", "under mpirun: longest wait for another process, seconds (default 600)"},
     {"--val", "FILE|FRACTION", "tables: held-out rows (a file, or a fraction of --data; default 0.1, 0: none)"},
     {"--eval-every", "N", "tables: validation NLL every N steps (default ~100 per run)"},
-    {"--patience", "N", "tables: stop after N evaluations without improvement (default 20)"},
+    {"--patience", "N", "tables: stop after N evaluations without improvement (default 50)"},
     {"--time", "X", "tables, images: wall-clock budget in seconds (the LR schedule spans it)"},
     {"--standardize", "MODE", "tables: diag (per column, default), whiten (full covariance) or none"},
     {"--no-standardize", NULL, "tables: train in the data's units (= --standardize none)"},
@@ -357,7 +357,7 @@ static int train_main(int argc, char **argv) {
         }
     } else if ((rc = build_mlp_cond(&m, &o, ds.d, "256,256,256", 0, cd.k,
                                     cd.n_classes)) != 0 ||
-               (rc = apply_recipe(m, steps)) != 0) {
+               (rc = apply_recipe(m, steps)) != 0 || (table && (rc = table_recipe(m)) != 0)) {
         goto fail;
     }
     { /* the conditioning of the data matches the model's */

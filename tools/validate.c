@@ -12,14 +12,16 @@
 
 /* Defaults for a table (doc/cli.md, measured in bench/DATA.md): without --val the CLI
  * holds out a fraction of the rows itself (tables of at least AUTO_VAL_MIN_ROWS rows),
- * trains up to DEFAULT_TABLE_STEPS steps (the schedule spans them), evaluates about every
- * 1/100 of the budget and stops after DEFAULT_PATIENCE evaluations without improvement,
- * keeping the best weights: small tables stop once they overfit, larger ones use the
- * budget. */
+ * trains up to DEFAULT_TABLE_STEPS steps (the schedule spans them) with an EMA of the
+ * weights (TABLE_EMA with warm-up: the weights evaluated, kept and saved), evaluates about every 1/100
+ * of the budget (at most every 200 steps) and stops after DEFAULT_PATIENCE evaluations
+ * without improvement, keeping the best EMA weights: small tables stop once they overfit,
+ * larger ones use the budget. */
 #define DEFAULT_VAL_FRACTION 0.1
 #define AUTO_VAL_MIN_ROWS 20
-#define DEFAULT_TABLE_STEPS 10000
-#define DEFAULT_PATIENCE 20
+#define DEFAULT_TABLE_STEPS 30000
+#define DEFAULT_PATIENCE 50
+#define TABLE_EMA 0.999
 /* Rows per validation solve: the unit that processes share under mpirun (doc/
  * distributed.md), the same by default on any number of processes. */
 #define DEFAULT_VAL_BLOCK 256
@@ -168,6 +170,16 @@ int cond_table_standardize(stochflow_model *m, const table_opts *t, const float 
         cli_fail_lib(rc, "standardization");
         return CLI_ERR;
     }
+    return 0;
+}
+
+int table_recipe(stochflow_model *m) {
+    int rc;
+    if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, TABLE_EMA)) < 0 ||
+        /* the decay ramps up (min(TABLE_EMA, (1 + s)/(10 + s)) at step s), so a short run
+         * is not held back at its first weights */
+        (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1)) < 0)
+        return cli_fail_lib(rc, "table defaults");
     return 0;
 }
 
