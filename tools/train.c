@@ -15,6 +15,10 @@
 #include "training.h"
 #include "validate.h"
 
+/* Steps of a run on a built-in toy without --steps (doc/cli.md): the 2-D recipe gets
+ * within 0.02 nats of 8gaussians' density in them (bench/RECIPE.md). */
+#define TOY_STEPS 12000
+
 /* Defaults of a fresh image model (doc/cli.md). */
 #define IMG_BATCH 64
 #define IMG_LR 2e-4
@@ -23,7 +27,7 @@
 static const optdef TRAIN_OPTS[] = {
     {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
     {"--out", "MODEL", "checkpoint to write (default DIR/model.sfm with --outdir)"},
-    {"--steps", "N", "optimizer steps to run (default 1000, a table 30000 with early stopping; with --resume: more steps)"},
+    {"--steps", "N", "optimizer steps to run (default 1000; a toy 12000; a table 30000 with early stopping; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 256; images 64)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
@@ -162,7 +166,7 @@ static const char *const UNET_ARCH[] = {"--unet-base", "--unet-mult",   "--unet-
                                         "--seed"};
 
 /* Every option value, checked before anything is read or created (usage errors, 2). */
-static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batch,
+static int check_options(const opts *o, int img, int toy, uint64_t *steps, uint64_t *batch,
                          uint64_t *ck_every, unet_opts *uo, grid_hook *g, uint64_t *maxim) {
     const char *resume = opt(o, "--resume");
     uint64_t v;
@@ -177,7 +181,7 @@ static int check_options(const opts *o, int img, uint64_t *steps, uint64_t *batc
     if (resume && (rc = refuse(o, img ? UNET_ARCH : MLP_ARCH, img ? 7 : 8,
                                "cannot change when resuming (it is in the checkpoint)")) != 0)
         return rc;
-    if ((rc = get_u64(o, "--steps", 1000, 0, 1000000000, steps)) != 0 ||
+    if ((rc = get_u64(o, "--steps", toy ? TOY_STEPS : 1000, 0, 1000000000, steps)) != 0 ||
         (rc = get_u64(o, "--batch", img ? IMG_BATCH : RECIPE_BATCH, 1, img ? 1 << 16 : 1 << 22, batch)) ||
         (rc = get_u64(o, "--checkpoint-every", 0, 0, 1000000000, ck_every)) != 0 ||
         (rc = get_u64(o, "--threads", 1, 1, 256, &v)) != 0 || (rc = check_train_params(o)) != 0)
@@ -249,7 +253,9 @@ static int train_main(int argc, char **argv) {
     uint64_t steps, batch, ck_every, maxim = 0;
     unet_opts uo;
     grid_hook g = {0};
-    if ((rc = check_options(&o, img, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
+    /* a built-in toy as the data: its own step default */
+    const int toy = !img && source_file(src) == NULL;
+    if ((rc = check_options(&o, img, toy, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
         return cli_exit_code(rc);
     /* a .npy/.csv table trains through the library's trainer (validate.c), under mpirun
      * too (the trainer's data-parallel callbacks, doc/distributed.md); conditional
