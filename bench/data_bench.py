@@ -23,11 +23,10 @@ zone_cities: longitude and latitude of the 418 cities of tzdata's zone.tab, the 
 table, split 335 / 83 as there (not in the default list). A column
 that is constant in a table is dropped first (the flow refuses it: it has no density).
 
-Usage: /usr/bin/python3 bench/data_bench.py BUILD/tools/stochflow [name ...] [--threads T]
-           [--standardize diag|whiten|none] [--steps N] [--eval-every N] [--patience N]
-           [--val F] [--time S] [--val-is-test]
-(the options after the names are passed to every `stochflow train` run: the defaults are
-what it measures when none is given)
+Usage: /usr/bin/python3 bench/data_bench.py BUILD/tools/stochflow [name ...] [--val-is-test]
+           [train options, e.g. --threads T --seed S --steps N --patience N --ema X]
+(every other option is passed to each `stochflow train` run: the defaults are what it
+measures when none is given)
 """
 import gzip
 import json
@@ -131,12 +130,17 @@ def main():
     val_is_test = "--val-is-test" in args
     if val_is_test:
         args.remove("--val-is-test")
-    for o in ("--threads", "--standardize", "--steps", "--eval-every", "--patience", "--val",
-              "--time"):
-        if o in args:
-            i = args.index(o)
-            passed += [o, args[i + 1]]
-            del args[i:i + 2]
+    flags = ("--ema-warmup", "--no-standardize")  # train options without a value
+    rest = []
+    while args:
+        a = args.pop(0)
+        if a in flags:
+            passed.append(a)
+        elif a.startswith("--"):
+            passed += [a, args.pop(0)]
+        else:
+            rest.append(a)
+    args = rest
     names = args or ["iris", "wine", "breast_cancer", "diabetes", "digits_pca10",
                      "fmnist_pca16", "moons", "checkerboard", "rings"]
     data = tables(names)
@@ -187,7 +191,8 @@ def main():
         k, bw = kde_nll(tr, va)
         row = dict(name=name, n_train=len(tr), n_val=len(va), d=tr.shape[1],
                    flow=js["val_nll"], flow_se=js["val_nll_se"], gauss=g, kde=k, kde_bw=bw,
-                   steps=js["steps"], best=js["best_step"], stop=js["stop"], secs=secs,
+                   steps=js["steps"], best=js.get("best_step", js["steps"]),  # --val 0: none
+                   stop=js.get("stop", "step budget"), secs=secs,
                    cpu=cpu, load=load, options=" ".join(passed),
                    standardization=js.get("standardization"))
         rows.append(row)
