@@ -207,9 +207,12 @@ static int ensure_ws(stochflow_model *m, size_t floats) {
 
 static size_t pad16(size_t floats) { return (floats + 15) / 16 * 16; }
 
+int stochflow__model_evaluates_ema(const stochflow_model *m) {
+    return m->hp.eval_weights == 1 && m->hp.ema_decay > 0;
+}
+
 float *stochflow__model_eval_weights(stochflow_model *m) {
-    if (m->hp.eval_weights == 1 && m->hp.ema_decay > 0 && m->ema_valid) return m->ema;
-    return m->params;
+    return stochflow__model_evaluates_ema(m) && m->ema_valid ? m->ema : m->params;
 }
 
 /* ---- the training step ----------------------------------------------------------

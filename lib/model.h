@@ -115,8 +115,10 @@ int stochflow__model_build(stochflow_model **out, const stochflow_config *cfg, i
 int stochflow__model_param_count(size_t *count, const stochflow_config *cfg);
 /* Learning rate at the current step, after schedule and warm-up. */
 double stochflow__model_lr(const stochflow_model *m);
-/* The weights the model evaluates with: the EMA copy when EMA is on, EVAL_WEIGHTS is 1
- * and the copy has been started, else the live weights (n_params floats). */
+/* Whether the model evaluates with its EMA copy (EMA on and EVAL_WEIGHTS 1), and the
+ * weights it evaluates with: that copy once it has been started (the first update), else
+ * the live weights (n_params floats). */
+int stochflow__model_evaluates_ema(const stochflow_model *m);
 float *stochflow__model_eval_weights(stochflow_model *m);
 
 /* Conditioning of a batch (doc/conditional.md): validate ctx [n x n_ctx] (finite) and

@@ -61,7 +61,8 @@ struct stochflow_trainer {
     uint64_t rs_step, rs_since;
     double rs_best, rs_best_step;
     size_t rs_np;  /* weights in rs_w (0: none kept) */
-    float *rs_w;   /* best live weights, when KEEP_BEST */
+    float *rs_w;   /* best evaluated weights, when KEEP_BEST */
+    int rs_ema;    /* the evaluations (best, rs_w) were of the EMA weights, not the live */
     int par_on;    /* data-parallel (stochflow_trainer_set_parallel) */
     stochflow_trainer_parallel par;
     void *par_user;
@@ -484,8 +485,11 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
     /* Continue the early-stopping state of an earlier call (or of a loaded state) when
      * it belongs to this model's current step; a fresh best-weights buffer is needed
      * only when none of the right size is kept. */
+    const int ema_eval = stochflow__model_evaluates_ema(m);
     const int cont = tr->rs_valid && tr->rs_step == stochflow_model_step(m) &&
-                     (tr->rs_np == np || tr->rs_np == 0);
+                     (tr->rs_np == np || tr->rs_np == 0) &&
+                     /* a best of the other weights (EMA or live) is not comparable */
+                     (!tr->rs_have_best || tr->rs_ema == ema_eval);
     const int need_w = keep_best && !(cont && tr->rs_np == np);
     b.best = need_w ? stochflow__calloc(np, sizeof(float)) : NULL; /* zeros until a best */
     if (!have_val) {
@@ -563,6 +567,7 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
         tr->rs_np = 0;
     }
     tr->rs_valid = 1;
+    tr->rs_ema = ema_eval;
     reset_stats(tr);
     if (tr->rs_have_best) {
         tr->stat_best_nll = tr->rs_best;
@@ -676,7 +681,8 @@ STOCHFLOW_API int stochflow_trainer_fit(stochflow_trainer *tr, stochflow_model *
 }
 
 /* ---- the early-stopping state as bytes -------------------------------------------- */
-/* Layout (little-endian): "SFTS", u32 version = 1, u32 flags (bit 0: have_best),
+/* Layout (little-endian): "SFTS", u32 version = 1, u32 flags (bit 0: have_best; bit 1:
+ * the best is of the EMA weights, not the live ones),
  * u32 0, u64 step, f64 best, f64 best_step, u64 evaluations since the best, u64 np,
  * np float32 best weights, u32 CRC-32 of all preceding bytes. */
 #define STATE_HEAD 56
@@ -728,7 +734,7 @@ STOCHFLOW_API int stochflow_trainer_save_state(size_t *written, const stochflow_
     unsigned char *p = buf;
     memcpy(p, "SFTS", 4);
     put32(p + 4, 1);
-    put32(p + 8, tr->rs_have_best ? 1u : 0u);
+    put32(p + 8, (tr->rs_have_best ? 1u : 0u) | (tr->rs_ema ? 2u : 0u));
     put32(p + 12, 0);
     put64(p + 16, tr->rs_step);
     put64(p + 24, f64_bits(tr->rs_best));
@@ -768,7 +774,7 @@ STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void
     RETURN_ERROR_IF(get32(p + len - 4) != stochflow__crc32(p, len - 4), STOCHFLOW_E_FORMAT,
                     "trainer state: CRC-32 mismatch (corrupted)");
     uint32_t flags = get32(p + 8);
-    RETURN_ERROR_IF((flags & ~1u) != 0 || get32(p + 12) != 0, STOCHFLOW_E_FORMAT,
+    RETURN_ERROR_IF((flags & ~3u) != 0 || get32(p + 12) != 0, STOCHFLOW_E_FORMAT,
                     "trainer state: unknown flags");
     double best = bits_f64(get64(p + 24)), best_step = bits_f64(get64(p + 32));
     RETURN_ERROR_IF((flags & 1u) && (!isfinite(best) || !(best_step >= 0)), STOCHFLOW_E_FORMAT,
@@ -794,6 +800,7 @@ STOCHFLOW_API int stochflow_trainer_load_state(stochflow_trainer *tr, const void
     tr->rs_np = (size_t)np;
     tr->rs_valid = 1;
     tr->rs_have_best = (flags & 1u) != 0;
+    tr->rs_ema = (flags & 2u) != 0;
     tr->rs_step = get64(p + 16);
     tr->rs_best = tr->rs_have_best ? best : INFINITY;
     tr->rs_best_step = best_step;

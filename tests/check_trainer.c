@@ -236,6 +236,51 @@ START_TEST(best_ema_weights_are_installed) {
 }
 END_TEST
 
+/* The kept best belongs to the weights that were evaluated: after switching between the
+ * EMA and the live weights, a continued fit restarts the tracking instead of installing
+ * an EMA best into the live weights; the state records which weights it holds. */
+START_TEST(best_of_other_weights_is_not_installed) {
+    make_data();
+    stochflow_model *m = small_model(1);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.8));
+    stochflow_trainer *tr = small_trainer(16, 40);
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_EVAL_EVERY, 5));
+    ck_assert_ok(stochflow_trainer_set_progress(tr, on_progress, NULL));
+    cancel_at = 20;
+    ck_assert_status(stochflow_trainer_fit(tr, m, data, NROWS, vdata, 40), STOCHFLOW_E_CANCELLED);
+    cancel_at = 0;
+    /* the state says "EMA weights" (flags bit 1) and saves back to its own bytes */
+    size_t n, n2;
+    ck_assert_ok(stochflow_trainer_state_size(&n, tr));
+    unsigned char *st = malloc(n), *st2 = malloc(n);
+    ck_assert_ok(stochflow_trainer_save_state(&n, tr, st, n));
+    ck_assert_uint_eq(st[8], 3);
+    stochflow_trainer *tr2 = small_trainer(16, 40);
+    ck_assert_ok(stochflow_trainer_load_state(tr2, st, n));
+    ck_assert_ok(stochflow_trainer_save_state(&n2, tr2, st2, n));
+    ck_assert(n2 == n && memcmp(st, st2, n) == 0);
+    /* now the live weights are evaluated: a fit of zero steps leaves them as they are */
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_EVAL_WEIGHTS, 2));
+    size_t np = stochflow_model_num_params(m);
+    float *before = malloc(np * sizeof(float)), *after = malloc(np * sizeof(float));
+    params_of(before, m);
+    ck_assert_ok(stochflow_trainer_set_param(tr, STOCHFLOW_TRAINER_MAX_STEPS, 20));
+    ck_assert_ok(stochflow_trainer_fit(tr, m, data, NROWS, vdata, 40));
+    params_of(after, m);
+    ck_assert(memcmp(before, after, np * sizeof(float)) == 0);
+    double bs;
+    ck_assert_ok(stochflow_trainer_stat(&bs, tr, STOCHFLOW_TRAINER_STAT_BEST_STEP));
+    ck_assert_double_eq(bs, 0); /* no best of the live weights yet */
+    free(before);
+    free(after);
+    free(st);
+    free(st2);
+    stochflow_trainer_free(tr2);
+    stochflow_trainer_free(tr);
+    stochflow_model_free(m);
+}
+END_TEST
+
 static double seen_se;
 static int record_se(void *user, uint64_t step, double loss, double val, double se) {
     (void)user;
@@ -467,6 +512,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, threads_and_resume_are_bitwise);
     tcase_add_test(tc, best_weights_and_exact_final);
     tcase_add_test(tc, best_ema_weights_are_installed);
+    tcase_add_test(tc, best_of_other_weights_is_not_installed);
     tcase_add_test(tc, patience_subset_and_time);
     tcase_add_test(tc, subset_estimate_is_unbiased);
     tcase_add_test(tc, early_stopping_state_resumes);

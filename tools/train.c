@@ -27,7 +27,7 @@
 static const optdef TRAIN_OPTS[] = {
     {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
     {"--out", "MODEL", "checkpoint to write (default DIR/model.sfm with --outdir)"},
-    {"--steps", "N", "optimizer steps to run (default 1000; a toy 12000; a table 30000 with early stopping; with --resume: more steps)"},
+    {"--steps", "N", "optimizer steps to run (default 1000; a new toy model 12000; a table 30000 with early stopping; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 256; images 64)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
@@ -253,8 +253,8 @@ static int train_main(int argc, char **argv) {
     uint64_t steps, batch, ck_every, maxim = 0;
     unet_opts uo;
     grid_hook g = {0};
-    /* a built-in toy as the data: its own step default */
-    const int toy = !img && source_file(src) == NULL;
+    /* a new model on a built-in toy: its own step default (a resumed one keeps 1000) */
+    const int toy = !img && source_file(src) == NULL && resume == NULL;
     if ((rc = check_options(&o, img, toy, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
         return cli_exit_code(rc);
     /* a .npy/.csv table trains through the library's trainer (validate.c), under mpirun

@@ -67,7 +67,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         100 times per run (at least once per epoch, every 10 to 200 steps); validation
         and early stopping (patience evaluations without improvement, the best weights
         kept) happen only with a held-out fraction; val_fraction=0 trains on every row
-        for max_steps
+        for max_steps. max_seconds bounds the fit's wall time (unlike the CLI's --time,
+        the learning-rate schedule still spans max_steps)
       solver, solver_steps: the ODE solver of score_samples and sample ("dopri5" at the
         library's tolerances by default, exact log-densities; "rk4"/"heun"/"euler" take
         solver_steps); with dopri5 the validation solves use rtol = atol = 1e-4
@@ -143,7 +144,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             model.set_param("ema_warmup", "on")
         if isinstance(self.val_fraction, str):
             if self.val_fraction != "auto":
-                raise ValueError("val_fraction = %r: a number in [0, 1) or 'auto'"
+                raise ValueError("val_fraction = %r: a number in [0, 0.9] or 'auto'"
                                  % self.val_fraction)
             val_fraction = _AUTO_VAL_FRACTION if X.shape[0] >= _AUTO_VAL_MIN_ROWS else 0.0
         else:
