@@ -71,6 +71,19 @@ else
     not_ok "stderr not a terminal: a progress line every 5 s" "$(head -c 600 "$T/err")"
 fi
 
+# ---- a new toy model's defaults: 3 x 128, 36000 steps (read off the progress line) --------
+"$SF" train --data moons --out "$T/toydef.sfm" --threads 1 >"$T/out" 2>"$T/err" </dev/null &
+pid=$!
+sleep 6
+kill -INT $pid
+wait $pid
+if grep -qE '^progress: train [0-9]+% \([0-9]+/36000 steps\)' "$T/err" &&
+    "$SF" info --model "$T/toydef.sfm" 2>/dev/null | grep -q '^hidden *128,128,128 '; then
+    ok "a new toy model: 3 x 128 and 36000 steps by default"
+else
+    not_ok "a new toy model: 3 x 128 and 36000 steps by default" "$(head -c 400 "$T/err")"
+fi
+
 # ---- info -------------------------------------------------------------------------------
 run "info" "$SF" info --model "$T/m.sfm" --json &&
     json "info JSON" "d['dim']==2 and d['hidden']==[16,16] and d['step']==30 and d['interpolant']=='trig' and d['params']>0"

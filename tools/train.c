@@ -15,9 +15,12 @@
 #include "training.h"
 #include "validate.h"
 
-/* Steps of a run on a built-in toy without --steps (doc/cli.md): the 2-D recipe gets
- * within 0.02 nats of 8gaussians' density in them (bench/RECIPE.md). */
-#define TOY_STEPS 12000
+/* A new model on a built-in toy without --steps / --hidden (doc/cli.md): at equal CPU
+ * time 3 x 128 with three times the steps beats 3 x 256 on the 2-D toys; these reach
+ * 0.013 nats of 8gaussians' density and 0.14 of the checkerboard's in about 45 CPU
+ * seconds (bench/RECIPE.md). */
+#define TOY_STEPS 36000
+#define TOY_HIDDEN "128,128,128"
 
 /* Defaults of a fresh image model (doc/cli.md). */
 #define IMG_BATCH 64
@@ -27,9 +30,9 @@
 static const optdef TRAIN_OPTS[] = {
     {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
     {"--out", "MODEL", "checkpoint to write (default DIR/model.sfm with --outdir)"},
-    {"--steps", "N", "optimizer steps to run (default 1000; a new toy model 12000; a table 30000 with early stopping; with --resume: more steps)"},
+    {"--steps", "N", "optimizer steps to run (default 1000; a new toy model 36000; a table 30000 with early stopping; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 256; images 64)"},
-    {"--hidden", "W,W,...", "hidden widths (default 256,256,256)"},
+    {"--hidden", "W,W,...", "hidden widths (default 256,256,256; a new toy model 128,128,128)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
     {"--interpolant", "NAME", "trig|linear|fourier:M[:trig] (default trig; fourier: learned)"},
     {"--objective", "NAME", "velocity|drift|score|denoiser: the field learned (default velocity)"},
@@ -253,8 +256,8 @@ static int train_main(int argc, char **argv) {
     uint64_t steps, batch, ck_every, maxim = 0;
     unet_opts uo;
     grid_hook g = {0};
-    /* a new model on a built-in toy: its own step default (a resumed one keeps 1000) */
-    const int toy = !img && source_file(src) == NULL && resume == NULL;
+    /* a new model on a built-in toy (no --base): its own defaults (a resumed one: 1000 steps) */
+    const int toy = !img && source_file(src) == NULL && resume == NULL && base_src == NULL;
     if ((rc = check_options(&o, img, toy, &steps, &batch, &ck_every, &uo, &g, &maxim)) != 0)
         return cli_exit_code(rc);
     /* a .npy/.csv table trains through the library's trainer (validate.c), under mpirun
@@ -361,7 +364,7 @@ static int train_main(int argc, char **argv) {
             cli_fail_lib(rc, "image training defaults");
             goto out;
         }
-    } else if ((rc = build_mlp_cond(&m, &o, ds.d, "256,256,256", 0, cd.k,
+    } else if ((rc = build_mlp_cond(&m, &o, ds.d, toy ? TOY_HIDDEN : "256,256,256", 0, cd.k,
                                     cd.n_classes)) != 0 ||
                (rc = apply_recipe(m, steps)) != 0 || (table && (rc = table_recipe(m)) != 0)) {
         goto fail;
