@@ -18,22 +18,24 @@
 /* ---- demo ------------------------------------------------------------------------------- */
 
 /* The demo recipe (measured in doc/cli.md): see DEMO_* below. */
-#define DEMO_HIDDEN "256,256,256"
+#define DEMO_HIDDEN "128,128,128"
 #define DEMO_FOURIER 0
-#define DEMO_STEPS 28000
-#define DEMO_BATCH 500
+#define DEMO_STEPS 60000
+#define DEMO_BATCH 256
 #define DEMO_LR 2e-3
 #define DEMO_EMA 0.998
 #define DEMO_EVAL_N 4000
 #define DEMO_SAMPLES 20000
 #define DEMO_GRID 96
 #define DEMO_RANGE 4.5
+#define STR_(x) #x
+#define STR(x) STR_(x) /* a number above as help text */
 
 static const optdef DEMO_OPTS[] = {
     {"--outdir", "DIR", "where the pictures and the model go (default stochflow-demo)"},
     {"--threads", "T", "threads for matrix work (default 2)"},
-    {"--steps", "N", "training steps (default 28000)"},
-    {"--batch", "B", "batch size (default 500)"},
+    {"--steps", "N", "training steps (default " STR(DEMO_STEPS) ")"},
+    {"--batch", "B", "batch size (default " STR(DEMO_BATCH) ")"},
     {"--hidden", "W,W,...", "hidden widths (default " DEMO_HIDDEN ")"},
     {"--time-fourier", "F", "Fourier time features (default 0 = raw t)"},
     {"--lr", "X", "peak learning rate"},
