@@ -29,10 +29,10 @@ run "sample from resumed model" "$SF" sample --model "$T/resumed.sfm" -n 64 --ou
 if cmp -s "$T/a.npy" "$T/b.npy"; then ok "resume continues bit-for-bit (identical samples)"; else not_ok "resume continues bit-for-bit"; fi
 fails "resume cannot change the architecture" "cannot change" "$SF" train --data checkerboard --out "$T/x.sfm" --resume "$T/half.sfm" --hidden 8
 
-# the default recipe of a new MLP model (doc/training-recipe.md): lr 2e-3 on a cosine
+# the default recipe of a new MLP model (doc/training-recipe.md): lr 2e-3 (a toy: 3e-3) on a cosine
 # schedule over --steps; options override it; a resumed model keeps its saved schedule
 run "default recipe" "$SF" info --model "$T/m.sfm" --json &&
-    json "default lr 2e-3, cosine" "d['lr']==2e-3 and d['lr_schedule_name']=='cosine'"
+    json "default lr on a toy 3e-3, cosine" "d['lr']==3e-3 and d['lr_schedule_name']=='cosine'"
 run "recipe overridden" "$SF" train --data checkerboard --out "$T/cst.sfm" --steps 5 "${SMALL[@]}" --lr 1e-3 --lr-schedule constant &&
     "$SF" info --model "$T/cst.sfm" --json >"$T/out" && json "override: lr 1e-3 constant" "d['lr']==1e-3 and d['lr_schedule_name']=='constant'"
 run "resume keeps the schedule" "$SF" train --data checkerboard --out "$T/cst2.sfm" --resume "$T/cst.sfm" --steps 5 --threads 1 &&
@@ -71,17 +71,18 @@ else
     not_ok "stderr not a terminal: a progress line every 5 s" "$(head -c 600 "$T/err")"
 fi
 
-# ---- a new toy model's defaults: 3 x 128, 36000 steps (read off the progress line) --------
+# ---- a new toy model's defaults: 4 x 128, rate 3e-3, 180000 steps (the progress line) ----
 "$SF" train --data moons --out "$T/toydef.sfm" --threads 1 >"$T/out" 2>"$T/err" </dev/null &
 pid=$!
 sleep 6
 kill -INT $pid
 wait $pid
-if grep -qE '^progress: train [0-9]+% \([0-9]+/36000 steps\)' "$T/err" &&
-    "$SF" info --model "$T/toydef.sfm" 2>/dev/null | grep -q '^hidden *128,128,128 '; then
-    ok "a new toy model: 3 x 128 and 36000 steps by default"
+if grep -qE '^progress: train [0-9]+% \([0-9]+/180000 steps\)' "$T/err" &&
+    "$SF" info --model "$T/toydef.sfm" >"$T/toydef.info" 2>&1 &&
+    grep -q '^hidden *128,128,128,128 ' "$T/toydef.info" && grep -q '^lr *0.003 ' "$T/toydef.info"; then
+    ok "a new toy model: 4 x 128, rate 3e-3 and 180000 steps by default"
 else
-    not_ok "a new toy model: 3 x 128 and 36000 steps by default" "$(head -c 400 "$T/err")"
+    not_ok "a new toy model: 4 x 128, rate 3e-3 and 180000 steps by default" "$(head -c 400 "$T/err")"
 fi
 
 # ---- info -------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ run "sample euler" "$SF" sample --model "$T/m.sfm" -n 10 --out "$T/e.npy" --solv
 
 # ---- logp: toy (truth known), files, round trip ---------------------------------------
 run "logp toy" "$SF" logp --model "$T/m.sfm" --data checkerboard -n 300 --json &&
-    json "logp JSON keys and truth" "all(k in d for k in ('n','nll','se','nfe','seconds','entropy','gap')) and d['n']==300 and abs(d['entropy']-math.log(32))<1e-9 and abs(d['gap']-(d['nll']-d['entropy']))<1e-9 and d['se']>0 and $FINITE"
+    json "logp JSON keys and truth" "all(k in d for k in ('n','nll','se','nfe','seconds','entropy','gap')) and d['n']==300 and abs(d['entropy']-math.log(32))<1e-9 and abs(d['gap']-(d['nll']-d['entropy']))<1e-8 and d['se']>0 and $FINITE"
 grep -q 'true entropy' "$T/out" && ok "logp prints the true entropy" || not_ok "logp prints the true entropy"
 run "logp 8gaussians" "$SF" logp --model "$T/m.sfm" --data 8gaussians -n 50 --json &&
     json "8gaussians entropy" "abs(d['entropy']-2.8362)<0.01"
