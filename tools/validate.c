@@ -13,10 +13,10 @@
 /* Defaults for a table (doc/cli.md, measured in bench/DATA.md): without --val the CLI
  * holds out a fraction of the rows itself (tables of at least AUTO_VAL_MIN_ROWS rows),
  * trains up to DEFAULT_TABLE_STEPS steps (the schedule spans them) with an EMA of the
- * weights (TABLE_EMA with warm-up: the weights evaluated, kept and saved), evaluates about every 1/100
- * of the budget (at most every 200 steps) and stops after DEFAULT_PATIENCE evaluations
- * without improvement, keeping the best EMA weights: small tables stop once they overfit,
- * larger ones use the budget. */
+ * weights (TABLE_EMA with warm-up: the weights evaluated, kept and saved), evaluates
+ * about every 1/100 of the budget (at most every 200 steps) and stops after
+ * DEFAULT_PATIENCE evaluations without improvement, keeping the best EMA weights: small
+ * tables stop once they overfit, larger ones use the budget. */
 #define DEFAULT_VAL_FRACTION 0.1
 #define AUTO_VAL_MIN_ROWS 20
 #define DEFAULT_TABLE_STEPS 30000
@@ -185,8 +185,8 @@ int table_recipe(stochflow_model *m) {
 
 /* Default evaluation period: about 100 evaluations over the step budget (each is an exact
  * NLL solve, the main cost of a run on a small table; with the patience above a run
- * waits out 1/5 of its budget without improvement), at least one per epoch's worth of
- * steps when epochs are long, between 10 and 200 steps. */
+ * waits out a third of the default budget without improvement), at least one per
+ * epoch's worth of steps when epochs are long, between 10 and 200 steps. */
 static uint64_t default_eval_every(uint64_t steps, size_t n_train, size_t batch) {
     uint64_t e = steps / 100;
     uint64_t epoch = (n_train + batch - 1) / batch;

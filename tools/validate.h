@@ -34,7 +34,8 @@ typedef struct {
  * conditional model on a .npy/.csv file in one process, cond_table): 0 or CLI_USAGE. */
 int table_check_options(const opts *o, int table, int cond_table, table_opts *t);
 /* A new table model's defaults beyond the MLP recipe (apply_recipe): the EMA of the
- * weights, TABLE_EMA with the EMA warm-up; options given later override them. 0, or CLI_ERR (printed). */
+ * weights, TABLE_EMA with the EMA warm-up; options given later override them. 0, or
+ * CLI_ERR (printed). */
 int table_recipe(stochflow_model *m);
 /* A new conditional model trained from a table (cond_table above) in the step loop: fit
  * the data map of t->standardize on the rows x (n x d) and, unless it is none, the
