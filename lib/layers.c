@@ -287,21 +287,21 @@ void stochflow__dense_backward_naive(float *dx, int dx_accumulate, float *dw, fl
         }                                                        \
     } while (0)
 
-#ifdef STOCHFLOW_HAVE_V16
-/* SiLU of 16 elements (and f' when deriv): lane for lane the scalar loop's operations
+#ifdef STOCHFLOW_HAVE_V8
+/* SiLU of 8 elements (and f' when deriv): lane for lane the scalar loop's operations
  * (sigmoid_, then f = v d, f' = d (1 + v (1 - d))), bit for bit. */
-static inline void silu16(float *y, float *deriv, const float *z) {
-    stochflow__v16sf v, e, mabs;
+static inline void silu8(float *y, float *deriv, const float *z) {
+    stochflow__v8sf v, e, mabs;
     memcpy(&v, z, sizeof v);
-    stochflow__v16si sign = {0};
+    stochflow__v8si sign = {0};
     sign += (int32_t)0x80000000u;
-    mabs = (stochflow__v16sf)((stochflow__v16si)v | sign); /* -fabsf(v) */
-    exp_nonpos16((float *)&e, (const float *)&mabs);
-    stochflow__v16sf r = 1.0f / (1.0f + e);
-    stochflow__v16sf d = STOCHFLOW__V16_SELECT(v >= 0.0f, r, e * r);
-    stochflow__v16sf f = v * d;
+    mabs = (stochflow__v8sf)((stochflow__v8si)v | sign); /* -fabsf(v) */
+    exp_nonpos8((float *)&e, (const float *)&mabs);
+    stochflow__v8sf r = 1.0f / (1.0f + e);
+    stochflow__v8sf d = STOCHFLOW__V8_SELECT(v >= 0.0f, r, e * r);
+    stochflow__v8sf f = v * d;
     if (deriv) {
-        stochflow__v16sf dd = d * (1.0f + v * (1.0f - d));
+        stochflow__v8sf dd = d * (1.0f + v * (1.0f - d));
         memcpy(deriv, &dd, sizeof dd);
     }
     memcpy(y, &f, sizeof f);
@@ -310,13 +310,13 @@ static inline void silu16(float *y, float *deriv, const float *z) {
 
 SIMD_CLONES
 static void act_range(float *y, float *deriv, const float *z, size_t count, int act) {
-#ifdef STOCHFLOW_HAVE_V16
+#ifdef STOCHFLOW_HAVE_V8
     if (act == STOCHFLOW_ACT_SILU) {
         size_t i = 0;
         if (deriv)
-            for (; i + 16 <= count; i += 16) silu16(y + i, deriv + i, z + i);
+            for (; i + 8 <= count; i += 8) silu8(y + i, deriv + i, z + i);
         else
-            for (; i + 16 <= count; i += 16) silu16(y + i, NULL, z + i);
+            for (; i + 8 <= count; i += 8) silu8(y + i, NULL, z + i);
         y += i;
         z += i;
         if (deriv) deriv += i;

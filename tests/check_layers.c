@@ -159,7 +159,7 @@ END_TEST
 /* The library's own loops split work by rows/columns, never across a sum: 1, 2 and 3
  * threads give bitwise identical results, on shapes large enough to be split. */
 START_TEST(simd_paths_bitwise) {
-    /* The hand-vectorized kernels (16-lane SiLU, four-row output layer) give exactly the
+    /* The hand-vectorized kernels (8-lane SiLU, four-row output layer) give exactly the
      * bits of their scalar tails: a long array against one element (or row) at a time,
      * over values that reach every branch (the exp clamp at -87, signs, zeros, huge,
      * subnormal, NaN). */
