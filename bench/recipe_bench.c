@@ -30,6 +30,7 @@
  *   --ema X             EMA decay of the weights, evaluated with the EMA weights (0 = off)
  *   --ema-warmup        decay min(X, (1+s)/(10+s))
  *   --clip X            gradient-norm clip (0 = off)
+ *   --beta2 X           Adam's second-moment decay (0.999)
  *   --time-fourier F    time features t, sin/cos(k pi t) k = 1..F (0 = raw t)
  *   --tdist uniform|strat|logitnormal:M:S|beta:A   draw of t, passed explicitly for
  *                       everything but 'uniform' (the library's own draw):
@@ -47,12 +48,26 @@
  *   --rtol X            dopri5 rtol = atol for the log-density (1e-5)
  *   --rtols a,b,...     after the last evaluation, evaluate again at these tolerances
  *                       (the tolerance an accurate KL needs; lines tagged TAG@rtol)
+ *   --standardize col|whiten   fit the model's map to the user's units on 100000 fresh
+ *                       draws of the target before training: per column, or whitening
+ *                       (the log-density stays in the target's units; default: none)
  *   --threads T         (1)
  *   --tag NAME          label printed on each line
+ *   --terr              (gmmD, trig) after training, where in t the model errs: for t on
+ *                       a grid, E|v - v*|^2 / d over x_t ~ p_t against the exact velocity
+ *                       v* of the mixture, and the RMS error of div v (lines "terr")
+ *   --check-oracle      (gmmD) check that exact velocity and exit: its divergence against
+ *                       central differences, and E[(dI/dt - v*) . v*] = 0
+ *   --dump-target FILE  (gmmD) write the mixture: "d K", then per component its weight,
+ *                       means and standard deviations (for bench/recipe_torch.py)
+ *   --save-params FILE, --load-params FILE   the flat float32 weights (layout of
+ *                       doc/architecture.md); a run with --load-params does not train: it
+ *                       evaluates the given weights (e.g. trained by recipe_torch.py)
  *
  * Output: one line per evaluation, key=value:
- *   tag target d seed step cpu kl se nfe eval_cpu loss gnorm
- * (loss and gnorm: exponential moving averages, decay 0.99, of the training loss and of
+ *   tag target d seed step cpu wall kl se nfe eval_cpu loss gnorm
+ * (cpu and wall: seconds of the training loop, process CPU time and elapsed time;
+ * loss and gnorm: exponential moving averages, decay 0.99, of the training loss and of
  * the L2 norm of the raw gradient before any clipping; gnorm is what --clip compares to.)
  */
 #define _POSIX_C_SOURCE 200809L
@@ -69,6 +84,12 @@
 #define PI 3.14159265358979323846
 #define MAXK 8
 #define EVAL_SEED 987654321ULL
+
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* ---- a small counter-based generator for the bench's own draws (splitmix64) ---- */
 
@@ -253,9 +274,10 @@ static void target_logpdf(double *lp, const target *tg, const float *x, size_t n
 
 typedef struct {
     const char *target, *tag, *sched, *tdist, *coupling, *interp, *evals, *rtols;
+    const char *save_params, *load_params, *dump_target, *standardize;
     size_t steps, batch, width, depth, warmup, eval_n, time_fourier;
-    double lr, lr_min, ema, clip, rtol;
-    int ema_warmup, antithetic, threads;
+    double lr, lr_min, ema, clip, rtol, beta2;
+    int ema_warmup, antithetic, threads, terr, check_oracle;
     uint64_t seed;
 } options;
 
@@ -291,6 +313,7 @@ static void parse(options *o, int argc, char **argv) {
         else if (IS("--ema")) o->ema = atof(arg(argc, argv, &i));
         else if (IS("--ema-warmup")) o->ema_warmup = 1;
         else if (IS("--clip")) o->clip = atof(arg(argc, argv, &i));
+        else if (IS("--beta2")) o->beta2 = atof(arg(argc, argv, &i));
         else if (IS("--time-fourier")) o->time_fourier = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--tdist")) o->tdist = arg(argc, argv, &i);
         else if (IS("--antithetic")) o->antithetic = 1;
@@ -302,6 +325,12 @@ static void parse(options *o, int argc, char **argv) {
         else if (IS("--rtols")) o->rtols = arg(argc, argv, &i);
         else if (IS("--threads")) o->threads = atoi(arg(argc, argv, &i));
         else if (IS("--tag")) o->tag = arg(argc, argv, &i);
+        else if (IS("--terr")) o->terr = 1;
+        else if (IS("--standardize")) o->standardize = arg(argc, argv, &i);
+        else if (IS("--check-oracle")) o->check_oracle = 1;
+        else if (IS("--save-params")) o->save_params = arg(argc, argv, &i);
+        else if (IS("--load-params")) o->load_params = arg(argc, argv, &i);
+        else if (IS("--dump-target")) o->dump_target = arg(argc, argv, &i);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             exit(2);
@@ -343,7 +372,7 @@ static const float *draw_t(float *t, const options *o, size_t n, uint64_t step) 
 /* KL(p || model) on the fixed points xe (log p in lp), printed as one line. */
 static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, const char *tag,
                      const float *xe, const double *lp, float *lq, size_t d, size_t done,
-                     double train_cpu, double run_loss, double run_gnorm) {
+                     double train_cpu, double train_wall, double run_loss, double run_gnorm) {
     double e0 = cpu_seconds(), nfe = 0;
     CHECK(stochflow_solver_log_prob(lq, NULL, s, m, xe, o->eval_n, 1.0));
     stochflow_solver_stat(&nfe, s, STOCHFLOW_STAT_NFE);
@@ -355,12 +384,186 @@ static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, 
     }
     double kl = sum / (double)o->eval_n;
     double var = (sum2 / (double)o->eval_n - kl * kl) * (double)o->eval_n / (double)(o->eval_n - 1);
-    printf("tag=%s target=%s d=%zu seed=%llu step=%zu cpu=%.2f kl=%.5f se=%.5f nfe=%.0f "
-           "eval_cpu=%.1f loss=%.5f gnorm=%.4g\n",
-           tag, o->target, d, (unsigned long long)o->seed, done, train_cpu, kl,
+    printf("tag=%s target=%s d=%zu seed=%llu step=%zu cpu=%.2f wall=%.2f kl=%.5f se=%.5f "
+           "nfe=%.0f eval_cpu=%.1f loss=%.5f gnorm=%.4g\n",
+           tag, o->target, d, (unsigned long long)o->seed, done, train_cpu, train_wall, kl,
            sqrt(var > 0 ? var / (double)o->eval_n : 0), nfe, cpu_seconds() - e0, run_loss,
            run_gnorm);
     fflush(stdout);
+}
+
+/* ---- where in t the model errs (gmm targets, trig interpolant) --------------------- */
+
+/* The exact velocity of the trig interpolant from x0 ~ N(0, I) to the mixture, and its
+ * divergence. Given component k, x_t = c x0 + s x1 is Gaussian per coordinate with mean
+ * s mu and variance c^2 + s^2 sd^2, and E[c' x0 + s' x1 | x_t = x, k] is affine in x with
+ * slope (c' c + s' s sd^2) / var; the mixture's velocity weights these by the posterior
+ * r_k(x), whose gradient is r_k (g_k - sum_j r_j g_j), g_k = grad log N_k(x). */
+static void gmm_velocity(double *v, double *div, const gmm *g, double t, const double *x) {
+    const size_t d = g->d, K = g->K;
+    const double c = cos(0.5 * PI * t), s = sin(0.5 * PI * t);
+    const double dc = -0.5 * PI * s, ds = 0.5 * PI * c;
+    double lr[MAXK], mx = -INFINITY;
+    for (size_t k = 0; k < K; ++k) {
+        double a = log(g->w[k]);
+        for (size_t j = 0; j < d; ++j) {
+            double sd = g->sd[k * d + j], var = c * c + s * s * sd * sd;
+            double z = x[j] - s * g->mu[k * d + j];
+            a += -0.5 * z * z / var - 0.5 * log(var);
+        }
+        lr[k] = a;
+        if (a > mx) mx = a;
+    }
+    double tot = 0;
+    for (size_t k = 0; k < K; ++k) tot += (lr[k] = exp(lr[k] - mx));
+    for (size_t k = 0; k < K; ++k) lr[k] /= tot;
+    double gbar_m = 0, trace = 0; /* sum_k r_k (g_k - gbar) . m_k and sum_k r_k tr A_k */
+    for (size_t j = 0; j < d; ++j) v[j] = 0;
+    double *gbar = calloc(d, sizeof(double));
+    for (size_t k = 0; k < K; ++k)
+        for (size_t j = 0; j < d; ++j) {
+            double sd = g->sd[k * d + j], var = c * c + s * s * sd * sd;
+            double z = x[j] - s * g->mu[k * d + j];
+            gbar[j] += lr[k] * (-z / var);
+        }
+    for (size_t k = 0; k < K; ++k)
+        for (size_t j = 0; j < d; ++j) {
+            double sd = g->sd[k * d + j], var = c * c + s * s * sd * sd;
+            double z = x[j] - s * g->mu[k * d + j];
+            double slope = (dc * c + ds * s * sd * sd) / var;
+            double m = ds * g->mu[k * d + j] + slope * z;
+            v[j] += lr[k] * m;
+            trace += lr[k] * slope;
+            gbar_m += lr[k] * (-z / var - gbar[j]) * m;
+        }
+    free(gbar);
+    *div = trace + gbar_m;
+}
+
+/* For t on a grid: E|v - v*|^2 / d and the RMS of div v - div v* over x_t ~ p_t. */
+static void time_errors(stochflow_model *m, const gmm *g, const options *o) {
+    enum { NT = 12 };
+    static const double ts[NT] = {0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99};
+    const size_t d = g->d, n = 500;
+    float *x1 = malloc(n * d * sizeof(float)), *x0 = malloc(n * d * sizeof(float));
+    float *xt = malloc(n * d * sizeof(float)), *v = malloc(n * d * sizeof(float));
+    float *dv = malloc(n * sizeof(float));
+    double *vs = malloc(d * sizeof(double)), *xd = malloc(d * sizeof(double));
+    gmm_sample(x1, g, n, EVAL_SEED + 1, 3);
+    CHECK(stochflow_random_normal(x0, n * d, EVAL_SEED + 2, 3));
+    for (int q = 0; q < NT; ++q) {
+        double t = ts[q], c = cos(0.5 * PI * t), s = sin(0.5 * PI * t);
+        for (size_t i = 0; i < n * d; ++i) xt[i] = (float)(c * x0[i] + s * x1[i]);
+        CHECK(stochflow_model_divergence(dv, v, m, t, xt, n));
+        double e2 = 0, de2 = 0, vn = 0;
+        for (size_t i = 0; i < n; ++i) {
+            double ds;
+            for (size_t j = 0; j < d; ++j) xd[j] = xt[i * d + j];
+            gmm_velocity(vs, &ds, g, t, xd);
+            for (size_t j = 0; j < d; ++j) {
+                double e = (double)v[i * d + j] - vs[j];
+                e2 += e * e;
+                vn += vs[j] * vs[j];
+            }
+            de2 += ((double)dv[i] - ds) * ((double)dv[i] - ds);
+        }
+        printf("terr tag=%s t=%.2f verr2=%.3e vnorm2=%.3e div_rmse=%.4f\n", o->tag, t,
+               e2 / (double)(n * d), vn / (double)(n * d), sqrt(de2 / (double)n));
+    }
+    fflush(stdout);
+    free(x1);
+    free(x0);
+    free(xt);
+    free(v);
+    free(dv);
+    free(vs);
+    free(xd);
+}
+
+/* The oracle's own checks: its divergence against central differences of its velocity,
+ * and the property that defines it, E[(dI/dt - v*(t, x_t)) . v*(t, x_t)] = 0 (v* is the
+ * conditional expectation of dI/dt), by Monte Carlo with its standard error. */
+static void check_oracle(const gmm *g) {
+    const size_t d = g->d, n = 20000;
+    float *x1 = malloc(n * d * sizeof(float)), *x0 = malloc(n * d * sizeof(float));
+    double *x = malloc(d * sizeof(double)), *v = malloc(d * sizeof(double));
+    double *vp = malloc(d * sizeof(double)), *vm = malloc(d * sizeof(double));
+    gmm_sample(x1, g, n, 11, 12);
+    CHECK(stochflow_random_normal(x0, n * d, 13, 14));
+    for (double t = 0.1; t < 1.0; t += 0.4) {
+        double c = cos(0.5 * PI * t), s = sin(0.5 * PI * t);
+        double dc = -0.5 * PI * s, ds = 0.5 * PI * c, worst = 0, sum = 0, sum2 = 0, vv = 0;
+        for (size_t i = 0; i < n; ++i) {
+            double div, dv;
+            for (size_t j = 0; j < d; ++j) x[j] = c * x0[i * d + j] + s * x1[i * d + j];
+            gmm_velocity(v, &div, g, t, x);
+            if (i < 20) { /* central differences, h = 1e-5 */
+                double fd = 0;
+                for (size_t j = 0; j < d; ++j) {
+                    double keep = x[j];
+                    x[j] = keep + 1e-5;
+                    gmm_velocity(vp, &dv, g, t, x);
+                    x[j] = keep - 1e-5;
+                    gmm_velocity(vm, &dv, g, t, x);
+                    x[j] = keep;
+                    fd += (vp[j] - vm[j]) / 2e-5;
+                }
+                if (fabs(fd - div) > worst) worst = fabs(fd - div);
+            }
+            double a = 0;
+            for (size_t j = 0; j < d; ++j) {
+                a += (dc * x0[i * d + j] + ds * x1[i * d + j] - v[j]) * v[j];
+                vv += v[j] * v[j];
+            }
+            sum += a;
+            sum2 += a * a;
+        }
+        double mean = sum / (double)n, se = sqrt((sum2 / (double)n - mean * mean) / (double)n);
+        printf("oracle d=%zu t=%.1f div_vs_fd_max_abs=%.2e E[(dI-v*).v*]=%.5f +- %.5f "
+               "(E|v*|^2 = %.4f)\n", d, t, worst, mean, se, vv / (double)n);
+    }
+    free(x1);
+    free(x0);
+    free(x);
+    free(v);
+    free(vp);
+    free(vm);
+}
+
+/* Write the mixture (for a reference implementation to sample the same target): a line
+ * "d K", then per component its weight, its d means and its d standard deviations. */
+static void dump_target(const gmm *g, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    fprintf(f, "%zu %zu\n", g->d, g->K);
+    for (size_t k = 0; k < g->K; ++k) {
+        fprintf(f, "%.17g", g->w[k]);
+        for (size_t j = 0; j < g->d; ++j) fprintf(f, " %.17g", g->mu[k * g->d + j]);
+        for (size_t j = 0; j < g->d; ++j) fprintf(f, " %.17g", g->sd[k * g->d + j]);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+}
+
+/* Raw little-endian float32 parameters in the library's flat layout. */
+static void params_io(stochflow_model *m, const char *path, int load) {
+    float *p;
+    size_t n;
+    CHECK(stochflow_model_parameters(&p, &n, m));
+    FILE *f = fopen(path, load ? "rb" : "wb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    size_t done = load ? fread(p, sizeof(float), n, f) : fwrite(p, sizeof(float), n, f);
+    if (done != n || (load && fgetc(f) != EOF)) {
+        fprintf(stderr, "%s: expected exactly %zu float32 parameters\n", path, n);
+        exit(1);
+    }
+    fclose(f);
 }
 
 /* ---- main ------------------------------------------------------------------------- */
@@ -381,6 +584,16 @@ int main(int argc, char **argv) {
         tg.toy = 1;
     }
     const size_t d = tg.d, B = o.batch;
+    if ((o.terr || o.check_oracle || o.dump_target) &&
+        (tg.toy || strcmp(o.interp, "trig") || (o.terr && o.standardize))) {
+        fprintf(stderr, "--terr, --check-oracle, --dump-target: gmmD, trig, no map\n");
+        return 2;
+    }
+    if (o.dump_target) dump_target(&tg.g, o.dump_target);
+    if (o.check_oracle) {
+        check_oracle(&tg.g);
+        return 0;
+    }
     if (o.eval_n == 0) o.eval_n = d <= 8 ? 2000 : d <= 21 ? 1000 : 500;
 
     /* the exact side of the KL, once: fixed points x ~ p and log p(x) */
@@ -414,6 +627,15 @@ int main(int argc, char **argv) {
     if (o.ema > 0) CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, o.ema));
     if (o.ema_warmup) CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1));
     if (o.clip > 0) CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, o.clip));
+    if (o.standardize) { /* fitted on draws the training never sees (stream 2^41) */
+        const size_t nf = 100000;
+        float *xf = malloc(nf * d * sizeof(float));
+        target_sample(xf, &tg, nf, o.seed + 5, ((uint64_t)1) << 41);
+        if (strcmp(o.standardize, "whiten") == 0) CHECK(stochflow_model_fit_whitening(m, xf, nf));
+        else CHECK(stochflow_model_fit_standardization(m, xf, nf));
+        free(xf);
+    }
+    if (o.beta2 > 0) CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_BETA2, o.beta2));
     if (strcmp(o.coupling, "ot") == 0)
         CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_COUPLING_OT));
 
@@ -426,10 +648,15 @@ int main(int argc, char **argv) {
 
     float *x1 = malloc(B * d * sizeof(float)), *x0 = malloc(B * d * sizeof(float));
     float *tb = malloc(B * sizeof(float));
-    double train_cpu = 0, loss = NAN, run_loss = NAN, run_gnorm = NAN;
+    double train_cpu = 0, train_wall = 0, loss = NAN, run_loss = NAN, run_gnorm = NAN;
     float *grads;
     size_t n_params;
     CHECK(stochflow_model_gradients(&grads, &n_params, m));
+    if (o.load_params) { /* evaluate given weights instead of training */
+        params_io(m, o.load_params, 1);
+        o.steps = 0;
+        evaluate(s, m, &o, o.tag, xe, lp, lq, d, 0, 0, 0, NAN, NAN);
+    }
     size_t at[256], n_at = 0; /* --evals */
     for (const char *p = o.evals; p && *p && n_at < 256;) {
         char *end;
@@ -438,7 +665,7 @@ int main(int argc, char **argv) {
         p = end + 1;
     }
     for (size_t step = 0; step < o.steps; ++step) {
-        double c0 = cpu_seconds();
+        double c0 = cpu_seconds(), w0 = wall_seconds();
         const float *tp = draw_t(tb, &o, B, step), *x0p = NULL;
         if (o.antithetic) { /* rows h+i repeat row i's x1 and t with -x0 */
             size_t h = B / 2;
@@ -462,6 +689,7 @@ int main(int argc, char **argv) {
         }
         CHECK(stochflow_model_train_step(&loss, m, x1, B, x0p, tp));
         train_cpu += cpu_seconds() - c0;
+        train_wall += wall_seconds() - w0;
         run_loss = isnan(run_loss) ? loss : 0.99 * run_loss + 0.01 * loss;
         double g2 = 0; /* the raw gradient of this step (clipping scales the update only) */
         for (size_t i = 0; i < n_params; ++i) g2 += (double)grads[i] * grads[i];
@@ -470,18 +698,22 @@ int main(int argc, char **argv) {
         int eval_now = done == o.steps;
         for (size_t q = 0; q < n_at; ++q) eval_now |= at[q] == done;
         if (!eval_now) continue;
-        evaluate(s, m, &o, o.tag, xe, lp, lq, d, done, train_cpu, run_loss, run_gnorm);
+        evaluate(s, m, &o, o.tag, xe, lp, lq, d, done, train_cpu, train_wall, run_loss,
+                 run_gnorm);
         for (const char *p = done == o.steps ? o.rtols : NULL; p && *p;) {
             char *end, tag[96];
             double r = strtod(p, &end);
             snprintf(tag, sizeof tag, "%s@%g", o.tag, r);
             CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_RTOL, r));
             CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_ATOL, r));
-            evaluate(s, m, &o, tag, xe, lp, lq, d, done, train_cpu, run_loss, run_gnorm);
+            evaluate(s, m, &o, tag, xe, lp, lq, d, done, train_cpu, train_wall, run_loss,
+                     run_gnorm);
             if (*end != ',') break;
             p = end + 1;
         }
     }
+    if (o.terr) time_errors(m, &tg.g, &o);
+    if (o.save_params) params_io(m, o.save_params, 0);
     free(x1);
     free(x0);
     free(tb);

@@ -2,7 +2,8 @@
 """What `stochflow train --data TOY --out M` gives with no other option: its gap to the
 exact density, KL(p || q) = E_p[log p - log q] (nats; for a toy, the held-out NLL minus
 the entropy), for the toys whose density the library knows in closed form
-(stochflow_toy_log_density: 8gaussians, checkerboard), and the CPU seconds of the run.
+(stochflow_toy_log_density: 8gaussians, checkerboard), and the CPU and wall seconds of
+the run.
 
 Usage: /usr/bin/python3 bench/toy_defaults.py BUILD/tools/stochflow [toy ...]
            [--n N] [train options, e.g. --steps N --threads T --seed S]
@@ -15,6 +16,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -45,7 +47,9 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             cmd = [sf, "train", "--data", toy, "--out", d + "/m.sfm", "--json"] + passed
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            w0 = time.perf_counter()
             r = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - w0
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if r.returncode != 0:
                 print(toy, "FAILED", r.stderr.strip(), flush=True)
@@ -57,11 +61,12 @@ def main():
             logq = sfl.Solver(solver="dopri5", rtol=1e-5, atol=1e-5).log_prob(m, x)
             logp = sfl.toy_log_density(toy, x)[0]
             gap = np.asarray(logp, np.float64) - np.asarray(logq, np.float64)
-            row = dict(toy=toy, steps=js.get("steps"), cpu=cpu, kl=float(gap.mean()),
+            row = dict(toy=toy, steps=js.get("steps"), cpu=cpu, wall=wall, kl=float(gap.mean()),
                        se=float(gap.std(ddof=1) / np.sqrt(n)), options=" ".join(passed))
             rows.append(row)
-            print("%-12s steps %6s  train CPU %6.1f s  KL %.4f (se %.4f)  %s"
-                  % (toy, row["steps"], cpu, row["kl"], row["se"], row["options"]), flush=True)
+            print("%-12s steps %6s  train CPU %6.1f s  wall %6.1f s  KL %.4f (se %.4f)  %s"
+                  % (toy, row["steps"], cpu, wall, row["kl"], row["se"], row["options"]),
+                  flush=True)
     print(json.dumps(rows))
 
 
