@@ -71,18 +71,18 @@ else
     not_ok "stderr not a terminal: a progress line every 5 s" "$(head -c 600 "$T/err")"
 fi
 
-# ---- a new toy model's defaults: 4 x 128, rate 3e-3, 180000 steps (the progress line) ----
+# ---- a new toy model's defaults: 4 x 128, rate 3e-3, 230000 steps (the progress line) ----
 "$SF" train --data moons --out "$T/toydef.sfm" --threads 1 >"$T/out" 2>"$T/err" </dev/null &
 pid=$!
 sleep 6
 kill -INT $pid
 wait $pid
-if grep -qE '^progress: train [0-9]+% \([0-9]+/180000 steps\)' "$T/err" &&
+if grep -qE '^progress: train [0-9]+% \([0-9]+/230000 steps\)' "$T/err" &&
     "$SF" info --model "$T/toydef.sfm" >"$T/toydef.info" 2>&1 &&
     grep -q '^hidden *128,128,128,128 ' "$T/toydef.info" && grep -q '^lr *0.003 ' "$T/toydef.info"; then
-    ok "a new toy model: 4 x 128, rate 3e-3 and 180000 steps by default"
+    ok "a new toy model: 4 x 128, rate 3e-3 and 230000 steps by default"
 else
-    not_ok "a new toy model: 4 x 128, rate 3e-3 and 180000 steps by default" "$(head -c 400 "$T/err")"
+    not_ok "a new toy model: 4 x 128, rate 3e-3 and 230000 steps by default" "$(head -c 400 "$T/err")"
 fi
 
 # ---- info -------------------------------------------------------------------------------

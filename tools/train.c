@@ -17,10 +17,10 @@
 
 /* A new model on a built-in toy, unless --steps / --hidden / --lr say otherwise
  * (doc/cli.md): a narrow network trained for many steps, which at equal CPU time beats
- * 3 x 256 on the 2-D toys; in about 300 CPU seconds (under 5 minutes on 2 cores) it
- * brings each toy with an exact density in the bench to about 0.05 nats of it or closer
- * (8gaussians 0.006, the checkerboard 0.051; bench/RECIPE.md). */
-#define TOY_STEPS 180000
+ * 3 x 256 on the 2-D toys; in about 320 CPU seconds (256 s on 2 cores) it brings
+ * each toy with an exact density in the bench within 0.05 nats of it (8gaussians 0.005,
+ * the checkerboard 0.040-0.048 over three seeds; bench/RECIPE.md). */
+#define TOY_STEPS 230000
 #define TOY_HIDDEN "128,128,128,128"
 #define TOY_LR 3e-3
 
@@ -32,7 +32,7 @@
 static const optdef TRAIN_OPTS[] = {
     {"--data", "SRC", "toy, .npy/.csv file (n x d), or images: fashion-mnist, idx:P, pngdir:P"},
     {"--out", "MODEL", "checkpoint to write (default DIR/model.sfm with --outdir)"},
-    {"--steps", "N", "optimizer steps to run (default 1000; a new toy model 180000; a table 30000 with early stopping; with --resume: more steps)"},
+    {"--steps", "N", "optimizer steps to run (default 1000; a new toy model 230000; a table 30000 with early stopping; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 256; images 64)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256; a new toy model 128,128,128,128)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
