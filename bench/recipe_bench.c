@@ -55,14 +55,16 @@
  *   --tag NAME          label printed on each line
  *   --terr              (gmmD, trig) after training, where in t the model errs: for t on
  *                       a grid, E|v - v*|^2 / d over x_t ~ p_t against the exact velocity
- *                       v* of the mixture, and the RMS error of div v (lines "terr")
- *   --check-oracle      (gmmD) check that exact velocity and exit: its divergence against
+ *                       v* of the mixture (independent coupling, no map), and the RMS
+ *                       error of div v (lines "terr")
+ *   --check-oracle      (gmmD, trig) check that exact velocity and exit: its divergence against
  *                       central differences, and E[(dI/dt - v*) . v*] = 0
  *   --dump-target FILE  (gmmD) write the mixture: "d K", then per component its weight,
  *                       means and standard deviations (for bench/recipe_torch.py)
  *   --save-params FILE, --load-params FILE   the flat float32 weights (layout of
- *                       doc/architecture.md); a run with --load-params does not train: it
- *                       evaluates the given weights (e.g. trained by recipe_torch.py)
+ *                       doc/architecture.md; --save-params: the live weights, so not with
+ *                       --ema); a run with --load-params does not train: it evaluates the
+ *                       given weights (e.g. trained by recipe_torch.py), then at --rtols
  *
  * Output: one line per evaluation, key=value:
  *   tag target d seed step cpu wall kl se nfe eval_cpu loss gnorm
@@ -392,6 +394,22 @@ static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, 
     fflush(stdout);
 }
 
+/* The same evaluation again at each tolerance of --rtols (lines tagged TAG@rtol). */
+static void eval_rtols(stochflow_solver *s, stochflow_model *m, const options *o, const float *xe,
+                       const double *lp, float *lq, size_t d, size_t done, double train_cpu,
+                       double train_wall, double run_loss, double run_gnorm) {
+    for (const char *p = o->rtols; p && *p;) {
+        char *end, tag[96];
+        double r = strtod(p, &end);
+        snprintf(tag, sizeof tag, "%s@%g", o->tag, r);
+        CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_RTOL, r));
+        CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_ATOL, r));
+        evaluate(s, m, o, tag, xe, lp, lq, d, done, train_cpu, train_wall, run_loss, run_gnorm);
+        if (*end != ',') break;
+        p = end + 1;
+    }
+}
+
 /* ---- where in t the model errs (gmm targets, trig interpolant) --------------------- */
 
 /* The exact velocity of the trig interpolant from x0 ~ N(0, I) to the mixture, and its
@@ -419,7 +437,7 @@ static void gmm_velocity(double *v, double *div, const gmm *g, double t, const d
     for (size_t k = 0; k < K; ++k) lr[k] /= tot;
     double gbar_m = 0, trace = 0; /* sum_k r_k (g_k - gbar) . m_k and sum_k r_k tr A_k */
     for (size_t j = 0; j < d; ++j) v[j] = 0;
-    double *gbar = calloc(d, sizeof(double));
+    double gbar[128] = {0}; /* d <= 128 (main) */
     for (size_t k = 0; k < K; ++k)
         for (size_t j = 0; j < d; ++j) {
             double sd = g->sd[k * d + j], var = c * c + s * s * sd * sd;
@@ -436,7 +454,6 @@ static void gmm_velocity(double *v, double *div, const gmm *g, double t, const d
             trace += lr[k] * slope;
             gbar_m += lr[k] * (-z / var - gbar[j]) * m;
         }
-    free(gbar);
     *div = trace + gbar_m;
 }
 
@@ -545,7 +562,10 @@ static void dump_target(const gmm *g, const char *path) {
         for (size_t j = 0; j < g->d; ++j) fprintf(f, " %.17g", g->sd[k * g->d + j]);
         fprintf(f, "\n");
     }
-    fclose(f);
+    if (fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
 }
 
 /* Raw little-endian float32 parameters in the library's flat layout. */
@@ -563,7 +583,10 @@ static void params_io(stochflow_model *m, const char *path, int load) {
         fprintf(stderr, "%s: expected exactly %zu float32 parameters\n", path, n);
         exit(1);
     }
-    fclose(f);
+    if (fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
 }
 
 /* ---- main ------------------------------------------------------------------------- */
@@ -584,14 +607,32 @@ int main(int argc, char **argv) {
         tg.toy = 1;
     }
     const size_t d = tg.d, B = o.batch;
-    if ((o.terr || o.check_oracle || o.dump_target) &&
-        (tg.toy || strcmp(o.interp, "trig") || (o.terr && o.standardize))) {
-        fprintf(stderr, "--terr, --check-oracle, --dump-target: gmmD, trig, no map\n");
+    /* combinations whose numbers would mean something else than they say */
+    const char *refuse = NULL;
+    if ((o.terr || o.check_oracle || o.dump_target) && tg.toy)
+        refuse = "--terr, --check-oracle and --dump-target need a gmmD target";
+    else if ((o.terr || o.check_oracle) && strcmp(o.interp, "trig") != 0)
+        refuse = "--terr and --check-oracle: the exact velocity is the trig interpolant's";
+    else if (o.terr && (o.standardize || strcmp(o.coupling, "independent") != 0))
+        refuse = "--terr: the exact velocity is that of the independent coupling, no map";
+    else if (o.standardize && strcmp(o.standardize, "col") != 0 &&
+             strcmp(o.standardize, "whiten") != 0)
+        refuse = "--standardize: col or whiten";
+    else if (o.load_params && (o.standardize || o.evals))
+        refuse = "--load-params evaluates given weights once: no --standardize, no --evals";
+    else if (o.save_params && o.ema > 0)
+        refuse = "--save-params writes the live weights, --ema evaluates the EMA ones";
+    if (refuse) {
+        fprintf(stderr, "%s\n", refuse);
+        free(tg.g.mu);
+        free(tg.g.sd);
         return 2;
     }
     if (o.dump_target) dump_target(&tg.g, o.dump_target);
     if (o.check_oracle) {
         check_oracle(&tg.g);
+        free(tg.g.mu);
+        free(tg.g.sd);
         return 0;
     }
     if (o.eval_n == 0) o.eval_n = d <= 8 ? 2000 : d <= 21 ? 1000 : 500;
@@ -656,6 +697,7 @@ int main(int argc, char **argv) {
         params_io(m, o.load_params, 1);
         o.steps = 0;
         evaluate(s, m, &o, o.tag, xe, lp, lq, d, 0, 0, 0, NAN, NAN);
+        eval_rtols(s, m, &o, xe, lp, lq, d, 0, 0, 0, NAN, NAN);
     }
     size_t at[256], n_at = 0; /* --evals */
     for (const char *p = o.evals; p && *p && n_at < 256;) {
@@ -700,17 +742,8 @@ int main(int argc, char **argv) {
         if (!eval_now) continue;
         evaluate(s, m, &o, o.tag, xe, lp, lq, d, done, train_cpu, train_wall, run_loss,
                  run_gnorm);
-        for (const char *p = done == o.steps ? o.rtols : NULL; p && *p;) {
-            char *end, tag[96];
-            double r = strtod(p, &end);
-            snprintf(tag, sizeof tag, "%s@%g", o.tag, r);
-            CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_RTOL, r));
-            CHECK(stochflow_solver_set_param(s, STOCHFLOW_PARAM_ATOL, r));
-            evaluate(s, m, &o, tag, xe, lp, lq, d, done, train_cpu, train_wall, run_loss,
-                     run_gnorm);
-            if (*end != ',') break;
-            p = end + 1;
-        }
+        if (done == o.steps)
+            eval_rtols(s, m, &o, xe, lp, lq, d, done, train_cpu, train_wall, run_loss, run_gnorm);
     }
     if (o.terr) time_errors(m, &tg.g, &o);
     if (o.save_params) params_io(m, o.save_params, 0);

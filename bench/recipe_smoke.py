@@ -32,8 +32,14 @@ def bench(rb, *args):
 def main(argv):
     rb = argv[0]
     failures = []
-    for line in bench(rb, "gmm5", "--check-oracle"):
+    lines = bench(rb, "gmm5", "--check-oracle")
+    if len(lines) != 3:
+        failures.append(f"oracle: {len(lines)} lines instead of 3 (t = 0.1, 0.5, 0.9)")
+    for line in lines:
         m = re.search(r"div_vs_fd_max_abs=(\S+) E\[\(dI-v\*\)\.v\*\]=(\S+) \+- (\S+)", line)
+        if not m:
+            failures.append("oracle: unexpected line " + line)
+            continue
         div, mean, se = (float(v) for v in m.groups())
         if not (div < 1e-6 and abs(mean) < 4 * se):
             failures.append("oracle: " + line)

@@ -53,10 +53,11 @@ static inline float exp_nonpos(float x) {
  * results are bitwise the scalar's. GCC's own vectorization of the scalar loop splits
  * it into paths (clamped, NaN, ordinary) and evaluates the polynomial twice; this form
  * evaluates it once. Memory in and out (no vector arguments: their ABI differs between
- * the SIMD clones). Eight lanes, one 256-bit register: sixteen (512 bits) were as fast
- * on Zen 4, which splits 512-bit operations into two 256-bit halves anyway, but the
- * AVX2 clone lowered the 16-lane float-to-int conversion to scalar instructions,
- * which made SiLU 16% of a training step on Zen 3 (6% with eight lanes). */
+ * the SIMD clones). Eight lanes, one 256-bit register: with sixteen (512 bits) the AVX2
+ * clone lowered the float-to-int conversion to scalar instructions, which made SiLU 16%
+ * of a training step on Zen 3 (6% with eight lanes; bench/profile.md). Zen 4 splits
+ * 512-bit operations into two 256-bit halves, so eight lanes should cost it what
+ * sixteen did (not measured). */
 #ifdef __GNUC__
 #define STOCHFLOW_HAVE_V8 1
 typedef float stochflow__v8sf __attribute__((vector_size(32)));

@@ -18,8 +18,8 @@
 /* A new model on a built-in toy, unless --steps / --hidden / --lr say otherwise
  * (doc/cli.md): a narrow network trained for many steps, which at equal CPU time beats
  * 3 x 256 on the 2-D toys; in about 320 CPU seconds (256 s on 2 cores) it brings
- * each toy with an exact density in the bench within 0.05 nats of it (8gaussians 0.005,
- * the checkerboard 0.040-0.048 over three seeds; bench/RECIPE.md). */
+ * each toy with an exact density in the bench to about 0.05 nats of it or closer
+ * (8gaussians 0.005, the checkerboard 0.040-0.048 over three seeds; bench/RECIPE.md). */
 #define TOY_STEPS 230000
 #define TOY_HIDDEN "128,128,128,128"
 #define TOY_LR 3e-3
