@@ -59,8 +59,8 @@
  *                       error of div v (lines "terr")
  *   --check-oracle      (gmmD, trig) check that exact velocity and exit: its divergence against
  *                       central differences, and E[(dI/dt - v*) . v*] = 0
- *   --dump-target FILE  (gmmD) write the mixture: "d K", then per component its weight,
- *                       means and standard deviations (for bench/recipe_torch.py)
+ *   --dump-target FILE  (gmmD) write the mixture and exit: "d K", then per component its
+ *                       weight, means and standard deviations (for bench/recipe_torch.py)
  *   --save-params FILE, --load-params FILE   the flat float32 weights (layout of
  *                       doc/architecture.md; --save-params: the live weights, so not with
  *                       --ema); a run with --load-params does not train: it evaluates the
@@ -628,9 +628,9 @@ int main(int argc, char **argv) {
         free(tg.g.sd);
         return 2;
     }
-    if (o.dump_target) dump_target(&tg.g, o.dump_target);
-    if (o.check_oracle) {
-        check_oracle(&tg.g);
+    if (o.dump_target || o.check_oracle) { /* either, then exit */
+        if (o.dump_target) dump_target(&tg.g, o.dump_target);
+        if (o.check_oracle) check_oracle(&tg.g);
         free(tg.g.mu);
         free(tg.g.sd);
         return 0;

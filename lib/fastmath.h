@@ -64,7 +64,7 @@ typedef float stochflow__v8sf __attribute__((vector_size(32)));
 typedef int32_t stochflow__v8si __attribute__((vector_size(32)));
 
 /* m ? a : b, lane by lane, for a mask m of all-ones / all-zeros lanes. */
-#define STOCHFLOW__V8_SELECT(m, a, b)                                                      \
+#define STOCHFLOW__V8_SELECT(m, a, b)                                                       \
     ((stochflow__v8sf)(((stochflow__v8si)(a) & (m)) | ((stochflow__v8si)(b) & ~(m))))
 
 static inline void exp_nonpos8(float *out, const float *in) {
@@ -74,7 +74,7 @@ static inline void exp_nonpos8(float *out, const float *in) {
     x = STOCHFLOW__V8_SELECT(x < -87.0f, lo, x);
     stochflow__v8sf xi = STOCHFLOW__V8_SELECT(x >= -87.0f, x, lo);
     stochflow__v8si ni = __builtin_convertvector(xi * EXP_LOG2E + 128.5f,
-                                                  stochflow__v8si) - 128;
+                                                 stochflow__v8si) - 128;
     stochflow__v8sf fn = __builtin_convertvector(ni, stochflow__v8sf);
     stochflow__v8sf r = x - fn * EXP_LN2_HI;
     r = r - fn * EXP_LN2_LO;
