@@ -72,11 +72,17 @@ mkdir -p "$T/run2"
 run "grids default to the directory of --out" "$SF" train --data "$D" --out "$T/run2/m.sfm" --steps 1 "${TINY[@]}" --sample-every 1 --grid-n 1 --grid-steps 1
 png_size "$T/run2/samples-0000001.png" 12 12
 
+# ---- the defaults of a new image model: peak 1e-3 after 50 warm-up steps, cosine over --steps, clip 1
+run "image defaults" "$SF" info --model "$T/run/model.sfm" --json &&
+    json "new image model: lr 1e-3, cosine over --steps, warm-up 50, clip 1" "d['lr']==1e-3 and d['lr_schedule_name']=='cosine' and d['lr_total_steps']==4 and d['lr_warmup']==50 and d['grad_clip']==1"
+
 # ---- resume: 2 + 2 steps equal 4 steps bit-for-bit ---------------------------------------
-run "train 2 steps" "$SF" train --data "$D" --out "$T/half.sfm" --steps 2 "${TINY[@]}"
+# (a constant schedule, since the default cosine spans the --steps of the first run)
+run "train 4 steps, constant lr" "$SF" train --data "$D" --out "$T/four.sfm" --steps 4 "${TINY[@]}" --lr-schedule constant
+run "train 2 steps" "$SF" train --data "$D" --out "$T/half.sfm" --steps 2 "${TINY[@]}" --lr-schedule constant
 run "resume 2 more" "$SF" train --data "$D" --out "$T/resumed.sfm" --resume "$T/half.sfm" --steps 2 --batch 4 --threads 1 --json &&
     json "resume reaches step 4" "d['model_step']==4 and d['steps']==2"
-run "sample the 4-step model" "$SF" sample --model "$T/run/model.sfm" -n 3 --out "$T/a.npy" --steps 2 --threads 1
+run "sample the 4-step model" "$SF" sample --model "$T/four.sfm" -n 3 --out "$T/a.npy" --steps 2 --threads 1
 run "sample the resumed model" "$SF" sample --model "$T/resumed.sfm" -n 3 --out "$T/b.npy" --steps 2 --threads 1
 if cmp -s "$T/a.npy" "$T/b.npy"; then ok "resume continues bit-for-bit (identical samples)"; else not_ok "resume continues bit-for-bit"; fi
 fails "resume cannot change the U-Net" "cannot change when resuming" "$SF" train --data "$D" --out "$T/x.sfm" --resume "$T/half.sfm" --unet-base 16

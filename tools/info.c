@@ -43,10 +43,12 @@ int cmd_info(int argc, char **argv) {
     for (size_t i = 0; i < nh && i < 64; ++i)
         snprintf(hid + strlen(hid), sizeof hid - strlen(hid), "%s%zu", i ? "," : "", widths[i]);
     /* parameters shown, by their names in the library's parameter table */
-    static const char *const P[] = {"lr", "lr_schedule", "ema_decay", "grad_clip",
-                                    "weight_decay", "threads"};
-    double pv[6];
-    for (size_t i = 0; i < 6; ++i) {
+    static const char *const P[] = {"lr",           "lr_schedule", "ema_decay",
+                                    "grad_clip",    "weight_decay", "threads",
+                                    "lr_warmup",    "lr_total_steps"};
+    enum { NP = sizeof P / sizeof *P };
+    double pv[NP];
+    for (size_t i = 0; i < NP; ++i) {
         int key;
         if (stochflow_param_key(&key, P[i]) < 0 || stochflow_model_get_param(&pv[i], m, key) < 0)
             pv[i] = NAN;
@@ -78,8 +80,10 @@ int cmd_info(int argc, char **argv) {
     printf("parameters   %zu\n", stochflow_model_num_params(m));
     printf("step         %llu\n", (unsigned long long)stochflow_model_step(m));
     printf("seed         %llu\n", (unsigned long long)stochflow_config_seed(c));
-    printf("lr           %g (schedule %s), ema %g, clip %g, weight decay %g\n", pv[0],
-           keyword_name(SCHEDULES, (int)pv[1]), pv[2], pv[3], pv[4]);
+    printf("lr           %g (schedule %s", pv[0], keyword_name(SCHEDULES, (int)pv[1]));
+    if ((int)pv[1] == STOCHFLOW_LR_COSINE) printf(" over %g steps", pv[7]);
+    if (pv[6] > 0) printf(", %g warm-up steps", pv[6]);
+    printf("), ema %g, clip %g, weight decay %g\n", pv[2], pv[3], pv[4]);
     if (opt(&o, "--json")) {
         json j;
         jbegin(&j);
@@ -95,7 +99,7 @@ int cmd_info(int argc, char **argv) {
         jint(&j, "params", stochflow_model_num_params(m));
         jint(&j, "step", stochflow_model_step(m));
         jint(&j, "seed", stochflow_config_seed(c));
-        for (size_t i = 0; i < 6; ++i) jnum(&j, P[i], pv[i]);
+        for (size_t i = 0; i < NP; ++i) jnum(&j, P[i], pv[i]);
         jnum(&j, "bytes", (double)bytes);
         jstr(&j, "lr_schedule_name", keyword_name(SCHEDULES, (int)pv[1]));
         if (n_ctx || n_classes) {

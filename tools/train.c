@@ -24,9 +24,13 @@
 #define TOY_HIDDEN "128,128,128,128"
 #define TOY_LR 3e-3
 
-/* Defaults of a fresh image model (doc/cli.md). */
+/* Defaults of a fresh image model (doc/cli.md): the recipe's cosine to 0 over the run,
+ * from a peak of IMG_LR after IMG_WARMUP linear warm-up steps, with the gradient norm
+ * clipped at IMG_CLIP. On Fashion-MNIST (U-Net 1.1 M parameters, 900 steps of 64) this
+ * gave 3.59 bits/dim against 3.89 for the former constant 2e-4 (bench/RECIPE.md). */
 #define IMG_BATCH 64
-#define IMG_LR 2e-4
+#define IMG_LR 1e-3
+#define IMG_WARMUP 50
 #define IMG_CLIP 1.0
 
 static const optdef TRAIN_OPTS[] = {
@@ -46,9 +50,9 @@ static const optdef TRAIN_OPTS[] = {
     {"--interp-lr", "X", "ascent rate of the fourier coefficients (default 1e-3)"},
     {"--base", "SRC", "base samples x0 (toy or file) instead of N(0, I): data-to-data"},
     {"--transport-png", "PICTURE", "draw trajectories from base to target (first 2 coords)"},
-    {"--lr", "X", "Adam (peak) learning rate (default 2e-3; new toy models 3e-3; new image models 2e-4)"},
-    {"--lr-schedule", "NAME", "constant|step|cosine (cosine spans --steps; default cosine to 0, "
-                              "images constant)"},
+    {"--lr", "X", "Adam (peak) learning rate (default 2e-3; new toy models 3e-3; new image models 1e-3)"},
+    {"--lr-schedule", "NAME", "constant|step|cosine (cosine spans --steps or --time; default "
+                              "cosine to 0)"},
     {"--lr-decay-every", "N", "step schedule period"},
     {"--lr-decay-factor", "X", "step schedule factor"},
     {"--lr-min", "X", "cosine floor"},
@@ -358,7 +362,9 @@ static int train_main(int argc, char **argv) {
         if ((rc = unet_build(&m, &o, &uo, &im, cd.n_classes)) != 0 ||
             (rc = unet_model_shape(&g.u, m, "train", "the model")) != 0)
             goto fail;
+        if ((rc = apply_recipe(m, steps)) != 0) goto fail;
         if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, IMG_LR)) < 0 ||
+            (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_WARMUP, IMG_WARMUP)) < 0 ||
             (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_GRAD_CLIP, IMG_CLIP)) < 0 ||
             /* --ema on a new image model warms up (STOCHFLOW_PARAM_EMA_WARMUP, doc/cli.md) */
             (opt(&o, "--ema") != NULL &&
