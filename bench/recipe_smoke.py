@@ -7,10 +7,13 @@
   - --save-params then --load-params gives back the same model (the same KL, every digit);
   - when PyTorch is importable: weights trained by recipe_torch.py load into the library
     (--load-params) and score better than PyTorch's untrained network, which a wrong
-    parameter layout would not.
+    parameter layout would not; recipe_arch_torch.py's exact log-density matches the
+    closed form of linear fields (--self-check), and its residual network trains and
+    scores.
 
     /usr/bin/python3 bench/recipe_smoke.py BUILD/bench/recipe_bench
 """
+import math
 import os
 import re
 import subprocess
@@ -69,6 +72,20 @@ def main(argv):
             print("PyTorch's weights in the library: KL", kl, flush=True)
             if not kl["trained"] < 0.5 * kl["untrained"]:
                 failures.append(f"PyTorch's weights: KL {kl}")
+            arch = os.path.join(HERE, "recipe_arch_torch.py")
+            r = subprocess.run([sys.executable, arch, "--self-check"], capture_output=True,
+                               text=True)
+            print(r.stdout.strip(), flush=True)
+            if r.returncode:
+                failures.append("recipe_arch_torch.py's log-density against linear fields")
+            out = subprocess.run([sys.executable, arch, "gmm5", "--gmm", g, "--arch", "adaln",
+                                  "--width", "16", "--blocks", "1", "--seconds", "0.5",
+                                  "--eval-n", "16", "--rk4", "4"], check=True,
+                                 capture_output=True, text=True).stdout
+            f = fields(out.splitlines()[-1])
+            print("residual network in PyTorch:", out.strip(), flush=True)
+            if not (int(f["steps"]) > 0 and math.isfinite(float(f["kl"]))):
+                failures.append(f"recipe_arch_torch.py: {out.strip()}")
     for f in failures:
         print("FAIL", f)
     return 1 if failures else 0

@@ -47,27 +47,20 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def main(argv):
-    a = parse_args(argv)
-    if not a.seconds > 0:
-        sys.exit("--seconds must be > 0")
-    os.environ.setdefault("BLIS_NUM_THREADS", str(a.threads))
-    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+def make_target(target, gmm_path):
+    """(d, draw, mixture): draw(n) gives n float32 rows of the target; mixture is
+    (weights float64 [K], means [K, d], sds [K, d]) for gmmD, None for the toy."""
     import numpy as np
     import torch
-    from torch import nn
 
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-
-    if a.target.startswith("gmm"):
-        if not a.gmm:
+    if target.startswith("gmm"):
+        if not gmm_path:
             sys.exit("gmmD needs --gmm FILE (recipe_bench gmmD --dump-target FILE)")
-        with open(a.gmm) as f:
+        with open(gmm_path) as f:
             d, K = (int(v) for v in f.readline().split())
             rows = [np.array(f.readline().split(), dtype=np.float64) for _ in range(K)]
-        if d != int(a.target[3:]):
-            sys.exit(f"{a.gmm} holds a mixture in d = {d}, not {a.target}")
+        if d != int(target[3:]):
+            sys.exit(f"{gmm_path} holds a mixture in d = {d}, not {target}")
         w = torch.tensor([r[0] for r in rows], dtype=torch.float64)
         mu = torch.tensor(np.stack([r[1:1 + d] for r in rows]), dtype=torch.float32)
         sd = torch.tensor(np.stack([r[1 + d:] for r in rows]), dtype=torch.float32)
@@ -75,25 +68,36 @@ def main(argv):
         def draw(n):
             k = torch.multinomial(w, n, replacement=True)
             return mu[k] + sd[k] * torch.randn(n, d)
-    elif a.target == "checkerboard":
-        d = 2
-
+        return d, draw, (w, mu, sd)
+    if target == "checkerboard":
         def draw(n):
             x1 = torch.rand(n) * 4 - 2
             x2 = torch.rand(n) - torch.randint(0, 2, (n,)).float() * 2
             x2 = x2 + torch.remainder(torch.floor(x1), 2)
             return torch.stack([x1, x2], 1) * 2
-    else:
-        sys.exit("targets: gmmD (with --gmm) or checkerboard")
+        return 2, draw, None
+    sys.exit("targets: gmmD (with --gmm) or checkerboard")
 
-    mods = [nn.Linear(d + 1, a.width), nn.SiLU()]
-    for _ in range(a.depth - 1):
-        mods += [nn.Linear(a.width, a.width), nn.SiLU()]
-    mods += [nn.Linear(a.width, d)]
-    net = nn.Sequential(*mods)
+
+def mlp(d, width, depth):
+    """The library's MLP: Linear(d + 1, w), SiLU, (Linear(w, w), SiLU) x (depth - 1),
+    Linear(w, d), on [x, t]; PyTorch's default initialisation."""
+    from torch import nn
+
+    mods = [nn.Linear(d + 1, width), nn.SiLU()]
+    for _ in range(depth - 1):
+        mods += [nn.Linear(width, width), nn.SiLU()]
+    return nn.Sequential(*mods, nn.Linear(width, d))
+
+
+def train(net, draw, d, a):
+    """Adam on the interpolant loss for a.seconds of process CPU time (a.batch, a.lr,
+    a.sched: constant, or cosine to 0 over the budget); net maps [x_t, t] to v.
+    Returns (steps, cpu seconds, wall seconds, last loss)."""
+    import torch
+
     opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     half_pi = 0.5 * math.pi
-
     steps, loss = 0, float("nan")
     c0, w0 = time.process_time(), time.perf_counter()
     while True:
@@ -115,7 +119,25 @@ def main(argv):
         loss.backward()
         opt.step()
         steps += 1
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return steps, time.process_time() - c0, time.perf_counter() - w0, float(loss)
+
+
+def main(argv):
+    a = parse_args(argv)
+    if not a.seconds > 0:
+        sys.exit("--seconds must be > 0")
+    os.environ.setdefault("BLIS_NUM_THREADS", str(a.threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+
+    d, draw, _ = make_target(a.target, a.gmm)
+
+    net = mlp(d, a.width, a.depth)
+    steps, cpu, wall, loss = train(net, draw, d, a)
 
     flat = torch.cat([torch.cat([m.weight.detach().reshape(-1), m.bias.detach()])
                       for m in net if isinstance(m, nn.Linear)])

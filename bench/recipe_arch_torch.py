@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""Velocity-field architectures for the mixtures, in PyTorch at equal CPU seconds, scored
+by an exact log-density computed here (bench/RECIPE.md, "Residual blocks with
+normalization").
+
+    build/bench/recipe_bench gmm21 --dump-target G.txt
+    /usr/bin/python3 bench/recipe_arch_torch.py gmm21 --gmm G.txt --arch resmlp \\
+        --width 256 --blocks 2 --seconds 120 [--save W.bin]
+
+Trains with bench/recipe_torch.py's loop (the trig interpolant, batch, Adam on a cosine
+to 0 over --seconds of process CPU time) one of:
+  mlp     the library's MLP: Linear(d + 1, w), SiLU, (Linear(w, w), SiLU) x (depth - 1),
+          Linear(w, d) on [x, t];
+  resmlp  Linear(d + 1, w) on [x, t], then --blocks pre-norm residual blocks
+          h += Linear(SiLU(Linear(LayerNorm(h)))) (the second Linear zero at the start),
+          then Linear(w, d)(SiLU(LayerNorm(h)));
+  adaln   resmlp whose LayerNorms take a per-block scale and shift computed from t
+          (Fourier features sin/cos(k pi t), k = 1..8, through Linear, SiLU, Linear; zero
+          at the start).
+
+KL(p || q) = E_p[log p - log q] on --eval-n points drawn from the mixture (seed 12345,
+the same points for every run of a target): log q by integrating x and the exact
+divergence (d vector-Jacobian products in one batched backward pass) from t = 1 to 0
+with --rk4 fixed RK4 steps in float64, log q = log N(x(0); 0, I) - int_0^1 div v dt.
+--save writes mlp weights in the library's flat layout so that recipe_bench
+--load-params can score the same network with the library's dopri5, and --load scores
+weights the library trained (recipe_bench --save-params) here (the checks of this
+evaluator; --rk4-check gives the step count's error; `recipe_arch_torch.py --self-check`
+checks log q against the closed form of linear fields, including a rotating one). Prints one line: tag arch steps cpu wall kl se params.
+"""
+import argparse
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import recipe_torch  # noqa: E402  (make_target, mlp, train)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("target")
+    p.add_argument("--gmm", required=True, help="recipe_bench gmmD --dump-target FILE")
+    p.add_argument("--arch", choices=["mlp", "resmlp", "adaln"], default="mlp")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--depth", type=int, default=3, help="mlp: hidden layers")
+    p.add_argument("--blocks", type=int, default=2, help="resmlp, adaln: residual blocks")
+    p.add_argument("--seconds", type=float, default=0.0, help="CPU seconds of training")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--sched", choices=["constant", "cosine"], default="cosine")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-n", type=int, default=500)
+    p.add_argument("--rk4", type=int, default=40, help="RK4 steps of the log-density")
+    p.add_argument("--rk4-check", type=int, default=0,
+                   help="also evaluate with this many RK4 steps: prints the change of KL")
+    p.add_argument("--save", help="mlp: the flat float32 weights (library layout)")
+    p.add_argument("--load", help="mlp: evaluate these flat weights (recipe_bench "
+                   "--save-params) instead of training")
+    p.add_argument("--tag", default="arch")
+    return p.parse_args(argv)
+
+
+def build(a, d):
+    import torch
+    from torch import nn
+
+    if a.arch == "mlp":
+        return recipe_torch.mlp(d, a.width, a.depth)
+
+    class Block(nn.Module):
+        def __init__(self, w, ada):
+            super().__init__()
+            self.norm = nn.LayerNorm(w, elementwise_affine=not ada)
+            self.l1, self.l2 = nn.Linear(w, w), nn.Linear(w, w)
+            nn.init.zeros_(self.l2.weight)
+            nn.init.zeros_(self.l2.bias)
+
+        def forward(self, h, mod=None):
+            z = self.norm(h)
+            if mod is not None:
+                scale, shift = mod.chunk(2, 1)
+                z = z * (1 + scale) + shift
+            return h + self.l2(torch.nn.functional.silu(self.l1(z)))
+
+    class ResMLP(nn.Module):
+        def __init__(self, w, blocks, ada):
+            super().__init__()
+            self.ada = ada
+            self.inp = nn.Linear(d + 1, w)
+            self.blocks = nn.ModuleList([Block(w, ada) for _ in range(blocks)])
+            self.norm = nn.LayerNorm(w)
+            self.out = nn.Linear(w, d)
+            if ada:
+                self.register_buffer("freq", math.pi * torch.arange(1, 9, dtype=torch.float32))
+                self.temb = nn.Sequential(nn.Linear(16, w), nn.SiLU(),
+                                          nn.Linear(w, 2 * w * blocks))
+                nn.init.zeros_(self.temb[2].weight)
+                nn.init.zeros_(self.temb[2].bias)
+
+        def forward(self, u):
+            h = self.inp(u)
+            mods = [None] * len(self.blocks)
+            if self.ada:
+                ft = u[:, -1:] * self.freq.to(u.dtype)
+                mods = self.temb(torch.cat([ft.sin(), ft.cos()], 1)).chunk(len(self.blocks), 1)
+            for blk, m in zip(self.blocks, mods):
+                h = blk(h, m)
+            return self.out(torch.nn.functional.silu(self.norm(h)))
+
+    return ResMLP(a.width, a.blocks, a.arch == "adaln")
+
+
+def log_q(net, x1, rk4):
+    """log q(x1) of the flow dx/dt = net([x, t]) from N(0, I) at t = 0 (float64)."""
+    import torch
+
+    n, d = x1.shape
+    eye = torch.eye(d, dtype=x1.dtype).repeat_interleave(n, 0)  # row i*n+j: e_i
+
+    def f(x, t):
+        xr = x.repeat(d, 1).requires_grad_(True)  # d copies: copy i gives J[:, i, :]
+        v = net(torch.cat([xr, torch.full((n * d, 1), t, dtype=x.dtype)], 1))
+        (g,) = torch.autograd.grad(v, xr, grad_outputs=eye)
+        div = (g * eye).sum(1).view(d, n).sum(0)  # sum_i dv_i/dx_i
+        return v[:n].detach(), div.detach()
+
+    x, acc, h = x1.clone(), torch.zeros(n, dtype=x1.dtype), -1.0 / rk4
+    for k in range(rk4):  # t from 1 down to 0; acc = int_t^1 div v ds
+        t = 1.0 + k * h
+        v1, g1 = f(x, t)
+        v2, g2 = f(x + 0.5 * h * v1, t + 0.5 * h)
+        v3, g3 = f(x + 0.5 * h * v2, t + 0.5 * h)
+        v4, g4 = f(x + h * v3, t + h)
+        x = x + h / 6 * (v1 + 2 * v2 + 2 * v3 + v4)
+        acc = acc - h / 6 * (g1 + 2 * g2 + 2 * g3 + g4)
+    return -0.5 * (x * x).sum(1) - 0.5 * d * math.log(2 * math.pi) - acc
+
+
+def self_check(d=5, n=64):
+    """The evaluator against a closed form: the linear field v(x, t) = a x moves
+    N(0, I) at t = 0 to N(0, e^(2a) I) at t = 1, so log q(x) = log N(x; 0, e^(2a) I);
+    and a field with a t-dependent, non-diagonal part, v = (a + b t) x + c S x with S
+    skew-symmetric (divergence (a + b t) d), whose exact answer is the same with
+    a + b/2 for a (the flow's map is a rotation times a scaling). Returns the largest
+    error over the points."""
+    import torch
+
+    torch.manual_seed(7)
+    x1 = torch.randn(n, d, dtype=torch.float64) * 1.3
+    skew = torch.randn(d, d, dtype=torch.float64)
+    skew = skew - skew.T
+    worst = 0.0
+    for a, b, c in ((0.3, 0.0, 0.0), (-0.2, 0.8, 0.7)):
+        def net(u, a=a, b=b, c=c):
+            x, t = u[:, :-1], u[:, -1:]
+            return (a + b * t) * x + c * x @ skew.T
+        s2 = math.exp(2 * (a + 0.5 * b))
+        exact = -0.5 * (x1 * x1).sum(1) / s2 - 0.5 * d * math.log(2 * math.pi * s2)
+        worst = max(worst, float((log_q(net, x1, 128) - exact).abs().max()))
+    return worst
+
+
+def log_p(x, mix):
+    import torch
+
+    w, mu, sd = (m.double() for m in mix)
+    z = (x[:, None, :] - mu[None]) / sd[None]
+    comp = (-0.5 * (z * z) - torch.log(sd)[None] - 0.5 * math.log(2 * math.pi)).sum(2)
+    return torch.logsumexp(comp + torch.log(w)[None], 1)
+
+
+def main(argv):
+    if argv == ["--self-check"]:
+        err = self_check()
+        print(f"self-check: largest |log q - exact| {err:.3g}")
+        return 0 if err < 1e-6 else 1
+    a = parse_args(argv)
+    if not a.load and not a.seconds > 0:
+        sys.exit("--seconds must be > 0 (or --load weights)")
+    os.environ.setdefault("BLIS_NUM_THREADS", str(a.threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    import torch
+
+    torch.set_num_threads(a.threads)
+    d, draw, mix = recipe_torch.make_target(a.target, a.gmm)
+    if mix is None:
+        sys.exit("targets: gmmD")
+    torch.manual_seed(12345)
+    pts = draw(a.eval_n).double()
+    torch.manual_seed(a.seed)
+    net = build(a, d)
+    params = sum(p.numel() for p in net.parameters())
+    if a.load:
+        if a.arch != "mlp":
+            sys.exit("--load: mlp only (the library's layout)")
+        import numpy as np
+        flat = torch.from_numpy(np.fromfile(a.load, dtype="<f4"))
+        lin = [m for m in net if isinstance(m, torch.nn.Linear)]
+        if flat.numel() != sum(m.weight.numel() + m.bias.numel() for m in lin):
+            sys.exit(f"{a.load}: {flat.numel()} floats, not this network's size")
+        k = 0
+        with torch.no_grad():
+            for m in lin:
+                for p in (m.weight, m.bias):
+                    p.copy_(flat[k:k + p.numel()].view_as(p))
+                    k += p.numel()
+        steps, cpu, wall = 0, 0.0, 0.0
+    else:
+        steps, cpu, wall, _ = recipe_torch.train(net, draw, d, a)
+    if a.save:
+        if a.arch != "mlp":
+            sys.exit("--save: mlp only (the library's layout)")
+        flat = torch.cat([torch.cat([m.weight.detach().reshape(-1), m.bias.detach()])
+                          for m in net if isinstance(m, torch.nn.Linear)])
+        flat.numpy().astype("<f4").tofile(a.save)
+    net = net.double().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    lp = log_p(pts, mix)
+    diff = lp - log_q(net, pts, a.rk4)
+    kl, se = float(diff.mean()), float(diff.std() / math.sqrt(len(diff)))
+    if a.rk4_check:
+        kl2 = float((lp - log_q(net, pts, a.rk4_check)).mean())
+        print(f"rk4-check: kl={kl:.6f} at {a.rk4} steps, {kl2:.6f} at {a.rk4_check}")
+    print(f"tag={a.tag} target={a.target} arch={a.arch} width={a.width} depth={a.depth} "
+          f"blocks={a.blocks} seed={a.seed} steps={steps} cpu={cpu:.2f} wall={wall:.2f} "
+          f"kl={kl:.5f} se={se:.5f} params={params} rk4={a.rk4}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
