@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Velocity-field architectures for the mixtures, in PyTorch at equal CPU seconds, scored
-by an exact log-density computed here (bench/RECIPE.md, "Residual blocks with
-normalization").
+by an exact log-density computed here (bench/RECIPE.md, "Fourth round: residual blocks
+with normalization, in PyTorch").
 
     build/bench/recipe_bench gmm21 --dump-target G.txt
     /usr/bin/python3 bench/recipe_arch_torch.py gmm21 --gmm G.txt --arch resmlp \\
@@ -26,7 +26,8 @@ with --rk4 fixed RK4 steps in float64, log q = log N(x(0); 0, I) - int_0^1 div v
 --load-params can score the same network with the library's dopri5, and --load scores
 weights the library trained (recipe_bench --save-params) here (the checks of this
 evaluator; --rk4-check gives the step count's error; `recipe_arch_torch.py --self-check`
-checks log q against the closed form of linear fields, including a rotating one). Prints one line: tag arch steps cpu wall kl se params.
+checks log q against the closed form of linear fields, including a rotating one, and
+the batched divergence against autograd's Jacobian). Prints one line: tag arch steps cpu wall kl se params.
 """
 import argparse
 import math
@@ -113,19 +114,28 @@ def build(a, d):
     return ResMLP(a.width, a.blocks, a.arch == "adaln")
 
 
+def field_div(net, x, t):
+    """v(x, t) and its exact divergence at the n rows of x, in one batched backward pass:
+    copy i of the rows gets the cotangent e_i, so its gradient is row i of each Jacobian."""
+    import torch
+
+    n, d = x.shape
+    eye = torch.eye(d, dtype=x.dtype).repeat_interleave(n, 0)  # row i*n+j: e_i
+    xr = x.repeat(d, 1).requires_grad_(True)
+    v = net(torch.cat([xr, torch.full((n * d, 1), t, dtype=x.dtype)], 1))
+    (g,) = torch.autograd.grad(v, xr, grad_outputs=eye)
+    div = (g * eye).sum(1).view(d, n).sum(0)  # sum_i dv_i/dx_i
+    return v[:n].detach(), div.detach()
+
+
 def log_q(net, x1, rk4):
     """log q(x1) of the flow dx/dt = net([x, t]) from N(0, I) at t = 0 (float64)."""
     import torch
 
     n, d = x1.shape
-    eye = torch.eye(d, dtype=x1.dtype).repeat_interleave(n, 0)  # row i*n+j: e_i
 
     def f(x, t):
-        xr = x.repeat(d, 1).requires_grad_(True)  # d copies: copy i gives J[:, i, :]
-        v = net(torch.cat([xr, torch.full((n * d, 1), t, dtype=x.dtype)], 1))
-        (g,) = torch.autograd.grad(v, xr, grad_outputs=eye)
-        div = (g * eye).sum(1).view(d, n).sum(0)  # sum_i dv_i/dx_i
-        return v[:n].detach(), div.detach()
+        return field_div(net, x, t)
 
     x, acc, h = x1.clone(), torch.zeros(n, dtype=x1.dtype), -1.0 / rk4
     for k in range(rk4):  # t from 1 down to 0; acc = int_t^1 div v ds
@@ -144,8 +154,9 @@ def self_check(d=5, n=64):
     N(0, I) at t = 0 to N(0, e^(2a) I) at t = 1, so log q(x) = log N(x; 0, e^(2a) I);
     and a field with a t-dependent, non-diagonal part, v = (a + b t) x + c S x with S
     skew-symmetric (divergence (a + b t) d), whose exact answer is the same with
-    a + b/2 for a (the flow's map is a rotation times a scaling). Returns the largest
-    error over the points."""
+    a + b/2 for a (the flow's map is a rotation times a scaling). Then the batched
+    divergence of each network, with random weights, against the trace of autograd's
+    Jacobian at single points. Returns the largest error."""
     import torch
 
     torch.manual_seed(7)
@@ -160,6 +171,20 @@ def self_check(d=5, n=64):
         s2 = math.exp(2 * (a + 0.5 * b))
         exact = -0.5 * (x1 * x1).sum(1) / s2 - 0.5 * d * math.log(2 * math.pi * s2)
         worst = max(worst, float((log_q(net, x1, 128) - exact).abs().max()))
+    # the batched divergence of the nonlinear networks against autograd's full Jacobian,
+    # at points whose Jacobians differ (all weights random, none left at zero)
+    for arch in ("mlp", "resmlp", "adaln"):
+        a = argparse.Namespace(arch=arch, width=8, depth=3, blocks=2)
+        net = build(a, d).double()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.normal_(0.0, 0.5)
+        x = torch.randn(4, d, dtype=torch.float64)
+        _, div = field_div(net, x, 0.37)
+        for j in range(4):
+            u = lambda y: net(torch.cat([y[None], torch.full((1, 1), 0.37, dtype=y.dtype)], 1))[0]
+            jac = torch.autograd.functional.jacobian(u, x[j])
+            worst = max(worst, abs(float(jac.diagonal().sum() - div[j])))
     return worst
 
 
@@ -175,7 +200,8 @@ def log_p(x, mix):
 def main(argv):
     if argv == ["--self-check"]:
         err = self_check()
-        print(f"self-check: largest |log q - exact| {err:.3g}")
+        print(f"self-check: largest error (log q against linear fields' closed form, "
+              f"divergence against autograd's Jacobian) {err:.3g}")
         return 0 if err < 1e-6 else 1
     a = parse_args(argv)
     if not a.load and not a.seconds > 0:
@@ -225,8 +251,9 @@ def main(argv):
     if a.rk4_check:
         kl2 = float((lp - log_q(net, pts, a.rk4_check)).mean())
         print(f"rk4-check: kl={kl:.6f} at {a.rk4} steps, {kl2:.6f} at {a.rk4_check}")
-    print(f"tag={a.tag} target={a.target} arch={a.arch} width={a.width} depth={a.depth} "
-          f"blocks={a.blocks} seed={a.seed} steps={steps} cpu={cpu:.2f} wall={wall:.2f} "
+    shape = f"depth={a.depth}" if a.arch == "mlp" else f"blocks={a.blocks}"
+    print(f"tag={a.tag} target={a.target} arch={a.arch} width={a.width} {shape} "
+          f"seed={a.seed} steps={steps} cpu={cpu:.2f} wall={wall:.2f} "
           f"kl={kl:.5f} se={se:.5f} params={params} rk4={a.rk4}")
     return 0
 

@@ -78,7 +78,8 @@ run "image defaults" "$SF" info --model "$T/run/model.sfm" --json &&
 
 # ---- resume: 2 + 2 steps equal 4 steps bit-for-bit ---------------------------------------
 # (a constant schedule, since the default cosine spans the --steps of the first run)
-run "train 4 steps, constant lr" "$SF" train --data "$D" --out "$T/four.sfm" --steps 4 "${TINY[@]}" --lr-schedule constant
+run "train 4 steps, constant lr" "$SF" train --data "$D" --outdir "$T/four" --out "$T/four.sfm" --steps 4 "${TINY[@]}" \
+    --lr-schedule constant --checkpoint-every 2 --sample-every 2 --grid-n 4 --grid-steps 2
 run "train 2 steps" "$SF" train --data "$D" --out "$T/half.sfm" --steps 2 "${TINY[@]}" --lr-schedule constant
 run "resume 2 more" "$SF" train --data "$D" --out "$T/resumed.sfm" --resume "$T/half.sfm" --steps 2 --batch 4 --threads 1 --json &&
     json "resume reaches step 4" "d['model_step']==4 and d['steps']==2"

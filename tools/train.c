@@ -24,9 +24,9 @@
 #define TOY_HIDDEN "128,128,128,128"
 #define TOY_LR 3e-3
 
-/* Defaults of a fresh image model (doc/cli.md): the recipe's cosine to 0 over the run,
- * from a peak of IMG_LR after IMG_WARMUP linear warm-up steps, with the gradient norm
- * clipped at IMG_CLIP. On Fashion-MNIST (U-Net 1.1 M parameters, 900 steps of 64) this
+/* Defaults of a fresh image model (doc/cli.md): the recipe's cosine to 0 over the run
+ * from a peak of IMG_LR, its first IMG_WARMUP steps scaled by a linear warm-up, with the
+ * gradient norm clipped at IMG_CLIP. On Fashion-MNIST (U-Net 1.1 M parameters, 900 steps of 64) this
  * gave 3.59 bits/dim against 3.89 for the former constant 2e-4 (bench/RECIPE.md). */
 #define IMG_BATCH 64
 #define IMG_LR 1e-3
@@ -56,7 +56,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--lr-decay-every", "N", "step schedule period"},
     {"--lr-decay-factor", "X", "step schedule factor"},
     {"--lr-min", "X", "cosine floor"},
-    {"--warmup", "N", "linear warm-up steps"},
+    {"--warmup", "N", "linear warm-up steps (new image models 50)"},
     {"--ema", "X", "EMA decay of the weights (0 = off; default off, a new table model 0.999 with warm-up)"},
     {"--ema-warmup", NULL, "EMA decay min(X, (1+s)/(10+s)) at step s (on with --ema for images)"},
     {"--clip", "X", "gradient norm clip (0 = off; new image models 1)"},
@@ -70,7 +70,7 @@ static const optdef TRAIN_OPTS[] = {
     {"--unet-mult", "M,M,...", "images: channel multiplier per level (default 1,2,2)"},
     {"--unet-blocks", "N", "images: residual blocks per level (default 1)"},
     {"--unet-attn", "L,L,...", "images: levels with attention (default the lowest; none)"},
-    {"--unet-groups", "G", "images: GroupNorm groups (default 4)"},
+    {"--unet-groups", "G", "images: GroupNorm groups (default 8)"},
     {"--max-images", "N", "images: use the first N images of --data (default all)"},
     {"--sample-every", "N", "images: write DIR/samples-STEP.png every N steps"},
     {"--grid-n", "N", "images: samples per grid (default 16; with --labels: per class, default 8)"},

@@ -50,6 +50,7 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
         if (sp->seconds > 0 && elapsed >= sp->seconds) break; /* the time budget */
         if (sp->seconds > 0 && sp->time_schedule && s % 10 == 0 && s > 0) {
             double horizon = (double)step0 + (double)s / elapsed * sp->seconds;
+            if (horizon > (double)(step0 + sp->steps)) horizon = (double)(step0 + sp->steps);
             if (horizon < (double)(step0 + s) + 1) horizon = (double)(step0 + s) + 1;
             if (horizon > 1e12) horizon = 1e12;
             stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, floor(horizon));
