@@ -40,6 +40,10 @@ run "--patience stops early" "$SF" train --data "$T/d.npy" --out "$T/p.sfm" --va
     json "stopped by patience, best weights kept" "d['stop']=='patience (no improvement)' and d['steps']<100000 and d['best_step']<=d['model_step']-5"
 run "--time bounds the run" "$SF" train --data "$T/d.npy" --out "$T/t.sfm" --val 0.25 --time 1 --patience 0 --lr-schedule cosine "${SMALL[@]}" --json &&
     json "stopped by the time budget" "d['stop']=='time budget' and 0.9 < d['seconds'] < 10 and d['steps'] > 0"
+run "--time with a smaller --steps" "$SF" train --data "$T/d.npy" --out "$T/ts.sfm" --time 1000 --steps 30 --patience 0 "${SMALL[@]}" --json &&
+    json "stopped by --steps" "d['steps']==30" &&
+    "$SF" info --model "$T/ts.sfm" --json >"$T/out" &&
+    json "the cosine's horizon is --steps, not the steps the clock would allow" "d['lr_schedule_name']=='cosine' and d['lr_total_steps']==30"
 run "--val with --ema (the best EMA weights kept)" "$SF" train --data "$T/d.npy" --out "$T/e.sfm" --val 0.25 --steps 20 --eval-every 10 --ema 0.9 "${SMALL[@]}" --json &&
     json "EMA run validated" "math.isfinite(d['val_nll']) and d['steps']==20 and d['best_step'] in (10, 20)"
 run "--transport-png of a standardized table" "$SF" train --data "$T/d.npy" --out "$T/tp.sfm" --steps 5 --transport-png "$T/tp.png" "${SMALL[@]}"

@@ -72,7 +72,7 @@ mkdir -p "$T/run2"
 run "grids default to the directory of --out" "$SF" train --data "$D" --out "$T/run2/m.sfm" --steps 1 "${TINY[@]}" --sample-every 1 --grid-n 1 --grid-steps 1
 png_size "$T/run2/samples-0000001.png" 12 12
 
-# ---- the defaults of a new image model: peak 1e-3 after 50 warm-up steps, cosine over --steps, clip 1
+# ---- the defaults of a new image model: peak 1e-3 on a cosine over --steps, 50 warm-up steps, clip 1
 run "image defaults" "$SF" info --model "$T/run/model.sfm" --json &&
     json "new image model: lr 1e-3, cosine over --steps, warm-up 50, clip 1" "d['lr']==1e-3 and d['lr_schedule_name']=='cosine' and d['lr_total_steps']==4 and d['lr_warmup']==50 and d['grad_clip']==1"
 

@@ -23,6 +23,15 @@ static int keep(double **hist, size_t *cap, uint64_t i, double loss) {
     return 0;
 }
 
+double time_horizon(uint64_t step0, uint64_t done, double elapsed, double budget,
+                    uint64_t max_steps) {
+    double h = (double)step0 + (double)done / elapsed * budget;
+    if (h < (double)(step0 + done) + 1) h = (double)(step0 + done) + 1;
+    if (h > (double)(step0 + max_steps)) h = (double)(step0 + max_steps); /* done <= max */
+    if (h > 1e12) h = 1e12;
+    return floor(h);
+}
+
 int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
     memset(res, 0, sizeof *res);
     double ring[LOSS_WINDOW], run = NAN;
@@ -49,11 +58,8 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
         double elapsed = cli_now() - t0;
         if (sp->seconds > 0 && elapsed >= sp->seconds) break; /* the time budget */
         if (sp->seconds > 0 && sp->time_schedule && s % 10 == 0 && s > 0) {
-            double horizon = (double)step0 + (double)s / elapsed * sp->seconds;
-            if (horizon > (double)(step0 + sp->steps)) horizon = (double)(step0 + sp->steps);
-            if (horizon < (double)(step0 + s) + 1) horizon = (double)(step0 + s) + 1;
-            if (horizon > 1e12) horizon = 1e12;
-            stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, floor(horizon));
+            stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS,
+                                      time_horizon(step0, s, elapsed, sp->seconds, sp->steps));
         }
         const float *x = NULL, *x0 = NULL;
         double loss;

@@ -45,6 +45,13 @@ typedef struct {
     char fail[6144];      /* a periodic file failed: "PATH: why" (training stopped) */
 } train_result;
 
+/* The horizon (STOCHFLOW_PARAM_LR_TOTAL_STEPS) of a cosine that spans a --time budget:
+ * the model steps the budget allows at the rate so far (done steps since step0 in elapsed
+ * seconds), at least the next step, never beyond the run's bound step0 + max_steps (so
+ * exactly that bound once the run's last step is done), and within the library's range. */
+double time_horizon(uint64_t step0, uint64_t done, double elapsed, double budget,
+                    uint64_t max_steps);
+
 /* Run sp->steps training steps. 0 when the loop ended (all steps, interrupted, or a
  * periodic file failed: see res), CLI_ERR when a step or the filler failed (printed). The
  * loss history grows with the steps run, so --steps 10^9 needs no memory up front. */

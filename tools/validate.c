@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "training.h"
 #include "validate.h"
 
 /* Defaults for a table (doc/cli.md, measured in bench/DATA.md): without --val the CLI
@@ -60,13 +61,9 @@ static int on_step(void *user, uint64_t step, double loss, double val, double se
     }
     double elapsed = cli_now() - c->t0;
     /* --time: the schedule's horizon follows the steps the budget will allow at the rate
-     * so far (re-estimated every 10 steps) */
+     * so far, never beyond --steps (re-estimated every 10 steps) */
     if (c->time_schedule && (step - c->step0) % 10 == 0 && elapsed > 0) {
-        double rate = (double)(step - c->step0) / elapsed;
-        double horizon = (double)c->step0 + rate * c->budget;
-        if (horizon < (double)step + 1) horizon = (double)step + 1;
-        if (horizon > 1e12) horizon = 1e12;
-        horizon = floor(horizon);
+        double horizon = time_horizon(c->step0, step - c->step0, elapsed, c->budget, c->total);
         char why[512];
         if (dist_size() > 1) /* rank 0's clock: the same schedule in every process */
             dist_share(&horizon, 1, 0, writer, DIST_OK, NULL, why, sizeof why);
