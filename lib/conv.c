@@ -29,6 +29,7 @@
 #include "conv.h"
 #include "fastmath.h"
 #include "internal.h"
+#include "norm.h"
 #include "parallel.h"
 
 /* PARALLEL_RANGES with the thread's index (for per-thread scratch): body(lo, hi, tid). */
@@ -771,10 +772,8 @@ void stochflow__conv_backward_naive(float *dx, int dx_accumulate, float *dw, flo
 }
 
 /* ======================================================================================
- * GroupNorm
+ * GroupNorm (eps and moments: lib/norm.h)
  * ==================================================================================== */
-
-#define GN_EPS 1e-5
 
 /* Sums of a and of a (b - m) r in double (8 partial sums each). */
 SIMD_CLONES
@@ -798,32 +797,6 @@ static void dot_sums8(double *sa, double *sab, const float *a, const float *b, s
     *sab = s2;
 }
 
-/* Mean and biased variance of n > 0 floats in one pass: sums of d = x - x[0] and d^2 in
- * double (8 partial sums each); the shift by x[0] keeps E[d^2] - E[d]^2 accurate when
- * the mean is large against the spread. */
-SIMD_CLONES
-static void moments8(double *mean, double *var, const float *a, size_t n) {
-    const double k0 = a[0];
-    double s1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int l = 0; l < 8; ++l) {
-            double d = (double)a[k + l] - k0;
-            s1[l] += d;
-            s2[l] += d * d;
-        }
-    double t1 = ((s1[0] + s1[1]) + (s1[2] + s1[3])) + ((s1[4] + s1[5]) + (s1[6] + s1[7]));
-    double t2 = ((s2[0] + s2[1]) + (s2[2] + s2[3])) + ((s2[4] + s2[5]) + (s2[6] + s2[7]));
-    for (; k < n; ++k) {
-        double d = (double)a[k] - k0;
-        t1 += d;
-        t2 += d * d;
-    }
-    const double m1 = t1 / (double)n, v = t2 / (double)n - m1 * m1;
-    *mean = k0 + m1;
-    *var = v > 0.0 ? v : 0.0;
-}
-
 /* (image, group) pairs [q0, q1). */
 SIMD_CLONES
 static void gn_fwd_range(float *y, float *mean, float *rstd, const float *x, const float *gamma,
@@ -835,8 +808,8 @@ static void gn_fwd_range(float *y, float *mean, float *rstd, const float *x, con
         const float *xq = x + q * m; /* the group's channels are contiguous */
         float *yq = y + q * m;
         double mu, var;
-        moments8(&mu, &var, xq, m);
-        const float mf = (float)mu, rf = (float)(1.0 / sqrt(var + GN_EPS));
+        stochflow__moments8(&mu, &var, xq, m);
+        const float mf = (float)mu, rf = (float)(1.0 / sqrt(var + STOCHFLOW__NORM_EPS));
         mean[q] = mf;
         rstd[q] = rf;
         for (size_t cc = 0; cc < cg; ++cc) {
@@ -1000,7 +973,7 @@ void stochflow__groupnorm_forward_naive(float *y, float *mean, float *rstd, cons
         mu /= (double)m;
         for (size_t e = 0; e < m; ++e) var += ((double)xq[e] - mu) * ((double)xq[e] - mu);
         var /= (double)m;
-        double r = 1.0 / sqrt(var + GN_EPS);
+        double r = 1.0 / sqrt(var + STOCHFLOW__NORM_EPS);
         mean[q] = (float)mu;
         rstd[q] = (float)r;
         for (size_t e = 0; e < m; ++e) {

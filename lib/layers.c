@@ -1,4 +1,4 @@
-/* layers.c - dense layer and activations: fast kernels and naive references.
+/* layers.c - dense layer, activations and LayerNorm: fast kernels and naive references.
  * Shapes are documented in layers.h; gradients are derived in doc/gradients.md. */
 #include <math.h>
 #include <string.h>
@@ -6,6 +6,7 @@
 #include "fastmath.h"
 #include "internal.h"
 #include "layers.h"
+#include "norm.h"
 #include "parallel.h"
 
 /* Sign-symmetric logistic sigmoid: e = exp(-|z|) never overflows. */
@@ -448,6 +449,175 @@ void stochflow__scale_tangents(float *t, const float *f, size_t rows, size_t T, 
 #define BODY(lo, hi) scale_rows_range(t, f, T, H, lo, hi)
     PARALLEL_RANGES(rows, rows * T * H, nthreads, 1, BODY);
 #undef BODY
+}
+
+/* ---- LayerNorm ------------------------------------------------------------------------ */
+
+/* Rows [r0, r1): the operations of a one-group GroupNorm at one position (lib/conv.c),
+ * so the bits agree with it. */
+SIMD_CLONES
+static void ln_fwd_rows(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                        const float *beta, size_t w, size_t r0, size_t r1) {
+    for (size_t i = r0; i < r1; ++i) {
+        const float *xr = x + i * w;
+        float *yr = y + i * w;
+        double mu, var;
+        stochflow__moments8(&mu, &var, xr, w);
+        const float mf = (float)mu, rf = (float)(1.0 / sqrt(var + STOCHFLOW__NORM_EPS));
+        if (mean) mean[i] = mf;
+        if (rstd) rstd[i] = rf;
+        /* the float mean's rounding error folded into the shift, as GroupNorm does */
+        const double shift = mu - (double)mf;
+        for (size_t j = 0; j < w; ++j) {
+            const float a = rf * gamma[j];
+            const float bb = (float)((double)beta[j] - shift * (double)a);
+            yr[j] = (xr[j] - mf) * a + bb;
+        }
+    }
+}
+
+void stochflow__layernorm_forward(float *y, float *mean, float *rstd, const float *x,
+                                  const float *gamma, const float *beta, size_t n, size_t w,
+                                  int nthreads) {
+#define BODY(lo, hi) ln_fwd_rows(y, mean, rstd, x, gamma, beta, w, lo, hi)
+    PARALLEL_RANGES(n, n * w, nthreads, 1, BODY);
+#undef BODY
+}
+
+/* Rows [r0, r1) of the backward: dx, and with part the rows' sums of dy xhat (part[0..w))
+ * and dy (part[w..2w)), in row order, overwriting part. */
+SIMD_CLONES
+static void ln_bwd_rows(float *dx, int accumulate, float *part, const float *dy, const float *x,
+                        const float *mean, const float *rstd, const float *gamma, size_t w,
+                        size_t r0, size_t r1) {
+    if (part)
+        for (size_t j = 0; j < 2 * w; ++j) part[j] = 0.0f;
+    for (size_t i = r0; i < r1; ++i) {
+        const float *xr = x + i * w, *dyr = dy + i * w;
+        const float mf = mean[i], rf = rstd[i];
+        double s1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t j = 0;
+        for (; j + 8 <= w; j += 8)
+            for (int l = 0; l < 8; ++l) {
+                const float g = dyr[j + l] * gamma[j + l], xh = (xr[j + l] - mf) * rf;
+                s1[l] += (double)g;
+                s2[l] += (double)g * (double)xh;
+            }
+        double t1 = ((s1[0] + s1[1]) + (s1[2] + s1[3])) + ((s1[4] + s1[5]) + (s1[6] + s1[7]));
+        double t2 = ((s2[0] + s2[1]) + (s2[2] + s2[3])) + ((s2[4] + s2[5]) + (s2[6] + s2[7]));
+        for (; j < w; ++j) {
+            const float g = dyr[j] * gamma[j], xh = (xr[j] - mf) * rf;
+            t1 += (double)g;
+            t2 += (double)g * (double)xh;
+        }
+        const float m1 = (float)(t1 / (double)w), m2 = (float)(t2 / (double)w);
+        if (dx) {
+            float *dxr = dx + i * w;
+            for (j = 0; j < w; ++j) {
+                const float v = rf * (dyr[j] * gamma[j] - m1 - (xr[j] - mf) * rf * m2);
+                dxr[j] = accumulate ? dxr[j] + v : v;
+            }
+        }
+        if (part)
+            for (j = 0; j < w; ++j) {
+                part[j] += dyr[j] * ((xr[j] - mf) * rf);
+                part[w + j] += dyr[j];
+            }
+    }
+}
+
+/* dgamma[j] += part[b][j], dbeta[j] += part[b][w + j] over blocks b in order, columns
+ * [c0, c1). */
+SIMD_CLONES
+static void ln_add_parts(float *dgamma, float *dbeta, const float *part, size_t nb, size_t w,
+                         size_t c0, size_t c1) {
+    for (size_t b = 0; b < nb; ++b)
+        for (size_t j = c0; j < c1; ++j) {
+            dgamma[j] += part[b * 2 * w + j];
+            dbeta[j] += part[b * 2 * w + w + j];
+        }
+}
+
+void stochflow__layernorm_backward(float *dx, int dx_accumulate, float *dgamma, float *dbeta,
+                                   float *part, const float *dy, const float *x,
+                                   const float *mean, const float *rstd, const float *gamma,
+                                   size_t n, size_t w, int nthreads) {
+    if (dgamma == NULL) {
+#define BODY(lo, hi) ln_bwd_rows(dx, dx_accumulate, NULL, dy, x, mean, rstd, gamma, w, lo, hi)
+        PARALLEL_RANGES(n, n * w, nthreads, 1, BODY);
+#undef BODY
+        return;
+    }
+    const size_t rb = stochflow__act_backward_bias_rows(n), nb = (n + rb - 1) / rb;
+#define BODY(lo, hi)                                                                          \
+    for (size_t b_ = (lo); b_ < (hi); ++b_)                                                   \
+    ln_bwd_rows(dx, dx_accumulate, part + b_ * 2 * w, dy, x, mean, rstd, gamma, w, b_ * rb, \
+                n - b_ * rb < rb ? n : (b_ + 1) * rb)
+    PARALLEL_RANGES(nb, n * w, nthreads, 1, BODY);
+#undef BODY
+#define BODY(lo, hi) ln_add_parts(dgamma, dbeta, part, nb, w, lo, hi)
+    PARALLEL_RANGES(w, nb * w * 8, nthreads, 16, BODY);
+#undef BODY
+}
+
+/* Rows [r0, r1) of the tangents. */
+SIMD_CLONES
+static void ln_tan_rows(float *out, const float *t, const float *x, const float *mean,
+                        const float *rstd, const float *gamma, size_t T, size_t w, size_t r0,
+                        size_t r1) {
+    for (size_t i = r0; i < r1; ++i) {
+        const float *xr = x + i * w;
+        const float mf = mean[i], rf = rstd[i];
+        for (size_t k = 0; k < T; ++k) {
+            const float *tr = t + (i * T + k) * w;
+            float *orow = out + (i * T + k) * w;
+            double s1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            size_t j = 0;
+            for (; j + 8 <= w; j += 8)
+                for (int l = 0; l < 8; ++l) {
+                    s1[l] += (double)tr[j + l];
+                    s2[l] += (double)tr[j + l] * (double)((xr[j + l] - mf) * rf);
+                }
+            double u1 = ((s1[0] + s1[1]) + (s1[2] + s1[3])) + ((s1[4] + s1[5]) + (s1[6] + s1[7]));
+            double u2 = ((s2[0] + s2[1]) + (s2[2] + s2[3])) + ((s2[4] + s2[5]) + (s2[6] + s2[7]));
+            for (; j < w; ++j) {
+                u1 += (double)tr[j];
+                u2 += (double)tr[j] * (double)((xr[j] - mf) * rf);
+            }
+            const float m1 = (float)(u1 / (double)w), m2 = (float)(u2 / (double)w);
+            for (j = 0; j < w; ++j)
+                orow[j] = gamma[j] * (rf * (tr[j] - m1 - (xr[j] - mf) * rf * m2));
+        }
+    }
+}
+
+void stochflow__layernorm_tangents(float *out, const float *t, const float *x,
+                                   const float *mean, const float *rstd, const float *gamma,
+                                   size_t rows, size_t T, size_t w, int nthreads) {
+#define BODY(lo, hi) ln_tan_rows(out, t, x, mean, rstd, gamma, T, w, lo, hi)
+    PARALLEL_RANGES(rows, rows * T * w, nthreads, 1, BODY);
+#undef BODY
+}
+
+void stochflow__layernorm_tangents_naive(float *out, const float *t, const float *x,
+                                         const float *mean, const float *rstd,
+                                         const float *gamma, size_t rows, size_t T, size_t w) {
+    for (size_t i = 0; i < rows; ++i)
+        for (size_t k = 0; k < T; ++k) {
+            const float *tr = t + (i * T + k) * w;
+            double m1 = 0.0, m2 = 0.0;
+            for (size_t j = 0; j < w; ++j) {
+                const double xh = ((double)x[i * w + j] - mean[i]) * rstd[i];
+                m1 += tr[j];
+                m2 += tr[j] * xh;
+            }
+            m1 /= (double)w;
+            m2 /= (double)w;
+            for (size_t j = 0; j < w; ++j) {
+                const double xh = ((double)x[i * w + j] - mean[i]) * rstd[i];
+                out[(i * T + k) * w + j] = (float)(gamma[j] * rstd[i] * (tr[j] - m1 - xh * m2));
+            }
+        }
 }
 
 double stochflow__act_ref(double z, int act, double *deriv) {

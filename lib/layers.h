@@ -1,4 +1,4 @@
-/* layers.h - forward/backward pairs of the MLP's layers (llm.c style).
+/* layers.h - forward/backward pairs of the fully connected networks' layers (llm.c style).
  *
  * Conventions: outputs first, then inputs, then sizes. Row-major tensors; a batch of
  * n rows. Backward functions ACCUMULATE into parameter gradients (dw, db) and, when
@@ -51,6 +51,32 @@ void stochflow__dense_act_forward(float *y, float *deriv, const float *x, const 
 size_t stochflow__act_backward_bias_rows(size_t n);
 void stochflow__act_backward_bias(float *dz, float *db, float *part, const float *dy,
                                   const float *deriv, size_t n, size_t cols, int nthreads);
+/* LayerNorm of each row over its w columns, with a per-column affine map; the same
+ * operation as a one-group GroupNorm of one position (lib/conv.h), whose naive
+ * references serve as this one's (c = w, hw = 1, groups = 1):
+ *   mean_i = mean_j x_ij,  rstd_i = 1 / sqrt(var_j x_ij + eps)      (lib/norm.h)
+ *   y [n x w] = (x - mean) rstd gamma + beta;  mean, rstd [n] are kept for backward. */
+void stochflow__layernorm_forward(float *y, float *mean, float *rstd, const float *x,
+                                  const float *gamma, const float *beta, size_t n, size_t w,
+                                  int nthreads);
+/* Backward for dy [n x w], with xhat = (x - mean) rstd and g = dy gamma:
+ *   dx = (or += with dx_accumulate) rstd (g - mean_j g - xhat mean_j (g xhat))
+ *   dgamma [w] += sum_rows dy xhat,  dbeta [w] += sum_rows dy   (both, or neither when
+ *   dgamma is NULL), summed per block of act_backward_bias_rows(n) rows into
+ *   part [STOCHFLOW__BIAS_BLOCKS x 2w], then in block order (as act_backward_bias). */
+void stochflow__layernorm_backward(float *dx, int dx_accumulate, float *dgamma, float *dbeta,
+                                   float *part, const float *dy, const float *x,
+                                   const float *mean, const float *rstd, const float *gamma,
+                                   size_t n, size_t w, int nthreads);
+/* Forward-mode tangents: each row's T input tangents t [rows x T x w] to the output's,
+ * out [rows x T x w] = gamma rstd (t - mean_j t - xhat mean_j (t xhat)) (the Jacobian
+ * whose transpose backward applies). */
+void stochflow__layernorm_tangents(float *out, const float *t, const float *x,
+                                   const float *mean, const float *rstd, const float *gamma,
+                                   size_t rows, size_t T, size_t w, int nthreads);
+void stochflow__layernorm_tangents_naive(float *out, const float *t, const float *x,
+                                         const float *mean, const float *rstd,
+                                         const float *gamma, size_t rows, size_t T, size_t w);
 /* Threads: the functions taking nthreads split their own loops into contiguous ranges
  * of rows or output columns (never across a sum), so results do not depend on it
  * (lib/parallel.h). */

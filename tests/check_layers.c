@@ -1,10 +1,11 @@
-/* check_layers.c - dense layer and activations: fast kernels against the naive
- * references, and backward passes against central finite differences. */
+/* check_layers.c - dense layer, activations and LayerNorm: fast kernels against the
+ * naive references, and backward passes against central finite differences. */
 #include <math.h>
 #include <string.h>
 
 #include "harness.h"
 #include "internal.h"
+#include "conv.h" /* GroupNorm: the LayerNorm's reference */
 #include "layers.h"
 #include "parallel.h"
 
@@ -302,6 +303,96 @@ START_TEST(threads_bitwise) {
 }
 END_TEST
 
+/* ---- LayerNorm ------------------------------------------------------------------ */
+
+/* Against a one-group GroupNorm of one position (c = w, hw = 1): the fast forward gives
+ * its bits, backward matches its naive reference (dx written and accumulated, dgamma,
+ * dbeta), the tangents match their naive reference and central differences of the
+ * forward, and every output is the same on 1, 2 and 3 threads (n = 700: several
+ * gradient-sum blocks). Rows with a large mean against their spread included. */
+START_TEST(layernorm_vs_groupnorm) {
+    const size_t ws[] = {1, 5, 37, 256}, ns[] = {3, 700};
+    for (size_t a = 0; a < 4; ++a)
+        for (size_t b = 0; b < 2; ++b) {
+            const size_t w = ws[a], n = ns[b], T = 3;
+            float *x = malloc(n * w * 4), *g = malloc(w * 4), *be = malloc(w * 4);
+            float *dy = malloc(n * w * 4), *t = malloc(n * T * w * 4);
+            fill(x, n * w, 31); fill(g, w, 32); fill(be, w, 33); fill(dy, n * w, 34);
+            fill(t, n * T * w, 35);
+            for (size_t j = 0; j < w; ++j) x[w + j] = 100.0f + 0.01f * x[w + j]; /* row 1 */
+            float *y = malloc(n * w * 4), *mu = malloc(n * 4), *rs = malloc(n * 4);
+            float *yg = malloc(n * w * 4), *mug = malloc(n * 4), *rsg = malloc(n * 4);
+            stochflow__groupnorm_forward(yg, mug, rsg, x, g, be, n, w, 1, 1, 1);
+            float *dxn = malloc(n * w * 4), *dgn = calloc(w, 4), *dbn = calloc(w, 4);
+            for (size_t i = 0; i < n * w; ++i) dxn[i] = 0.5f;
+            stochflow__groupnorm_backward_naive(dxn, 1, dgn, dbn, dy, x, mug, rsg, g, n, w, 1, 1);
+            float *tn = malloc(n * T * w * 4);
+            stochflow__layernorm_tangents_naive(tn, t, x, mug, rsg, g, n, T, w);
+            float *ref[6] = {0};
+            float *part = malloc(STOCHFLOW__BIAS_BLOCKS * 2 * w * 4);
+            for (int nt = 1; nt <= 3; ++nt) {
+                float *dx = malloc(n * w * 4), *dx0 = malloc(n * w * 4), *dg = calloc(w, 4);
+                float *db = calloc(w, 4), *to = malloc(n * T * w * 4);
+                stochflow__layernorm_forward(y, mu, rs, x, g, be, n, w, nt);
+                ck_assert_int_eq(memcmp(y, yg, n * w * 4), 0);
+                ck_assert_int_eq(memcmp(mu, mug, n * 4), 0);
+                ck_assert_int_eq(memcmp(rs, rsg, n * 4), 0);
+                for (size_t i = 0; i < n * w; ++i) dx[i] = 0.5f;
+                stochflow__layernorm_backward(dx, 1, dg, db, part, dy, x, mu, rs, g, n, w, nt);
+                stochflow__layernorm_backward(dx0, 0, NULL, NULL, NULL, dy, x, mu, rs, g, n, w, nt);
+                stochflow__layernorm_tangents(to, t, x, mu, rs, g, n, T, w, nt);
+                /* the largest error relative to 1 + |reference| of each output */
+                double e[4] = {0, 0, 0, 0};
+                for (size_t i = 0; i < n * w; ++i) {
+                    e[0] = fmax(e[0], fabs(dx[i] - dxn[i]) / (1 + fabs(dxn[i])));
+                    e[0] = fmax(e[0], fabs(dx0[i] - (dxn[i] - 0.5)) / (1 + fabs(dxn[i])));
+                }
+                for (size_t j = 0; j < w; ++j) {
+                    e[1] = fmax(e[1], fabs(dg[j] - dgn[j]) / (1 + fabs(dgn[j])));
+                    e[2] = fmax(e[2], fabs(db[j] - dbn[j]) / (1 + fabs(dbn[j])));
+                }
+                for (size_t i = 0; i < n * T * w; ++i)
+                    e[3] = fmax(e[3], fabs(to[i] - tn[i]) / (1 + fabs(tn[i])));
+                for (int q = 0; q < 4; ++q)
+                    ck_assert_msg(e[q] < 1e-4, "w %zu n %zu: output %d off by %g", w, n, q, e[q]);
+                float *got[6] = {y, dx, dx0, dg, db, to};
+                const size_t len[6] = {n * w, n * w, n * w, w, w, n * T * w};
+                for (int q = 0; q < 6; ++q) {
+                    if (nt == 1) {
+                        ref[q] = malloc(len[q] * 4);
+                        memcpy(ref[q], got[q], len[q] * 4);
+                    } else {
+                        ck_assert_msg(memcmp(ref[q], got[q], len[q] * 4) == 0,
+                                      "w %zu n %zu output %d differs with %d threads", w, n, q, nt);
+                    }
+                }
+                free(dx); free(dx0); free(dg); free(db); free(to);
+            }
+            /* the tangent of the first row against central differences of the forward */
+            if (w > 1) {
+                const size_t r = 0;
+                float *xp = malloc(w * 4), *xm = malloc(w * 4), *yp = malloc(w * 4),
+                      *ym = malloc(w * 4), m1, r1;
+                const float h = 1e-2f;
+                for (size_t j = 0; j < w; ++j) {
+                    xp[j] = x[r * w + j] + h * t[(r * T) * w + j];
+                    xm[j] = x[r * w + j] - h * t[(r * T) * w + j];
+                }
+                stochflow__layernorm_forward(yp, &m1, &r1, xp, g, be, 1, w, 1);
+                stochflow__layernorm_forward(ym, &m1, &r1, xm, g, be, 1, w, 1);
+                for (size_t j = 0; j < w; ++j) {
+                    const double fd = ((double)yp[j] - ym[j]) / (2.0 * h);
+                    ck_assert_double_eq_tol(tn[j], fd, 2e-3 * (1 + fabs(fd)));
+                }
+                free(xp); free(xm); free(yp); free(ym);
+            }
+            for (int q = 0; q < 6; ++q) free(ref[q]);
+            free(x); free(g); free(be); free(dy); free(t); free(y); free(mu); free(rs);
+            free(yg); free(mug); free(rsg); free(dxn); free(dgn); free(dbn); free(tn); free(part);
+        }
+}
+END_TEST
+
 Suite *make_suite(void) {
     Suite *s = suite_create("layers");
     TCase *tc = tcase_create("core");
@@ -315,6 +406,7 @@ Suite *make_suite(void) {
     TCase *tg = tcase_create("gradients");
     tcase_add_test(tg, dense_gradient_fd);
     tcase_add_test(tg, activation_derivatives);
+    tcase_add_test(tg, layernorm_vs_groupnorm);
     suite_add_tcase(s, tg);
     return s;
 }
