@@ -86,6 +86,27 @@ static int conf_read(load_ctx *c, const sect *s) {
     return 0;
 }
 
+/* a residual MLP's shape: width, blocks (absent for the other networks) */
+static int rmlp_written(const stochflow_model *m) { return m->cfg.arch == STOCHFLOW_ARCH_RESMLP; }
+static uint64_t rmlp_len(const stochflow_model *m) {
+    (void)m;
+    return 8;
+}
+static void rmlp_write(writer *w, const stochflow_model *m) {
+    stochflow__w_u32(w, (uint32_t)m->cfg.res_width);
+    stochflow__w_u32(w, (uint32_t)m->cfg.res_blocks);
+}
+static int rmlp_read(load_ctx *c, const sect *s) {
+    RETURN_ERROR_IF(s->len != 8, STOCHFLOW_E_FORMAT, "checkpoint RMLP section malformed");
+    RETURN_ERROR_IF(c->cfg.arch == STOCHFLOW_ARCH_UNET, STOCHFLOW_E_FORMAT,
+                    "checkpoint has both a UNET and an RMLP section");
+    reader r = {s->at, (size_t)s->len, 0};
+    c->cfg.res_width = stochflow__r_u32(&r);
+    c->cfg.res_blocks = stochflow__r_u32(&r);
+    c->cfg.arch = STOCHFLOW_ARCH_RESMLP; /* the sizes are validated with the configuration */
+    return 0;
+}
+
 /* a U-Net's shape (absent for the MLP) */
 static int unet_written(const stochflow_model *m) { return m->cfg.arch == STOCHFLOW_ARCH_UNET; }
 static uint64_t unet_len(const stochflow_model *m) {
@@ -475,6 +496,7 @@ typedef struct {
 static const section_def sections[] = {
     {"CONF", 1, 0, NULL, conf_len, conf_write, conf_read, NULL, NULL},
     {"UNET", 0, 0, unet_written, unet_len, unet_write, unet_read, NULL, NULL},
+    {"RMLP", 0, 0, rmlp_written, rmlp_len, rmlp_write, rmlp_read, NULL, NULL},
     {"STAT", 1, 0, NULL, stat_len, stat_write, NULL, stat_check, stat_read},
     {"HPAR", 1, 0, NULL, hpar_len, hpar_write, NULL, NULL, hpar_read},
     {"WGHT", 1, 0, NULL, wght_len, wght_write, NULL, wght_check, wght_read},

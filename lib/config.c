@@ -17,6 +17,14 @@ void stochflow__config_defaults(stochflow_config *c, size_t dim) {
     c->arch = STOCHFLOW_ARCH_MLP;
 }
 
+static int resmlp_check(size_t width, size_t blocks, const char *fn) {
+    RETURN_ERROR_IF(width < 1 || width > STOCHFLOW__MAX_WIDTH, STOCHFLOW_E_INVALID,
+                    "%s: width %zu out of range 1..%d", fn, width, STOCHFLOW__MAX_WIDTH);
+    RETURN_ERROR_IF(blocks < 1 || blocks > STOCHFLOW__MAX_RES_BLOCKS, STOCHFLOW_E_INVALID,
+                    "%s: %zu blocks, expected 1..%d", fn, blocks, STOCHFLOW__MAX_RES_BLOCKS);
+    return 0;
+}
+
 int stochflow__config_validate(const stochflow_config *c) {
     RETURN_ERROR_IF(c->dim < 1 || c->dim > STOCHFLOW__MAX_DIM, STOCHFLOW_E_INVALID,
                     "dimension %zu out of range 1..%d", c->dim, STOCHFLOW__MAX_DIM);
@@ -42,8 +50,11 @@ int stochflow__config_validate(const stochflow_config *c) {
     RETURN_ERROR_IF(c->interp.kind < STOCHFLOW_INTERP_TRIG ||
                         c->interp.kind > STOCHFLOW_INTERP_FOURIER,
                     STOCHFLOW_E_INVALID, "unknown interpolant %d", c->interp.kind);
-    RETURN_ERROR_IF(c->arch != STOCHFLOW_ARCH_MLP && c->arch != STOCHFLOW_ARCH_UNET,
+    RETURN_ERROR_IF(c->arch != STOCHFLOW_ARCH_MLP && c->arch != STOCHFLOW_ARCH_UNET &&
+                        c->arch != STOCHFLOW_ARCH_RESMLP,
                     STOCHFLOW_E_INVALID, "unknown architecture %d", c->arch);
+    if (c->arch == STOCHFLOW_ARCH_RESMLP)
+        FORWARD_IF_ERROR(resmlp_check(c->res_width, c->res_blocks, "residual MLP"));
     if (c->arch == STOCHFLOW_ARCH_UNET) { /* U-Net */
         FORWARD_IF_ERROR(stochflow__unet_validate(&c->unet, c->dim));
         RETURN_ERROR_IF(c->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
@@ -254,6 +265,26 @@ STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg,
     FORWARD_IF_ERROR(stochflow__unet_validate(&u, cfg->dim));
     cfg->unet = u;
     cfg->arch = STOCHFLOW_ARCH_UNET;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_resmlp(stochflow_config *cfg, size_t width,
+                                              size_t blocks) {
+    CHECK_CFG(cfg);
+    FORWARD_IF_ERROR(resmlp_check(width, blocks, "set_resmlp"));
+    cfg->res_width = width;
+    cfg->res_blocks = blocks;
+    cfg->arch = STOCHFLOW_ARCH_RESMLP;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_resmlp(size_t *width, size_t *blocks,
+                                          const stochflow_config *cfg) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(cfg->arch != STOCHFLOW_ARCH_RESMLP, STOCHFLOW_E_INVALID,
+                    "config_resmlp: the configuration is not a residual MLP");
+    if (width) *width = cfg->res_width;
+    if (blocks) *blocks = cfg->res_blocks;
     return 0;
 }
 

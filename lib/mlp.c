@@ -29,15 +29,8 @@ typedef struct {
 } dense;
 
 typedef struct {
-    size_t d;          /* data dimension */
-    size_t n_time;     /* time features */
-    size_t n_in;       /* d + n_time + n_cond */
-    size_t n_ctx;      /* context floats (0: none) */
-    size_t n_classes;  /* labels (0: none) */
-    size_t n_emb;      /* label embedding width (0 without labels) */
-    size_t n_cond;     /* conditioning columns: n_ctx + 1 (with context) + n_emb */
+    stochflow__fc_input in; /* the input row [x, phi(t), cond] (network.h) */
     size_t emb_off;    /* the label embedding's offset in the parameter block */
-    size_t n_freq;     /* Fourier time frequencies (0: raw time only) */
     size_t n_layers;   /* dense layers = n_hidden + 1 */
     size_t max_width;  /* max over hidden widths */
     int activation;
@@ -47,32 +40,32 @@ typedef struct {
 
 /* ---- layout ----------------------------------------------------------------------- */
 
-static size_t time_features(const stochflow_config *c) {
-    return c->time_kind == STOCHFLOW_TIME_FOURIER ? 1 + 2 * c->n_freq : 1;
-}
-
-/* Layer geometry and parameter count from a validated config (no allocation).
- * Returns -1 if the count overflows. */
 /* Label embedding width: as many as the embedding has rows (n_classes + 1), at most 32. */
 static size_t emb_width(size_t n_classes) {
     return n_classes == 0 ? 0 : (n_classes + 1 < 32 ? n_classes + 1 : 32);
 }
 
+void stochflow__fc_input_layout(stochflow__fc_input *in, const stochflow_config *c) {
+    in->d = c->dim;
+    in->n_freq = c->n_freq;
+    in->n_time = c->time_kind == STOCHFLOW_TIME_FOURIER ? 1 + 2 * c->n_freq : 1;
+    in->n_ctx = c->n_ctx;
+    in->n_classes = c->n_classes;
+    in->n_emb = emb_width(c->n_classes);
+    in->n_cond = (in->n_ctx ? in->n_ctx + 1 : 0) + in->n_emb;
+    in->n_in = in->d + in->n_time + in->n_cond;
+}
+
+/* Layer geometry and parameter count from a validated config (no allocation).
+ * Returns -1 if the count overflows. */
 static int layout(mlp *m, const stochflow_config *c) {
-    m->d = c->dim;
-    m->n_time = time_features(c);
-    m->n_ctx = c->n_ctx;
-    m->n_classes = c->n_classes;
-    m->n_emb = emb_width(c->n_classes);
-    m->n_cond = (m->n_ctx ? m->n_ctx + 1 : 0) + m->n_emb;
-    m->n_in = m->d + m->n_time + m->n_cond;
-    m->n_freq = c->n_freq;
+    stochflow__fc_input_layout(&m->in, c);
     m->activation = c->activation;
     m->n_layers = c->n_hidden + 1;
     m->max_width = 0;
-    size_t off = 0, in = m->n_in;
+    size_t off = 0, in = m->in.n_in;
     for (size_t l = 0; l < m->n_layers; ++l) {
-        size_t out = l < c->n_hidden ? c->hidden[l] : m->d;
+        size_t out = l < c->n_hidden ? c->hidden[l] : m->in.d;
         if (l < c->n_hidden && out > m->max_width) m->max_width = out;
         size_t wcount;
         if (stochflow__mul_size(&wcount, in, out) != 0) return -1;
@@ -82,36 +75,48 @@ static int layout(mlp *m, const stochflow_config *c) {
         in = out;
     }
     m->emb_off = off;
-    if (m->n_emb) { /* bounded by the configuration's limits: no overflow */
-        off += (m->n_classes + 1) * m->n_emb;
-    }
+    off += stochflow__fc_emb_floats(&m->in); /* bounded by the configuration's limits */
     m->n_params = off;
     return 0;
 }
 
+size_t stochflow__fc_emb_floats(const stochflow__fc_input *in) {
+    return in->n_emb ? (in->n_classes + 1) * in->n_emb : 0;
+}
+
+/* The label embedding: standard normal, row j from (seed, INIT, step, row j). */
+void stochflow__fc_emb_init(float *emb, const stochflow__fc_input *in, uint64_t seed,
+                            uint64_t step) {
+    for (size_t j = 0; in->n_emb && j <= in->n_classes; ++j) {
+        stochflow__rng r;
+        stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_INIT, step, j);
+        for (size_t k = 0; k < in->n_emb; ++k)
+            emb[j * in->n_emb + k] = (float)stochflow__rng_normal(&r);
+    }
+}
+
+/* PyTorch's nn.Linear default: W [out x in] and b ~ U(-1/sqrt(in), 1/sqrt(in)); row j
+ * draws from (seed, INIT stream, step, row = j). */
+void stochflow__fc_dense_init(float *w, float *b, size_t in, size_t out, uint64_t seed,
+                              uint64_t step) {
+    double bound = 1.0 / sqrt((double)in);
+    for (size_t j = 0; j < out; ++j) {
+        stochflow__rng r;
+        stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_INIT, step, j);
+        float *wr = w + j * in;
+        for (size_t k = 0; k < in; ++k)
+            wr[k] = (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
+        b[j] = (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
+    }
+}
+
 static void init_weights(const void *self, float *p, uint64_t seed) {
     const mlp *m = self;
-    /* PyTorch's nn.Linear default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-     * Row j of layer l draws from (seed, INIT stream, step = l, row = j). */
     for (size_t l = 0; l < m->n_layers; ++l) {
         const dense *L = &m->layers[l];
-        double bound = 1.0 / sqrt((double)L->in);
-        for (size_t j = 0; j < L->out; ++j) {
-            stochflow__rng r;
-            stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_INIT, l, j);
-            float *w = p + L->w_off + j * L->in;
-            for (size_t k = 0; k < L->in; ++k)
-                w[k] = (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
-            p[L->b_off + j] = (float)((2.0 * stochflow__rng_uniform(&r) - 1.0) * bound);
-        }
+        stochflow__fc_dense_init(p + L->w_off, p + L->b_off, L->in, L->out, seed, l);
     }
-    /* label embedding: standard normal, row j from (seed, INIT, step = n_layers, row j) */
-    for (size_t j = 0; m->n_emb && j <= m->n_classes; ++j) {
-        stochflow__rng r;
-        stochflow__rng_init(&r, seed, STOCHFLOW__STREAM_INIT, m->n_layers, j);
-        for (size_t k = 0; k < m->n_emb; ++k)
-            p[m->emb_off + j * m->n_emb + k] = (float)stochflow__rng_normal(&r);
-    }
+    stochflow__fc_emb_init(p + m->emb_off, &m->in, seed, m->n_layers);
 }
 
 /* ---- workspace -------------------------------------------------------------------- */
@@ -129,7 +134,7 @@ typedef struct {
 } acts;
 
 static int acts_floats(size_t *out, const mlp *m, size_t rows) {
-    size_t per_row = m->n_in + m->d + (m->n_emb ? 1 : 0);
+    size_t per_row = m->in.n_in + m->in.d + (m->in.n_emb ? 1 : 0);
     for (size_t l = 0; l + 1 < m->n_layers; ++l) per_row += 2 * m->layers[l].out;
     if (stochflow__mul_size(out, per_row, rows) != 0) return -1;
     return 0;
@@ -137,7 +142,7 @@ static int acts_floats(size_t *out, const mlp *m, size_t rows) {
 
 static void carve(acts *A, const mlp *m, float *p, size_t rows) {
     A->u = p;
-    p += rows * m->n_in;
+    p += rows * m->in.n_in;
     for (size_t l = 0; l + 1 < m->n_layers; ++l) {
         A->a[l] = p;
         p += rows * m->layers[l].out;
@@ -145,9 +150,9 @@ static void carve(acts *A, const mlp *m, float *p, size_t rows) {
         p += rows * m->layers[l].out;
     }
     A->out = p;
-    p += rows * m->d;
+    p += rows * m->in.d;
     A->label = p;
-    if (m->n_emb) p += rows;
+    if (m->in.n_emb) p += rows;
     A->scratch = p;
 }
 
@@ -155,11 +160,11 @@ static int ws_floats(size_t *out, const void *self, size_t rows, int backward, s
                      int nthreads) {
     (void)nthreads;
     const mlp *m = self;
-    const size_t H = m->max_width, W = H > m->d ? H : m->d;
+    const size_t H = m->max_width, W = H > m->in.d ? H : m->in.d;
     size_t act_f, back_f = 0, tan_f = 0, x;
     if (acts_floats(&act_f, m, rows) != 0) return -1;
     if (backward) {
-        if (stochflow__mul_size(&x, rows, 2 * H + m->n_in) != 0) return -1;
+        if (stochflow__mul_size(&x, rows, 2 * H + m->in.n_in) != 0) return -1;
         back_f = x + STOCHFLOW__BIAS_BLOCKS * H;
         if (back_f < x) return -1;
     }
@@ -182,23 +187,52 @@ static size_t row_floats(const void *self, int nthreads) {
 static float *input(size_t *stride, const void *self, float *ws, size_t rows) {
     (void)rows;
     const mlp *m = self;
-    *stride = m->n_in;
+    *stride = m->in.n_in;
     return ws; /* A.u comes first */
 }
 
 /* ---- forward ---------------------------------------------------------------------- */
 
-static void time_embed(float *phi, const mlp *m, double t) {
+static void time_embed(float *phi, size_t n_freq, double t) {
     phi[0] = (float)t;
-    for (size_t k = 1; k <= m->n_freq; ++k) {
+    for (size_t k = 1; k <= n_freq; ++k) {
         phi[2 * k - 1] = (float)sin(STOCHFLOW__PI * (double)k * t);
         phi[2 * k] = (float)cos(STOCHFLOW__PI * (double)k * t);
     }
 }
 
 /* The time features of rows [lo, hi): each row's own time. */
-static void embed_rows(const mlp *m, float *u, const double *t, size_t lo, size_t hi) {
-    for (size_t i = lo; i < hi; ++i) time_embed(u + i * m->n_in + m->d, m, t[i]);
+static void embed_rows(const stochflow__fc_input *in, float *u, const double *t, size_t lo,
+                       size_t hi) {
+    for (size_t i = lo; i < hi; ++i) time_embed(u + i * in->n_in + in->d, in->n_freq, t[i]);
+}
+
+void stochflow__fc_input_fill(const stochflow__fc_input *in, float *u, float *label,
+                              const float *emb, const double *t_rows, double t_all,
+                              const stochflow__cond *cond, size_t rows, int nt) {
+    if (t_rows) {
+        /* per-row times (training): rows are independent, split across threads */
+#define BODY(lo, hi) embed_rows(in, u, t_rows, lo, hi)
+        PARALLEL_RANGES(rows, rows * (in->n_time + 8) * 16, nt, 1, BODY);
+#undef BODY
+    } else {
+        float phi[1 + 2 * STOCHFLOW__MAX_FREQ];
+        time_embed(phi, in->n_freq, t_all);
+        for (size_t i = 0; i < rows; ++i)
+            memcpy(u + i * in->n_in + in->d, phi, in->n_time * sizeof *phi);
+    }
+    if (in->n_cond)
+        stochflow__cond_fill(u + in->d + in->n_time, in->n_in, label, emb, in->n_ctx,
+                             in->n_classes, cond, rows);
+}
+
+void stochflow__fc_input_grad(float *dx, float *gemb, const stochflow__fc_input *in,
+                              const float *du, const float *label, size_t rows) {
+    if (dx)
+        for (size_t i = 0; i < rows; ++i)
+            memcpy(dx + i * in->d, du + i * in->n_in, in->d * sizeof *dx);
+    if (gemb && in->n_emb) /* rows in order: bitwise whatever nt */
+        stochflow__cond_emb_grad(gemb, du, in->n_in, label, in->n_classes, rows);
 }
 
 size_t stochflow__cond_emb_width(size_t n_classes) { return emb_width(n_classes); }
@@ -252,20 +286,7 @@ static const float *forward(const void *self, const float *p, float *ws, size_t 
     const mlp *m = self;
     acts A;
     carve(&A, m, ws, rows);
-    if (t_rows) {
-        /* per-row times (training): rows are independent, split across threads */
-#define BODY(lo, hi) embed_rows(m, A.u, t_rows, lo, hi)
-        PARALLEL_RANGES(rows, rows * (m->n_time + 8) * 16, nt, 1, BODY);
-#undef BODY
-    } else {
-        float phi[1 + 2 * STOCHFLOW__MAX_FREQ];
-        time_embed(phi, m, t_all);
-        for (size_t i = 0; i < rows; ++i)
-            memcpy(A.u + i * m->n_in + m->d, phi, m->n_time * sizeof *phi);
-    }
-    if (m->n_cond)
-        stochflow__cond_fill(A.u + m->d + m->n_time, m->n_in, A.label, p + m->emb_off, m->n_ctx,
-                             m->n_classes, cond, rows);
+    stochflow__fc_input_fill(&m->in, A.u, A.label, p + m->emb_off, t_rows, t_all, cond, rows, nt);
     const float *in = A.u;
     for (size_t l = 0; l < m->n_layers; ++l) {
         const dense *L = &m->layers[l];
@@ -295,7 +316,7 @@ static void backward(const void *self, const float *p, float *ws, size_t rows,
     carve(&A, m, ws, rows);
     float *g1 = A.scratch, *g2 = g1 + rows * H, *part = g2 + rows * H;
     /* the input gradient also feeds the label embedding's gradient */
-    float *du = dx || (grads && m->n_emb) ? part + STOCHFLOW__BIAS_BLOCKS * H : NULL;
+    float *du = dx || (grads && m->in.n_emb) ? part + STOCHFLOW__BIAS_BLOCKS * H : NULL;
     const float *dy = dout;
     int db_done = 0; /* layer l's bias gradient was summed in the activation pass */
     for (size_t l = m->n_layers; l-- > 0;) {
@@ -317,11 +338,7 @@ static void backward(const void *self, const float *p, float *ws, size_t rows,
             g2 = tmp;
         }
     }
-    if (dx)
-        for (size_t i = 0; i < rows; ++i)
-            memcpy(dx + i * m->d, du + i * m->n_in, m->d * sizeof *dx);
-    if (grads && m->n_emb) /* rows in order: bitwise whatever nt */
-        stochflow__cond_emb_grad(grads + m->emb_off, du, m->n_in, A.label, m->n_classes, rows);
+    stochflow__fc_input_grad(dx, grads ? grads + m->emb_off : NULL, &m->in, du, A.label, rows);
 }
 
 /* ---- forward-mode tangents -------------------------------------------------------- */
@@ -335,28 +352,58 @@ static void backward(const void *self, const float *p, float *ws, size_t rows,
  * tangents are the unit vectors e_j and only the diagonal (e_j . J e_j) of the output
  * is formed; for Hutchinson they are the probes and quad_k = e_k . (J e_k).
  */
-static void tangents(const void *self, const float *p, float *ws, size_t rows,
-                     const float *probes, size_t T, float *quad, int nt) {
-    const mlp *m = self;
-    const size_t d = m->d, W = m->max_width > d ? m->max_width : d;
-    acts A;
-    carve(&A, m, ws, rows);
-    float *tan1 = A.scratch, *tan2 = tan1 + rows * T * W;
-    const dense *L0 = &m->layers[0];
-    const float *W0 = p + L0->w_off;
-    /* first layer tangent: [rows*T x H_0] */
+void stochflow__fc_tangents_in(float *tan, const float *w0, size_t in, size_t out, size_t d,
+                               const float *probes, size_t rows, size_t T, int nt) {
     if (probes == NULL) {
         /* e_k: column k of W_0 */
         for (size_t i = 0; i < rows; ++i)
             for (size_t k = 0; k < T; ++k) {
-                float *tz = tan1 + (i * T + k) * L0->out;
-                for (size_t j = 0; j < L0->out; ++j) tz[j] = W0[j * L0->in + k];
+                float *tz = tan + (i * T + k) * out;
+                for (size_t j = 0; j < out; ++j) tz[j] = w0[j * in + k];
             }
     } else {
-        /* probes [rows*T x d] times W_0[:, :d]^T (row stride n_in) */
-        (void)stochflow__sgemm(0, 1, rows * T, L0->out, d, 1.0f, probes, d, W0, L0->in, 0.0f,
-                               tan1, L0->out, nt);
+        /* probes [rows*T x d] times W_0[:, :d]^T (row stride in) */
+        (void)stochflow__sgemm(0, 1, rows * T, out, d, 1.0f, probes, d, w0, in, 0.0f, tan, out,
+                               nt);
     }
+}
+
+void stochflow__fc_tangents_out(float *quad, float *scratch, const float *wo, size_t in,
+                                size_t d, const float *tan, const float *probes, size_t rows,
+                                size_t T, int nt) {
+    if (probes == NULL) {
+        /* exact trace: the diagonal W_o[k, :] . tan_k */
+        for (size_t i = 0; i < rows; ++i)
+            for (size_t k = 0; k < T; ++k)
+                quad[i * T + k] = stochflow__dot(wo + k * in, tan + (i * T + k) * in, in);
+        return;
+    }
+    /* y = tan W_o^T [rows*T x d] (into scratch), then quad = e . y */
+    if (d <= 16) {
+        for (size_t r = 0; r < rows * T; ++r)
+            for (size_t j = 0; j < d; ++j)
+                scratch[r * d + j] = stochflow__dot(wo + j * in, tan + r * in, in);
+    } else {
+        (void)stochflow__sgemm(0, 1, rows * T, d, in, 1.0f, tan, in, wo, in, 0.0f, scratch, d,
+                               nt);
+    }
+    for (size_t r = 0; r < rows * T; ++r) {
+        double acc = 0.0;
+        for (size_t j = 0; j < d; ++j) acc += (double)probes[r * d + j] * scratch[r * d + j];
+        quad[r] = (float)acc;
+    }
+}
+
+static void tangents(const void *self, const float *p, float *ws, size_t rows,
+                     const float *probes, size_t T, float *quad, int nt) {
+    const mlp *m = self;
+    const size_t d = m->in.d, W = m->max_width > d ? m->max_width : d;
+    acts A;
+    carve(&A, m, ws, rows);
+    float *tan1 = A.scratch, *tan2 = tan1 + rows * T * W;
+    const dense *L0 = &m->layers[0];
+    /* first layer tangent: [rows*T x H_0] */
+    stochflow__fc_tangents_in(tan1, p + L0->w_off, L0->in, L0->out, d, probes, rows, T, nt);
     /* hidden layers */
     for (size_t l = 0; l + 1 < m->n_layers; ++l) {
         const size_t H = m->layers[l].out;
@@ -372,28 +419,7 @@ static void tangents(const void *self, const float *p, float *ws, size_t rows,
             continue;
         }
         /* output layer: only e_k . (W_o tan) is needed */
-        const float *Wo = p + N->w_off;
-        if (probes == NULL) {
-            /* exact trace: the diagonal W_o[k, :] . tan_k */
-            for (size_t i = 0; i < rows; ++i)
-                for (size_t k = 0; k < T; ++k)
-                    quad[i * T + k] = stochflow__dot(Wo + k * N->in, tan1 + (i * T + k) * N->in, N->in);
-        } else {
-            /* y = tan W_o^T [rows*T x d] (into tan2), then quad = e . y */
-            if (d <= 16) {
-                for (size_t r = 0; r < rows * T; ++r)
-                    for (size_t j = 0; j < d; ++j)
-                        tan2[r * d + j] = stochflow__dot(Wo + j * N->in, tan1 + r * N->in, N->in);
-            } else {
-                (void)stochflow__sgemm(0, 1, rows * T, d, N->in, 1.0f, tan1, N->in, Wo, N->in,
-                                       0.0f, tan2, d, nt);
-            }
-            for (size_t r = 0; r < rows * T; ++r) {
-                double acc = 0.0;
-                for (size_t j = 0; j < d; ++j) acc += (double)probes[r * d + j] * tan2[r * d + j];
-                quad[r] = (float)acc;
-            }
-        }
+        stochflow__fc_tangents_out(quad, tan2, p + N->w_off, N->in, d, tan1, probes, rows, T, nt);
     }
 }
 
@@ -429,6 +455,6 @@ int stochflow__mlp_network(stochflow__network *out, const stochflow_config *cfg)
     mlp *m = stochflow__malloc(sizeof *m);
     RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_NOMEM, "model_new: out of memory");
     *m = tmp;
-    *out = (stochflow__network){&mlp_ops, m, m->d, m->n_params};
+    *out = (stochflow__network){&mlp_ops, m, m->in.d, m->n_params};
     return 0;
 }

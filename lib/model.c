@@ -29,6 +29,7 @@
 
 int stochflow__network_build(stochflow__network *out, const stochflow_config *cfg) {
     if (cfg->arch == STOCHFLOW_ARCH_UNET) return stochflow__unet_network(out, cfg);
+    if (cfg->arch == STOCHFLOW_ARCH_RESMLP) return stochflow__resmlp_network(out, cfg);
     return stochflow__mlp_network(out, cfg);
 }
 
@@ -46,6 +47,7 @@ int stochflow__network_param_count(size_t *count, const stochflow_config *cfg) {
         stochflow__network_free(&net);
         return 0;
     }
+    if (cfg->arch == STOCHFLOW_ARCH_RESMLP) return stochflow__resmlp_param_count(count, cfg);
     return stochflow__mlp_param_count(count, cfg);
 }
 

@@ -14,6 +14,7 @@
 #define STOCHFLOW__MAX_WIDTH 65536
 #define STOCHFLOW__MAX_DIM 65536
 #define STOCHFLOW__MAX_FREQ 64
+#define STOCHFLOW__MAX_RES_BLOCKS 64 /* residual MLP blocks */
 #define STOCHFLOW__MAX_CTX 65536      /* context floats per row */
 #define STOCHFLOW__MAX_CLASSES 1048576 /* class labels */
 
@@ -38,6 +39,7 @@ struct stochflow_config {
     uint64_t seed;
     int arch;         /* STOCHFLOW_ARCH_* */
     stochflow__unet_cfg unet; /* ARCH_UNET only */
+    size_t res_width, res_blocks; /* ARCH_RESMLP only */
     size_t n_ctx;     /* context floats per row (0: none; doc/conditional.md) */
     size_t n_classes; /* class labels 0..n_classes-1 (0: none) */
     stochflow__objective obj; /* what the training step regresses (lib/objective.c) */

@@ -1,5 +1,6 @@
 /* network.h - the one interface behind the model handle: every architecture (the MLP,
- * lib/mlp.c; the U-Net, lib/unet.c) is a table of these operations over its own state.
+ * lib/mlp.c; the residual MLP, lib/resmlp.c; the U-Net, lib/unet.c) is a table of these
+ * operations over its own state.
  * lib/model.c holds everything they share: validation, draws and pairing, the loss,
  * the optimizer calls, the evaluation weights and the blocking policy of evaluations.
  * Private to the library; doc/architecture.md.
@@ -107,16 +108,61 @@ void stochflow__cond_emb_grad(float *gemb, const float *g, size_t stride, const 
                               size_t n_classes, size_t rows);
 
 struct stochflow_config;
-/* Build the network a validated configuration describes (MLP or U-Net). */
+
+/* ---- what the two fully connected networks share (lib/mlp.c) --------------------------
+ * The MLP (lib/mlp.c) and the residual MLP (lib/resmlp.c) read one input row
+ * u = [x (d), phi(t) (n_time), cond (n_cond)] of n_in floats: phi(t) = t, then
+ * sin/cos(k pi t) for k = 1..n_freq with Fourier features; cond as above. Their first
+ * dense layer reads u and their last writes d outputs. */
+typedef struct {
+    size_t d, n_time, n_freq;           /* data columns, time features, frequencies */
+    size_t n_ctx, n_classes, n_emb;     /* context floats, labels, embedding width */
+    size_t n_cond, n_in;                /* conditioning columns; the whole row */
+} stochflow__fc_input;
+void stochflow__fc_input_layout(stochflow__fc_input *in, const struct stochflow_config *cfg);
+/* Floats of the label embedding [(n_classes + 1) x n_emb] (0 without labels). */
+size_t stochflow__fc_emb_floats(const stochflow__fc_input *in);
+/* Initial values: the embedding standard normal (row j from (seed, INIT, step, j)); a
+ * dense layer W [out x in], b [out] as PyTorch's nn.Linear, U(-1/sqrt(in), 1/sqrt(in)),
+ * row j from (seed, INIT, step, j). */
+void stochflow__fc_emb_init(float *emb, const stochflow__fc_input *in, uint64_t seed,
+                            uint64_t step);
+void stochflow__fc_dense_init(float *w, float *b, size_t in, size_t out, uint64_t seed,
+                              uint64_t step);
+/* Fill the time features and conditioning of rows [0, rows) of u (row stride n_in, the
+ * x columns already written): t_rows per row, or t_all for every row when NULL; label,
+ * emb as stochflow__cond_fill. */
+void stochflow__fc_input_fill(const stochflow__fc_input *in, float *u, float *label,
+                              const float *emb, const double *t_rows, double t_all,
+                              const stochflow__cond *cond, size_t rows, int nthreads);
+/* From the input gradient du [rows x n_in]: dx [rows x d] (skipped when NULL) and the
+ * embedding's gradient gemb += (skipped when NULL or without labels). */
+void stochflow__fc_input_grad(float *dx, float *gemb, const stochflow__fc_input *in,
+                              const float *du, const float *label, size_t rows);
+/* Tangents of the first dense layer's output (its weights w0 [out x in], no bias):
+ * tan [rows*T x out] = e W_0[:, :d]^T for each row's T probes e [rows x T x d], or with
+ * probes NULL the unit vectors (T = d). */
+void stochflow__fc_tangents_in(float *tan, const float *w0, size_t in, size_t out, size_t d,
+                               const float *probes, size_t rows, size_t T, int nthreads);
+/* Through the last dense layer (wo [d x in]) from the tangents tan [rows*T x in] of its
+ * input: quad [rows x T] = e_k . (W_o tan_k), with scratch [rows*T x d] for probes; with
+ * probes NULL, the diagonal (T = d, e_k the unit vectors). */
+void stochflow__fc_tangents_out(float *quad, float *scratch, const float *wo, size_t in,
+                                size_t d, const float *tan, const float *probes, size_t rows,
+                                size_t T, int nthreads);
+
+/* Build the network a validated configuration describes (MLP, residual MLP or U-Net). */
 int stochflow__network_build(stochflow__network *out, const struct stochflow_config *cfg);
 void stochflow__network_free(stochflow__network *net);
 
 /* Parameters a validated configuration implies, without allocating for an MLP. */
 int stochflow__network_param_count(size_t *count, const struct stochflow_config *cfg);
 
-/* The two implementations' constructors (lib/mlp.c, lib/unet.c). */
+/* The implementations' constructors (lib/mlp.c, lib/resmlp.c, lib/unet.c). */
 int stochflow__mlp_param_count(size_t *count, const struct stochflow_config *cfg);
 int stochflow__mlp_network(stochflow__network *out, const struct stochflow_config *cfg);
+int stochflow__resmlp_param_count(size_t *count, const struct stochflow_config *cfg);
+int stochflow__resmlp_network(stochflow__network *out, const struct stochflow_config *cfg);
 int stochflow__unet_network(stochflow__network *out, const struct stochflow_config *cfg);
 
 #endif

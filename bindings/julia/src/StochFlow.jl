@@ -216,6 +216,8 @@ grad_clip, ema_decay, lr_schedule (:cosine needs lr_total_steps with it), lr_dec
 lr_decay_factor, lr_warmup, lr_total_steps, lr_min, ema_warmup (:on/:off), eval_weights, interp_lr, coupling,
 sinkhorn_reg).
 `interpolant = :fourier` is the learnable interpolant with `n_modes` modes over `interp_base`.
+`resmlp = (width, blocks)` makes the velocity field a residual MLP with that many pre-norm
+residual blocks with LayerNorm (`stochflow_config_set_resmlp`); `hidden` is then ignored.
 `unet = (channels=1, height=28, width=28, base=32, mult=(1, 2, 2), blocks=1, attn_mask=4,
 groups=8)` (a NamedTuple; channels, height and width required, the others default as
 shown, attn_mask to the lowest level) makes the velocity field a convolutional U-Net over
@@ -242,7 +244,7 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
                time_embedding = :raw, n_freq::Integer = 0, n_modes::Integer = 0,
                interp_base = :linear, unet = nothing, n_ctx::Integer = 0,
                n_classes::Integer = 0, objective = nothing, gamma = nothing,
-               antithetic::Bool = false, tunables...)
+               antithetic::Bool = false, resmlp = nothing, tunables...)
     cfg = Ref{Ptr{Cvoid}}(C_NULL)
     check(ccall((:stochflow_config_new, libstochflow), Cint, (Ptr{Ptr{Cvoid}}, Csize_t),
                 cfg, dim), "stochflow_config_new")
@@ -272,11 +274,17 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
         end
         check(ccall((:stochflow_config_set_seed, libstochflow), Cint, (Ptr{Cvoid}, UInt64),
                     cfg[], seed), "stochflow_config_set_seed")
+        if resmlp !== nothing
+            check(ccall((:stochflow_config_set_resmlp, libstochflow), Cint,
+                        (Ptr{Cvoid}, Csize_t, Csize_t), cfg[], resmlp[1], resmlp[2]),
+                  "stochflow_config_set_resmlp")
+        end
         unet === nothing || set_unet(cfg[], unet)
         if n_ctx != 0 || n_classes != 0
             check(ccall((:stochflow_config_set_context, libstochflow), Cint,
                         (Ptr{Cvoid}, Csize_t, Csize_t), cfg[], n_ctx, n_classes),
                   "stochflow_config_set_context")
+        end
         if objective !== nothing || gamma !== nothing || antithetic
             set_objective(cfg[], objective === nothing ? :velocity : objective, gamma, antithetic)
         end

@@ -481,6 +481,10 @@ class Model:
     antithetic: antithetic pairs of z. si_kind: "two_sided", "one_sided" (x_t = a z + b x1)
     or "mirror". Sample with the SDE: drift.sample(n, sde=eps, score_model=score).
 
+    resmlp: None (the MLP of hidden) or (width, blocks): a residual MLP of that width
+    with that many pre-norm residual blocks with LayerNorm (stochflow_config_set_resmlp;
+    (256, 2) is the recipe's). hidden is then ignored.
+
     unet: None (the MLP velocity field) or a dict making the model a convolutional U-Net
     over NCHW images (doc/unet.md): channels, height, width (required; their product must
     equal dim), base=32, mult=(1, 2, 2), blocks=1, attn_mask=None (attention at the
@@ -506,7 +510,7 @@ class Model:
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", interpolant="trig",
                  seed=0, threads=None, time_embedding="raw", n_freq=0, n_modes=0,
                  interp_base="linear", unet=None, n_ctx=0, n_classes=0, objective=None,
-                 gamma=None, antithetic=False, si_kind="two_sided", **tunables):
+                 gamma=None, antithetic=False, si_kind="two_sided", resmlp=None, **tunables):
         hidden = [int(h) for h in hidden]
         cfg = ctypes.c_void_p()
         _call("stochflow_config_new", ctypes.byref(cfg), int(dim))
@@ -531,6 +535,9 @@ class Model:
                 _call("stochflow_config_set_objective", cfg, field,
                       _enum(si_kind, _SI_KINDS, "si_kind"), g, scale,
                       STOCHFLOW_OBJECTIVE_ANTITHETIC if antithetic else 0)  # noqa: F405
+            if resmlp is not None:
+                width, blocks = resmlp
+                _call("stochflow_config_set_resmlp", cfg, int(width), int(blocks))
             if unet is not None:
                 _set_unet(cfg, unet)
             if n_ctx or n_classes:
@@ -581,7 +588,8 @@ class Model:
     @_serialized
     def config(self):
         """The architecture as a dict (dim, hidden, activation, time_embedding, n_freq,
-        interpolant, seed, and unet for a U-Net), as accepted by Model(**config)."""
+        interpolant, seed, resmlp for a residual MLP, unet for a U-Net), as accepted by
+        Model(**config)."""
         cfg = ctypes.c_void_p()
         _call("stochflow_model_config", ctypes.byref(cfg), self._h)
         try:
@@ -605,6 +613,10 @@ class Model:
             }
             if _lib.stochflow_config_arch(cfg) == STOCHFLOW_ARCH_UNET:  # noqa: F405
                 out["unet"] = _get_unet(cfg)
+            if _lib.stochflow_config_arch(cfg) == STOCHFLOW_ARCH_RESMLP:  # noqa: F405
+                w, b = ctypes.c_size_t(), ctypes.c_size_t()
+                _call("stochflow_config_resmlp", ctypes.byref(w), ctypes.byref(b), cfg)
+                out["resmlp"] = (w.value, b.value)
             f, k, g, fl = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
             sc = ctypes.c_double()
             _call("stochflow_config_objective", ctypes.byref(f), ctypes.byref(k), ctypes.byref(g),

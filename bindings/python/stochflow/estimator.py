@@ -57,6 +57,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     what `stochflow train --data TABLE` trains (doc/cli.md):
       hidden, activation, interpolant: the velocity network (see stochflow.Model);
         default 3 x 256 SiLU, trig
+      resmlp: None, or (width, blocks) for a residual MLP instead of hidden (see
+        stochflow.Model)
       lr, lr_schedule, weight_decay, ema_decay: the optimizer (Adam 2e-3, cosine over
         max_steps) and the EMA of the weights (0.999, with the warm-up
         min(ema_decay, (1 + s)/(10 + s)) at step s; 0 = off), which the validation, the
@@ -89,7 +91,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
                  lr_schedule="cosine", weight_decay=0.0, ema_decay=0.999, batch_size=256,
                  max_steps=_TABLE_STEPS, max_seconds=0.0, eval_every="auto", patience=50,
                  val_fraction="auto", val_subset=256, min_delta=0.0, solver="dopri5",
-                 solver_steps=20, standardize=True, threads=1, random_state=None):
+                 solver_steps=20, standardize=True, threads=1, random_state=None,
+                 resmlp=None):
         self.hidden = hidden
         self.activation = activation
         self.interpolant = interpolant
@@ -110,6 +113,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.standardize = standardize
         self.threads = threads
         self.random_state = random_state
+        self.resmlp = resmlp
 
     def _solver_options(self):
         opts = {"solver": self.solver}
@@ -131,7 +135,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise ValueError("FlowDensity needs at least 2 samples, got n_samples = %d"
                              % X.shape[0])
         seed = _seed(self.random_state)
-        model = Model(X.shape[1], hidden=tuple(int(h) for h in self.hidden),
+        resmlp = None if self.resmlp is None else tuple(int(v) for v in self.resmlp)
+        model = Model(X.shape[1], hidden=tuple(int(h) for h in self.hidden), resmlp=resmlp,
                       activation=self.activation, interpolant=self.interpolant, seed=seed,
                       threads=int(self.threads), lr=float(self.lr),
                       lr_schedule=self.lr_schedule,

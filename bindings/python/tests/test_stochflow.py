@@ -481,6 +481,26 @@ def test_config_roundtrip_and_tunables():
     assert lo <= de <= hi
 
 
+def test_resmlp_config_save_and_errors():
+    m = sf.Model(3, resmlp=(12, 2), activation="tanh", seed=4, lr=1e-2)
+    c = m.config()
+    assert c["resmlp"] == (12, 2) and c["activation"] == "tanh"
+    # in 3 + 1 -> 12; 2 blocks of 2 x 12 (norm) + 2 x (12 x 12 + 12); norm; 12 -> 3
+    assert m.num_params == 4 * 12 + 12 + 2 * (24 + 2 * 156) + 24 + 12 * 3 + 3
+    same = sf.Model(**c)
+    np.testing.assert_array_equal(same.parameters(), m.parameters())
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    for _ in range(3):
+        m.train_step(x)
+    back = sf.Model.from_bytes(m.to_bytes())
+    assert back.config()["resmlp"] == (12, 2)
+    np.testing.assert_array_equal(back.velocity(0.3, x), m.velocity(0.3, x))
+    with pytest.raises(sf.InvalidArgumentError, match="blocks"):
+        sf.Model(3, resmlp=(12, 0))
+    with pytest.raises(sf.InvalidArgumentError, match="width"):
+        sf.Model(3, resmlp=(0, 2))
+
+
 # ---- utilities ------------------------------------------------------------------------------
 
 

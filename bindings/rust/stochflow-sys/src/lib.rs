@@ -98,6 +98,7 @@ pub const STOCHFLOW_STAT_T: c_int = 4;
 // ---- U-Net ----
 pub const STOCHFLOW_ARCH_MLP: c_int = 1;
 pub const STOCHFLOW_ARCH_UNET: c_int = 2;
+pub const STOCHFLOW_ARCH_RESMLP: c_int = 3;
 pub const STOCHFLOW_UNET_MAX_LEVELS: usize = 6;
 
 // ---- trainer keyed parameters (500s), statistics, stop reasons ----
@@ -585,6 +586,16 @@ extern "C" {
         o: *const stochflow_unet_options,
     ) -> c_int;
     pub fn stochflow_config_arch(cfg: *const stochflow_config) -> c_int;
+    pub fn stochflow_config_set_resmlp(
+        cfg: *mut stochflow_config,
+        width: usize,
+        blocks: usize,
+    ) -> c_int;
+    pub fn stochflow_config_resmlp(
+        width: *mut usize,
+        blocks: *mut usize,
+        cfg: *const stochflow_config,
+    ) -> c_int;
     pub fn stochflow_config_unet(
         out: *mut stochflow_unet_options,
         cfg: *const stochflow_config,

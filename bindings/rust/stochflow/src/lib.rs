@@ -472,11 +472,25 @@ impl Config {
         // SAFETY: valid handle and options.
         check(unsafe { sys::stochflow_config_set_unet(self.h, &o) })
     }
-    /// The architecture: [`Arch::Mlp`] or [`Arch::UNet`].
+    /// Make this a residual MLP of `width` with `blocks` pre-norm residual blocks with
+    /// LayerNorm (see `stochflow_config_set_resmlp`); the hidden widths are then ignored.
+    pub fn set_resmlp(&mut self, width: usize, blocks: usize) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_config_set_resmlp(self.h, width, blocks) })
+    }
+    /// The residual MLP's (width, blocks) (an `Invalid` error when this is not one).
+    pub fn resmlp(&self) -> Result<(usize, usize)> {
+        let (mut w, mut b) = (0usize, 0usize);
+        // SAFETY: valid handle and out-pointers.
+        check(unsafe { sys::stochflow_config_resmlp(&mut w, &mut b, self.h) })?;
+        Ok((w, b))
+    }
+    /// The architecture: [`Arch::Mlp`], [`Arch::ResMlp`] or [`Arch::UNet`].
     pub fn arch(&self) -> Arch {
         // SAFETY: valid handle.
         match unsafe { sys::stochflow_config_arch(self.h) } {
             sys::STOCHFLOW_ARCH_UNET => Arch::UNet,
+            sys::STOCHFLOW_ARCH_RESMLP => Arch::ResMlp,
             _ => Arch::Mlp,
         }
     }
@@ -503,6 +517,7 @@ impl Config {
 pub enum Arch {
     Mlp = 1,
     UNet = 2,
+    ResMlp = 3,
 }
 
 /// U-Net settings for [`Config::set_unet`] (see `stochflow_config_set_unet`).

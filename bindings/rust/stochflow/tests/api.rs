@@ -125,6 +125,27 @@ fn config_roundtrip() {
 }
 
 #[test]
+fn resmlp_config_and_round_trip() {
+    let mut cfg = Config::new(2).unwrap();
+    assert_eq!(cfg.arch(), stochflow::Arch::Mlp);
+    assert_eq!(cfg.set_resmlp(16, 0).unwrap_err().kind, ErrorKind::Invalid);
+    assert_eq!(cfg.arch(), stochflow::Arch::Mlp);
+    cfg.set_resmlp(16, 2).unwrap();
+    cfg.set_seed(3).unwrap();
+    assert_eq!(cfg.arch(), stochflow::Arch::ResMlp);
+    assert_eq!(cfg.resmlp().unwrap(), (16, 2));
+    let mut m = Model::new(&cfg).unwrap();
+    // in 2 + 1 -> 16; 2 blocks of 2 x 16 (norm) + 2 x (16 x 16 + 16); norm; 16 -> 2
+    assert_eq!(m.num_params(), 3 * 16 + 16 + 2 * (32 + 2 * 272) + 32 + 16 * 2 + 2);
+    for k in 0..3 {
+        m.train_step(&batch(32, k)).unwrap();
+    }
+    let mut l = Model::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(l.config().unwrap().resmlp().unwrap(), (16, 2));
+    assert_eq!(l.parameters().unwrap(), m.parameters().unwrap());
+}
+
+#[test]
 fn errors_carry_status_and_message() {
     let e = Config::new(0).err().unwrap();
     assert_eq!(e.kind, ErrorKind::Invalid);

@@ -83,6 +83,21 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
     let (lp, se) = s.log_prob_with_se(&mut m, &pts, 1.0).unwrap();
     rec.insert("logp_hutchinson".to_string(), f32_bits(&lp));
     rec.insert("se_hutchinson".to_string(), f32_bits(&se));
+
+    let mut cfg = Config::new(2).unwrap();
+    cfg.set_resmlp(16, 2).unwrap();
+    cfg.set_seed(7).unwrap();
+    let mut r = Model::new(&cfg).unwrap();
+    r.set_param(Param::Lr, 1e-2).unwrap();
+    r.set_param(Param::Threads, 1.0).unwrap();
+    let losses: Vec<u64> = (0..10)
+        .map(|k| r.train_step(&moons(64, 11, k)).unwrap().to_bits())
+        .collect();
+    rec.insert("res_losses".to_string(), (true, losses));
+    rec.insert("res_params".to_string(), f32_bits(r.parameters().unwrap()));
+    s.set_trace(Trace::Exact).unwrap();
+    let lp = s.log_prob(&mut r, &pts, 1.0).unwrap();
+    rec.insert("res_logp_exact".to_string(), f32_bits(&lp));
     rec
 }
 

@@ -1,0 +1,326 @@
+/* resmlp.c - the residual MLP velocity field v(t, x) behind the network interface
+ * (network.h): layout, initial weights, forward, backward (parameter gradients and input
+ * VJP), and the forward-mode Jacobian trace.
+ *
+ * Network (width w, B blocks, activation f; the MLP's input row u = [x, phi(t), cond],
+ * network.h):
+ *   h_0     = u W_in^T + b_in                                          [rows x w]
+ *   n_b     = LN_b(h_{b-1}),  a_b = f(n_b W1_b^T + b1_b),
+ *   h_b     = h_{b-1} + a_b W2_b^T + b2_b                      (b = 1..B, pre-norm)
+ *   v       = f(LN_f(h_B)) W_o^T + b_o                                 [rows x d]
+ * LN: LayerNorm over the w columns with its own gamma, beta (lib/layers.h). At the start
+ * W2_b = b2_b = 0 (each block the identity), gamma = 1, beta = 0, the dense layers as
+ * PyTorch's nn.Linear. Parameters in one flat block, in this order: W_in, b_in; per
+ * block gamma, beta, W1, b1, W2, b2; the final gamma, beta; W_o, b_o; the label
+ * embedding (with labels). Derivations: doc/gradients.md ("Residual MLP"). */
+#include <math.h>
+#include <string.h>
+
+#include "layers.h"
+#include "model.h"
+#include "network.h"
+#include "parallel.h"
+
+typedef struct {
+    size_t g, be, w1, b1, w2, b2; /* offsets of one block's parameters */
+} block;
+
+typedef struct {
+    stochflow__fc_input in;
+    size_t w, n_blocks;
+    int activation;
+    size_t w_in, b_in;
+    block blk[STOCHFLOW__MAX_RES_BLOCKS];
+    size_t fg, fb, w_o, b_o; /* the final norm and the output layer */
+    size_t emb_off;
+    size_t n_params;
+} resmlp;
+
+/* ---- layout ----------------------------------------------------------------------- */
+
+/* Offsets and parameter count from a validated config; -1 if the count overflows. */
+static int layout(resmlp *m, const stochflow_config *c) {
+    stochflow__fc_input_layout(&m->in, c);
+    const size_t w = c->res_width, n_in = m->in.n_in, d = m->in.d;
+    m->w = w;
+    m->n_blocks = c->res_blocks;
+    m->activation = c->activation;
+    size_t ww, win, wo, per_block;
+    if (stochflow__mul_size(&ww, w, w) != 0 || stochflow__mul_size(&win, w, n_in) != 0 ||
+        stochflow__mul_size(&wo, d, w) != 0 || ww > (SIZE_MAX - 4 * w) / 2)
+        return -1;
+    per_block = 2 * ww + 4 * w;
+    size_t off = 0;
+    m->w_in = off;
+    m->b_in = off + win;
+    if (win > SIZE_MAX - w) return -1;
+    off = win + w;
+    for (size_t b = 0; b < m->n_blocks; ++b) {
+        if (off > SIZE_MAX - per_block) return -1;
+        block *B = &m->blk[b];
+        B->g = off;
+        B->be = off + w;
+        B->w1 = off + 2 * w;
+        B->b1 = B->w1 + ww;
+        B->w2 = B->b1 + w;
+        B->b2 = B->w2 + ww;
+        off += per_block;
+    }
+    const size_t tail = 2 * w + d, emb = stochflow__fc_emb_floats(&m->in);
+    if (wo > SIZE_MAX - tail || off > SIZE_MAX - (wo + tail) - emb) return -1;
+    m->fg = off;
+    m->fb = off + w;
+    m->w_o = off + 2 * w;
+    m->b_o = m->w_o + wo;
+    m->emb_off = m->b_o + d;
+    m->n_params = m->emb_off + emb;
+    return 0;
+}
+
+/* Dense layers draw from (seed, INIT, step, row): step 0 the input layer, 1 + 2b block
+ * b's first layer, 2 + 2B the output layer, 3 + 2B the label embedding. */
+static void init_weights(const void *self, float *p, uint64_t seed) {
+    const resmlp *m = self;
+    const size_t w = m->w, B = m->n_blocks;
+    stochflow__fc_dense_init(p + m->w_in, p + m->b_in, m->in.n_in, w, seed, 0);
+    for (size_t b = 0; b < B; ++b) {
+        const block *K = &m->blk[b];
+        for (size_t j = 0; j < w; ++j) {
+            p[K->g + j] = 1.0f;
+            p[K->be + j] = 0.0f;
+        }
+        stochflow__fc_dense_init(p + K->w1, p + K->b1, w, w, seed, 1 + 2 * b);
+        memset(p + K->w2, 0, (w * w + w) * sizeof *p); /* W2 then b2 */
+    }
+    for (size_t j = 0; j < w; ++j) {
+        p[m->fg + j] = 1.0f;
+        p[m->fb + j] = 0.0f;
+    }
+    stochflow__fc_dense_init(p + m->w_o, p + m->b_o, w, m->in.d, seed, 2 + 2 * B);
+    stochflow__fc_emb_init(p + m->emb_off, &m->in, seed, 3 + 2 * B);
+}
+
+/* ---- workspace -------------------------------------------------------------------- */
+
+/* A block's workspace: what forward keeps, then one scratch region that backward
+ * (g, g1, g2 [rows x w], part [BIAS_BLOCKS x 2w], du [rows x n_in]) and the tangents
+ * (th, t1, t2 [rows*T x max(w, d)]) use in turn. */
+typedef struct {
+    float *u;                                  /* [rows x n_in] */
+    float *h[STOCHFLOW__MAX_RES_BLOCKS + 1];   /* [rows x w] h_0 .. h_B */
+    float *n[STOCHFLOW__MAX_RES_BLOCKS];       /* [rows x w] LN_b(h_{b-1}) */
+    float *a[STOCHFLOW__MAX_RES_BLOCKS + 1];   /* [rows x w] a_b; a[B]: f(LN_f(h_B)) */
+    float *fd[STOCHFLOW__MAX_RES_BLOCKS + 1];  /* [rows x w] f' at a's pre-activation */
+    float *out;                                /* [rows x d] */
+    float *mean, *rstd;                        /* [(B + 1) x rows] of each norm */
+    float *label;                              /* [rows] (with labels) */
+    float *scratch;
+} acts;
+
+static size_t acts_per_row(const resmlp *m) {
+    const size_t w = m->w, B = m->n_blocks;
+    return m->in.n_in + (B + 1) * w + B * w + 2 * (B + 1) * w + m->in.d + 2 * (B + 1) +
+           (m->in.n_emb ? 1 : 0);
+}
+
+static void carve(acts *A, const resmlp *m, float *p, size_t rows) {
+    const size_t w = m->w, B = m->n_blocks;
+    A->u = p;
+    p += rows * m->in.n_in;
+    for (size_t b = 0; b <= B; ++b) {
+        A->h[b] = p;
+        p += rows * w;
+        A->a[b] = p;
+        p += rows * w;
+        A->fd[b] = p;
+        p += rows * w;
+        if (b < B) {
+            A->n[b] = p;
+            p += rows * w;
+        }
+    }
+    A->out = p;
+    p += rows * m->in.d;
+    A->mean = p;
+    p += rows * (B + 1);
+    A->rstd = p;
+    p += rows * (B + 1);
+    A->label = p;
+    if (m->in.n_emb) p += rows;
+    A->scratch = p;
+}
+
+static int ws_floats(size_t *out, const void *self, size_t rows, int backward, size_t T,
+                     int nthreads) {
+    (void)nthreads;
+    const resmlp *m = self;
+    const size_t w = m->w, W = w > m->in.d ? w : m->in.d;
+    size_t act_f, back_f = 0, tan_f = 0, x;
+    if (stochflow__mul_size(&act_f, acts_per_row(m), rows) != 0) return -1;
+    if (backward) {
+        if (stochflow__mul_size(&x, rows, 3 * w + m->in.n_in) != 0) return -1;
+        back_f = x + STOCHFLOW__BIAS_BLOCKS * 2 * w;
+        if (back_f < x) return -1;
+    }
+    if (T) {
+        if (stochflow__mul_size(&x, rows, T) != 0 || stochflow__mul_size(&tan_f, x, 3 * W) != 0)
+            return -1;
+    }
+    size_t scratch = back_f > tan_f ? back_f : tan_f;
+    if (act_f > SIZE_MAX - scratch) return -1;
+    *out = act_f + scratch;
+    return 0;
+}
+
+static size_t row_floats(const void *self, int nthreads) {
+    size_t f = 0;
+    (void)ws_floats(&f, self, 1, 1, 0, nthreads); /* cannot overflow for one row */
+    return f;
+}
+
+static float *input(size_t *stride, const void *self, float *ws, size_t rows) {
+    (void)rows;
+    const resmlp *m = self;
+    *stride = m->in.n_in;
+    return ws; /* A.u comes first */
+}
+
+/* ---- forward ---------------------------------------------------------------------- */
+
+/* y [rows x w] += b, row by row. */
+static void add_bias(float *y, const float *b, size_t rows, size_t w) {
+    for (size_t i = 0; i < rows; ++i)
+        for (size_t j = 0; j < w; ++j) y[i * w + j] += b[j];
+}
+
+static const float *forward(const void *self, const float *p, float *ws, size_t rows,
+                            const double *t_rows, double t_all, const stochflow__cond *cond,
+                            int want_deriv, int nt) {
+    const resmlp *m = self;
+    const size_t w = m->w, B = m->n_blocks;
+    acts A;
+    carve(&A, m, ws, rows);
+    stochflow__fc_input_fill(&m->in, A.u, A.label, p + m->emb_off, t_rows, t_all, cond, rows, nt);
+    stochflow__dense_forward(A.h[0], A.u, p + m->w_in, p + m->b_in, rows, m->in.n_in, w, nt);
+    for (size_t b = 0; b < B; ++b) {
+        const block *K = &m->blk[b];
+        stochflow__layernorm_forward(A.n[b], A.mean + b * rows, A.rstd + b * rows, A.h[b],
+                                     p + K->g, p + K->be, rows, w, nt);
+        stochflow__dense_act_forward(A.a[b], want_deriv ? A.fd[b] : NULL, A.n[b], p + K->w1,
+                                     p + K->b1, rows, w, w, m->activation, nt);
+        /* h_{b+1} = h_b + a_b W2^T + b2 */
+        memcpy(A.h[b + 1], A.h[b], rows * w * sizeof *A.h[b]);
+        (void)stochflow__sgemm(0, 1, rows, w, w, 1.0f, A.a[b], w, p + K->w2, w, 1.0f, A.h[b + 1],
+                               w, nt);
+        add_bias(A.h[b + 1], p + K->b2, rows, w);
+    }
+    stochflow__layernorm_forward(A.a[B], A.mean + B * rows, A.rstd + B * rows, A.h[B], p + m->fg,
+                                 p + m->fb, rows, w, nt);
+    stochflow__act_forward(A.a[B], want_deriv ? A.fd[B] : NULL, A.a[B], rows * w, m->activation,
+                           nt);
+    stochflow__dense_forward(A.out, A.a[B], p + m->w_o, p + m->b_o, rows, w, m->in.d, nt);
+    return A.out;
+}
+
+/* ---- backward --------------------------------------------------------------------- */
+
+/* From dout [rows x d]: the residual stream's gradient g = dL/dh_b runs from h_B down to
+ * h_0, each block adding its branch's gradient through LN_b to it. */
+static void backward(const void *self, const float *p, float *ws, size_t rows,
+                     const float *dout, float *grads, float *dx, int nt) {
+    const resmlp *m = self;
+    const size_t w = m->w, B = m->n_blocks;
+    acts A;
+    carve(&A, m, ws, rows);
+    float *g = A.scratch, *g1 = g + rows * w, *g2 = g1 + rows * w, *part = g2 + rows * w;
+    float *du = dx || (grads && m->in.n_emb) ? part + STOCHFLOW__BIAS_BLOCKS * 2 * w : NULL;
+#define GP(off) (grads ? grads + (off) : NULL)
+    /* output layer, its activation, the final norm */
+    stochflow__dense_backward(g1, 0, GP(m->w_o), GP(m->b_o), dout, A.a[B], p + m->w_o, rows, w,
+                              m->in.d, nt);
+    stochflow__act_backward(g1, g1, A.fd[B], rows * w, nt);
+    stochflow__layernorm_backward(g, 0, GP(m->fg), GP(m->fb), part, g1, A.h[B],
+                                  A.mean + B * rows, A.rstd + B * rows, p + m->fg, rows, w, nt);
+    for (size_t b = B; b-- > 0;) {
+        const block *K = &m->blk[b];
+        /* the branch: a_b W2^T + b2, then f(n_b W1^T + b1), then LN_b, added to g */
+        stochflow__dense_backward(g1, 0, GP(K->w2), GP(K->b2), g, A.a[b], p + K->w2, rows, w,
+                                  w, nt);
+        stochflow__act_backward_bias(g1, GP(K->b1), part, g1, A.fd[b], rows, w, nt);
+        stochflow__dense_backward(g2, 0, GP(K->w1), NULL, g1, A.n[b], p + K->w1, rows, w, w, nt);
+        stochflow__layernorm_backward(g, 1, GP(K->g), GP(K->be), part, g2, A.h[b],
+                                      A.mean + b * rows, A.rstd + b * rows, p + K->g, rows, w,
+                                      nt);
+    }
+    stochflow__dense_backward(du, 0, GP(m->w_in), GP(m->b_in), g, A.u, p + m->w_in, rows,
+                              m->in.n_in, w, nt);
+    if (du) stochflow__fc_input_grad(dx, GP(m->emb_off), &m->in, du, A.label, rows);
+#undef GP
+}
+
+/* ---- forward-mode tangents -------------------------------------------------------- */
+
+/*
+ * Each row's T tangents travel as T extra rows (doc/gradients.md):
+ *   tangent of h_0 = e W_in[:, :d]^T
+ *   tangent of h_b = tangent of h_{b-1} + (f' * (J_LN_b th) W1^T) W2^T
+ *   tangent of v   = (f' * J_LN_f th) W_o^T,  and quad = e . tangent of v
+ * J_LN the LayerNorm's Jacobian (lib/layers.h, stochflow__layernorm_tangents).
+ */
+static void tangents(const void *self, const float *p, float *ws, size_t rows,
+                     const float *probes, size_t T, float *quad, int nt) {
+    const resmlp *m = self;
+    const size_t w = m->w, B = m->n_blocks, d = m->in.d, W = w > d ? w : d;
+    acts A;
+    carve(&A, m, ws, rows);
+    float *th = A.scratch, *t1 = th + rows * T * W, *t2 = t1 + rows * T * W;
+    stochflow__fc_tangents_in(th, p + m->w_in, m->in.n_in, w, d, probes, rows, T, nt);
+    for (size_t b = 0; b < B; ++b) {
+        const block *K = &m->blk[b];
+        stochflow__layernorm_tangents(t1, th, A.h[b], A.mean + b * rows, A.rstd + b * rows,
+                                      p + K->g, rows, T, w, nt);
+        (void)stochflow__sgemm(0, 1, rows * T, w, w, 1.0f, t1, w, p + K->w1, w, 0.0f, t2, w, nt);
+        stochflow__scale_tangents(t2, A.fd[b], rows, T, w, nt);
+        (void)stochflow__sgemm(0, 1, rows * T, w, w, 1.0f, t2, w, p + K->w2, w, 1.0f, th, w, nt);
+    }
+    stochflow__layernorm_tangents(t1, th, A.h[B], A.mean + B * rows, A.rstd + B * rows,
+                                  p + m->fg, rows, T, w, nt);
+    stochflow__scale_tangents(t1, A.fd[B], rows, T, w, nt);
+    stochflow__fc_tangents_out(quad, t2, p + m->w_o, w, d, t1, probes, rows, T, nt);
+}
+
+/* ---- the table -------------------------------------------------------------------- */
+
+static void destroy(void *self) { stochflow__free(self); }
+
+static const stochflow__network_ops resmlp_ops = {
+    .name = "resmlp",
+    .tangents_as_rows = 1,
+    .row_parallel = 1,
+    .max_block_rows = 0,
+    .row_floats = row_floats,
+    .destroy = destroy,
+    .init = init_weights,
+    .ws_floats = ws_floats,
+    .input = input,
+    .forward = forward,
+    .backward = backward,
+    .tangents = tangents,
+};
+
+int stochflow__resmlp_param_count(size_t *count, const stochflow_config *cfg) {
+    resmlp tmp;
+    RETURN_ERROR_IF(layout(&tmp, cfg) != 0, STOCHFLOW_E_INVALID, "parameter count overflows");
+    *count = tmp.n_params;
+    return 0;
+}
+
+int stochflow__resmlp_network(stochflow__network *out, const stochflow_config *cfg) {
+    resmlp tmp;
+    RETURN_ERROR_IF(layout(&tmp, cfg) != 0, STOCHFLOW_E_INVALID, "parameter count overflows");
+    resmlp *m = stochflow__malloc(sizeof *m);
+    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_NOMEM, "model_new: out of memory");
+    *m = tmp;
+    *out = (stochflow__network){&resmlp_ops, m, m->in.d, m->n_params};
+    return 0;
+}

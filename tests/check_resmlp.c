@@ -1,0 +1,403 @@
+/* check_resmlp.c - the residual MLP velocity field: its configuration, gradients against
+ * finite differences (loss, input VJP, exact trace, Hutchinson forms), threads, the
+ * checkpoint, conditioning, and learning a Gaussian whose velocity is known in closed
+ * form. The LayerNorm kernels themselves: check_layers.c. */
+#include <string.h>
+
+#include "harness.h"
+#include "internal.h"
+
+static stochflow_model *make_res(size_t d, size_t w, size_t blocks, int act, int time_kind,
+                                 size_t nfreq, size_t n_ctx, size_t n_classes, uint64_t seed) {
+    stochflow_config *c = NULL;
+    stochflow_model *m = NULL;
+    ck_assert_ok(stochflow_config_new(&c, d));
+    ck_assert_ok(stochflow_config_set_resmlp(c, w, blocks));
+    ck_assert_ok(stochflow_config_set_activation(c, act));
+    ck_assert_ok(stochflow_config_set_time_embedding(c, time_kind, nfreq));
+    ck_assert_ok(stochflow_config_set_context(c, n_ctx, n_classes));
+    ck_assert_ok(stochflow_config_set_seed(c, seed));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_config_free(c);
+    return m;
+}
+
+static void normals(float *x, size_t n, uint64_t stream) {
+    stochflow_random_normal(x, n, 99, stream);
+}
+
+/* Move every parameter away from its initial value (the blocks' second layers start at
+ * zero and the norms at gamma = 1, beta = 0, which would hide their terms). */
+static void perturb(stochflow_model *m, float scale) {
+    float *p;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    float *z = malloc(np * sizeof *z);
+    stochflow_random_normal(z, np, 123, 4);
+    for (size_t i = 0; i < np; ++i) p[i] += scale * z[i];
+    free(z);
+}
+
+/* ---- configuration ---------------------------------------------------------------- */
+
+START_TEST(config_and_count) {
+    stochflow_config *c = NULL;
+    ck_assert_ok(stochflow_config_new(&c, 3));
+    size_t w = 0, b = 0, np = 0;
+    ck_assert_status(stochflow_config_resmlp(&w, &b, c), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_set_resmlp(c, 0, 2), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_set_resmlp(c, 8, 0), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_set_resmlp(c, 8, 65), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_set_resmlp(c, 65537, 1), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_set_resmlp(NULL, 8, 1), STOCHFLOW_E_INVALID);
+    ck_assert_int_eq(stochflow_config_arch(c), STOCHFLOW_ARCH_MLP); /* refusals kept it */
+    ck_assert_ok(stochflow_config_set_resmlp(c, 8, 2));
+    ck_assert_int_eq(stochflow_config_arch(c), STOCHFLOW_ARCH_RESMLP);
+    ck_assert_ok(stochflow_config_resmlp(&w, &b, c));
+    ck_assert_uint_eq(w, 8);
+    ck_assert_uint_eq(b, 2);
+    /* in 3 + 1 (raw t) -> 8; per block 2 x 8 (norm) + 2 x (8 x 8 + 8); final norm 2 x 8;
+     * out 8 -> 3 */
+    stochflow_model *m = NULL;
+    ck_assert_ok(stochflow_model_new(&m, c));
+    np = stochflow_model_num_params(m);
+    ck_assert_uint_eq(np, (4 * 8 + 8) + 2 * (16 + 2 * 72) + 16 + (8 * 3 + 3));
+    stochflow_model_free(m);
+    stochflow_config_free(c);
+}
+END_TEST
+
+START_TEST(initial_blocks_are_identity) {
+    /* At the start each block adds zero: v = W_o f(LN_f(W_in u + b_in)) + b_o, checked
+     * against that formula computed here from the parameter block. */
+    const size_t d = 2, w = 5, n = 4;
+    stochflow_model *m = make_res(d, w, 3, STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_RAW, 0, 0, 0, 7);
+    float *p, x[8], v[8];
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    normals(x, n * d, 1);
+    const double t = 0.3;
+    ck_assert_ok(stochflow_model_velocity(v, m, t, x, n));
+    const float *w_in = p, *b_in = p + 3 * w;
+    const size_t tail = 3 * w + w + 3 * (2 * w + 2 * (w * w + w));
+    const float *fg = p + tail, *fb = fg + w, *w_o = fb + w, *b_o = w_o + d * w;
+    ck_assert_uint_eq(np, tail + 2 * w + d * w + d);
+    for (size_t i = 0; i < n; ++i) {
+        double h[5], mu = 0, var = 0;
+        for (size_t j = 0; j < w; ++j) {
+            h[j] = b_in[j] + w_in[j * 3 + 0] * x[i * d] + w_in[j * 3 + 1] * x[i * d + 1] +
+                   w_in[j * 3 + 2] * t;
+            mu += h[j] / w;
+        }
+        for (size_t j = 0; j < w; ++j) var += (h[j] - mu) * (h[j] - mu) / w;
+        for (size_t k = 0; k < d; ++k) {
+            double o = b_o[k];
+            for (size_t j = 0; j < w; ++j)
+                o += w_o[k * w + j] * tanh((h[j] - mu) / sqrt(var + 1e-5) * fg[j] + fb[j]);
+            ck_assert_double_eq_tol(v[i * d + k], o, 1e-5);
+        }
+    }
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- gradients ------------------------------------------------------------------ */
+
+/* dG/dparams by central differences for every parameter (eps 1e-2 on float weights,
+ * the loss summed in double): tolerance 2e-3 absolute + 2e-2 relative. */
+static void check_loss_gradient(int act, int time_kind, size_t n_ctx, size_t n_classes) {
+    const size_t d = 2, n = 6, w = 6;
+    stochflow_model *m = make_res(d, w, 2, act, time_kind, 2, n_ctx, n_classes, 5);
+    perturb(m, 0.3f);
+    float x1[12], x0[12], t[6], ctx[12];
+    int32_t labels[6] = {0, 1, -1, 2, 1, 0};
+    normals(x1, 12, 1);
+    normals(x0, 12, 2);
+    normals(ctx, 12, 3);
+    for (size_t i = 0; i < n; ++i) t[i] = 0.05f + 0.15f * (float)i;
+    const float *c = n_ctx ? ctx : NULL;
+    const int32_t *lab = n_classes ? labels : NULL;
+    double loss;
+    ck_assert_ok(stochflow_model_compute_gradient_ctx(&loss, m, x1, c, lab, n, x0, t));
+    float *p, *g;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    ck_assert_ok(stochflow_model_gradients(&g, NULL, m));
+    float *g_copy = malloc(np * sizeof *g_copy);
+    memcpy(g_copy, g, np * sizeof *g);
+    const float eps = 1e-2f;
+    size_t nonzero = 0;
+    for (size_t i = 0; i < np; ++i) {
+        float keep = p[i];
+        double lp, lm;
+        p[i] = keep + eps;
+        ck_assert_ok(stochflow_model_loss_ctx(&lp, m, x1, c, lab, n, x0, t));
+        p[i] = keep - eps;
+        ck_assert_ok(stochflow_model_loss_ctx(&lm, m, x1, c, lab, n, x0, t));
+        p[i] = keep;
+        double fd = (lp - lm) / (2.0 * eps);
+        nonzero += fabs(fd) > 1e-3;
+        ck_assert_msg(fabs(g_copy[i] - fd) <= 2e-3 + 2e-2 * fabs(fd),
+                      "act %d time %d ctx %zu classes %zu: param %zu of %zu analytic %g vs "
+                      "finite difference %g",
+                      act, time_kind, n_ctx, n_classes, i, np, (double)g_copy[i], fd);
+    }
+    /* the check reaches the parameters: almost every one has a gradient */
+    ck_assert_msg(nonzero > np * 9 / 10, "%zu of %zu gradients non-zero", nonzero, np);
+    free(g_copy);
+    stochflow_model_free(m);
+}
+
+START_TEST(loss_gradient_fd) {
+    check_loss_gradient(STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0);
+    check_loss_gradient(STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 0, 0);
+    check_loss_gradient(STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_TIME_RAW, 2, 3);
+}
+END_TEST
+
+/* A model wide enough for the BLIS paths (w > 16). */
+static stochflow_model *wide_res(size_t d, int act) {
+    stochflow_model *m = make_res(d, 40, 2, act, STOCHFLOW_TIME_FOURIER, 3, 0, 0, 11);
+    perturb(m, 0.05f);
+    return m;
+}
+
+START_TEST(vjp_fd) {
+    const size_t dims[] = {3, 20};
+    for (size_t q = 0; q < 2; ++q) {
+        size_t d = dims[q], n = 4;
+        stochflow_model *m = wide_res(d, STOCHFLOW_ACT_TANH);
+        float *x = malloc(n * d * 4), *u = malloc(n * d * 4), *vjp = malloc(n * d * 4);
+        float *vp = malloc(n * d * 4), *vm = malloc(n * d * 4);
+        float *xp = malloc(n * d * 4), *xm = malloc(n * d * 4);
+        normals(x, n * d, 3);
+        normals(u, n * d, 4);
+        ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, 0.37, x, u, n));
+        const float h = 1e-2f;
+        for (size_t k = 0; k < d; ++k) {
+            memcpy(xp, x, n * d * 4);
+            memcpy(xm, x, n * d * 4);
+            for (size_t i = 0; i < n; ++i) {
+                xp[i * d + k] += h;
+                xm[i * d + k] -= h;
+            }
+            ck_assert_ok(stochflow_model_velocity(vp, m, 0.37, xp, n));
+            ck_assert_ok(stochflow_model_velocity(vm, m, 0.37, xm, n));
+            for (size_t i = 0; i < n; ++i) {
+                double fd = 0;
+                for (size_t j = 0; j < d; ++j)
+                    fd += (double)u[i * d + j] * (vp[i * d + j] - vm[i * d + j]) / (2.0 * h);
+                ck_assert_msg(fabs(vjp[i * d + k] - fd) <= 2e-3 + 1e-2 * fabs(fd),
+                              "d=%zu vjp[%zu,%zu] %g vs fd %g", d, i, k,
+                              (double)vjp[i * d + k], fd);
+            }
+        }
+        free(x); free(u); free(vjp); free(vp); free(vm); free(xp); free(xm);
+        stochflow_model_free(m);
+    }
+}
+END_TEST
+
+START_TEST(exact_trace_fd) {
+    const size_t dims[] = {2, 3, 20};
+    const int acts[] = {STOCHFLOW_ACT_SILU, STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_ACT_TANH};
+    for (size_t q = 0; q < 3; ++q) {
+        size_t d = dims[q], n = 5;
+        stochflow_model *m = wide_res(d, acts[q]);
+        float *x = malloc(n * d * 4), *div = malloc(n * 4), *v = malloc(n * d * 4);
+        float *v2 = malloc(n * d * 4), *vp = malloc(n * d * 4), *vm = malloc(n * d * 4);
+        float *xp = malloc(n * d * 4), *xm = malloc(n * d * 4);
+        normals(x, n * d, 5);
+        ck_assert_ok(stochflow_model_divergence(div, v, m, 0.8, x, n));
+        ck_assert_ok(stochflow_model_velocity(v2, m, 0.8, x, n));
+        ck_assert_int_eq(memcmp(v, v2, n * d * 4), 0);
+        double fd[8] = {0};
+        const float h = 1e-2f;
+        for (size_t k = 0; k < d; ++k) {
+            memcpy(xp, x, n * d * 4);
+            memcpy(xm, x, n * d * 4);
+            for (size_t i = 0; i < n; ++i) {
+                xp[i * d + k] += h;
+                xm[i * d + k] -= h;
+            }
+            ck_assert_ok(stochflow_model_velocity(vp, m, 0.8, xp, n));
+            ck_assert_ok(stochflow_model_velocity(vm, m, 0.8, xm, n));
+            for (size_t i = 0; i < n; ++i) fd[i] += (vp[i * d + k] - vm[i * d + k]) / (2.0 * h);
+        }
+        for (size_t i = 0; i < n; ++i)
+            ck_assert_msg(fabs(div[i] - fd[i]) <= 5e-3 + 1e-2 * fabs(fd[i]),
+                          "d=%zu div[%zu] %g vs fd %g", d, i, (double)div[i], fd[i]);
+        free(x); free(div); free(v); free(v2); free(vp); free(vm); free(xp); free(xm);
+        stochflow_model_free(m);
+    }
+}
+END_TEST
+
+/* Hutchinson forms e^T J e from the forward-mode pass against e . (e^T J) from the VJP
+ * (reverse mode): two independent computations. */
+START_TEST(probe_quad_matches_vjp) {
+    const size_t d = 5, n = 3, K = 4;
+    stochflow_model *m = wide_res(d, STOCHFLOW_ACT_SILU);
+    float x[15], probes[60], quad[12], vjp[15], e[15];
+    normals(x, n * d, 6);
+    normals(probes, n * K * d, 7);
+    ck_assert_ok(stochflow__model_eval(m, 0.3, x, n, NULL, NULL, probes, K, quad));
+    for (size_t k = 0; k < K; ++k) {
+        for (size_t i = 0; i < n; ++i) memcpy(e + i * d, probes + (i * K + k) * d, d * 4);
+        ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, 0.3, x, e, n));
+        for (size_t i = 0; i < n; ++i) {
+            double ref = 0;
+            for (size_t j = 0; j < d; ++j) ref += (double)e[i * d + j] * vjp[i * d + j];
+            ck_assert_double_eq_tol(quad[i * K + k], ref, 1e-4 * (1 + fabs(ref)));
+        }
+    }
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- threads, checkpoint -------------------------------------------------------- */
+
+START_TEST(threads_bitwise) {
+    /* training steps and evaluations give the same bits on 1, 2 and 3 threads
+     * (n = 300: several evaluation blocks and gradient-sum blocks) */
+    const size_t d = 3, n = 300;
+    float *x1 = malloc(n * d * 4), *p0 = NULL, *v0 = malloc(n * d * 4), *dv0 = malloc(n * 4);
+    float *v = malloc(n * d * 4), *dv = malloc(n * 4);
+    size_t np = 0;
+    for (int k = 0; k < 3; ++k) {
+        stochflow_model *m = make_res(d, 48, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 3);
+        ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, k + 1));
+        for (int s = 0; s < 4; ++s) {
+            double loss;
+            stochflow_random_normal(x1, n * d, 77, (uint64_t)s);
+            ck_assert_ok(stochflow_model_train_step(&loss, m, x1, n, NULL, NULL));
+        }
+        float *p;
+        ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+        ck_assert_ok(stochflow_model_velocity(k ? v : v0, m, 0.3, x1, n));
+        ck_assert_ok(stochflow_model_divergence(k ? dv : dv0, NULL, m, 0.7, x1, n));
+        if (k == 0) {
+            p0 = malloc(np * 4);
+            memcpy(p0, p, np * 4);
+        } else {
+            ck_assert_int_eq(memcmp(p, p0, np * 4), 0);
+            ck_assert_int_eq(memcmp(v, v0, n * d * 4), 0);
+            ck_assert_int_eq(memcmp(dv, dv0, n * 4), 0);
+        }
+        stochflow_model_free(m);
+    }
+    free(x1); free(p0); free(v0); free(dv0); free(v); free(dv);
+}
+END_TEST
+
+START_TEST(checkpoint_round_trip) {
+    const size_t d = 4, n = 7;
+    stochflow_model *m = make_res(d, 12, 3, STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 2, 0, 0, 9);
+    float x[28], v[28], v2[28];
+    normals(x, n * d, 8);
+    for (int s = 0; s < 3; ++s) {
+        double loss;
+        ck_assert_ok(stochflow_model_train_step(&loss, m, x, n, NULL, NULL));
+    }
+    size_t len, wrote;
+    ck_assert_ok(stochflow_model_serialized_size(&len, m));
+    unsigned char *buf = malloc(len);
+    ck_assert_ok(stochflow_model_save_buffer(&wrote, buf, len, m));
+    stochflow_model *r = NULL;
+    ck_assert_ok(stochflow_model_load_buffer(&r, buf, wrote));
+    stochflow_config *c = NULL;
+    ck_assert_ok(stochflow_model_config(&c, r));
+    size_t w = 0, b = 0;
+    ck_assert_int_eq(stochflow_config_arch(c), STOCHFLOW_ARCH_RESMLP);
+    ck_assert_ok(stochflow_config_resmlp(&w, &b, c));
+    ck_assert_uint_eq(w, 12);
+    ck_assert_uint_eq(b, 3);
+    stochflow_config_free(c);
+    ck_assert_ok(stochflow_model_velocity(v, m, 0.4, x, n));
+    ck_assert_ok(stochflow_model_velocity(v2, r, 0.4, x, n));
+    ck_assert_int_eq(memcmp(v, v2, sizeof v), 0);
+    /* saving the loaded model gives the same bytes */
+    unsigned char *buf2 = malloc(len);
+    ck_assert_ok(stochflow_model_save_buffer(&wrote, buf2, len, r));
+    ck_assert_int_eq(memcmp(buf, buf2, len), 0);
+    /* a malformed RMLP section is refused: find the tag, break the block count */
+    unsigned char *tag = NULL;
+    for (size_t i = 0; i + 4 <= len && !tag; ++i)
+        if (memcmp(buf + i, "RMLP", 4) == 0) tag = buf + i;
+    ck_assert_ptr_nonnull(tag);
+    stochflow_model *bad = NULL;
+    tag[16 + 4] = 0; /* blocks = 0 (little-endian u32 after the width) */
+    tag[16 + 5] = tag[16 + 6] = tag[16 + 7] = 0;
+    int rc = stochflow_model_load_buffer(&bad, buf, wrote);
+    ck_assert_int_lt(rc, 0); /* the CRC or the validation refuses it */
+    ck_assert_ptr_null(bad);
+    free(buf);
+    free(buf2);
+    stochflow_model_free(r);
+    stochflow_model_free(m);
+}
+END_TEST
+
+/* ---- learning ------------------------------------------------------------------- */
+
+/* N(mu, diag(sd^2)) with the trig interpolant x_t = cos(pi t / 2) x0 + sin(pi t / 2) x1:
+ * v*(t, x) = b' mu + k (x - b mu), k = (a a' + b b' s^2) / (a^2 + b^2 s^2). */
+START_TEST(learns_gaussian_velocity) {
+    const double MU[2] = {1.0, -0.5}, SD[2] = {0.5, 1.5};
+    stochflow_model *m =
+        make_res(2, 64, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_FOURIER, 4, 0, 0, 21);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 2e-3));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_SCHEDULE, STOCHFLOW_LR_COSINE));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS, 2000));
+    const size_t n = 256;
+    float *x1 = malloc(n * 2 * 4);
+    for (int s = 0; s < 2000; ++s) {
+        double loss;
+        stochflow_random_normal(x1, n * 2, 5, (uint64_t)s);
+        for (size_t i = 0; i < n; ++i)
+            for (int k = 0; k < 2; ++k) x1[i * 2 + k] = (float)(MU[k] + SD[k] * x1[i * 2 + k]);
+        ck_assert_ok(stochflow_model_train_step(&loss, m, x1, n, NULL, NULL));
+    }
+    double err2 = 0, ref2 = 0;
+    float x[800], v[800];
+    for (int it = 0; it < 10; ++it) {
+        const double t = 0.05 + 0.1 * it, h = M_PI / 2;
+        const double a = cos(h * t), b = sin(h * t), da = -h * sin(h * t), db = h * cos(h * t);
+        stochflow_random_normal(x, 800, 6, (uint64_t)it);
+        for (int i = 0; i < 400; ++i)
+            for (int k = 0; k < 2; ++k) {
+                const double sd = sqrt(a * a + b * b * SD[k] * SD[k]);
+                x[i * 2 + k] = (float)(b * MU[k] + sd * x[i * 2 + k]);
+            }
+        ck_assert_ok(stochflow_model_velocity(v, m, t, x, 400));
+        for (int i = 0; i < 400; ++i)
+            for (int k = 0; k < 2; ++k) {
+                const double s2 = SD[k] * SD[k], kk = (a * da + b * db * s2) / (a * a + b * b * s2);
+                const double ve = db * MU[k] + kk * (x[i * 2 + k] - b * MU[k]);
+                err2 += pow(v[i * 2 + k] - ve, 2);
+                ref2 += ve * ve;
+            }
+    }
+    const double rel = sqrt(err2 / ref2);
+    ck_assert_msg(rel < 0.05, "relative RMS velocity error %g (tolerance 0.05)", rel);
+    free(x1);
+    stochflow_model_free(m);
+}
+END_TEST
+
+Suite *make_suite(void) {
+    Suite *s = suite_create("resmlp");
+    TCase *tc = tcase_create("resmlp");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, config_and_count);
+    tcase_add_test(tc, initial_blocks_are_identity);
+    tcase_add_test(tc, loss_gradient_fd);
+    tcase_add_test(tc, vjp_fd);
+    tcase_add_test(tc, exact_trace_fd);
+    tcase_add_test(tc, probe_quad_matches_vjp);
+    tcase_add_test(tc, threads_bitwise);
+    tcase_add_test(tc, checkpoint_round_trip);
+    tcase_add_test(tc, learns_gaussian_velocity);
+    suite_add_tcase(s, tc);
+    return s;
+}
