@@ -85,6 +85,22 @@ else
     not_ok "a new toy model: 4 x 128, rate 3e-3 and 230000 steps by default" "$(head -c 400 "$T/err")"
 fi
 
+# ---- the residual MLP (--resmlp W,B) ------------------------------------------------------
+run "train a residual MLP" "$SF" train --data moons --out "$T/res.sfm" --steps 20 --resmlp 16,2 --batch 64 --threads 1
+"$SF" info --model "$T/res.sfm" --json >"$T/out" 2>&1
+json "info JSON: residual MLP 16 x 2" "d['arch']=='resmlp' and d['res_width']==16 and d['res_blocks']==2 and 'hidden' not in d and d['step']==20"
+if "$SF" info --model "$T/res.sfm" 2>&1 | grep -q '^network *residual MLP, width 16, 2 block(s) (silu)'; then
+    ok "info prints the residual MLP"
+else
+    not_ok "info prints the residual MLP" "$("$SF" info --model "$T/res.sfm" 2>&1 | head -c 400)"
+fi
+run "logp of the residual MLP" "$SF" logp --model "$T/res.sfm" --data moons -n 16 --out "$T/res_lp.npy" --threads 1
+fails "resume cannot change to --resmlp" "cannot change" "$SF" train --data moons --out "$T/x.sfm" --resume "$T/res.sfm" --resmlp 8,1
+fails "--resmlp with --hidden" "--resmlp and --hidden" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,2 --hidden 8
+fails "--resmlp needs width and blocks" "WIDTH,BLOCKS" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16
+fails "--resmlp blocks out of range" "WIDTH,BLOCKS" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,65
+fails "--resmlp zero width" "comma list of integers in 1..65536" "$SF" train --data moons --out "$T/x.sfm" --resmlp 0,2
+
 # ---- info -------------------------------------------------------------------------------
 run "info" "$SF" info --model "$T/m.sfm" --json &&
     json "info JSON" "d['dim']==2 and d['hidden']==[16,16] and d['step']==30 and d['interpolant']=='trig' and d['params']>0"

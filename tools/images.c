@@ -333,7 +333,9 @@ void unet_describe(char *mult, size_t mcap, char *attn, size_t acap, const unet_
 int unet_info(const stochflow_config *c, json *j) {
     unet_shape u;
     if (config_shape(&u, c) < 0) {
-        if (j) jstr(j, "arch", "mlp");
+        if (j)
+            jstr(j, "arch",
+                 stochflow_config_arch(c) == STOCHFLOW_ARCH_RESMLP ? "resmlp" : "mlp");
         return 0;
     }
     char mult[128], attn[64];

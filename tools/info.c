@@ -62,8 +62,15 @@ int cmd_info(int argc, char **argv) {
     printf("model        %s (%lld bytes, libstochflow %s)\n", opt(&o, "--model"), bytes,
            stochflow_version_string());
     printf("dimension    %zu\n", stochflow_model_dim(m));
+    size_t res_w = 0, res_b = 0;
+    const int res = stochflow_config_arch(c) == STOCHFLOW_ARCH_RESMLP &&
+                    stochflow_config_resmlp(&res_w, &res_b, c) == 0;
     if (!unet_info(c, NULL)) { /* a U-Net prints its shape instead */
-        printf("hidden       %s (%s)\n", hid, act);
+        if (res)
+            printf("network      residual MLP, width %zu, %zu block(s) (%s)\n", res_w, res_b,
+                   act);
+        else
+            printf("hidden       %s (%s)\n", hid, act);
         if (temb == STOCHFLOW_TIME_FOURIER)
             printf("time input   fourier, %zu frequencies\n", nfreq);
         else printf("time input   raw t\n");
@@ -89,8 +96,13 @@ int cmd_info(int argc, char **argv) {
         jbegin(&j);
         jint(&j, "dim", stochflow_model_dim(m));
         unet_info(c, &j); /* "arch", and the U-Net shape */
-        jkey(&j, "hidden");
-        jraw(&j, "[%s]", hid);
+        if (res) {
+            jint(&j, "res_width", res_w);
+            jint(&j, "res_blocks", res_b);
+        } else {
+            jkey(&j, "hidden");
+            jraw(&j, "[%s]", hid);
+        }
         jstr(&j, "activation", act);
         jstr(&j, "time_embedding", temb == STOCHFLOW_TIME_FOURIER ? "fourier" : "raw");
         jint(&j, "n_freq", temb == STOCHFLOW_TIME_FOURIER ? nfreq : 0);

@@ -40,6 +40,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--steps", "N", "optimizer steps to run (default 1000; a new toy model 230000; a table 30000 with early stopping; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 256; images 64)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256; a new toy model 128,128,128,128)"},
+    {"--resmlp", "W,B", "residual MLP of width W with B pre-norm blocks instead of --hidden "
+                        "(e.g. 256,2)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
     {"--interpolant", "NAME", "trig|linear|fourier:M[:trig] (default trig; fourier: learned)"},
     {"--objective", "NAME", "velocity|drift|score|denoiser: the field learned (default velocity)"},
@@ -165,12 +167,13 @@ static int write_grids(void *user, stochflow_model *m, uint64_t step, char *fail
 /* ---- the command -------------------------------------------------------------------------- */
 
 /* Options that only one kind of data takes. */
-static const char *const MLP_ONLY[] = {"--hidden", "--activation", "--time-fourier", "--base",
-                                       "--transport-png", "--context", "--context-columns",
+static const char *const MLP_ONLY[] = {"--hidden", "--resmlp", "--activation",
+                                       "--time-fourier", "--base", "--transport-png",
+                                       "--context", "--context-columns", "--objective",
+                                       "--gamma", "--antithetic"};
+static const char *const MLP_ARCH[] = {"--hidden",    "--resmlp", "--activation",
+                                       "--interpolant", "--time-fourier", "--seed",
                                        "--objective", "--gamma", "--antithetic"};
-static const char *const MLP_ARCH[] = {"--hidden",    "--activation", "--interpolant",
-                                       "--time-fourier", "--seed",   "--objective",
-                                       "--gamma",     "--antithetic"};
 static const char *const UNET_ARCH[] = {"--unet-base", "--unet-mult",   "--unet-blocks",
                                         "--unet-attn", "--unet-groups", "--interpolant",
                                         "--seed"};
@@ -188,7 +191,9 @@ static int check_options(const opts *o, int img, int toy, uint64_t *steps, uint6
     if (!opt(o, "--out") && !opt(o, "--outdir"))
         return cli_usage("train: --out is required (--out MODEL, or --outdir DIR for "
                          "DIR/model.sfm)");
-    if (resume && (rc = refuse(o, img ? UNET_ARCH : MLP_ARCH, img ? 7 : 8,
+    if (resume && (rc = refuse(o, img ? UNET_ARCH : MLP_ARCH,
+                               img ? sizeof UNET_ARCH / sizeof *UNET_ARCH
+                                   : sizeof MLP_ARCH / sizeof *MLP_ARCH,
                                "cannot change when resuming (it is in the checkpoint)")) != 0)
         return rc;
     if ((rc = get_u64(o, "--steps", toy ? TOY_STEPS : 1000, 0, 1000000000, steps)) != 0 ||
