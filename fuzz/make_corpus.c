@@ -3,7 +3,7 @@
  *      -lblis -lpng16 -lm -lpthread -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus
  * Small models (a few hundred bytes each) covering every section and option: EMA on and
  * off, raw and Fourier time, each activation and interpolant, 1 to 3 hidden layers, and
- * the smallest U-Net with attention (issue 8).
+ * the smallest U-Net with attention, a residual MLP with labels.
  * Each file is written twice: mode byte 0x01 (CRC fixed up by the target) and 0x00. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
     m = make(3, 3, w232, 4, 2, 2, 2, 0.5, 1);
     emit(dir, "softplus-d3", m);
     stochflow_model_free(m);
-    /* issue 9: learnable Fourier interpolant (INTP section), OT coupling */
+    /* learnable Fourier interpolant (INTP section), OT coupling */
     {
         stochflow_config *c;
         stochflow_config_new(&c, 2);
@@ -115,6 +115,26 @@ int main(int argc, char **argv) {
             if (stochflow_model_train_step(&loss, m, x, 8, NULL, NULL) != 0) return 1;
         }
         emit(dir, "unet", m);
+        stochflow_model_free(m);
+    }
+    /* a small residual MLP (width 4, 2 blocks) with labels, EMA on: RMLP and COND */
+    {
+        stochflow_config *c;
+        stochflow_config_new(&c, 2);
+        if (stochflow_config_set_resmlp(c, 4, 2) != 0) return 1;
+        stochflow_config_set_context(c, 0, 3);
+        if (stochflow_model_new(&m, c) != 0) return 1;
+        stochflow_config_free(c);
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_DECAY, 0.9);
+        float x[8 * 2];
+        const int32_t lab[8] = {0, 1, 2, -1, 0, 1, 2, -1};
+        for (int s = 0; s < 2; ++s) {
+            double loss;
+            stochflow_random_normal(x, 16, 1, (uint64_t)s);
+            if (stochflow_model_train_step_ctx(&loss, m, x, NULL, lab, 8, NULL, NULL) != 0)
+                return 1;
+        }
+        emit(dir, "resmlp-labels", m);
         stochflow_model_free(m);
     }
     return 0;
