@@ -30,6 +30,7 @@ typedef struct {
 typedef struct {
     stochflow_config cfg;
     size_t np; /* parameter count the configuration implies */
+    int conf_no_hidden; /* CONF lists no hidden widths (a residual MLP) */
     stochflow_model *m;
 } load_ctx;
 
@@ -56,17 +57,24 @@ static uint64_t hpar_count(const stochflow_model *m) {
 
 /* ---- section lengths, writers and readers -------------------------------------------- */
 
-static uint64_t conf_len(const stochflow_model *m) { return 32 + 4 * (uint64_t)m->cfg.n_hidden; }
+/* The hidden widths written: none for a residual MLP, whose shape is in RMLP; n_hidden = 0
+ * is invalid for the MLP, so a reader that does not know RMLP refuses the file instead of
+ * loading it as an MLP whose parameter count happens to match. */
+static size_t conf_hidden(const stochflow_model *m) {
+    return m->cfg.arch == STOCHFLOW_ARCH_RESMLP ? 0 : m->cfg.n_hidden;
+}
+static uint64_t conf_len(const stochflow_model *m) { return 32 + 4 * (uint64_t)conf_hidden(m); }
 static void conf_write(writer *w, const stochflow_model *m) {
     const stochflow_config *c = &m->cfg;
+    const size_t nh = conf_hidden(m);
     stochflow__w_u32(w, (uint32_t)c->dim);
-    stochflow__w_u32(w, (uint32_t)c->n_hidden);
+    stochflow__w_u32(w, (uint32_t)nh);
     stochflow__w_u32(w, (uint32_t)c->activation);
     stochflow__w_u32(w, (uint32_t)c->time_kind);
     stochflow__w_u32(w, (uint32_t)c->n_freq);
     stochflow__w_u32(w, (uint32_t)c->interp.kind);
     stochflow__w_u64(w, c->seed);
-    for (size_t i = 0; i < c->n_hidden; ++i) stochflow__w_u32(w, (uint32_t)c->hidden[i]);
+    for (size_t i = 0; i < nh; ++i) stochflow__w_u32(w, (uint32_t)c->hidden[i]);
 }
 static int conf_read(load_ctx *c, const sect *s) {
     stochflow_config *cfg = &c->cfg;
@@ -79,8 +87,14 @@ static int conf_read(load_ctx *c, const sect *s) {
     cfg->n_freq = stochflow__r_u32(&r);
     cfg->interp.kind = (int)stochflow__r_u32(&r);
     cfg->seed = stochflow__r_u64(&r);
-    RETURN_ERROR_IF(nh < 1 || nh > STOCHFLOW__MAX_HIDDEN || s->len != 32 + 4 * (uint64_t)nh,
+    RETURN_ERROR_IF(nh > STOCHFLOW__MAX_HIDDEN || s->len != 32 + 4 * (uint64_t)nh,
                     STOCHFLOW_E_FORMAT, "checkpoint CONF section is inconsistent");
+    /* no widths: a residual MLP (RMLP, read next), keeping the default widths; without
+     * RMLP the configuration's validation refuses it */
+    if (nh == 0) {
+        c->conf_no_hidden = 1;
+        return 0;
+    }
     cfg->n_hidden = nh;
     for (uint32_t i = 0; i < nh; ++i) cfg->hidden[i] = stochflow__r_u32(&r);
     return 0;
@@ -103,6 +117,8 @@ static int rmlp_read(load_ctx *c, const sect *s) {
     reader r = {s->at, (size_t)s->len, 0};
     c->cfg.res_width = stochflow__r_u32(&r);
     c->cfg.res_blocks = stochflow__r_u32(&r);
+    RETURN_ERROR_IF(!c->conf_no_hidden, STOCHFLOW_E_FORMAT,
+                    "checkpoint has an RMLP section and hidden widths in CONF");
     c->cfg.arch = STOCHFLOW_ARCH_RESMLP; /* the sizes are validated with the configuration */
     return 0;
 }
@@ -659,6 +675,9 @@ static int load_config(load_ctx *c, const sect found[N_SECTIONS]) {
     for (size_t i = 0; i < N_SECTIONS; ++i)
         if (sections[i].conf && (found[i].at || sections[i].call_absent))
             FORWARD_IF_ERROR(sections[i].conf(c, &found[i]));
+    RETURN_ERROR_IF(c->conf_no_hidden && c->cfg.arch != STOCHFLOW_ARCH_RESMLP,
+                    STOCHFLOW_E_FORMAT,
+                    "checkpoint CONF lists no hidden widths and the file has no RMLP section");
     int rc = stochflow__config_validate(&c->cfg);
     RETURN_ERROR_IF(rc < 0, STOCHFLOW_E_FORMAT, "checkpoint configuration is invalid: %s",
                     stochflow_last_error_message());

@@ -67,7 +67,8 @@ static int layout(resmlp *m, const stochflow_config *c) {
         off += per_block;
     }
     const size_t tail = 2 * w + d, emb = stochflow__fc_emb_floats(&m->in);
-    if (wo > SIZE_MAX - tail || off > SIZE_MAX - (wo + tail) - emb) return -1;
+    if (wo > SIZE_MAX - tail || emb > SIZE_MAX - (wo + tail) || off > SIZE_MAX - (wo + tail) - emb)
+        return -1;
     m->fg = off;
     m->fb = off + w;
     m->w_o = off + 2 * w;

@@ -26,6 +26,12 @@ static void normals(float *x, size_t n, uint64_t stream) {
     stochflow_random_normal(x, n, 99, stream);
 }
 
+/* Recompute a checkpoint's trailing CRC-32 after a byte was changed. */
+static void fix_crc(unsigned char *b, size_t len) {
+    uint32_t crc = stochflow__crc32(b, len - 4);
+    for (int k = 0; k < 4; ++k) b[len - 4 + k] = (unsigned char)(crc >> (8 * k));
+}
+
 /* Move every parameter away from its initial value (the blocks' second layers start at
  * zero and the norms at gamma = 1, beta = 0, which would hide their terms). */
 static void perturb(stochflow_model *m, float scale) {
@@ -105,8 +111,9 @@ END_TEST
 
 /* dG/dparams by central differences for every parameter (eps 1e-2 on float weights,
  * the loss summed in double): tolerance 2e-3 absolute + 2e-2 relative. */
-static void check_loss_gradient(int act, int time_kind, size_t n_ctx, size_t n_classes) {
-    const size_t d = 2, n = 6, w = 6;
+static void check_loss_gradient(int act, int time_kind, size_t n_ctx, size_t n_classes, size_t w,
+                                size_t stride) {
+    const size_t d = 2, n = 6;
     stochflow_model *m = make_res(d, w, 2, act, time_kind, 2, n_ctx, n_classes, 5);
     perturb(m, 0.3f);
     float x1[12], x0[12], t[6], ctx[12];
@@ -126,8 +133,8 @@ static void check_loss_gradient(int act, int time_kind, size_t n_ctx, size_t n_c
     float *g_copy = malloc(np * sizeof *g_copy);
     memcpy(g_copy, g, np * sizeof *g);
     const float eps = 1e-2f;
-    size_t nonzero = 0;
-    for (size_t i = 0; i < np; ++i) {
+    size_t nonzero = 0, checked = 0;
+    for (size_t i = 0; i < np; i += stride, ++checked) {
         float keep = p[i];
         double lp, lm;
         p[i] = keep + eps;
@@ -143,15 +150,18 @@ static void check_loss_gradient(int act, int time_kind, size_t n_ctx, size_t n_c
                       act, time_kind, n_ctx, n_classes, i, np, (double)g_copy[i], fd);
     }
     /* the check reaches the parameters: almost every one has a gradient */
-    ck_assert_msg(nonzero > np * 9 / 10, "%zu of %zu gradients non-zero", nonzero, np);
+    ck_assert_msg(nonzero > checked * 9 / 10, "%zu of %zu gradients non-zero", nonzero, checked);
     free(g_copy);
     stochflow_model_free(m);
 }
 
 START_TEST(loss_gradient_fd) {
-    check_loss_gradient(STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0);
-    check_loss_gradient(STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 0, 0);
-    check_loss_gradient(STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_TIME_RAW, 2, 3);
+    /* every parameter of small networks; every 7th of one wide enough for the BLIS
+     * products and the 8-lane sums of the LayerNorm */
+    check_loss_gradient(STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 6, 1);
+    check_loss_gradient(STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 0, 0, 6, 1);
+    check_loss_gradient(STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_TIME_RAW, 2, 3, 6, 1);
+    check_loss_gradient(STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_FOURIER, 2, 3, 40, 7);
 }
 END_TEST
 
@@ -258,14 +268,15 @@ END_TEST
 /* ---- threads, checkpoint -------------------------------------------------------- */
 
 START_TEST(threads_bitwise) {
-    /* training steps and evaluations give the same bits on 1, 2 and 3 threads
-     * (n = 300: several evaluation blocks and gradient-sum blocks) */
-    const size_t d = 3, n = 300;
+    /* training steps and evaluations give the same bits on 1, 2 and 3 threads (n = 512
+     * rows of width 64: several evaluation blocks and gradient-sum blocks, and enough
+     * work for the LayerNorm kernels to split) */
+    const size_t d = 3, n = 512;
     float *x1 = malloc(n * d * 4), *p0 = NULL, *v0 = malloc(n * d * 4), *dv0 = malloc(n * 4);
     float *v = malloc(n * d * 4), *dv = malloc(n * 4);
     size_t np = 0;
     for (int k = 0; k < 3; ++k) {
-        stochflow_model *m = make_res(d, 48, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 3);
+        stochflow_model *m = make_res(d, 64, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 3);
         ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, k + 1));
         for (int s = 0; s < 4; ++s) {
             double loss;
@@ -320,17 +331,64 @@ START_TEST(checkpoint_round_trip) {
     unsigned char *buf2 = malloc(len);
     ck_assert_ok(stochflow_model_save_buffer(&wrote, buf2, len, r));
     ck_assert_int_eq(memcmp(buf, buf2, len), 0);
-    /* a malformed RMLP section is refused: find the tag, break the block count */
-    unsigned char *tag = NULL;
-    for (size_t i = 0; i + 4 <= len && !tag; ++i)
-        if (memcmp(buf + i, "RMLP", 4) == 0) tag = buf + i;
-    ck_assert_ptr_nonnull(tag);
-    stochflow_model *bad = NULL;
-    tag[16 + 4] = 0; /* blocks = 0 (little-endian u32 after the width) */
-    tag[16 + 5] = tag[16 + 6] = tag[16 + 7] = 0;
-    int rc = stochflow_model_load_buffer(&bad, buf, wrote);
-    ck_assert_int_lt(rc, 0); /* the CRC or the validation refuses it */
-    ck_assert_ptr_null(bad);
+    /* malformed RMLP sections, each with its checksum fixed up so that the section's
+     * own validation is what refuses it */
+    size_t at = 0;
+    for (size_t i = 24; i + 4 <= wrote && !at; ++i)
+        if (memcmp(buf + i, "RMLP", 4) == 0) at = i;
+    ck_assert_uint_gt(at, 0);
+    const struct {
+        size_t off;
+        uint32_t value;
+        const char *msg;
+    } bad[] = {{16, 0, "width 0"},             /* width */
+               {16, 65537, "width 65537"},     /* width */
+               {20, 0, "0 blocks"},            /* blocks */
+               {20, 65, "65 blocks"},          /* blocks */
+               {0, 0x504c4d58, "no RMLP section"}}; /* tag "XMLP": what a reader
+                                                          without RMLP sees */
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; ++k) {
+        unsigned char *fb = malloc(wrote);
+        memcpy(fb, buf, wrote);
+        for (int q = 0; q < 4; ++q)
+            fb[at + bad[k].off + q] = (unsigned char)(bad[k].value >> (8 * q));
+        fix_crc(fb, wrote);
+        stochflow_model *bad_m = NULL;
+        ck_assert_status(stochflow_model_load_buffer(&bad_m, fb, wrote), STOCHFLOW_E_FORMAT);
+        ck_assert_ptr_null(bad_m);
+        ck_assert_msg(strstr(stochflow_last_error_message(), bad[k].msg) != NULL,
+                      "case %zu: %s", k, stochflow_last_error_message());
+        free(fb);
+    }
+    /* a UNET section beside RMLP: refused */
+    stochflow_config *uc = NULL;
+    stochflow_model *um = NULL;
+    ck_assert_ok(stochflow_config_new(&uc, 4));
+    ck_assert_ok(set_unet_shape(uc, 1, 2, 2, 2, 1, (size_t[]){1}, 1, 1u, 1));
+    ck_assert_ok(stochflow_model_new(&um, uc));
+    stochflow_config_free(uc);
+    size_t ulen, uat = 0;
+    ck_assert_ok(stochflow_model_serialized_size(&ulen, um));
+    unsigned char *ub = malloc(ulen);
+    ck_assert_ok(stochflow_model_save_buffer(NULL, ub, ulen, um));
+    stochflow_model_free(um);
+    for (size_t i = 24; i + 4 <= ulen && !uat; ++i)
+        if (memcmp(ub + i, "UNET", 4) == 0) uat = i;
+    ck_assert_uint_gt(uat, 0);
+    const size_t slen = 16 + (size_t)ub[uat + 8]; /* header + body (56 bytes) */
+    unsigned char *both = malloc(wrote + slen);
+    memcpy(both, buf, wrote - 4); /* everything but the checksum */
+    memcpy(both + wrote - 4, ub + uat, slen);
+    uint64_t payload = 0;
+    for (int q = 0; q < 8; ++q) payload |= (uint64_t)both[16 + q] << (8 * q);
+    payload += slen;
+    for (int q = 0; q < 8; ++q) both[16 + q] = (unsigned char)(payload >> (8 * q));
+    fix_crc(both, wrote + slen);
+    stochflow_model *bad_m = NULL;
+    ck_assert_status(stochflow_model_load_buffer(&bad_m, both, wrote + slen), STOCHFLOW_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "both a UNET and an RMLP"));
+    free(both);
+    free(ub);
     free(buf);
     free(buf2);
     stochflow_model_free(r);

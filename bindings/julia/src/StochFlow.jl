@@ -275,6 +275,8 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
         check(ccall((:stochflow_config_set_seed, libstochflow), Cint, (Ptr{Cvoid}, UInt64),
                     cfg[], seed), "stochflow_config_set_seed")
         if resmlp !== nothing
+            unet === nothing ||
+                throw(ArgumentError("resmlp and unet both choose the network: give one"))
             check(ccall((:stochflow_config_set_resmlp, libstochflow), Cint,
                         (Ptr{Cvoid}, Csize_t, Csize_t), cfg[], resmlp[1], resmlp[2]),
                   "stochflow_config_set_resmlp")

@@ -536,6 +536,8 @@ class Model:
                       _enum(si_kind, _SI_KINDS, "si_kind"), g, scale,
                       STOCHFLOW_OBJECTIVE_ANTITHETIC if antithetic else 0)  # noqa: F405
             if resmlp is not None:
+                if unet is not None:
+                    raise ValueError("resmlp and unet both choose the network: give one")
                 width, blocks = resmlp
                 _call("stochflow_config_set_resmlp", cfg, int(width), int(blocks))
             if unet is not None:

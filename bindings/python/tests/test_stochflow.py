@@ -499,6 +499,11 @@ def test_resmlp_config_save_and_errors():
         sf.Model(3, resmlp=(12, 0))
     with pytest.raises(sf.InvalidArgumentError, match="width"):
         sf.Model(3, resmlp=(0, 2))
+    with pytest.raises(ValueError, match="give one"):
+        sf.Model(4, resmlp=(8, 1), unet={"channels": 1, "height": 2, "width": 2})
+    # a loaded model's configuration builds the same network again
+    again = sf.Model(**back.config())
+    assert again.config()["resmlp"] == (12, 2) and again.num_params == m.num_params
 
 
 # ---- utilities ------------------------------------------------------------------------------
