@@ -23,6 +23,7 @@
  *   --evals a,b,...     also evaluate at these steps (default: only at the end)
  *   --batch B           (1024)
  *   --width W --depth L (512, 3)
+ *   --blocks B          a residual MLP of width W with B blocks instead of the MLP (0: MLP)
  *   --lr X              (1e-3)
  *   --sched constant|cosine     cosine decays to --lr-min x lr over --steps (constant)
  *   --lr-min X          floor of the cosine, as a fraction of lr (0)
@@ -277,7 +278,7 @@ static void target_logpdf(double *lp, const target *tg, const float *x, size_t n
 typedef struct {
     const char *target, *tag, *sched, *tdist, *coupling, *interp, *evals, *rtols;
     const char *save_params, *load_params, *dump_target, *standardize;
-    size_t steps, batch, width, depth, warmup, eval_n, time_fourier;
+    size_t steps, batch, width, depth, blocks, warmup, eval_n, time_fourier;
     double lr, lr_min, ema, clip, rtol, beta2;
     int ema_warmup, antithetic, threads, terr, check_oracle;
     uint64_t seed;
@@ -308,6 +309,7 @@ static void parse(options *o, int argc, char **argv) {
         else if (IS("--batch")) o->batch = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--width")) o->width = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--depth")) o->depth = strtoull(arg(argc, argv, &i), NULL, 10);
+        else if (IS("--blocks")) o->blocks = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--lr")) o->lr = atof(arg(argc, argv, &i));
         else if (IS("--sched")) o->sched = arg(argc, argv, &i);
         else if (IS("--lr-min")) o->lr_min = atof(arg(argc, argv, &i));
@@ -648,6 +650,7 @@ int main(int argc, char **argv) {
     size_t widths[64];
     for (size_t l = 0; l < o.depth; ++l) widths[l] = o.width;
     CHECK(stochflow_config_set_hidden(cfg, o.depth, widths));
+    if (o.blocks) CHECK(stochflow_config_set_resmlp(cfg, o.width, o.blocks));
     CHECK(stochflow_config_set_seed(cfg, o.seed));
     CHECK(stochflow_config_set_interpolant(cfg, strcmp(o.interp, "linear") == 0
                                                     ? STOCHFLOW_INTERP_LINEAR

@@ -5,6 +5,7 @@
 
 #include "harness.h"
 #include "internal.h"
+#include "field_checks.h"
 #include "model.h" /* m->ema, m->params (EMA warm-up tests) */
 
 static stochflow_model *make_model(size_t d, size_t nl, const size_t *widths, int act,
@@ -78,35 +79,8 @@ static stochflow_model *wide_model(size_t d, int act) {
 START_TEST(vjp_fd) {
     const size_t dims[] = {3, 20};
     for (size_t q = 0; q < 2; ++q) {
-        size_t d = dims[q], n = 4;
-        stochflow_model *m = wide_model(d, STOCHFLOW_ACT_TANH);
-        float *x = malloc(n * d * 4), *u = malloc(n * d * 4), *vjp = malloc(n * d * 4);
-        float *vp = malloc(n * d * 4), *vm = malloc(n * d * 4);
-        normals(x, n * d, 3);
-        normals(u, n * d, 4);
-        ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, 0.37, x, u, n));
-        const float h = 1e-2f;
-        for (size_t k = 0; k < d; ++k) {
-            float *xp = malloc(n * d * 4), *xm = malloc(n * d * 4);
-            memcpy(xp, x, n * d * 4);
-            memcpy(xm, x, n * d * 4);
-            for (size_t i = 0; i < n; ++i) {
-                xp[i * d + k] += h;
-                xm[i * d + k] -= h;
-            }
-            ck_assert_ok(stochflow_model_velocity(vp, m, 0.37, xp, n));
-            ck_assert_ok(stochflow_model_velocity(vm, m, 0.37, xm, n));
-            for (size_t i = 0; i < n; ++i) {
-                double fd = 0;
-                for (size_t j = 0; j < d; ++j)
-                    fd += (double)u[i * d + j] * (vp[i * d + j] - vm[i * d + j]) / (2.0 * h);
-                ck_assert_msg(fabs(vjp[i * d + k] - fd) <= 2e-3 + 1e-2 * fabs(fd),
-                              "d=%zu vjp[%zu,%zu] %g vs fd %g", d, i, k, (double)vjp[i * d + k], fd);
-            }
-            free(xp);
-            free(xm);
-        }
-        free(x); free(u); free(vjp); free(vp); free(vm);
+        stochflow_model *m = wide_model(dims[q], STOCHFLOW_ACT_TANH);
+        check_vjp_fd(m, dims[q]);
         stochflow_model_free(m);
     }
 }
@@ -116,58 +90,16 @@ START_TEST(exact_trace_fd) {
     const size_t dims[] = {2, 3, 20};
     const int acts[] = {STOCHFLOW_ACT_SILU, STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_ACT_TANH};
     for (size_t q = 0; q < 3; ++q) {
-        size_t d = dims[q], n = 5;
-        stochflow_model *m = wide_model(d, acts[q]);
-        float *x = malloc(n * d * 4), *div = malloc(n * 4), *v = malloc(n * d * 4);
-        float *v2 = malloc(n * d * 4), *vp = malloc(n * d * 4), *vm = malloc(n * d * 4);
-        normals(x, n * d, 5);
-        ck_assert_ok(stochflow_model_divergence(div, v, m, 0.8, x, n));
-        ck_assert_ok(stochflow_model_velocity(v2, m, 0.8, x, n));
-        ck_assert_int_eq(memcmp(v, v2, n * d * 4), 0);
-        double fd[8] = {0};
-        const float h = 1e-2f;
-        for (size_t k = 0; k < d; ++k) {
-            float *xp = malloc(n * d * 4), *xm = malloc(n * d * 4);
-            memcpy(xp, x, n * d * 4);
-            memcpy(xm, x, n * d * 4);
-            for (size_t i = 0; i < n; ++i) {
-                xp[i * d + k] += h;
-                xm[i * d + k] -= h;
-            }
-            ck_assert_ok(stochflow_model_velocity(vp, m, 0.8, xp, n));
-            ck_assert_ok(stochflow_model_velocity(vm, m, 0.8, xm, n));
-            for (size_t i = 0; i < n; ++i)
-                fd[i] += (vp[i * d + k] - vm[i * d + k]) / (2.0 * h);
-            free(xp);
-            free(xm);
-        }
-        for (size_t i = 0; i < n; ++i)
-            ck_assert_msg(fabs(div[i] - fd[i]) <= 5e-3 + 1e-2 * fabs(fd[i]),
-                          "d=%zu div[%zu] %g vs fd %g", d, i, (double)div[i], fd[i]);
-        free(x); free(div); free(v); free(v2); free(vp); free(vm);
+        stochflow_model *m = wide_model(dims[q], acts[q]);
+        check_exact_trace_fd(m, dims[q]);
         stochflow_model_free(m);
     }
 }
 END_TEST
 
-/* Hutchinson quadratic forms e^T J e from the forward-mode pass agree with the VJP:
- * e . (e^T J)  (an independent reverse-mode computation). */
 START_TEST(probe_quad_matches_vjp) {
-    const size_t d = 5, n = 3, K = 4;
-    stochflow_model *m = wide_model(d, STOCHFLOW_ACT_SILU);
-    float x[15], probes[60], quad[12], vjp[15], e[15];
-    normals(x, n * d, 6);
-    normals(probes, n * K * d, 7);
-    ck_assert_ok(stochflow__model_eval(m, 0.3, x, n, NULL, NULL, probes, K, quad));
-    for (size_t k = 0; k < K; ++k) {
-        for (size_t i = 0; i < n; ++i) memcpy(e + i * d, probes + (i * K + k) * d, d * 4);
-        ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, 0.3, x, e, n));
-        for (size_t i = 0; i < n; ++i) {
-            double ref = 0;
-            for (size_t j = 0; j < d; ++j) ref += (double)e[i * d + j] * vjp[i * d + j];
-            ck_assert_double_eq_tol(quad[i * K + k], ref, 1e-4 * (1 + fabs(ref)));
-        }
-    }
+    stochflow_model *m = wide_model(5, STOCHFLOW_ACT_SILU);
+    check_probe_quad_vs_vjp(m);
     stochflow_model_free(m);
 }
 END_TEST
