@@ -148,6 +148,11 @@ run "train with shuffled labels" "$SF" train --data "$IMG" --labels "$T/ishuf.np
 if cmp -s "$T/ic.sfm" "$T/is.sfm"; then not_ok "the labels reach the training (other labels, other model)"; else ok "the labels reach the training (other labels, other model)"; fi
 run "train for a time budget (--time 1.5, no --steps)" "$SF" train --data "$IMG" --labels dataset --time 1.5 --lr-schedule cosine --out "$T/it.sfm" --batch 4 --unet-base 8 --unet-mult 1,2 --unet-groups 4 --threads 1 --json
 json "the budget stops the run" "d['steps'] >= 1 and d['seconds'] < 20"
+"$SF" info --model "$T/it.sfm" --json >"$T/out" 2>&1
+json "the budget's cosine spans the steps run" "d['lr_schedule_name']=='cosine' and d['lr_total_steps']==d['step']"
+run "a budget of a few steps (--time 0.001)" "$SF" train --data "$IMG" --time 0.001 --lr-schedule cosine --out "$T/it2.sfm" --batch 64 --unet-base 8 --unet-mult 1,2 --unet-groups 4 --threads 1
+"$SF" info --model "$T/it2.sfm" --json >"$T/out" 2>&1
+json "fewer than 10 steps: the cosine spans them (not 10^9)" "1 <= d['step'] < 10 and d['lr_total_steps']==d['step']"
 
 run "sample --labels all" "$SF" sample --model "$T/ic.sfm" --labels all -n 2 --png "$T/all.png" --out "$T/all.npy" --steps 3 --threads 1 --json
 json "2 images of each of 3 classes" "d['n']==6 and d['per_class']==2 and d['cols']==2 and d['guidance']==0"

@@ -36,7 +36,7 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
     memset(res, 0, sizeof *res);
     double ring[LOSS_WINDOW], run = NAN;
     size_t hcap = 0;
-    int show_path = cli_is_fourier(m), ret = 0;
+    int show_path = cli_is_fourier(m), ret = 0, budget_out = 0;
     progress bar;
     if (sp->seconds > 0) progress_start(&bar, sp->label, sp->seconds, "s");
     else progress_start(&bar, sp->label, (double)sp->steps, "steps");
@@ -56,7 +56,10 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
             break;
         }
         double elapsed = cli_now() - t0;
-        if (sp->seconds > 0 && elapsed >= sp->seconds) break; /* the time budget */
+        if (sp->seconds > 0 && elapsed >= sp->seconds) { /* the time budget */
+            budget_out = 1;
+            break;
+        }
         if (sp->seconds > 0 && sp->time_schedule && s % 10 == 0 && s > 0) {
             stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS,
                                       time_horizon(step0, s, elapsed, sp->seconds, sp->steps));
@@ -139,6 +142,11 @@ int train_run(train_result *res, stochflow_model *m, const train_spec *sp) {
             progress_update(&bar, sp->seconds > 0 ? cli_now() - t0 : (double)(s + 1), extra);
     }
     progress_end(&bar);
+    /* a run the time budget ended: its cosine spans the steps it ran (the estimate made
+     * every 10 steps is never made in a budget of fewer steps than that) */
+    if (budget_out && sp->time_schedule && res->steps_run > 0)
+        stochflow_model_set_param(m, STOCHFLOW_PARAM_LR_TOTAL_STEPS,
+                                  (double)(step0 + res->steps_run));
     res->seconds = cli_now() - t0;
     res->mean_loss = res->last_loss = NAN;
     if (res->steps_run > 0) {
