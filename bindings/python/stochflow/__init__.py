@@ -1067,8 +1067,9 @@ class Model:
 
     def __repr__(self):
         c = self.config()
-        return "stochflow.Model(dim=%d, hidden=%s, activation=%r, interpolant=%r, step=%d)" % (
-            c["dim"], c["hidden"], c["activation"], c["interpolant"], self.step)
+        net = ("resmlp=%s" % (c["resmlp"],)) if "resmlp" in c else ("hidden=%s" % (c["hidden"],))
+        return "stochflow.Model(dim=%d, %s, activation=%r, interpolant=%r, step=%d)" % (
+            c["dim"], net, c["activation"], c["interpolant"], self.step)
 
 
 # ---- solver -----------------------------------------------------------------------------

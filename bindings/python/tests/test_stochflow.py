@@ -485,6 +485,7 @@ def test_resmlp_config_save_and_errors():
     m = sf.Model(3, resmlp=(12, 2), activation="tanh", seed=4, lr=1e-2)
     c = m.config()
     assert c["resmlp"] == (12, 2) and c["activation"] == "tanh"
+    assert "resmlp=(12, 2)" in repr(m)
     # in 3 + 1 -> 12; 2 blocks of 2 x 12 (norm) + 2 x (12 x 12 + 12); norm; 12 -> 3
     assert m.num_params == 4 * 12 + 12 + 2 * (24 + 2 * 156) + 24 + 12 * 3 + 3
     same = sf.Model(**c)
