@@ -188,10 +188,11 @@ static float *input(size_t *stride, const void *self, float *ws, size_t rows) {
 
 /* ---- forward ---------------------------------------------------------------------- */
 
-/* y [rows x w] += b, row by row. */
-static void add_bias(float *y, const float *b, size_t rows, size_t w) {
+/* y [rows x w] = x + b (b added to each row), the residual stream's next value before
+ * the branch's product is accumulated into it: one pass instead of a copy and a sum. */
+static void copy_add_bias(float *y, const float *x, const float *b, size_t rows, size_t w) {
     for (size_t i = 0; i < rows; ++i)
-        for (size_t j = 0; j < w; ++j) y[i * w + j] += b[j];
+        for (size_t j = 0; j < w; ++j) y[i * w + j] = x[i * w + j] + b[j];
 }
 
 static const float *forward(const void *self, const float *p, float *ws, size_t rows,
@@ -209,11 +210,10 @@ static const float *forward(const void *self, const float *p, float *ws, size_t 
                                      p + K->g, p + K->be, rows, w, nt);
         stochflow__dense_act_forward(A.a[b], want_deriv ? A.fd[b] : NULL, A.n[b], p + K->w1,
                                      p + K->b1, rows, w, w, m->activation, nt);
-        /* h_{b+1} = h_b + a_b W2^T + b2 */
-        memcpy(A.h[b + 1], A.h[b], rows * w * sizeof *A.h[b]);
+        /* h_{b+1} = (h_b + b2) + a_b W2^T */
+        copy_add_bias(A.h[b + 1], A.h[b], p + K->b2, rows, w);
         (void)stochflow__sgemm(0, 1, rows, w, w, 1.0f, A.a[b], w, p + K->w2, w, 1.0f, A.h[b + 1],
                                w, nt);
-        add_bias(A.h[b + 1], p + K->b2, rows, w);
     }
     stochflow__layernorm_forward(A.a[B], A.mean + B * rows, A.rstd + B * rows, A.h[B], p + m->fg,
                                  p + m->fb, rows, w, nt);
