@@ -425,7 +425,16 @@ static void tangents(const void *self, const float *p, float *ws, size_t rows,
 
 /* ---- the table -------------------------------------------------------------------- */
 
-static void destroy(void *self) { stochflow__free(self); }
+void stochflow__fc_destroy(void *self) { stochflow__free(self); }
+
+int stochflow__fc_network_new(stochflow__network *out, const stochflow__network_ops *ops,
+                              const void *state, size_t size, size_t d, size_t n_params) {
+    void *self = stochflow__malloc(size);
+    RETURN_ERROR_IF(self == NULL, STOCHFLOW_E_NOMEM, "model_new: out of memory");
+    memcpy(self, state, size);
+    *out = (stochflow__network){ops, self, d, n_params};
+    return 0;
+}
 
 static const stochflow__network_ops mlp_ops = {
     .name = "mlp",
@@ -433,7 +442,7 @@ static const stochflow__network_ops mlp_ops = {
     .row_parallel = 1,
     .max_block_rows = 0,
     .row_floats = row_floats,
-    .destroy = destroy,
+    .destroy = stochflow__fc_destroy,
     .init = init_weights,
     .ws_floats = ws_floats,
     .input = input,
@@ -452,9 +461,5 @@ int stochflow__mlp_param_count(size_t *count, const stochflow_config *cfg) {
 int stochflow__mlp_network(stochflow__network *out, const stochflow_config *cfg) {
     mlp tmp;
     RETURN_ERROR_IF(layout(&tmp, cfg) != 0, STOCHFLOW_E_INVALID, "parameter count overflows");
-    mlp *m = stochflow__malloc(sizeof *m);
-    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_NOMEM, "model_new: out of memory");
-    *m = tmp;
-    *out = (stochflow__network){&mlp_ops, m, m->in.d, m->n_params};
-    return 0;
+    return stochflow__fc_network_new(out, &mlp_ops, &tmp, sizeof tmp, tmp.in.d, tmp.n_params);
 }

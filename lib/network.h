@@ -151,6 +151,13 @@ void stochflow__fc_tangents_out(float *quad, float *scratch, const float *wo, si
                                 size_t d, const float *tan, const float *probes, size_t rows,
                                 size_t T, int nthreads);
 
+/* A fully connected network's handle: its state (size bytes at state, whose layout was
+ * computed without allocating) copied into a new allocation, freed by
+ * stochflow__fc_destroy. */
+int stochflow__fc_network_new(stochflow__network *out, const stochflow__network_ops *ops,
+                              const void *state, size_t size, size_t d, size_t n_params);
+void stochflow__fc_destroy(void *self);
+
 /* Build the network a validated configuration describes (MLP, residual MLP or U-Net). */
 int stochflow__network_build(stochflow__network *out, const struct stochflow_config *cfg);
 void stochflow__network_free(stochflow__network *net);

@@ -292,15 +292,13 @@ static void tangents(const void *self, const float *p, float *ws, size_t rows,
 
 /* ---- the table -------------------------------------------------------------------- */
 
-static void destroy(void *self) { stochflow__free(self); }
-
 static const stochflow__network_ops resmlp_ops = {
     .name = "resmlp",
     .tangents_as_rows = 1,
     .row_parallel = 1,
     .max_block_rows = 0,
     .row_floats = row_floats,
-    .destroy = destroy,
+    .destroy = stochflow__fc_destroy,
     .init = init_weights,
     .ws_floats = ws_floats,
     .input = input,
@@ -319,9 +317,6 @@ int stochflow__resmlp_param_count(size_t *count, const stochflow_config *cfg) {
 int stochflow__resmlp_network(stochflow__network *out, const stochflow_config *cfg) {
     resmlp tmp;
     RETURN_ERROR_IF(layout(&tmp, cfg) != 0, STOCHFLOW_E_INVALID, "parameter count overflows");
-    resmlp *m = stochflow__malloc(sizeof *m);
-    RETURN_ERROR_IF(m == NULL, STOCHFLOW_E_NOMEM, "model_new: out of memory");
-    *m = tmp;
-    *out = (stochflow__network){&resmlp_ops, m, m->in.d, m->n_params};
-    return 0;
+    return stochflow__fc_network_new(out, &resmlp_ops, &tmp, sizeof tmp, tmp.in.d,
+                                     tmp.n_params);
 }

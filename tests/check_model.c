@@ -76,32 +76,8 @@ static stochflow_model *wide_model(size_t d, int act) {
     return make_model(d, 3, widths, act, STOCHFLOW_TIME_FOURIER, 3, STOCHFLOW_INTERP_TRIG, 11);
 }
 
-START_TEST(vjp_fd) {
-    const size_t dims[] = {3, 20};
-    for (size_t q = 0; q < 2; ++q) {
-        stochflow_model *m = wide_model(dims[q], STOCHFLOW_ACT_TANH);
-        check_vjp_fd(m, dims[q]);
-        stochflow_model_free(m);
-    }
-}
-END_TEST
-
-START_TEST(exact_trace_fd) {
-    const size_t dims[] = {2, 3, 20};
-    const int acts[] = {STOCHFLOW_ACT_SILU, STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_ACT_TANH};
-    for (size_t q = 0; q < 3; ++q) {
-        stochflow_model *m = wide_model(dims[q], acts[q]);
-        check_exact_trace_fd(m, dims[q]);
-        stochflow_model_free(m);
-    }
-}
-END_TEST
-
-START_TEST(probe_quad_matches_vjp) {
-    stochflow_model *m = wide_model(5, STOCHFLOW_ACT_SILU);
-    check_probe_quad_vs_vjp(m);
-    stochflow_model_free(m);
-}
+/* The input VJP, the exact trace and the Hutchinson forms (tests/field_checks.h). */
+START_TEST(input_derivatives) { check_field_derivatives(wide_model); }
 END_TEST
 
 /* ---- reproducibility ------------------------------------------------------------ */
@@ -845,9 +821,7 @@ Suite *make_suite(void) {
     Suite *s = suite_create("model");
     TCase *tg = tcase_create("gradients");
     tcase_add_test(tg, loss_gradient_fd);
-    tcase_add_test(tg, vjp_fd);
-    tcase_add_test(tg, exact_trace_fd);
-    tcase_add_test(tg, probe_quad_matches_vjp);
+    tcase_add_test(tg, input_derivatives);
     suite_add_tcase(s, tg);
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, same_seed_same_params);

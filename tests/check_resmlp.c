@@ -171,33 +171,8 @@ static stochflow_model *wide_res(size_t d, int act) {
     return m;
 }
 
-START_TEST(vjp_fd) {
-    const size_t dims[] = {3, 20};
-    for (size_t q = 0; q < 2; ++q) {
-        stochflow_model *m = wide_res(dims[q], STOCHFLOW_ACT_TANH);
-        check_vjp_fd(m, dims[q]);
-        stochflow_model_free(m);
-    }
-}
-END_TEST
-
-START_TEST(exact_trace_fd) {
-    const size_t dims[] = {2, 3, 20};
-    const int acts[] = {STOCHFLOW_ACT_SILU, STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_ACT_TANH};
-    for (size_t q = 0; q < 3; ++q) {
-        stochflow_model *m = wide_res(dims[q], acts[q]);
-        check_exact_trace_fd(m, dims[q]);
-        stochflow_model_free(m);
-    }
-}
-END_TEST
-
-/* Hutchinson forms against reverse mode: two independent computations. */
-START_TEST(probe_quad_matches_vjp) {
-    stochflow_model *m = wide_res(5, STOCHFLOW_ACT_SILU);
-    check_probe_quad_vs_vjp(m);
-    stochflow_model_free(m);
-}
+/* The input VJP, the exact trace and the Hutchinson forms (tests/field_checks.h). */
+START_TEST(input_derivatives) { check_field_derivatives(wide_res); }
 END_TEST
 
 /* ---- threads, checkpoint -------------------------------------------------------- */
@@ -385,9 +360,7 @@ Suite *make_suite(void) {
     tcase_add_test(tc, config_and_count);
     tcase_add_test(tc, initial_blocks_are_identity);
     tcase_add_test(tc, loss_gradient_fd);
-    tcase_add_test(tc, vjp_fd);
-    tcase_add_test(tc, exact_trace_fd);
-    tcase_add_test(tc, probe_quad_matches_vjp);
+    tcase_add_test(tc, input_derivatives);
     tcase_add_test(tc, threads_bitwise);
     tcase_add_test(tc, checkpoint_round_trip);
     tcase_add_test(tc, learns_gaussian_velocity);

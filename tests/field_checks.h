@@ -12,26 +12,33 @@ static void field_normals(float *x, size_t n, uint64_t stream) {
     stochflow_random_normal(x, n, 99, stream);
 }
 
+/* Velocities at x +- h e_k (every row's coordinate k moved), into vp and vm; xp, xm are
+ * scratch of n x d. */
+static void velocity_pm(float *vp, float *vm, float *xp, float *xm, stochflow_model *m,
+                        double t, const float *x, size_t n, size_t d, size_t k, float h) {
+    memcpy(xp, x, n * d * 4);
+    memcpy(xm, x, n * d * 4);
+    for (size_t i = 0; i < n; ++i) {
+        xp[i * d + k] += h;
+        xm[i * d + k] -= h;
+    }
+    ck_assert_ok(stochflow_model_velocity(vp, m, t, xp, n));
+    ck_assert_ok(stochflow_model_velocity(vm, m, t, xm, n));
+}
+
 /* u^T dv/dx at n = 4 points (t = 0.37) against central differences (h = 1e-2):
  * tolerance 2e-3 + 1e-2 |fd|. */
 static void check_vjp_fd(stochflow_model *m, size_t d) {
     const size_t n = 4;
+    const float h = 1e-2f;
     float *x = malloc(n * d * 4), *u = malloc(n * d * 4), *vjp = malloc(n * d * 4);
     float *vp = malloc(n * d * 4), *vm = malloc(n * d * 4);
     float *xp = malloc(n * d * 4), *xm = malloc(n * d * 4);
     field_normals(x, n * d, 3);
     field_normals(u, n * d, 4);
     ck_assert_ok(stochflow_model_velocity_vjp(vjp, m, 0.37, x, u, n));
-    const float h = 1e-2f;
     for (size_t k = 0; k < d; ++k) {
-        memcpy(xp, x, n * d * 4);
-        memcpy(xm, x, n * d * 4);
-        for (size_t i = 0; i < n; ++i) {
-            xp[i * d + k] += h;
-            xm[i * d + k] -= h;
-        }
-        ck_assert_ok(stochflow_model_velocity(vp, m, 0.37, xp, n));
-        ck_assert_ok(stochflow_model_velocity(vm, m, 0.37, xm, n));
+        velocity_pm(vp, vm, xp, xm, m, 0.37, x, n, d, k, h);
         for (size_t i = 0; i < n; ++i) {
             double fd = 0;
             for (size_t j = 0; j < d; ++j)
@@ -49,6 +56,7 @@ static void check_vjp_fd(stochflow_model *m, size_t d) {
  * beside it is bit for bit stochflow_model_velocity's. */
 static void check_exact_trace_fd(stochflow_model *m, size_t d) {
     const size_t n = 5;
+    const float h = 1e-2f;
     float *x = malloc(n * d * 4), *div = malloc(n * 4), *v = malloc(n * d * 4);
     float *v2 = malloc(n * d * 4), *vp = malloc(n * d * 4), *vm = malloc(n * d * 4);
     float *xp = malloc(n * d * 4), *xm = malloc(n * d * 4);
@@ -57,16 +65,8 @@ static void check_exact_trace_fd(stochflow_model *m, size_t d) {
     ck_assert_ok(stochflow_model_velocity(v2, m, 0.8, x, n));
     ck_assert_int_eq(memcmp(v, v2, n * d * 4), 0);
     double fd[5] = {0};
-    const float h = 1e-2f;
     for (size_t k = 0; k < d; ++k) {
-        memcpy(xp, x, n * d * 4);
-        memcpy(xm, x, n * d * 4);
-        for (size_t i = 0; i < n; ++i) {
-            xp[i * d + k] += h;
-            xm[i * d + k] -= h;
-        }
-        ck_assert_ok(stochflow_model_velocity(vp, m, 0.8, xp, n));
-        ck_assert_ok(stochflow_model_velocity(vm, m, 0.8, xm, n));
+        velocity_pm(vp, vm, xp, xm, m, 0.8, x, n, d, k, h);
         for (size_t i = 0; i < n; ++i) fd[i] += (vp[i * d + k] - vm[i * d + k]) / (2.0 * h);
     }
     for (size_t i = 0; i < n; ++i)
@@ -93,6 +93,27 @@ static void check_probe_quad_vs_vjp(stochflow_model *m) {
             ck_assert_double_eq_tol(quad[i * K + k], ref, 1e-4 * (1 + fabs(ref)));
         }
     }
+}
+
+/* The three checks on networks built by make(d, activation): the VJP at d = 3 and 20
+ * (tanh), the exact trace at d = 2, 3, 20 (SiLU, softplus, tanh), the Hutchinson forms
+ * at d = 5 (SiLU). The suites' networks are wide enough for the BLIS paths. */
+static void check_field_derivatives(stochflow_model *(*make)(size_t d, int act)) {
+    const size_t vjp_dims[] = {3, 20}, tr_dims[] = {2, 3, 20};
+    const int acts[] = {STOCHFLOW_ACT_SILU, STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_ACT_TANH};
+    for (size_t q = 0; q < 2; ++q) {
+        stochflow_model *m = make(vjp_dims[q], STOCHFLOW_ACT_TANH);
+        check_vjp_fd(m, vjp_dims[q]);
+        stochflow_model_free(m);
+    }
+    for (size_t q = 0; q < 3; ++q) {
+        stochflow_model *m = make(tr_dims[q], acts[q]);
+        check_exact_trace_fd(m, tr_dims[q]);
+        stochflow_model_free(m);
+    }
+    stochflow_model *m = make(5, STOCHFLOW_ACT_SILU);
+    check_probe_quad_vs_vjp(m);
+    stochflow_model_free(m);
 }
 
 #endif
