@@ -165,6 +165,22 @@ STOCHFLOW_API int stochflow_version_number(void);
  */
 #define STOCHFLOW_COUPLING_OT_MAX_N 2048
 
+/**
+ * Regression targets of the training step (STOCHFLOW_PARAM_TRAIN_TARGET) for the plain
+ * velocity. BATCH replaces each row's dI/dt = a' x0 + b' x1 by its posterior mean given
+ * x_t over the batch's data rows: sum_j w_j (a' x0_j + b' x1_j), x0_j = (x_t - b x1_j) / a,
+ * w_j proportional to N(x_t; b x1_j, a^2 I). It has the same minimizer as the batch grows
+ * and a lower variance, most where t is far from the data (doc/gradients.md, "The
+ * batch-posterior target"); the cost is a pass over all pairs of rows, n^2 d. It assumes
+ * x0 ~ N(0, I) drawn independently of x1, so it applies to the training steps (loss,
+ * gradient and step with train draws; the validation loss keeps the plain target) of an
+ * unconditional model with the plain velocity objective, the INDEPENDENT coupling, a
+ * non-Fourier interpolant and no gradient blocks; otherwise those calls fail with
+ * STOCHFLOW_E_UNSUPPORTED. @since 1.4
+ */
+#define STOCHFLOW_TRAIN_TARGET_DRAW 1  /**< dI/dt of each row's own draws (default) */
+#define STOCHFLOW_TRAIN_TARGET_BATCH 2 /**< its posterior mean over the batch's data rows */
+
 /** ODE solvers (STOCHFLOW_PARAM_SOLVER). */
 #define STOCHFLOW_SOLVER_EULER 1
 #define STOCHFLOW_SOLVER_HEUN 2
@@ -202,6 +218,7 @@ STOCHFLOW_API int stochflow_version_number(void);
 #define STOCHFLOW_PARAM_EMA_WARMUP 116      /**< 1 = EMA decay min(EMA_DECAY, (1+s)/(10+s))
                                                  at step s (Keras num_updates rule),
                                                  2 = constant decay (default) */
+#define STOCHFLOW_PARAM_TRAIN_TARGET 127    /**< STOCHFLOW_TRAIN_TARGET_*; default DRAW */
 
 /* 200s: ODE integration (solver handle) */
 #define STOCHFLOW_PARAM_SOLVER 200          /**< STOCHFLOW_SOLVER_*; default DOPRI5 */

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "objective.h"
 #include "parallel.h"
+#include "target.h"
 
 /* The blocking policy of every evaluation (velocity, divergence, Hutchinson forms,
  * VJP; doc/architecture.md, doc/threading.md): a block holds at most EVAL_BLOCK_ROWS
@@ -314,6 +315,24 @@ static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model
                             const float *x1, size_t n, const float *x0, const float *t,
                             size_t row0, size_t n_global);
 
+/* STOCHFLOW_TRAIN_TARGET_BATCH's assumptions (lib/target.c): x0 ~ N(0, I) independent of
+ * x1, every row the same plain velocity objective and no conditioning. */
+static int check_batch_target(const stochflow_model *m) {
+    const char *why = m->cfg.interp.kind == STOCHFLOW_INTERP_FOURIER
+                          ? "the learnable Fourier interpolant"
+                      : (int)m->hp.coupling != STOCHFLOW_COUPLING_INDEPENDENT
+                          ? "a coupling other than INDEPENDENT"
+                      : !stochflow__objective_plain(&m->cfg.obj)
+                          ? "a stochastic-interpolant objective (drift, score or denoiser)"
+                      : m->cfg.n_ctx || m->cfg.n_classes ? "a conditional model"
+                      : m->hp.grad_block > 0 ? "gradient blocks (STOCHFLOW_PARAM_GRAD_BLOCK)"
+                                             : NULL;
+    RETURN_ERROR_IF(why != NULL, STOCHFLOW_E_UNSUPPORTED,
+                    "the batch-posterior training target (STOCHFLOW_PARAM_TRAIN_TARGET) is not "
+                    "available with %s", why);
+    return 0;
+}
+
 /* Loss (and, with want_grad, gradient into m->grads) on one batch. Draws use the
  * training streams (train = 1) or the evaluation streams, keyed by the current step. */
 static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, const float *ctx,
@@ -321,6 +340,8 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
                      int want_grad, int train) {
     RETURN_ERROR_IF(loss_out == NULL, STOCHFLOW_E_INVALID, "loss output is NULL");
     CHECK_MODEL(m);
+    const int batch_target = train && (int)m->hp.train_target == STOCHFLOW_TRAIN_TARGET_BATCH;
+    if (batch_target) FORWARD_IF_ERROR(check_batch_target(m));
     if (want_grad && train && m->hp.grad_block > 0) /* blocks along the tree (below) */
         return blocked_gradient(NULL, loss_out, m, x1, n, x0, t, 0, n);
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
@@ -350,11 +371,14 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
     struct stochflow_sinterp si;
     if (!plain) stochflow__objective_sinterp(&si, &m->cfg);
     const size_t nr = plain ? n : stochflow__objective_rows(&m->cfg.obj, n);
-    /* workspace: the times [nr] (doubles), the target then dG/do [nr x d], the network's */
-    size_t net_f, nd, head;
+    /* workspace: the times [nr] (doubles), the target then dG/do [nr x d], the batch
+     * target's scratch (lib/target.h), then the network's */
+    size_t net_f, nd, head, bt_f = 0;
     RETURN_ERROR_IF(nr < n || net->ops->ws_floats(&net_f, net->self, nr, want_grad, 0, nt) != 0 ||
-                        stochflow__mul_size(&nd, nr, d) != 0 || nd > SIZE_MAX / 2 - 4 * nr ||
-                        (head = pad16(2 * nr) + pad16(nd)) > SIZE_MAX - net_f,
+                        stochflow__mul_size(&nd, nr, d) != 0 || nd > SIZE_MAX / 4 - 4 * nr ||
+                        (batch_target && (stochflow__batch_target_floats(&bt_f, n, d) != 0 ||
+                                          bt_f > SIZE_MAX / 4)) ||
+                        (head = pad16(2 * nr) + pad16(nd) + pad16(bt_f)) > SIZE_MAX - net_f,
                     STOCHFLOW_E_INVALID, "batch of %zu rows is too large", n);
     FORWARD_IF_ERROR(ensure_ws(m, head + net_f));
     double *t_rows = pr.t && plain ? pr.t : (double *)m->ws;
@@ -376,6 +400,9 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
                                       lo, hi)
     PARALLEL_RANGES(nr, nr * (d + 8) * 16, ant, 1, BODY);
 #undef BODY
+    if (batch_target) /* lib/target.c */
+        stochflow__batch_target(target, target + pad16(nd), xt, stride, t_rows, x1, ip, n, d,
+                                nt, ant);
 
     const float *out =
         net->ops->forward(net->self, m->params, ws, nr, t_rows, 0.0, &cond, 1, nt);
@@ -554,6 +581,8 @@ static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model
     RETURN_ERROR_IF(m->cfg.n_ctx || m->cfg.n_classes, STOCHFLOW_E_UNSUPPORTED,
                     "blocked gradient (STOCHFLOW_PARAM_GRAD_BLOCK): not available for a "
                     "conditional model (the blocks carry no context)");
+    if ((int)m->hp.train_target == STOCHFLOW_TRAIN_TARGET_BATCH)
+        FORWARD_IF_ERROR(check_batch_target(m)); /* refuses the blocks */
     FORWARD_IF_ERROR(check_batch(m, x1, n, x0, t));
     /* a standardization maps each row on its own: the rows held, mapped to the network's
      * space, are the same bits as those rows of the whole batch mapped */

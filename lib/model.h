@@ -64,6 +64,7 @@ typedef struct {
     double ema_warmup; /* STOCHFLOW_PARAM_EMA_WARMUP (lib/optimizer.c) */
     double grad_block; /* STOCHFLOW_PARAM_GRAD_BLOCK: rows per gradient block, 0 = off */
     double ctx_dropout; /* STOCHFLOW_PARAM_CTX_DROPOUT (doc/conditional.md) */
+    double train_target; /* STOCHFLOW_PARAM_TRAIN_TARGET (lib/target.c) */
 } stochflow__hparams;
 
 struct stochflow_model {

@@ -50,6 +50,9 @@ static const stochflow__param_info table[] = {
     {STOCHFLOW_PARAM_GRAD_BLOCK, "grad_block", INT, 1, 268435456, 0, MW_(grad_block)},
     /* per-row context dropout of conditional training (doc/conditional.md) */
     {STOCHFLOW_PARAM_CTX_DROPOUT, "ctx_dropout", DBL, 0.0, 1.0, 0.0, MW_(ctx_dropout)},
+    /* 1 = each row's own dI/dt, 2 = its posterior mean over the batch (lib/target.c) */
+    {STOCHFLOW_PARAM_TRAIN_TARGET, "train_target", ENUM, STOCHFLOW_TRAIN_TARGET_DRAW,
+     STOCHFLOW_TRAIN_TARGET_BATCH, STOCHFLOW_TRAIN_TARGET_DRAW, MW_(train_target)},
 
     /* solver: ODE integration (200s) and log-density (300s) */
     {STOCHFLOW_PARAM_SOLVER, "solver", ENUM, 1, 4, STOCHFLOW_SOLVER_DOPRI5, S_(solver)},

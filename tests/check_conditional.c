@@ -361,8 +361,8 @@ START_TEST(unconditional_file_unchanged) {
     int has_cond = 0;
     for (size_t i = 0; i + 4 <= len; ++i) has_cond |= memcmp(buf + i, "COND", 4) == 0;
     ck_assert(!has_cond);
-    /* HPAR: count of model keys minus the two stored only when set (the dropout rate and
-     * the gradient block size, both at their defaults here) */
+    /* HPAR: count of model keys minus the three stored only when set (the dropout rate,
+     * the gradient block size and the training target, all at their defaults here) */
     size_t n_model = 0;
     for (size_t i = 0; i < stochflow_param_count(); ++i) {
         int key = stochflow_param_key_at(i);
@@ -371,7 +371,7 @@ START_TEST(unconditional_file_unchanged) {
     size_t at = 0;
     while (at + 4 <= len && memcmp(buf + at, "HPAR", 4) != 0) ++at;
     ck_assert(at + 20 <= len);
-    ck_assert_uint_eq((size_t)(buf[at + 16] | (buf[at + 17] << 8)), n_model - 2);
+    ck_assert_uint_eq((size_t)(buf[at + 16] | (buf[at + 17] << 8)), n_model - 3);
     free(buf);
     stochflow_model_free(m);
 }

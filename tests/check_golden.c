@@ -77,6 +77,20 @@ static void rec_add_f64(record *r, const char *name, const double *v, size_t cou
     for (size_t i = 0; i < count; ++i) memcpy(&it->bits[i], &v[i], sizeof it->bits[i]);
 }
 
+/* The residual MLP of parts 5 and 6: width 16, 2 blocks, seed 7, lr 1e-2, 1 thread. */
+static stochflow_model *resmlp_model(void) {
+    stochflow_config *cfg = NULL;
+    stochflow_model *m = NULL;
+    ck_assert_ok(stochflow_config_new(&cfg, G_DIM));
+    ck_assert_ok(stochflow_config_set_resmlp(cfg, 16, 2));
+    ck_assert_ok(stochflow_config_set_seed(cfg, 7));
+    ck_assert_ok(stochflow_model_new(&m, cfg));
+    stochflow_config_free(cfg);
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR, 1e-2));
+    ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, 1));
+    return m;
+}
+
 /* Run the scenario. Keep it identical to test_golden.py and golden.rs. */
 static void run_scenario(record *r) {
     stochflow_config *cfg = NULL;
@@ -134,14 +148,7 @@ static void run_scenario(record *r) {
 
     /* 5. the residual MLP (width 16, 2 blocks, seed 7): 10 steps of training, the
      * parameters, and the exact log-density of the same points (RK4, 16 steps) */
-    stochflow_model *rm = NULL;
-    ck_assert_ok(stochflow_config_new(&cfg, G_DIM));
-    ck_assert_ok(stochflow_config_set_resmlp(cfg, 16, 2));
-    ck_assert_ok(stochflow_config_set_seed(cfg, 7));
-    ck_assert_ok(stochflow_model_new(&rm, cfg));
-    stochflow_config_free(cfg);
-    ck_assert_ok(stochflow_model_set_param(rm, STOCHFLOW_PARAM_LR, 1e-2));
-    ck_assert_ok(stochflow_model_set_param(rm, STOCHFLOW_PARAM_THREADS, 1));
+    stochflow_model *rm = resmlp_model();
     for (int k = 0; k < G_RES_STEPS; ++k) {
         ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
         ck_assert_ok(stochflow_model_train_step(&losses[k], rm, batch, G_BATCH, NULL, NULL));
@@ -153,7 +160,21 @@ static void run_scenario(record *r) {
     ck_assert_ok(stochflow_solver_log_prob(lp, NULL, s, rm, pts, G_NP, 1.0));
     rec_add_f32(r, "res_logp_exact", lp, G_NP);
 
+    /* 6. the same residual MLP trained on the batch-posterior target: 10 steps, the
+     * losses and the parameters */
+    stochflow_model *bm = resmlp_model();
+    ck_assert_ok(stochflow_model_set_param(bm, STOCHFLOW_PARAM_TRAIN_TARGET,
+                                           STOCHFLOW_TRAIN_TARGET_BATCH));
+    for (int k = 0; k < G_RES_STEPS; ++k) {
+        ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
+        ck_assert_ok(stochflow_model_train_step(&losses[k], bm, batch, G_BATCH, NULL, NULL));
+    }
+    rec_add_f64(r, "bt_losses", losses, G_RES_STEPS);
+    ck_assert_ok(stochflow_model_parameters(&params, &count, bm));
+    rec_add_f32(r, "bt_params", params, count);
+
     stochflow_solver_free(s);
+    stochflow_model_free(bm);
     stochflow_model_free(rm);
     stochflow_model_free(m);
 }

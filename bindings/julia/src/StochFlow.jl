@@ -87,12 +87,14 @@ const LR_SCHEDULES = Dict(:constant => 1, :step => 2, :cosine => 3)
 const EVAL_WEIGHTS = Dict(:ema => 1, :live => 2)
 const EMA_WARMUP = Dict(:on => 1, :off => 2)
 const COUPLINGS = Dict(:independent => 1, :ot => 2, :sinkhorn => 3)
+const TRAIN_TARGETS = Dict(:draw => 1, :batch => 2)
 
 # Keyed parameters: names, keys and bounds come from the library's table (as in the Python
 # package); only the words for enum codes are the binding's own.
 const ENUM_WORDS = Dict(:lr_schedule => LR_SCHEDULES, :ema_warmup => EMA_WARMUP,
                         :eval_weights => EVAL_WEIGHTS, :coupling => COUPLINGS,
-                        :solver => SOLVERS, :trace => TRACES, :probe_dist => PROBE_DISTS)
+                        :solver => SOLVERS, :trace => TRACES, :probe_dist => PROBE_DISTS,
+                        :train_target => TRAIN_TARGETS)
 
 """Key of a keyed parameter name (e.g. :lr -> 100); StochFlowError :unsupported when unknown."""
 function param_key(name)
@@ -214,7 +216,7 @@ A velocity network, its Adam optimizer and its random stream; freed by a finaliz
 `tunables` are the keyed parameters by name (lr, beta1, beta2, adam_eps, weight_decay,
 grad_clip, ema_decay, lr_schedule (:cosine needs lr_total_steps with it), lr_decay_every,
 lr_decay_factor, lr_warmup, lr_total_steps, lr_min, ema_warmup (:on/:off), eval_weights, interp_lr, coupling,
-sinkhorn_reg).
+sinkhorn_reg, train_target (:draw/:batch)).
 `interpolant = :fourier` is the learnable interpolant with `n_modes` modes over `interp_base`.
 `resmlp = (width, blocks)` makes the velocity field a residual MLP with that many pre-norm
 residual blocks with LayerNorm (`stochflow_config_set_resmlp`); `hidden` is then ignored.

@@ -354,6 +354,8 @@ class _SDE:
         _call("stochflow_sde_stat", ctypes.byref(v), self._h, STOCHFLOW_STAT_NFE)  # noqa
         return int(v.value)
 _EMA_WARMUP = {"on": 1, "off": 2}
+_TRAIN_TARGETS = {"draw": STOCHFLOW_TRAIN_TARGET_DRAW,  # noqa: F405
+                  "batch": STOCHFLOW_TRAIN_TARGET_BATCH}  # noqa: F405
 _COUPLINGS = {"independent": STOCHFLOW_COUPLING_INDEPENDENT,  # noqa: F405
               "ot": STOCHFLOW_COUPLING_OT, "sinkhorn": STOCHFLOW_COUPLING_SINKHORN}  # noqa
 
@@ -364,7 +366,7 @@ _COUPLINGS = {"independent": STOCHFLOW_COUPLING_INDEPENDENT,  # noqa: F405
 # header's STOCHFLOW_* constants).
 _ENUM_WORDS = {"lr_schedule": _SCHEDULES, "ema_warmup": _EMA_WARMUP,
                "eval_weights": _EVAL_WEIGHTS, "coupling": _COUPLINGS, "solver": _SOLVERS,
-               "trace": _TRACES, "probe_dist": _PROBES}
+               "trace": _TRACES, "probe_dist": _PROBES, "train_target": _TRAIN_TARGETS}
 
 
 def param_names():
@@ -498,7 +500,8 @@ class Model:
     lr_decay_factor, lr_warmup, lr_total_steps, lr_min,
     ema_warmup ("on"/"off": decay min(ema_decay, (1 + s)/(10 + s)) at step s, or constant),
     eval_weights ("ema"/"live"), interp_lr, coupling ("independent"/"ot"/"sinkhorn"),
-    sinkhorn_reg, ctx_dropout.
+    sinkhorn_reg, ctx_dropout, train_target ("draw"/"batch": regress on each row's own
+    dI/dt, or on its posterior mean over the batch's data rows, lower in variance).
 
     n_ctx, n_classes: a conditional model v(t, x | c) (doc/conditional.md) taking n_ctx
     context floats per row and/or class labels 0..n_classes-1 (-1 = none). Every data

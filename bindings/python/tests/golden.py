@@ -51,4 +51,9 @@ def run_scenario():
     rec["res_losses"] = losses.view(np.uint64)
     rec["res_params"] = r.parameters().copy().view(np.uint32)
     rec["res_logp_exact"] = r.log_prob(pts, solver="rk4", steps=16).view(np.uint32)
+    b = sf.Model(2, resmlp=(16, 2), seed=7, threads=1, lr=1e-2, train_target="batch")
+    losses = np.array([b.train_step(sf.toy_sample("moons", 64, seed=11, stream=k))
+                       for k in range(10)], dtype=np.float64)
+    rec["bt_losses"] = losses.view(np.uint64)
+    rec["bt_params"] = b.parameters().copy().view(np.uint32)
     return rec

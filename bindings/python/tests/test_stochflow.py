@@ -507,6 +507,27 @@ def test_resmlp_config_save_and_errors():
     assert again.config()["resmlp"] == (12, 2) and again.num_params == m.num_params
 
 
+def test_batch_target_param_and_refusal():
+    x = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32)
+    m = sf.Model(3, hidden=(16,), seed=2, train_target="batch")
+    assert m.get_param("train_target") == sf.STOCHFLOW_TRAIN_TARGET_BATCH
+    d = sf.Model(3, hidden=(16,), seed=2)
+    assert d.get_param("train_target") == sf.STOCHFLOW_TRAIN_TARGET_DRAW
+    assert m.loss(x) == d.loss(x)  # the validation loss keeps each row's own target
+    m.train_step(x)
+    d.train_step(x)
+    assert not np.array_equal(m.parameters(), d.parameters())
+    back = sf.Model.from_bytes(m.to_bytes())
+    assert back.get_param("train_target") == sf.STOCHFLOW_TRAIN_TARGET_BATCH
+    ot = sf.Model(3, hidden=(16,), seed=2, train_target="batch", coupling="ot")
+    before = ot.parameters().copy()
+    with pytest.raises(sf.UnsupportedError, match="batch-posterior"):
+        ot.train_step(x)
+    np.testing.assert_array_equal(ot.parameters(), before)
+    with pytest.raises(ValueError):
+        sf.Model(3, train_target="mean")
+
+
 # ---- utilities ------------------------------------------------------------------------------
 
 

@@ -257,6 +257,9 @@ impl Param {
     pub const EmaWarmup: Param = Param(sys::STOCHFLOW_PARAM_EMA_WARMUP);
     /// Rows per gradient block summed along one fixed tree (doc/distributed.md); 0 = off.
     pub const GradBlock: Param = Param(sys::STOCHFLOW_PARAM_GRAD_BLOCK);
+    /// Regression target of the training step: 1 = each row's own dI/dt (default),
+    /// 2 = its posterior mean over the batch's data rows (lower variance).
+    pub const TrainTarget: Param = Param(sys::STOCHFLOW_PARAM_TRAIN_TARGET);
     pub const Threads: Param = Param(sys::STOCHFLOW_PARAM_THREADS);
     pub const EvalWeights: Param = Param(sys::STOCHFLOW_PARAM_EVAL_WEIGHTS);
     pub const Solver: Param = Param(sys::STOCHFLOW_PARAM_SOLVER);

@@ -420,3 +420,19 @@ fn simulator_training() {
     assert_eq!(err.kind, ErrorKind::Callback);
     assert_eq!(m.step(), 3);
 }
+
+#[test]
+fn batch_target_param_and_refusal() {
+    let mut m = small();
+    assert_eq!(m.get_param(Param::TrainTarget).unwrap(), 1.0);
+    m.set_param(Param::TrainTarget, 2.0).unwrap();
+    assert_eq!(m.get_param(Param::TrainTarget).unwrap(), 2.0);
+    assert_eq!(m.set_param(Param::TrainTarget, 3.0).unwrap_err().kind, ErrorKind::Invalid);
+    let x = batch(32, 1);
+    m.train_step(&x).unwrap();
+    // refused with a coupling: x0 is then not an independent draw per row
+    let mut ot = small();
+    ot.set_param(Param::TrainTarget, 2.0).unwrap();
+    ot.set_param(Param::Coupling, 2.0).unwrap();
+    assert_eq!(ot.train_step(&x).unwrap_err().kind, ErrorKind::Unsupported);
+}

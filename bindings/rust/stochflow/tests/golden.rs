@@ -98,6 +98,16 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
     s.set_trace(Trace::Exact).unwrap();
     let lp = s.log_prob(&mut r, &pts, 1.0).unwrap();
     rec.insert("res_logp_exact".to_string(), f32_bits(&lp));
+
+    let mut b = Model::new(&cfg).unwrap();
+    b.set_param(Param::Lr, 1e-2).unwrap();
+    b.set_param(Param::Threads, 1.0).unwrap();
+    b.set_param(Param::TrainTarget, 2.0).unwrap();
+    let losses: Vec<u64> = (0..10)
+        .map(|k| b.train_step(&moons(64, 11, k)).unwrap().to_bits())
+        .collect();
+    rec.insert("bt_losses".to_string(), (true, losses));
+    rec.insert("bt_params".to_string(), f32_bits(b.parameters().unwrap()));
     rec
 }
 
