@@ -223,6 +223,14 @@ usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --ema 2
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --weight-decay 2   # the library's bound: [0, 1]
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --coupling bogus
 usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --interp-lr 0
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --train-target bogus
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --train-target batch --base 8gaussians
+run "train --train-target batch" "$SF" train --data checkerboard --out "$T/bt.sfm" --steps 40 --hidden 16 --train-target batch &&
+    run "info of a batch-target model" "$SF" info --model "$T/bt.sfm" --json &&
+    json "info: train_target batch" "d['train_target']=='batch'"
+run "resume keeps the batch target" "$SF" train --data checkerboard --resume "$T/bt.sfm" --out "$T/bt2.sfm" --steps 20 &&
+    run "info after resume" "$SF" info --model "$T/bt2.sfm" --json &&
+    json "info after resume: train_target batch, step 60" "d['train_target']=='batch' and d['step']==60"
 # exact OT above its batch limit (2048, cubic cost): refused before any work, pointing at
 # Sinkhorn (before the limit: more than 30 s per step at batch 6000, so timeout would end it)
 usage_fails timeout 20 "$SF" train --data checkerboard --out "$T/x.sfm" --coupling ot --batch 6000

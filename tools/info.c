@@ -53,6 +53,10 @@ int cmd_info(int argc, char **argv) {
         if (stochflow_param_key(&key, P[i]) < 0 || stochflow_model_get_param(&pv[i], m, key) < 0)
             pv[i] = NAN;
     }
+    double tt = 0;
+    const int batch_target =
+        stochflow_model_get_param(&tt, m, STOCHFLOW_PARAM_TRAIN_TARGET) == 0 &&
+        (int)tt == STOCHFLOW_TRAIN_TARGET_BATCH;
     struct stat st;
     long long bytes = stat(opt(&o, "--model"), &st) == 0 ? (long long)st.st_size : -1;
     const char *act = keyword_name(ACTIVATIONS, stochflow_config_activation(c));
@@ -91,6 +95,7 @@ int cmd_info(int argc, char **argv) {
     if ((int)pv[1] == STOCHFLOW_LR_COSINE) printf(" over %g steps", pv[7]);
     if (pv[6] > 0) printf(", %g warm-up steps", pv[6]);
     printf("), ema %g, clip %g, weight decay %g\n", pv[2], pv[3], pv[4]);
+    if (batch_target) printf("target       batch posterior of dI/dt (train_target batch)\n");
     if (opt(&o, "--json")) {
         json j;
         jbegin(&j);
@@ -114,6 +119,7 @@ int cmd_info(int argc, char **argv) {
         for (size_t i = 0; i < NP; ++i) jnum(&j, P[i], pv[i]);
         jnum(&j, "bytes", (double)bytes);
         jstr(&j, "lr_schedule_name", keyword_name(SCHEDULES, (int)pv[1]));
+        jstr(&j, "train_target", batch_target ? "batch" : "draw");
         if (n_ctx || n_classes) {
             jint(&j, "n_ctx", n_ctx);
             jint(&j, "n_classes", n_classes);

@@ -52,6 +52,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--coupling", "NAME", "independent|ot|sinkhorn pairing of x0 and x1 (default independent)"},
     {"--interp-lr", "X", "ascent rate of the fourier coefficients (default 1e-3)"},
     {"--base", "SRC", "base samples x0 (toy or file) instead of N(0, I): data-to-data"},
+    {"--train-target", "NAME", "draw|batch: regress on each row's own dI/dt, or on its posterior "
+                               "mean over the batch (lower variance; default draw)"},
     {"--transport-png", "PICTURE", "draw trajectories from base to target (first 2 coords)"},
     {"--lr", "X", "Adam (peak) learning rate (default 2e-3; new toy models 3e-3; new image models 1e-3)"},
     {"--lr-schedule", "NAME", "constant|step|cosine (cosine spans --steps or --time; default "
@@ -203,6 +205,10 @@ static int check_options(const opts *o, int img, int toy, uint64_t *steps, uint6
         return rc;
     double tmo;
     if ((rc = get_double(o, "--mpi-timeout", 600, 1, 1e6, &tmo)) != 0) return rc;
+    const char *tt = opt(o, "--train-target");
+    if (tt && strcmp(tt, "batch") == 0 && opt(o, "--base"))
+        return cli_usage("train: --train-target batch assumes N(0, I) base draws; it does not "
+                         "apply with --base");
     if (img && opt(o, "--ctx-dropout") && !opt(o, "--labels"))
         return cli_usage("train: --ctx-dropout needs --labels (a class-conditional image model)");
     if (img && ((rc = get_u64(o, "--max-images", 0, 0, 1u << 30, maxim)) != 0 ||

@@ -210,6 +210,10 @@ static int train_param(int *key, double *v, const opts *o, size_t i) {
     return get_param_option(o, TRAIN_PARAMS[i].option, TRAIN_PARAMS[i].param, 0, key, v);
 }
 
+static const keyword TRAIN_TARGETS[] = {{"draw", STOCHFLOW_TRAIN_TARGET_DRAW},
+                                        {"batch", STOCHFLOW_TRAIN_TARGET_BATCH},
+                                        {NULL, 0}};
+
 int check_train_params(const opts *o) {
     double v;
     int key, sch, rc;
@@ -218,6 +222,10 @@ int check_train_params(const opts *o) {
             return rc;
     if (has_opt(o, "--lr-schedule") &&
         (rc = get_keyword(o, "--lr-schedule", SCHEDULES, STOCHFLOW_LR_CONSTANT, &sch)) != 0)
+        return rc;
+    if (has_opt(o, "--train-target") &&
+        (rc = get_keyword(o, "--train-target", TRAIN_TARGETS, STOCHFLOW_TRAIN_TARGET_DRAW,
+                          &sch)) != 0)
         return rc;
     return check_coupling(o);
 }
@@ -249,6 +257,12 @@ int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t st
         (rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_EMA_WARMUP, 1)) < 0)
         return cli_fail_lib(rc, "--ema-warmup");
     if ((rc = cli_set_coupling(m, o)) != 0) return rc; /* --coupling, --interp-lr */
+    if (has_opt(o, "--train-target") && opt(o, "--train-target") != NULL) {
+        int tt;
+        get_keyword(o, "--train-target", TRAIN_TARGETS, STOCHFLOW_TRAIN_TARGET_DRAW, &tt);
+        if ((rc = stochflow_model_set_param(m, STOCHFLOW_PARAM_TRAIN_TARGET, tt)) < 0)
+            return cli_fail_lib(rc, "--train-target");
+    }
     if (opt(o, "--lr-schedule") != NULL) {
         int sch;
         get_keyword(o, "--lr-schedule", SCHEDULES, STOCHFLOW_LR_CONSTANT, &sch);
