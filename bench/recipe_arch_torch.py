@@ -43,7 +43,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("target")
     p.add_argument("--gmm", required=True, help="recipe_bench gmmD --dump-target FILE")
-    p.add_argument("--arch", choices=["mlp", "resmlp", "adaln"], default="mlp")
+    p.add_argument("--arch", choices=["mlp", "resmlp", "adaln", "tshift", "tfeat"], default="mlp")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=3, help="mlp: hidden layers")
     p.add_argument("--blocks", type=int, default=2, help="resmlp, adaln: residual blocks")
@@ -60,6 +60,9 @@ def parse_args(argv):
     p.add_argument("--save", help="mlp: the flat float32 weights (library layout)")
     p.add_argument("--load", help="mlp: evaluate these flat weights (recipe_bench "
                    "--save-params) instead of training")
+    p.add_argument("--stf", type=int, default=0,
+                   help="regress on E[dI | x_t] over this many data draws (the batch's own "
+                   "x1 and more): a lower-variance target (0: off)")
     p.add_argument("--tag", default="arch")
     return p.parse_args(argv)
 
@@ -72,46 +75,52 @@ def build(a, d):
         return recipe_torch.mlp(d, a.width, a.depth)
 
     class Block(nn.Module):
-        def __init__(self, w, ada):
+        def __init__(self, w, ada, tshift):
             super().__init__()
             self.norm = nn.LayerNorm(w, elementwise_affine=not ada)
             self.l1, self.l2 = nn.Linear(w, w), nn.Linear(w, w)
+            self.temb = nn.Linear(16, w, bias=False) if tshift else None
             nn.init.zeros_(self.l2.weight)
             nn.init.zeros_(self.l2.bias)
 
-        def forward(self, h, mod=None):
+        def forward(self, h, mod=None, tf=None):
             z = self.norm(h)
             if mod is not None:
                 scale, shift = mod.chunk(2, 1)
                 z = z * (1 + scale) + shift
-            return h + self.l2(torch.nn.functional.silu(self.l1(z)))
+            a = self.l1(z)
+            if self.temb is not None:
+                a = a + self.temb(tf)
+            return h + self.l2(torch.nn.functional.silu(a))
 
     class ResMLP(nn.Module):
-        def __init__(self, w, blocks, ada):
+        def __init__(self, w, blocks, ada, arch):
             super().__init__()
             self.ada = ada
-            self.inp = nn.Linear(d + 1, w)
-            self.blocks = nn.ModuleList([Block(w, ada) for _ in range(blocks)])
+            self.arch = arch
+            self.inp = nn.Linear(d + 1 + (16 if arch == "tfeat" else 0), w)
+            self.blocks = nn.ModuleList([Block(w, ada, arch == "tshift") for _ in range(blocks)])
+            self.register_buffer("freq", math.pi * torch.arange(1, 9, dtype=torch.float32))
             self.norm = nn.LayerNorm(w)
             self.out = nn.Linear(w, d)
             if ada:
-                self.register_buffer("freq", math.pi * torch.arange(1, 9, dtype=torch.float32))
                 self.temb = nn.Sequential(nn.Linear(16, w), nn.SiLU(),
                                           nn.Linear(w, 2 * w * blocks))
                 nn.init.zeros_(self.temb[2].weight)
                 nn.init.zeros_(self.temb[2].bias)
 
         def forward(self, u):
-            h = self.inp(u)
+            ft = u[:, -1:] * self.freq.to(u.dtype)
+            tf = torch.cat([ft.sin(), ft.cos()], 1)
+            h = self.inp(torch.cat([u, tf], 1) if self.arch == "tfeat" else u)
             mods = [None] * len(self.blocks)
             if self.ada:
-                ft = u[:, -1:] * self.freq.to(u.dtype)
-                mods = self.temb(torch.cat([ft.sin(), ft.cos()], 1)).chunk(len(self.blocks), 1)
+                mods = self.temb(tf).chunk(len(self.blocks), 1)
             for blk, m in zip(self.blocks, mods):
-                h = blk(h, m)
+                h = blk(h, m, tf)
             return self.out(torch.nn.functional.silu(self.norm(h)))
 
-    return ResMLP(a.width, a.blocks, a.arch == "adaln")
+    return ResMLP(a.width, a.blocks, a.arch == "adaln", a.arch)
 
 
 def field_div(net, x, t):
@@ -173,7 +182,7 @@ def self_check(d=5, n=64):
         worst = max(worst, float((log_q(net, x1, 128) - exact).abs().max()))
     # the batched divergence of the nonlinear networks against autograd's full Jacobian,
     # at points whose Jacobians differ (all weights random, none left at zero)
-    for arch in ("mlp", "resmlp", "adaln"):
+    for arch in ("mlp", "resmlp", "adaln", "tshift", "tfeat"):
         a = argparse.Namespace(arch=arch, width=8, depth=3, blocks=2)
         net = build(a, d).double()
         with torch.no_grad():

@@ -25,7 +25,10 @@
  *   --width W --depth L (512, 3)
  *   --blocks B          a residual MLP of width W with B blocks instead of the MLP (0: MLP)
  *   --lr X              (1e-3)
- *   --sched constant|cosine     cosine decays to --lr-min x lr over --steps (constant)
+ *   --sched constant|cosine|linear|wsd:F   cosine decays to --lr-min x lr over --steps;
+ *                       linear decays to 0 over --steps; wsd:F holds lr, then decays
+ *                       linearly to 0 over the last fraction F of --steps (these two set
+ *                       the library's rate before each step) (constant)
  *   --lr-min X          floor of the cosine, as a fraction of lr (0)
  *   --warmup N          linear warm-up steps (0)
  *   --ema X             EMA decay of the weights, evaluated with the EMA weights (0 = off)
@@ -41,6 +44,8 @@
  *                       No importance weight is applied (the minimizer of the loss is the
  *                       same for any density of t that is positive on (0, 1)).
  *   --antithetic        rows i and i + B/2 share x1 and t and use x0 and -x0
+ *   --batch-target      regress on the posterior mean of dI/dt given x_t over the batch
+ *                       (STOCHFLOW_PARAM_TRAIN_TARGET = STOCHFLOW_TRAIN_TARGET_BATCH)
  *   --coupling ot       minibatch OT pairing (library)
  *   --interp trig|linear (trig)
  *   --seed S            model seed and training draws (0)
@@ -280,7 +285,7 @@ typedef struct {
     const char *save_params, *load_params, *dump_target, *standardize;
     size_t steps, batch, width, depth, blocks, warmup, eval_n, time_fourier;
     double lr, lr_min, ema, clip, rtol, beta2;
-    int ema_warmup, antithetic, threads, terr, check_oracle;
+    int ema_warmup, antithetic, threads, terr, check_oracle, batch_target;
     uint64_t seed;
 } options;
 
@@ -330,6 +335,7 @@ static void parse(options *o, int argc, char **argv) {
         else if (IS("--threads")) o->threads = atoi(arg(argc, argv, &i));
         else if (IS("--tag")) o->tag = arg(argc, argv, &i);
         else if (IS("--terr")) o->terr = 1;
+        else if (IS("--batch-target")) o->batch_target = 1;
         else if (IS("--standardize")) o->standardize = arg(argc, argv, &i);
         else if (IS("--check-oracle")) o->check_oracle = 1;
         else if (IS("--save-params")) o->save_params = arg(argc, argv, &i);
@@ -680,6 +686,9 @@ int main(int argc, char **argv) {
         free(xf);
     }
     if (o.beta2 > 0) CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_BETA2, o.beta2));
+    if (o.batch_target)
+        CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_TRAIN_TARGET,
+                                        STOCHFLOW_TRAIN_TARGET_BATCH));
     if (strcmp(o.coupling, "ot") == 0)
         CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_COUPLING, STOCHFLOW_COUPLING_OT));
 
@@ -709,8 +718,24 @@ int main(int argc, char **argv) {
         if (*end != ',') break;
         p = end + 1;
     }
+    double wsd = -1; /* the fraction of the run that decays; -1: the library's schedule */
+    if (strcmp(o.sched, "linear") == 0) wsd = 1;
+    else if (strncmp(o.sched, "wsd:", 4) == 0) wsd = atof(o.sched + 4);
+    else if (strcmp(o.sched, "cosine") != 0 && strcmp(o.sched, "constant") != 0) {
+        fprintf(stderr, "--sched: constant, cosine, linear or wsd:F\n");
+        return 2;
+    }
+    if (wsd == 0 || wsd > 1) {
+        fprintf(stderr, "--sched wsd:F: F in (0, 1]\n");
+        return 2;
+    }
     for (size_t step = 0; step < o.steps; ++step) {
         double c0 = cpu_seconds(), w0 = wall_seconds();
+        if (wsd > 0) {
+            double left = (double)(o.steps - step) / (double)o.steps; /* 1 .. 1/steps */
+            CHECK(stochflow_model_set_param(m, STOCHFLOW_PARAM_LR,
+                                            left >= wsd ? o.lr : o.lr * left / wsd));
+        }
         const float *tp = draw_t(tb, &o, B, step), *x0p = NULL;
         if (o.antithetic) { /* rows h+i repeat row i's x1 and t with -x0 */
             size_t h = B / 2;

@@ -113,6 +113,18 @@ def train(net, draw, d, a):
         c, s = torch.cos(half_pi * t), torch.sin(half_pi * t)
         xt = c * x0 + s * x1
         dI = half_pi * (c * x1 - s * x0)
+        nref = getattr(a, "stf", 0)
+        if nref:  # target averaged over a reference set of data given x_t (own x1 included)
+            ref = torch.cat([x1, draw(nref - a.batch)], 0) if nref > a.batch else x1
+            r = ref.double()
+            xd, cd, sd = xt.double(), c.double(), s.double()
+            # log N(x_t; s x1_j, c^2 I) up to terms constant in j
+            lw = -(((xd * xd).sum(1, keepdim=True) - 2 * sd * (xd @ r.T)
+                    + sd * sd * (r * r).sum(1)[None]) / (2 * cd * cd))
+            wgt = torch.softmax(lw, 1)
+            ex1 = wgt @ r  # E[x1 | x_t] over the reference set
+            # dI = (pi/2)(c x1 - s x0), x0 = (x_t - s x1)/c: affine in x1
+            dI = (half_pi * ((cd + sd * sd / cd) * ex1 - sd / cd * xd)).float()
         v = net(torch.cat([xt, t], 1))
         loss = ((v * v).sum(1) - 2.0 * (dI * v).sum(1)).mean()
         opt.zero_grad(set_to_none=True)
