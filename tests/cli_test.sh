@@ -71,19 +71,27 @@ else
     not_ok "stderr not a terminal: a progress line every 5 s" "$(head -c 600 "$T/err")"
 fi
 
-# ---- a new toy model's defaults: 4 x 128, rate 3e-3, 230000 steps (the progress line) ----
+# ---- a new toy model's defaults: 4 x 128, rate 3e-3, the batch target, 120000 steps ------
 "$SF" train --data moons --out "$T/toydef.sfm" --threads 1 >"$T/out" 2>"$T/err" </dev/null &
 pid=$!
 sleep 6
 kill -INT $pid
 wait $pid
-if grep -qE '^progress: train [0-9]+% \([0-9]+/230000 steps\)' "$T/err" &&
+if grep -qE '^progress: train [0-9]+% \([0-9]+/120000 steps\)' "$T/err" &&
     "$SF" info --model "$T/toydef.sfm" >"$T/toydef.info" 2>&1 &&
-    grep -q '^hidden *128,128,128,128 ' "$T/toydef.info" && grep -q '^lr *0.003 ' "$T/toydef.info"; then
-    ok "a new toy model: 4 x 128, rate 3e-3 and 230000 steps by default"
+    grep -q '^hidden *128,128,128,128 ' "$T/toydef.info" && grep -q '^lr *0.003 ' "$T/toydef.info" &&
+    grep -q '^target *batch posterior' "$T/toydef.info"; then
+    ok "a new toy model: 4 x 128, rate 3e-3, the batch target and 120000 steps by default"
 else
-    not_ok "a new toy model: 4 x 128, rate 3e-3 and 230000 steps by default" "$(head -c 400 "$T/err")"
+    not_ok "a new toy model: 4 x 128, rate 3e-3, the batch target and 120000 steps by default" \
+        "$(head -c 400 "$T/err")" "$(head -c 400 "$T/toydef.info")"
 fi
+run "a toy model with --train-target draw" "$SF" train --data moons --out "$T/toydraw.sfm" --steps 5 --train-target draw &&
+    run "info of it" "$SF" info --model "$T/toydraw.sfm" --json &&
+    json "--train-target draw overrides the toy default" "d['train_target']=='draw'"
+run "a toy model with --coupling sinkhorn" "$SF" train --data moons --out "$T/toysk.sfm" --steps 5 --coupling sinkhorn &&
+    run "info of it" "$SF" info --model "$T/toysk.sfm" --json &&
+    json "a coupling keeps the toy's plain target (the batch target needs independent pairs)" "d['train_target']=='draw'"
 
 # ---- the residual MLP (--resmlp W,B) ------------------------------------------------------
 run "train a residual MLP" "$SF" train --data moons --out "$T/res.sfm" --steps 20 --resmlp 16,2 --batch 64 --threads 1
