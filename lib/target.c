@@ -13,8 +13,11 @@
  * leaves the plain target bit for bit). Log-weights up to a constant in j:
  *   l_ij = s_i x_t,i . x1_j - s2_i |x1_j|^2,   s_i = b / a^2,  s2_i = b s_i / 2;
  * weights below e^-40 of a row's largest are 0. For a block of rows the products
- * x_t . x1_j and sum_j w_ij x1_j are two matrix products; the rest is per row.
+ * x_t . x1_j and sum_j w_ij x1_j are two matrix products; the rest is per row. Close
+ * to the data end (a -> 0), where the products' rounding could decide between two
+ * nearby rows, a row keeps its own target (coefs).
  * doc/gradients.md, "The batch-posterior target". */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -43,16 +46,26 @@ int stochflow__batch_target_floats(size_t *out, size_t n, size_t d) {
     return 0;
 }
 
-static void coefs(coef *c, const double *t_rows, const stochflow__interp *ip, size_t lo,
-                  size_t hi) {
+/* Row i's coefficients. The log-weights come from float products, whose rounding is
+ * about eps (|x_t,i| M + b M^2) with M the largest |x1_j|; scaled by s = b / a^2 it grows
+ * without bound as a -> 0, where it could pick the wrong one of two nearby rows. Where it
+ * could reach 0.1 the row keeps its own target (always an unbiased one; by then the
+ * weights have collapsed onto it anyway unless another row is almost the same). */
+static void coefs(coef *c, const double *t_rows, const stochflow__interp *ip, const float *xt,
+                  size_t stride, size_t d, double max_norm, size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) {
         double v[4];
         (void)stochflow__interp_eval(ip, t_rows[i], v); /* checked by the caller */
         const double a = v[0], b = v[1];
+        const float *xi = xt + i * stride;
+        const double xn = sqrt((double)stochflow__dot(xi, xi, d));
         c[i].s = b / (a * a);
         c[i].s2 = 0.5 * b * c[i].s;
         c[i].kappa = v[3] - v[2] * b / a;
-        if (!(a != 0.0) || !isfinite(c[i].kappa) || !isfinite(c[i].s2)) c[i].kappa = NAN;
+        const double noise =
+            fabs(c[i].s) * 4.0 * FLT_EPSILON * (xn * max_norm + fabs(b) * max_norm * max_norm);
+        if (!(a != 0.0) || !isfinite(c[i].kappa) || !isfinite(c[i].s2) || !(noise <= 0.1))
+            c[i].kappa = NAN;
     }
 }
 
@@ -101,9 +114,6 @@ void stochflow__batch_target(float *target, float *scratch, const float *xt, siz
     float *sq = scratch + pad16(6 * n);
     double *tot = (double *)(sq + pad16(n));
     float *w = (float *)(tot + pad16(2 * R) / 2), *acc = w + pad16(R * n);
-#define BODY(lo, hi) coefs(c, t_rows, ip, lo, hi)
-    PARALLEL_RANGES(n, n * 64, ant, 1, BODY);
-#undef BODY
 #define BODY(lo, hi)                                                                      \
     do {                                                                                  \
         for (size_t j_ = (lo); j_ < (hi); ++j_)                                           \
@@ -111,14 +121,22 @@ void stochflow__batch_target(float *target, float *scratch, const float *xt, siz
     } while (0)
     PARALLEL_RANGES(n, n * d, nt, 1, BODY);
 #undef BODY
+    float max_sq = 0.0f;
+    for (size_t j = 0; j < n; ++j) max_sq = sq[j] > max_sq ? sq[j] : max_sq;
+    const double max_norm = sqrt((double)max_sq);
+#define BODY(lo, hi) coefs(c, t_rows, ip, xt, stride, d, max_norm, lo, hi)
+    PARALLEL_RANGES(n, n * (64 + d), ant, 1, BODY);
+#undef BODY
+    /* The two products run on one thread: BLIS 0.9 is not bitwise thread-invariant for
+     * every output width (doc/threading.md), and they are a small part of the step. */
     for (size_t r0 = 0; r0 < n; r0 += R) {
         const size_t rows = n - r0 < R ? n - r0 : R;
         (void)stochflow__sgemm(0, 1, rows, n, d, 1.0f, xt + r0 * stride, stride, x1, d, 0.0f,
-                               w, n, nt); /* sizes from the caller's checked batch */
+                               w, n, 1); /* sizes from the caller's checked batch */
 #define BODY(lo, hi) weights(w, tot, c, sq, n, r0, r0 + (lo), r0 + (hi))
         PARALLEL_RANGES(rows, rows * n * 8, nt, 1, BODY);
 #undef BODY
-        (void)stochflow__sgemm(0, 0, rows, d, n, 1.0f, w, n, x1, d, 0.0f, acc, d, nt);
+        (void)stochflow__sgemm(0, 0, rows, d, n, 1.0f, w, n, x1, d, 0.0f, acc, d, 1);
 #define BODY(lo, hi) correct(target, acc, tot, c, x1, d, r0, r0 + (lo), r0 + (hi))
         PARALLEL_RANGES(rows, rows * d * 4, nt, 1, BODY);
 #undef BODY

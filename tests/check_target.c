@@ -16,7 +16,8 @@ static void normals(float *x, size_t n, uint64_t stream) {
  * log N(x_t; b x1_j, a^2 I) times a' x0_ij + b' x1_j, x0_ij = (x_t - b x1_j) / a. */
 static void reference_row(double *y, const float *xt, const float *x1, size_t n, size_t d,
                           const double c[4]) {
-    double l[64], mx = -INFINITY, sum = 0.0;
+    double *l = malloc(n * sizeof *l), mx = -INFINITY, sum = 0.0;
+    ck_assert(l != NULL);
     for (size_t j = 0; j < n; ++j) {
         double q = 0.0;
         for (size_t k = 0; k < d; ++k) {
@@ -36,10 +37,11 @@ static void reference_row(double *y, const float *xt, const float *x1, size_t n,
         }
     }
     for (size_t k = 0; k < d; ++k) y[k] /= sum;
+    free(l);
 }
 
 /* Rows at t from 0 to 1 (1 itself included), the network's input rows `stride` apart:
- * the library's target against the reference, the whole batch in one range and in two. */
+ * the library's target against the reference, with 1 and with 3 threads. */
 static void check_reference(int kind) {
     enum { N = 9, D = 3, STRIDE = 5 };
     const double ts[N] = {0.0, 0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.97, 1.0};
@@ -89,6 +91,67 @@ static void check_reference(int kind) {
     ck_assert_mem_eq(y1 + 4 * D, plain + 4 * D, D * sizeof(float));
     free(scratch);
 }
+
+/* 300 rows (three blocks of 128) of an odd width at times across (0, 1): 1 and 3 threads
+ * bit for bit, and the reference; then two rows 1e-5 apart at t = 1 - 1e-7, where the
+ * products' rounding could pick either: the row keeps its own target. */
+START_TEST(blocks_threads_near_rows) {
+    enum { N = 300, D = 5, STRIDE = 7 };
+    float *x1 = malloc(N * D * sizeof *x1), *x0 = malloc(N * D * sizeof *x0);
+    float *xt = calloc(N * STRIDE, sizeof *xt), *plain = malloc(N * D * sizeof *plain);
+    float *y1 = malloc(N * D * sizeof *y1), *y3 = malloc(N * D * sizeof *y3);
+    double *t_rows = malloc(N * sizeof *t_rows), (*c)[4] = malloc(N * sizeof *c);
+    size_t nf = 0;
+    ck_assert_int_eq(stochflow__batch_target_floats(&nf, N, D), 0);
+    float *scratch = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
+    ck_assert(x1 && x0 && xt && plain && y1 && y3 && t_rows && c && scratch);
+    stochflow__interp ip = {.kind = STOCHFLOW_INTERP_LINEAR};
+    normals(x1, N * D, 5);
+    normals(x0, N * D, 6);
+    for (size_t i = 0; i < N; ++i) {
+        t_rows[i] = 0.01 + 0.98 * fmod(0.6180339887 * (double)i, 1.0);
+        ck_assert_ok(stochflow__interp_eval(&ip, t_rows[i], c[i]));
+        for (size_t k = 0; k < D; ++k) {
+            xt[i * STRIDE + k] = (float)(c[i][0] * x0[i * D + k] + c[i][1] * x1[i * D + k]);
+            plain[i * D + k] = (float)(c[i][2] * x0[i * D + k] + c[i][3] * x1[i * D + k]);
+        }
+    }
+    memcpy(y1, plain, N * D * sizeof *y1);
+    memcpy(y3, plain, N * D * sizeof *y3);
+    stochflow__batch_target(y1, scratch, xt, STRIDE, t_rows, x1, &ip, N, D, 1, 1);
+    stochflow__batch_target(y3, scratch, xt, STRIDE, t_rows, x1, &ip, N, D, 3, 3);
+    ck_assert_mem_eq(y1, y3, N * D * sizeof *y1);
+    for (size_t i = 0; i < N; i += 7) {
+        double y[D];
+        reference_row(y, xt + i * STRIDE, x1, N, D, c[i]);
+        for (size_t k = 0; k < D; ++k)
+            ck_assert_msg(fabs(y1[i * D + k] - y[k]) <= 5e-5 * (1.0 + fabs(y[k])),
+                          "row %zu, t = %g: %.7g against the reference %.7g", i, t_rows[i],
+                          (double)y1[i * D + k], y[k]);
+    }
+    /* rows 0 and 1: x1 1e-5 apart in one coordinate; row 0 at t = 1 - 1e-7 */
+    memcpy(x1 + D, x1, D * sizeof *x1);
+    x1[D] += 1e-5f;
+    t_rows[0] = 1.0 - 1e-7;
+    ck_assert_ok(stochflow__interp_eval(&ip, t_rows[0], c[0]));
+    for (size_t k = 0; k < D; ++k) {
+        xt[k] = (float)(c[0][0] * x0[k] + c[0][1] * x1[k]);
+        plain[k] = (float)(c[0][2] * x0[k] + c[0][3] * x1[k]);
+    }
+    memcpy(y1, plain, N * D * sizeof *y1);
+    stochflow__batch_target(y1, scratch, xt, STRIDE, t_rows, x1, &ip, N, D, 2, 2);
+    ck_assert_mem_eq(y1, plain, D * sizeof *y1);
+    free(x1);
+    free(x0);
+    free(xt);
+    free(plain);
+    free(y1);
+    free(y3);
+    free(t_rows);
+    free(c);
+    free(scratch);
+}
+END_TEST
 
 START_TEST(matches_reference_trig) { check_reference(STOCHFLOW_INTERP_TRIG); }
 END_TEST
@@ -330,6 +393,7 @@ Suite *make_suite(void) {
     tcase_add_test(tr, matches_reference_trig);
     tcase_add_test(tr, matches_reference_linear);
     tcase_add_test(tr, approaches_gaussian_velocity);
+    tcase_add_test(tr, blocks_threads_near_rows);
     suite_add_tcase(s, tr);
     TCase *tm = tcase_create("model");
     tcase_add_test(tm, threads_bitwise);
