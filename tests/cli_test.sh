@@ -236,6 +236,8 @@ usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --train-target batc
 run "train --train-target batch" "$SF" train --data checkerboard --out "$T/bt.sfm" --steps 40 --hidden 16 --train-target batch &&
     run "info of a batch-target model" "$SF" info --model "$T/bt.sfm" --json &&
     json "info: train_target batch" "d['train_target']=='batch'"
+usage_fails "$SF" train --data checkerboard --out "$T/x.sfm" --train-target batch --coupling sinkhorn
+usage_fails "$SF" train --data checkerboard --resume "$T/bt.sfm" --out "$T/x.sfm" --steps 5 --base 8gaussians
 run "resume keeps the batch target" "$SF" train --data checkerboard --resume "$T/bt.sfm" --out "$T/bt2.sfm" --steps 20 &&
     run "info after resume" "$SF" info --model "$T/bt2.sfm" --json &&
     json "info after resume: train_target batch, step 60" "d['train_target']=='batch' and d['step']==60"

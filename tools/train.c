@@ -17,9 +17,10 @@
 
 /* A new model on a built-in toy, unless --steps / --hidden / --lr / --train-target say
  * otherwise (doc/cli.md): a narrow network trained for many steps on the batch-posterior
- * target, which at equal CPU time beats 3 x 256 and the plain target on the 2-D toys; in
- * about 355 CPU seconds (180 s on 2 cores) it brought the checkerboard to 0.029 nats of
- * its density (the plain target: 0.048 in 230000 steps, 256 s; bench/RECIPE.md). */
+ * target, which at equal CPU time beats 3 x 256 on the 2-D toys, and at equal steps the
+ * plain target; in about 355 CPU seconds (180 s on 2 cores) it brought the checkerboard to
+ * 0.029 nats of its density (one seed; the plain target: 0.040-0.048 over three seeds in
+ * 230000 steps, 320 CPU s, 256 s on 2 cores; bench/RECIPE.md). */
 #define TOY_STEPS 120000
 #define TOY_HIDDEN "128,128,128,128"
 #define TOY_LR 3e-3
@@ -448,6 +449,20 @@ static int train_main(int argc, char **argv) {
                                         STOCHFLOW_TRAIN_TARGET_BATCH)) < 0) {
         cli_fail_lib(rc, "toy defaults");
         goto out;
+    }
+    { /* a batch-target model (given now, or resumed) only where its assumptions hold */
+        double tt = 0;
+        if (stochflow_model_get_param(&tt, m, STOCHFLOW_PARAM_TRAIN_TARGET) == 0 &&
+            (int)tt == STOCHFLOW_TRAIN_TARGET_BATCH && (base_src || !batch_target_applies(m))) {
+            rc = cli_usage("train: the batch-posterior target (--train-target batch%s) needs "
+                           "N(0, I) base draws paired as given, the plain velocity and no "
+                           "conditioning or --grad-block; %s",
+                           opt(&o, "--train-target") ? "" : ", in the model",
+                           base_src ? "it does not apply with --base"
+                                    : "give --train-target draw or drop the option that rules "
+                                      "it out");
+            goto fail;
+        }
     }
     stochflow_model_context(NULL, &g.n_classes, m);
     if (img && g.every && grid_fits("train", "use a smaller --grid-n",
