@@ -64,6 +64,9 @@ void stochflow__free(void *p);
 void stochflow__alloc_fail_at(uint64_t n);
 uint64_t stochflow__alloc_count(void);
 
+/* n rounded up to a multiple of 16 (floats: 64 bytes), where workspace regions start. */
+static inline size_t stochflow__pad16(size_t n) { return (n + 15) / 16 * 16; }
+
 /* Checked multiply: *out = a*b, returns 0, or -1 on overflow. */
 static inline int stochflow__mul_size(size_t *out, size_t a, size_t b) {
     if (a != 0 && b > SIZE_MAX / a) return -1;

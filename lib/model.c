@@ -208,8 +208,6 @@ static int ensure_ws(stochflow_model *m, size_t floats) {
     return 0;
 }
 
-static size_t pad16(size_t floats) { return (floats + 15) / 16 * 16; }
-
 int stochflow__model_evaluates_ema(const stochflow_model *m) {
     return m->hp.eval_weights == 1 && m->hp.ema_decay > 0;
 }
@@ -378,11 +376,12 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
                         stochflow__mul_size(&nd, nr, d) != 0 || nd > SIZE_MAX / 4 - 4 * nr ||
                         (batch_target && (stochflow__batch_target_floats(&bt_f, n, d) != 0 ||
                                           bt_f > SIZE_MAX / 4)) ||
-                        (head = pad16(2 * nr) + pad16(nd) + pad16(bt_f)) > SIZE_MAX - net_f,
+                        (head = stochflow__pad16(2 * nr) + stochflow__pad16(nd) +
+                                stochflow__pad16(bt_f)) > SIZE_MAX - net_f,
                     STOCHFLOW_E_INVALID, "batch of %zu rows is too large", n);
     FORWARD_IF_ERROR(ensure_ws(m, head + net_f));
     double *t_rows = pr.t && plain ? pr.t : (double *)m->ws;
-    float *target = m->ws + pad16(2 * nr), *ws = m->ws + head;
+    float *target = m->ws + stochflow__pad16(2 * nr), *ws = m->ws + head;
 
     /* Inputs: rows are independent (draws keyed by row), so they are split across
      * threads, except for a caller's schedule callback, which is only ever called from
@@ -401,8 +400,8 @@ static int loss_grad(double *loss_out, stochflow_model *m, const float *x1, cons
     PARALLEL_RANGES(nr, nr * (d + 8) * 16, ant, 1, BODY);
 #undef BODY
     if (batch_target) /* lib/target.c */
-        stochflow__batch_target(target, target + pad16(nd), xt, stride, t_rows, x1, ip, n, d,
-                                nt, ant);
+        stochflow__batch_target(target, target + stochflow__pad16(nd), xt, stride, t_rows, x1,
+                                ip, n, d, nt, ant);
 
     const float *out =
         net->ops->forward(net->self, m->params, ws, nr, t_rows, 0.0, &cond, 1, nt);
@@ -511,7 +510,7 @@ static void block_pass(double *sum, const block_job *J, size_t b, float *g) {
     const int nt = (int)m->hp.threads;
     const int ant = m->cfg.interp.kind == STOCHFLOW_INTERP_CUSTOM ? 1 : nt;
     double *t_rows = (double *)J->head;
-    float *target = J->head + pad16(2 * J->Bw);
+    float *target = J->head + stochflow__pad16(2 * J->Bw);
     size_t stride;
     float *xt = net->ops->input(&stride, net->self, J->net_ws, rows);
     const float *x1 = J->x1 + s * d, *x0 = J->x0 ? J->x0 + s * d : NULL;
@@ -607,20 +606,21 @@ static int blocked_gradient(double *loss_sum, double *loss_mean, stochflow_model
     while (((size_t)1 << levels) < nb) ++levels;
     /* workspace: times and target for Bn rows, the network's, then levels + 1 gradient
      * buffers (the root is copied into m->grads only once everything succeeded) */
-    size_t net_f, net_last, bd, np16 = pad16(m->n_params), head, total;
+    size_t net_f, net_last, bd, np16 = stochflow__pad16(m->n_params), head, total;
     const size_t last = n - (nb - 1) * B;
     RETURN_ERROR_IF(net->ops->ws_floats(&net_f, net->self, Bn, 1, 0, nt) != 0 ||
                         net->ops->ws_floats(&net_last, net->self, last, 1, 0, nt) != 0 ||
                         stochflow__mul_size(&bd, Bn, d) != 0 || bd > SIZE_MAX / 4,
                     STOCHFLOW_E_INVALID, "block of %zu rows is too large", Bn);
     if (net_last > net_f) net_f = net_last;
-    head = pad16(2 * Bn) + pad16(bd);
-    RETURN_ERROR_IF(np16 > (SIZE_MAX - head - pad16(net_f)) / (levels + 1),
+    head = stochflow__pad16(2 * Bn) + stochflow__pad16(bd);
+    RETURN_ERROR_IF(np16 > (SIZE_MAX - head - stochflow__pad16(net_f)) / (levels + 1),
                     STOCHFLOW_E_INVALID, "gradient tree of %zu levels is too large", levels);
-    total = head + pad16(net_f) + (levels + 1) * np16;
+    total = head + stochflow__pad16(net_f) + (levels + 1) * np16;
     FORWARD_IF_ERROR(ensure_ws(m, total));
     float *bufs[64];
-    for (size_t l = 0; l <= levels; ++l) bufs[l] = m->ws + head + pad16(net_f) + l * np16;
+    for (size_t l = 0; l <= levels; ++l)
+        bufs[l] = m->ws + head + stochflow__pad16(net_f) + l * np16;
     block_job J = {m, x1, x0, t, n, row0, B, Bn, 2.0f / (float)n_global, m->ws,
                    m->ws + head, bufs + 1};
     double sum;
@@ -833,7 +833,7 @@ static int eval_run(stochflow_model *m, const eval_job *J) {
                         (J->div && stochflow__mul_size(&q_f, block, T) != 0),
                     STOCHFLOW_E_INVALID, "batch too large");
     RETURN_ERROR_IF(net_f > SIZE_MAX - 15 - q_f, STOCHFLOW_E_INVALID, "batch too large");
-    per_block = pad16(net_f + q_f);
+    per_block = stochflow__pad16(net_f + q_f);
     RETURN_ERROR_IF(per_block > SIZE_MAX / (size_t)outer, STOCHFLOW_E_INVALID, "batch too large");
     FORWARD_IF_ERROR(ensure_ws(m, per_block * (size_t)outer));
     const float *p = stochflow__model_eval_weights(m);

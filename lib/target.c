@@ -32,15 +32,14 @@ typedef struct {
     double s, s2, kappa; /* kappa NAN: the row keeps its own target */
 } coef;
 
-static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
-
 int stochflow__batch_target_floats(size_t *out, size_t n, size_t d) {
     const size_t rows = n < CHUNK ? n : CHUNK;
     size_t wn, ad;
     if (stochflow__mul_size(&wn, rows, n) != 0 || stochflow__mul_size(&ad, rows, d) != 0 ||
         n > SIZE_MAX / 16 || wn > SIZE_MAX / 4 || ad > SIZE_MAX / 4)
         return -1;
-    const size_t f = pad16(6 * n) + pad16(n) + pad16(2 * rows) + pad16(wn) + pad16(ad);
+    const size_t f = stochflow__pad16(6 * n) + stochflow__pad16(n) + stochflow__pad16(2 * rows) +
+                     stochflow__pad16(wn) + stochflow__pad16(ad);
     if (f < wn) return -1;
     *out = f;
     return 0;
@@ -111,9 +110,9 @@ void stochflow__batch_target(float *target, float *scratch, const float *xt, siz
     if (n < 2) return;
     const size_t R = n < CHUNK ? n : CHUNK;
     coef *c = (coef *)scratch; /* 3 doubles = 6 floats per row */
-    float *sq = scratch + pad16(6 * n);
-    double *tot = (double *)(sq + pad16(n));
-    float *w = (float *)(tot + pad16(2 * R) / 2), *acc = w + pad16(R * n);
+    float *sq = scratch + stochflow__pad16(6 * n);
+    double *tot = (double *)(sq + stochflow__pad16(n));
+    float *w = (float *)(tot + stochflow__pad16(2 * R) / 2), *acc = w + stochflow__pad16(R * n);
 #define BODY(lo, hi)                                                                      \
     do {                                                                                  \
         for (size_t j_ = (lo); j_ < (hi); ++j_)                                           \

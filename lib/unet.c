@@ -672,9 +672,9 @@ void stochflow__unet_backward(const stochflow__unet *u, const float *p, const fl
 static int head_floats(size_t *out, const stochflow__unet *u, size_t rows) {
     size_t img;
     if (stochflow__mul_size(&img, rows, 2 * T(u, 0)->size) != 0 || rows > SIZE_MAX / 2) return -1;
-    size_t h = (rows + 15) / 16 * 16;
+    size_t h = stochflow__pad16(rows);
     if (h > SIZE_MAX - img - 16) return -1;
-    *out = (h + img + 15) / 16 * 16;
+    *out = stochflow__pad16(h + img);
     return 0;
 }
 
@@ -729,7 +729,7 @@ static void net_tangents(const void *self, const float *p, float *ws, size_t row
                          const float *probes, size_t K, float *quad, int nt) {
     const stochflow__unet *u = self;
     const size_t d = T(u, 0)->size;
-    float *cb = ws + (rows + 15) / 16 * 16, *dx = cb + rows * d, *uws = arenas(u, ws, rows);
+    float *cb = ws + stochflow__pad16(rows), *dx = cb + rows * d, *uws = arenas(u, ws, rows);
     if (probes == NULL) {
         /* the diagonal: one backward pass per unit cotangent e_j */
         memset(cb, 0, rows * d * sizeof *cb);
