@@ -40,6 +40,24 @@ static void reference_row(double *y, const float *xt, const float *x1, size_t n,
     free(l);
 }
 
+/* One row of a batch: x_t = a x0 + b x1 into xt, the plain target a' x0 + b' x1 into y. */
+static void make_row(float *xt, float *y, const double c[4], const float *x0, const float *x1,
+                     size_t d) {
+    for (size_t k = 0; k < d; ++k) {
+        xt[k] = (float)(c[0] * x0[k] + c[1] * x1[k]);
+        y[k] = (float)(c[2] * x0[k] + c[3] * x1[k]);
+    }
+}
+
+/* The target's scratch for n rows of d, 64-byte aligned. */
+static float *scratch_for(size_t n, size_t d) {
+    size_t nf = 0;
+    ck_assert_int_eq(stochflow__batch_target_floats(&nf, n, d), 0);
+    float *s = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
+    ck_assert(s != NULL);
+    return s;
+}
+
 /* Rows at t from 0 to 1 (1 itself included), the network's input rows `stride` apart:
  * the library's target against the reference, with 1 and with 3 threads. */
 static void check_reference(int kind) {
@@ -54,17 +72,11 @@ static void check_reference(int kind) {
     for (size_t i = 0; i < N; ++i) {
         t_rows[i] = ts[i];
         ck_assert_ok(stochflow__interp_eval(&ip, ts[i], c[i]));
-        for (size_t k = 0; k < D; ++k) {
-            xt[i * STRIDE + k] = (float)(c[i][0] * x0[i * D + k] + c[i][1] * x1[i * D + k]);
-            plain[i * D + k] = (float)(c[i][2] * x0[i * D + k] + c[i][3] * x1[i * D + k]);
-        }
+        make_row(xt + i * STRIDE, plain + i * D, c[i], x0 + i * D, x1 + i * D, D);
     }
     memcpy(y1, plain, sizeof plain);
     memcpy(y2, plain, sizeof plain);
-    size_t nf = 0;
-    ck_assert_int_eq(stochflow__batch_target_floats(&nf, N, D), 0);
-    float *scratch = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
-    ck_assert(scratch != NULL);
+    float *scratch = scratch_for(N, D);
     stochflow__batch_target(y1, scratch, xt, STRIDE, t_rows, x1, &ip, N, D, 1, 1);
     stochflow__batch_target(y2, scratch, xt, STRIDE, t_rows, x1, &ip, N, D, 3, 2);
     ck_assert_mem_eq(y1, y2, sizeof y1);
@@ -82,10 +94,7 @@ static void check_reference(int kind) {
     }
     /* a row at t = 0.5 whose own x1 is far from the rest: the others get no weight */
     for (size_t k = 0; k < D; ++k) x1[4 * D + k] += 40.0f;
-    for (size_t k = 0; k < D; ++k) {
-        xt[4 * STRIDE + k] = (float)(c[4][0] * x0[4 * D + k] + c[4][1] * x1[4 * D + k]);
-        plain[4 * D + k] = (float)(c[4][2] * x0[4 * D + k] + c[4][3] * x1[4 * D + k]);
-    }
+    make_row(xt + 4 * STRIDE, plain + 4 * D, c[4], x0 + 4 * D, x1 + 4 * D, D);
     memcpy(y1, plain, sizeof plain);
     stochflow__batch_target(y1, scratch, xt, STRIDE, t_rows, x1, &ip, N, D, 1, 1);
     ck_assert_mem_eq(y1 + 4 * D, plain + 4 * D, D * sizeof(float));
@@ -101,20 +110,15 @@ START_TEST(blocks_threads_near_rows) {
     float *xt = calloc(N * STRIDE, sizeof *xt), *plain = malloc(N * D * sizeof *plain);
     float *y1 = malloc(N * D * sizeof *y1), *y3 = malloc(N * D * sizeof *y3);
     double *t_rows = malloc(N * sizeof *t_rows), (*c)[4] = malloc(N * sizeof *c);
-    size_t nf = 0;
-    ck_assert_int_eq(stochflow__batch_target_floats(&nf, N, D), 0);
-    float *scratch = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
-    ck_assert(x1 && x0 && xt && plain && y1 && y3 && t_rows && c && scratch);
+    float *scratch = scratch_for(N, D);
+    ck_assert(x1 && x0 && xt && plain && y1 && y3 && t_rows && c);
     stochflow__interp ip = {.kind = STOCHFLOW_INTERP_LINEAR};
     normals(x1, N * D, 5);
     normals(x0, N * D, 6);
     for (size_t i = 0; i < N; ++i) {
         t_rows[i] = 0.01 + 0.98 * fmod(0.6180339887 * (double)i, 1.0);
         ck_assert_ok(stochflow__interp_eval(&ip, t_rows[i], c[i]));
-        for (size_t k = 0; k < D; ++k) {
-            xt[i * STRIDE + k] = (float)(c[i][0] * x0[i * D + k] + c[i][1] * x1[i * D + k]);
-            plain[i * D + k] = (float)(c[i][2] * x0[i * D + k] + c[i][3] * x1[i * D + k]);
-        }
+        make_row(xt + i * STRIDE, plain + i * D, c[i], x0 + i * D, x1 + i * D, D);
     }
     memcpy(y1, plain, N * D * sizeof *y1);
     memcpy(y3, plain, N * D * sizeof *y3);
@@ -134,10 +138,7 @@ START_TEST(blocks_threads_near_rows) {
     x1[D] += 1e-5f;
     t_rows[0] = 1.0 - 1e-7;
     ck_assert_ok(stochflow__interp_eval(&ip, t_rows[0], c[0]));
-    for (size_t k = 0; k < D; ++k) {
-        xt[k] = (float)(c[0][0] * x0[k] + c[0][1] * x1[k]);
-        plain[k] = (float)(c[0][2] * x0[k] + c[0][3] * x1[k]);
-    }
+    make_row(xt, plain, c[0], x0, x1, D);
     memcpy(y1, plain, N * D * sizeof *y1);
     stochflow__batch_target(y1, scratch, xt, STRIDE, t_rows, x1, &ip, N, D, 2, 2);
     ck_assert_mem_eq(y1, plain, D * sizeof *y1);
@@ -169,11 +170,9 @@ START_TEST(approaches_gaussian_velocity) {
     const double mu[D] = {1.0, -0.5}, s = 0.6;
     float *x1 = malloc(N * D * sizeof *x1), *x0 = malloc(N * D * sizeof *x0);
     float *xt = malloc(N * D * sizeof *xt), *y = malloc(N * D * sizeof *y);
-    size_t nf = 0;
-    ck_assert_int_eq(stochflow__batch_target_floats(&nf, N, D), 0);
-    float *scratch = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
+    float *scratch = scratch_for(N, D);
     double *t_rows = malloc(N * sizeof *t_rows);
-    ck_assert(x1 && x0 && xt && y && scratch && t_rows);
+    ck_assert(x1 && x0 && xt && y && t_rows);
     normals(x1, N * D, 3);
     normals(x0, N * D, 4);
     for (size_t i = 0; i < N * D; ++i) x1[i] = (float)(mu[i % D] + s * x1[i]);
@@ -186,10 +185,7 @@ START_TEST(approaches_gaussian_velocity) {
             const double var = c[0] * c[0] + c[1] * c[1] * s * s;
             for (size_t i = 0; i < N; ++i) {
                 t_rows[i] = ts[q];
-                for (size_t k = 0; k < D; ++k) {
-                    xt[i * D + k] = (float)(c[0] * x0[i * D + k] + c[1] * x1[i * D + k]);
-                    y[i * D + k] = (float)(c[2] * x0[i * D + k] + c[3] * x1[i * D + k]);
-                }
+                make_row(xt + i * D, y + i * D, c, x0 + i * D, x1 + i * D, D);
             }
             double e_plain = 0.0, e_batch = 0.0, sig = 0.0;
             for (size_t i = 0; i < 200; ++i) /* the plain target's error, before */
