@@ -230,10 +230,6 @@ static int check_options(const opts *o, int img, int toy, uint64_t *steps, uint6
         return rc;
     double tmo;
     if ((rc = get_double(o, "--mpi-timeout", 600, 1, 1e6, &tmo)) != 0) return rc;
-    const char *tt = opt(o, "--train-target");
-    if (tt && strcmp(tt, "batch") == 0 && opt(o, "--base"))
-        return cli_usage("train: --train-target batch assumes N(0, I) base draws; it does not "
-                         "apply with --base");
     if (img && opt(o, "--ctx-dropout") && !opt(o, "--labels"))
         return cli_usage("train: --ctx-dropout needs --labels (a class-conditional image model)");
     if (img && ((rc = get_u64(o, "--max-images", 0, 0, 1u << 30, maxim)) != 0 ||
