@@ -69,24 +69,47 @@ static void coefs(coef *c, const double *t_rows, const stochflow__interp *ip, co
 }
 
 /* Rows [lo, hi) of a block starting at row r0: w [rows x n] holds x_t . x1_j on entry and
- * the weights on return; tot[i - r0] their sum. */
+ * the weights on return; tot[i - r0] their sum. The exponentials go eight at a time
+ * (exp_nonpos8: bitwise exp_nonpos), the sum in the order of j. */
+SIMD_CLONES
 static void weights(float *w, double *tot, const coef *c, const float *sq, size_t n,
                     size_t r0, size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) {
         float *wi = w + (i - r0) * n;
         const coef *ci = &c[i];
         if (isnan(ci->kappa)) continue;
+        /* the largest log-weight, in eight lanes (a maximum is exact in any order) */
+        double m8[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                        -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        size_t j = 0;
+        for (; j + 8 <= n; j += 8)
+            for (size_t k = 0; k < 8; ++k) {
+                const double l = ci->s * wi[j + k] - ci->s2 * sq[j + k];
+                m8[k] = l > m8[k] ? l : m8[k];
+            }
         double mx = -INFINITY;
-        for (size_t j = 0; j < n; ++j) {
+        for (size_t k = 0; k < 8; ++k) mx = m8[k] > mx ? m8[k] : mx;
+        for (; j < n; ++j) {
             const double l = ci->s * wi[j] - ci->s2 * sq[j];
-            if (l > mx) mx = l;
+            mx = l > mx ? l : mx;
         }
-        double sum = 0.0;
-        for (size_t j = 0; j < n; ++j) {
+        /* exponents into the row (below -40: the marker -87, whose weight is 0), then
+         * the exponentials in place, eight at a time, then the sum in the order of j */
+        for (j = 0; j < n; ++j) {
             const double e = ci->s * wi[j] - ci->s2 * sq[j] - mx;
-            wi[j] = e < -40.0 ? 0.0f : exp_nonpos((float)e);
-            sum += wi[j];
+            wi[j] = e < -40.0 ? -87.0f : (float)e;
         }
+        j = 0;
+#ifdef STOCHFLOW_HAVE_V8
+        for (; j + 8 <= n; j += 8) {
+            float y[8];
+            exp_nonpos8(y, wi + j);
+            for (size_t k = 0; k < 8; ++k) wi[j + k] = wi[j + k] == -87.0f ? 0.0f : y[k];
+        }
+#endif
+        for (; j < n; ++j) wi[j] = wi[j] == -87.0f ? 0.0f : exp_nonpos(wi[j]);
+        double sum = 0.0;
+        for (j = 0; j < n; ++j) sum += wi[j];
         tot[i - r0] = sum;
     }
 }
