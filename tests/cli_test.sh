@@ -157,11 +157,16 @@ run "sample 5-D with png" "$SF" sample --model "$T/m5.sfm" -n 50 --out "$T/s5.np
 
 # ---- demo (tiny) ----------------------------------------------------------------------------
 run "demo (tiny)" "$SF" demo --outdir "$T/demo" --steps 20 --hidden 16,16 --batch 64 --eval-n 50 --samples 300 --grid 8 --threads 1 --json &&
-    json "demo JSON keys" "all(k in d for k in ('nll','entropy','gap','seconds','picture','data_png','samples_png','density_png','loss_png')) and abs(d['entropy']-math.log(32))<1e-9 and $FINITE"
+    json "demo JSON keys" "all(k in d for k in ('nll','entropy','gap','seconds','picture','data_png','samples_png','density_png','loss_png')) and abs(d['entropy']-math.log(32))<1e-9 and $FINITE" &&
+    json "demo trains on the batch-posterior target by default" "d['train_target']=='batch'"
 check "demo pictures are PNG files" "
 import json; d=json.loads(open('$T/out').read().strip().splitlines()[-1])
 for k in ('picture','data_png','samples_png','density_png','loss_png'):
     assert open(d[k],'rb').read(8)==b'\x89PNG\r\n\x1a\n', k"
+run "info on the demo's model" "$SF" info --model "$T/demo/model.sfm" --json &&
+    json "the demo's model records the batch target" "d['train_target']=='batch'"
+run "demo (tiny, plain target)" "$SF" demo --outdir "$T/demo3" --steps 20 --hidden 16,16 --batch 64 --eval-n 50 --samples 300 --grid 8 --threads 1 --train-target draw --json &&
+    json "demo --train-target draw" "d['train_target']=='draw' and $FINITE"
 
 # ---- the path-length estimate is printed for the learnable interpolant only -------------
 run "train trig" "$SF" train --data checkerboard --out "$T/pl.sfm" --steps 5 "${SMALL[@]}" --json
@@ -262,6 +267,7 @@ usage_fails "$SF" logp --model "$T/m.sfm" --data checkerboard --probes 0
 usage_fails "$SF" logp --model "$T/m.sfm" --data checkerboard --threads 0
 usage_fails "$SF" demo --outdir "$T/demo2" --threads 0
 usage_fails "$SF" demo --outdir "$T/demo2" --hidden 0
+usage_fails "$SF" demo --outdir "$T/demo2" --train-target bogus
 [ ! -e "$T/x.npy" ] && [ ! -e "$T/demo2" ] && ok "usage errors write nothing" || not_ok "usage errors write nothing"
 
 # ---- bad input ------------------------------------------------------------------------------
