@@ -16,7 +16,24 @@ to 0 over --seconds of process CPU time) one of:
           then Linear(w, d)(SiLU(LayerNorm(h)));
   adaln   resmlp whose LayerNorms take a per-block scale and shift computed from t
           (Fourier features sin/cos(k pi t), k = 1..8, through Linear, SiLU, Linear; zero
-          at the start).
+          at the start);
+  skip    resmlp + Linear(d + 1, d) on [x, t] (zero at the start): a linear path from
+          the input to the output;
+  tskip   resmlp + Linear(2d + 1, d) on [x, t x, t] (zero at the start): a linear path
+          whose slope moves linearly with t;
+  affine  resmlp whose output layer gives 2d columns (s, m), v = s * x + m (elementwise;
+          s's weights zero at the start): a per-coordinate affine field whose slope and
+          offset the network computes, the exact form of a diagonal Gaussian's field;
+  experts two resmlps of the given shape, one for t < 1/2 and one for t >= 1/2 (each row
+          goes through one: twice the parameters at the same cost per row).
+
+--rotate applies a fixed random rotation Q (QR of a Gaussian matrix, seed 4242) to the
+mixture, x' = Q x: the same mixture, no longer aligned with the coordinate axes (its
+log-density is the mixture's at Q^T x'). --hybrid S1,S2,... after training also scores
+hybrid flows that use the mixture's exact velocity (closed form for the trig
+interpolant) on part of [0, 1], one line each: hybrid=exact (the exact field everywhere:
+KL 0 up to the RK4 error), and for each S hybrid=late:S (the model on [S, 1], the exact
+field on [0, S]) and hybrid=early:S (the reverse): where in t the model's errors cost KL.
 
 KL(p || q) = E_p[log p - log q] on --eval-n points drawn from the mixture (seed 12345,
 the same points for every run of a target): log q by integrating x and the exact
@@ -43,7 +60,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("target")
     p.add_argument("--gmm", required=True, help="recipe_bench gmmD --dump-target FILE")
-    p.add_argument("--arch", choices=["mlp", "resmlp", "adaln", "tshift", "tfeat"], default="mlp")
+    p.add_argument("--arch", choices=["mlp", "resmlp", "adaln", "tshift", "tfeat", "skip",
+                                      "tskip", "affine", "experts"], default="mlp")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=3, help="mlp: hidden layers")
     p.add_argument("--blocks", type=int, default=2, help="resmlp, adaln: residual blocks")
@@ -63,6 +81,10 @@ def parse_args(argv):
     p.add_argument("--stf", type=int, default=0,
                    help="regress on E[dI | x_t] over this many data draws (the batch's own "
                    "x1 and more): a lower-variance target (0: off)")
+    p.add_argument("--rotate", action="store_true",
+                   help="rotate the mixture by a fixed random orthogonal matrix")
+    p.add_argument("--hybrid", default="",
+                   help="S1,S2,...: also score flows with the exact field on [0, S] or [S, 1]")
     p.add_argument("--tag", default="arch")
     return p.parse_args(argv)
 
@@ -120,7 +142,45 @@ def build(a, d):
                 h = blk(h, m, tf)
             return self.out(torch.nn.functional.silu(self.norm(h)))
 
-    return ResMLP(a.width, a.blocks, a.arch == "adaln", a.arch)
+    if a.arch in ("resmlp", "adaln", "tshift", "tfeat"):
+        return ResMLP(a.width, a.blocks, a.arch == "adaln", a.arch)
+    base = lambda: ResMLP(a.width, a.blocks, False, "resmlp")
+
+    class Wrapped(nn.Module):
+        """skip, tskip, affine, experts around the plain residual MLP (module doc)."""
+
+        def __init__(self, kind):
+            super().__init__()
+            self.kind = kind
+            self.nets = nn.ModuleList([base() for _ in range(2 if kind == "experts" else 1)])
+            if kind in ("skip", "tskip"):
+                self.skip = nn.Linear(d + 1 if kind == "skip" else 2 * d + 1, d)
+                nn.init.zeros_(self.skip.weight)
+                nn.init.zeros_(self.skip.bias)
+            if kind == "affine":  # rows [0, d) of the output layer give s, rows [d, 2d) m
+                net = self.nets[0]
+                net.out = nn.Linear(a.width, 2 * d)
+                nn.init.zeros_(net.out.weight[:d])
+                nn.init.zeros_(net.out.bias[:d])
+
+        def forward(self, u):
+            x, t = u[:, :-1], u[:, -1:]
+            if self.kind == "experts":
+                late = (t[:, 0] >= 0.5).nonzero().squeeze(1)
+                early = (t[:, 0] < 0.5).nonzero().squeeze(1)
+                out = torch.zeros(u.shape[0], d, dtype=u.dtype)
+                if early.numel():
+                    out = out.index_copy(0, early, self.nets[0](u[early]))
+                if late.numel():
+                    out = out.index_copy(0, late, self.nets[1](u[late]))
+                return out
+            o = self.nets[0](u)
+            if self.kind == "affine":
+                return o[:, :d] * x + o[:, d:]
+            z = u if self.kind == "skip" else torch.cat([x, t * x, t], 1)
+            return o + self.skip(z)
+
+    return Wrapped(a.arch)
 
 
 def field_div(net, x, t):
@@ -137,18 +197,23 @@ def field_div(net, x, t):
     return v[:n].detach(), div.detach()
 
 
-def log_q(net, x1, rk4):
-    """log q(x1) of the flow dx/dt = net([x, t]) from N(0, I) at t = 0 (float64)."""
+def log_q(net, x1, rk4, exact=None, split=0.0, model_late=True):
+    """log q(x1) of the flow dx/dt = net([x, t]) from N(0, I) at t = 0 (float64). With
+    exact (a field of the same form): RK4 steps whose midpoint lies in [split, 1] use net
+    and the others exact (model_late), or the reverse."""
     import torch
 
     n, d = x1.shape
-
-    def f(x, t):
-        return field_div(net, x, t)
-
     x, acc, h = x1.clone(), torch.zeros(n, dtype=x1.dtype), -1.0 / rk4
     for k in range(rk4):  # t from 1 down to 0; acc = int_t^1 div v ds
         t = 1.0 + k * h
+        field = net
+        if exact is not None and ((t + 0.5 * h >= split) != model_late):
+            field = exact
+
+        def f(x, t):
+            return field_div(field, x, t)
+
         v1, g1 = f(x, t)
         v2, g2 = f(x + 0.5 * h * v1, t + 0.5 * h)
         v3, g3 = f(x + 0.5 * h * v2, t + 0.5 * h)
@@ -156,6 +221,32 @@ def log_q(net, x1, rk4):
         x = x + h / 6 * (v1 + 2 * v2 + 2 * v3 + v4)
         acc = acc - h / 6 * (g1 + 2 * g2 + 2 * g3 + g4)
     return -0.5 * (x * x).sum(1) - 0.5 * d * math.log(2 * math.pi) - acc
+
+
+def exact_field(mix, rot=None):
+    """The mixture's exact velocity for the trig interpolant from N(0, I), as a function of
+    u = [x, t] (float64): per component k, x_t ~ N(b mu_k, a^2 + b^2 sd_k^2) per
+    coordinate and E[dI/dt | x_t, k] = a' E[x0 | x_t, k] + b' E[x1 | x_t, k] is affine in
+    x_t; the posterior weights of the components combine them. rot: the rotation Q of
+    --rotate (the field of Q x is Q v(Q^T x))."""
+    import torch
+
+    w, mu, sd = (m.double() for m in mix)
+    hp = 0.5 * math.pi
+
+    def v(u):
+        x, t = u[:, :-1], u[:, -1:]
+        if rot is not None:
+            x = x @ rot
+        a, b = torch.cos(hp * t)[:, :, None], torch.sin(hp * t)[:, :, None]
+        var = a * a + b * b * (sd * sd)[None]                     # n x K x d
+        r = x[:, None, :] - b * mu[None]
+        lw = (-0.5 * r * r / var - 0.5 * torch.log(var)).sum(2) + torch.log(w)[None]
+        post = torch.softmax(lw, 1)[:, :, None]
+        vk = -hp * b * (a * r / var) + hp * a * (mu[None] + b * (sd * sd)[None] * r / var)
+        out = (post * vk).sum(1)
+        return out @ rot.T if rot is not None else out
+    return v
 
 
 def self_check(d=5, n=64):
@@ -182,7 +273,8 @@ def self_check(d=5, n=64):
         worst = max(worst, float((log_q(net, x1, 128) - exact).abs().max()))
     # the batched divergence of the nonlinear networks against autograd's full Jacobian,
     # at points whose Jacobians differ (all weights random, none left at zero)
-    for arch in ("mlp", "resmlp", "adaln", "tshift", "tfeat"):
+    for arch in ("mlp", "resmlp", "adaln", "tshift", "tfeat", "skip", "tskip", "affine",
+                 "experts"):
         a = argparse.Namespace(arch=arch, width=8, depth=3, blocks=2)
         net = build(a, d).double()
         with torch.no_grad():
@@ -223,6 +315,13 @@ def main(argv):
     d, draw, mix = recipe_torch.make_target(a.target, a.gmm)
     if mix is None:
         sys.exit("targets: gmmD")
+    rot = None
+    if a.rotate:
+        g = torch.Generator().manual_seed(4242)
+        q, r = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+        rot = q * torch.sign(torch.diagonal(r))[None]
+        draw_axes, qt = draw, rot.T.float()
+        draw = lambda n: draw_axes(n) @ qt  # rows x' = (Q x)^T = x^T Q^T
     torch.manual_seed(12345)
     pts = draw(a.eval_n).double()
     torch.manual_seed(a.seed)
@@ -254,7 +353,7 @@ def main(argv):
     net = net.double().eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    lp = log_p(pts, mix)
+    lp = log_p(pts @ rot if rot is not None else pts, mix)
     diff = lp - log_q(net, pts, a.rk4)
     kl, se = float(diff.mean()), float(diff.std() / math.sqrt(len(diff)))
     if a.rk4_check:
@@ -263,7 +362,18 @@ def main(argv):
     shape = f"depth={a.depth}" if a.arch == "mlp" else f"blocks={a.blocks}"
     print(f"tag={a.tag} target={a.target} arch={a.arch} width={a.width} {shape} "
           f"seed={a.seed} steps={steps} cpu={cpu:.2f} wall={wall:.2f} "
-          f"kl={kl:.5f} se={se:.5f} params={params} rk4={a.rk4}")
+          f"kl={kl:.5f} se={se:.5f} params={params} rk4={a.rk4}" + (" rotated" if a.rotate else ""),
+          flush=True)
+    if a.hybrid:
+        exact = exact_field(mix, rot)
+        runs = [("exact", None, 0.0, True)]  # the exact field everywhere: KL 0 but for RK4
+        for sp in (float(v) for v in a.hybrid.split(",")):
+            runs += [(f"late:{sp}", sp, sp, True), (f"early:{sp}", sp, sp, False)]
+        for name, sp, cut, late in runs:
+            field = exact if sp is None else net
+            diff = lp - log_q(field, pts, a.rk4, exact, cut, late)
+            print(f"tag={a.tag} hybrid={name} kl={float(diff.mean()):.5f} "
+                  f"se={float(diff.std() / math.sqrt(len(diff))):.5f}", flush=True)
     return 0
 
 

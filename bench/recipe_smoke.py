@@ -86,6 +86,16 @@ def main(argv):
             print("residual network in PyTorch:", out.strip(), flush=True)
             if not (int(f["steps"]) > 0 and math.isfinite(float(f["kl"]))):
                 failures.append(f"recipe_arch_torch.py: {out.strip()}")
+            # the mixture's exact field (rotated) scored by the same evaluator: KL ~ 0
+            out = subprocess.run([sys.executable, arch, "gmm5", "--gmm", g, "--arch", "affine",
+                                  "--width", "16", "--blocks", "1", "--seconds", "0.5",
+                                  "--eval-n", "64", "--rk4", "24", "--rotate", "--hybrid", "0.5"],
+                                 check=True, capture_output=True, text=True).stdout
+            lines = [fields(x) for x in out.splitlines() if "hybrid=" in x]
+            print("exact field and hybrids in PyTorch:", out.strip(), flush=True)
+            exact = [float(x["kl"]) for x in lines if x["hybrid"] == "exact"]
+            if len(lines) != 3 or len(exact) != 1 or not abs(exact[0]) < 1e-3:
+                failures.append(f"recipe_arch_torch.py --hybrid: {out.strip()}")
     for f in failures:
         print("FAIL", f)
     return 1 if failures else 0
