@@ -44,7 +44,8 @@ with --rk4 fixed RK4 steps in float64, log q = log N(x(0); 0, I) - int_0^1 div v
 weights the library trained (recipe_bench --save-params) here (the checks of this
 evaluator; --rk4-check gives the step count's error; `recipe_arch_torch.py --self-check`
 checks log q against the closed form of linear fields, including a rotating one, and
-the batched divergence against autograd's Jacobian). Prints one line: tag arch steps cpu wall kl se params.
+the batched divergence against autograd's Jacobian). Prints one line: tag arch steps cpu wall kl se
+logp (the mean exact log-density of the evaluation points) params.
 """
 import argparse
 import math
@@ -362,7 +363,8 @@ def main(argv):
     shape = f"depth={a.depth}" if a.arch == "mlp" else f"blocks={a.blocks}"
     print(f"tag={a.tag} target={a.target} arch={a.arch} width={a.width} {shape} "
           f"seed={a.seed} steps={steps} cpu={cpu:.2f} wall={wall:.2f} "
-          f"kl={kl:.5f} se={se:.5f} params={params} rk4={a.rk4}" + (" rotated" if a.rotate else ""),
+          f"kl={kl:.5f} se={se:.5f} logp={float(lp.mean()):.6f} params={params} rk4={a.rk4}"
+          + (" rotated" if a.rotate else ""),
           flush=True)
     if a.hybrid:
         exact = exact_field(mix, rot)

@@ -86,16 +86,28 @@ def main(argv):
             print("residual network in PyTorch:", out.strip(), flush=True)
             if not (int(f["steps"]) > 0 and math.isfinite(float(f["kl"]))):
                 failures.append(f"recipe_arch_torch.py: {out.strip()}")
-            # the mixture's exact field (rotated) scored by the same evaluator: KL ~ 0
-            out = subprocess.run([sys.executable, arch, "gmm5", "--gmm", g, "--arch", "affine",
-                                  "--width", "16", "--blocks", "1", "--seconds", "0.5",
-                                  "--eval-n", "64", "--rk4", "24", "--rotate", "--hybrid", "0.5"],
-                                 check=True, capture_output=True, text=True).stdout
-            lines = [fields(x) for x in out.splitlines() if "hybrid=" in x]
-            print("exact field and hybrids in PyTorch:", out.strip(), flush=True)
-            exact = [float(x["kl"]) for x in lines if x["hybrid"] == "exact"]
-            if len(lines) != 3 or len(exact) != 1 or not abs(exact[0]) < 1e-3:
-                failures.append(f"recipe_arch_torch.py --hybrid: {out.strip()}")
+            # the mixture's exact field (rotated) scored by the same evaluator: KL ~ 0; the
+            # hybrids at S = 0 are the exact field (early) and the model (late) everywhere;
+            # the rotated points are the unrotated ones moved, so their mean log p is theirs
+            runs = {}
+            for rot in ("--rotate", None):
+                out = subprocess.run([sys.executable, arch, "gmm5", "--gmm", g, "--arch", "affine",
+                                      "--width", "16", "--blocks", "1", "--seconds", "0.5",
+                                      "--eval-n", "64", "--rk4", "24", "--hybrid", "0,0.5"]
+                                     + ([rot] if rot else []),
+                                     check=True, capture_output=True, text=True).stdout
+                print("exact field and hybrids in PyTorch:", out.strip(), flush=True)
+                rows = [fields(x) for x in out.splitlines()]
+                main_row = [x for x in rows if "hybrid" not in x][0]
+                hyb = {x["hybrid"]: float(x["kl"]) for x in rows if "hybrid" in x}
+                runs[rot] = (main_row, hyb)
+            main_row, hyb = runs["--rotate"]
+            ok = (set(hyb) == {"exact", "late:0.0", "early:0.0", "late:0.5", "early:0.5"} and
+                  abs(hyb["exact"]) < 1e-3 and hyb["early:0.0"] == hyb["exact"] and
+                  hyb["late:0.0"] == float(main_row["kl"]) and
+                  abs(float(main_row["logp"]) - float(runs[None][0]["logp"])) < 1e-4)
+            if not ok:
+                failures.append(f"recipe_arch_torch.py --hybrid/--rotate: {runs}")
     for f in failures:
         print("FAIL", f)
     return 1 if failures else 0

@@ -167,6 +167,8 @@ run "info on the demo's model" "$SF" info --model "$T/demo/model.sfm" --json &&
     json "the demo's model records the batch target" "d['train_target']=='batch'"
 run "demo (tiny, plain target)" "$SF" demo --outdir "$T/demo3" --steps 20 --hidden 16,16 --batch 64 --eval-n 50 --samples 300 --grid 8 --threads 1 --train-target draw --json &&
     json "demo --train-target draw" "d['train_target']=='draw' and $FINITE"
+run "info on the plain-target demo's model" "$SF" info --model "$T/demo3/model.sfm" --json &&
+    json "the plain-target demo's model records the draw target" "d['train_target']=='draw'"
 
 # ---- the path-length estimate is printed for the learnable interpolant only -------------
 run "train trig" "$SF" train --data checkerboard --out "$T/pl.sfm" --steps 5 "${SMALL[@]}" --json
