@@ -57,6 +57,9 @@
  *   --standardize col|whiten   fit the model's map to the user's units on 100000 fresh
  *                       draws of the target before training: per column, or whitening
  *                       (the log-density stays in the target's units; default: none)
+ *   --rotate            (gmmD) the mixture under a fixed random rotation Q, x' = Q x (Gram-Schmidt
+ *                       of Gaussian draws from a fixed seed keyed by D): the same mixture, its
+ *                       components no longer aligned with the axes (log p(x') = log p(Q^T x'))
  *   --threads T         (1)
  *   --tag NAME          label printed on each line
  *   --terr              (gmmD, trig) after training, where in t the model errs: for t on
@@ -253,16 +256,70 @@ typedef struct {
     size_t d;
     int toy; /* 1: library toy sampler */
     gmm g;
+    double *rot; /* NULL, or the d x d rotation Q of --rotate (row-major) */
 } target;
+
+/* Q of --rotate: Gram-Schmidt (twice, for orthogonality to rounding) of d Gaussian rows. */
+static double *rotation_make(size_t d) {
+    double *q = malloc(d * d * sizeof *q);
+    rng r;
+    rng_init(&r, 4242, d, 7);
+    for (size_t i = 0; i < d * d; ++i) q[i] = gauss(&r);
+    for (size_t i = 0; i < d; ++i)
+        for (int pass = 0; pass < 2; ++pass) {
+            for (size_t k = 0; k < i; ++k) {
+                double dot = 0;
+                for (size_t j = 0; j < d; ++j) dot += q[i * d + j] * q[k * d + j];
+                for (size_t j = 0; j < d; ++j) q[i * d + j] -= dot * q[k * d + j];
+            }
+            double nn = 0;
+            for (size_t j = 0; j < d; ++j) nn += q[i * d + j] * q[i * d + j];
+            for (size_t j = 0; j < d; ++j) q[i * d + j] /= sqrt(nn);
+        }
+    return q;
+}
+
+/* y = Q x (transpose = 0) or Q^T x (transpose = 1), in double */
+static void rotate(double *y, const double *q, const double *x, size_t d, int transpose) {
+    for (size_t i = 0; i < d; ++i) {
+        double a = 0;
+        for (size_t j = 0; j < d; ++j) a += (transpose ? q[j * d + i] : q[i * d + j]) * x[j];
+        y[i] = a;
+    }
+}
 
 static void target_sample(float *x, const target *tg, size_t n, uint64_t seed, uint64_t stream) {
     if (tg->toy) CHECK(stochflow_toy_sample(x, tg->name, n, seed, stream));
     else gmm_sample(x, &tg->g, n, seed, stream);
+    if (tg->rot) {
+        const size_t d = tg->d;
+        double *a = malloc(2 * d * sizeof *a), *b = a + d;
+        for (size_t i = 0; i < n; ++i) {
+            for (size_t j = 0; j < d; ++j) a[j] = x[i * d + j];
+            rotate(b, tg->rot, a, d, 0);
+            for (size_t j = 0; j < d; ++j) x[i * d + j] = (float)b[j];
+        }
+        free(a);
+    }
 }
 
 static void target_logpdf(double *lp, const target *tg, const float *x, size_t n) {
     if (!tg->toy) {
-        for (size_t i = 0; i < n; ++i) lp[i] = gmm_logpdf(&tg->g, x + i * tg->d);
+        const size_t d = tg->d;
+        float *u = malloc(d * sizeof *u);
+        double *a = malloc(2 * d * sizeof *a), *b = a + d;
+        for (size_t i = 0; i < n; ++i) {
+            const float *xi = x + i * d;
+            if (tg->rot) { /* the mixture's density at Q^T x (|det Q| = 1) */
+                for (size_t j = 0; j < d; ++j) a[j] = xi[j];
+                rotate(b, tg->rot, a, d, 1);
+                for (size_t j = 0; j < d; ++j) u[j] = (float)b[j];
+                xi = u;
+            }
+            lp[i] = gmm_logpdf(&tg->g, xi);
+        }
+        free(u);
+        free(a);
         return;
     }
     float *f = malloc(n * sizeof(float));
@@ -285,7 +342,7 @@ typedef struct {
     const char *save_params, *load_params, *dump_target, *standardize;
     size_t steps, batch, width, depth, blocks, warmup, eval_n, time_fourier;
     double lr, lr_min, ema, clip, rtol, beta2;
-    int ema_warmup, antithetic, threads, terr, check_oracle, batch_target;
+    int ema_warmup, antithetic, threads, terr, check_oracle, batch_target, rotate;
     uint64_t seed;
 } options;
 
@@ -335,6 +392,7 @@ static void parse(options *o, int argc, char **argv) {
         else if (IS("--threads")) o->threads = atoi(arg(argc, argv, &i));
         else if (IS("--tag")) o->tag = arg(argc, argv, &i);
         else if (IS("--terr")) o->terr = 1;
+        else if (IS("--rotate")) o->rotate = 1;
         else if (IS("--batch-target")) o->batch_target = 1;
         else if (IS("--standardize")) o->standardize = arg(argc, argv, &i);
         else if (IS("--check-oracle")) o->check_oracle = 1;
@@ -394,9 +452,9 @@ static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, 
     }
     double kl = sum / (double)o->eval_n;
     double var = (sum2 / (double)o->eval_n - kl * kl) * (double)o->eval_n / (double)(o->eval_n - 1);
-    printf("tag=%s target=%s d=%zu seed=%llu step=%zu cpu=%.2f wall=%.2f kl=%.5f se=%.5f "
+    printf("tag=%s target=%s%s d=%zu seed=%llu step=%zu cpu=%.2f wall=%.2f kl=%.5f se=%.5f "
            "nfe=%.0f eval_cpu=%.1f loss=%.5f gnorm=%.4g\n",
-           tag, o->target, d, (unsigned long long)o->seed, done, train_cpu, train_wall, kl,
+           tag, o->target, o->rotate ? "r" : "", d, (unsigned long long)o->seed, done, train_cpu, train_wall, kl,
            sqrt(var > 0 ? var / (double)o->eval_n : 0), nfe, cpu_seconds() - e0, run_loss,
            run_gnorm);
     fflush(stdout);
@@ -614,11 +672,42 @@ int main(int argc, char **argv) {
         tg.d = 2;
         tg.toy = 1;
     }
+    if (o.rotate && !tg.toy) {
+        /* Q orthogonal, and the rotated draws carry the mixture's density of the
+         * unrotated ones (the same draws, moved), or the KL would mean something else */
+        tg.rot = rotation_make(tg.d);
+        const size_t d = tg.d, n = 64;
+        double worst = 0;
+        for (size_t i = 0; i < d; ++i)
+            for (size_t k = 0; k < d; ++k) {
+                double dot = 0;
+                for (size_t j = 0; j < d; ++j) dot += tg.rot[i * d + j] * tg.rot[k * d + j];
+                worst = fmax(worst, fabs(dot - (i == k)));
+            }
+        float *xa = malloc(2 * n * d * sizeof *xa), *xb = xa + n * d;
+        double *la = malloc(2 * n * sizeof *la), *lb = la + n;
+        gmm_sample(xa, &tg.g, n, 5, 5);
+        target_sample(xb, &tg, n, 5, 5);
+        for (size_t i = 0; i < n; ++i) la[i] = gmm_logpdf(&tg.g, xa + i * d);
+        target_logpdf(lb, &tg, xb, n);
+        double moved = 0, dens = 0;
+        for (size_t i = 0; i < n * d; ++i) moved += fabs((double)xa[i] - xb[i]);
+        for (size_t i = 0; i < n; ++i) dens = fmax(dens, fabs(la[i] - lb[i]));
+        free(xa);
+        free(la);
+        if (!(worst < 1e-12 && dens < 1e-3 && moved > 1e-3 * (double)(n * d))) {
+            fprintf(stderr, "--rotate: Q^T Q - I up to %g, log p changed by %g, moved %g\n", worst,
+                    dens, moved);
+            return 1;
+        }
+    }
     const size_t d = tg.d, B = o.batch;
     /* combinations whose numbers would mean something else than they say */
     const char *refuse = NULL;
-    if ((o.terr || o.check_oracle || o.dump_target) && tg.toy)
-        refuse = "--terr, --check-oracle and --dump-target need a gmmD target";
+    if ((o.terr || o.check_oracle || o.dump_target || o.rotate) && tg.toy)
+        refuse = "--terr, --check-oracle, --dump-target and --rotate need a gmmD target";
+    else if (o.rotate && (o.terr || o.check_oracle || o.dump_target))
+        refuse = "--terr, --check-oracle and --dump-target describe the unrotated mixture";
     else if ((o.terr || o.check_oracle) && strcmp(o.interp, "trig") != 0)
         refuse = "--terr and --check-oracle: the exact velocity is the trig interpolant's";
     else if (o.terr && (o.standardize || strcmp(o.coupling, "independent") != 0))
@@ -634,6 +723,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", refuse);
         free(tg.g.mu);
         free(tg.g.sd);
+        free(tg.rot);
         return 2;
     }
     if (o.dump_target || o.check_oracle) { /* either, then exit */
@@ -783,6 +873,7 @@ int main(int argc, char **argv) {
     free(lp);
     free(tg.g.mu);
     free(tg.g.sd);
+    free(tg.rot);
     stochflow_solver_free(s);
     stochflow_model_free(m);
     return 0;

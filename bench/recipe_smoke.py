@@ -5,11 +5,14 @@
     with central differences of its velocity, and E[(dI/dt - v*) . v*] = 0 within four
     standard errors, the property that makes v* the loss's minimizer;
   - --save-params then --load-params gives back the same model (the same KL, every digit);
+  - --rotate: the run's own check of its rotation (orthogonal; the rotated draws carry the
+    mixture's density of the unrotated ones) passes and the run scores;
   - when PyTorch is importable: weights trained by recipe_torch.py load into the library
     (--load-params) and score better than PyTorch's untrained network, which a wrong
     parameter layout would not; recipe_arch_torch.py's exact log-density matches the
-    closed form of linear fields (--self-check), and its residual network trains and
-    scores.
+    closed form of linear fields (--self-check), its residual network trains and scores,
+    and its exact mixture field scores KL ~ 0, with --rotate moving the same points and
+    the hybrids at S = 0 being the exact field and the model.
 
     /usr/bin/python3 bench/recipe_smoke.py BUILD/bench/recipe_bench
 """
@@ -45,6 +48,10 @@ def main(argv):
         if not (div < 1e-6 and abs(mean) < 4 * se):
             failures.append("oracle: " + line)
     print("oracle checked", flush=True)
+    # --rotate checks its rotation (orthogonal, density carried) before it trains
+    rot = fields(bench(rb, "gmm5", "--rotate", "--width", "16", "--steps", "20", "--eval-n", "20")[-1])
+    if rot["target"] != "gmm5r" or not math.isfinite(float(rot["kl"])):
+        failures.append(f"--rotate: {rot}")
     with tempfile.TemporaryDirectory() as tmp:
         p = os.path.join(tmp, "p.bin")
         net = ["--width", "32", "--depth", "3", "--eval-n", "300"]
