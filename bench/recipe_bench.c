@@ -279,47 +279,42 @@ static double *rotation_make(size_t d) {
     return q;
 }
 
-/* y = Q x (transpose = 0) or Q^T x (transpose = 1), in double */
-static void rotate(double *y, const double *q, const double *x, size_t d, int transpose) {
-    for (size_t i = 0; i < d; ++i) {
-        double a = 0;
-        for (size_t j = 0; j < d; ++j) a += (transpose ? q[j * d + i] : q[i * d + j]) * x[j];
-        y[i] = a;
+/* Row i of y [n x d] = Q x_i (transpose = 0) or Q^T x_i (transpose = 1), summed in
+ * double; y may be x. */
+static void rotate_rows(float *y, const double *q, const float *x, size_t n, size_t d,
+                        int transpose) {
+    double *a = malloc(2 * d * sizeof *a), *b = a + d;
+    for (size_t r = 0; r < n; ++r) {
+        for (size_t j = 0; j < d; ++j) a[j] = x[r * d + j];
+        for (size_t i = 0; i < d; ++i) {
+            double acc = 0;
+            for (size_t j = 0; j < d; ++j) acc += (transpose ? q[j * d + i] : q[i * d + j]) * a[j];
+            b[i] = acc;
+        }
+        for (size_t i = 0; i < d; ++i) y[r * d + i] = (float)b[i];
     }
+    free(a);
 }
 
 static void target_sample(float *x, const target *tg, size_t n, uint64_t seed, uint64_t stream) {
     if (tg->toy) CHECK(stochflow_toy_sample(x, tg->name, n, seed, stream));
     else gmm_sample(x, &tg->g, n, seed, stream);
-    if (tg->rot) {
-        const size_t d = tg->d;
-        double *a = malloc(2 * d * sizeof *a), *b = a + d;
-        for (size_t i = 0; i < n; ++i) {
-            for (size_t j = 0; j < d; ++j) a[j] = x[i * d + j];
-            rotate(b, tg->rot, a, d, 0);
-            for (size_t j = 0; j < d; ++j) x[i * d + j] = (float)b[j];
-        }
-        free(a);
-    }
+    if (tg->rot) rotate_rows(x, tg->rot, x, n, tg->d, 0);
 }
 
 static void target_logpdf(double *lp, const target *tg, const float *x, size_t n) {
     if (!tg->toy) {
         const size_t d = tg->d;
         float *u = malloc(d * sizeof *u);
-        double *a = malloc(2 * d * sizeof *a), *b = a + d;
         for (size_t i = 0; i < n; ++i) {
             const float *xi = x + i * d;
             if (tg->rot) { /* the mixture's density at Q^T x (|det Q| = 1) */
-                for (size_t j = 0; j < d; ++j) a[j] = xi[j];
-                rotate(b, tg->rot, a, d, 1);
-                for (size_t j = 0; j < d; ++j) u[j] = (float)b[j];
+                rotate_rows(u, tg->rot, xi, 1, d, 1);
                 xi = u;
             }
             lp[i] = gmm_logpdf(&tg->g, xi);
         }
         free(u);
-        free(a);
         return;
     }
     float *f = malloc(n * sizeof(float));
@@ -333,6 +328,34 @@ static void target_logpdf(double *lp, const target *tg, const float *x, size_t n
         }
     }
     free(f);
+}
+
+/* --rotate's own check: Q orthogonal, and the rotated draws carry the mixture's density of
+ * the unrotated ones (the same draws, moved), or the KL would mean something else. */
+static int rotation_check(const target *tg) {
+    const size_t d = tg->d, n = 64;
+    double worst = 0;
+    for (size_t i = 0; i < d; ++i)
+        for (size_t k = 0; k < d; ++k) {
+            double dot = 0;
+            for (size_t j = 0; j < d; ++j) dot += tg->rot[i * d + j] * tg->rot[k * d + j];
+            worst = fmax(worst, fabs(dot - (i == k)));
+        }
+    float *xa = malloc(2 * n * d * sizeof *xa), *xb = xa + n * d;
+    double *la = malloc(2 * n * sizeof *la), *lb = la + n;
+    gmm_sample(xa, &tg->g, n, 5, 5);
+    target_sample(xb, tg, n, 5, 5);
+    for (size_t i = 0; i < n; ++i) la[i] = gmm_logpdf(&tg->g, xa + i * d);
+    target_logpdf(lb, tg, xb, n);
+    double moved = 0, dens = 0;
+    for (size_t i = 0; i < n * d; ++i) moved += fabs((double)xa[i] - xb[i]);
+    for (size_t i = 0; i < n; ++i) dens = fmax(dens, fabs(la[i] - lb[i]));
+    free(xa);
+    free(la);
+    if (worst < 1e-12 && dens < 1e-3 && moved > 1e-3 * (double)(n * d)) return 0;
+    fprintf(stderr, "--rotate: Q^T Q - I up to %g, log p changed by %g, moved %g\n", worst, dens,
+            moved);
+    return -1;
 }
 
 /* ---- options ---------------------------------------------------------------------- */
@@ -454,7 +477,8 @@ static void evaluate(stochflow_solver *s, stochflow_model *m, const options *o, 
     double var = (sum2 / (double)o->eval_n - kl * kl) * (double)o->eval_n / (double)(o->eval_n - 1);
     printf("tag=%s target=%s%s d=%zu seed=%llu step=%zu cpu=%.2f wall=%.2f kl=%.5f se=%.5f "
            "nfe=%.0f eval_cpu=%.1f loss=%.5f gnorm=%.4g\n",
-           tag, o->target, o->rotate ? "r" : "", d, (unsigned long long)o->seed, done, train_cpu, train_wall, kl,
+           tag, o->target, o->rotate ? "r" : "", d, (unsigned long long)o->seed, done, train_cpu,
+           train_wall, kl,
            sqrt(var > 0 ? var / (double)o->eval_n : 0), nfe, cpu_seconds() - e0, run_loss,
            run_gnorm);
     fflush(stdout);
@@ -672,35 +696,6 @@ int main(int argc, char **argv) {
         tg.d = 2;
         tg.toy = 1;
     }
-    if (o.rotate && !tg.toy) {
-        /* Q orthogonal, and the rotated draws carry the mixture's density of the
-         * unrotated ones (the same draws, moved), or the KL would mean something else */
-        tg.rot = rotation_make(tg.d);
-        const size_t d = tg.d, n = 64;
-        double worst = 0;
-        for (size_t i = 0; i < d; ++i)
-            for (size_t k = 0; k < d; ++k) {
-                double dot = 0;
-                for (size_t j = 0; j < d; ++j) dot += tg.rot[i * d + j] * tg.rot[k * d + j];
-                worst = fmax(worst, fabs(dot - (i == k)));
-            }
-        float *xa = malloc(2 * n * d * sizeof *xa), *xb = xa + n * d;
-        double *la = malloc(2 * n * sizeof *la), *lb = la + n;
-        gmm_sample(xa, &tg.g, n, 5, 5);
-        target_sample(xb, &tg, n, 5, 5);
-        for (size_t i = 0; i < n; ++i) la[i] = gmm_logpdf(&tg.g, xa + i * d);
-        target_logpdf(lb, &tg, xb, n);
-        double moved = 0, dens = 0;
-        for (size_t i = 0; i < n * d; ++i) moved += fabs((double)xa[i] - xb[i]);
-        for (size_t i = 0; i < n; ++i) dens = fmax(dens, fabs(la[i] - lb[i]));
-        free(xa);
-        free(la);
-        if (!(worst < 1e-12 && dens < 1e-3 && moved > 1e-3 * (double)(n * d))) {
-            fprintf(stderr, "--rotate: Q^T Q - I up to %g, log p changed by %g, moved %g\n", worst,
-                    dens, moved);
-            return 1;
-        }
-    }
     const size_t d = tg.d, B = o.batch;
     /* combinations whose numbers would mean something else than they say */
     const char *refuse = NULL;
@@ -723,8 +718,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", refuse);
         free(tg.g.mu);
         free(tg.g.sd);
-        free(tg.rot);
         return 2;
+    }
+    if (o.rotate) {
+        tg.rot = rotation_make(d);
+        if (rotation_check(&tg) != 0) {
+            free(tg.g.mu);
+            free(tg.g.sd);
+            free(tg.rot);
+            return 1;
+        }
     }
     if (o.dump_target || o.check_oracle) { /* either, then exit */
         if (o.dump_target) dump_target(&tg.g, o.dump_target);

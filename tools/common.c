@@ -275,6 +275,9 @@ const keyword SCHEDULES[] = {{"constant", STOCHFLOW_LR_CONSTANT},
                              {"step", STOCHFLOW_LR_STEP},
                              {"cosine", STOCHFLOW_LR_COSINE},
                              {NULL, 0}};
+const keyword TRAIN_TARGETS[] = {{"draw", STOCHFLOW_TRAIN_TARGET_DRAW},
+                                 {"batch", STOCHFLOW_TRAIN_TARGET_BATCH},
+                                 {NULL, 0}};
 static const keyword WEIGHTS[] = {{"ema", 1}, {"live", 2}, {NULL, 0}};
 
 const char *keyword_name(const keyword *kw, int code) {

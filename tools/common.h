@@ -100,7 +100,8 @@ typedef struct {
 } keyword;
 
 int get_keyword(const opts *o, const char *name, const keyword *kw, int def, int *out);
-extern const keyword ACTIVATIONS[], INTERPOLANTS[], SOLVERS[], TRACES[], SCHEDULES[];
+extern const keyword ACTIVATIONS[], INTERPOLANTS[], SOLVERS[], TRACES[], SCHEDULES[],
+    TRAIN_TARGETS[];
 const char *keyword_name(const keyword *kw, int code);
 int default_threads(void);
 

@@ -66,7 +66,7 @@ int cmd_demo(int argc, char **argv) {
         get_u64(&o, "--grid", DEMO_GRID, 8, 1024, &grid) ||
         get_param_option(&o, "--lr", "lr", DEMO_LR, NULL, &lr) ||
         get_param_option(&o, "--ema", "ema_decay", DEMO_EMA, NULL, &ema) ||
-        get_train_target(&o, DEMO_TARGET, &target) ||
+        get_keyword(&o, "--train-target", TRAIN_TARGETS, DEMO_TARGET, &target) ||
         get_u64(&o, "--threads", 2, 1, 256, &batch_check) || check_mlp_options(&o))
         return EXIT_USAGE;
     const char *dir = opt(&o, "--outdir") ? opt(&o, "--outdir") : "stochflow-demo";
@@ -264,7 +264,7 @@ int cmd_demo(int argc, char **argv) {
         jnum(&j, "eval_seconds", eval_secs);
         jnum(&j, "picture_seconds", pic_secs);
         jint(&j, "steps", tr.steps_run);
-        jstr(&j, "train_target", target == STOCHFLOW_TRAIN_TARGET_BATCH ? "batch" : "draw");
+        jstr(&j, "train_target", keyword_name(TRAIN_TARGETS, target));
         jint(&j, "eval_n", eval_n);
         jnum(&j, "nfe", nfe);
         jnum(&j, "loss", tr.mean_loss);

@@ -119,7 +119,9 @@ int cmd_info(int argc, char **argv) {
         for (size_t i = 0; i < NP; ++i) jnum(&j, P[i], pv[i]);
         jnum(&j, "bytes", (double)bytes);
         jstr(&j, "lr_schedule_name", keyword_name(SCHEDULES, (int)pv[1]));
-        jstr(&j, "train_target", batch_target ? "batch" : "draw");
+        jstr(&j, "train_target",
+             keyword_name(TRAIN_TARGETS, batch_target ? STOCHFLOW_TRAIN_TARGET_BATCH
+                                                      : STOCHFLOW_TRAIN_TARGET_DRAW));
         if (n_ctx || n_classes) {
             jint(&j, "n_ctx", n_ctx);
             jint(&j, "n_classes", n_classes);

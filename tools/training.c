@@ -210,14 +210,6 @@ static int train_param(int *key, double *v, const opts *o, size_t i) {
     return get_param_option(o, TRAIN_PARAMS[i].option, TRAIN_PARAMS[i].param, 0, key, v);
 }
 
-static const keyword TRAIN_TARGETS[] = {{"draw", STOCHFLOW_TRAIN_TARGET_DRAW},
-                                        {"batch", STOCHFLOW_TRAIN_TARGET_BATCH},
-                                        {NULL, 0}};
-
-int get_train_target(const opts *o, int def, int *out) {
-    return get_keyword(o, "--train-target", TRAIN_TARGETS, def, out);
-}
-
 int check_train_params(const opts *o) {
     double v;
     int key, sch, rc;

@@ -93,8 +93,6 @@ int apply_recipe(stochflow_model *m, uint64_t steps);
 int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t steps);
 /* Check the optimizer options' values without a model (before any work). */
 int check_train_params(const opts *o);
-/* --train-target draw|batch as STOCHFLOW_TRAIN_TARGET_* (def when absent): 0 or CLI_USAGE. */
-int get_train_target(const opts *o, int def, int *out);
 
 /* A new MLP model of dimension dim from the architecture options (--hidden --activation
  * --interpolant --time-fourier --seed), with default widths and time features (train,
