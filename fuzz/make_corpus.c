@@ -3,7 +3,7 @@
  *      -lblis -lpng16 -lm -lpthread -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus
  * Small models (a few hundred bytes each) covering every section and option: EMA on and
  * off, raw and Fourier time, each activation and interpolant, 1 to 3 hidden layers, and
- * the smallest U-Net with attention, a residual MLP with labels.
+ * the smallest U-Net with attention, a residual MLP with labels and one with linear experts.
  * Each file is written twice: mode byte 0x01 (CRC fixed up by the target) and 0x00. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +135,22 @@ int main(int argc, char **argv) {
                 return 1;
         }
         emit(dir, "resmlp-labels", m);
+        stochflow_model_free(m);
+    }
+    /* a residual MLP with 2 linear experts: the 12-byte RMLP section */
+    {
+        stochflow_config *c;
+        stochflow_config_new(&c, 2);
+        if (stochflow_config_set_resmlp(c, 4, 1) != 0 ||
+            stochflow_config_set_resmlp_experts(c, 2) != 0)
+            return 1;
+        if (stochflow_model_new(&m, c) != 0) return 1;
+        stochflow_config_free(c);
+        float x[8 * 2];
+        double loss;
+        stochflow_random_normal(x, 16, 2, 0);
+        if (stochflow_model_train_step(&loss, m, x, 8, NULL, NULL) != 0) return 1;
+        emit(dir, "resmlp-experts", m);
         stochflow_model_free(m);
     }
     return 0;

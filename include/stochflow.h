@@ -405,6 +405,29 @@ STOCHFLOW_API int stochflow_config_set_resmlp(stochflow_config *cfg, size_t widt
  */
 STOCHFLOW_API int stochflow_config_resmlp(size_t *width, size_t *blocks,
                                           const stochflow_config *cfg);
+/**
+ * Add K gated linear experts to the residual MLP's output:
+ *   v = Linear(f(LayerNorm(h))) + sum_k g_k (E_k z + c_k),  z = [x, t x, t],
+ *   g = softmax(Linear(f(LayerNorm(h))))  (K gates from the network's last features).
+ * Each expert is a linear field whose slope moves with t, over the whole coordinate
+ * space (so no axis is preferred); the network chooses how to blend them at each point.
+ * The experts start at zero (the model's initial field is the plain residual MLP's).
+ * A field made of linear pieces is the form of a Gaussian mixture's velocity once its
+ * components have separated; on the mixtures of bench/RECIPE.md (6 components) 8
+ * experts lowered the KL 2-4x in the same time, 3 did not ("Eighth round"). K = 0 (the
+ * default) removes them; stochflow_config_set_unet removes them with the residual MLP.
+ * @param[in,out] cfg      a residual MLP configuration (stochflow_config_set_resmlp)
+ * @param[in]     experts  0..64 (the recipe for the mixtures: 8)
+ * @return 0, STOCHFLOW_E_INVALID (not a residual MLP, K out of range). @since 1.5
+ */
+STOCHFLOW_API int stochflow_config_set_resmlp_experts(stochflow_config *cfg, size_t experts);
+/**
+ * The residual MLP's number of linear experts (0: none).
+ * @param[out] experts  NULL, or K
+ * @param[in]  cfg      the configuration
+ * @return 0, or STOCHFLOW_E_INVALID when cfg is NULL or not a residual MLP. @since 1.5
+ */
+STOCHFLOW_API int stochflow_config_resmlp_experts(size_t *experts, const stochflow_config *cfg);
 
 /* ---- interpolants --------------------------------------------------------------- */
 

@@ -100,23 +100,29 @@ static int conf_read(load_ctx *c, const sect *s) {
     return 0;
 }
 
-/* a residual MLP's shape: width, blocks (absent for the other networks) */
+/* a residual MLP's shape: width, blocks, then the number of linear experts only when
+ * there are some (so a model without them is written as before, and a reader that knows
+ * no experts refuses a model with them: its section is longer) (absent for the other
+ * networks) */
 static int rmlp_written(const stochflow_model *m) { return m->cfg.arch == STOCHFLOW_ARCH_RESMLP; }
-static uint64_t rmlp_len(const stochflow_model *m) {
-    (void)m;
-    return 8;
-}
+static uint64_t rmlp_len(const stochflow_model *m) { return m->cfg.res_experts ? 12 : 8; }
 static void rmlp_write(writer *w, const stochflow_model *m) {
     stochflow__w_u32(w, (uint32_t)m->cfg.res_width);
     stochflow__w_u32(w, (uint32_t)m->cfg.res_blocks);
+    if (m->cfg.res_experts) stochflow__w_u32(w, (uint32_t)m->cfg.res_experts);
 }
 static int rmlp_read(load_ctx *c, const sect *s) {
-    RETURN_ERROR_IF(s->len != 8, STOCHFLOW_E_FORMAT, "checkpoint RMLP section malformed");
+    RETURN_ERROR_IF(s->len != 8 && s->len != 12, STOCHFLOW_E_FORMAT,
+                    "checkpoint RMLP section malformed");
     RETURN_ERROR_IF(c->cfg.arch == STOCHFLOW_ARCH_UNET, STOCHFLOW_E_FORMAT,
                     "checkpoint has both a UNET and an RMLP section");
     reader r = {s->at, (size_t)s->len, 0};
     c->cfg.res_width = stochflow__r_u32(&r);
     c->cfg.res_blocks = stochflow__r_u32(&r);
+    c->cfg.res_experts = s->len == 12 ? stochflow__r_u32(&r) : 0;
+    /* one byte form per model: 0 experts is the 8-byte section */
+    RETURN_ERROR_IF(s->len == 12 && c->cfg.res_experts == 0, STOCHFLOW_E_FORMAT,
+                    "checkpoint RMLP section names 0 linear experts");
     RETURN_ERROR_IF(!c->conf_no_hidden, STOCHFLOW_E_FORMAT,
                     "checkpoint has an RMLP section and hidden widths in CONF");
     c->cfg.arch = STOCHFLOW_ARCH_RESMLP; /* the sizes are validated with the configuration */

@@ -55,6 +55,11 @@ int stochflow__config_validate(const stochflow_config *c) {
                     STOCHFLOW_E_INVALID, "unknown architecture %d", c->arch);
     if (c->arch == STOCHFLOW_ARCH_RESMLP)
         FORWARD_IF_ERROR(resmlp_check(c->res_width, c->res_blocks, "residual MLP"));
+    RETURN_ERROR_IF(c->res_experts > STOCHFLOW__MAX_RES_EXPERTS, STOCHFLOW_E_INVALID,
+                    "%zu linear experts, expected 0..%d", c->res_experts,
+                    STOCHFLOW__MAX_RES_EXPERTS);
+    RETURN_ERROR_IF(c->res_experts > 0 && c->arch != STOCHFLOW_ARCH_RESMLP, STOCHFLOW_E_INVALID,
+                    "linear experts belong to the residual MLP");
     if (c->arch == STOCHFLOW_ARCH_UNET) { /* U-Net */
         FORWARD_IF_ERROR(stochflow__unet_validate(&c->unet, c->dim));
         RETURN_ERROR_IF(c->interp.kind == STOCHFLOW_INTERP_FOURIER, STOCHFLOW_E_UNSUPPORTED,
@@ -265,6 +270,7 @@ STOCHFLOW_API int stochflow_config_set_unet(stochflow_config *cfg,
     FORWARD_IF_ERROR(stochflow__unet_validate(&u, cfg->dim));
     cfg->unet = u;
     cfg->arch = STOCHFLOW_ARCH_UNET;
+    cfg->res_experts = 0; /* the residual MLP's output experts go with it */
     return 0;
 }
 
@@ -285,6 +291,26 @@ STOCHFLOW_API int stochflow_config_resmlp(size_t *width, size_t *blocks,
                     "config_resmlp: the configuration is not a residual MLP");
     if (width) *width = cfg->res_width;
     if (blocks) *blocks = cfg->res_blocks;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_set_resmlp_experts(stochflow_config *cfg, size_t experts) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(cfg->arch != STOCHFLOW_ARCH_RESMLP, STOCHFLOW_E_INVALID,
+                    "set_resmlp_experts: the configuration is not a residual MLP "
+                    "(stochflow_config_set_resmlp first)");
+    RETURN_ERROR_IF(experts > STOCHFLOW__MAX_RES_EXPERTS, STOCHFLOW_E_INVALID,
+                    "set_resmlp_experts: %zu experts, expected 0..%d", experts,
+                    STOCHFLOW__MAX_RES_EXPERTS);
+    cfg->res_experts = experts;
+    return 0;
+}
+
+STOCHFLOW_API int stochflow_config_resmlp_experts(size_t *experts, const stochflow_config *cfg) {
+    CHECK_CFG(cfg);
+    RETURN_ERROR_IF(cfg->arch != STOCHFLOW_ARCH_RESMLP, STOCHFLOW_E_INVALID,
+                    "config_resmlp_experts: the configuration is not a residual MLP");
+    if (experts) *experts = cfg->res_experts;
     return 0;
 }
 

@@ -15,6 +15,7 @@
 #define STOCHFLOW__MAX_DIM 65536
 #define STOCHFLOW__MAX_FREQ 64
 #define STOCHFLOW__MAX_RES_BLOCKS 64 /* residual MLP blocks */
+#define STOCHFLOW__MAX_RES_EXPERTS 64 /* residual MLP linear experts */
 #define STOCHFLOW__MAX_CTX 65536      /* context floats per row */
 #define STOCHFLOW__MAX_CLASSES 1048576 /* class labels */
 
@@ -40,6 +41,7 @@ struct stochflow_config {
     int arch;         /* STOCHFLOW_ARCH_* */
     stochflow__unet_cfg unet; /* ARCH_UNET only */
     size_t res_width, res_blocks; /* ARCH_RESMLP only */
+    size_t res_experts; /* ARCH_RESMLP: gated linear experts of the output (0: none) */
     size_t n_ctx;     /* context floats per row (0: none; doc/conditional.md) */
     size_t n_classes; /* class labels 0..n_classes-1 (0: none) */
     stochflow__objective obj; /* what the training step regresses (lib/objective.c) */

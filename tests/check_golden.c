@@ -77,12 +77,14 @@ static void rec_add_f64(record *r, const char *name, const double *v, size_t cou
     for (size_t i = 0; i < count; ++i) memcpy(&it->bits[i], &v[i], sizeof it->bits[i]);
 }
 
-/* The residual MLP of parts 5 and 6: width 16, 2 blocks, seed 7, lr 1e-2, 1 thread. */
-static stochflow_model *resmlp_model(void) {
+/* The residual MLP of parts 5 to 7: width 16, 2 blocks, the given linear experts, seed 7,
+ * lr 1e-2, 1 thread. */
+static stochflow_model *resmlp_model(size_t experts) {
     stochflow_config *cfg = NULL;
     stochflow_model *m = NULL;
     ck_assert_ok(stochflow_config_new(&cfg, G_DIM));
     ck_assert_ok(stochflow_config_set_resmlp(cfg, 16, 2));
+    ck_assert_ok(stochflow_config_set_resmlp_experts(cfg, experts));
     ck_assert_ok(stochflow_config_set_seed(cfg, 7));
     ck_assert_ok(stochflow_model_new(&m, cfg));
     stochflow_config_free(cfg);
@@ -148,7 +150,7 @@ static void run_scenario(record *r) {
 
     /* 5. the residual MLP (width 16, 2 blocks, seed 7): 10 steps of training, the
      * parameters, and the exact log-density of the same points (RK4, 16 steps) */
-    stochflow_model *rm = resmlp_model();
+    stochflow_model *rm = resmlp_model(0);
     for (int k = 0; k < G_RES_STEPS; ++k) {
         ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
         ck_assert_ok(stochflow_model_train_step(&losses[k], rm, batch, G_BATCH, NULL, NULL));
@@ -162,7 +164,7 @@ static void run_scenario(record *r) {
 
     /* 6. the same residual MLP trained on the batch-posterior target: 10 steps, the
      * losses and the parameters */
-    stochflow_model *bm = resmlp_model();
+    stochflow_model *bm = resmlp_model(0);
     ck_assert_ok(stochflow_model_set_param(bm, STOCHFLOW_PARAM_TRAIN_TARGET,
                                            STOCHFLOW_TRAIN_TARGET_BATCH));
     for (int k = 0; k < G_RES_STEPS; ++k) {
@@ -173,7 +175,21 @@ static void run_scenario(record *r) {
     ck_assert_ok(stochflow_model_parameters(&params, &count, bm));
     rec_add_f32(r, "bt_params", params, count);
 
+    /* 7. the residual MLP with 3 linear experts: 10 steps, the losses, the parameters,
+     * the exact log-density of the same points */
+    stochflow_model *em = resmlp_model(3);
+    for (int k = 0; k < G_RES_STEPS; ++k) {
+        ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
+        ck_assert_ok(stochflow_model_train_step(&losses[k], em, batch, G_BATCH, NULL, NULL));
+    }
+    rec_add_f64(r, "ex_losses", losses, G_RES_STEPS);
+    ck_assert_ok(stochflow_model_parameters(&params, &count, em));
+    rec_add_f32(r, "ex_params", params, count);
+    ck_assert_ok(stochflow_solver_log_prob(lp, NULL, s, em, pts, G_NP, 1.0));
+    rec_add_f32(r, "ex_logp_exact", lp, G_NP);
+
     stochflow_solver_free(s);
+    stochflow_model_free(em);
     stochflow_model_free(bm);
     stochflow_model_free(rm);
     stochflow_model_free(m);

@@ -1,12 +1,17 @@
 /* check_resmlp.c - the residual MLP velocity field: its configuration, gradients against
  * finite differences (loss, input VJP, exact trace, Hutchinson forms), threads, the
  * checkpoint, conditioning, and learning a Gaussian whose velocity is known in closed
- * form. The LayerNorm kernels themselves: check_layers.c. */
+ * form; each with and without the gated linear experts of its output, whose field and
+ * divergence are also checked against their closed form. The LayerNorm kernels
+ * themselves: check_layers.c. */
 #include <string.h>
 
 #include "harness.h"
 #include "internal.h"
 #include "field_checks.h"
+
+/* The linear experts of the models make_res builds (0: none); set per check. */
+static size_t g_experts = 0;
 
 static stochflow_model *make_res(size_t d, size_t w, size_t blocks, int act, int time_kind,
                                  size_t nfreq, size_t n_ctx, size_t n_classes, uint64_t seed) {
@@ -14,6 +19,7 @@ static stochflow_model *make_res(size_t d, size_t w, size_t blocks, int act, int
     stochflow_model *m = NULL;
     ck_assert_ok(stochflow_config_new(&c, d));
     ck_assert_ok(stochflow_config_set_resmlp(c, w, blocks));
+    ck_assert_ok(stochflow_config_set_resmlp_experts(c, g_experts));
     ck_assert_ok(stochflow_config_set_activation(c, act));
     ck_assert_ok(stochflow_config_set_time_embedding(c, time_kind, nfreq));
     ck_assert_ok(stochflow_config_set_context(c, n_ctx, n_classes));
@@ -69,6 +75,122 @@ START_TEST(config_and_count) {
     ck_assert_uint_eq(np, (4 * 8 + 8) + 2 * (16 + 2 * 72) + 16 + (8 * 3 + 3));
     stochflow_model_free(m);
     stochflow_config_free(c);
+}
+END_TEST
+
+START_TEST(experts_config_and_count) {
+    stochflow_config *c = NULL;
+    size_t k = 99;
+    ck_assert_ok(stochflow_config_new(&c, 3));
+    /* the MLP has no experts: refused, the configuration unchanged */
+    ck_assert_status(stochflow_config_set_resmlp_experts(c, 2), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_resmlp_experts(&k, c), STOCHFLOW_E_INVALID);
+    ck_assert_status(stochflow_config_set_resmlp_experts(NULL, 2), STOCHFLOW_E_INVALID);
+    ck_assert_ok(stochflow_config_set_resmlp(c, 8, 2));
+    ck_assert_ok(stochflow_config_resmlp_experts(&k, c));
+    ck_assert_uint_eq(k, 0);
+    ck_assert_status(stochflow_config_set_resmlp_experts(c, 65), STOCHFLOW_E_INVALID);
+    ck_assert_ok(stochflow_config_resmlp_experts(&k, c));
+    ck_assert_uint_eq(k, 0);
+    ck_assert_ok(stochflow_config_set_resmlp_experts(c, 3));
+    ck_assert_ok(stochflow_config_resmlp_experts(&k, c));
+    ck_assert_uint_eq(k, 3);
+    ck_assert_ok(stochflow_config_resmlp_experts(NULL, c));
+    /* the plain count plus W_g [3 x 8], b_g [3], E [3*3 x 7], c [3*3] */
+    stochflow_model *m = NULL;
+    ck_assert_ok(stochflow_model_new(&m, c));
+    ck_assert_uint_eq(stochflow_model_num_params(m),
+                      (4 * 8 + 8) + 2 * (16 + 2 * 72) + 16 + (8 * 3 + 3) + 24 + 3 + 63 + 9);
+    stochflow_model_free(m);
+    stochflow_config_free(c);
+    /* a U-Net takes the experts away with the residual MLP */
+    ck_assert_ok(stochflow_config_new(&c, 4));
+    ck_assert_ok(stochflow_config_set_resmlp(c, 8, 2));
+    ck_assert_ok(stochflow_config_set_resmlp_experts(c, 3));
+    ck_assert_ok(set_unet_shape(c, 1, 2, 2, 2, 1, (size_t[]){1}, 1, 1u, 1));
+    ck_assert_ok(stochflow_model_new(&m, c));
+    stochflow_model_free(m);
+    stochflow_config_free(c);
+}
+END_TEST
+
+/* The experts' field in closed form: with the gate layer's weights zero the gates are
+ * softmax(b_g) at every point, so v = W_o f(..) + b_o + sum_k g_k (E_k z + c_k) and the
+ * divergence adds sum_k g_k (tr E_k[:, :d] + t tr E_k[:, d:2d]) to the plain network's;
+ * both against the same model with its experts zeroed (the plain network's field). */
+START_TEST(experts_closed_form) {
+    const size_t d = 3, w = 20, K = 4, n = 5, B = 2, nz = 2 * d + 1;
+    g_experts = K;
+    stochflow_model *m = make_res(d, w, B, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 13);
+    g_experts = 0;
+    perturb(m, 0.2f);
+    float *p;
+    size_t np;
+    ck_assert_ok(stochflow_model_parameters(&p, &np, m));
+    /* the layout of the module doc: the experts follow b_o, then the label embedding
+     * (none here) */
+    const size_t e_c = np - K * d, e_w = e_c - K * d * nz, b_g = e_w - K, w_g = b_g - K * w;
+    for (size_t i = 0; i < K * w; ++i) p[w_g + i] = 0.0f;
+    const double t = 0.35;
+    float x[15], v[15], v0[15], dv[5], dv0[5];
+    normals(x, n * d, 31);
+    ck_assert_ok(stochflow_model_velocity(v, m, t, x, n));
+    ck_assert_ok(stochflow_model_divergence(dv, NULL, m, t, x, n));
+    double g[4], gs = 0.0, mx = p[b_g];
+    for (size_t k = 1; k < K; ++k) mx = p[b_g + k] > mx ? p[b_g + k] : mx;
+    for (size_t k = 0; k < K; ++k) gs += g[k] = exp(p[b_g + k] - mx);
+    for (size_t k = 0; k < K; ++k) g[k] /= gs;
+    /* the plain network: experts zeroed */
+    float *keep = malloc((K * d * (nz + 1)) * sizeof *keep);
+    memcpy(keep, p + e_w, K * d * (nz + 1) * sizeof *keep);
+    memset(p + e_w, 0, K * d * (nz + 1) * sizeof *p);
+    ck_assert_ok(stochflow_model_velocity(v0, m, t, x, n));
+    ck_assert_ok(stochflow_model_divergence(dv0, NULL, m, t, x, n));
+    memcpy(p + e_w, keep, K * d * (nz + 1) * sizeof *keep);
+    const float *E = p + e_w, *cb = p + e_c;
+    double tr = 0.0;
+    for (size_t k = 0; k < K; ++k)
+        for (size_t j = 0; j < d; ++j)
+            tr += g[k] * (E[(k * d + j) * nz + j] + t * E[(k * d + j) * nz + d + j]);
+    for (size_t i = 0; i < n; ++i) {
+        double z[7];
+        for (size_t j = 0; j < d; ++j) {
+            z[j] = x[i * d + j];
+            z[d + j] = (float)t * x[i * d + j];
+        }
+        z[2 * d] = (float)t;
+        for (size_t j = 0; j < d; ++j) {
+            double ve = v0[i * d + j];
+            for (size_t k = 0; k < K; ++k) {
+                double ek = cb[k * d + j];
+                for (size_t q = 0; q < nz; ++q) ek += E[(k * d + j) * nz + q] * z[q];
+                ve += g[k] * ek;
+            }
+            ck_assert_msg(fabs(v[i * d + j] - ve) <= 1e-5 * (1 + fabs(ve)),
+                          "row %zu col %zu: %g against %g", i, j, (double)v[i * d + j], ve);
+        }
+        ck_assert_msg(fabs(dv[i] - (dv0[i] + tr)) <= 1e-4 * (1 + fabs(tr)),
+                      "row %zu divergence %g against %g", i, (double)dv[i], dv0[i] + tr);
+    }
+    free(keep);
+    stochflow_model_free(m);
+}
+END_TEST
+
+START_TEST(experts_start_at_zero) {
+    /* the experts start at zero and the other weights as without them: the same field */
+    const size_t d = 3, n = 6;
+    float x[18], v[18], v0[18];
+    normals(x, n * d, 41);
+    stochflow_model *m0 = make_res(d, 24, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 17);
+    g_experts = 5;
+    stochflow_model *m = make_res(d, 24, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 17);
+    g_experts = 0;
+    ck_assert_ok(stochflow_model_velocity(v0, m0, 0.6, x, n));
+    ck_assert_ok(stochflow_model_velocity(v, m, 0.6, x, n));
+    for (size_t i = 0; i < n * d; ++i) ck_assert_float_eq(v[i], v0[i]);
+    stochflow_model_free(m0);
+    stochflow_model_free(m);
 }
 END_TEST
 
@@ -161,6 +283,11 @@ START_TEST(loss_gradient_fd) {
     check_loss_gradient(STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 0, 0, 6, 1);
     check_loss_gradient(STOCHFLOW_ACT_SOFTPLUS, STOCHFLOW_TIME_RAW, 2, 3, 6, 1);
     check_loss_gradient(STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_FOURIER, 2, 3, 40, 7);
+    /* with linear experts (their gate reads the last features, conditioning included) */
+    g_experts = 3;
+    check_loss_gradient(STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 6, 1);
+    check_loss_gradient(STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 2, 3, 40, 7);
+    g_experts = 0;
 }
 END_TEST
 
@@ -172,7 +299,17 @@ static stochflow_model *wide_res(size_t d, int act) {
 }
 
 /* The input VJP, the exact trace and the Hutchinson forms (tests/field_checks.h). */
-START_TEST(input_derivatives) { check_field_derivatives(wide_res); }
+START_TEST(input_derivatives) {
+    check_field_derivatives(wide_res);
+    g_experts = 4; /* the experts' paths: z's x and t x, and the gates */
+    check_field_derivatives(wide_res);
+    /* the exact trace where d is larger than the width (the tangents' rows are d wide) */
+    stochflow_model *m = make_res(20, 8, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 29);
+    perturb(m, 0.05f);
+    check_exact_trace_fd(m, 20);
+    stochflow_model_free(m);
+    g_experts = 0;
+}
 END_TEST
 
 /* ---- threads, checkpoint -------------------------------------------------------- */
@@ -185,9 +322,15 @@ START_TEST(threads_bitwise) {
     float *x1 = malloc(n * d * 4), *p0 = NULL, *v0 = malloc(n * d * 4), *dv0 = malloc(n * 4);
     float *v = malloc(n * d * 4), *dv = malloc(n * 4);
     size_t np = 0;
-    for (int k = 0; k < 3; ++k) {
+    for (int k = 0; k < 6; ++k) {
+        g_experts = k < 3 ? 0 : 4; /* then the same with linear experts */
+        if (k == 3) {
+            free(p0);
+            p0 = NULL;
+        }
         stochflow_model *m = make_res(d, 64, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 3);
-        ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, k + 1));
+        g_experts = 0;
+        ck_assert_ok(stochflow_model_set_param(m, STOCHFLOW_PARAM_THREADS, k % 3 + 1));
         for (int s = 0; s < 4; ++s) {
             double loss;
             stochflow_random_normal(x1, n * d, 77, (uint64_t)s);
@@ -195,9 +338,9 @@ START_TEST(threads_bitwise) {
         }
         float *p;
         ck_assert_ok(stochflow_model_parameters(&p, &np, m));
-        ck_assert_ok(stochflow_model_velocity(k ? v : v0, m, 0.3, x1, n));
-        ck_assert_ok(stochflow_model_divergence(k ? dv : dv0, NULL, m, 0.7, x1, n));
-        if (k == 0) {
+        ck_assert_ok(stochflow_model_velocity(k % 3 ? v : v0, m, 0.3, x1, n));
+        ck_assert_ok(stochflow_model_divergence(k % 3 ? dv : dv0, NULL, m, 0.7, x1, n));
+        if (k % 3 == 0) {
             p0 = malloc(np * 4);
             memcpy(p0, p, np * 4);
         } else {
@@ -211,21 +354,47 @@ START_TEST(threads_bitwise) {
 }
 END_TEST
 
-START_TEST(checkpoint_round_trip) {
-    const size_t d = 4, n = 7;
-    stochflow_model *m = make_res(d, 12, 3, STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 2, 0, 0, 9);
-    float x[28], v[28], v2[28];
-    normals(x, n * d, 8);
+/* Train m for 3 steps on the n rows of x, save it, load it back into *r (same velocity at
+ * t, bit for bit, and the same bytes when saved again); the file in *buf (*wrote bytes,
+ * the caller frees it). Returns the offset of its RMLP section. */
+static size_t round_trip(unsigned char **buf, size_t *wrote, stochflow_model **r,
+                         stochflow_model *m, const float *x, size_t n, double t) {
+    const size_t d = stochflow_model_dim(m);
     for (int s = 0; s < 3; ++s) {
         double loss;
         ck_assert_ok(stochflow_model_train_step(&loss, m, x, n, NULL, NULL));
     }
-    size_t len, wrote;
+    size_t len;
     ck_assert_ok(stochflow_model_serialized_size(&len, m));
-    unsigned char *buf = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(&wrote, buf, len, m));
+    unsigned char *b = malloc(len), *b2 = malloc(len);
+    float *v = malloc(n * d * sizeof *v), *v2 = malloc(n * d * sizeof *v2);
+    ck_assert_ok(stochflow_model_save_buffer(wrote, b, len, m));
+    ck_assert_ok(stochflow_model_load_buffer(r, b, *wrote));
+    ck_assert_ok(stochflow_model_velocity(v, m, t, x, n));
+    ck_assert_ok(stochflow_model_velocity(v2, *r, t, x, n));
+    ck_assert_int_eq(memcmp(v, v2, n * d * sizeof *v), 0);
+    ck_assert_ok(stochflow_model_save_buffer(NULL, b2, len, *r));
+    ck_assert_int_eq(memcmp(b, b2, len), 0);
+    size_t at = 0;
+    for (size_t i = 24; i + 4 <= *wrote && !at; ++i)
+        if (memcmp(b + i, "RMLP", 4) == 0) at = i;
+    ck_assert_uint_gt(at, 0);
+    free(b2);
+    free(v);
+    free(v2);
+    *buf = b;
+    return at;
+}
+
+START_TEST(checkpoint_round_trip) {
+    const size_t d = 4, n = 7;
+    stochflow_model *m = make_res(d, 12, 3, STOCHFLOW_ACT_TANH, STOCHFLOW_TIME_FOURIER, 2, 0, 0, 9);
+    float x[28];
+    normals(x, n * d, 8);
+    size_t wrote;
+    unsigned char *buf;
     stochflow_model *r = NULL;
-    ck_assert_ok(stochflow_model_load_buffer(&r, buf, wrote));
+    const size_t at = round_trip(&buf, &wrote, &r, m, x, n, 0.4);
     stochflow_config *c = NULL;
     ck_assert_ok(stochflow_model_config(&c, r));
     size_t w = 0, b = 0;
@@ -234,19 +403,9 @@ START_TEST(checkpoint_round_trip) {
     ck_assert_uint_eq(w, 12);
     ck_assert_uint_eq(b, 3);
     stochflow_config_free(c);
-    ck_assert_ok(stochflow_model_velocity(v, m, 0.4, x, n));
-    ck_assert_ok(stochflow_model_velocity(v2, r, 0.4, x, n));
-    ck_assert_int_eq(memcmp(v, v2, sizeof v), 0);
-    /* saving the loaded model gives the same bytes */
-    unsigned char *buf2 = malloc(len);
-    ck_assert_ok(stochflow_model_save_buffer(&wrote, buf2, len, r));
-    ck_assert_int_eq(memcmp(buf, buf2, len), 0);
+    ck_assert_uint_eq(buf[at + 8], 8); /* the section's length */
     /* malformed RMLP sections, each with its checksum fixed up so that the section's
      * own validation is what refuses it */
-    size_t at = 0;
-    for (size_t i = 24; i + 4 <= wrote && !at; ++i)
-        if (memcmp(buf + i, "RMLP", 4) == 0) at = i;
-    ck_assert_uint_gt(at, 0);
     const struct {
         size_t off;
         uint32_t value;
@@ -300,7 +459,42 @@ START_TEST(checkpoint_round_trip) {
     free(both);
     free(ub);
     free(buf);
-    free(buf2);
+    stochflow_model_free(r);
+    stochflow_model_free(m);
+}
+END_TEST
+
+START_TEST(experts_checkpoint) {
+    /* the number of experts travels in a 12-byte RMLP section; 0 there is refused (a
+     * model without experts writes the 8-byte section, checkpoint_round_trip) */
+    const size_t d = 3, n = 9;
+    g_experts = 3;
+    stochflow_model *m = make_res(d, 12, 2, STOCHFLOW_ACT_SILU, STOCHFLOW_TIME_RAW, 0, 0, 0, 19);
+    g_experts = 0;
+    float x[27];
+    normals(x, n * d, 23);
+    size_t wrote, k = 0;
+    unsigned char *buf;
+    stochflow_model *r = NULL;
+    const size_t at = round_trip(&buf, &wrote, &r, m, x, n, 0.8);
+    stochflow_config *c = NULL;
+    ck_assert_ok(stochflow_model_config(&c, r));
+    ck_assert_ok(stochflow_config_resmlp_experts(&k, c));
+    ck_assert_uint_eq(k, 3);
+    stochflow_config_free(c);
+    ck_assert_uint_eq(buf[at + 8], 12); /* the section's length */
+    ck_assert_uint_eq(buf[at + 24], 3);
+    buf[at + 24] = 0;
+    fix_crc(buf, wrote);
+    stochflow_model *bad = NULL;
+    ck_assert_status(stochflow_model_load_buffer(&bad, buf, wrote), STOCHFLOW_E_FORMAT);
+    ck_assert_ptr_null(bad);
+    ck_assert_ptr_nonnull(strstr(stochflow_last_error_message(), "0 linear experts"));
+    buf[at + 24] = 65; /* out of range: the configuration's validation */
+    fix_crc(buf, wrote);
+    ck_assert_status(stochflow_model_load_buffer(&bad, buf, wrote), STOCHFLOW_E_FORMAT);
+    ck_assert_ptr_null(bad);
+    free(buf);
     stochflow_model_free(r);
     stochflow_model_free(m);
 }
@@ -358,11 +552,15 @@ Suite *make_suite(void) {
     TCase *tc = tcase_create("resmlp");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, config_and_count);
+    tcase_add_test(tc, experts_config_and_count);
+    tcase_add_test(tc, experts_closed_form);
+    tcase_add_test(tc, experts_start_at_zero);
     tcase_add_test(tc, initial_blocks_are_identity);
     tcase_add_test(tc, loss_gradient_fd);
     tcase_add_test(tc, input_derivatives);
     tcase_add_test(tc, threads_bitwise);
     tcase_add_test(tc, checkpoint_round_trip);
+    tcase_add_test(tc, experts_checkpoint);
     tcase_add_test(tc, learns_gaussian_velocity);
     suite_add_tcase(s, tc);
     return s;

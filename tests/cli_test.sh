@@ -96,7 +96,7 @@ run "a toy model with --coupling sinkhorn" "$SF" train --data moons --out "$T/to
 # ---- the residual MLP (--resmlp W,B) ------------------------------------------------------
 run "train a residual MLP" "$SF" train --data moons --out "$T/res.sfm" --steps 20 --resmlp 16,2 --batch 64 --threads 1
 "$SF" info --model "$T/res.sfm" --json >"$T/out" 2>&1
-json "info JSON: residual MLP 16 x 2" "d['arch']=='resmlp' and d['res_width']==16 and d['res_blocks']==2 and 'hidden' not in d and d['step']==20"
+json "info JSON: residual MLP 16 x 2" "d['arch']=='resmlp' and d['res_width']==16 and d['res_blocks']==2 and d['res_experts']==0 and 'hidden' not in d and d['step']==20"
 if "$SF" info --model "$T/res.sfm" 2>&1 | grep -q '^network *residual MLP, width 16, 2 block(s) (silu)'; then
     ok "info prints the residual MLP"
 else
@@ -108,6 +108,17 @@ fails "--resmlp with --hidden" "--resmlp and --hidden" "$SF" train --data moons 
 fails "--resmlp needs width and blocks" "WIDTH,BLOCKS" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16
 fails "--resmlp blocks out of range" "WIDTH,BLOCKS" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,65
 fails "--resmlp zero width" "comma list of integers in 1..65536" "$SF" train --data moons --out "$T/x.sfm" --resmlp 0,2
+run "train a residual MLP with linear experts" "$SF" train --data moons --out "$T/resx.sfm" --steps 20 --resmlp 16,2,3 --batch 64 --threads 1
+"$SF" info --model "$T/resx.sfm" --json >"$T/out" 2>&1
+json "info JSON: 3 linear experts" "d['arch']=='resmlp' and d['res_width']==16 and d['res_blocks']==2 and d['res_experts']==3"
+if "$SF" info --model "$T/resx.sfm" 2>&1 | grep -q '^network *residual MLP, width 16, 2 block(s), 3 linear expert(s) (silu)'; then
+    ok "info prints the linear experts"
+else
+    not_ok "info prints the linear experts" "$("$SF" info --model "$T/resx.sfm" 2>&1 | head -c 400)"
+fi
+run "logp of the residual MLP with experts" "$SF" logp --model "$T/resx.sfm" --data moons -n 16 --out "$T/resx_lp.npy" --threads 1
+fails "--resmlp experts out of range" "WIDTH,BLOCKS\[,EXPERTS\]" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,2,65
+fails "--resmlp four values" "at most 3 values" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,2,3,4
 
 # ---- info -------------------------------------------------------------------------------
 run "info" "$SF" info --model "$T/m.sfm" --json &&

@@ -66,11 +66,15 @@ int cmd_info(int argc, char **argv) {
     printf("model        %s (%lld bytes, libstochflow %s)\n", opt(&o, "--model"), bytes,
            stochflow_version_string());
     printf("dimension    %zu\n", stochflow_model_dim(m));
-    size_t res_w = 0, res_b = 0;
+    size_t res_w = 0, res_b = 0, res_k = 0;
     const int res = stochflow_config_arch(c) == STOCHFLOW_ARCH_RESMLP &&
-                    stochflow_config_resmlp(&res_w, &res_b, c) == 0;
+                    stochflow_config_resmlp(&res_w, &res_b, c) == 0 &&
+                    stochflow_config_resmlp_experts(&res_k, c) == 0;
     if (!unet_info(c, NULL)) { /* a U-Net prints its shape instead */
-        if (res)
+        if (res && res_k)
+            printf("network      residual MLP, width %zu, %zu block(s), %zu linear expert(s) (%s)\n",
+                   res_w, res_b, res_k, act);
+        else if (res)
             printf("network      residual MLP, width %zu, %zu block(s) (%s)\n", res_w, res_b,
                    act);
         else
@@ -104,6 +108,7 @@ int cmd_info(int argc, char **argv) {
         if (res) {
             jint(&j, "res_width", res_w);
             jint(&j, "res_blocks", res_b);
+            jint(&j, "res_experts", res_k);
         } else {
             jkey(&j, "hidden");
             jraw(&j, "[%s]", hid);

@@ -41,8 +41,8 @@ static const optdef TRAIN_OPTS[] = {
     {"--steps", "N", "optimizer steps to run (default 1000; a new toy model 120000; a table 30000 with early stopping; with --resume: more steps)"},
     {"--batch", "B", "batch size (default 256; images 64)"},
     {"--hidden", "W,W,...", "hidden widths (default 256,256,256; a new toy model 128,128,128,128)"},
-    {"--resmlp", "W,B", "residual MLP of width W with B pre-norm blocks instead of --hidden "
-                        "(e.g. 256,2)"},
+    {"--resmlp", "W,B[,K]", "residual MLP of width W with B pre-norm blocks instead of --hidden, "
+                            "and K gated linear experts on its output (e.g. 256,2 or 256,3,8)"},
     {"--activation", "NAME", "silu|tanh|relu|softplus (default silu)"},
     {"--interpolant", "NAME", "trig|linear|fourier:M[:trig] (default trig; fourier: learned)"},
     {"--objective", "NAME", "velocity|drift|score|denoiser: the field learned (default velocity)"},

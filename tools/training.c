@@ -284,7 +284,7 @@ int apply_train_params(stochflow_model *m, const opts *o, int fresh, uint64_t st
 typedef struct {
     size_t widths[MAX_LAYERS];
     int nh, act;
-    size_t res[2]; /* --resmlp W,B: width, blocks; {0, 0}: the MLP of --hidden */
+    size_t res[3]; /* --resmlp W,B[,K]: width, blocks, experts; {0, 0, 0}: the MLP of --hidden */
     uint64_t seed, nfreq;
 } mlp_opts;
 
@@ -293,15 +293,15 @@ static int parse_mlp(mlp_opts *mo, const opts *o, const char *def_hidden, int de
     mo->nh = parse_list(o->cmd, "--hidden", opt(o, "--hidden") ? opt(o, "--hidden") : def_hidden,
                         mo->widths, MAX_LAYERS, 1, 65536);
     if (mo->nh < 0) return mo->nh;
-    mo->res[0] = mo->res[1] = 0;
+    mo->res[0] = mo->res[1] = mo->res[2] = 0;
     if (opt(o, "--resmlp")) {
         if (opt(o, "--hidden"))
             return cli_usage("%s: --resmlp and --hidden both give the network: use one", o->cmd);
-        int n = parse_list(o->cmd, "--resmlp", opt(o, "--resmlp"), mo->res, 2, 1, 65536);
+        int n = parse_list(o->cmd, "--resmlp", opt(o, "--resmlp"), mo->res, 3, 1, 65536);
         if (n < 0) return n;
-        if (n != 2 || mo->res[1] > 64)
-            return cli_usage("%s: --resmlp wants WIDTH,BLOCKS (width 1..65536, blocks 1..64), "
-                             "got '%s'",
+        if (n < 2 || mo->res[1] > 64 || mo->res[2] > 64)
+            return cli_usage("%s: --resmlp wants WIDTH,BLOCKS[,EXPERTS] (width 1..65536, "
+                             "blocks 1..64, experts 1..64), got '%s'",
                              o->cmd, opt(o, "--resmlp"));
     }
     if ((rc = get_keyword(o, "--activation", ACTIVATIONS, STOCHFLOW_ACT_SILU, &mo->act)) != 0 ||
@@ -340,6 +340,7 @@ int build_mlp_cond(stochflow_model **m, const opts *o, size_t dim, const char *d
     rc = stochflow_config_new(&cfg, dim);
     if (rc >= 0) rc = stochflow_config_set_hidden(cfg, (size_t)mo.nh, mo.widths);
     if (rc >= 0 && mo.res[0]) rc = stochflow_config_set_resmlp(cfg, mo.res[0], mo.res[1]);
+    if (rc >= 0 && mo.res[2]) rc = stochflow_config_set_resmlp_experts(cfg, mo.res[2]);
     if (rc >= 0) rc = stochflow_config_set_activation(cfg, mo.act);
     if (rc >= 0) {
         int irc = cli_set_interpolant(cfg, o->cmd, opt(o, "--interpolant"));

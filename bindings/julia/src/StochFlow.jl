@@ -220,6 +220,8 @@ sinkhorn_reg, train_target (:draw/:batch)).
 `interpolant = :fourier` is the learnable interpolant with `n_modes` modes over `interp_base`.
 `resmlp = (width, blocks)` makes the velocity field a residual MLP with that many pre-norm
 residual blocks with LayerNorm (`stochflow_config_set_resmlp`); `hidden` is then ignored.
+`resmlp = (width, blocks, experts)` adds that many gated linear experts to its output
+(`stochflow_config_set_resmlp_experts`).
 `unet = (channels=1, height=28, width=28, base=32, mult=(1, 2, 2), blocks=1, attn_mask=4,
 groups=8)` (a NamedTuple; channels, height and width required, the others default as
 shown, attn_mask to the lowest level) makes the velocity field a convolutional U-Net over
@@ -279,9 +281,15 @@ function Model(dim::Integer; hidden = (256, 256, 256), activation = :silu,
         if resmlp !== nothing
             unet === nothing ||
                 throw(ArgumentError("resmlp and unet both choose the network: give one"))
+            length(resmlp) in (2, 3) ||
+                throw(ArgumentError("resmlp: (width, blocks) or (width, blocks, experts)"))
             check(ccall((:stochflow_config_set_resmlp, libstochflow), Cint,
                         (Ptr{Cvoid}, Csize_t, Csize_t), cfg[], resmlp[1], resmlp[2]),
                   "stochflow_config_set_resmlp")
+            length(resmlp) == 3 &&
+                check(ccall((:stochflow_config_set_resmlp_experts, libstochflow), Cint,
+                            (Ptr{Cvoid}, Csize_t), cfg[], resmlp[3]),
+                      "stochflow_config_set_resmlp_experts")
         end
         unet === nothing || set_unet(cfg[], unet)
         if n_ctx != 0 || n_classes != 0

@@ -485,7 +485,9 @@ class Model:
 
     resmlp: None (the MLP of hidden) or (width, blocks): a residual MLP of that width
     with that many pre-norm residual blocks with LayerNorm (stochflow_config_set_resmlp;
-    (256, 2) is the recipe's). hidden is then ignored.
+    (256, 2) is the recipe's), or (width, blocks, experts): with that many gated linear
+    experts on its output (stochflow_config_set_resmlp_experts; the mixtures' recipe:
+    8). hidden is then ignored.
 
     unet: None (the MLP velocity field) or a dict making the model a convolutional U-Net
     over NCHW images (doc/unet.md): channels, height, width (required; their product must
@@ -541,8 +543,11 @@ class Model:
             if resmlp is not None:
                 if unet is not None:
                     raise ValueError("resmlp and unet both choose the network: give one")
-                width, blocks = resmlp
-                _call("stochflow_config_set_resmlp", cfg, int(width), int(blocks))
+                if len(resmlp) not in (2, 3):
+                    raise ValueError("resmlp: (width, blocks) or (width, blocks, experts)")
+                _call("stochflow_config_set_resmlp", cfg, int(resmlp[0]), int(resmlp[1]))
+                if len(resmlp) == 3:
+                    _call("stochflow_config_set_resmlp_experts", cfg, int(resmlp[2]))
             if unet is not None:
                 _set_unet(cfg, unet)
             if n_ctx or n_classes:
@@ -621,7 +626,9 @@ class Model:
             if _lib.stochflow_config_arch(cfg) == STOCHFLOW_ARCH_RESMLP:  # noqa: F405
                 w, b = ctypes.c_size_t(), ctypes.c_size_t()
                 _call("stochflow_config_resmlp", ctypes.byref(w), ctypes.byref(b), cfg)
-                out["resmlp"] = (w.value, b.value)
+                k = ctypes.c_size_t()
+                _call("stochflow_config_resmlp_experts", ctypes.byref(k), cfg)
+                out["resmlp"] = (w.value, b.value) + ((k.value,) if k.value else ())
             f, k, g, fl = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
             sc = ctypes.c_double()
             _call("stochflow_config_objective", ctypes.byref(f), ctypes.byref(k), ctypes.byref(g),

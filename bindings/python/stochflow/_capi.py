@@ -132,6 +132,8 @@ PROTOTYPES = {
     "stochflow_config_arch": (c_int, [HANDLE]),
     "stochflow_config_set_resmlp": (c_int, [HANDLE, c_size_t, c_size_t]),
     "stochflow_config_resmlp": (c_int, [c_size_t_p, c_size_t_p, HANDLE]),
+    "stochflow_config_set_resmlp_experts": (c_int, [HANDLE, c_size_t]),
+    "stochflow_config_resmlp_experts": (c_int, [c_size_t_p, HANDLE]),
     "stochflow_config_unet": (c_int, [P(UnetOptions), HANDLE]),
     "stochflow_images_load": (c_int, [P(c_void_p), c_size_t_p, c_size_t_p, c_size_t_p,
                                       c_size_t_p, c_char_p, c_size_t]),

@@ -56,4 +56,10 @@ def run_scenario():
                        for k in range(10)], dtype=np.float64)
     rec["bt_losses"] = losses.view(np.uint64)
     rec["bt_params"] = b.parameters().copy().view(np.uint32)
+    e = sf.Model(2, resmlp=(16, 2, 3), seed=7, threads=1, lr=1e-2)
+    losses = np.array([e.train_step(sf.toy_sample("moons", 64, seed=11, stream=k))
+                       for k in range(10)], dtype=np.float64)
+    rec["ex_losses"] = losses.view(np.uint64)
+    rec["ex_params"] = e.parameters().copy().view(np.uint32)
+    rec["ex_logp_exact"] = e.log_prob(pts, solver="rk4", steps=16).view(np.uint32)
     return rec

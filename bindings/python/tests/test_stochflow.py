@@ -507,6 +507,28 @@ def test_resmlp_config_save_and_errors():
     assert again.config()["resmlp"] == (12, 2) and again.num_params == m.num_params
 
 
+def test_resmlp_experts():
+    m = sf.Model(3, resmlp=(12, 2, 4), seed=4, lr=1e-2)
+    c = m.config()
+    assert c["resmlp"] == (12, 2, 4)
+    # the plain network plus W_g [4 x 12], b_g [4], E [4*3 x 7], c [4*3]
+    plain = sf.Model(3, resmlp=(12, 2), seed=4)
+    assert m.num_params == plain.num_params + 48 + 4 + 84 + 12
+    x = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32)
+    # the experts start at zero: the same field as without them
+    np.testing.assert_array_equal(m.velocity(0.4, x), plain.velocity(0.4, x))
+    for _ in range(3):
+        m.train_step(x)
+    back = sf.Model.from_bytes(m.to_bytes())
+    assert back.config()["resmlp"] == (12, 2, 4)
+    np.testing.assert_array_equal(back.velocity(0.3, x), m.velocity(0.3, x))
+    assert sf.Model(**back.config()).num_params == m.num_params
+    with pytest.raises(sf.InvalidArgumentError, match="experts"):
+        sf.Model(3, resmlp=(12, 2, 65))
+    with pytest.raises(ValueError, match="width, blocks, experts"):
+        sf.Model(3, resmlp=(12, 2, 3, 1))
+
+
 def test_batch_target_param_and_refusal():
     x = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32)
     m = sf.Model(3, hidden=(16,), seed=2, train_target="batch")

@@ -599,6 +599,10 @@ extern "C" {
         blocks: *mut usize,
         cfg: *const stochflow_config,
     ) -> c_int;
+    pub fn stochflow_config_set_resmlp_experts(cfg: *mut stochflow_config, experts: usize)
+        -> c_int;
+    pub fn stochflow_config_resmlp_experts(experts: *mut usize, cfg: *const stochflow_config)
+        -> c_int;
     pub fn stochflow_config_unet(
         out: *mut stochflow_unet_options,
         cfg: *const stochflow_config,

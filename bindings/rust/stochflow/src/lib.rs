@@ -488,6 +488,20 @@ impl Config {
         check(unsafe { sys::stochflow_config_resmlp(&mut w, &mut b, self.h) })?;
         Ok((w, b))
     }
+    /// Give the residual MLP `experts` gated linear experts on its output (0: none; see
+    /// `stochflow_config_set_resmlp_experts`); call after [`Config::set_resmlp`].
+    pub fn set_resmlp_experts(&mut self, experts: usize) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::stochflow_config_set_resmlp_experts(self.h, experts) })
+    }
+    /// The residual MLP's number of linear experts (an `Invalid` error when this is not
+    /// a residual MLP).
+    pub fn resmlp_experts(&self) -> Result<usize> {
+        let mut k = 0usize;
+        // SAFETY: valid handle and out-pointer.
+        check(unsafe { sys::stochflow_config_resmlp_experts(&mut k, self.h) })?;
+        Ok(k)
+    }
     /// The architecture: [`Arch::Mlp`], [`Arch::ResMlp`] or [`Arch::UNet`].
     pub fn arch(&self) -> Arch {
         // SAFETY: valid handle.

@@ -146,6 +146,27 @@ fn resmlp_config_and_round_trip() {
 }
 
 #[test]
+fn resmlp_experts_config_and_round_trip() {
+    let mut cfg = Config::new(2).unwrap();
+    // the MLP has no experts
+    assert_eq!(cfg.set_resmlp_experts(3).unwrap_err().kind, ErrorKind::Invalid);
+    cfg.set_resmlp(16, 2).unwrap();
+    assert_eq!(cfg.resmlp_experts().unwrap(), 0);
+    assert_eq!(cfg.set_resmlp_experts(65).unwrap_err().kind, ErrorKind::Invalid);
+    cfg.set_resmlp_experts(3).unwrap();
+    assert_eq!(cfg.resmlp_experts().unwrap(), 3);
+    let mut m = Model::new(&cfg).unwrap();
+    // the plain network plus W_g [3 x 16], b_g [3], E [3*2 x 5], c [3*2]
+    assert_eq!(m.num_params(), 3 * 16 + 16 + 2 * (32 + 2 * 272) + 32 + 16 * 2 + 2 + 48 + 3 + 30 + 6);
+    for k in 0..3 {
+        m.train_step(&batch(32, k)).unwrap();
+    }
+    let mut l = Model::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(l.config().unwrap().resmlp_experts().unwrap(), 3);
+    assert_eq!(l.parameters().unwrap(), m.parameters().unwrap());
+}
+
+#[test]
 fn errors_carry_status_and_message() {
     let e = Config::new(0).err().unwrap();
     assert_eq!(e.kind, ErrorKind::Invalid);

@@ -108,6 +108,18 @@ fn run_scenario() -> BTreeMap<String, (bool, Vec<u64>)> {
         .collect();
     rec.insert("bt_losses".to_string(), (true, losses));
     rec.insert("bt_params".to_string(), f32_bits(b.parameters().unwrap()));
+
+    cfg.set_resmlp_experts(3).unwrap();
+    let mut e = Model::new(&cfg).unwrap();
+    e.set_param(Param::Lr, 1e-2).unwrap();
+    e.set_param(Param::Threads, 1.0).unwrap();
+    let losses: Vec<u64> = (0..10)
+        .map(|k| e.train_step(&moons(64, 11, k)).unwrap().to_bits())
+        .collect();
+    rec.insert("ex_losses".to_string(), (true, losses));
+    rec.insert("ex_params".to_string(), f32_bits(e.parameters().unwrap()));
+    let lp = s.log_prob(&mut e, &pts, 1.0).unwrap();
+    rec.insert("ex_logp_exact".to_string(), f32_bits(&lp));
     rec
 }
 
