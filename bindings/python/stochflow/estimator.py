@@ -57,8 +57,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     what `stochflow train --data TABLE` trains (doc/cli.md):
       hidden, activation, interpolant: the velocity network (see stochflow.Model);
         default 3 x 256 SiLU, trig
-      resmlp: None, or (width, blocks) for a residual MLP instead of hidden (see
-        stochflow.Model)
+      resmlp: None, or (width, blocks) for a residual MLP instead of hidden, or (width,
+        blocks, experts) with gated linear experts on its output (see stochflow.Model)
       lr, lr_schedule, weight_decay, ema_decay: the optimizer (Adam 2e-3, cosine over
         max_steps) and the EMA of the weights (0.999, with the warm-up
         min(ema_decay, (1 + s)/(10 + s)) at step s; 0 = off), which the validation, the
