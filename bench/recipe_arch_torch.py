@@ -25,7 +25,13 @@ to 0 over --seconds of process CPU time) one of:
           s's weights zero at the start): a per-coordinate affine field whose slope and
           offset the network computes, the exact form of a diagonal Gaussian's field;
   experts two resmlps of the given shape, one for t < 1/2 and one for t >= 1/2 (each row
-          goes through one: twice the parameters at the same cost per row).
+          goes through one: twice the parameters at the same cost per row);
+  linexp  resmlp + sum_k g_k Linear_k([x, t x, t]), g = softmax(Linear(w, K)) of the last
+          features (--experts K linear experts, zero at the start): the library's
+          stochflow_config_set_resmlp_experts;
+  tbasis  resmlp + Linear on [x h_0(t), .., x h_4(t), t], h_j the hat functions of t at
+          the knots 0, 1/4, .., 1 (zero at the start): a linear path whose slope is
+          piecewise linear in t.
 
 --rotate applies a fixed random rotation Q (QR of a Gaussian matrix, seed 4242) to the
 mixture, x' = Q x: the same mixture, no longer aligned with the coordinate axes (its
@@ -62,10 +68,12 @@ def parse_args(argv):
     p.add_argument("target")
     p.add_argument("--gmm", required=True, help="recipe_bench gmmD --dump-target FILE")
     p.add_argument("--arch", choices=["mlp", "resmlp", "adaln", "tshift", "tfeat", "skip",
-                                      "tskip", "affine", "experts"], default="mlp")
+                                      "tskip", "affine", "experts", "linexp", "tbasis"],
+                   default="mlp")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=3, help="mlp: hidden layers")
     p.add_argument("--blocks", type=int, default=2, help="resmlp, adaln: residual blocks")
+    p.add_argument("--experts", type=int, default=8, help="linexp: linear experts")
     p.add_argument("--seconds", type=float, default=0.0, help="CPU seconds of training")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -148,7 +156,8 @@ def build(a, d):
     base = lambda: ResMLP(a.width, a.blocks, False, "resmlp")
 
     class Wrapped(nn.Module):
-        """skip, tskip, affine, experts around the plain residual MLP (module doc)."""
+        """skip, tskip, affine, experts, linexp, tbasis around the plain residual MLP
+        (module doc)."""
 
         def __init__(self, kind):
             super().__init__()
@@ -158,6 +167,16 @@ def build(a, d):
                 self.skip = nn.Linear(d + 1 if kind == "skip" else 2 * d + 1, d)
                 nn.init.zeros_(self.skip.weight)
                 nn.init.zeros_(self.skip.bias)
+            if kind == "tbasis":  # x times hat functions of t at knots 0, 1/4, .., 1
+                self.skip = nn.Linear(5 * d + 1, d)
+                nn.init.zeros_(self.skip.weight)
+                nn.init.zeros_(self.skip.bias)
+            if kind == "linexp":  # K gated linear experts on [x, t x, t]
+                self.K = a.experts
+                self.gate = nn.Linear(a.width, self.K)
+                self.exp = nn.Linear(2 * d + 1, self.K * d)
+                nn.init.zeros_(self.exp.weight)
+                nn.init.zeros_(self.exp.bias)
             if kind == "affine":  # rows [0, d) of the output layer give s, rows [d, 2d) m
                 net = self.nets[0]
                 net.out = nn.Linear(a.width, 2 * d)
@@ -175,6 +194,20 @@ def build(a, d):
                 if late.numel():
                     out = out.index_copy(0, late, self.nets[1](u[late]))
                 return out
+            if self.kind == "linexp":
+                net = self.nets[0]
+                h = net.inp(u)
+                for blk in net.blocks:
+                    h = blk(h)
+                f = torch.nn.functional.silu(net.norm(h))
+                g = torch.softmax(self.gate(f), 1)
+                e = self.exp(torch.cat([x, t * x, t], 1)).view(-1, self.K, d)
+                return net.out(f) + (g.unsqueeze(2) * e).sum(1)
+            if self.kind == "tbasis":
+                k = torch.arange(5, dtype=u.dtype)
+                hat = torch.clamp(1 - (4 * t - k).abs(), min=0)  # (n, 5)
+                z = torch.cat([(hat.unsqueeze(2) * x.unsqueeze(1)).flatten(1), t], 1)
+                return self.nets[0](u) + self.skip(z)
             o = self.nets[0](u)
             if self.kind == "affine":
                 return o[:, :d] * x + o[:, d:]
@@ -275,8 +308,8 @@ def self_check(d=5, n=64):
     # the batched divergence of the nonlinear networks against autograd's full Jacobian,
     # at points whose Jacobians differ (all weights random, none left at zero)
     for arch in ("mlp", "resmlp", "adaln", "tshift", "tfeat", "skip", "tskip", "affine",
-                 "experts"):
-        a = argparse.Namespace(arch=arch, width=8, depth=3, blocks=2)
+                 "linexp", "tbasis", "experts"):
+        a = argparse.Namespace(arch=arch, width=8, depth=3, blocks=2, experts=3)
         net = build(a, d).double()
         with torch.no_grad():
             for p in net.parameters():

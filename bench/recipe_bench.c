@@ -24,6 +24,8 @@
  *   --batch B           (1024)
  *   --width W --depth L (512, 3)
  *   --blocks B          a residual MLP of width W with B blocks instead of the MLP (0: MLP)
+ *   --experts K         with --blocks: K gated linear experts on the residual MLP's output
+ *                       (stochflow_config_set_resmlp_experts; 0: none)
  *   --lr X              (1e-3)
  *   --sched constant|cosine|linear|wsd:F   cosine decays to --lr-min x lr over --steps;
  *                       linear decays to 0 over --steps; wsd:F holds lr, then decays
@@ -363,7 +365,7 @@ static int rotation_check(const target *tg) {
 typedef struct {
     const char *target, *tag, *sched, *tdist, *coupling, *interp, *evals, *rtols;
     const char *save_params, *load_params, *dump_target, *standardize;
-    size_t steps, batch, width, depth, blocks, warmup, eval_n, time_fourier;
+    size_t steps, batch, width, depth, blocks, experts, warmup, eval_n, time_fourier;
     double lr, lr_min, ema, clip, rtol, beta2;
     int ema_warmup, antithetic, threads, terr, check_oracle, batch_target, rotate;
     uint64_t seed;
@@ -395,6 +397,7 @@ static void parse(options *o, int argc, char **argv) {
         else if (IS("--width")) o->width = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--depth")) o->depth = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--blocks")) o->blocks = strtoull(arg(argc, argv, &i), NULL, 10);
+        else if (IS("--experts")) o->experts = strtoull(arg(argc, argv, &i), NULL, 10);
         else if (IS("--lr")) o->lr = atof(arg(argc, argv, &i));
         else if (IS("--sched")) o->sched = arg(argc, argv, &i);
         else if (IS("--lr-min")) o->lr_min = atof(arg(argc, argv, &i));
@@ -750,6 +753,7 @@ int main(int argc, char **argv) {
     for (size_t l = 0; l < o.depth; ++l) widths[l] = o.width;
     CHECK(stochflow_config_set_hidden(cfg, o.depth, widths));
     if (o.blocks) CHECK(stochflow_config_set_resmlp(cfg, o.width, o.blocks));
+    if (o.experts) CHECK(stochflow_config_set_resmlp_experts(cfg, o.experts));
     CHECK(stochflow_config_set_seed(cfg, o.seed));
     CHECK(stochflow_config_set_interpolant(cfg, strcmp(o.interp, "linear") == 0
                                                     ? STOCHFLOW_INTERP_LINEAR
