@@ -414,8 +414,9 @@ STOCHFLOW_API int stochflow_config_resmlp(size_t *width, size_t *blocks,
  * The experts start at zero (the model's initial field is the plain residual MLP's).
  * A field made of linear pieces is the form of a Gaussian mixture's velocity once its
  * components have separated; on the mixtures of bench/RECIPE.md (6 components) 8
- * experts lowered the KL 2-4x in the same time, 3 did not ("Eighth round"). K = 0 (the
- * default) removes them; stochflow_config_set_unet removes them with the residual MLP.
+ * experts lowered the KL 1.8-3.3x in the same time, 3 only by a quarter ("Eighth
+ * round"). K = 0 (the default) removes them; stochflow_config_set_unet removes them
+ * with the residual MLP.
  * @param[in,out] cfg      a residual MLP configuration (stochflow_config_set_resmlp)
  * @param[in]     experts  0..64 (the recipe for the mixtures: 8)
  * @return 0, STOCHFLOW_E_INVALID (not a residual MLP, K out of range). @since 1.5
