@@ -72,7 +72,8 @@ int cmd_info(int argc, char **argv) {
                     stochflow_config_resmlp_experts(&res_k, c) == 0;
     if (!unet_info(c, NULL)) { /* a U-Net prints its shape instead */
         if (res && res_k)
-            printf("network      residual MLP, width %zu, %zu block(s), %zu linear expert(s) (%s)\n",
+            printf("network      residual MLP, width %zu, %zu block(s), "
+                   "%zu linear expert(s) (%s)\n",
                    res_w, res_b, res_k, act);
         else if (res)
             printf("network      residual MLP, width %zu, %zu block(s) (%s)\n", res_w, res_b,
