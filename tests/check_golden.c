@@ -93,6 +93,24 @@ static stochflow_model *resmlp_model(size_t experts) {
     return m;
 }
 
+/* 10 training steps of m on moons batches (seed 11, stream k at step k): the losses and
+ * the parameters recorded as PREFIX_losses and PREFIX_params. */
+static void train_moons(record *r, stochflow_model *m, const char *prefix) {
+    float batch[G_BATCH * G_DIM], *params;
+    double losses[G_RES_STEPS];
+    size_t count;
+    char name[32];
+    for (int k = 0; k < G_RES_STEPS; ++k) {
+        ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
+        ck_assert_ok(stochflow_model_train_step(&losses[k], m, batch, G_BATCH, NULL, NULL));
+    }
+    snprintf(name, sizeof name, "%s_losses", prefix);
+    rec_add_f64(r, name, losses, G_RES_STEPS);
+    ck_assert_ok(stochflow_model_parameters(&params, &count, m));
+    snprintf(name, sizeof name, "%s_params", prefix);
+    rec_add_f32(r, name, params, count);
+}
+
 /* Run the scenario. Keep it identical to test_golden.py and golden.rs. */
 static void run_scenario(record *r) {
     stochflow_config *cfg = NULL;
@@ -151,13 +169,7 @@ static void run_scenario(record *r) {
     /* 5. the residual MLP (width 16, 2 blocks, seed 7): 10 steps of training, the
      * parameters, and the exact log-density of the same points (RK4, 16 steps) */
     stochflow_model *rm = resmlp_model(0);
-    for (int k = 0; k < G_RES_STEPS; ++k) {
-        ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
-        ck_assert_ok(stochflow_model_train_step(&losses[k], rm, batch, G_BATCH, NULL, NULL));
-    }
-    rec_add_f64(r, "res_losses", losses, G_RES_STEPS);
-    ck_assert_ok(stochflow_model_parameters(&params, &count, rm));
-    rec_add_f32(r, "res_params", params, count);
+    train_moons(r, rm, "res");
     ck_assert_ok(stochflow_solver_set_param(s, STOCHFLOW_PARAM_TRACE, STOCHFLOW_TRACE_EXACT));
     ck_assert_ok(stochflow_solver_log_prob(lp, NULL, s, rm, pts, G_NP, 1.0));
     rec_add_f32(r, "res_logp_exact", lp, G_NP);
@@ -167,24 +179,12 @@ static void run_scenario(record *r) {
     stochflow_model *bm = resmlp_model(0);
     ck_assert_ok(stochflow_model_set_param(bm, STOCHFLOW_PARAM_TRAIN_TARGET,
                                            STOCHFLOW_TRAIN_TARGET_BATCH));
-    for (int k = 0; k < G_RES_STEPS; ++k) {
-        ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
-        ck_assert_ok(stochflow_model_train_step(&losses[k], bm, batch, G_BATCH, NULL, NULL));
-    }
-    rec_add_f64(r, "bt_losses", losses, G_RES_STEPS);
-    ck_assert_ok(stochflow_model_parameters(&params, &count, bm));
-    rec_add_f32(r, "bt_params", params, count);
+    train_moons(r, bm, "bt");
 
     /* 7. the residual MLP with 3 linear experts: 10 steps, the losses, the parameters,
      * the exact log-density of the same points */
     stochflow_model *em = resmlp_model(3);
-    for (int k = 0; k < G_RES_STEPS; ++k) {
-        ck_assert_ok(stochflow_toy_sample(batch, "moons", G_BATCH, 11, (uint64_t)k));
-        ck_assert_ok(stochflow_model_train_step(&losses[k], em, batch, G_BATCH, NULL, NULL));
-    }
-    rec_add_f64(r, "ex_losses", losses, G_RES_STEPS);
-    ck_assert_ok(stochflow_model_parameters(&params, &count, em));
-    rec_add_f32(r, "ex_params", params, count);
+    train_moons(r, em, "ex");
     ck_assert_ok(stochflow_solver_log_prob(lp, NULL, s, em, pts, G_NP, 1.0));
     rec_add_f32(r, "ex_logp_exact", lp, G_NP);
 

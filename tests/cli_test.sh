@@ -97,11 +97,15 @@ run "a toy model with --coupling sinkhorn" "$SF" train --data moons --out "$T/to
 run "train a residual MLP" "$SF" train --data moons --out "$T/res.sfm" --steps 20 --resmlp 16,2 --batch 64 --threads 1
 "$SF" info --model "$T/res.sfm" --json >"$T/out" 2>&1
 json "info JSON: residual MLP 16 x 2" "d['arch']=='resmlp' and d['res_width']==16 and d['res_blocks']==2 and d['res_experts']==0 and 'hidden' not in d and d['step']==20"
-if "$SF" info --model "$T/res.sfm" 2>&1 | grep -q '^network *residual MLP, width 16, 2 block(s) (silu)'; then
-    ok "info prints the residual MLP"
-else
-    not_ok "info prints the residual MLP" "$("$SF" info --model "$T/res.sfm" 2>&1 | head -c 400)"
-fi
+# info_line NAME MODEL PATTERN: `info` of MODEL prints a line matching PATTERN
+info_line() {
+    if "$SF" info --model "$2" 2>&1 | grep -q "$3"; then
+        ok "$1"
+    else
+        not_ok "$1" "$("$SF" info --model "$2" 2>&1 | head -c 400)"
+    fi
+}
+info_line "info prints the residual MLP" "$T/res.sfm" '^network *residual MLP, width 16, 2 block(s) (silu)'
 run "logp of the residual MLP" "$SF" logp --model "$T/res.sfm" --data moons -n 16 --out "$T/res_lp.npy" --threads 1
 fails "resume cannot change to --resmlp" "cannot change" "$SF" train --data moons --out "$T/x.sfm" --resume "$T/res.sfm" --resmlp 8,1
 fails "--resmlp with --hidden" "--resmlp and --hidden" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,2 --hidden 8
@@ -111,11 +115,7 @@ fails "--resmlp zero width" "comma list of integers in 1..65536" "$SF" train --d
 run "train a residual MLP with linear experts" "$SF" train --data moons --out "$T/resx.sfm" --steps 20 --resmlp 16,2,3 --batch 64 --threads 1
 "$SF" info --model "$T/resx.sfm" --json >"$T/out" 2>&1
 json "info JSON: 3 linear experts" "d['arch']=='resmlp' and d['res_width']==16 and d['res_blocks']==2 and d['res_experts']==3"
-if "$SF" info --model "$T/resx.sfm" 2>&1 | grep -q '^network *residual MLP, width 16, 2 block(s), 3 linear expert(s) (silu)'; then
-    ok "info prints the linear experts"
-else
-    not_ok "info prints the linear experts" "$("$SF" info --model "$T/resx.sfm" 2>&1 | head -c 400)"
-fi
+info_line "info prints the linear experts" "$T/resx.sfm" '^network *residual MLP, width 16, 2 block(s), 3 linear expert(s) (silu)'
 run "logp of the residual MLP with experts" "$SF" logp --model "$T/resx.sfm" --data moons -n 16 --out "$T/resx_lp.npy" --threads 1
 fails "--resmlp experts out of range" "WIDTH,BLOCKS\[,EXPERTS\]" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,2,65
 fails "--resmlp four values" "at most 3 values" "$SF" train --data moons --out "$T/x.sfm" --resmlp 16,2,3,4
