@@ -71,14 +71,11 @@ int cmd_info(int argc, char **argv) {
                     stochflow_config_resmlp(&res_w, &res_b, c) == 0 &&
                     stochflow_config_resmlp_experts(&res_k, c) == 0;
     if (!unet_info(c, NULL)) { /* a U-Net prints its shape instead */
-        if (res && res_k)
-            printf("network      residual MLP, width %zu, %zu block(s), "
-                   "%zu linear expert(s) (%s)\n",
-                   res_w, res_b, res_k, act);
-        else if (res)
-            printf("network      residual MLP, width %zu, %zu block(s) (%s)\n", res_w, res_b,
-                   act);
-        else
+        if (res) {
+            printf("network      residual MLP, width %zu, %zu block(s)", res_w, res_b);
+            if (res_k) printf(", %zu linear expert(s)", res_k);
+            printf(" (%s)\n", act);
+        } else
             printf("hidden       %s (%s)\n", hid, act);
         if (temb == STOCHFLOW_TIME_FOURIER)
             printf("time input   fourier, %zu frequencies\n", nfreq);
